@@ -1,0 +1,68 @@
+/** Stable error codes. Codes are part of the public API: they never change meaning. */
+export type GeoEditErrorCode =
+  | 'ERR_INVALID_ARG_TYPE'
+  | 'ERR_INVALID_OPTION'
+  | 'ERR_UNKNOWN_OPTION'
+  | 'ERR_UNKNOWN_DTYPE'
+  | 'ERR_UNKNOWN_STRATEGY'
+  | 'ERR_SHAPE_MISMATCH'
+  | 'ERR_DATA_LENGTH'
+  | 'ERR_COEFFICIENTS'
+  | 'ERR_NON_FINITE'
+  | 'ERR_BAD_IMPORTANCE'
+  | 'ERR_BAD_SAFETENSORS'
+  | 'ERR_BAD_ADAPTER'
+  | 'ERR_UNSUPPORTED'
+  | 'ERR_MISSING_TENSOR'
+  | 'ERR_NOT_FOUND'
+  | 'ERR_OUTPUT_EXISTS'
+  | 'ERR_IO'
+  | 'ERR_ABORTED'
+  | 'ERR_CUDA_UNAVAILABLE'
+  | 'ERR_CUDA'
+  | 'ERR_NATIVE_LOAD'
+  | 'ERR_OUT_OF_MEMORY'
+  | 'ERR_INTERNAL';
+
+/** The one error class of the package; `code` is stable, `message` names what is wrong. */
+export class GeoEditError extends Error {
+  readonly code: GeoEditErrorCode;
+  /** Optional structured context: file, tensor, row, option… */
+  readonly details?: Record<string, unknown>;
+  constructor(code: GeoEditErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = 'GeoEditError';
+    this.code = code;
+    if (details) this.details = details;
+  }
+}
+
+/** A TypeError carrying a stable code (wrong JS type for an argument). */
+export function typeError(message: string): TypeError & { code: 'ERR_INVALID_ARG_TYPE' } {
+  const e = new TypeError(message) as TypeError & { code: 'ERR_INVALID_ARG_TYPE' };
+  e.code = 'ERR_INVALID_ARG_TYPE';
+  return e;
+}
+
+/** Describe a received value for messages: `Expected X for NAME but received V`. */
+export function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
+  if (typeof v === 'string') return `'${v.length > 40 ? v.slice(0, 40) + '…' : v}'`;
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  if (Array.isArray(v)) return `an array of length ${v.length}`;
+  if (ArrayBuffer.isView(v)) return `a ${v.constructor.name} of length ${(v as unknown as { length: number }).length}`;
+  if (typeof v === 'function') return 'a function';
+  return `an object (${Object.prototype.toString.call(v).slice(8, -1)})`;
+}
+
+/** Turn an error thrown by the native addon (an Error with a string `code`) into a GeoEditError. */
+export function fromNative(e: unknown): Error {
+  if (e instanceof GeoEditError) return e;
+  if (e && typeof e === 'object' && 'code' in e && typeof (e as { code: unknown }).code === 'string') {
+    const err = e as Error & { code: string };
+    if (err instanceof TypeError) return err;
+    return new GeoEditError(err.code as GeoEditErrorCode, err.message);
+  }
+  return e instanceof Error ? e : new Error(String(e));
+}

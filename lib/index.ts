@@ -1,0 +1,30 @@
+// geoedit: neuron-level knowledge editing (GeoEdit) over a native C++ core.
+import { loadNative } from './native';
+import { cudaStatus } from './backend';
+import type { InfoResult } from './types';
+
+export { editTensor, editTensorSync, analyzeTensor } from './edit';
+export { GeoEditError } from './errors';
+export type { GeoEditErrorCode } from './errors';
+export { DEFAULTS, PAPER_PRESET } from './options';
+export type {
+  DType, Tensor, Strategy, Backend, EditOptions, EditInputs, EditResult, TensorStats, RegionCounts, InfoResult,
+} from './types';
+
+/** Version, SIMD level in use, threads, backends, and why CUDA is or is not in use. */
+export function info(): InfoResult {
+  const n = loadNative().info();
+  const cuda = cudaStatus();
+  return {
+    version: n.version,
+    simd: n.simd,
+    threads: n.threads,
+    backends: cuda.available ? ['cpu', 'cuda'] : ['cpu'],
+    cuda: cuda.available ? (cuda.device ?? {}) : null,
+    cudaStatus: cuda.available ? 'available' : cuda.reason,
+    simdSupported: n.simdSupported,
+    platform: `${process.platform}-${process.arch}`,
+    node: process.version,
+    napi: process.versions.napi ?? 'unknown',
+  };
+}

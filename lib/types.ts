@@ -1,0 +1,87 @@
+export type DType = 'f32' | 'f16' | 'bf16';
+export const DTYPES: readonly DType[] = ['f32', 'f16', 'bf16'];
+
+/** A dense tensor. f16/bf16 data are raw bits in a Uint16Array. */
+export interface Tensor {
+  dtype: DType;
+  shape: number[];
+  data: Float32Array | Uint16Array;
+}
+
+export type Strategy = 'geoedit' | 'forget-then-learn' | 'task-arithmetic' | 'custom';
+export const STRATEGIES: readonly Strategy[] = ['geoedit', 'forget-then-learn', 'task-arithmetic', 'custom'];
+
+export type Backend = 'auto' | 'cpu' | 'cuda';
+
+export interface EditOptions {
+  strategy?: Strategy;
+  /** 'paper': the paper's literal reading (keepOrthogonal 0, fuseAligned 1, forgetConflicting 1, kappa 1). Explicit options win. */
+  preset?: 'paper';
+  scale?: number;
+  kappa?: number;
+  bandDegrees?: number;
+  keepOrthogonal?: number;
+  fuseAligned?: number;
+  forgetConflicting?: number;
+  lambda?: number;
+  density?: number;
+  temperature?: number;
+  importanceOld?: Tensor;
+  importanceNew?: Tensor;
+  /** strategy 'custom': one (cNew, cOld) pair per row. */
+  coefficients?: { cNew: Float32Array; cOld: Float32Array };
+  outDtype?: DType;
+  /** Threads of the shared pool; 0 or undefined = all cores. */
+  threads?: number;
+  backend?: Backend;
+  allowNonFinite?: boolean;
+}
+
+export interface EditInputs {
+  base: Tensor;
+  old: Tensor;
+  new: Tensor;
+}
+
+export interface RegionCounts {
+  orthogonal: number;
+  synergy: number;
+  conflict: number;
+}
+
+export interface TensorStats {
+  rows: number;
+  cols: number;
+  /** cos(τold[i], τnew[i]) per row (f64). */
+  cos: Float64Array;
+  /** Per row: 0 orthogonal, 1 synergy, 2 conflict. */
+  region: Uint8Array;
+  counts: RegionCounts;
+  /** The |cos| threshold used (κ/√n or sin(bandDegrees)). */
+  threshold: number;
+  /** Coefficients applied per row. */
+  coefNew: Float32Array;
+  coefOld: Float32Array;
+  /** Σ‖τnew[i]‖² over rows, and Σ‖c_new·b̃ + c_old·ã‖²: the update energy offered and applied. */
+  energy: { new: number; old: number; applied: number };
+}
+
+export interface EditResult {
+  out: Tensor;
+  stats: TensorStats;
+}
+
+export interface InfoResult {
+  version: string;
+  /** SIMD level in use: 'avx512' | 'avx2' | 'scalar'. */
+  simd: string;
+  threads: number;
+  backends: string[];
+  cuda: null | Record<string, unknown>;
+  /** Why CUDA is not in use, when cuda is null. */
+  cudaStatus: string;
+  simdSupported: string[];
+  platform: string;
+  node: string;
+  napi: string;
+}

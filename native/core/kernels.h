@@ -1,0 +1,31 @@
+// The per-ISA row kernels. The scalar table is the reference and is always compiled in;
+// native/cpu/ provides AVX2 and AVX-512 tables built with their own flags and chosen at run time.
+#pragma once
+#include <cstdint>
+#include "geoedit/geoedit.h"
+
+namespace geoedit {
+
+struct Kernels {
+  const char* name;
+  // src (n values of dtype) -> dst f32. Exact.
+  void (*decode)(DType dtype, const void* src, float* dst, int64_t n);
+  // a = old - base, b = new - base (f32); dot/na/nb accumulated in f64.
+  void (*stats)(const float* base, const float* old_, const float* new_, float* a, float* b,
+                int64_t n, double* dot, double* na, double* nb);
+  // out = (base + cn*b) + co*a in f32 (no FMA contraction), then rounded to out_dtype (RNE).
+  void (*output)(const float* base, const float* a, const float* b, float cn, float co,
+                 int64_t n, DType out_dtype, void* dst);
+  // f32 -> out_dtype (RNE), used for coefficient-free rows and conversions.
+  void (*encode)(const float* src, DType dtype, void* dst, int64_t n);
+};
+
+extern const Kernels kScalarKernels;
+#if defined(GEOEDIT_X86)
+extern const Kernels kAvx2Kernels;
+extern const Kernels kAvx512Kernels;
+#endif
+
+const Kernels& kernels_for(SimdLevel level);
+
+}  // namespace geoedit

@@ -1,0 +1,121 @@
+// AVX2 + FMA + F16C row kernels. This file alone is built with -mavx2 -mfma -mf16c;
+// it is only called after the CPU reported those features (core/dispatch.cc).
+#include <immintrin.h>
+#include "../core/kernels.h"
+#include "../core/dtype.h"
+
+namespace geoedit {
+namespace {
+
+inline __m256 load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline __m256 load_bf16(const uint16_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+inline void store_f16(uint16_t* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+inline void store_bf16(uint16_t* p, __m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i hi = _mm256_srli_epi32(u, 16);
+  const __m256i lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+  const __m256i nanv = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
+  const __m256i isnan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  r = _mm256_blendv_epi8(r, nanv, isnan);
+  __m256i p16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(p16));
+}
+
+void decode_avx2(DType dtype, const void* src, float* dst, int64_t n) {
+  if (dtype == DType::F32) { std::memcpy(dst, src, size_t(n) * 4); return; }
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  int64_t j = 0;
+  if (dtype == DType::F16) {
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(dst + j, load_f16(s + j));
+    for (; j < n; ++j) dst[j] = f16_to_f32(s[j]);
+  } else {
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(dst + j, load_bf16(s + j));
+    for (; j < n; ++j) dst[j] = bf16_to_f32(s[j]);
+  }
+}
+
+inline double hsum(__m256d v) {
+  __m128d lo = _mm256_castpd256_pd128(v), hi = _mm256_extractf128_pd(v, 1);
+  lo = _mm_add_pd(lo, hi);
+  return _mm_cvtsd_f64(_mm_add_sd(lo, _mm_unpackhi_pd(lo, lo)));
+}
+
+void stats_avx2(const float* base, const float* old_, const float* new_, float* a, float* b,
+                int64_t n, double* dot, double* na, double* nb) {
+  __m256d d0 = _mm256_setzero_pd(), d1 = d0, x0 = d0, x1 = d0, y0 = d0, y1 = d0;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 vb = _mm256_loadu_ps(base + j);
+    const __m256 va = _mm256_sub_ps(_mm256_loadu_ps(old_ + j), vb);
+    const __m256 vn = _mm256_sub_ps(_mm256_loadu_ps(new_ + j), vb);
+    _mm256_storeu_ps(a + j, va);
+    _mm256_storeu_ps(b + j, vn);
+    const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(va)), a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(va, 1));
+    const __m256d b0 = _mm256_cvtps_pd(_mm256_castps256_ps128(vn)), b1 = _mm256_cvtps_pd(_mm256_extractf128_ps(vn, 1));
+    d0 = _mm256_fmadd_pd(a0, b0, d0); d1 = _mm256_fmadd_pd(a1, b1, d1);
+    x0 = _mm256_fmadd_pd(a0, a0, x0); x1 = _mm256_fmadd_pd(a1, a1, x1);
+    y0 = _mm256_fmadd_pd(b0, b0, y0); y1 = _mm256_fmadd_pd(b1, b1, y1);
+  }
+  double d = hsum(_mm256_add_pd(d0, d1)), x = hsum(_mm256_add_pd(x0, x1)), y = hsum(_mm256_add_pd(y0, y1));
+  for (; j < n; ++j) {
+    const float aj = old_[j] - base[j], bj = new_[j] - base[j];
+    a[j] = aj; b[j] = bj;
+    d += double(aj) * double(bj); x += double(aj) * double(aj); y += double(bj) * double(bj);
+  }
+  *dot = d; *na = x; *nb = y;
+}
+
+void encode_avx2(const float* src, DType dtype, void* dst, int64_t n) {
+  if (dtype == DType::F32) { std::memcpy(dst, src, size_t(n) * 4); return; }
+  uint16_t* d = static_cast<uint16_t*>(dst);
+  int64_t j = 0;
+  if (dtype == DType::F16) {
+    for (; j + 8 <= n; j += 8) store_f16(d + j, _mm256_loadu_ps(src + j));
+    for (; j < n; ++j) d[j] = f32_to_f16(src[j]);
+  } else {
+    for (; j + 8 <= n; j += 8) store_bf16(d + j, _mm256_loadu_ps(src + j));
+    for (; j < n; ++j) d[j] = f32_to_bf16(src[j]);
+  }
+}
+
+void output_avx2(const float* base, const float* a, const float* b, float cn, float co,
+                 int64_t n, DType out_dtype, void* dst) {
+  const __m256 vcn = _mm256_set1_ps(cn), vco = _mm256_set1_ps(co);
+  int64_t j = 0;
+  auto row = [&](int64_t k) {
+    __m256 o = _mm256_add_ps(_mm256_loadu_ps(base + k), _mm256_mul_ps(vcn, _mm256_loadu_ps(b + k)));
+    return _mm256_add_ps(o, _mm256_mul_ps(vco, _mm256_loadu_ps(a + k)));
+  };
+  auto tail = [&](int64_t k) { float o = base[k] + cn * b[k]; return o + co * a[k]; };
+  switch (out_dtype) {
+    case DType::F32: {
+      float* d = static_cast<float*>(dst);
+      for (; j + 8 <= n; j += 8) _mm256_storeu_ps(d + j, row(j));
+      for (; j < n; ++j) d[j] = tail(j);
+      break;
+    }
+    case DType::F16: {
+      uint16_t* d = static_cast<uint16_t*>(dst);
+      for (; j + 8 <= n; j += 8) store_f16(d + j, row(j));
+      for (; j < n; ++j) d[j] = f32_to_f16(tail(j));
+      break;
+    }
+    case DType::BF16: {
+      uint16_t* d = static_cast<uint16_t*>(dst);
+      for (; j + 8 <= n; j += 8) store_bf16(d + j, row(j));
+      for (; j < n; ++j) d[j] = f32_to_bf16(tail(j));
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+const Kernels kAvx2Kernels = {"avx2", decode_avx2, stats_avx2, output_avx2, encode_avx2};
+
+}  // namespace geoedit

@@ -1,0 +1,98 @@
+// AVX-512 (F, BW, VL, DQ) row kernels, built with their own flags; called only after the
+// CPU reported those features (core/dispatch.cc). Tails use masked loads and stores.
+#include <immintrin.h>
+#include "../core/kernels.h"
+#include "../core/dtype.h"
+
+namespace geoedit {
+namespace {
+
+inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1u); }
+
+inline __m512 load_f16(const uint16_t* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+inline __m512 load_bf16(const uint16_t* p, __mmask16 m) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+inline __m256i to_f16(__m512 v) { return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline __m256i to_bf16(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i hi = _mm512_srli_epi32(u, 16);
+  const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  const __mmask16 isnan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  r = _mm512_mask_blend_epi32(isnan, r, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+  return _mm512_cvtepi32_epi16(r);
+}
+
+void decode_avx512(DType dtype, const void* src, float* dst, int64_t n) {
+  if (dtype == DType::F32) { std::memcpy(dst, src, size_t(n) * 4); return; }
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    _mm512_mask_storeu_ps(dst + j, m, dtype == DType::F16 ? load_f16(s + j, m) : load_bf16(s + j, m));
+  }
+}
+
+void stats_avx512(const float* base, const float* old_, const float* new_, float* a, float* b,
+                  int64_t n, double* dot, double* na, double* nb) {
+  __m512d d0 = _mm512_setzero_pd(), d1 = d0, x0 = d0, x1 = d0, y0 = d0, y1 = d0;
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    const __m512 vb = _mm512_maskz_loadu_ps(m, base + j);
+    const __m512 va = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, old_ + j), vb);
+    const __m512 vn = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, new_ + j), vb);
+    _mm512_mask_storeu_ps(a + j, m, va);
+    _mm512_mask_storeu_ps(b + j, m, vn);
+    const __m512d a0 = _mm512_cvtps_pd(_mm512_castps512_ps256(va));
+    const __m512d a1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(va), 1)));
+    const __m512d b0 = _mm512_cvtps_pd(_mm512_castps512_ps256(vn));
+    const __m512d b1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(vn), 1)));
+    d0 = _mm512_fmadd_pd(a0, b0, d0); d1 = _mm512_fmadd_pd(a1, b1, d1);
+    x0 = _mm512_fmadd_pd(a0, a0, x0); x1 = _mm512_fmadd_pd(a1, a1, x1);
+    y0 = _mm512_fmadd_pd(b0, b0, y0); y1 = _mm512_fmadd_pd(b1, b1, y1);
+  }
+  *dot = _mm512_reduce_add_pd(_mm512_add_pd(d0, d1));
+  *na = _mm512_reduce_add_pd(_mm512_add_pd(x0, x1));
+  *nb = _mm512_reduce_add_pd(_mm512_add_pd(y0, y1));
+}
+
+template <typename Store>
+inline void output_loop(const float* base, const float* a, const float* b, float cn, float co, int64_t n, Store store) {
+  const __m512 vcn = _mm512_set1_ps(cn), vco = _mm512_set1_ps(co);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    __m512 o = _mm512_add_ps(_mm512_maskz_loadu_ps(m, base + j), _mm512_mul_ps(vcn, _mm512_maskz_loadu_ps(m, b + j)));
+    o = _mm512_add_ps(o, _mm512_mul_ps(vco, _mm512_maskz_loadu_ps(m, a + j)));
+    store(j, m, o);
+  }
+}
+
+void output_avx512(const float* base, const float* a, const float* b, float cn, float co,
+                   int64_t n, DType out_dtype, void* dst) {
+  if (out_dtype == DType::F32) {
+    float* d = static_cast<float*>(dst);
+    output_loop(base, a, b, cn, co, n, [&](int64_t j, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(d + j, m, v); });
+  } else {
+    uint16_t* d = static_cast<uint16_t*>(dst);
+    if (out_dtype == DType::F16)
+      output_loop(base, a, b, cn, co, n, [&](int64_t j, __mmask16 m, __m512 v) { _mm256_mask_storeu_epi16(d + j, m, to_f16(v)); });
+    else
+      output_loop(base, a, b, cn, co, n, [&](int64_t j, __mmask16 m, __m512 v) { _mm256_mask_storeu_epi16(d + j, m, to_bf16(v)); });
+  }
+}
+
+void encode_avx512(const float* src, DType dtype, void* dst, int64_t n) {
+  if (dtype == DType::F32) { std::memcpy(dst, src, size_t(n) * 4); return; }
+  uint16_t* d = static_cast<uint16_t*>(dst);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    const __m512 v = _mm512_maskz_loadu_ps(m, src + j);
+    _mm256_mask_storeu_epi16(d + j, m, dtype == DType::F16 ? to_f16(v) : to_bf16(v));
+  }
+}
+
+}  // namespace
+
+const Kernels kAvx512Kernels = {"avx512", decode_avx512, stats_avx512, output_avx512, encode_avx512};
+
+}  // namespace geoedit

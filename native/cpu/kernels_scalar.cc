@@ -1,0 +1,95 @@
+// The scalar reference kernels (SPEC §3, §5). Compiled without ISA flags.
+#include "../core/kernels.h"
+#include "../core/dtype.h"
+
+namespace geoedit {
+namespace {
+
+void decode_scalar(DType dtype, const void* src, float* dst, int64_t n) {
+  switch (dtype) {
+    case DType::F32:
+      std::memcpy(dst, src, size_t(n) * 4);
+      break;
+    case DType::F16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (int64_t j = 0; j < n; ++j) dst[j] = f16_to_f32(s[j]);
+      break;
+    }
+    case DType::BF16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (int64_t j = 0; j < n; ++j) dst[j] = bf16_to_f32(s[j]);
+      break;
+    }
+  }
+}
+
+void stats_scalar(const float* base, const float* old_, const float* new_, float* a, float* b,
+                  int64_t n, double* dot, double* na, double* nb) {
+  double d = 0, x = 0, y = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float aj = old_[j] - base[j];
+    const float bj = new_[j] - base[j];
+    a[j] = aj;
+    b[j] = bj;
+    d += double(aj) * double(bj);
+    x += double(aj) * double(aj);
+    y += double(bj) * double(bj);
+  }
+  *dot = d;
+  *na = x;
+  *nb = y;
+}
+
+void encode_scalar(const float* src, DType dtype, void* dst, int64_t n) {
+  switch (dtype) {
+    case DType::F32:
+      std::memcpy(dst, src, size_t(n) * 4);
+      break;
+    case DType::F16: {
+      uint16_t* d = static_cast<uint16_t*>(dst);
+      for (int64_t j = 0; j < n; ++j) d[j] = f32_to_f16(src[j]);
+      break;
+    }
+    case DType::BF16: {
+      uint16_t* d = static_cast<uint16_t*>(dst);
+      for (int64_t j = 0; j < n; ++j) d[j] = f32_to_bf16(src[j]);
+      break;
+    }
+  }
+}
+
+void output_scalar(const float* base, const float* a, const float* b, float cn, float co,
+                   int64_t n, DType out_dtype, void* dst) {
+  switch (out_dtype) {
+    case DType::F32: {
+      float* d = static_cast<float*>(dst);
+      for (int64_t j = 0; j < n; ++j) {
+        float o = base[j] + cn * b[j];
+        d[j] = o + co * a[j];
+      }
+      break;
+    }
+    case DType::F16: {
+      uint16_t* d = static_cast<uint16_t*>(dst);
+      for (int64_t j = 0; j < n; ++j) {
+        float o = base[j] + cn * b[j];
+        d[j] = f32_to_f16(o + co * a[j]);
+      }
+      break;
+    }
+    case DType::BF16: {
+      uint16_t* d = static_cast<uint16_t*>(dst);
+      for (int64_t j = 0; j < n; ++j) {
+        float o = base[j] + cn * b[j];
+        d[j] = f32_to_bf16(o + co * a[j]);
+      }
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+const Kernels kScalarKernels = {"scalar", decode_scalar, stats_scalar, output_scalar, encode_scalar};
+
+}  // namespace geoedit

@@ -1,0 +1,127 @@
+// geoedit core: the public C++ API of the numerical core (SPEC.md §2, §3, §5).
+// No Node headers here or anywhere under native/ except native/binding/.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace geoedit {
+
+enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2 };
+
+inline size_t dtype_size(DType d) { return d == DType::F32 ? 4 : 2; }
+const char* dtype_name(DType d);
+bool parse_dtype(const std::string& s, DType* out);
+
+enum class Strategy : uint8_t { GeoEdit = 0, ForgetThenLearn = 1, TaskArithmetic = 2, Custom = 3 };
+bool parse_strategy(const std::string& s, Strategy* out);
+
+enum class Region : uint8_t { Orthogonal = 0, Synergy = 1, Conflict = 2 };
+
+// Stable error codes; the binding maps them to GeoEditError.code strings.
+enum class ErrorCode : uint8_t {
+  InvalidArgument,  // ERR_INVALID_ARGUMENT
+  ShapeMismatch,    // ERR_SHAPE_MISMATCH
+  NonFinite,        // ERR_NON_FINITE
+  BadImportance,    // ERR_BAD_IMPORTANCE
+  BadSafetensors,   // ERR_BAD_SAFETENSORS
+  Io,               // ERR_IO
+  CudaUnavailable,  // ERR_CUDA_UNAVAILABLE
+  Cuda,             // ERR_CUDA
+  Internal,         // ERR_INTERNAL
+};
+const char* error_code_name(ErrorCode c);
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& msg) : std::runtime_error(msg), code_(code) {}
+  ErrorCode code() const { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+// The SPEC §3 defaults. This is the only place they are written down in C++;
+// lib/options.ts mirrors them for JS and is checked against defaults() by a test.
+struct Params {
+  Strategy strategy = Strategy::GeoEdit;
+  double scale = 1.0;             // alpha
+  double kappa = 1.5;             // adaptive threshold t = kappa / sqrt(n)
+  double band_degrees = -1.0;     // when >= 0 replaces kappa: t = sin(band_degrees)
+  double keep_orthogonal = 0.5;   // gamma
+  double fuse_aligned = 0.0;      // mu
+  double forget_conflicting = 0.0;// phi
+  double lambda = 1.0;            // F-Learning forgetting strength
+  double density = 1.0;           // rho in (0, 1]
+  double temperature = 1.0;       // T > 0
+  bool allow_non_finite = false;
+};
+
+// The paper preset (SPEC §3): keepOrthogonal 0, fuseAligned 1, forgetConflicting 1, kappa 1.
+void apply_paper_preset(Params* p);
+// Throws Error(InvalidArgument) naming the option when a value is out of range.
+void validate_params(const Params& p);
+
+// One tensor viewed as [rows, cols], row-major; data in its stored dtype.
+struct View {
+  DType dtype = DType::F32;
+  const void* data = nullptr;
+};
+
+// A whole edit of one tensor (or a block of its rows: everything is row-local).
+struct EditJob {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  View base, old_, new_;
+  View imp_old, imp_new;           // optional (data == nullptr: magnitude importance)
+  const float* c_new = nullptr;    // strategy Custom: one per row
+  const float* c_old = nullptr;
+  // Output; out == nullptr means analyse only (geometry + coefficients, no weights).
+  DType out_dtype = DType::F32;
+  void* out = nullptr;
+  // Per-row results, each optional (nullptr to skip).
+  double* cos = nullptr;
+  uint8_t* region = nullptr;
+  float* coef_new = nullptr;       // the coefficients actually applied
+  float* coef_old = nullptr;
+  double* delta_sq = nullptr;      // sum_j (out_f32 - base_f32)^2 before rounding, per row
+  double* nb = nullptr;            // |tau_new|^2 per row (untrimmed)
+  double* na = nullptr;            // |tau_old|^2 per row (untrimmed)
+  // Names used in error messages ("base", "old", "new" by default; a tensor name for checkpoints).
+  std::string tensor_name;
+  int64_t row_offset = 0;          // added to row numbers in messages (block processing)
+};
+
+enum class SimdLevel : uint8_t { Scalar = 0, AVX2 = 1, AVX512 = 2 };
+const char* simd_name(SimdLevel s);
+// The best level this CPU supports, capped by GEOEDIT_SIMD if set (scalar|avx2|avx512).
+SimdLevel detect_simd();
+// The level in use (detect_simd() unless forced by set_simd()).
+SimdLevel active_simd();
+// Force a level (tests); returns false if the CPU does not support it.
+bool set_simd(SimdLevel s);
+bool cpu_supports(SimdLevel s);
+
+struct RunOptions {
+  int threads = 0;                 // 0: all cores of the shared pool
+  int simd = -1;                   // -1: active_simd(); else a SimdLevel forced for this call
+};
+
+// Runs SPEC §3 on every row. Deterministic: the same bytes for any thread count.
+// Throws geoedit::Error. Outputs are fully written only when it returns normally.
+void run_edit(const EditJob& job, const Params& params, const RunOptions& ro = RunOptions());
+
+// Threshold t on |cos| for a row width n (SPEC §3.2).
+double region_threshold(const Params& p, int64_t n);
+
+// Helpers exposed for the binding, the checkpoint pipeline and tests.
+void convert(DType from, const void* src, DType to, void* dst, size_t count);
+int hardware_threads();
+// Element-wise out = b + s*c over n doubles with the shared pool (STREAM triad, for the bench).
+double triad_gbps(size_t n, int threads, int reps);
+
+const char* version();
+
+}  // namespace geoedit
