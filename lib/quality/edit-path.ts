@@ -1,0 +1,125 @@
+// The one function every benchmark edit goes through: the package's own user path.
+// Today: editTensor per tensor on tensors read from the checkpoint files (LoRA adapters are
+// materialised as base + s·B·A first). When editCheckpoint / editAdapters land this switches to
+// them, so the benchmark measures exactly what a user runs.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { editTensor } from '../edit';
+import { GeoEditError } from '../errors';
+import { readSafetensorsHeaderSync, readTensor, toTensor, writeSafetensors } from '../safetensors';
+import type { EditOptions, Tensor, TensorStats } from '../types';
+
+export type Weights = Map<string, Tensor>;
+
+/** Full checkpoints θ0, θold, θnew (safetensors files). */
+export interface CheckpointSource {
+  kind: 'checkpoints';
+  base: string;
+  old: string;
+  new: string;
+}
+
+/** LoRA adapters (PEFT directories) on a base checkpoint. */
+export interface AdapterSource {
+  kind: 'adapters';
+  base: string;
+  old: string;
+  new: string;
+}
+
+export type EditSource = CheckpointSource | AdapterSource;
+
+export interface EditRun {
+  weights: Weights;
+  stats: Map<string, TensorStats>;
+}
+
+export async function loadCheckpoint(file: string): Promise<Weights> {
+  const h = readSafetensorsHeaderSync(file);
+  const out: Weights = new Map();
+  for (const t of h.tensors) out.set(t.name, toTensor(await readTensor(file, t.name, h), `${file}: ${t.name}`));
+  return out;
+}
+
+export async function saveCheckpoint(file: string, w: Weights, metadata?: Record<string, string>): Promise<void> {
+  await writeSafetensors(file, [...w].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.data })), metadata ?? { format: 'pt' });
+}
+
+interface AdapterConfig {
+  r: number;
+  lora_alpha: number;
+  use_rslora?: boolean;
+  target_modules: string[];
+}
+
+/** base + s·B·A for every module of a PEFT adapter directory (f32). */
+export async function materialiseAdapter(base: Weights, dir: string): Promise<Weights> {
+  const cfgPath = path.join(dir, 'adapter_config.json');
+  let cfg: AdapterConfig;
+  try {
+    cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8')) as AdapterConfig;
+  } catch (e) {
+    throw new GeoEditError('ERR_BAD_ADAPTER', `${cfgPath}: cannot read the adapter config (${(e as Error).message})`, { file: cfgPath });
+  }
+  const s = cfg.use_rslora ? cfg.lora_alpha / Math.sqrt(cfg.r) : cfg.lora_alpha / cfg.r;
+  const file = path.join(dir, 'adapter_model.safetensors');
+  const ad = await loadCheckpoint(file);
+  const out: Weights = new Map();
+  for (const [name, t] of base) out.set(name, { ...t, data: (t.data as Float32Array).slice() });
+  for (const [key, A] of ad) {
+    const m = /^base_model\.model\.(.+)\.lora_A\.weight$/.exec(key);
+    if (!m) continue;
+    const mod = m[1]!;
+    const B = ad.get(`base_model.model.${mod}.lora_B.weight`);
+    const W = out.get(`${mod}.weight`);
+    if (!B || !W) throw new GeoEditError('ERR_BAD_ADAPTER', `${file}: module '${mod}' has no lora_B or no base weight '${mod}.weight'`, { file, tensor: key });
+    const [r, inn] = A.shape as [number, number];
+    const outDim = B.shape[0]!;
+    const a = A.data as Float32Array, b = B.data as Float32Array, w = W.data as Float32Array;
+    for (let i = 0; i < outDim; i++) {
+      for (let k = 0; k < r; k++) {
+        const c = s * b[i * r + k]!;
+        if (c === 0) continue;
+        for (let j = 0; j < inn; j++) w[i * inn + j] = w[i * inn + j]! + c * a[k * inn + j]!;
+      }
+    }
+  }
+  return out;
+}
+
+/** The three weight sets of a source, in memory (adapters materialised). */
+export async function loadSource(src: EditSource): Promise<{ base: Weights; old: Weights; new: Weights }> {
+  const base = await loadCheckpoint(src.base);
+  if (src.kind === 'checkpoints') return { base, old: await loadCheckpoint(src.old), new: await loadCheckpoint(src.new) };
+  return { base, old: await materialiseAdapter(base, src.old), new: await materialiseAdapter(base, src.new) };
+}
+
+export interface RunEditOptions {
+  /** strategy 'custom': coefficients per tensor name (tensors not listed get task arithmetic's (1, 0)). */
+  coefficients?: Map<string, { cNew: Float32Array; cOld: Float32Array }>;
+  /** Write the edited checkpoint here too. */
+  outFile?: string;
+  /** Cache of loaded sources (the sweep edits the same files many times). */
+  loaded?: { base: Weights; old: Weights; new: Weights };
+}
+
+/** Edit θ0 with τold / τnew from `src` through the package's path; returns the edited weights. */
+export async function runEdit(src: EditSource, options: EditOptions, extra: RunEditOptions = {}): Promise<EditRun> {
+  const w = extra.loaded ?? (await loadSource(src));
+  const weights: Weights = new Map();
+  const stats = new Map<string, TensorStats>();
+  for (const [name, base] of w.base) {
+    const old = w.old.get(name), nw = w.new.get(name);
+    if (!old || !nw) throw new GeoEditError('ERR_MISSING_TENSOR', `tensor '${name}' of ${src.base} is missing from the ${!old ? 'old' : 'new'} weights`, { tensor: name });
+    let opts: EditOptions = options;
+    if (options.strategy === 'custom') {
+      const c = extra.coefficients?.get(name);
+      opts = c ? { ...options, coefficients: c } : { ...options, strategy: 'task-arithmetic' };
+    }
+    const r = await editTensor({ base, old, new: nw }, opts);
+    weights.set(name, r.out);
+    stats.set(name, r.stats);
+  }
+  if (extra.outFile) await saveCheckpoint(extra.outFile, weights);
+  return { weights, stats };
+}

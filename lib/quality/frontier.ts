@@ -1,0 +1,283 @@
+// The quality protocol (QUALITY.md) as a library function: sweep every method's knob, score
+// each edited model with the caller's callback, and report the best Locality reached at matched
+// Reliability (≥ 0.99× and ≥ 0.95× that of plain fine-tuning), with the two controls.
+import { analyzeTensor } from '../edit';
+import { GeoEditError, typeError, describe } from '../errors';
+import { matrixView } from '../tensor';
+import type { EditOptions, Tensor } from '../types';
+import { Rng } from './prng';
+import { loadSource, runEdit, type EditSource, type Weights } from './edit-path';
+
+export interface QualityScores {
+  reliability: number;
+  generality: number;
+  locality: number;
+}
+
+/** The method families a sweep reports. The last two are the controls. */
+export type Family = 'task-arithmetic' | 'forget-then-learn' | 'geoedit' | 'geoedit-paper' | 'random-mask' | 'shrinkage';
+export const FAMILIES: readonly Family[] = ['task-arithmetic', 'forget-then-learn', 'geoedit', 'geoedit-paper', 'random-mask', 'shrinkage'];
+
+export interface SweepGrids {
+  /** `task-arithmetic` scale < 1: the uniform-shrinkage control. */
+  scale: number[];
+  /** `forget-then-learn` λ. */
+  lambda: number[];
+  /** `geoedit` κ × keepOrthogonal (γ); the random-mask control is matched to each point. */
+  kappa: number[];
+  keepOrthogonal: number[];
+  /** κ values for the `paper` preset. */
+  paperKappa: number[];
+  /** Random masks per geoedit point (different row draws). */
+  maskDraws: number;
+}
+
+export const DEFAULT_GRIDS: Readonly<SweepGrids> = Object.freeze({
+  scale: [0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5],
+  lambda: [0.1, 0.25, 0.5, 1],
+  kappa: [0.5, 1, 1.5, 2, 3],
+  keepOrthogonal: [0, 0.25, 0.5, 0.75],
+  paperKappa: [0.5, 1, 1.5, 2],
+  maskDraws: 1,
+});
+
+export interface SweepPoint {
+  family: Family;
+  /** e.g. "kappa=1.5 keepOrthogonal=0.5" */
+  label: string;
+  knobs: Record<string, number>;
+  options: EditOptions;
+  /** Share of rows the point treats differently from plain fine-tuning (geoedit: orthogonal rows; random-mask: masked rows). */
+  rowShare?: number;
+  scores: QualityScores;
+}
+
+export interface FrontierEntry {
+  /** Best Locality among points with Reliability ≥ factor × reference Reliability (null: none reached it). */
+  locality: number;
+  reliability: number;
+  generality: number;
+  label: string;
+}
+
+export interface Frontier {
+  family: Family;
+  at099: FrontierEntry | null;
+  at095: FrontierEntry | null;
+}
+
+export interface Geometry {
+  /** Over all edited rows (rows where τnew ≠ 0) at the default κ: shares per region. */
+  orthogonal: number;
+  synergy: number;
+  conflict: number;
+  /** Median |cos|·√n over those rows (≈ 1 for unrelated directions). */
+  medianScaledAbsCos: number;
+  rows: number;
+}
+
+export interface SweepResult {
+  /** Plain fine-tuning: task-arithmetic, scale 1. */
+  reference: QualityScores;
+  points: SweepPoint[];
+  frontiers: Record<Family, Frontier>;
+  geometry: Geometry;
+}
+
+export interface SweepOptions {
+  source: EditSource;
+  /** Scores an edited model (all tensors of the checkpoint, edited). */
+  score: (weights: Weights, point: { family: Family; label: string }) => Promise<QualityScores>;
+  grids?: Partial<SweepGrids>;
+  /** Seed of the random-mask control. */
+  seed?: number;
+  /** Families to run (default: all). task-arithmetic always runs (it is the reference). */
+  families?: Family[];
+  /** Reference κ for the geometry summary (default 1.5). */
+  geometryKappa?: number;
+  /** For every geoedit point, also run uniform shrinkage with the same mean coefficient, scale = 1 − share·(1 − γ) (default true). */
+  matchedShrinkage?: boolean;
+  onPoint?: (p: SweepPoint) => void;
+}
+
+function checkScores(s: unknown, where: string): QualityScores {
+  const o = s as QualityScores;
+  for (const k of ['reliability', 'generality', 'locality'] as const) {
+    if (!o || typeof o[k] !== 'number' || !Number.isFinite(o[k])) {
+      throw new GeoEditError('ERR_INVALID_OPTION', `The score callback must return { reliability, generality, locality } as finite numbers; for ${where} it returned ${describe(o?.[k])} for '${k}'`, { option: 'score' });
+    }
+  }
+  return { reliability: o.reliability, generality: o.generality, locality: o.locality };
+}
+
+/** Best Locality at Reliability ≥ factor × reference, among the points of one family. */
+export function frontierOf(points: SweepPoint[], reference: QualityScores, factor: number): FrontierEntry | null {
+  let best: FrontierEntry | null = null;
+  const need = factor * reference.reliability - 1e-12;
+  for (const p of points) {
+    if (p.scores.reliability < need) continue;
+    if (!best || p.scores.locality > best.locality || (p.scores.locality === best.locality && p.scores.reliability > best.reliability)) {
+      best = { locality: p.scores.locality, reliability: p.scores.reliability, generality: p.scores.generality, label: p.label };
+    }
+  }
+  return best;
+}
+
+/**
+ * Runs the protocol on one (θ0, θold, θnew) — checkpoints or adapters. The caller's `score`
+ * turns edited weights into { reliability, generality, locality } on their own model and data.
+ */
+export async function sweepFrontier(o: SweepOptions): Promise<SweepResult> {
+  if (!o || typeof o !== 'object') throw typeError(`Expected sweepFrontier options but received ${describe(o)}`);
+  if (typeof o.score !== 'function') throw typeError(`Expected a function for option 'score' but received ${describe(o.score)}`);
+  const g: SweepGrids = { ...DEFAULT_GRIDS, ...(o.grids ?? {}) };
+  const fams = new Set<Family>(o.families ?? FAMILIES);
+  const loaded = await loadSource(o.source);
+  const points: SweepPoint[] = [];
+  const run = async (family: Family, label: string, knobs: Record<string, number>, options: EditOptions, extra: { coefficients?: Map<string, { cNew: Float32Array; cOld: Float32Array }>; rowShare?: number } = {}): Promise<SweepPoint> => {
+    const { weights } = await runEdit(o.source, options, { loaded, coefficients: extra.coefficients });
+    const scores = checkScores(await o.score(weights, { family, label }), `${family} ${label}`);
+    const p: SweepPoint = { family, label, knobs, options, scores };
+    if (extra.rowShare !== undefined) p.rowShare = extra.rowShare;
+    points.push(p);
+    o.onPoint?.(p);
+    return p;
+  };
+
+  // geometry once per tensor (cos does not depend on the knobs)
+  const geo = new Map<string, { cos: Float64Array; cols: number; active: Uint8Array }>();
+  for (const [name, base] of loaded.base) {
+    const st = await analyzeTensor({ base, old: loaded.old.get(name)!, new: loaded.new.get(name)! }, { strategy: 'task-arithmetic' });
+    const { rows, cols } = matrixView(base.shape);
+    const nw = loaded.new.get(name)!.data as Float32Array, b0 = base.data as Float32Array;
+    const active = new Uint8Array(rows);
+    if (base.dtype === 'f32' && loaded.new.get(name)!.dtype === 'f32') {
+      for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) if (nw[i * cols + j] !== b0[i * cols + j]) { active[i] = 1; break; }
+    } else active.fill(1);
+    geo.set(name, { cos: st.cos, cols, active });
+  }
+  const kRef = o.geometryKappa ?? 1.5;
+  let nAct = 0, nOrth = 0, nSyn = 0, nCon = 0;
+  const scaled: number[] = [];
+  for (const { cos, cols, active } of geo.values()) {
+    const t = kRef / Math.sqrt(cols);
+    for (let i = 0; i < cos.length; i++) {
+      if (!active[i]) continue;
+      nAct++;
+      const c = cos[i]!;
+      scaled.push(Math.abs(c) * Math.sqrt(cols));
+      if (Math.abs(c) <= t) nOrth++;
+      else if (c > 0) nSyn++;
+      else nCon++;
+    }
+  }
+  scaled.sort((a, b) => a - b);
+  const geometry: Geometry = {
+    orthogonal: nAct ? nOrth / nAct : 0, synergy: nAct ? nSyn / nAct : 0, conflict: nAct ? nCon / nAct : 0,
+    medianScaledAbsCos: scaled.length ? scaled[Math.floor(scaled.length / 2)]! : 0, rows: nAct,
+  };
+
+  const ref = await run('task-arithmetic', 'scale=1', { scale: 1 }, { strategy: 'task-arithmetic', scale: 1 });
+  if (fams.has('shrinkage')) for (const s of g.scale) await run('shrinkage', `scale=${s}`, { scale: s }, { strategy: 'task-arithmetic', scale: s });
+  if (fams.has('forget-then-learn')) for (const l of g.lambda) await run('forget-then-learn', `lambda=${l}`, { lambda: l }, { strategy: 'forget-then-learn', lambda: l });
+  if (fams.has('geoedit') || fams.has('random-mask')) {
+    const rng = new Rng(o.seed ?? 1);
+    for (const k of g.kappa) {
+      for (const gamma of g.keepOrthogonal) {
+        const label = `kappa=${k} keepOrthogonal=${gamma}`;
+        // the rows geoedit treats as orthogonal at this κ, per tensor (rows with τnew = 0 do not matter)
+        let masked = 0, total = 0;
+        const counts = new Map<string, number>();
+        for (const [name, { cos, cols, active }] of geo) {
+          const t = k / Math.sqrt(cols);
+          let c = 0;
+          for (let i = 0; i < cos.length; i++) if (active[i] && Math.abs(cos[i]!) <= t) c++;
+          counts.set(name, c);
+          masked += c;
+          for (let i = 0; i < cos.length; i++) total += active[i]!;
+        }
+        const share = total ? masked / total : 0;
+        if (fams.has('geoedit')) await run('geoedit', label, { kappa: k, keepOrthogonal: gamma }, { strategy: 'geoedit', kappa: k, keepOrthogonal: gamma, fuseAligned: 0, forgetConflicting: 0 }, { rowShare: share });
+        if (fams.has('shrinkage') && o.matchedShrinkage !== false) {
+          const sc = Math.round((1 - share * (1 - gamma)) * 1e4) / 1e4;
+          await run('shrinkage', `scale=${sc} (matched to ${label})`, { scale: sc }, { strategy: 'task-arithmetic', scale: sc });
+        }
+        if (fams.has('random-mask')) {
+          for (let d = 0; d < g.maskDraws; d++) {
+            // the same number of (active) rows per tensor, chosen at random, get keepOrthogonal
+            const coefficients = new Map<string, { cNew: Float32Array; cOld: Float32Array }>();
+            for (const [name, { cos, active }] of geo) {
+              const rows = cos.length;
+              const cNew = new Float32Array(rows).fill(1), cOld = new Float32Array(rows);
+              const idx: number[] = [];
+              for (let i = 0; i < rows; i++) if (active[i]) idx.push(i);
+              rng.shuffle(idx);
+              const c = counts.get(name)!;
+              for (let j = 0; j < c; j++) cNew[idx[j]!] = gamma;
+              coefficients.set(name, { cNew, cOld });
+            }
+            await run('random-mask', `${label} (share ${share.toFixed(3)}${g.maskDraws > 1 ? `, draw ${d + 1}` : ''})`, { kappa: k, keepOrthogonal: gamma }, { strategy: 'custom' }, { coefficients, rowShare: share });
+          }
+        }
+      }
+    }
+  }
+  if (fams.has('geoedit-paper')) for (const k of g.paperKappa) await run('geoedit-paper', `preset=paper kappa=${k}`, { kappa: k }, { strategy: 'geoedit', preset: 'paper', kappa: k });
+
+  const frontiers = {} as Record<Family, Frontier>;
+  for (const f of FAMILIES) {
+    const ps = points.filter((p) => p.family === f);
+    frontiers[f] = { family: f, at099: frontierOf(ps, ref.scores, 0.99), at095: frontierOf(ps, ref.scores, 0.95) };
+  }
+  return { reference: ref.scores, points, frontiers, geometry };
+}
+
+export interface Stat {
+  mean: number;
+  sd: number;
+  n: number;
+}
+
+function stat(xs: number[]): Stat {
+  const n = xs.length;
+  if (!n) return { mean: NaN, sd: NaN, n: 0 };
+  const m = xs.reduce((a, b) => a + b, 0) / n;
+  const v = n > 1 ? xs.reduce((a, b) => a + (b - m) * (b - m), 0) / (n - 1) : 0;
+  return { mean: m, sd: Math.sqrt(v), n };
+}
+
+export interface FrontierSummary {
+  reference: { reliability: Stat; generality: Stat; locality: Stat };
+  /** Per family: Locality at the two Reliability levels, over the runs where the level was reached (n says how many). */
+  families: Record<Family, { at099: Stat; at095: Stat; reliability099: Stat; reliability095: Stat }>;
+  geometry: { orthogonal: Stat; synergy: Stat; conflict: Stat; medianScaledAbsCos: Stat };
+  runs: number;
+}
+
+/** Mean ± sd (sample sd) over several sweeps (e.g. seeds) of one regime. */
+export function summarizeSweeps(rs: SweepResult[]): FrontierSummary {
+  const families = {} as FrontierSummary['families'];
+  for (const f of FAMILIES) {
+    const a = rs.map((r) => r.frontiers[f].at099).filter((x): x is FrontierEntry => x !== null);
+    const b = rs.map((r) => r.frontiers[f].at095).filter((x): x is FrontierEntry => x !== null);
+    families[f] = {
+      at099: stat(a.map((x) => x.locality)), at095: stat(b.map((x) => x.locality)),
+      reliability099: stat(a.map((x) => x.reliability)), reliability095: stat(b.map((x) => x.reliability)),
+    };
+  }
+  return {
+    reference: {
+      reliability: stat(rs.map((r) => r.reference.reliability)),
+      generality: stat(rs.map((r) => r.reference.generality)),
+      locality: stat(rs.map((r) => r.reference.locality)),
+    },
+    families,
+    geometry: {
+      orthogonal: stat(rs.map((r) => r.geometry.orthogonal)), synergy: stat(rs.map((r) => r.geometry.synergy)),
+      conflict: stat(rs.map((r) => r.geometry.conflict)), medianScaledAbsCos: stat(rs.map((r) => r.geometry.medianScaledAbsCos)),
+    },
+    runs: rs.length,
+  };
+}
+
+export type { Weights, EditSource, Tensor };
