@@ -28,3 +28,7 @@ export function info(): InfoResult {
     napi: process.versions.napi ?? 'unknown',
   };
 }
+export {
+  readSafetensorsHeader, readSafetensorsHeaderSync, readTensor, writeSafetensors, parseSafetensorsBytes, toTensor,
+} from './safetensors';
+export type { SafetensorsHeader, SafetensorsTensorInfo, RawTensor, StDtype, TensorToWrite } from './safetensors';
