@@ -3,8 +3,8 @@
 // and say where the edited checkpoint, manifest and report are. No network, no arguments needed.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as crypto from 'node:crypto';
 import { DEFAULTS } from '../options';
+import { EXIT, reportError } from './common';
 import { GeoEditError } from '../errors';
 import {
   DEMO_CONFIG, FAST_CONFIG, buildSeed, configHash, defaultCacheRoot, makeSeedScorer, type SuiteConfig,
@@ -13,7 +13,8 @@ import { REGIMES } from '../quality/train';
 import {
   DEFAULT_GRIDS, FAMILIES, summarizeSweeps, sweepFrontier, type Family, type FrontierSummary, type QualityScores, type SweepGrids, type SweepResult,
 } from '../quality/frontier';
-import { runEdit } from '../quality/edit-path';
+import { editCheckpoint } from '../checkpoint';
+import { editAdapters, manifestPathFor } from '../lora';
 
 export const DEMO_HELP = `geoedit demo [options]
 
@@ -134,12 +135,20 @@ export async function runDemo(argv: string[]): Promise<number> {
     a = parseArgs(argv);
   } catch (e) {
     process.stderr.write(`geoedit demo: ${(e as Error).message}\n`);
-    return 2;
+    return EXIT.USAGE;
   }
   if (a.help) {
     process.stdout.write(DEMO_HELP);
     return 0;
   }
+  try {
+    return await demo(a);
+  } catch (e) {
+    return reportError(e, 'demo');
+  }
+}
+
+async function demo(a: DemoArgs): Promise<number> {
   const t0 = Date.now();
   const log = (s: string): void => { if (!a.quiet) process.stderr.write(`[geoedit demo ${((Date.now() - t0) / 1000).toFixed(0)}s] ${s}\n`); };
   const cfg: SuiteConfig = { ...(a.fast ? FAST_CONFIG : DEMO_CONFIG), regimes: a.regimes, seeds: Array.from({ length: a.seeds }, (_, i) => i + 1) };
@@ -182,16 +191,19 @@ export async function runDemo(argv: string[]): Promise<number> {
   const m0 = seedModels[0]!;
   const firstRegime = cfg.regimes[0]!;
   const src = m0.regimes[firstRegime]!.source;
-  const ckptPath = path.join(outDir, 'edited.safetensors');
-  const manifestPath = path.join(outDir, 'manifest.json');
   const reportPath = path.join(outDir, 'report.md');
-  const run = await runEdit(src, { strategy: 'geoedit' }, { outFile: ckptPath });
-  const sha = crypto.createHash('sha256').update(fs.readFileSync(ckptPath)).digest('hex');
-  const manifest = {
-    tool: 'geoedit demo', strategy: 'geoedit', options: { ...DEFAULTS }, inputs: src, output: ckptPath, sha256: sha,
-    tensors: Object.fromEntries([...run.stats].map(([n, st]) => [n, { rows: st.rows, cols: st.cols, threshold: st.threshold, counts: st.counts }])),
-  };
-  fs.writeFileSync(manifestPath, JSON.stringify(manifest, null, 2) + '\n');
+  let ckptPath: string, manifestPath: string, htmlReport: string | null = null;
+  if (src.kind === 'checkpoints') {
+    const editedDir = path.join(outDir, 'edited');
+    htmlReport = path.join(outDir, 'edit-report.html');
+    await editCheckpoint({ base: src.base, old: src.old, new: src.new, out: editedDir }, { strategy: 'geoedit', force: true, report: htmlReport });
+    ckptPath = path.join(editedDir, 'model.safetensors');
+    manifestPath = path.join(editedDir, 'geoedit-manifest.json');
+  } else {
+    ckptPath = path.join(outDir, 'edited.safetensors');
+    await editAdapters({ old: src.old, new: src.new, base: src.base, out: ckptPath }, { strategy: 'geoedit', outFormat: 'full', overwrite: true });
+    manifestPath = manifestPathFor(ckptPath);
+  }
 
   const summary: Record<string, FrontierSummary> = {};
   for (const rn of cfg.regimes) summary[rn] = summarizeSweeps(sweeps[rn]!);
@@ -254,7 +266,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   lines.push(`Models: ${root} (${buildCached ? 'reused from the cache' : `built in ${tBuild.toFixed(0)} s`}); edits and scoring ${tEdits.toFixed(0)} s; total ${total.toFixed(0)} s.`);
   lines.push(`Edited checkpoint (geoedit defaults, ${firstRegime}, seed ${m0.seed}): ${ckptPath}`);
   lines.push(`Manifest: ${manifestPath}`);
-  lines.push(`Report: ${reportPath}`);
+  lines.push(`Report: ${reportPath} (and report.json${htmlReport ? `; the edit's HTML report: ${htmlReport}` : ''})`);
   const text = lines.join('\n') + '\n';
   fs.writeFileSync(reportPath, text);
   const report: DemoReport = {

@@ -10,6 +10,7 @@ export const COMMANDS: Record<string, Command> = {
   edit: { module: './edit', fn: 'runEdit', summary: 'edit a checkpoint (base, old, new) into a new one, with a manifest and an optional report' },
   analyze: { module: './analyze', fn: 'runAnalyze', summary: 'the same statistics and report, writing no weights' },
   inspect: { module: './inspect', fn: 'runInspect', summary: 'list the tensors of a checkpoint: dtypes, shapes, bytes' },
+  demo: { module: './demo', fn: 'runDemo', summary: 'build a small fact-memory model, edit it with every strategy and two controls, print Reliability / Generality / Locality' },
 };
 
 function version(): string {

@@ -1,10 +1,15 @@
 // The one function every benchmark edit goes through: the package's own user path.
-// Today: editTensor per tensor on tensors read from the checkpoint files (LoRA adapters are
-// materialised as base + s·B·A first). When editCheckpoint / editAdapters land this switches to
-// them, so the benchmark measures exactly what a user runs.
+// Checkpoints go through editCheckpoint, PEFT adapters through editAdapters (merged into the base
+// checkpoint, outFormat 'full'), and the edited file is read back for scoring. The one exception
+// is strategy 'custom' (the random-mask control): its coefficients are per tensor, which
+// editCheckpoint / editAdapters do not take, so it runs editTensor on every tensor of the same
+// files (adapters materialised as base + s·B·A).
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { editTensor } from '../edit';
+import { editCheckpoint, type CheckpointManifest } from '../checkpoint';
+import { editAdapters, type AdapterManifest } from '../lora';
 import { GeoEditError } from '../errors';
 import { readSafetensorsHeaderSync, readTensor, toTensor, writeSafetensors } from '../safetensors';
 import type { EditOptions, Tensor, TensorStats } from '../types';
@@ -97,29 +102,68 @@ export async function loadSource(src: EditSource): Promise<{ base: Weights; old:
 export interface RunEditOptions {
   /** strategy 'custom': coefficients per tensor name (tensors not listed get task arithmetic's (1, 0)). */
   coefficients?: Map<string, { cNew: Float32Array; cOld: Float32Array }>;
-  /** Write the edited checkpoint here too. */
+  /** Write the edited checkpoint (a .safetensors file) here; default: a temporary file, removed after reading. */
   outFile?: string;
-  /** Cache of loaded sources (the sweep edits the same files many times). */
+  /** The loaded source (the sweep edits the same files many times; only 'custom' uses it). */
   loaded?: { base: Weights; old: Weights; new: Weights };
 }
 
-/** Edit θ0 with τold / τnew from `src` through the package's path; returns the edited weights. */
-export async function runEdit(src: EditSource, options: EditOptions, extra: RunEditOptions = {}): Promise<EditRun> {
-  const w = extra.loaded ?? (await loadSource(src));
-  const weights: Weights = new Map();
-  const stats = new Map<string, TensorStats>();
-  for (const [name, base] of w.base) {
-    const old = w.old.get(name), nw = w.new.get(name);
-    if (!old || !nw) throw new GeoEditError('ERR_MISSING_TENSOR', `tensor '${name}' of ${src.base} is missing from the ${!old ? 'old' : 'new'} weights`, { tensor: name });
-    let opts: EditOptions = options;
-    if (options.strategy === 'custom') {
-      const c = extra.coefficients?.get(name);
-      opts = c ? { ...options, coefficients: c } : { ...options, strategy: 'task-arithmetic' };
-    }
-    const r = await editTensor({ base, old, new: nw }, opts);
-    weights.set(name, r.out);
-    stats.set(name, r.stats);
+export interface EditRunResult extends EditRun {
+  /** editCheckpoint's or editAdapters' manifest (null for 'custom', which runs per tensor). */
+  manifest: CheckpointManifest | AdapterManifest | null;
+  /** 'editCheckpoint' | 'editAdapters' | 'editTensor' */
+  path: string;
+}
+
+let tmpRoot: string | null = null;
+function tmpDir(): string {
+  if (!tmpRoot) {
+    tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'geoedit-quality-'));
+    const root = tmpRoot;
+    process.once('exit', () => fs.rmSync(root, { recursive: true, force: true }));
   }
-  if (extra.outFile) await saveCheckpoint(extra.outFile, weights);
-  return { weights, stats };
+  return tmpRoot;
+}
+let tmpCount = 0;
+
+/** Edit θ0 with τold / τnew from `src` through the package's path; returns the edited weights. */
+export async function runEdit(src: EditSource, options: EditOptions, extra: RunEditOptions = {}): Promise<EditRunResult> {
+  if (options.strategy === 'custom') {
+    const w = extra.loaded ?? (await loadSource(src));
+    const weights: Weights = new Map();
+    const stats = new Map<string, TensorStats>();
+    for (const [name, base] of w.base) {
+      const old = w.old.get(name), nw = w.new.get(name);
+      if (!old || !nw) throw new GeoEditError('ERR_MISSING_TENSOR', `tensor '${name}' of ${src.base} is missing from the ${!old ? 'old' : 'new'} weights`, { tensor: name });
+      const c = extra.coefficients?.get(name);
+      const opts: EditOptions = c ? { ...options, coefficients: c } : { ...options, strategy: 'task-arithmetic' };
+      const r = await editTensor({ base, old, new: nw }, opts);
+      weights.set(name, r.out);
+      stats.set(name, r.stats);
+    }
+    if (extra.outFile) await saveCheckpoint(extra.outFile, weights);
+    return { weights, stats, manifest: null, path: 'editTensor' };
+  }
+  const work = path.join(tmpDir(), `edit-${process.pid}-${tmpCount++}`);
+  try {
+    let file: string;
+    let manifest: CheckpointManifest | AdapterManifest;
+    if (src.kind === 'checkpoints') {
+      manifest = await editCheckpoint({ base: src.base, old: src.old, new: src.new, out: work }, { ...options, hash: false, copyFiles: false } as never);
+      file = path.join(work, 'model.safetensors');
+    } else {
+      file = `${work}.safetensors`;
+      manifest = await editAdapters({ old: src.old, new: src.new, base: src.base, out: file }, { ...options, outFormat: 'full' } as never);
+    }
+    const weights = await loadCheckpoint(file);
+    if (extra.outFile) {
+      fs.mkdirSync(path.dirname(path.resolve(extra.outFile)), { recursive: true });
+      fs.copyFileSync(file, extra.outFile);
+    }
+    return { weights, stats: new Map(), manifest, path: src.kind === 'checkpoints' ? 'editCheckpoint' : 'editAdapters' };
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+    fs.rmSync(`${work}.safetensors`, { force: true });
+    fs.rmSync(`${work}.geoedit.json`, { force: true });
+  }
 }

@@ -36,7 +36,7 @@ export const DEFAULT_GRIDS: Readonly<SweepGrids> = Object.freeze({
   scale: [0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5],
   lambda: [0.1, 0.25, 0.5, 1],
   kappa: [0.5, 1, 1.5, 2, 3],
-  keepOrthogonal: [0, 0.25, 0.5, 0.75],
+  keepOrthogonal: [0, 0.25, 0.5, 0.6, 0.75, 0.9],
   paperKappa: [0.5, 1, 1.5, 2],
   maskDraws: 1,
 });
