@@ -35,3 +35,6 @@ export type { SafetensorsHeader, SafetensorsTensorInfo, RawTensor, StDtype, Tens
 export { openCheckpoint, inspectCheckpoint, editCheckpoint, analyzeCheckpoint, parseSize } from './checkpoint';
 export type { Checkpoint, CheckpointOptions, CheckpointInputs, CheckpointManifest, TensorManifestEntry, ProgressEvent, InspectResult } from './checkpoint';
 export { renderReport, writeReport } from './report';
+export { sweepFrontier, summarizeSweeps, frontierOf, DEFAULT_GRIDS, FAMILIES } from './quality/frontier';
+export type { SweepOptions, SweepResult, SweepPoint, SweepGrids, Frontier, FrontierEntry, FrontierSummary, QualityScores, Family, Geometry, Stat } from './quality/frontier';
+export type { EditSource, CheckpointSource, AdapterSource, Weights } from './quality/edit-path';

@@ -6,8 +6,8 @@ import { DTYPES, STRATEGIES, type DType, type EditOptions, type Strategy } from 
 export const DEFAULTS = Object.freeze({
   strategy: 'geoedit' as Strategy,
   scale: 1,
-  kappa: 1.5,
-  keepOrthogonal: 0.5,
+  kappa: 2,
+  keepOrthogonal: 0.75,
   fuseAligned: 0,
   forgetConflicting: 0,
   lambda: 1,

@@ -173,7 +173,7 @@ describe('editAdapters: the adapter output and the merged output equal editTenso
     expect(onlyOld.energy.applied).toBe(0);
     const onlyNew = manA.modules.find((m) => m.name === 'model.layers.0.self_attn.o_proj')!;
     expect(onlyNew.counts.orthogonal).toBe(onlyNew.rows);
-    expect(onlyNew.energy.applied).toBeCloseTo(0.25 * onlyNew.energy.new, 10); // keepOrthogonal 0.5, squared
+    expect(onlyNew.energy.applied).toBeCloseTo(0.5625 * onlyNew.energy.new, 10); // keepOrthogonal 0.75 (the calibrated default), squared
   });
 
   it('paper preset and forget-then-learn, with fan_in_fan_out (GPT-2 Conv1D base layout)', async () => {

@@ -234,7 +234,7 @@ async function demo(a: DemoArgs): Promise<number> {
       const reg = REGIMES.find((r) => r.name === rn)!;
       const g = summary[rn]!.geometry;
       lines.push(`## ${rn}: ${reg.description}`, '');
-      lines.push(`rows: ${(g.orthogonal.mean * 100).toFixed(0)}% orthogonal, ${(g.synergy.mean * 100).toFixed(0)}% synergy, ${(g.conflict.mean * 100).toFixed(0)}% conflict at kappa ${DEFAULTS.kappa}; median |cos|·√n ${g.medianScaledAbsCos.mean.toFixed(2)}`, '');
+      lines.push(`rows: ${(g.orthogonal.mean * 100).toFixed(0)}% orthogonal, ${(g.synergy.mean * 100).toFixed(0)}% synergy, ${(g.conflict.mean * 100).toFixed(0)}% conflict at kappa ${DEFAULTS.kappa} (holding ${(g.orthogonalEnergy.mean * 100).toFixed(0)}% of the update energy on the orthogonal rows); median |cos|·√n ${g.medianScaledAbsCos.mean.toFixed(2)}`, '');
       lines.push('| strategy | setting | Reliability | Generality | Locality |', '|---|---|---|---|---|');
       for (const fam of FAMILIES) {
         const pt = sweeps[rn]![0]!.points.find((p) => p.family === fam);
@@ -253,7 +253,7 @@ async function demo(a: DemoArgs): Promise<number> {
       const reg = REGIMES.find((r) => r.name === rn)!;
       const su = summary[rn]!;
       lines.push(`## ${rn}: ${reg.description}`, '');
-      lines.push(`plain fine-tuning: R ${pm(su.reference.reliability.mean, su.reference.reliability.sd, su.runs)}, G ${pm(su.reference.generality.mean, su.reference.generality.sd, su.runs)}, L ${pm(su.reference.locality.mean, su.reference.locality.sd, su.runs)}; rows at kappa 1.5: ${(su.geometry.orthogonal.mean * 100).toFixed(0)}% orthogonal / ${(su.geometry.synergy.mean * 100).toFixed(0)}% synergy / ${(su.geometry.conflict.mean * 100).toFixed(0)}% conflict`, '');
+      lines.push(`plain fine-tuning: R ${pm(su.reference.reliability.mean, su.reference.reliability.sd, su.runs)}, G ${pm(su.reference.generality.mean, su.reference.generality.sd, su.runs)}, L ${pm(su.reference.locality.mean, su.reference.locality.sd, su.runs)}; rows at kappa ${DEFAULTS.kappa}: ${(su.geometry.orthogonal.mean * 100).toFixed(0)}% orthogonal / ${(su.geometry.synergy.mean * 100).toFixed(0)}% synergy / ${(su.geometry.conflict.mean * 100).toFixed(0)}% conflict (orthogonal rows hold ${(su.geometry.orthogonalEnergy.mean * 100).toFixed(0)}% of the update energy)`, '');
       lines.push('| method | Locality at R ≥ 0.99× | Locality at R ≥ 0.95× |', '|---|---|---|');
       for (const fam of FAMILIES) {
         const f = su.families[fam];

@@ -2,6 +2,7 @@
 // each edited model with the caller's callback, and report the best Locality reached at matched
 // Reliability (≥ 0.99× and ≥ 0.95× that of plain fine-tuning), with the two controls.
 import { analyzeTensor } from '../edit';
+import { DEFAULTS } from '../options';
 import { GeoEditError, typeError, describe } from '../errors';
 import { matrixView } from '../tensor';
 import type { EditOptions, Tensor } from '../types';
@@ -73,6 +74,8 @@ export interface Geometry {
   conflict: number;
   /** Median |cos|·√n over those rows (≈ 1 for unrelated directions). */
   medianScaledAbsCos: number;
+  /** Share of the update energy Σ‖τnew[i]‖² that lies on the orthogonal rows (compare with `orthogonal`, their share of rows). */
+  orthogonalEnergy: number;
   rows: number;
 }
 
@@ -93,7 +96,7 @@ export interface SweepOptions {
   seed?: number;
   /** Families to run (default: all). task-arithmetic always runs (it is the reference). */
   families?: Family[];
-  /** Reference κ for the geometry summary (default 1.5). */
+  /** Reference κ for the geometry summary (default: the package default, DEFAULTS.kappa). */
   geometryKappa?: number;
   /** For every geoedit point, also run uniform shrinkage with the same mean coefficient, scale = 1 − share·(1 − γ) (default true). */
   matchedShrinkage?: boolean;
@@ -145,28 +148,35 @@ export async function sweepFrontier(o: SweepOptions): Promise<SweepResult> {
   };
 
   // geometry once per tensor (cos does not depend on the knobs)
-  const geo = new Map<string, { cos: Float64Array; cols: number; active: Uint8Array }>();
+  const geo = new Map<string, { cos: Float64Array; cols: number; active: Uint8Array; energy: Float64Array }>();
   for (const [name, base] of loaded.base) {
     const st = await analyzeTensor({ base, old: loaded.old.get(name)!, new: loaded.new.get(name)! }, { strategy: 'task-arithmetic' });
     const { rows, cols } = matrixView(base.shape);
     const nw = loaded.new.get(name)!.data as Float32Array, b0 = base.data as Float32Array;
     const active = new Uint8Array(rows);
+    const energy = new Float64Array(rows);
     if (base.dtype === 'f32' && loaded.new.get(name)!.dtype === 'f32') {
-      for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) if (nw[i * cols + j] !== b0[i * cols + j]) { active[i] = 1; break; }
+      for (let i = 0; i < rows; i++) {
+        let e = 0;
+        for (let j = 0; j < cols; j++) { const d = nw[i * cols + j]! - b0[i * cols + j]!; e += d * d; }
+        energy[i] = e;
+        if (e > 0) active[i] = 1;
+      }
     } else active.fill(1);
-    geo.set(name, { cos: st.cos, cols, active });
+    geo.set(name, { cos: st.cos, cols, active, energy });
   }
-  const kRef = o.geometryKappa ?? 1.5;
-  let nAct = 0, nOrth = 0, nSyn = 0, nCon = 0;
+  const kRef = o.geometryKappa ?? DEFAULTS.kappa;
+  let nAct = 0, nOrth = 0, nSyn = 0, nCon = 0, eAll = 0, eOrth = 0;
   const scaled: number[] = [];
-  for (const { cos, cols, active } of geo.values()) {
+  for (const { cos, cols, active, energy } of geo.values()) {
     const t = kRef / Math.sqrt(cols);
     for (let i = 0; i < cos.length; i++) {
       if (!active[i]) continue;
       nAct++;
       const c = cos[i]!;
       scaled.push(Math.abs(c) * Math.sqrt(cols));
-      if (Math.abs(c) <= t) nOrth++;
+      eAll += energy[i]!;
+      if (Math.abs(c) <= t) { nOrth++; eOrth += energy[i]!; }
       else if (c > 0) nSyn++;
       else nCon++;
     }
@@ -174,7 +184,7 @@ export async function sweepFrontier(o: SweepOptions): Promise<SweepResult> {
   scaled.sort((a, b) => a - b);
   const geometry: Geometry = {
     orthogonal: nAct ? nOrth / nAct : 0, synergy: nAct ? nSyn / nAct : 0, conflict: nAct ? nCon / nAct : 0,
-    medianScaledAbsCos: scaled.length ? scaled[Math.floor(scaled.length / 2)]! : 0, rows: nAct,
+    medianScaledAbsCos: scaled.length ? scaled[Math.floor(scaled.length / 2)]! : 0, orthogonalEnergy: eAll > 0 ? eOrth / eAll : 0, rows: nAct,
   };
 
   const ref = await run('task-arithmetic', 'scale=1', { scale: 1 }, { strategy: 'task-arithmetic', scale: 1 });
@@ -250,7 +260,7 @@ export interface FrontierSummary {
   reference: { reliability: Stat; generality: Stat; locality: Stat };
   /** Per family: Locality at the two Reliability levels, over the runs where the level was reached (n says how many). */
   families: Record<Family, { at099: Stat; at095: Stat; reliability099: Stat; reliability095: Stat }>;
-  geometry: { orthogonal: Stat; synergy: Stat; conflict: Stat; medianScaledAbsCos: Stat };
+  geometry: { orthogonal: Stat; synergy: Stat; conflict: Stat; medianScaledAbsCos: Stat; orthogonalEnergy: Stat };
   runs: number;
 }
 
@@ -275,6 +285,7 @@ export function summarizeSweeps(rs: SweepResult[]): FrontierSummary {
     geometry: {
       orthogonal: stat(rs.map((r) => r.geometry.orthogonal)), synergy: stat(rs.map((r) => r.geometry.synergy)),
       conflict: stat(rs.map((r) => r.geometry.conflict)), medianScaledAbsCos: stat(rs.map((r) => r.geometry.medianScaledAbsCos)),
+      orthogonalEnergy: stat(rs.map((r) => r.geometry.orthogonalEnergy ?? NaN)),
     },
     runs: rs.length,
   };
