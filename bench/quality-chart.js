@@ -14,15 +14,17 @@ const names = { 'task-arithmetic': 'plain fine-tuning', 'forget-then-learn': 'F-
 const colors = { 'task-arithmetic': '#888888', 'forget-then-learn': '#e69f00', geoedit: '#0072b2', 'geoedit-paper': '#56b4e9', 'random-mask': '#cc79a7', shrinkage: '#009e73' };
 const regimes = Object.keys(rep.summary);
 const levels = [['at099', 'Reliability ≥ 0.99 × plain fine-tuning'], ['at095', 'Reliability ≥ 0.95 × plain fine-tuning']];
-const W = 980, panelH = 260, top = 70, left = 60, right = 20, gap = 60;
+const W = 980, panelH = 260, top = 90, left = 60, right = 20, gap = 60;
 const H = top + levels.length * (panelH + gap) + 40;
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;');
 let s = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">\n<rect width="100%" height="100%" fill="white"/>\n`;
 s += `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">Best Locality at matched Reliability (fact-memory model, ${rep.config.seeds.length} seeds, mean ± sd)</text>\n`;
 s += `<text x="${W / 2}" y="40" text-anchor="middle" fill="#555">${esc(rep.date.slice(0, 10))} · ${rep.config.world.subjects * rep.config.world.relations} facts, ${Math.round(rep.config.world.editShare * 100)}% edited, d=${rep.config.model.d}, h=${rep.config.model.h} · bars missing = level not reached in every seed</text>\n`;
 // legend
-let lx = left;
-for (const f of fams) { s += `<rect x="${lx}" y="50" width="12" height="12" fill="${colors[f]}"/><text x="${lx + 16}" y="60">${esc(names[f])}</text>\n`; lx += 16 + names[f].length * 6.6 + 14; }
+fams.forEach((f, i) => {
+  const lx = left + (i % 3) * 300, ly = 50 + Math.floor(i / 3) * 16;
+  s += `<rect x="${lx}" y="${ly}" width="12" height="12" fill="${colors[f]}"/><text x="${lx + 16}" y="${ly + 10}">${esc(names[f])}</text>\n`;
+});
 levels.forEach(([key, title], li) => {
   const y0 = top + 20 + li * (panelH + gap);
   const plotW = W - left - right;
