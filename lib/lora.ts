@@ -10,6 +10,7 @@ import {
   readSafetensorsHeaderSync, readTensor, planSafetensors, tempPathBeside, writeSafetensors,
   type SafetensorsHeader, type SafetensorsTensorInfo, type TensorToWrite, EDITABLE_ST_DTYPES, ST_DTYPE_SIZE,
 } from './safetensors';
+import { openCheckpoint, type CheckpointTensor } from './checkpoint';
 import {
   buildEditedAdapter, denseLoraRows, loraGeometry, mergeLoraRows, prepareLora,
   type LoraFactors, type LoraOptions, type LoraStats, type PreparedLora,
@@ -18,7 +19,7 @@ import type { DType, RegionCounts, Tensor } from './types';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_MODEL = 'adapter_model.safetensors';
-export const LORA_MANIFEST = 'geoedit_manifest.json';
+export const LORA_MANIFEST = 'geoedit-manifest.json';
 
 /** One LoRA module of an adapter file. */
 export interface AdapterModule {
@@ -231,17 +232,17 @@ export interface AdapterReport {
 export interface AdapterPaths {
   old: string;
   new: string;
-  /** Output directory (adapter) or safetensors file / directory (full). */
+  /** Output directory: the PEFT adapter, or (full) model.safetensors; geoedit-manifest.json in both. */
   out?: string;
-  /** Base checkpoint (a .safetensors file) for outFormat 'full'. */
+  /** Base checkpoint for outFormat 'full': a .safetensors file, or a directory (model.safetensors or index + shards). */
   base?: string;
 }
 
 export interface EditAdaptersOptions extends LoraOptions {
   /** 'adapter' (the default when density is 1 and no base is given) or 'full' (needs `base`; the default when a base is given or density < 1). */
   outFormat?: 'adapter' | 'full';
-  /** Replace an existing output. Default false: ERR_OUTPUT_EXISTS. */
-  overwrite?: boolean;
+  /** Replace an existing output directory. Default false: ERR_OUTPUT_EXISTS. */
+  force?: boolean;
   /** Keep per-row statistics in the report (cos, region, coefficients per module). */
   perRow?: boolean;
   /** Rows per block when merging into full weights (default: ~16 MiB of base per block). */
@@ -259,7 +260,7 @@ export interface AdapterManifest extends AdapterReport {
   perRow?: Record<string, LoraStats>;
 }
 
-const EDIT_ADAPTER_KEYS = new Set(['outFormat', 'overwrite', 'perRow', 'blockRows']);
+const EDIT_ADAPTER_KEYS = new Set(['outFormat', 'force', 'perRow', 'blockRows']);
 
 function splitOptions(options: EditAdaptersOptions | undefined): { lora: LoraOptions; own: EditAdaptersOptions } {
   const o = (options ?? {}) as Record<string, unknown>;
@@ -390,7 +391,7 @@ function outputConfig(oa: PeftAdapter, na: PeftAdapter, ranks: Map<string, numbe
 
 function checkOut(out: string | undefined, overwrite: boolean, what: string): string {
   if (typeof out !== 'string' || out.length === 0) throw typeError(`Expected an output path for ${what} but received ${describe(out)}`);
-  if (fs.existsSync(out) && !overwrite) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} already exists (pass overwrite to replace it)`, { file: out });
+  if (fs.existsSync(out) && !overwrite) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} already exists (pass force to replace it)`, { file: out });
   return out;
 }
 
@@ -424,7 +425,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   }
   if (fmt === 'full' && !paths.base) throw new GeoEditError('ERR_INVALID_OPTION', `outFormat 'full' needs the base checkpoint (base: a .safetensors file)`, { option: 'base' });
   if (fmt === 'adapter' && paths.base !== undefined) throw new GeoEditError('ERR_INVALID_OPTION', `a base checkpoint is only used with outFormat 'full'`, { option: 'base' });
-  const overwrite = own.overwrite === true;
+  const overwrite = own.force === true;
   const out = checkOut(paths.out, overwrite, 'out');
   // Validate the options once before any reading.
   prepareLoraOptionsCheck(lora);
@@ -488,25 +489,26 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
       throw e;
     }
   }
-  // Full weights.
-  const basePath = paths.base!;
-  if (!fs.existsSync(basePath)) throw new GeoEditError('ERR_NOT_FOUND', `${basePath}: no such base checkpoint`, { file: basePath });
-  if (fs.statSync(basePath).isDirectory()) throw new GeoEditError('ERR_UNSUPPORTED', `${basePath}: a directory (sharded checkpoint); the LoRA full output takes one .safetensors file`, { file: basePath });
-  inputs.push({ role: 'base', path: basePath, ...sha256File(basePath) });
-  const res = await mergeIntoBase(basePath, out, plans, oa, na, lora, own, overwrite);
-  mods.push(...res.mods);
-  extras.push(...res.extras);
-  Object.assign(perRow, res.perRow);
-  outputs = [{ path: out, ...sha256File(out) }];
-  const manifest = makeManifest(paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
-  const mpath = manifestPathFor(out);
-  fs.writeFileSync(mpath, JSON.stringify(manifestJson(manifest), null, 2) + '\n');
-  return manifest;
-}
-
-/** Where a full output's manifest goes: `<out>.geoedit.json` beside the safetensors file. */
-export function manifestPathFor(out: string): string {
-  return `${out.replace(/\.safetensors$/, '')}.geoedit.json`;
+  // Full weights: out/model.safetensors + out/geoedit-manifest.json, written in a temp directory.
+  const base = openCheckpoint(paths.base!, 'base');
+  for (const f of base.files) inputs.push({ role: 'base', path: f.path, ...sha256File(f.path) });
+  const tmp = tempPathBeside(out);
+  fs.mkdirSync(tmp, { recursive: false });
+  try {
+    const model = path.join(tmp, 'model.safetensors');
+    const res = await mergeIntoBase(base, model, plans, oa, na, lora, own);
+    mods.push(...res.mods);
+    extras.push(...res.extras);
+    Object.assign(perRow, res.perRow);
+    outputs = [{ path: path.join(out, 'model.safetensors'), ...sha256File(model) }];
+    const manifest = makeManifest(paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
+    fs.writeFileSync(path.join(tmp, LORA_MANIFEST), JSON.stringify(manifestJson(manifest), null, 2) + '\n');
+    commitDir(tmp, out, overwrite);
+    return manifest;
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
 }
 
 function prepareLoraOptionsCheck(lora: LoraOptions): void {
@@ -537,7 +539,7 @@ function manifestJson(m: AdapterManifest): unknown {
 }
 
 /** Resolves a module to its base tensor: `<module>.weight`, else the longest suffix of the path that names one. */
-function baseTensorFor(name: string, byName: Map<string, SafetensorsTensorInfo>): SafetensorsTensorInfo | undefined {
+function baseTensorFor(name: string, byName: Map<string, CheckpointTensor>): CheckpointTensor | undefined {
   const parts = name.split('.');
   for (let i = 0; i < parts.length; i++) {
     const t = byName.get(`${parts.slice(i).join('.')}.weight`);
@@ -563,15 +565,16 @@ function typed(buf: Buffer, dtype: DType): Float32Array | Uint16Array {
 }
 
 async function mergeIntoBase(
-  basePath: string, out: string, plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions,
-  own: EditAdaptersOptions, overwrite: boolean,
+  ck: ReturnType<typeof openCheckpoint>, out: string, plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions,
+  own: EditAdaptersOptions,
 ): Promise<{ mods: AdapterModuleReport[]; extras: AdapterReport['extras']; perRow: Record<string, LoraStats> }> {
-  const bh = readSafetensorsHeaderSync(basePath);
-  const byName = new Map(bh.tensors.map((t) => [t.name, t]));
+  const basePath = ck.path;
+  const byName: Map<string, CheckpointTensor> = ck.byName;
   const density = (lora as { density?: number }).density ?? 1;
   const outDtypeOpt = (lora as { outDtype?: DType }).outDtype;
   // Map modules to base tensors and check shapes before writing anything.
   const jobs = new Map<string, { mp: ModulePlan; transposed: boolean }>();
+  const bh = { tensors: ck.tensors, metadata: ck.metadata };
   for (const mp of plans) {
     const m = (mp.n ?? mp.o)!;
     const t = baseTensorFor(mp.name, byName);
@@ -596,7 +599,7 @@ async function mergeIntoBase(
   for (const t of na.extras) {
     const rel = t.name.startsWith(na.prefix) ? t.name.slice(na.prefix.length) : t.name;
     const comps = rel.split('.');
-    let b: SafetensorsTensorInfo | undefined;
+    let b: CheckpointTensor | undefined;
     for (let i = 0; i < comps.length - 1 && !b; i++) b = byName.get(comps.slice(i).join('.'));
     if (b && b.shape.length === t.shape.length && b.shape.every((v, i) => v === t.shape[i]) && !jobs.has(b.name)) {
       extraOut.set(b.name, { info: t, baseName: b.name });
@@ -619,9 +622,13 @@ async function mergeIntoBase(
   const plan = planSafetensors(layout as never, bh.metadata);
   const mods: AdapterModuleReport[] = [];
   const perRow: Record<string, LoraStats> = {};
-  const tmp = tempPathBeside(out);
-  const inFd = await fs.promises.open(basePath, 'r');
-  const outFd = await fs.promises.open(tmp, 'wx');
+  const fds = new Map<string, fs.promises.FileHandle>();
+  const fdFor = async (file: string): Promise<fs.promises.FileHandle> => {
+    let f = fds.get(file);
+    if (!f) { f = await fs.promises.open(file, 'r'); fds.set(file, f); }
+    return f;
+  };
+  const outFd = await fs.promises.open(out, 'wx');
   try {
     await outFd.write(plan.header, 0, plan.header.length, 0);
     let pos = plan.dataOffset;
@@ -645,7 +652,7 @@ async function mergeIntoBase(
       if (!job) {
         // Copied byte for byte, in blocks.
         const len = bt!.end - bt!.begin;
-        for (let off = 0; off < len; off += 64 << 20) await write(await readRange(inFd, bt!.begin + off, Math.min(64 << 20, len - off), basePath));
+        for (let off = 0; off < len; off += 64 << 20) await write(await readRange(await fdFor(bt!.file), bt!.begin + off, Math.min(64 << 20, len - off), bt!.file));
         continue;
       }
       const { mp, transposed } = job;
@@ -660,7 +667,7 @@ async function mergeIntoBase(
         const blk = own.blockRows ?? Math.max(1, Math.floor((16 << 20) / Math.max(1, rowBytes)));
         for (let s0 = 0; s0 < storedRows; s0 += blk) {
           const s1 = Math.min(storedRows, s0 + blk);
-          const buf = await readRange(inFd, bt!.begin + s0 * rowBytes, (s1 - s0) * rowBytes, basePath);
+          const buf = await readRange(await fdFor(bt!.file), bt!.begin + s0 * rowBytes, (s1 - s0) * rowBytes, bt!.file);
           const o = await mergeLoraRows(prep, st.coefNew, st.coefOld, transposed, { dtype: bdt, data: typed(buf, bdt) }, s0, s1, odt, e.name);
           await write(new Uint8Array(o.buffer, o.byteOffset, o.byteLength));
         }
@@ -670,7 +677,7 @@ async function mergeIntoBase(
         const parts: Array<{ region: Uint8Array; cos: Float64Array; coefNew: Float32Array; coefOld: Float32Array; deltaSq: Float64Array; na: Float64Array; nb: Float64Array }> = [];
         for (let s0 = 0; s0 < storedRows; s0 += blk) {
           const s1 = Math.min(storedRows, s0 + blk);
-          const buf = await readRange(inFd, bt!.begin + s0 * rowBytes, (s1 - s0) * rowBytes, basePath);
+          const buf = await readRange(await fdFor(bt!.file), bt!.begin + s0 * rowBytes, (s1 - s0) * rowBytes, bt!.file);
           const d = await denseLoraRows(prep, transposed, { dtype: bdt, data: typed(buf, bdt) }, s0, s1, odt, e.name);
           await write(new Uint8Array(d.out.buffer, d.out.byteOffset, d.out.byteLength));
           parts.push(d.stats);
@@ -683,15 +690,9 @@ async function mergeIntoBase(
       mods.push(rep);
       if (own.perRow) perRow[mp.name] = st;
     }
-    await outFd.close();
-    await inFd.close();
-    if (fs.existsSync(out) && !overwrite) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} already exists`, { file: out });
-    fs.renameSync(tmp, out);
-  } catch (e) {
+  } finally {
     await outFd.close().catch(() => undefined);
-    await inFd.close().catch(() => undefined);
-    fs.rmSync(tmp, { force: true });
-    throw e;
+    for (const f of fds.values()) await f.close().catch(() => undefined);
   }
   return { mods, extras, perRow };
 }

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it, expect, afterAll } from 'vitest';
 import { editTensor } from '../lib/index';
-import { readPeftAdapter, editAdapters, analyzeAdapters, loadModuleFactors, manifestPathFor } from '../lib/lora';
+import { readPeftAdapter, editAdapters, analyzeAdapters, loadModuleFactors } from '../lib/lora';
 import { readSafetensorsHeaderSync, readTensor, writeSafetensors } from '../lib/safetensors';
 import { loadNative } from '../lib/native';
 import { rng, randn, tmpDir, writeAdapter, linearModule, tauOf, type SynthModule } from './lora-helpers';
@@ -90,13 +90,14 @@ describe('reading PEFT directories', () => {
 
 async function checkAgainstEditTensor(p: Awaited<ReturnType<typeof makePair>>, opts: Record<string, unknown>, fanInFanOut: boolean) {
   const outA = path.join(p.root, `out-adapter-${Math.random().toString(36).slice(2)}`);
-  const outF = path.join(p.root, `out-full-${Math.random().toString(36).slice(2)}.safetensors`);
+  const outDir = path.join(p.root, `out-full-${Math.random().toString(36).slice(2)}`);
+  const outF = path.join(outDir, 'model.safetensors');
   const manA = await editAdapters({ old: p.old, new: p.new, out: outA }, { ...opts, perRow: true });
-  const manF = await editAdapters({ old: p.old, new: p.new, out: outF, base: p.basePath }, { ...opts, outFormat: 'full', perRow: true });
+  const manF = await editAdapters({ old: p.old, new: p.new, out: outDir, base: p.basePath }, { ...opts, outFormat: 'full', perRow: true });
   expect(manA.outFormat).toBe('adapter');
   expect(manF.outFormat).toBe('full');
-  expect(fs.existsSync(manifestPathFor(outF))).toBe(true);
-  expect(fs.existsSync(path.join(outA, 'geoedit_manifest.json'))).toBe(true);
+  expect(fs.existsSync(path.join(outDir, 'geoedit-manifest.json'))).toBe(true);
+  expect(fs.existsSync(path.join(outA, 'geoedit-manifest.json'))).toBe(true);
   const ed = readPeftAdapter(outA);
   const fh = readSafetensorsHeaderSync(outF);
   const names = new Set([...p.oldM, ...p.newM].map((m) => m.name));
@@ -188,7 +189,7 @@ describe('editAdapters: the adapter output and the merged output equal editTenso
     const p = await makePair({ fanInFanOut: true });
     await expect(editAdapters({ old: p.old, new: p.new, out: path.join(p.root, 'x') }, { density: 0.5, outFormat: 'adapter' }))
       .rejects.toMatchObject({ code: 'ERR_UNSUPPORTED', message: expect.stringContaining('rank') });
-    const out = path.join(p.root, 'trim.safetensors');
+    const out = path.join(p.root, 'trim');
     const man = await editAdapters({ old: p.old, new: p.new, out, base: p.basePath }, { density: 0.5 });
     expect(man.outFormat).toBe('full');
     // Compare one transposed module with editTensor on task vectors given as weights over a zero base.
@@ -201,7 +202,7 @@ describe('editAdapters: the adapter output and the merged output equal editTenso
     const oldW = new Float32Array(rows * cols), newW = new Float32Array(rows * cols);
     for (let q = 0; q < rows * cols; q++) { oldW[q] = baseN[q]! + tO[q]!; newW[q] = baseN[q]! + tN[q]!; }
     const full = await editTensor({ base: { dtype: 'f32', shape: [rows, cols], data: baseN }, old: { dtype: 'f32', shape: [rows, cols], data: oldW }, new: { dtype: 'f32', shape: [rows, cols], data: newW } }, { density: 0.5 });
-    const merged = (await readTensor(out, `${m.name}.weight`)).data as Float32Array;
+    const merged = (await readTensor(path.join(out, 'model.safetensors'), `${m.name}.weight`)).data as Float32Array;
     let maxd = 0, maxv = 0;
     for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
       maxd = Math.max(maxd, Math.abs(merged[j * rows + i]! - full.out.data[i * cols + j]!));
@@ -216,15 +217,15 @@ describe('editAdapters: the adapter output and the merged output equal editTenso
     const bf = p.base.map((t) => ({ ...t, dtype: 'BF16' as const, data: loadNative().convert('f32', t.data as Float32Array, 'bf16') }));
     const bpath = path.join(p.root, 'base-bf16.safetensors');
     await writeSafetensors(bpath, bf);
-    const out = path.join(p.root, 'bf.safetensors');
+    const out = path.join(p.root, 'bf');
     await editAdapters({ old: p.old, new: p.new, out, base: bpath }, {});
-    const h = readSafetensorsHeaderSync(out);
+    const h = readSafetensorsHeaderSync(path.join(out, 'model.safetensors'));
     expect(h.tensors.find((t) => t.name === 'model.layers.0.mlp.up_proj.weight')!.dtype).toBe('BF16');
     await expect(editAdapters({ old: p.old, new: p.new, out, base: bpath }, {})).rejects.toMatchObject({ code: 'ERR_OUTPUT_EXISTS' });
     // A base without the module's tensor: error naming the module; nothing is left behind.
     const partial = path.join(p.root, 'partial.safetensors');
     await writeSafetensors(partial, [bf[0]!]);
-    const out2 = path.join(p.root, 'never.safetensors');
+    const out2 = path.join(p.root, 'never');
     await expect(editAdapters({ old: p.old, new: p.new, out: out2, base: partial }, {})).rejects.toMatchObject({ code: 'ERR_MISSING_TENSOR' });
     expect(fs.existsSync(out2)).toBe(false);
     expect(fs.readdirSync(p.root).filter((f) => f.includes('geoedit-tmp'))).toEqual([]);
