@@ -15,7 +15,8 @@ import {
   buildEditedAdapter, denseLoraRows, loraGeometry, mergeLoraRows, prepareLora,
   type LoraFactors, type LoraOptions, type LoraStats, type PreparedLora,
 } from './lora-math';
-import type { DType, RegionCounts, Tensor } from './types';
+import { resolveParams } from './options';
+import type { DType, EditOptions, RegionCounts, Tensor } from './types';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_MODEL = 'adapter_model.safetensors';
@@ -212,6 +213,12 @@ export interface AdapterModuleReport {
   energy: { new: number; old: number; applied: number };
   /** Mean cos over rows where both sides are non-zero. */
   meanCos: number;
+  /** Rows where tau_old or tau_new is zero (cos defined as 0): every row of a one-sided module. */
+  zeroRows: number;
+  /** Angle between tau_old and tau_new per row, 5° bins over [0°, 180°] (as in the checkpoint manifest). */
+  angleHistogram: number[];
+  /** applied / new: share of the new update's energy kept. */
+  energyKept: number | null;
   /** Output adapter rank (adapter output only). */
   rOut?: number;
   /** Base tensor the module was merged into (full output only). */
@@ -223,8 +230,12 @@ export interface AdapterReport {
   old: string;
   new: string;
   options: Record<string, unknown>;
+  /** The resolved edit parameters (defaults filled in), as in the checkpoint manifest. */
+  parameters: Record<string, unknown>;
   modules: AdapterModuleReport[];
-  totals: { modules: number; rows: number; counts: RegionCounts; energy: { new: number; old: number; applied: number } };
+  totals: { modules: number; rows: number; counts: RegionCounts; energy: { new: number; old: number; applied: number }; energyKept: number | null };
+  /** Things worth a look: one-sided modules, dropped tensors. */
+  warnings: string[];
   /** Non-LoRA tensors and what was done with them. */
   extras: Array<{ tensor: string; from: 'new' | 'old'; action: 'copied' | 'dropped' | 'replaced-in-base' | 'added-to-base' }>;
 }
@@ -251,9 +262,11 @@ export interface EditAdaptersOptions extends LoraOptions {
 
 export interface AdapterManifest extends AdapterReport {
   tool: 'geoedit';
-  version: string;
-  created: string;
+  kind: 'edit-adapters';
+  createdAt: string;
+  versions: { geoedit: string; node: string; napi: string; simd: string; platform: string };
   outFormat: 'adapter' | 'full';
+  timings: { totalMs: number };
   inputs: Array<{ role: 'old' | 'new' | 'base'; path: string; sha256: string; bytes: number }>;
   outputs: Array<{ path: string; sha256: string; bytes: number }>;
   /** Per-row statistics, when perRow was asked for. */
@@ -308,18 +321,42 @@ function planModules(oa: PeftAdapter, na: PeftAdapter): ModulePlan[] {
 }
 
 function moduleReport(mp: ModulePlan, st: LoraStats): AdapterModuleReport {
-  let s = 0, c = 0;
-  for (let i = 0; i < st.rows; i++) if (st.na[i]! > 0 && st.nb[i]! > 0) { s += st.cos[i]!; c++; }
+  let s = 0, c = 0, zero = 0;
+  const hist = new Array<number>(36).fill(0);
+  for (let i = 0; i < st.rows; i++) {
+    const cv = st.cos[i]!;
+    if (st.na[i]! > 0 && st.nb[i]! > 0) { s += cv; c++; } else zero++;
+    const ang = (Math.acos(Math.max(-1, Math.min(1, cv))) * 180) / Math.PI;
+    hist[Math.min(35, Math.floor(ang / 5))]!++;
+  }
   const m = (mp.n ?? mp.o)!;
   return {
     name: mp.name, rows: st.rows, cols: st.cols, rOld: mp.o?.r ?? 0, rNew: mp.n?.r ?? 0,
     scaleOld: mp.o ? mp.o.scale : null, scaleNew: mp.n ? mp.n.scale : null, embedding: m.embedding,
     counts: { ...st.counts }, threshold: st.threshold, energy: { ...st.energy }, meanCos: c > 0 ? s / c : 0,
+    zeroRows: zero, angleHistogram: hist, energyKept: st.energy.new > 0 ? st.energy.applied / st.energy.new : null,
   };
 }
 
+function warningsOf(mods: AdapterModuleReport[], extras: AdapterReport['extras']): string[] {
+  const w: string[] = [];
+  for (const m of mods) {
+    if (m.rOld === 0) w.push(`module '${m.name}' is only in the new adapter: a zero old task vector, every row orthogonal`);
+    if (m.rNew === 0) w.push(`module '${m.name}' is only in the old adapter: a zero new task vector, every row orthogonal`);
+  }
+  for (const e of extras) if (e.action === 'dropped') w.push(`non-LoRA tensor '${e.tensor}' of the old adapter is dropped (the new adapter's non-LoRA tensors are kept)`);
+  return w;
+}
+
+function parametersOf(lora: LoraOptions): Record<string, unknown> {
+  const o = { ...lora } as Record<string, unknown>;
+  delete o.coefficients;
+  const p = resolveParams(o as EditOptions) as unknown as Record<string, unknown>;
+  return { ...p, outDtype: (lora as { outDtype?: DType }).outDtype ?? null, threads: (lora as { threads?: number }).threads ?? 0 };
+}
+
 function totalsOf(mods: AdapterModuleReport[]): AdapterReport['totals'] {
-  const t = { modules: mods.length, rows: 0, counts: { orthogonal: 0, synergy: 0, conflict: 0 }, energy: { new: 0, old: 0, applied: 0 } };
+  const t = { modules: mods.length, rows: 0, counts: { orthogonal: 0, synergy: 0, conflict: 0 }, energy: { new: 0, old: 0, applied: 0 }, energyKept: null as number | null };
   for (const m of mods) {
     t.rows += m.rows;
     t.counts.orthogonal += m.counts.orthogonal;
@@ -329,6 +366,7 @@ function totalsOf(mods: AdapterModuleReport[]): AdapterReport['totals'] {
     t.energy.old += m.energy.old;
     t.energy.applied += m.energy.applied;
   }
+  t.energyKept = t.energy.new > 0 ? t.energy.applied / t.energy.new : null;
   return t;
 }
 
@@ -354,9 +392,11 @@ export async function analyzeAdapters(paths: { old: string; new: string }, optio
     mods.push(moduleReport(mp, st));
     if (own.perRow) perRow[mp.name] = st;
   }
+  const extras: AdapterReport['extras'] = na.extras.map((t) => ({ tensor: t.name, from: 'new' as const, action: 'copied' as const }));
+  for (const t of oa.extras) if (!na.extras.some((x) => x.name === t.name)) extras.push({ tensor: t.name, from: 'old', action: 'dropped' });
   const rep: AdapterReport & { perRow?: Record<string, LoraStats> } = {
-    old: paths.old, new: paths.new, options: { ...lora }, modules: mods, totals: totalsOf(mods),
-    extras: [...na.extras.map((t) => ({ tensor: t.name, from: 'new' as const, action: 'copied' as const }))],
+    old: paths.old, new: paths.new, options: { ...lora }, parameters: parametersOf(lora), modules: mods, totals: totalsOf(mods),
+    extras, warnings: warningsOf(mods, extras),
   };
   if (own.perRow) rep.perRow = perRow;
   return rep;
@@ -411,11 +451,13 @@ function commitDir(tmp: string, out: string, overwrite: boolean): void {
 /**
  * Edit two PEFT adapters trained from the same base. outFormat 'adapter' writes a PEFT directory
  * whose modules have rank r_new + r_old and compute exactly the GeoEdit edit (SPEC §4); 'full'
- * merges the edit into the base checkpoint (`paths.base`, one .safetensors file) and writes a
- * safetensors file. Resolves to the manifest (also written beside the output).
+ * merges the edit into the base checkpoint (`paths.base`: a .safetensors file, a directory, or index +
+ * shards) and writes out/model.safetensors. Resolves to the manifest (also written as
+ * out/geoedit-manifest.json).
  */
 export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOptions): Promise<AdapterManifest> {
   if (!paths || typeof paths !== 'object') throw typeError(`Expected { old, new, out, base? } but received ${describe(paths)}`);
+  const t0 = Date.now();
   const { lora, own } = splitOptions(options);
   const density = (lora as { density?: number }).density ?? 1;
   const fmt = own.outFormat ?? (density < 1 || paths.base !== undefined ? 'full' : 'adapter');
@@ -480,7 +522,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
         { path: path.join(out, ADAPTER_MODEL), ...sha256File(path.join(tmp, ADAPTER_MODEL)) },
         { path: path.join(out, ADAPTER_CONFIG), ...sha256File(path.join(tmp, ADAPTER_CONFIG)) },
       ];
-      const manifest = makeManifest(paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
+      const manifest = makeManifest(t0, paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
       fs.writeFileSync(path.join(tmp, LORA_MANIFEST), JSON.stringify(manifestJson(manifest), null, 2) + '\n');
       commitDir(tmp, out, overwrite);
       return manifest;
@@ -501,7 +543,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
     extras.push(...res.extras);
     Object.assign(perRow, res.perRow);
     outputs = [{ path: path.join(out, 'model.safetensors'), ...sha256File(model) }];
-    const manifest = makeManifest(paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
+    const manifest = makeManifest(t0, paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
     fs.writeFileSync(path.join(tmp, LORA_MANIFEST), JSON.stringify(manifestJson(manifest), null, 2) + '\n');
     commitDir(tmp, out, overwrite);
     return manifest;
@@ -521,12 +563,16 @@ function prepareLoraOptionsCheck(lora: LoraOptions): void {
 }
 
 function makeManifest(
-  paths: AdapterPaths, lora: LoraOptions, mods: AdapterModuleReport[], extras: AdapterReport['extras'], fmt: 'adapter' | 'full',
+  t0: number, paths: AdapterPaths, lora: LoraOptions, mods: AdapterModuleReport[], extras: AdapterReport['extras'], fmt: 'adapter' | 'full',
   inputs: AdapterManifest['inputs'], outputs: AdapterManifest['outputs'], perRow?: Record<string, LoraStats>,
 ): AdapterManifest {
+  const inf = loadNative().info();
   const m: AdapterManifest = {
-    tool: 'geoedit', version: loadNative().info().version, created: new Date().toISOString(), outFormat: fmt,
-    old: paths.old, new: paths.new, options: { ...lora }, modules: mods, totals: totalsOf(mods), extras, inputs, outputs,
+    tool: 'geoedit', kind: 'edit-adapters', createdAt: new Date().toISOString(),
+    versions: { geoedit: inf.version, node: process.version, napi: process.versions.napi ?? 'unknown', simd: inf.simd, platform: `${process.platform}-${process.arch}` },
+    outFormat: fmt, timings: { totalMs: Date.now() - t0 },
+    old: paths.old, new: paths.new, options: { ...lora }, parameters: parametersOf(lora), modules: mods, totals: totalsOf(mods), extras,
+    warnings: warningsOf(mods, extras), inputs, outputs,
   };
   if (perRow) m.perRow = perRow;
   return m;

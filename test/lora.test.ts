@@ -172,6 +172,15 @@ describe('editAdapters: the adapter output and the merged output equal editTenso
     expect(onlyOld.rNew).toBe(0);
     expect(onlyOld.counts.orthogonal).toBe(onlyOld.rows);
     expect(onlyOld.energy.applied).toBe(0);
+    expect(onlyOld.zeroRows).toBe(onlyOld.rows);
+    for (const m of manA.modules) expect(m.angleHistogram.reduce((a, b) => a + b, 0)).toBe(m.rows);
+    expect(manA.warnings).toContain("module 'model.layers.1.self_attn.o_proj' is only in the old adapter: a zero new task vector, every row orthogonal");
+    expect(manA.parameters.kappa).toBe(1.5);
+    expect(manA.versions.geoedit).toMatch(/^\d+\.\d+\.\d+/);
+    const onDisk = JSON.parse(fs.readFileSync(path.join(path.dirname(ed.modelPath), 'geoedit-manifest.json'), 'utf8'));
+    expect(onDisk.totals).toEqual(JSON.parse(JSON.stringify(manA.totals)));
+    expect(onDisk.inputs.map((i: { role: string }) => i.role)).toEqual(['old', 'new']);
+    expect(onDisk.perRow).toBeUndefined();
     const onlyNew = manA.modules.find((m) => m.name === 'model.layers.0.self_attn.o_proj')!;
     expect(onlyNew.counts.orthogonal).toBe(onlyNew.rows);
     expect(onlyNew.energy.applied).toBeCloseTo(0.25 * onlyNew.energy.new, 10); // keepOrthogonal 0.5, squared

@@ -33,13 +33,14 @@ function adapterOptions(values: Record<string, unknown>): EditAdaptersOptions {
 function printReport(r: AdapterReport, head: string): void {
   const t = r.totals;
   const pct = (n: number) => (t.rows ? `${((100 * n) / t.rows).toFixed(1)}%` : '–');
-  const kept = t.energy.new > 0 ? `${((100 * t.energy.applied) / t.energy.new).toFixed(1)}%` : '–';
+  const kept = t.energyKept === null ? '–' : `${(100 * t.energyKept).toFixed(1)}%`;
   const lines = [
     head,
     `modules: ${t.modules} (${r.modules.filter((m) => m.rOld === 0 || m.rNew === 0).length} present in only one adapter)`,
     `rows: ${t.rows}: orthogonal ${pct(t.counts.orthogonal)}, synergy ${pct(t.counts.synergy)}, conflict ${pct(t.counts.conflict)}`,
     `update energy applied / offered by the new adapter: ${kept}`,
     ...r.extras.map((e) => `non-LoRA tensor ${e.tensor} (${e.from}): ${e.action}`),
+    ...r.warnings.map((w) => `warning: ${w}`),
   ];
   process.stdout.write(lines.join('\n') + '\n');
 }
