@@ -39,3 +39,4 @@ export { editAdapters, analyzeAdapters, readPeftAdapter, loadModuleFactors } fro
 export type { AdapterManifest, AdapterReport, AdapterModuleReport, AdapterPaths, EditAdaptersOptions, PeftAdapter, AdapterModule } from './lora';
 export { analyzeLora, editLora, materializeLora } from './lora-math';
 export type { LoraFactors, LoraPair, LoraStats, LoraOptions, EditedLora } from './lora-math';
+export { writeAdapterReport } from './lora-report';

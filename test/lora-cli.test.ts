@@ -66,9 +66,12 @@ describe('geoedit CLI with adapters', () => {
     expect(fs.existsSync(path.join(root, 'adapter', 'adapter_config.json'))).toBe(true);
     expect(JSON.parse(fs.readFileSync(path.join(root, 'adapter', 'adapter_config.json'), 'utf8')).r).toBe(8);
 
-    const an = await run(runAnalyze, [...a, '--json']);
+    const an = await run(runAnalyze, [...a, '--json', '--report', path.join(root, 'r.html')]);
     expect(an.code).toBe(0);
     expect(JSON.parse(an.out).totals.rows).toBe(40);
+    const html = fs.readFileSync(path.join(root, 'r.html'), 'utf8');
+    expect(html).toContain('model.layers.0.mlp.down_proj.weight');
+    expect(html).toContain('geoedit analyze report');
   });
 
   it('errors: exit 1 for usage, 2 for bad input, with the code and the reason', async () => {
@@ -80,6 +83,7 @@ describe('geoedit CLI with adapters', () => {
     r = await run(runEdit, [...a, '--out', path.join(root, 'x'), '--out-format', 'lora']);
     expect(r.code).toBe(1);
     r = await run(runEdit, [...a, '--out', path.join(root, 'x'), '--include', 'q_proj']);
+    expect(r.err).toContain('--include');
     expect(r.code).toBe(1);
     r = await run(runEdit, [...a, '--out', path.join(root, 'x'), '--density', '0.5', '--out-format', 'adapter']);
     expect(r.code).toBe(2);

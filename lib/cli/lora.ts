@@ -2,6 +2,7 @@
 // edit.ts / analyze.ts hand over here when an adapter flag is present.
 import { analyzeAdapters, editAdapters, type AdapterReport, type EditAdaptersOptions } from '../lora';
 import { EDIT_FLAGS, EXIT, UsageError, type OptSpec, reportError, toOptions } from './common';
+import { writeAdapterReport } from '../lora-report';
 
 export const LORA_FLAGS: OptSpec[] = [
   { name: 'old-adapter', type: 'string', kind: 'string', default: 'none', metavar: 'DIR', desc: 'PEFT LoRA directory trained on the old facts (adapter_config.json + adapter_model.safetensors); replaces --old' },
@@ -10,7 +11,7 @@ export const LORA_FLAGS: OptSpec[] = [
 ];
 
 /** Flags that mean nothing for adapters (they name checkpoint files or sharding). */
-const NOT_FOR_ADAPTERS = ['old', 'new', 'include', 'exclude', 'importance-old', 'importance-new', 'report', 'max-shard-size'];
+const NOT_FOR_ADAPTERS = ['old', 'new', 'include', 'exclude', 'importance-old', 'importance-new', 'max-shard-size'];
 
 export function isAdapterRun(values: Record<string, unknown>): boolean {
   return values['old-adapter'] !== undefined || values['new-adapter'] !== undefined;
@@ -21,6 +22,7 @@ function adapterOptions(values: Record<string, unknown>): EditAdaptersOptions {
   for (const k of NOT_FOR_ADAPTERS) if (values[k] !== undefined) throw new UsageError(`--${k} is not used with --old-adapter/--new-adapter`);
   const o = toOptions(values, EDIT_FLAGS) as Record<string, unknown>;
   delete o.hash;
+  delete o.report;
   const f = values['out-format'];
   if (f !== undefined) {
     if (f !== 'adapter' && f !== 'full') throw new UsageError(`Expected 'adapter' or 'full' for --out-format but received '${String(f)}'`);
@@ -52,6 +54,7 @@ export async function runEditAdapters(values: Record<string, unknown>): Promise<
     const base = typeof values.base === 'string' ? values.base : undefined;
     const t0 = Date.now();
     const m = await editAdapters({ old: values['old-adapter'] as string, new: values['new-adapter'] as string, out: values.out, ...(base ? { base } : {}) }, opts);
+    if (typeof values.report === 'string') await writeAdapterReport(values.report, m, 'edit');
     if (values.json) process.stdout.write(JSON.stringify({ outFormat: m.outFormat, outputs: m.outputs, totals: m.totals, modules: m.modules, extras: m.extras }, null, 2) + '\n');
     else printReport(m, `wrote ${m.outFormat === 'adapter' ? 'a PEFT adapter' : 'merged weights'} to ${values.out} (${m.outputs.map((o) => o.path.split('/').pop()).join(', ')}, geoedit-manifest.json) in ${((Date.now() - t0) / 1000).toFixed(2)} s`);
     return EXIT.OK;
@@ -66,6 +69,7 @@ export async function runAnalyzeAdapters(values: Record<string, unknown>): Promi
     const opts = adapterOptions(values);
     delete (opts as Record<string, unknown>).outFormat;
     const r = await analyzeAdapters({ old: values['old-adapter'] as string, new: values['new-adapter'] as string }, opts);
+    if (typeof values.report === 'string') await writeAdapterReport(values.report, r, 'analyze');
     if (values.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
     else printReport(r, 'analysis only: no weights written');
     return EXIT.OK;
