@@ -175,13 +175,13 @@ export function readPeftAdapter(dir: string): PeftAdapter {
   return { dir, configPath, modelPath, config, header, modules, extras, fanInFanOut: config.fan_in_fan_out === true, prefix: prefix || 'base_model.model.' };
 }
 
-async function readFactor(ad: PeftAdapter, t: SafetensorsTensorInfo): Promise<Tensor> {
+async function readFactor(ad: PeftAdapter, t: SafetensorsTensorInfo, allowNonFinite: boolean): Promise<Tensor> {
   const raw = await readTensor(ad.modelPath, t.name, ad.header);
   const d = EDITABLE_ST_DTYPES[raw.dtype]!;
   const data = raw.data as Float32Array | Uint16Array;
   // Non-finite factors are named here, by file, tensor and index.
   const f = d === 'f32' ? (data as Float32Array) : (loadNative().convert(d, data, 'f32') as Float32Array);
-  for (let i = 0; i < f.length; i++) {
+  for (let i = 0; i < f.length && !allowNonFinite; i++) {
     if (!Number.isFinite(f[i]!)) {
       const c = t.shape[1]!;
       throw new GeoEditError('ERR_NON_FINITE', `${ad.modelPath}: tensor '${t.name}' holds ${f[i]} at [${Math.floor(i / c)}, ${i % c}]`, { file: ad.modelPath, tensor: t.name });
@@ -191,10 +191,11 @@ async function readFactor(ad: PeftAdapter, t: SafetensorsTensorInfo): Promise<Te
 }
 
 /** The factors of one module of an adapter, ready for lib/lora-math. */
-export async function loadModuleFactors(ad: PeftAdapter, name: string): Promise<LoraFactors> {
+export async function loadModuleFactors(ad: PeftAdapter, name: string, opts: { allowNonFinite?: boolean } = {}): Promise<LoraFactors> {
   const m = ad.modules.get(name);
   if (!m) throw new GeoEditError('ERR_MISSING_TENSOR', `${ad.modelPath}: no LoRA module '${name}'`, { file: ad.modelPath, module: name });
-  const [A, B] = await Promise.all([readFactor(ad, m.A), readFactor(ad, m.B)]);
+  const anf = opts.allowNonFinite === true;
+  const [A, B] = await Promise.all([readFactor(ad, m.A, anf), readFactor(ad, m.B, anf)]);
   return { A, B, scale: m.scale, embedding: m.embedding };
 }
 
@@ -371,7 +372,8 @@ function totalsOf(mods: AdapterModuleReport[]): AdapterReport['totals'] {
 }
 
 async function prepareModule(mp: ModulePlan, oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions): Promise<PreparedLora> {
-  const [o, n] = await Promise.all([mp.o ? loadModuleFactors(oa, mp.name) : null, mp.n ? loadModuleFactors(na, mp.name) : null]);
+  const anf = { allowNonFinite: (lora as { allowNonFinite?: boolean }).allowNonFinite === true };
+  const [o, n] = await Promise.all([mp.o ? loadModuleFactors(oa, mp.name, anf) : null, mp.n ? loadModuleFactors(na, mp.name, anf) : null]);
   return prepareLora({ old: o, new: n }, lora, `module '${mp.name}'`);
 }
 

@@ -306,6 +306,11 @@ describe('refused configurations', () => {
     const d4 = tmp('ok');
     await writeAdapter(d4, { r: 2 }, [linearModule(rng(2), 'm.q_proj', 6, 5, 2)]);
     await expect(analyzeAdapters({ old: d4, new: d3 })).rejects.toMatchObject({ code: 'ERR_NON_FINITE', message: expect.stringContaining('lora_B.weight') });
+    // allowNonFinite: the row holding the NaN gets cos 0 (orthogonal); the others are computed.
+    const rep = await analyzeAdapters({ old: d4, new: d3 }, { allowNonFinite: true, perRow: true });
+    const st = rep.perRow!['m.q_proj']!;
+    expect(st.cos[3]).toBe(0); // B[7] is row 3 of B [6, 2]
+    expect(Number.isFinite(st.cos[0]!) && st.cos[0] !== 0).toBe(true);
   });
 
   it('pairs that do not fit: different shapes, fan_in_fan_out disagreement, options', async () => {
