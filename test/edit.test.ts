@@ -257,3 +257,20 @@ describe('defaults', () => {
     expectMatchesReference(inputs, {}, null, s);
   });
 });
+
+describe("option 'out': a caller-provided output", () => {
+  it('writes into the given tensor, equal to a fresh output, and refuses aliasing an input', async () => {
+    const inputs = makeTriple(50, 70, 61, ['bf16', 'bf16', 'bf16']);
+    const fresh = await editTensor(inputs, { density: 0.5 });
+    const out = { dtype: 'bf16' as const, shape: [50, 70], data: new Uint16Array(50 * 70) };
+    const r = await editTensor(inputs, { density: 0.5, out });
+    expect(r.out.data).toBe(out.data);
+    expect(bytesOf(out).equals(bytesOf(fresh.out))).toBe(true);
+    await expect(editTensor(inputs, { out: inputs.old })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
+    await expect(editTensor(inputs, { out: { dtype: 'f32', shape: [50, 70], data: new Float32Array(3500) }, outDtype: 'bf16' })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
+    const f32 = { dtype: 'f32' as const, shape: [50, 70], data: new Float32Array(3500) };
+    const r32 = editTensorSync(inputs, { out: f32 });
+    expect(r32.out.dtype).toBe('f32');
+    expectMatchesReference(inputs, { outDtype: 'f32' }, r32.out, r32.stats);
+  });
+});
