@@ -60,6 +60,7 @@ const char* error_code_name(ErrorCode c) {
     case ErrorCode::CudaUnavailable: return "ERR_CUDA_UNAVAILABLE";
     case ErrorCode::Cuda: return "ERR_CUDA";
     case ErrorCode::Internal: return "ERR_INTERNAL";
+    case ErrorCode::Aborted: return "ERR_ABORTED";
   }
   return "ERR_INTERNAL";
 }
