@@ -215,27 +215,40 @@ describe('async behaviour', () => {
     const analyses = await Promise.all(jobs.map((j) => analyzeTensor(j.inputs, j.opts)));
     analyses.forEach((s, k) => expect(Buffer.from(s.cos.buffer).equals(Buffer.from(results[k]!.stats.cos.buffer))).toBe(true));
   });
-  it('the event loop keeps turning (< 50 ms lag) during a large async edit', async () => {
+  // retry: OS scheduling on a loaded 2-core machine can add a spike; a blocking edit fails every try.
+  it('the event loop keeps turning (< 50 ms lag) during a large async edit', { retry: 2 }, async () => {
     const rows = 4096, cols = 4096;
     const mk = (seed: number) => { const r = rng(seed); return new Float32Array(rows * cols).map(() => r() - 0.5); };
     const base = mk(1), old = mk(2), nw = mk(3);
     const T = (data: Float32Array) => ({ dtype: 'f32' as const, shape: [rows, cols], data });
-    let maxLag = 0;
-    let last = performance.now();
-    const timer = setInterval(() => {
-      const now = performance.now();
-      maxLag = Math.max(maxLag, now - last - 5);
-      last = now;
-    }, 5);
-    const t0 = performance.now();
-    let total = 0;
-    while (performance.now() - t0 < 400) {
-      const r = await editTensor({ base: T(base), old: T(old), new: T(nw) }, { density: 0.5 });
-      total += r.stats.rows;
-    }
-    clearInterval(timer);
-    expect(total).toBeGreaterThan(0);
-    expect(maxLag).toBeLessThan(50);
+    // Lag = how late a 5 ms interval fires. Measured once idle (what the OS alone costs on a
+    // shared machine) and once while edits run; a blocking edit would show its whole duration.
+    const measure = async (work: () => Promise<void>) => {
+      let maxLag = 0;
+      let last = performance.now();
+      const timer = setInterval(() => {
+        const t = performance.now();
+        maxLag = Math.max(maxLag, t - last - 5);
+        last = t;
+      }, 5);
+      await work();
+      clearInterval(timer);
+      return maxLag;
+    };
+    const idle = await measure(() => new Promise((r) => setTimeout(r, 300)));
+    let busy = 0;
+    let edits = 0;
+    const lag = await measure(async () => {
+      const t0 = performance.now();
+      while (performance.now() - t0 < 300) {
+        const r = await editTensor({ base: T(base), old: T(old), new: T(nw) }, { density: 0.5, threads: 1 });
+        edits += r.stats.rows > 0 ? 1 : 0;
+      }
+      busy = performance.now() - t0;
+    });
+    expect(edits).toBeGreaterThan(0);
+    expect(busy / edits).toBeGreaterThan(50); // each edit alone would block longer than the budget
+    expect(lag).toBeLessThan(50 + idle);
   });
 });
 
