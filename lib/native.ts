@@ -31,6 +31,7 @@ export interface NativeSpec {
   cNew?: Float32Array;
   cOld?: Float32Array;
   outDtype: string;
+  outData?: Float32Array | Uint16Array;
   wantOut: boolean;
   threads: number;
   simd?: number;
