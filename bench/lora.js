@@ -107,7 +107,13 @@ print(best*1000)
       console.error(`numpy peer skipped: ${String(e.message).split('\n')[0]}`);
     }
   }
-  return { shape: [m, n], r, factorMs: factor.ms, materialisedMs: mat.ms, numpyMs: numpy, speedup: mat.ms / factor.ms, speedupVsNumpy: numpy ? numpy / factor.ms : null, maxCosDiff: maxd };
+  // Full-output compute for the same module: tau rows formed block by block and merged into a base.
+  const { prepareLora, mergeLoraRows } = require(path.join(dist, 'lora-math.js'));
+  const prep = prepareLora({ old: o, new: nw }, {});
+  const base = { dtype: 'bf16', data: new Uint16Array(m * n).fill(0x3c00) };
+  const merge = await best(() => mergeLoraRows(prep, factor.last.coefNew, factor.last.coefOld, false, base, 0, m, 'bf16'), REPS);
+  const mergeT = await best(() => mergeLoraRows(prep, factor.last.coefNew, factor.last.coefOld, true, base, 0, n, 'bf16'), REPS);
+  return { shape: [m, n], r, factorMs: factor.ms, mergeMs: merge.ms, mergeTransposedMs: mergeT.ms, materialisedMs: mat.ms, numpyMs: numpy, speedup: mat.ms / factor.ms, speedupVsNumpy: numpy ? numpy / factor.ms : null, maxCosDiff: maxd };
 }
 
 async function sevenB() {
@@ -169,6 +175,7 @@ async function sevenB() {
   console.log(`   materialised (s*B*A both sides + rows):    ${s.materialisedMs.toFixed(1)} ms   -> ${s.speedup.toFixed(0)}x`);
   if (s.numpyMs !== null) console.log(`   numpy peer (BLAS B@A + einsum row sums):   ${s.numpyMs.toFixed(1)} ms   -> ${s.speedupVsNumpy.toFixed(0)}x`);
   console.log(`   max |cos_factor - cos_materialised| = ${s.maxCosDiff.toExponential(2)}`);
+  console.log(`   full output, merge into a bf16 base:       ${s.mergeMs.toFixed(1)} ms ([out, in]), ${s.mergeTransposedMs.toFixed(1)} ms (fan_in_fan_out [in, out])`);
   if (!flag('--skip-7b')) {
     res.sevenB = await sevenB();
     const b = res.sevenB;
