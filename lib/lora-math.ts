@@ -323,4 +323,3 @@ export async function denseLoraRows(
   return { out, stats: r };
 }
 
-export { elementCount };
