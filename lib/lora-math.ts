@@ -9,7 +9,7 @@
 import { GeoEditError, describe, fromNative, typeError } from './errors';
 import { loadNative, type NativeLoraGeometry, type NativeLoraSide } from './native';
 import { EDIT_OPTION_KEYS, checkDtype, checkKnownKeys, resolveParams, resolveThreads, type ResolvedParams } from './options';
-import { checkTensor, elementCount } from './tensor';
+import { checkTensor } from './tensor';
 import { selectBackend } from './backend';
 import { threshold } from './edit';
 import type { DType, EditOptions, Tensor, TensorStats } from './types';
