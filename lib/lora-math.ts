@@ -208,7 +208,7 @@ export interface EditedLora {
   A: Tensor;
   /** lora_B' [out, r'] (or lora_embedding_B' [dim, r']). */
   B: Tensor;
-  /** r' = r_new + r_old (a side with every coefficient 0 still contributes its rank). */
+  /** r' = r_new + r_old, less any side whose coefficients are all 0 (unless keepZeroBlocks); 0 when nothing is left. */
   rank: number;
   scale: 1;
   embedding: boolean;
@@ -218,11 +218,14 @@ export interface EditedLora {
  * B' = [diag(c_new) s_n B_n | diag(c_old) s_o B_o], A' = [A_n ; A_o] (canonical L/R form;
  * Embeddings are mapped back to PEFT's transposed layout). Each factor entry is rounded once to f32.
  */
-export function buildEditedAdapter(prep: PreparedLora, coefNew: Float32Array, coefOld: Float32Array): EditedLora {
+export function buildEditedAdapter(prep: PreparedLora, coefNew: Float32Array, coefOld: Float32Array, opts: { keepZeroBlocks?: boolean } = {}): EditedLora {
   const m = prep.rows, n = prep.cols;
   const sides: Array<[CanonicalSide, Float32Array]> = [];
-  if (prep.new && prep.new.r > 0) sides.push([prep.new, coefNew]);
-  if (prep.old && prep.old.r > 0) sides.push([prep.old, coefOld]);
+  // A side whose coefficients are all 0 contributes an all-zero block of B': leaving it out keeps
+  // the product exactly the same (with the default options c_old is 0 on every row).
+  const used = (c: Float32Array) => opts.keepZeroBlocks === true || c.some((v) => v !== 0);
+  if (prep.new && prep.new.r > 0 && used(coefNew)) sides.push([prep.new, coefNew]);
+  if (prep.old && prep.old.r > 0 && used(coefOld)) sides.push([prep.old, coefOld]);
   const rank = sides.reduce((a, [s]) => a + s.r, 0);
   const L = new Float32Array(m * rank);
   const R = new Float32Array(rank * n);
@@ -247,10 +250,11 @@ export function buildEditedAdapter(prep: PreparedLora, coefNew: Float32Array, co
 }
 
 /** The GeoEdit edit of two LoRA task vectors, as an adapter (density 1), with its statistics. */
-export async function editLora(pair: LoraPair, options?: LoraOptions): Promise<{ adapter: EditedLora; stats: LoraStats }> {
-  const prep = prepareLora(pair, options, 'editLora');
+export async function editLora(pair: LoraPair, options?: LoraOptions & { keepZeroBlocks?: boolean }): Promise<{ adapter: EditedLora; stats: LoraStats }> {
+  const { keepZeroBlocks, ...rest } = (options ?? {}) as LoraOptions & { keepZeroBlocks?: boolean };
+  const prep = prepareLora(pair, rest, 'editLora');
   const stats = await loraGeometry(prep);
-  return { adapter: buildEditedAdapter(prep, stats.coefNew, stats.coefOld), stats };
+  return { adapter: buildEditedAdapter(prep, stats.coefNew, stats.coefOld, { keepZeroBlocks: keepZeroBlocks === true }), stats };
 }
 
 /**

@@ -88,6 +88,10 @@ function checkConfig(cfg: Record<string, unknown>, file: string): void {
   if (cfg.bias !== undefined && cfg.bias !== 'none') throw unsupported(file, `bias ${describe(cfg.bias)}`, "is not 'none' (trained bias vectors need the base biases)");
   if (!SKIP_NULLISH(cfg.use_qalora)) throw unsupported(file, 'use_qalora', 'is true (quantisation-aware LoRA on a quantised base)');
   if (!EMPTY(cfg.loftq_config) || cfg.init_lora_weights === 'loftq') throw unsupported(file, 'loftq_config', 'is set (LoftQ adapters compensate a quantised base: the base they apply to is not the original weights)');
+  const init = cfg.init_lora_weights;
+  if (typeof init === 'string' && /^(pissa|olora|corda)/i.test(init)) {
+    throw unsupported(file, `init_lora_weights ${describe(init)}`, "means the adapter is relative to a residual base (the principal part was moved out of the base weights); convert it to a plain LoRA first (PEFT: save_pretrained with path_initial_model_for_weight_conversion)");
+  }
   if (!EMPTY(cfg.quantization_config)) throw unsupported(file, 'quantization_config', 'is set (a quantised base)');
   if (!EMPTY(cfg.layer_replication)) throw unsupported(file, 'layer_replication', 'is set (layers are duplicated before the adapter applies)');
   if (!EMPTY(cfg.alora_invocation_tokens)) throw unsupported(file, 'alora_invocation_tokens', 'is set (activated LoRA applies only after invocation tokens)');
@@ -259,6 +263,8 @@ export interface EditAdaptersOptions extends LoraOptions {
   perRow?: boolean;
   /** Rows per block when merging into full weights (default: ~16 MiB of base per block). */
   blockRows?: number;
+  /** Adapter output: keep a side's block of B' even when all its coefficients are 0 (rank always r_new + r_old). Default false. */
+  keepZeroBlocks?: boolean;
 }
 
 export interface AdapterManifest extends AdapterReport {
@@ -274,7 +280,7 @@ export interface AdapterManifest extends AdapterReport {
   perRow?: Record<string, LoraStats>;
 }
 
-const EDIT_ADAPTER_KEYS = new Set(['outFormat', 'force', 'perRow', 'blockRows']);
+const EDIT_ADAPTER_KEYS = new Set(['outFormat', 'force', 'perRow', 'blockRows', 'keepZeroBlocks']);
 
 function splitOptions(options: EditAdaptersOptions | undefined): { lora: LoraOptions; own: EditAdaptersOptions } {
   const o = (options ?? {}) as Record<string, unknown>;
@@ -489,19 +495,25 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   if (fmt === 'adapter') {
     const tensors: TensorToWrite[] = [];
     const ranks = new Map<string, number>();
+    const omitted: string[] = [];
     for (const mp of plans) {
       const prep = await prepareModule(mp, oa, na, lora);
       const st = await loraGeometry(prep, mp.name);
-      const ed = buildEditedAdapter(prep, st.coefNew, st.coefOld);
+      const ed = buildEditedAdapter(prep, st.coefNew, st.coefOld, { keepZeroBlocks: own.keepZeroBlocks === true });
       const key = `${na.prefix}${mp.name}`;
-      if (ed.embedding) {
+      if (ed.rank === 0) {
+        // Every coefficient is 0: the edit leaves this module's weights unchanged. PEFT has no
+        // rank-0 module, so it is left out of the adapter (a LoRA layer PEFT still creates for a
+        // matching target starts with B = 0, which is the same zero delta).
+        omitted.push(mp.name);
+      } else if (ed.embedding) {
         tensors.push({ name: `${key}.lora_embedding_A`, dtype: 'F32', shape: ed.A.shape, data: ed.A.data });
         tensors.push({ name: `${key}.lora_embedding_B`, dtype: 'F32', shape: ed.B.shape, data: ed.B.data });
       } else {
         tensors.push({ name: `${key}.lora_A.weight`, dtype: 'F32', shape: ed.A.shape, data: ed.A.data });
         tensors.push({ name: `${key}.lora_B.weight`, dtype: 'F32', shape: ed.B.shape, data: ed.B.data });
       }
-      ranks.set(mp.name, ed.rank);
+      if (ed.rank > 0) ranks.set(mp.name, ed.rank);
       const rep = moduleReport(mp, st);
       rep.rOut = ed.rank;
       mods.push(rep);
@@ -514,6 +526,9 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
       extras.push({ tensor: t.name, from: 'new', action: 'copied' });
     }
     for (const t of oa.extras) if (!na.extras.some((x) => x.name === t.name)) extras.push({ tensor: t.name, from: 'old', action: 'dropped' });
+    if (ranks.size === 0) {
+      throw new GeoEditError('ERR_UNSUPPORTED', `every coefficient of every module is 0 with these options: the edit is the base model itself, and a PEFT adapter cannot have no LoRA module`, { option: 'scale' });
+    }
     const cfg = outputConfig(oa, na, ranks);
     const tmp = tempPathBeside(out);
     fs.mkdirSync(tmp, { recursive: false });
@@ -525,6 +540,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
         { path: path.join(out, ADAPTER_CONFIG), ...sha256File(path.join(tmp, ADAPTER_CONFIG)) },
       ];
       const manifest = makeManifest(t0, paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
+      for (const name of omitted) manifest.warnings.push(`module '${name}': every coefficient is 0, so the edit leaves it unchanged; it is left out of the adapter`);
       fs.writeFileSync(path.join(tmp, LORA_MANIFEST), JSON.stringify(manifestJson(manifest), null, 2) + '\n');
       commitDir(tmp, out, overwrite);
       return manifest;

@@ -64,7 +64,8 @@ describe('geoedit CLI with adapters', () => {
     const j = JSON.parse(ad.out);
     expect(j.outFormat).toBe('adapter');
     expect(fs.existsSync(path.join(root, 'adapter', 'adapter_config.json'))).toBe(true);
-    expect(JSON.parse(fs.readFileSync(path.join(root, 'adapter', 'adapter_config.json'), 'utf8')).r).toBe(8);
+    // Default options: c_old = 0 on every row, so only the new block is written (rank 4).
+    expect(JSON.parse(fs.readFileSync(path.join(root, 'adapter', 'adapter_config.json'), 'utf8')).r).toBe(4);
 
     const an = await run(runAnalyze, [...a, '--json', '--report', path.join(root, 'r.html')]);
     expect(an.code).toBe(0);

@@ -118,13 +118,20 @@ async function checkAgainstEditTensor(p: Awaited<ReturnType<typeof makePair>>, o
       base: { dtype: 'f32', shape: [rows, cols], data: baseN }, old: { dtype: 'f32', shape: [rows, cols], data: oldW }, new: { dtype: 'f32', shape: [rows, cols], data: newW },
     }, opts);
     const stA = manA.perRow![name]!, stF = manF.perRow![name]!;
-    // The adapter's module: scale 1 and rank r_new + r_old.
-    const em = ed.modules.get(name)!;
-    expect(em.scale).toBe(1);
-    expect(em.r).toBe((mo?.r ?? 0) + (mn?.r ?? 0));
-    const f = await loadModuleFactors(ed, name);
-    const eMod: SynthModule = { name, A: f.A.data as Float32Array, B: f.B.data as Float32Array, r: em.r, rows, cols, embedding: ref.embedding };
-    const tE = tauOf(eMod, 1);
+    // The adapter's module: scale 1 and rank r_new + r_old, less a side whose coefficients are all 0.
+    const rank = (mn && stA.coefNew.some((c) => c !== 0) ? mn.r : 0) + (mo && stA.coefOld.some((c) => c !== 0) ? mo.r : 0);
+    const em = ed.modules.get(name);
+    let tE: Float64Array;
+    if (rank === 0) {
+      expect(em).toBeUndefined(); // the edit leaves the module unchanged: left out of the adapter
+      expect(manA.warnings.some((w) => w.includes(`'${name}': every coefficient is 0`))).toBe(true);
+      tE = new Float64Array(rows * cols);
+    } else {
+      expect(em!.scale).toBe(1);
+      expect(em!.r).toBe(rank);
+      const f = await loadModuleFactors(ed, name);
+      tE = tauOf({ name, A: f.A.data as Float32Array, B: f.B.data as Float32Array, r: em!.r, rows, cols, embedding: ref.embedding }, 1);
+    }
     const merged = (await readTensor(outF, `${name}.weight`, fh)).data as Float32Array;
     let rowsChecked = 0;
     for (let i = 0; i < rows; i++) {
@@ -240,6 +247,23 @@ describe('editAdapters: the adapter output and the merged output equal editTenso
     expect(fs.readdirSync(p.root).filter((f) => f.includes('geoedit-tmp'))).toEqual([]);
   });
 
+  it('keepZeroBlocks: rank r_new + r_old everywhere, the same product', async () => {
+    const p = await makePair();
+    const a = path.join(p.root, 'compact'), b = path.join(p.root, 'full-rank');
+    const ma = await editAdapters({ old: p.old, new: p.new, out: a }, {});
+    const mb = await editAdapters({ old: p.old, new: p.new, out: b }, { keepZeroBlocks: true });
+    const name = 'model.layers.0.mlp.up_proj';
+    expect(ma.modules.find((m) => m.name === name)!.rOut).toBe(4); // default options: c_old = 0 on every row
+    expect(mb.modules.find((m) => m.name === name)!.rOut).toBe(8);
+    const ea = readPeftAdapter(a), eb = readPeftAdapter(b);
+    expect(eb.modules.get('model.layers.1.self_attn.o_proj')!.r).toBe(4); // old-only module kept (zeros)
+    expect(ea.modules.has('model.layers.1.self_attn.o_proj')).toBe(false);
+    const fa = await loadModuleFactors(ea, name), fb = await loadModuleFactors(eb, name);
+    const ta = tauOf({ name, A: fa.A.data as Float32Array, B: fa.B.data as Float32Array, r: 4, rows: 40, cols: 24 }, 1);
+    const tb = tauOf({ name, A: fb.A.data as Float32Array, B: fb.B.data as Float32Array, r: 8, rows: 40, cols: 24 }, 1);
+    expect(Array.from(ta)).toEqual(Array.from(tb));
+  });
+
   it('analyzeAdapters reports the same regions as editAdapters without writing', async () => {
     const p = await makePair();
     const rep = await analyzeAdapters({ old: p.old, new: p.new });
@@ -257,6 +281,8 @@ describe('refused configurations', () => {
     ['use_qalora', { use_qalora: true }, 'use_qalora'],
     ['loftq', { loftq_config: { loftq_bits: 4 } }, 'loftq_config'],
     ['init loftq', { init_lora_weights: 'loftq' }, 'loftq_config'],
+    ['init pissa', { init_lora_weights: 'pissa_niter_4' }, 'init_lora_weights'],
+    ['init olora', { init_lora_weights: 'olora' }, 'init_lora_weights'],
     ['quantization_config', { quantization_config: { load_in_4bit: true } }, 'quantization_config'],
     ['peft_type', { peft_type: 'IA3' }, 'peft_type'],
     ['layer_replication', { layer_replication: [[0, 2]] }, 'layer_replication'],

@@ -4,7 +4,7 @@ import { EDIT_FLAGS, EXIT, INPUT_FLAGS, UsageError, helpText, parse, progressPri
 import { printSummary, summaryOf } from './edit';
 import { LORA_FLAGS, isAdapterRun, runAnalyzeAdapters } from './lora';
 
-export const ANALYZE_FLAGS = [...INPUT_FLAGS, ...LORA_FLAGS.filter((f) => f.name !== 'out-format'), ...EDIT_FLAGS.filter((f) => f.name !== 'out-dtype')];
+export const ANALYZE_FLAGS = [...INPUT_FLAGS, ...LORA_FLAGS.filter((f) => f.name !== 'out-format' && f.name !== 'keep-zero-blocks'), ...EDIT_FLAGS.filter((f) => f.name !== 'out-dtype')];
 
 export async function runAnalyze(argv: string[]): Promise<number> {
   try {

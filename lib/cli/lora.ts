@@ -7,6 +7,7 @@ import { writeAdapterReport } from '../lora-report';
 export const LORA_FLAGS: OptSpec[] = [
   { name: 'old-adapter', type: 'string', kind: 'string', default: 'none', metavar: 'DIR', desc: 'PEFT LoRA directory trained on the old facts (adapter_config.json + adapter_model.safetensors); replaces --old' },
   { name: 'new-adapter', type: 'string', kind: 'string', default: 'none', metavar: 'DIR', desc: 'PEFT LoRA directory trained on the new facts; replaces --new' },
+  { name: 'keep-zero-blocks', type: 'boolean', kind: 'boolean', default: 'off', desc: "with adapters: keep a side's all-zero block of B' (rank always r_new + r_old)" },
   { name: 'out-format', type: 'string', kind: 'string', default: "adapter (full when --base is given or density < 1)", metavar: 'F', desc: "with adapters: 'adapter' writes an exact PEFT adapter (rank r_new + r_old), 'full' merges into --base" },
 ];
 
@@ -29,6 +30,7 @@ function adapterOptions(values: Record<string, unknown>): EditAdaptersOptions {
     o.outFormat = f;
   }
   if (values.force) o.force = true;
+  if (values['keep-zero-blocks']) o.keepZeroBlocks = true;
   return o as EditAdaptersOptions;
 }
 
