@@ -199,6 +199,26 @@ describe('editCheckpoint', () => {
     expect(fs.existsSync(out)).toBe(false);
   });
 
+  it('the core stops at the next block when the cancel flag is set (ERR_ABORTED), and reports bytes done', async () => {
+    const { loadNative } = await import('../lib/native');
+    const ck = openCheckpoint(tri.base);
+    const t = ck.byName.get('model.layers.0.mlp.up_proj.weight')!;
+    const fd = fs.openSync(t.file, 'r');
+    try {
+      const src = { fd, offset: t.begin, dtype: 'bf16', file: t.file };
+      const task = { kind: 0 as const, name: t.name, rows: 32, cols: 16, base: src, old: src, new: src, outFd: -1, stats: true };
+      const ctl = new Float64Array([0, 1, 0]);
+      await expect(loadNative().stream({ tasks: [task], params: {}, blockBytes: 64, ctl })).rejects.toMatchObject({ code: 'ERR_ABORTED', message: expect.stringContaining(t.name) });
+      ctl[1] = 0;
+      const res = await loadNative().stream({ tasks: [task, { ...task }], params: {}, blockBytes: 64, ctl });
+      expect(ctl[0]).toBe(2 * 3 * 32 * 16 * 2);
+      expect(ctl[2]).toBe(1);
+      expect(Array.from(res[0]!.region)).toEqual(new Array(32).fill(0)); // identical inputs: zero task vectors
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   it('validation before any work: one error listing every missing and mis-shaped tensor', async () => {
     const d = path.join(root, 'mismatch');
     const other = specs.map((s) => (s.name.endsWith('q_proj.weight') ? { ...s, shape: [16, 8] } : s)).filter((s) => !s.name.includes('layers.2.mlp.down'));
