@@ -664,8 +664,13 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
   try {
     for (const f of allInputFiles) fds.set(f, fs.openSync(f, 'r'));
     const hashStart = Date.now();
-    const hashing = opts.hash === false ? null : Promise.all([...allInputFiles].map(async (f) => [f, await sha256File(f, signal)] as const))
-      .then((v) => { hashMs = Date.now() - hashStart; return new Map(v); });
+    // Hashing runs beside the data path, one file at a time (bounded memory, one core at most).
+    const hashing = opts.hash === false ? null : (async () => {
+      const m = new Map<string, string>();
+      for (const f of allInputFiles) m.set(f, await sha256File(f, signal));
+      hashMs = Date.now() - hashStart;
+      return m;
+    })();
     hashing?.catch(() => undefined);
 
     const native = loadNative();

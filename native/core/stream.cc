@@ -21,18 +21,25 @@ size_t page_size() {
   return ps;
 }
 
+// Block buffers are mapped directly (not malloc'ed): each call runs on whichever libuv thread is
+// free, and glibc would keep freed 8 MiB blocks in that thread's arena, so RSS would creep up
+// with the number of calls. munmap gives the memory back at once.
 struct AlignedBuf {
   char* p = nullptr;
   size_t cap = 0;
-  ~AlignedBuf() { std::free(p); }
+  ~AlignedBuf() { release(); }
+  void release() {
+    if (p) ::munmap(p, cap);
+    p = nullptr;
+    cap = 0;
+  }
   char* get(size_t n) {
     if (n > cap) {
-      std::free(p);
-      p = nullptr;
-      cap = 0;
-      const size_t want = (std::max<size_t>(n, 64) + 63) & ~size_t(63);
-      p = static_cast<char*>(std::aligned_alloc(64, want));
-      if (!p) throw std::bad_alloc();
+      release();
+      const size_t want = (std::max<size_t>(n, 1) + page_size() - 1) & ~(page_size() - 1);
+      void* m = ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (m == MAP_FAILED) throw std::bad_alloc();
+      p = static_cast<char*>(m);
       cap = want;
     }
     return p;
