@@ -75,19 +75,19 @@ function timeCat(dir) {
   return Number(process.hrtime.bigint() - t) / 1e9;
 }
 
-function runEdit(dir, extra) {
+function runEdit(dir, extra, cmd = 'edit') {
   const out = path.join(dir, 'out');
   fs.rmSync(out, { recursive: true, force: true });
   const script = `const {main}=require(${JSON.stringify(path.join(ROOT, 'dist', 'cjs', 'cli', 'main.js'))});` +
     `main(process.argv.slice(1)).then((c)=>{process.stderr.write('\\nRUSAGE '+JSON.stringify(process.resourceUsage())+'\\n');process.exitCode=c;});`;
-  const args = ['-e', script, 'edit', '--base', path.join(dir, 'base'), '--old', path.join(dir, 'old'), '--new', path.join(dir, 'new'), '--out', out, '--quiet', '--json', ...extra];
+  const args = ['-e', script, cmd, '--base', path.join(dir, 'base'), '--old', path.join(dir, 'old'), '--new', path.join(dir, 'new'), ...(cmd === 'edit' ? ['--out', out] : []), '--quiet', '--json', ...extra];
   const t = process.hrtime.bigint();
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
   const wall = Number(process.hrtime.bigint() - t) / 1e9;
   if (r.status !== 0) throw new Error(`edit failed (${r.status}): ${r.stderr}`);
   const ru = JSON.parse(/RUSAGE (.*)/.exec(r.stderr)[1]);
   const summary = JSON.parse(r.stdout);
-  const outBytes = fs.readdirSync(out).filter((f) => f.endsWith('.safetensors')).reduce((a, f) => a + fs.statSync(path.join(out, f)).size, 0);
+  const outBytes = cmd !== 'edit' ? 0 : fs.readdirSync(out).filter((f) => f.endsWith('.safetensors')).reduce((a, f) => a + fs.statSync(path.join(out, f)).size, 0);
   fs.rmSync(out, { recursive: true, force: true });
   return { wallS: wall, maxRssMiB: ru.maxRSS / 1024, userS: ru.userCPUTime / 1e6, systemS: ru.systemCPUTime / 1e6, dataS: summary.timings.dataMs / 1000, hashS: summary.timings.hashMs / 1000, outBytes };
 }
@@ -99,25 +99,29 @@ try {
     const dir = path.join(work, `s${gib}`);
     const t0 = Date.now();
     const g = gen(dir, gib);
-    console.log(`\n== ${gib} GiB per input: ${g.tensors} tensors, 3 x ${(g.bytesPerInput / 2 ** 30).toFixed(2)} GiB (generated in ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    console.log(`\n== ${gib} GiB per input (load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}): ${g.tensors} tensors, 3 x ${(g.bytesPerInput / 2 ** 30).toFixed(2)} GiB (generated in ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     timeCat(dir); // warm the page cache
-    const row = { gibPerInput: gib, bytesPerInput: g.bytesPerInput, tensors: g.tensors, cat: [], noHash: [], hash: [] };
+    const row = { gibPerInput: gib, bytesPerInput: g.bytesPerInput, tensors: g.tensors, loadavgBefore: os.loadavg(), cat: [], analyze: [], noHash: [], hash: [] };
     for (let i = 0; i < reps; i++) {
       row.cat.push(timeCat(dir));
+      row.analyze.push(runEdit(dir, ['--no-hash'], 'analyze'));
       row.noHash.push(runEdit(dir, ['--no-hash']));
       row.hash.push(runEdit(dir, []));
     }
     const best = (a, k) => a.reduce((m, x) => (k ? x[k] : x) < (k ? m[k] : m) ? x : m);
     const cat = Math.min(...row.cat);
-    const nh = best(row.noHash, 'wallS'), hh = best(row.hash, 'wallS');
+    const nh = best(row.noHash, 'wallS'), hh = best(row.hash, 'wallS'), an = best(row.analyze, 'wallS');
+    row.loadavgAfter = os.loadavg();
     const inBytes = 3 * g.bytesPerInput;
     row.summary = {
       catS: cat, catGBps: inBytes / 1e9 / cat,
+      analyzeS: an.wallS, analyzeGBps: inBytes / 1e9 / an.wallS, ratioAnalyze: an.wallS / cat,
       editNoHashS: nh.wallS, editNoHashGBps: inBytes / 1e9 / nh.wallS, ratioNoHash: nh.wallS / cat, rssNoHashMiB: Math.max(...row.noHash.map((x) => x.maxRssMiB)),
       editHashS: hh.wallS, editHashGBps: inBytes / 1e9 / hh.wallS, ratioHash: hh.wallS / cat, rssHashMiB: Math.max(...row.hash.map((x) => x.maxRssMiB)),
     };
     const s = row.summary;
     console.log(`cat (read only, warm):      ${s.catS.toFixed(2)} s  ${s.catGBps.toFixed(2)} GB/s`);
+    console.log(`analyze (read+compute):     ${s.analyzeS.toFixed(2)} s  ${s.analyzeGBps.toFixed(2)} GB/s of input  ${s.ratioAnalyze.toFixed(2)}x read time`);
     console.log(`edit --no-hash:             ${s.editNoHashS.toFixed(2)} s  ${s.editNoHashGBps.toFixed(2)} GB/s of input  ${s.ratioNoHash.toFixed(2)}x read time  peak RSS ${s.rssNoHashMiB.toFixed(0)} MiB`);
     console.log(`edit (SHA-256 of inputs):   ${s.editHashS.toFixed(2)} s  ${s.editHashGBps.toFixed(2)} GB/s of input  ${s.ratioHash.toFixed(2)}x read time  peak RSS ${s.rssHashMiB.toFixed(0)} MiB`);
     results.push(row);

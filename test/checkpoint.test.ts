@@ -275,6 +275,32 @@ describe('editCheckpoint', () => {
     expect(() => openCheckpoint(path.join(d, 'x'))).toThrow(/resolves outside/);
   });
 
+  it('reads tensors that are not aligned to their element size (older writers) through the data path', async () => {
+    const d = path.join(root, 'unaligned');
+    const mk = (role: 'base' | 'old' | 'new') => {
+      const ts = tensorsFor([{ name: 'w', dtype: 'F32', shape: [8, 12] }, { name: 'h', dtype: 'BF16', shape: [5, 7] }], role);
+      let off = 0;
+      const hdr: Record<string, unknown> = {};
+      for (const t of ts) { hdr[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + t.data.byteLength] }; off += t.data.byteLength; }
+      let text = JSON.stringify(hdr);
+      if ((8 + text.length) % 2 === 0) text += ' '; // odd data offset: misaligned for F32 and BF16
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(text.length));
+      fs.mkdirSync(path.join(d, role), { recursive: true });
+      fs.writeFileSync(path.join(d, role, 'model.safetensors'), Buffer.concat([len, Buffer.from(text), ...ts.map((t) => bytesOf(t.data))]));
+      return ts;
+    };
+    const [b, o, n] = [mk('base'), mk('old'), mk('new')];
+    const out = outDir('out-unaligned');
+    await editCheckpoint({ base: path.join(d, 'base'), old: path.join(d, 'old'), new: path.join(d, 'new'), out }, { hash: false, blockBytes: 100 });
+    for (let k = 0; k < 2; k++) {
+      const dt = k === 0 ? ('f32' as const) : ('bf16' as const);
+      const as = (t: typeof b[number]) => ({ dtype: dt, shape: t.shape, data: t.data as Float32Array | Uint16Array });
+      const ref = editTensorSync({ base: as(b[k]!), old: as(o[k]!), new: as(n[k]!) });
+      expect(bytesOf((await tensorOf(out, b[k]!.name)).data).equals(bytesOf(ref.out.data)), b[k]!.name).toBe(true);
+    }
+  });
+
   it('option errors are coded', async () => {
     const out = outDir('out-opt');
     await expect(editCheckpoint({ ...tri, out }, { kappa: -1 })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });

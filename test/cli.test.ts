@@ -210,8 +210,8 @@ describe('geoedit edit: bad-input corpus', () => {
 });
 
 describe('geoedit edit: signals', () => {
-  it('SIGINT mid-run leaves nothing at the target and no temporary directory', async () => {
-    const d = path.join(dir, 'sig');
+  it.each(['SIGINT', 'SIGTERM'] as const)('%s mid-run leaves nothing at the target and no temporary directory', async (sig) => {
+    const d = path.join(dir, `sig-${sig}`);
     // Big enough that a single-threaded trimmed edit takes seconds: 3 × 24 tensors × 2 MB (f32).
     const big = Array.from({ length: 24 }, (_, i) => ({ name: `model.layers.${i}.mlp.up_proj.weight`, dtype: 'F32' as const, shape: [512, 1024] }));
     for (const [role, seed] of [['base', 1], ['old', 2], ['new', 3]] as const) {
@@ -229,7 +229,7 @@ describe('geoedit edit: signals', () => {
     });
     await firstProgress;
     const sawTemp = fs.readdirSync(d).some((n) => n.includes('geoedit-tmp'));
-    child.kill('SIGINT');
+    child.kill(sig);
     const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
     expect(sawTemp).toBe(true);
     expect(code === 0).toBe(false);
