@@ -78,6 +78,7 @@ function timeCat(dir) {
 function runEdit(dir, extra, cmd = 'edit') {
   const out = path.join(dir, 'out');
   fs.rmSync(out, { recursive: true, force: true });
+  execSync('sync');
   const script = `const {main}=require(${JSON.stringify(path.join(ROOT, 'dist', 'cjs', 'cli', 'main.js'))});` +
     `main(process.argv.slice(1)).then((c)=>{process.stderr.write('\\nRUSAGE '+JSON.stringify(process.resourceUsage())+'\\n');process.exitCode=c;});`;
   const args = ['-e', script, cmd, '--base', path.join(dir, 'base'), '--old', path.join(dir, 'old'), '--new', path.join(dir, 'new'), ...(cmd === 'edit' ? ['--out', out] : []), '--quiet', '--json', ...extra];
@@ -100,9 +101,11 @@ try {
     const t0 = Date.now();
     const g = gen(dir, gib);
     console.log(`\n== ${gib} GiB per input (load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}): ${g.tensors} tensors, 3 x ${(g.bytesPerInput / 2 ** 30).toFixed(2)} GiB (generated in ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    execSync('sync'); // flush the generated files, so their write-back does not throttle the runs
     timeCat(dir); // warm the page cache
     const row = { gibPerInput: gib, bytesPerInput: g.bytesPerInput, tensors: g.tensors, loadavgBefore: os.loadavg(), cat: [], analyze: [], noHash: [], hash: [] };
     for (let i = 0; i < reps; i++) {
+      execSync('sync'); // each run starts with no dirty pages of a previous one (not timed)
       row.cat.push(timeCat(dir));
       row.analyze.push(runEdit(dir, ['--no-hash'], 'analyze'));
       row.noHash.push(runEdit(dir, ['--no-hash']));

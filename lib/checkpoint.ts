@@ -529,6 +529,15 @@ async function sha256File(file: string, signal?: AbortSignal): Promise<string> {
   return h.digest('hex');
 }
 
+async function writeReportFile(file: string, m: CheckpointManifest): Promise<void> {
+  const { writeReport } = await import('./report');
+  try {
+    await writeReport(file, m);
+  } catch (e) {
+    throw new GeoEditError('ERR_IO', `${file}: cannot write the report: ${(e as Error).message}`, { file });
+  }
+}
+
 function abortedError(): GeoEditError {
   return new GeoEditError('ERR_ABORTED', 'the checkpoint job was aborted; nothing was written at the target');
 }
@@ -811,6 +820,8 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
           fs.copyFileSync(src, path.join(tmp!, n));
         }
       }
+      // The report goes into place first: if it fails, the job fails and nothing is at the target.
+      if (opts.report) await writeReportFile(path.resolve(opts.report), manifest);
       if (signal?.aborted || ctl[1]) throw abortedError();
       // Into place: an existing target (force) is moved aside first, then removed.
       let aside: string | null = null;
@@ -822,10 +833,7 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
       tmp = null;
       if (aside) fs.rmSync(aside, { recursive: true, force: true });
     }
-    if (opts.report) {
-      const { writeReport } = await import('./report');
-      await writeReport(path.resolve(opts.report), manifest);
-    }
+    if (opts.report && !out) await writeReportFile(path.resolve(opts.report), manifest);
     return manifest;
   } catch (e) {
     if (signal?.aborted && !(e instanceof GeoEditError && e.code === 'ERR_ABORTED')) throw abortedError();
