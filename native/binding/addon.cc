@@ -468,7 +468,7 @@ class StreamWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred d_;
 };
 
-// stream({ tasks, params, threads, blockBytes, ctl: Float64Array(2) }) -> Promise<(stats | null)[]>
+// stream({ tasks, params, threads, blockBytes, ctl: Float64Array(2 or 3) }) -> Promise<(stats | null)[]>
 Napi::Value Stream(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a stream specification object");
@@ -491,6 +491,7 @@ Napi::Value Stream(const Napi::CallbackInfo& info) {
     b->keep.hold(ta);
     b->ctl.bytes_done = p;
     b->ctl.cancel = p + 1;
+    if (ta.ElementLength() >= 3) b->ctl.task_index = p + 2;
   }
   Napi::Value tv = spec.Get("tasks");
   if (!tv.IsArray()) throw_type(env, "Expected an array of tasks");
