@@ -263,6 +263,8 @@ export interface EditAdaptersOptions extends LoraOptions {
   perRow?: boolean;
   /** Rows per block when merging into full weights (default: ~16 MiB of base per block). */
   blockRows?: number;
+  /** Full output from a base directory: copy its other files (config.json, tokenizer, ...). Default true. */
+  copyFiles?: boolean;
   /** Adapter output: keep a side's block of B' even when all its coefficients are 0 (rank always r_new + r_old). Default false. */
   keepZeroBlocks?: boolean;
 }
@@ -280,7 +282,7 @@ export interface AdapterManifest extends AdapterReport {
   perRow?: Record<string, LoraStats>;
 }
 
-const EDIT_ADAPTER_KEYS = new Set(['outFormat', 'force', 'perRow', 'blockRows', 'keepZeroBlocks']);
+const EDIT_ADAPTER_KEYS = new Set(['outFormat', 'force', 'perRow', 'blockRows', 'keepZeroBlocks', 'copyFiles']);
 
 function splitOptions(options: EditAdaptersOptions | undefined): { lora: LoraOptions; own: EditAdaptersOptions } {
   const o = (options ?? {}) as Record<string, unknown>;
@@ -563,6 +565,16 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
     outputs = [{ path: path.join(out, 'model.safetensors'), ...sha256File(model) }];
     const manifest = makeManifest(t0, paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
     fs.writeFileSync(path.join(tmp, LORA_MANIFEST), JSON.stringify(manifestJson(manifest), null, 2) + '\n');
+    // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along.
+    if (own.copyFiles !== false && base.kind !== 'file') {
+      const skip = new Set([...base.files.map((f) => f.path), base.index ?? '']);
+      for (const n of fs.readdirSync(base.dir)) {
+        const src = path.join(base.dir, n);
+        if (skip.has(src) || n.endsWith('.safetensors') || n.endsWith('.safetensors.index.json') || n === LORA_MANIFEST || n.startsWith('.')) continue;
+        if (!fs.statSync(src, { throwIfNoEntry: false })?.isFile()) continue;
+        fs.copyFileSync(src, path.join(tmp, n));
+      }
+    }
     commitDir(tmp, out, overwrite);
     return manifest;
   } catch (e) {

@@ -264,6 +264,35 @@ describe('editAdapters: the adapter output and the merged output equal editTenso
     expect(Array.from(ta)).toEqual(Array.from(tb));
   });
 
+  it('a base directory (index + shards): tensors found across shards, config files copied, one model.safetensors out', async () => {
+    const p = await makePair();
+    const bdir = path.join(p.root, 'base-dir');
+    fs.mkdirSync(bdir);
+    const half = Math.ceil(p.base.length / 2);
+    const shards = [p.base.slice(0, half), p.base.slice(half)];
+    const weight_map: Record<string, string> = {};
+    for (let k = 0; k < 2; k++) {
+      const f = `model-0000${k + 1}-of-00002.safetensors`;
+      await writeSafetensors(path.join(bdir, f), shards[k]!);
+      for (const t of shards[k]!) weight_map[t.name] = f;
+    }
+    fs.writeFileSync(path.join(bdir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map }));
+    fs.writeFileSync(path.join(bdir, 'config.json'), '{"model_type":"synthetic"}');
+    const out = path.join(p.root, 'from-shards');
+    await editAdapters({ old: p.old, new: p.new, out, base: bdir }, {});
+    expect(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).toBe('{"model_type":"synthetic"}');
+    // Same tensors as from the single-file base.
+    const single = path.join(p.root, 'from-file');
+    await editAdapters({ old: p.old, new: p.new, out: single, base: p.basePath }, {});
+    const hs = readSafetensorsHeaderSync(path.join(single, 'model.safetensors'));
+    const hd = readSafetensorsHeaderSync(path.join(out, 'model.safetensors'));
+    for (const t of hs.tensors) {
+      const a = await readTensor(path.join(single, 'model.safetensors'), t.name, hs);
+      const b = await readTensor(path.join(out, 'model.safetensors'), t.name, hd);
+      expect(Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength).equals(Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength))).toBe(true);
+    }
+  });
+
   it('analyzeAdapters reports the same regions as editAdapters without writing', async () => {
     const p = await makePair();
     const rep = await analyzeAdapters({ old: p.old, new: p.new });
