@@ -188,7 +188,19 @@ export async function analyzeLora(pair: LoraPair, options?: LoraOptions): Promis
   return loraGeometry(prepareLora(pair, options, 'analyzeLora'));
 }
 
-/** tau = scale * B * A (or its Embedding transpose) as a dense f32 tensor [rows, cols]. */
+/** Rows [r0, r1) of tau, formed off the event loop. */
+export async function materializeRowsAsync(s: CanonicalSide | null, r0: number, r1: number, threads = 0, rows?: number, cols?: number): Promise<Float32Array> {
+  try {
+    return (await loadNative().loraMaterializeAsync({ rows: rows ?? s!.rows, cols: cols ?? s!.cols, side: side(s), r0, r1, threads })).out;
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
+/**
+ * tau = scale * B * A (or its Embedding transpose) as a dense f32 tensor [rows, cols]. Synchronous:
+ * it blocks the calling thread for O(rows * cols * r); meant for small modules and checks.
+ */
 export function materializeLora(f: LoraFactors, threads = 0): Tensor {
   const s = canonicalSide(f, 'factors');
   return { dtype: 'f32', shape: [s.rows, s.cols], data: materializeRows(s, 0, s.rows, threads) };
@@ -302,8 +314,10 @@ export async function denseLoraRows(
     baseRows = t;
   }
   const rows = i1 - i0;
-  const a = materializeRows(prep.old, i0, i1, prep.threads, m, n);
-  const b = materializeRows(prep.new, i0, i1, prep.threads, m, n);
+  const [a, b] = await Promise.all([
+    materializeRowsAsync(prep.old, i0, i1, prep.threads, m, n),
+    materializeRowsAsync(prep.new, i0, i1, prep.threads, m, n),
+  ]);
   const spec = {
     rows, cols: n, base: baseRows, baseDtype: base.dtype, old: a, oldDtype: 'f32', new: b, newDtype: 'f32',
     outDtype, wantOut: true, threads: prep.threads, tauGiven: true, rowOffset: i0,

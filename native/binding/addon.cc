@@ -713,6 +713,30 @@ Napi::Value LoraMaterialize(const Napi::CallbackInfo& info) {
   return Napi::Float32Array::New(env, count, ab, 0);
 }
 
+// loraMaterializeAsync({ rows, cols, side, r0, r1, threads? }) -> Promise<{ out: Float32Array }> (off the event loop)
+Napi::Value LoraMaterializeAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a LoRA materialise specification object");
+  Napi::Object spec = info[0].As<Napi::Object>();
+  auto keep = std::make_shared<Keep>();
+  int64_t rows, cols;
+  read_dims(spec, &rows, &cols);
+  geoedit::LoraSide side = read_lora_side(spec, "side", rows, cols, *keep);
+  const double r0 = num(spec, "r0", 0), r1 = num(spec, "r1", double(rows));
+  if (!(r0 >= 0) || !(r1 >= r0) || r1 > double(rows) || r0 != std::floor(r0) || r1 != std::floor(r1))
+    throw make_error(env, "ERR_INVALID_OPTION", "Expected 0 <= r0 <= r1 <= rows for loraMaterialize");
+  geoedit::RunOptions ro;
+  ro.threads = int(num(spec, "threads", 0));
+  Napi::Object result = Napi::Object::New(env);
+  float* out = alloc_array<float>(env, result, "out", size_t(r1 - r0) * size_t(cols));
+  const int64_t a = int64_t(r0), b = int64_t(r1);
+  auto* w = new LoraWorker(env, "geoedit:loraMaterialize", [side, cols, a, b, out, ro]() { geoedit::lora_materialize(side, cols, a, b, out, ro); },
+                           keep, result);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 // loraMerge({ rows, cols, old, new, cNew, cOld, transposed, s0, s1, base, baseDtype, outDtype, threads?, tensorName? })
 //   -> Promise<Float32Array | Uint16Array> (stored rows [s0, s1) of the merged weights)
 Napi::Value LoraMerge(const Napi::CallbackInfo& info) {
@@ -761,6 +785,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loraGeometry", Napi::Function::New(env, LoraGeometry, "loraGeometry"));
   exports.Set("loraMaterialize", Napi::Function::New(env, LoraMaterialize, "loraMaterialize"));
   exports.Set("loraMerge", Napi::Function::New(env, LoraMerge, "loraMerge"));
+  exports.Set("loraMaterializeAsync", Napi::Function::New(env, LoraMaterializeAsync, "loraMaterializeAsync"));
   exports.Set("stHeader", Napi::Function::New(env, StHeaderFile, "stHeader"));
   exports.Set("stHeaderBytes", Napi::Function::New(env, StHeaderBytes, "stHeaderBytes"));
   exports.Set("stream", Napi::Function::New(env, Stream, "stream"));
