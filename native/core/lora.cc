@@ -18,7 +18,7 @@ namespace {
 // Element-wise loops below are compiled without FMA contraction, so every clone rounds exactly like
 // the baseline one; the reductions use a fixed set of partial sums written out in the code. The
 // SIMD clones change speed, never bytes.
-#if defined(GEOEDIT_X86) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#if defined(GEOEDIT_X86) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && defined(__GLIBC__)
 #define GEOEDIT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define GEOEDIT_CLONES
