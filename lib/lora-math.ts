@@ -9,7 +9,7 @@
 import { GeoEditError, describe, fromNative, typeError } from './errors';
 import { loadNative, type NativeLoraGeometry, type NativeLoraSide } from './native';
 import { EDIT_OPTION_KEYS, checkDtype, checkKnownKeys, resolveParams, resolveThreads, type ResolvedParams } from './options';
-import { checkTensor, elementCount } from './tensor';
+import { checkTensor } from './tensor';
 import { selectBackend } from './backend';
 import { threshold } from './edit';
 import type { DType, EditOptions, Tensor, TensorStats } from './types';
@@ -188,7 +188,19 @@ export async function analyzeLora(pair: LoraPair, options?: LoraOptions): Promis
   return loraGeometry(prepareLora(pair, options, 'analyzeLora'));
 }
 
-/** tau = scale * B * A (or its Embedding transpose) as a dense f32 tensor [rows, cols]. */
+/** Rows [r0, r1) of tau, formed off the event loop. */
+export async function materializeRowsAsync(s: CanonicalSide | null, r0: number, r1: number, threads = 0, rows?: number, cols?: number): Promise<Float32Array> {
+  try {
+    return (await loadNative().loraMaterializeAsync({ rows: rows ?? s!.rows, cols: cols ?? s!.cols, side: side(s), r0, r1, threads })).out;
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
+/**
+ * tau = scale * B * A (or its Embedding transpose) as a dense f32 tensor [rows, cols]. Synchronous:
+ * it blocks the calling thread for O(rows * cols * r); meant for small modules and checks.
+ */
 export function materializeLora(f: LoraFactors, threads = 0): Tensor {
   const s = canonicalSide(f, 'factors');
   return { dtype: 'f32', shape: [s.rows, s.cols], data: materializeRows(s, 0, s.rows, threads) };
@@ -208,7 +220,7 @@ export interface EditedLora {
   A: Tensor;
   /** lora_B' [out, r'] (or lora_embedding_B' [dim, r']). */
   B: Tensor;
-  /** r' = r_new + r_old (a side with every coefficient 0 still contributes its rank). */
+  /** r' = r_new + r_old, less any side whose coefficients are all 0 (unless keepZeroBlocks); 0 when nothing is left. */
   rank: number;
   scale: 1;
   embedding: boolean;
@@ -218,11 +230,14 @@ export interface EditedLora {
  * B' = [diag(c_new) s_n B_n | diag(c_old) s_o B_o], A' = [A_n ; A_o] (canonical L/R form;
  * Embeddings are mapped back to PEFT's transposed layout). Each factor entry is rounded once to f32.
  */
-export function buildEditedAdapter(prep: PreparedLora, coefNew: Float32Array, coefOld: Float32Array): EditedLora {
+export function buildEditedAdapter(prep: PreparedLora, coefNew: Float32Array, coefOld: Float32Array, opts: { keepZeroBlocks?: boolean } = {}): EditedLora {
   const m = prep.rows, n = prep.cols;
   const sides: Array<[CanonicalSide, Float32Array]> = [];
-  if (prep.new && prep.new.r > 0) sides.push([prep.new, coefNew]);
-  if (prep.old && prep.old.r > 0) sides.push([prep.old, coefOld]);
+  // A side whose coefficients are all 0 contributes an all-zero block of B': leaving it out keeps
+  // the product exactly the same (with the default options c_old is 0 on every row).
+  const used = (c: Float32Array) => opts.keepZeroBlocks === true || c.some((v) => v !== 0);
+  if (prep.new && prep.new.r > 0 && used(coefNew)) sides.push([prep.new, coefNew]);
+  if (prep.old && prep.old.r > 0 && used(coefOld)) sides.push([prep.old, coefOld]);
   const rank = sides.reduce((a, [s]) => a + s.r, 0);
   const L = new Float32Array(m * rank);
   const R = new Float32Array(rank * n);
@@ -247,10 +262,11 @@ export function buildEditedAdapter(prep: PreparedLora, coefNew: Float32Array, co
 }
 
 /** The GeoEdit edit of two LoRA task vectors, as an adapter (density 1), with its statistics. */
-export async function editLora(pair: LoraPair, options?: LoraOptions): Promise<{ adapter: EditedLora; stats: LoraStats }> {
-  const prep = prepareLora(pair, options, 'editLora');
+export async function editLora(pair: LoraPair, options?: LoraOptions & { keepZeroBlocks?: boolean }): Promise<{ adapter: EditedLora; stats: LoraStats }> {
+  const { keepZeroBlocks, ...rest } = (options ?? {}) as LoraOptions & { keepZeroBlocks?: boolean };
+  const prep = prepareLora(pair, rest, 'editLora');
   const stats = await loraGeometry(prep);
-  return { adapter: buildEditedAdapter(prep, stats.coefNew, stats.coefOld), stats };
+  return { adapter: buildEditedAdapter(prep, stats.coefNew, stats.coefOld, { keepZeroBlocks: keepZeroBlocks === true }), stats };
 }
 
 /**
@@ -298,8 +314,10 @@ export async function denseLoraRows(
     baseRows = t;
   }
   const rows = i1 - i0;
-  const a = materializeRows(prep.old, i0, i1, prep.threads, m, n);
-  const b = materializeRows(prep.new, i0, i1, prep.threads, m, n);
+  const [a, b] = await Promise.all([
+    materializeRowsAsync(prep.old, i0, i1, prep.threads, m, n),
+    materializeRowsAsync(prep.new, i0, i1, prep.threads, m, n),
+  ]);
   const spec = {
     rows, cols: n, base: baseRows, baseDtype: base.dtype, old: a, oldDtype: 'f32', new: b, newDtype: 'f32',
     outDtype, wantOut: true, threads: prep.threads, tauGiven: true, rowOffset: i0,
@@ -323,4 +341,3 @@ export async function denseLoraRows(
   return { out, stats: r };
 }
 
-export { elementCount };

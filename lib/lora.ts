@@ -10,15 +10,17 @@ import {
   readSafetensorsHeaderSync, readTensor, planSafetensors, tempPathBeside, writeSafetensors,
   type SafetensorsHeader, type SafetensorsTensorInfo, type TensorToWrite, EDITABLE_ST_DTYPES, ST_DTYPE_SIZE,
 } from './safetensors';
+import { openCheckpoint, type CheckpointTensor } from './checkpoint';
 import {
   buildEditedAdapter, denseLoraRows, loraGeometry, mergeLoraRows, prepareLora,
   type LoraFactors, type LoraOptions, type LoraStats, type PreparedLora,
 } from './lora-math';
-import type { DType, RegionCounts, Tensor } from './types';
+import { resolveParams } from './options';
+import type { DType, EditOptions, RegionCounts, Tensor } from './types';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_MODEL = 'adapter_model.safetensors';
-export const LORA_MANIFEST = 'geoedit_manifest.json';
+export const LORA_MANIFEST = 'geoedit-manifest.json';
 
 /** One LoRA module of an adapter file. */
 export interface AdapterModule {
@@ -86,6 +88,10 @@ function checkConfig(cfg: Record<string, unknown>, file: string): void {
   if (cfg.bias !== undefined && cfg.bias !== 'none') throw unsupported(file, `bias ${describe(cfg.bias)}`, "is not 'none' (trained bias vectors need the base biases)");
   if (!SKIP_NULLISH(cfg.use_qalora)) throw unsupported(file, 'use_qalora', 'is true (quantisation-aware LoRA on a quantised base)');
   if (!EMPTY(cfg.loftq_config) || cfg.init_lora_weights === 'loftq') throw unsupported(file, 'loftq_config', 'is set (LoftQ adapters compensate a quantised base: the base they apply to is not the original weights)');
+  const init = cfg.init_lora_weights;
+  if (typeof init === 'string' && /^(pissa|olora|corda)/i.test(init)) {
+    throw unsupported(file, `init_lora_weights ${describe(init)}`, "means the adapter is relative to a residual base (the principal part was moved out of the base weights); convert it to a plain LoRA first (PEFT: save_pretrained with path_initial_model_for_weight_conversion)");
+  }
   if (!EMPTY(cfg.quantization_config)) throw unsupported(file, 'quantization_config', 'is set (a quantised base)');
   if (!EMPTY(cfg.layer_replication)) throw unsupported(file, 'layer_replication', 'is set (layers are duplicated before the adapter applies)');
   if (!EMPTY(cfg.alora_invocation_tokens)) throw unsupported(file, 'alora_invocation_tokens', 'is set (activated LoRA applies only after invocation tokens)');
@@ -173,13 +179,13 @@ export function readPeftAdapter(dir: string): PeftAdapter {
   return { dir, configPath, modelPath, config, header, modules, extras, fanInFanOut: config.fan_in_fan_out === true, prefix: prefix || 'base_model.model.' };
 }
 
-async function readFactor(ad: PeftAdapter, t: SafetensorsTensorInfo): Promise<Tensor> {
+async function readFactor(ad: PeftAdapter, t: SafetensorsTensorInfo, allowNonFinite: boolean): Promise<Tensor> {
   const raw = await readTensor(ad.modelPath, t.name, ad.header);
   const d = EDITABLE_ST_DTYPES[raw.dtype]!;
   const data = raw.data as Float32Array | Uint16Array;
   // Non-finite factors are named here, by file, tensor and index.
   const f = d === 'f32' ? (data as Float32Array) : (loadNative().convert(d, data, 'f32') as Float32Array);
-  for (let i = 0; i < f.length; i++) {
+  for (let i = 0; i < f.length && !allowNonFinite; i++) {
     if (!Number.isFinite(f[i]!)) {
       const c = t.shape[1]!;
       throw new GeoEditError('ERR_NON_FINITE', `${ad.modelPath}: tensor '${t.name}' holds ${f[i]} at [${Math.floor(i / c)}, ${i % c}]`, { file: ad.modelPath, tensor: t.name });
@@ -189,10 +195,11 @@ async function readFactor(ad: PeftAdapter, t: SafetensorsTensorInfo): Promise<Te
 }
 
 /** The factors of one module of an adapter, ready for lib/lora-math. */
-export async function loadModuleFactors(ad: PeftAdapter, name: string): Promise<LoraFactors> {
+export async function loadModuleFactors(ad: PeftAdapter, name: string, opts: { allowNonFinite?: boolean } = {}): Promise<LoraFactors> {
   const m = ad.modules.get(name);
   if (!m) throw new GeoEditError('ERR_MISSING_TENSOR', `${ad.modelPath}: no LoRA module '${name}'`, { file: ad.modelPath, module: name });
-  const [A, B] = await Promise.all([readFactor(ad, m.A), readFactor(ad, m.B)]);
+  const anf = opts.allowNonFinite === true;
+  const [A, B] = await Promise.all([readFactor(ad, m.A, anf), readFactor(ad, m.B, anf)]);
   return { A, B, scale: m.scale, embedding: m.embedding };
 }
 
@@ -211,6 +218,12 @@ export interface AdapterModuleReport {
   energy: { new: number; old: number; applied: number };
   /** Mean cos over rows where both sides are non-zero. */
   meanCos: number;
+  /** Rows where tau_old or tau_new is zero (cos defined as 0): every row of a one-sided module. */
+  zeroRows: number;
+  /** Angle between tau_old and tau_new per row, 5° bins over [0°, 180°] (as in the checkpoint manifest). */
+  angleHistogram: number[];
+  /** applied / new: share of the new update's energy kept. */
+  energyKept: number | null;
   /** Output adapter rank (adapter output only). */
   rOut?: number;
   /** Base tensor the module was merged into (full output only). */
@@ -222,8 +235,12 @@ export interface AdapterReport {
   old: string;
   new: string;
   options: Record<string, unknown>;
+  /** The resolved edit parameters (defaults filled in), as in the checkpoint manifest. */
+  parameters: Record<string, unknown>;
   modules: AdapterModuleReport[];
-  totals: { modules: number; rows: number; counts: RegionCounts; energy: { new: number; old: number; applied: number } };
+  totals: { modules: number; rows: number; counts: RegionCounts; energy: { new: number; old: number; applied: number }; energyKept: number | null };
+  /** Things worth a look: one-sided modules, dropped tensors. */
+  warnings: string[];
   /** Non-LoRA tensors and what was done with them. */
   extras: Array<{ tensor: string; from: 'new' | 'old'; action: 'copied' | 'dropped' | 'replaced-in-base' | 'added-to-base' }>;
 }
@@ -231,35 +248,41 @@ export interface AdapterReport {
 export interface AdapterPaths {
   old: string;
   new: string;
-  /** Output directory (adapter) or safetensors file / directory (full). */
+  /** Output directory: the PEFT adapter, or (full) model.safetensors; geoedit-manifest.json in both. */
   out?: string;
-  /** Base checkpoint (a .safetensors file) for outFormat 'full'. */
+  /** Base checkpoint for outFormat 'full': a .safetensors file, or a directory (model.safetensors or index + shards). */
   base?: string;
 }
 
 export interface EditAdaptersOptions extends LoraOptions {
   /** 'adapter' (the default when density is 1 and no base is given) or 'full' (needs `base`; the default when a base is given or density < 1). */
   outFormat?: 'adapter' | 'full';
-  /** Replace an existing output. Default false: ERR_OUTPUT_EXISTS. */
-  overwrite?: boolean;
+  /** Replace an existing output directory. Default false: ERR_OUTPUT_EXISTS. */
+  force?: boolean;
   /** Keep per-row statistics in the report (cos, region, coefficients per module). */
   perRow?: boolean;
   /** Rows per block when merging into full weights (default: ~16 MiB of base per block). */
   blockRows?: number;
+  /** Full output from a base directory: copy its other files (config.json, tokenizer, ...). Default true. */
+  copyFiles?: boolean;
+  /** Adapter output: keep a side's block of B' even when all its coefficients are 0 (rank always r_new + r_old). Default false. */
+  keepZeroBlocks?: boolean;
 }
 
 export interface AdapterManifest extends AdapterReport {
   tool: 'geoedit';
-  version: string;
-  created: string;
+  kind: 'edit-adapters';
+  createdAt: string;
+  versions: { geoedit: string; node: string; napi: string; simd: string; platform: string };
   outFormat: 'adapter' | 'full';
+  timings: { totalMs: number };
   inputs: Array<{ role: 'old' | 'new' | 'base'; path: string; sha256: string; bytes: number }>;
   outputs: Array<{ path: string; sha256: string; bytes: number }>;
   /** Per-row statistics, when perRow was asked for. */
   perRow?: Record<string, LoraStats>;
 }
 
-const EDIT_ADAPTER_KEYS = new Set(['outFormat', 'overwrite', 'perRow', 'blockRows']);
+const EDIT_ADAPTER_KEYS = new Set(['outFormat', 'force', 'perRow', 'blockRows', 'keepZeroBlocks', 'copyFiles']);
 
 function splitOptions(options: EditAdaptersOptions | undefined): { lora: LoraOptions; own: EditAdaptersOptions } {
   const o = (options ?? {}) as Record<string, unknown>;
@@ -307,18 +330,42 @@ function planModules(oa: PeftAdapter, na: PeftAdapter): ModulePlan[] {
 }
 
 function moduleReport(mp: ModulePlan, st: LoraStats): AdapterModuleReport {
-  let s = 0, c = 0;
-  for (let i = 0; i < st.rows; i++) if (st.na[i]! > 0 && st.nb[i]! > 0) { s += st.cos[i]!; c++; }
+  let s = 0, c = 0, zero = 0;
+  const hist = new Array<number>(36).fill(0);
+  for (let i = 0; i < st.rows; i++) {
+    const cv = st.cos[i]!;
+    if (st.na[i]! > 0 && st.nb[i]! > 0) { s += cv; c++; } else zero++;
+    const ang = (Math.acos(Math.max(-1, Math.min(1, cv))) * 180) / Math.PI;
+    hist[Math.min(35, Math.floor(ang / 5))]!++;
+  }
   const m = (mp.n ?? mp.o)!;
   return {
     name: mp.name, rows: st.rows, cols: st.cols, rOld: mp.o?.r ?? 0, rNew: mp.n?.r ?? 0,
     scaleOld: mp.o ? mp.o.scale : null, scaleNew: mp.n ? mp.n.scale : null, embedding: m.embedding,
     counts: { ...st.counts }, threshold: st.threshold, energy: { ...st.energy }, meanCos: c > 0 ? s / c : 0,
+    zeroRows: zero, angleHistogram: hist, energyKept: st.energy.new > 0 ? st.energy.applied / st.energy.new : null,
   };
 }
 
+function warningsOf(mods: AdapterModuleReport[], extras: AdapterReport['extras']): string[] {
+  const w: string[] = [];
+  for (const m of mods) {
+    if (m.rOld === 0) w.push(`module '${m.name}' is only in the new adapter: a zero old task vector, every row orthogonal`);
+    if (m.rNew === 0) w.push(`module '${m.name}' is only in the old adapter: a zero new task vector, every row orthogonal`);
+  }
+  for (const e of extras) if (e.action === 'dropped') w.push(`non-LoRA tensor '${e.tensor}' of the old adapter is dropped (the new adapter's non-LoRA tensors are kept)`);
+  return w;
+}
+
+function parametersOf(lora: LoraOptions): Record<string, unknown> {
+  const o = { ...lora } as Record<string, unknown>;
+  delete o.coefficients;
+  const p = resolveParams(o as EditOptions) as unknown as Record<string, unknown>;
+  return { ...p, outDtype: (lora as { outDtype?: DType }).outDtype ?? null, threads: (lora as { threads?: number }).threads ?? 0 };
+}
+
 function totalsOf(mods: AdapterModuleReport[]): AdapterReport['totals'] {
-  const t = { modules: mods.length, rows: 0, counts: { orthogonal: 0, synergy: 0, conflict: 0 }, energy: { new: 0, old: 0, applied: 0 } };
+  const t = { modules: mods.length, rows: 0, counts: { orthogonal: 0, synergy: 0, conflict: 0 }, energy: { new: 0, old: 0, applied: 0 }, energyKept: null as number | null };
   for (const m of mods) {
     t.rows += m.rows;
     t.counts.orthogonal += m.counts.orthogonal;
@@ -328,11 +375,13 @@ function totalsOf(mods: AdapterModuleReport[]): AdapterReport['totals'] {
     t.energy.old += m.energy.old;
     t.energy.applied += m.energy.applied;
   }
+  t.energyKept = t.energy.new > 0 ? t.energy.applied / t.energy.new : null;
   return t;
 }
 
 async function prepareModule(mp: ModulePlan, oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions): Promise<PreparedLora> {
-  const [o, n] = await Promise.all([mp.o ? loadModuleFactors(oa, mp.name) : null, mp.n ? loadModuleFactors(na, mp.name) : null]);
+  const anf = { allowNonFinite: (lora as { allowNonFinite?: boolean }).allowNonFinite === true };
+  const [o, n] = await Promise.all([mp.o ? loadModuleFactors(oa, mp.name, anf) : null, mp.n ? loadModuleFactors(na, mp.name, anf) : null]);
   return prepareLora({ old: o, new: n }, lora, `module '${mp.name}'`);
 }
 
@@ -353,9 +402,11 @@ export async function analyzeAdapters(paths: { old: string; new: string }, optio
     mods.push(moduleReport(mp, st));
     if (own.perRow) perRow[mp.name] = st;
   }
+  const extras: AdapterReport['extras'] = na.extras.map((t) => ({ tensor: t.name, from: 'new' as const, action: 'copied' as const }));
+  for (const t of oa.extras) if (!na.extras.some((x) => x.name === t.name)) extras.push({ tensor: t.name, from: 'old', action: 'dropped' });
   const rep: AdapterReport & { perRow?: Record<string, LoraStats> } = {
-    old: paths.old, new: paths.new, options: { ...lora }, modules: mods, totals: totalsOf(mods),
-    extras: [...na.extras.map((t) => ({ tensor: t.name, from: 'new' as const, action: 'copied' as const }))],
+    old: paths.old, new: paths.new, options: { ...lora }, parameters: parametersOf(lora), modules: mods, totals: totalsOf(mods),
+    extras, warnings: warningsOf(mods, extras),
   };
   if (own.perRow) rep.perRow = perRow;
   return rep;
@@ -390,7 +441,7 @@ function outputConfig(oa: PeftAdapter, na: PeftAdapter, ranks: Map<string, numbe
 
 function checkOut(out: string | undefined, overwrite: boolean, what: string): string {
   if (typeof out !== 'string' || out.length === 0) throw typeError(`Expected an output path for ${what} but received ${describe(out)}`);
-  if (fs.existsSync(out) && !overwrite) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} already exists (pass overwrite to replace it)`, { file: out });
+  if (fs.existsSync(out) && !overwrite) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} already exists (pass force to replace it)`, { file: out });
   return out;
 }
 
@@ -410,11 +461,13 @@ function commitDir(tmp: string, out: string, overwrite: boolean): void {
 /**
  * Edit two PEFT adapters trained from the same base. outFormat 'adapter' writes a PEFT directory
  * whose modules have rank r_new + r_old and compute exactly the GeoEdit edit (SPEC §4); 'full'
- * merges the edit into the base checkpoint (`paths.base`, one .safetensors file) and writes a
- * safetensors file. Resolves to the manifest (also written beside the output).
+ * merges the edit into the base checkpoint (`paths.base`: a .safetensors file, a directory, or index +
+ * shards) and writes out/model.safetensors. Resolves to the manifest (also written as
+ * out/geoedit-manifest.json).
  */
 export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOptions): Promise<AdapterManifest> {
   if (!paths || typeof paths !== 'object') throw typeError(`Expected { old, new, out, base? } but received ${describe(paths)}`);
+  const t0 = Date.now();
   const { lora, own } = splitOptions(options);
   const density = (lora as { density?: number }).density ?? 1;
   const fmt = own.outFormat ?? (density < 1 || paths.base !== undefined ? 'full' : 'adapter');
@@ -424,7 +477,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   }
   if (fmt === 'full' && !paths.base) throw new GeoEditError('ERR_INVALID_OPTION', `outFormat 'full' needs the base checkpoint (base: a .safetensors file)`, { option: 'base' });
   if (fmt === 'adapter' && paths.base !== undefined) throw new GeoEditError('ERR_INVALID_OPTION', `a base checkpoint is only used with outFormat 'full'`, { option: 'base' });
-  const overwrite = own.overwrite === true;
+  const overwrite = own.force === true;
   const out = checkOut(paths.out, overwrite, 'out');
   // Validate the options once before any reading.
   prepareLoraOptionsCheck(lora);
@@ -444,19 +497,25 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   if (fmt === 'adapter') {
     const tensors: TensorToWrite[] = [];
     const ranks = new Map<string, number>();
+    const omitted: string[] = [];
     for (const mp of plans) {
       const prep = await prepareModule(mp, oa, na, lora);
       const st = await loraGeometry(prep, mp.name);
-      const ed = buildEditedAdapter(prep, st.coefNew, st.coefOld);
+      const ed = buildEditedAdapter(prep, st.coefNew, st.coefOld, { keepZeroBlocks: own.keepZeroBlocks === true });
       const key = `${na.prefix}${mp.name}`;
-      if (ed.embedding) {
+      if (ed.rank === 0) {
+        // Every coefficient is 0: the edit leaves this module's weights unchanged. PEFT has no
+        // rank-0 module, so it is left out of the adapter (a LoRA layer PEFT still creates for a
+        // matching target starts with B = 0, which is the same zero delta).
+        omitted.push(mp.name);
+      } else if (ed.embedding) {
         tensors.push({ name: `${key}.lora_embedding_A`, dtype: 'F32', shape: ed.A.shape, data: ed.A.data });
         tensors.push({ name: `${key}.lora_embedding_B`, dtype: 'F32', shape: ed.B.shape, data: ed.B.data });
       } else {
         tensors.push({ name: `${key}.lora_A.weight`, dtype: 'F32', shape: ed.A.shape, data: ed.A.data });
         tensors.push({ name: `${key}.lora_B.weight`, dtype: 'F32', shape: ed.B.shape, data: ed.B.data });
       }
-      ranks.set(mp.name, ed.rank);
+      if (ed.rank > 0) ranks.set(mp.name, ed.rank);
       const rep = moduleReport(mp, st);
       rep.rOut = ed.rank;
       mods.push(rep);
@@ -469,6 +528,9 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
       extras.push({ tensor: t.name, from: 'new', action: 'copied' });
     }
     for (const t of oa.extras) if (!na.extras.some((x) => x.name === t.name)) extras.push({ tensor: t.name, from: 'old', action: 'dropped' });
+    if (ranks.size === 0) {
+      throw new GeoEditError('ERR_UNSUPPORTED', `every coefficient of every module is 0 with these options: the edit is the base model itself, and a PEFT adapter cannot have no LoRA module`, { option: 'scale' });
+    }
     const cfg = outputConfig(oa, na, ranks);
     const tmp = tempPathBeside(out);
     fs.mkdirSync(tmp, { recursive: false });
@@ -479,7 +541,8 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
         { path: path.join(out, ADAPTER_MODEL), ...sha256File(path.join(tmp, ADAPTER_MODEL)) },
         { path: path.join(out, ADAPTER_CONFIG), ...sha256File(path.join(tmp, ADAPTER_CONFIG)) },
       ];
-      const manifest = makeManifest(paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
+      const manifest = makeManifest(t0, paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
+      for (const name of omitted) manifest.warnings.push(`module '${name}': every coefficient is 0, so the edit leaves it unchanged; it is left out of the adapter`);
       fs.writeFileSync(path.join(tmp, LORA_MANIFEST), JSON.stringify(manifestJson(manifest), null, 2) + '\n');
       commitDir(tmp, out, overwrite);
       return manifest;
@@ -488,25 +551,36 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
       throw e;
     }
   }
-  // Full weights.
-  const basePath = paths.base!;
-  if (!fs.existsSync(basePath)) throw new GeoEditError('ERR_NOT_FOUND', `${basePath}: no such base checkpoint`, { file: basePath });
-  if (fs.statSync(basePath).isDirectory()) throw new GeoEditError('ERR_UNSUPPORTED', `${basePath}: a directory (sharded checkpoint); the LoRA full output takes one .safetensors file`, { file: basePath });
-  inputs.push({ role: 'base', path: basePath, ...sha256File(basePath) });
-  const res = await mergeIntoBase(basePath, out, plans, oa, na, lora, own, overwrite);
-  mods.push(...res.mods);
-  extras.push(...res.extras);
-  Object.assign(perRow, res.perRow);
-  outputs = [{ path: out, ...sha256File(out) }];
-  const manifest = makeManifest(paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
-  const mpath = manifestPathFor(out);
-  fs.writeFileSync(mpath, JSON.stringify(manifestJson(manifest), null, 2) + '\n');
-  return manifest;
-}
-
-/** Where a full output's manifest goes: `<out>.geoedit.json` beside the safetensors file. */
-export function manifestPathFor(out: string): string {
-  return `${out.replace(/\.safetensors$/, '')}.geoedit.json`;
+  // Full weights: out/model.safetensors + out/geoedit-manifest.json, written in a temp directory.
+  const base = openCheckpoint(paths.base!, 'base');
+  for (const f of base.files) inputs.push({ role: 'base', path: f.path, ...sha256File(f.path) });
+  const tmp = tempPathBeside(out);
+  fs.mkdirSync(tmp, { recursive: false });
+  try {
+    const model = path.join(tmp, 'model.safetensors');
+    const res = await mergeIntoBase(base, model, plans, oa, na, lora, own);
+    mods.push(...res.mods);
+    extras.push(...res.extras);
+    Object.assign(perRow, res.perRow);
+    outputs = [{ path: path.join(out, 'model.safetensors'), ...sha256File(model) }];
+    const manifest = makeManifest(t0, paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
+    fs.writeFileSync(path.join(tmp, LORA_MANIFEST), JSON.stringify(manifestJson(manifest), null, 2) + '\n');
+    // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along.
+    if (own.copyFiles !== false && base.kind !== 'file') {
+      const skip = new Set([...base.files.map((f) => f.path), base.index ?? '']);
+      for (const n of fs.readdirSync(base.dir)) {
+        const src = path.join(base.dir, n);
+        if (skip.has(src) || n.endsWith('.safetensors') || n.endsWith('.safetensors.index.json') || n === LORA_MANIFEST || n.startsWith('.')) continue;
+        if (!fs.statSync(src, { throwIfNoEntry: false })?.isFile()) continue;
+        fs.copyFileSync(src, path.join(tmp, n));
+      }
+    }
+    commitDir(tmp, out, overwrite);
+    return manifest;
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
 }
 
 function prepareLoraOptionsCheck(lora: LoraOptions): void {
@@ -519,12 +593,16 @@ function prepareLoraOptionsCheck(lora: LoraOptions): void {
 }
 
 function makeManifest(
-  paths: AdapterPaths, lora: LoraOptions, mods: AdapterModuleReport[], extras: AdapterReport['extras'], fmt: 'adapter' | 'full',
+  t0: number, paths: AdapterPaths, lora: LoraOptions, mods: AdapterModuleReport[], extras: AdapterReport['extras'], fmt: 'adapter' | 'full',
   inputs: AdapterManifest['inputs'], outputs: AdapterManifest['outputs'], perRow?: Record<string, LoraStats>,
 ): AdapterManifest {
+  const inf = loadNative().info();
   const m: AdapterManifest = {
-    tool: 'geoedit', version: loadNative().info().version, created: new Date().toISOString(), outFormat: fmt,
-    old: paths.old, new: paths.new, options: { ...lora }, modules: mods, totals: totalsOf(mods), extras, inputs, outputs,
+    tool: 'geoedit', kind: 'edit-adapters', createdAt: new Date().toISOString(),
+    versions: { geoedit: inf.version, node: process.version, napi: process.versions.napi ?? 'unknown', simd: inf.simd, platform: `${process.platform}-${process.arch}` },
+    outFormat: fmt, timings: { totalMs: Date.now() - t0 },
+    old: paths.old, new: paths.new, options: { ...lora }, parameters: parametersOf(lora), modules: mods, totals: totalsOf(mods), extras,
+    warnings: warningsOf(mods, extras), inputs, outputs,
   };
   if (perRow) m.perRow = perRow;
   return m;
@@ -537,7 +615,7 @@ function manifestJson(m: AdapterManifest): unknown {
 }
 
 /** Resolves a module to its base tensor: `<module>.weight`, else the longest suffix of the path that names one. */
-function baseTensorFor(name: string, byName: Map<string, SafetensorsTensorInfo>): SafetensorsTensorInfo | undefined {
+function baseTensorFor(name: string, byName: Map<string, CheckpointTensor>): CheckpointTensor | undefined {
   const parts = name.split('.');
   for (let i = 0; i < parts.length; i++) {
     const t = byName.get(`${parts.slice(i).join('.')}.weight`);
@@ -563,15 +641,16 @@ function typed(buf: Buffer, dtype: DType): Float32Array | Uint16Array {
 }
 
 async function mergeIntoBase(
-  basePath: string, out: string, plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions,
-  own: EditAdaptersOptions, overwrite: boolean,
+  ck: ReturnType<typeof openCheckpoint>, out: string, plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions,
+  own: EditAdaptersOptions,
 ): Promise<{ mods: AdapterModuleReport[]; extras: AdapterReport['extras']; perRow: Record<string, LoraStats> }> {
-  const bh = readSafetensorsHeaderSync(basePath);
-  const byName = new Map(bh.tensors.map((t) => [t.name, t]));
+  const basePath = ck.path;
+  const byName: Map<string, CheckpointTensor> = ck.byName;
   const density = (lora as { density?: number }).density ?? 1;
   const outDtypeOpt = (lora as { outDtype?: DType }).outDtype;
   // Map modules to base tensors and check shapes before writing anything.
   const jobs = new Map<string, { mp: ModulePlan; transposed: boolean }>();
+  const bh = { tensors: ck.tensors, metadata: ck.metadata };
   for (const mp of plans) {
     const m = (mp.n ?? mp.o)!;
     const t = baseTensorFor(mp.name, byName);
@@ -596,7 +675,7 @@ async function mergeIntoBase(
   for (const t of na.extras) {
     const rel = t.name.startsWith(na.prefix) ? t.name.slice(na.prefix.length) : t.name;
     const comps = rel.split('.');
-    let b: SafetensorsTensorInfo | undefined;
+    let b: CheckpointTensor | undefined;
     for (let i = 0; i < comps.length - 1 && !b; i++) b = byName.get(comps.slice(i).join('.'));
     if (b && b.shape.length === t.shape.length && b.shape.every((v, i) => v === t.shape[i]) && !jobs.has(b.name)) {
       extraOut.set(b.name, { info: t, baseName: b.name });
@@ -619,9 +698,13 @@ async function mergeIntoBase(
   const plan = planSafetensors(layout as never, bh.metadata);
   const mods: AdapterModuleReport[] = [];
   const perRow: Record<string, LoraStats> = {};
-  const tmp = tempPathBeside(out);
-  const inFd = await fs.promises.open(basePath, 'r');
-  const outFd = await fs.promises.open(tmp, 'wx');
+  const fds = new Map<string, fs.promises.FileHandle>();
+  const fdFor = async (file: string): Promise<fs.promises.FileHandle> => {
+    let f = fds.get(file);
+    if (!f) { f = await fs.promises.open(file, 'r'); fds.set(file, f); }
+    return f;
+  };
+  const outFd = await fs.promises.open(out, 'wx');
   try {
     await outFd.write(plan.header, 0, plan.header.length, 0);
     let pos = plan.dataOffset;
@@ -645,7 +728,7 @@ async function mergeIntoBase(
       if (!job) {
         // Copied byte for byte, in blocks.
         const len = bt!.end - bt!.begin;
-        for (let off = 0; off < len; off += 64 << 20) await write(await readRange(inFd, bt!.begin + off, Math.min(64 << 20, len - off), basePath));
+        for (let off = 0; off < len; off += 64 << 20) await write(await readRange(await fdFor(bt!.file), bt!.begin + off, Math.min(64 << 20, len - off), bt!.file));
         continue;
       }
       const { mp, transposed } = job;
@@ -660,7 +743,7 @@ async function mergeIntoBase(
         const blk = own.blockRows ?? Math.max(1, Math.floor((16 << 20) / Math.max(1, rowBytes)));
         for (let s0 = 0; s0 < storedRows; s0 += blk) {
           const s1 = Math.min(storedRows, s0 + blk);
-          const buf = await readRange(inFd, bt!.begin + s0 * rowBytes, (s1 - s0) * rowBytes, basePath);
+          const buf = await readRange(await fdFor(bt!.file), bt!.begin + s0 * rowBytes, (s1 - s0) * rowBytes, bt!.file);
           const o = await mergeLoraRows(prep, st.coefNew, st.coefOld, transposed, { dtype: bdt, data: typed(buf, bdt) }, s0, s1, odt, e.name);
           await write(new Uint8Array(o.buffer, o.byteOffset, o.byteLength));
         }
@@ -670,7 +753,7 @@ async function mergeIntoBase(
         const parts: Array<{ region: Uint8Array; cos: Float64Array; coefNew: Float32Array; coefOld: Float32Array; deltaSq: Float64Array; na: Float64Array; nb: Float64Array }> = [];
         for (let s0 = 0; s0 < storedRows; s0 += blk) {
           const s1 = Math.min(storedRows, s0 + blk);
-          const buf = await readRange(inFd, bt!.begin + s0 * rowBytes, (s1 - s0) * rowBytes, basePath);
+          const buf = await readRange(await fdFor(bt!.file), bt!.begin + s0 * rowBytes, (s1 - s0) * rowBytes, bt!.file);
           const d = await denseLoraRows(prep, transposed, { dtype: bdt, data: typed(buf, bdt) }, s0, s1, odt, e.name);
           await write(new Uint8Array(d.out.buffer, d.out.byteOffset, d.out.byteLength));
           parts.push(d.stats);
@@ -683,15 +766,9 @@ async function mergeIntoBase(
       mods.push(rep);
       if (own.perRow) perRow[mp.name] = st;
     }
-    await outFd.close();
-    await inFd.close();
-    if (fs.existsSync(out) && !overwrite) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} already exists`, { file: out });
-    fs.renameSync(tmp, out);
-  } catch (e) {
+  } finally {
     await outFd.close().catch(() => undefined);
-    await inFd.close().catch(() => undefined);
-    fs.rmSync(tmp, { force: true });
-    throw e;
+    for (const f of fds.values()) await f.close().catch(() => undefined);
   }
   return { mods, extras, perRow };
 }

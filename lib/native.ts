@@ -31,6 +31,7 @@ export interface NativeSpec {
   cNew?: Float32Array;
   cOld?: Float32Array;
   outDtype: string;
+  outData?: Float32Array | Uint16Array;
   wantOut: boolean;
   threads: number;
   simd?: number;
@@ -74,6 +75,7 @@ export interface NativeAddon {
     params: Record<string, number | string | boolean>; cNew?: Float32Array; cOld?: Float32Array; threads?: number; tensorName?: string;
   }): Promise<NativeLoraGeometry>;
   loraMaterialize(spec: { rows: number; cols: number; side: NativeLoraSide | null; r0: number; r1: number; threads?: number }): Float32Array;
+  loraMaterializeAsync(spec: { rows: number; cols: number; side: NativeLoraSide | null; r0: number; r1: number; threads?: number }): Promise<{ out: Float32Array }>;
   loraMerge(spec: {
     rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null; cNew: Float32Array; cOld: Float32Array;
     transposed: boolean; s0: number; s1: number; base: Float32Array | Uint16Array; baseDtype: string; outDtype: string;

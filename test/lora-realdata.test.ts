@@ -125,8 +125,9 @@ if (!HAVE_REALDATA) {
       base.push({ name: 'ln_f.weight', dtype: 'BF16', shape: [768], data: loadNative().convert('f32', randn(r, 768), 'bf16') as Uint16Array });
       const bpath = path.join(dir, 'model.safetensors');
       await writeSafetensors(bpath, base);
-      const out = path.join(dir, 'merged.safetensors');
-      const man = await editAdapters({ old: W125, new: W1000, out, base: bpath }, { perRow: true });
+      const outDir = path.join(dir, 'merged');
+      const out = path.join(outDir, 'model.safetensors');
+      const man = await editAdapters({ old: W125, new: W1000, out: outDir, base: bpath }, { perRow: true });
       expect(man.modules.every((m) => m.transposed === true)).toBe(true);
       expect(man.modules[0]!.baseTensor).toBe('h.0.attn.c_attn.weight');
       expect(man.extras).toEqual([{ tensor: 'base_model.model.score.weight', from: 'new', action: 'added-to-base' }]);

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it, expect, afterAll } from 'vitest';
 import { editTensor } from '../lib/index';
-import { readPeftAdapter, editAdapters, analyzeAdapters, loadModuleFactors, manifestPathFor } from '../lib/lora';
+import { readPeftAdapter, editAdapters, analyzeAdapters, loadModuleFactors } from '../lib/lora';
 import { readSafetensorsHeaderSync, readTensor, writeSafetensors } from '../lib/safetensors';
 import { loadNative } from '../lib/native';
 import { rng, randn, tmpDir, writeAdapter, linearModule, tauOf, type SynthModule } from './lora-helpers';
@@ -90,13 +90,14 @@ describe('reading PEFT directories', () => {
 
 async function checkAgainstEditTensor(p: Awaited<ReturnType<typeof makePair>>, opts: Record<string, unknown>, fanInFanOut: boolean) {
   const outA = path.join(p.root, `out-adapter-${Math.random().toString(36).slice(2)}`);
-  const outF = path.join(p.root, `out-full-${Math.random().toString(36).slice(2)}.safetensors`);
+  const outDir = path.join(p.root, `out-full-${Math.random().toString(36).slice(2)}`);
+  const outF = path.join(outDir, 'model.safetensors');
   const manA = await editAdapters({ old: p.old, new: p.new, out: outA }, { ...opts, perRow: true });
-  const manF = await editAdapters({ old: p.old, new: p.new, out: outF, base: p.basePath }, { ...opts, outFormat: 'full', perRow: true });
+  const manF = await editAdapters({ old: p.old, new: p.new, out: outDir, base: p.basePath }, { ...opts, outFormat: 'full', perRow: true });
   expect(manA.outFormat).toBe('adapter');
   expect(manF.outFormat).toBe('full');
-  expect(fs.existsSync(manifestPathFor(outF))).toBe(true);
-  expect(fs.existsSync(path.join(outA, 'geoedit_manifest.json'))).toBe(true);
+  expect(fs.existsSync(path.join(outDir, 'geoedit-manifest.json'))).toBe(true);
+  expect(fs.existsSync(path.join(outA, 'geoedit-manifest.json'))).toBe(true);
   const ed = readPeftAdapter(outA);
   const fh = readSafetensorsHeaderSync(outF);
   const names = new Set([...p.oldM, ...p.newM].map((m) => m.name));
@@ -117,13 +118,20 @@ async function checkAgainstEditTensor(p: Awaited<ReturnType<typeof makePair>>, o
       base: { dtype: 'f32', shape: [rows, cols], data: baseN }, old: { dtype: 'f32', shape: [rows, cols], data: oldW }, new: { dtype: 'f32', shape: [rows, cols], data: newW },
     }, opts);
     const stA = manA.perRow![name]!, stF = manF.perRow![name]!;
-    // The adapter's module: scale 1 and rank r_new + r_old.
-    const em = ed.modules.get(name)!;
-    expect(em.scale).toBe(1);
-    expect(em.r).toBe((mo?.r ?? 0) + (mn?.r ?? 0));
-    const f = await loadModuleFactors(ed, name);
-    const eMod: SynthModule = { name, A: f.A.data as Float32Array, B: f.B.data as Float32Array, r: em.r, rows, cols, embedding: ref.embedding };
-    const tE = tauOf(eMod, 1);
+    // The adapter's module: scale 1 and rank r_new + r_old, less a side whose coefficients are all 0.
+    const rank = (mn && stA.coefNew.some((c) => c !== 0) ? mn.r : 0) + (mo && stA.coefOld.some((c) => c !== 0) ? mo.r : 0);
+    const em = ed.modules.get(name);
+    let tE: Float64Array;
+    if (rank === 0) {
+      expect(em).toBeUndefined(); // the edit leaves the module unchanged: left out of the adapter
+      expect(manA.warnings.some((w) => w.includes(`'${name}': every coefficient is 0`))).toBe(true);
+      tE = new Float64Array(rows * cols);
+    } else {
+      expect(em!.scale).toBe(1);
+      expect(em!.r).toBe(rank);
+      const f = await loadModuleFactors(ed, name);
+      tE = tauOf({ name, A: f.A.data as Float32Array, B: f.B.data as Float32Array, r: em!.r, rows, cols, embedding: ref.embedding }, 1);
+    }
     const merged = (await readTensor(outF, `${name}.weight`, fh)).data as Float32Array;
     let rowsChecked = 0;
     for (let i = 0; i < rows; i++) {
@@ -171,6 +179,15 @@ describe('editAdapters: the adapter output and the merged output equal editTenso
     expect(onlyOld.rNew).toBe(0);
     expect(onlyOld.counts.orthogonal).toBe(onlyOld.rows);
     expect(onlyOld.energy.applied).toBe(0);
+    expect(onlyOld.zeroRows).toBe(onlyOld.rows);
+    for (const m of manA.modules) expect(m.angleHistogram.reduce((a, b) => a + b, 0)).toBe(m.rows);
+    expect(manA.warnings).toContain("module 'model.layers.1.self_attn.o_proj' is only in the old adapter: a zero new task vector, every row orthogonal");
+    expect(manA.parameters.kappa).toBe(1.5);
+    expect(manA.versions.geoedit).toMatch(/^\d+\.\d+\.\d+/);
+    const onDisk = JSON.parse(fs.readFileSync(path.join(path.dirname(ed.modelPath), 'geoedit-manifest.json'), 'utf8'));
+    expect(onDisk.totals).toEqual(JSON.parse(JSON.stringify(manA.totals)));
+    expect(onDisk.inputs.map((i: { role: string }) => i.role)).toEqual(['old', 'new']);
+    expect(onDisk.perRow).toBeUndefined();
     const onlyNew = manA.modules.find((m) => m.name === 'model.layers.0.self_attn.o_proj')!;
     expect(onlyNew.counts.orthogonal).toBe(onlyNew.rows);
     expect(onlyNew.energy.applied).toBeCloseTo(0.5625 * onlyNew.energy.new, 10); // keepOrthogonal 0.75 (the calibrated default), squared
@@ -188,7 +205,7 @@ describe('editAdapters: the adapter output and the merged output equal editTenso
     const p = await makePair({ fanInFanOut: true });
     await expect(editAdapters({ old: p.old, new: p.new, out: path.join(p.root, 'x') }, { density: 0.5, outFormat: 'adapter' }))
       .rejects.toMatchObject({ code: 'ERR_UNSUPPORTED', message: expect.stringContaining('rank') });
-    const out = path.join(p.root, 'trim.safetensors');
+    const out = path.join(p.root, 'trim');
     const man = await editAdapters({ old: p.old, new: p.new, out, base: p.basePath }, { density: 0.5 });
     expect(man.outFormat).toBe('full');
     // Compare one transposed module with editTensor on task vectors given as weights over a zero base.
@@ -201,7 +218,7 @@ describe('editAdapters: the adapter output and the merged output equal editTenso
     const oldW = new Float32Array(rows * cols), newW = new Float32Array(rows * cols);
     for (let q = 0; q < rows * cols; q++) { oldW[q] = baseN[q]! + tO[q]!; newW[q] = baseN[q]! + tN[q]!; }
     const full = await editTensor({ base: { dtype: 'f32', shape: [rows, cols], data: baseN }, old: { dtype: 'f32', shape: [rows, cols], data: oldW }, new: { dtype: 'f32', shape: [rows, cols], data: newW } }, { density: 0.5 });
-    const merged = (await readTensor(out, `${m.name}.weight`)).data as Float32Array;
+    const merged = (await readTensor(path.join(out, 'model.safetensors'), `${m.name}.weight`)).data as Float32Array;
     let maxd = 0, maxv = 0;
     for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
       maxd = Math.max(maxd, Math.abs(merged[j * rows + i]! - full.out.data[i * cols + j]!));
@@ -216,18 +233,64 @@ describe('editAdapters: the adapter output and the merged output equal editTenso
     const bf = p.base.map((t) => ({ ...t, dtype: 'BF16' as const, data: loadNative().convert('f32', t.data as Float32Array, 'bf16') }));
     const bpath = path.join(p.root, 'base-bf16.safetensors');
     await writeSafetensors(bpath, bf);
-    const out = path.join(p.root, 'bf.safetensors');
+    const out = path.join(p.root, 'bf');
     await editAdapters({ old: p.old, new: p.new, out, base: bpath }, {});
-    const h = readSafetensorsHeaderSync(out);
+    const h = readSafetensorsHeaderSync(path.join(out, 'model.safetensors'));
     expect(h.tensors.find((t) => t.name === 'model.layers.0.mlp.up_proj.weight')!.dtype).toBe('BF16');
     await expect(editAdapters({ old: p.old, new: p.new, out, base: bpath }, {})).rejects.toMatchObject({ code: 'ERR_OUTPUT_EXISTS' });
     // A base without the module's tensor: error naming the module; nothing is left behind.
     const partial = path.join(p.root, 'partial.safetensors');
     await writeSafetensors(partial, [bf[0]!]);
-    const out2 = path.join(p.root, 'never.safetensors');
+    const out2 = path.join(p.root, 'never');
     await expect(editAdapters({ old: p.old, new: p.new, out: out2, base: partial }, {})).rejects.toMatchObject({ code: 'ERR_MISSING_TENSOR' });
     expect(fs.existsSync(out2)).toBe(false);
     expect(fs.readdirSync(p.root).filter((f) => f.includes('geoedit-tmp'))).toEqual([]);
+  });
+
+  it('keepZeroBlocks: rank r_new + r_old everywhere, the same product', async () => {
+    const p = await makePair();
+    const a = path.join(p.root, 'compact'), b = path.join(p.root, 'full-rank');
+    const ma = await editAdapters({ old: p.old, new: p.new, out: a }, {});
+    const mb = await editAdapters({ old: p.old, new: p.new, out: b }, { keepZeroBlocks: true });
+    const name = 'model.layers.0.mlp.up_proj';
+    expect(ma.modules.find((m) => m.name === name)!.rOut).toBe(4); // default options: c_old = 0 on every row
+    expect(mb.modules.find((m) => m.name === name)!.rOut).toBe(8);
+    const ea = readPeftAdapter(a), eb = readPeftAdapter(b);
+    expect(eb.modules.get('model.layers.1.self_attn.o_proj')!.r).toBe(4); // old-only module kept (zeros)
+    expect(ea.modules.has('model.layers.1.self_attn.o_proj')).toBe(false);
+    const fa = await loadModuleFactors(ea, name), fb = await loadModuleFactors(eb, name);
+    const ta = tauOf({ name, A: fa.A.data as Float32Array, B: fa.B.data as Float32Array, r: 4, rows: 40, cols: 24 }, 1);
+    const tb = tauOf({ name, A: fb.A.data as Float32Array, B: fb.B.data as Float32Array, r: 8, rows: 40, cols: 24 }, 1);
+    expect(Array.from(ta)).toEqual(Array.from(tb));
+  });
+
+  it('a base directory (index + shards): tensors found across shards, config files copied, one model.safetensors out', async () => {
+    const p = await makePair();
+    const bdir = path.join(p.root, 'base-dir');
+    fs.mkdirSync(bdir);
+    const half = Math.ceil(p.base.length / 2);
+    const shards = [p.base.slice(0, half), p.base.slice(half)];
+    const weight_map: Record<string, string> = {};
+    for (let k = 0; k < 2; k++) {
+      const f = `model-0000${k + 1}-of-00002.safetensors`;
+      await writeSafetensors(path.join(bdir, f), shards[k]!);
+      for (const t of shards[k]!) weight_map[t.name] = f;
+    }
+    fs.writeFileSync(path.join(bdir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map }));
+    fs.writeFileSync(path.join(bdir, 'config.json'), '{"model_type":"synthetic"}');
+    const out = path.join(p.root, 'from-shards');
+    await editAdapters({ old: p.old, new: p.new, out, base: bdir }, {});
+    expect(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).toBe('{"model_type":"synthetic"}');
+    // Same tensors as from the single-file base.
+    const single = path.join(p.root, 'from-file');
+    await editAdapters({ old: p.old, new: p.new, out: single, base: p.basePath }, {});
+    const hs = readSafetensorsHeaderSync(path.join(single, 'model.safetensors'));
+    const hd = readSafetensorsHeaderSync(path.join(out, 'model.safetensors'));
+    for (const t of hs.tensors) {
+      const a = await readTensor(path.join(single, 'model.safetensors'), t.name, hs);
+      const b = await readTensor(path.join(out, 'model.safetensors'), t.name, hd);
+      expect(Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength).equals(Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength))).toBe(true);
+    }
   });
 
   it('analyzeAdapters reports the same regions as editAdapters without writing', async () => {
@@ -247,6 +310,8 @@ describe('refused configurations', () => {
     ['use_qalora', { use_qalora: true }, 'use_qalora'],
     ['loftq', { loftq_config: { loftq_bits: 4 } }, 'loftq_config'],
     ['init loftq', { init_lora_weights: 'loftq' }, 'loftq_config'],
+    ['init pissa', { init_lora_weights: 'pissa_niter_4' }, 'init_lora_weights'],
+    ['init olora', { init_lora_weights: 'olora' }, 'init_lora_weights'],
     ['quantization_config', { quantization_config: { load_in_4bit: true } }, 'quantization_config'],
     ['peft_type', { peft_type: 'IA3' }, 'peft_type'],
     ['layer_replication', { layer_replication: [[0, 2]] }, 'layer_replication'],
@@ -296,6 +361,11 @@ describe('refused configurations', () => {
     const d4 = tmp('ok');
     await writeAdapter(d4, { r: 2 }, [linearModule(rng(2), 'm.q_proj', 6, 5, 2)]);
     await expect(analyzeAdapters({ old: d4, new: d3 })).rejects.toMatchObject({ code: 'ERR_NON_FINITE', message: expect.stringContaining('lora_B.weight') });
+    // allowNonFinite: the row holding the NaN gets cos 0 (orthogonal); the others are computed.
+    const rep = await analyzeAdapters({ old: d4, new: d3 }, { allowNonFinite: true, perRow: true });
+    const st = rep.perRow!['m.q_proj']!;
+    expect(st.cos[3]).toBe(0); // B[7] is row 3 of B [6, 2]
+    expect(Number.isFinite(st.cos[0]!) && st.cos[0] !== 0).toBe(true);
   });
 
   it('pairs that do not fit: different shapes, fan_in_fan_out disagreement, options', async () => {

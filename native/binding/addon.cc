@@ -4,6 +4,10 @@
 
 #include <cmath>
 #include <functional>
+#include <cstdint>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <memory>
 #include <string>
 #include <vector>
@@ -75,6 +79,20 @@ struct Baton {
   std::string err_code, err_msg;
 };
 
+// Large outputs: ask for transparent huge pages, so first-touch page faults (and the kernel's
+// zeroing) cost one fault per 2 MiB instead of per 4 KiB. A hint only; failure is harmless.
+void advise_huge(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t huge = uintptr_t(2) << 20;
+  if (bytes < 4 * huge) return;
+  uintptr_t b = (reinterpret_cast<uintptr_t>(p) + huge - 1) & ~(huge - 1);
+  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(huge - 1);
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+#else
+  (void)p; (void)bytes;
+#endif
+}
+
 template <typename T>
 T* alloc_array(Napi::Env env, Napi::Object result, const char* key, size_t count) {
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, count * sizeof(T));
@@ -84,6 +102,7 @@ T* alloc_array(Napi::Env env, Napi::Object result, const char* key, size_t count
   else if constexpr (std::is_same<T, uint16_t>::value) ta = Napi::Uint16Array::New(env, count, ab, 0);
   else ta = Napi::Uint8Array::New(env, count, ab, 0);
   result.Set(key, ta);
+  advise_huge(ab.Data(), count * sizeof(T));
   return static_cast<T*>(ab.Data());
 }
 
@@ -150,8 +169,16 @@ std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   const bool want_out = spec.Get("wantOut").ToBoolean().Value();
   if (want_out) {
-    if (job.out_dtype == DType::F32) job.out = alloc_array<float>(env, result, "out", count);
-    else job.out = alloc_array<uint16_t>(env, result, "out", count);
+    Napi::Value od = spec.Get("outData");
+    if (od.IsTypedArray()) {
+      // A caller-provided output (reused across calls: no fresh pages to fault in and zero).
+      job.out = const_cast<void*>(data_of(spec, "outData", count * geoedit::dtype_size(job.out_dtype), b->keep));
+      result.Set("out", od);
+    } else if (job.out_dtype == DType::F32) {
+      job.out = alloc_array<float>(env, result, "out", count);
+    } else {
+      job.out = alloc_array<uint16_t>(env, result, "out", count);
+    }
   }
   const size_t r = size_t(job.rows);
   job.cos = alloc_array<double>(env, result, "cos", r);
@@ -441,7 +468,7 @@ class StreamWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred d_;
 };
 
-// stream({ tasks, params, threads, blockBytes, ctl: Float64Array(2) }) -> Promise<(stats | null)[]>
+// stream({ tasks, params, threads, blockBytes, ctl: Float64Array(2 or 3) }) -> Promise<(stats | null)[]>
 Napi::Value Stream(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a stream specification object");
@@ -464,6 +491,7 @@ Napi::Value Stream(const Napi::CallbackInfo& info) {
     b->keep.hold(ta);
     b->ctl.bytes_done = p;
     b->ctl.cancel = p + 1;
+    if (ta.ElementLength() >= 3) b->ctl.task_index = p + 2;
   }
   Napi::Value tv = spec.Get("tasks");
   if (!tv.IsArray()) throw_type(env, "Expected an array of tasks");
@@ -685,6 +713,30 @@ Napi::Value LoraMaterialize(const Napi::CallbackInfo& info) {
   return Napi::Float32Array::New(env, count, ab, 0);
 }
 
+// loraMaterializeAsync({ rows, cols, side, r0, r1, threads? }) -> Promise<{ out: Float32Array }> (off the event loop)
+Napi::Value LoraMaterializeAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a LoRA materialise specification object");
+  Napi::Object spec = info[0].As<Napi::Object>();
+  auto keep = std::make_shared<Keep>();
+  int64_t rows, cols;
+  read_dims(spec, &rows, &cols);
+  geoedit::LoraSide side = read_lora_side(spec, "side", rows, cols, *keep);
+  const double r0 = num(spec, "r0", 0), r1 = num(spec, "r1", double(rows));
+  if (!(r0 >= 0) || !(r1 >= r0) || r1 > double(rows) || r0 != std::floor(r0) || r1 != std::floor(r1))
+    throw make_error(env, "ERR_INVALID_OPTION", "Expected 0 <= r0 <= r1 <= rows for loraMaterialize");
+  geoedit::RunOptions ro;
+  ro.threads = int(num(spec, "threads", 0));
+  Napi::Object result = Napi::Object::New(env);
+  float* out = alloc_array<float>(env, result, "out", size_t(r1 - r0) * size_t(cols));
+  const int64_t a = int64_t(r0), b = int64_t(r1);
+  auto* w = new LoraWorker(env, "geoedit:loraMaterialize", [side, cols, a, b, out, ro]() { geoedit::lora_materialize(side, cols, a, b, out, ro); },
+                           keep, result);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 // loraMerge({ rows, cols, old, new, cNew, cOld, transposed, s0, s1, base, baseDtype, outDtype, threads?, tensorName? })
 //   -> Promise<Float32Array | Uint16Array> (stored rows [s0, s1) of the merged weights)
 Napi::Value LoraMerge(const Napi::CallbackInfo& info) {
@@ -733,6 +785,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loraGeometry", Napi::Function::New(env, LoraGeometry, "loraGeometry"));
   exports.Set("loraMaterialize", Napi::Function::New(env, LoraMaterialize, "loraMaterialize"));
   exports.Set("loraMerge", Napi::Function::New(env, LoraMerge, "loraMerge"));
+  exports.Set("loraMaterializeAsync", Napi::Function::New(env, LoraMaterializeAsync, "loraMaterializeAsync"));
   exports.Set("stHeader", Napi::Function::New(env, StHeaderFile, "stHeader"));
   exports.Set("stHeaderBytes", Napi::Function::New(env, StHeaderBytes, "stHeaderBytes"));
   exports.Set("stream", Napi::Function::New(env, Stream, "stream"));

@@ -15,31 +15,46 @@
 namespace geoedit {
 namespace {
 
-// sum_j x[j]*y[j] in f64 with four fixed partial sums: the order depends only on n, never on
-// threads, so results are the same bytes whatever the thread count.
-double dot_f32_f64(const float* x, const float* y, int64_t n) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+// Element-wise loops below are compiled without FMA contraction, so every clone rounds exactly like
+// the baseline one; the reductions use a fixed set of partial sums written out in the code. The
+// SIMD clones change speed, never bytes.
+#if defined(GEOEDIT_X86) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && defined(__GLIBC__)
+#define GEOEDIT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GEOEDIT_CLONES
+#endif
+
+// sum_j x[j]*y[j] in f64 with eight fixed partial sums (lane q takes j = q mod 8): the order
+// depends only on n, never on threads or the instruction set.
+GEOEDIT_CLONES double dot_f32_f64(const float* __restrict x, const float* __restrict y, int64_t n) {
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    s0 += double(x[j]) * double(y[j]);
-    s1 += double(x[j + 1]) * double(y[j + 1]);
-    s2 += double(x[j + 2]) * double(y[j + 2]);
-    s3 += double(x[j + 3]) * double(y[j + 3]);
-  }
-  for (; j < n; ++j) s0 += double(x[j]) * double(y[j]);
-  return (s0 + s1) + (s2 + s3);
+  for (; j + 8 <= n; j += 8)
+    for (int q = 0; q < 8; ++q) s[q] += double(x[j + q]) * double(y[j + q]);
+  for (int q = 0; j < n; ++j, ++q) s[q] += double(x[j]) * double(y[j]);
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-// x^T G y for small r: G is [rx, ry] row-major f64, x and y f32.
-double quad(const double* G, const float* x, int64_t rx, const float* y, int64_t ry) {
-  double s = 0;
-  for (int64_t k = 0; k < rx; ++k) {
-    const double* g = G + k * ry;
-    double t = 0;
-    for (int64_t l = 0; l < ry; ++l) t += g[l] * double(y[l]);
-    s += double(x[k]) * t;
+// x^T G y for small r, with Gt = G transposed ([ry, rx] row-major: Gt[l*rx + k] = G[k, l]):
+// u = G y as rx-wide axpys over l (element-wise), then x . u with four fixed partial sums.
+GEOEDIT_CLONES double quad(const double* __restrict Gt, const float* __restrict x, int64_t rx, const float* __restrict y, int64_t ry,
+                           double* __restrict u) {
+  for (int64_t k = 0; k < rx; ++k) u[k] = 0;
+  for (int64_t l = 0; l < ry; ++l) {
+    const double yl = double(y[l]);
+    const double* g = Gt + l * rx;
+    for (int64_t k = 0; k < rx; ++k) u[k] += g[k] * yl;
   }
-  return s;
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t k = 0;
+  for (; k + 4 <= rx; k += 4) {
+    s0 += double(x[k]) * u[k];
+    s1 += double(x[k + 1]) * u[k + 1];
+    s2 += double(x[k + 2]) * u[k + 2];
+    s3 += double(x[k + 3]) * u[k + 3];
+  }
+  for (; k < rx; ++k) s0 += double(x[k]) * u[k];
+  return (s0 + s1) + (s2 + s3);
 }
 
 void check_side(const LoraSide& s, const char* which, const std::string& tn) {
@@ -73,7 +88,7 @@ void run_lora_geometry(const LoraJob& job, const Params& p, const RunOptions& ro
   const int64_t ro_ = ho ? job.old_.r : 0, rn = hn ? job.new_.r : 0;
 
   // The three Gram matrices, one entry per task (symmetric ones: upper triangle, mirrored).
-  std::vector<double> Gon(size_t(ro_ * rn)), Goo(size_t(ro_ * ro_)), Gnn(size_t(rn * rn));
+  std::vector<double> Gon(size_t(ro_ * rn))  /* transposed */, Goo(size_t(ro_ * ro_)), Gnn(size_t(rn * rn));
   struct Entry { uint8_t which; int32_t k, l; };
   std::vector<Entry> entries;
   entries.reserve(size_t(ro_ * rn + ro_ * (ro_ + 1) / 2 + rn * (rn + 1) / 2));
@@ -92,7 +107,7 @@ void run_lora_geometry(const LoraJob& job, const Params& p, const RunOptions& ro
         const float* x = (en.which == 2 ? job.new_.R : job.old_.R) + int64_t(en.k) * n;
         const float* y = (en.which == 0 ? job.new_.R : (en.which == 1 ? job.old_.R : job.new_.R)) + int64_t(en.l) * n;
         const double v = dot_f32_f64(x, y, n);
-        if (en.which == 0) Gon[size_t(en.k * rn + en.l)] = v;
+        if (en.which == 0) Gon[size_t(en.l * ro_ + en.k)] = v;  // stored transposed: [rn, ro]
         else if (en.which == 1) { Goo[size_t(en.k * ro_ + en.l)] = v; Goo[size_t(en.l * ro_ + en.k)] = v; }
         else { Gnn[size_t(en.k * rn + en.l)] = v; Gnn[size_t(en.l * rn + en.k)] = v; }
       }
@@ -103,13 +118,15 @@ void run_lora_geometry(const LoraJob& job, const Params& p, const RunOptions& ro
   const double so = ho ? job.old_.scale : 0, sn = hn ? job.new_.scale : 0;
   const int64_t grain = std::max<int64_t>(64, (int64_t(1) << 14) / std::max<int64_t>(1, (ro_ + rn) * (ro_ + rn)));
   parallel_for(job.rows, grain, threads_for(ro, job.rows * (ro_ + rn) * (ro_ + rn)), [&](int64_t r0, int64_t r1) {
+    std::vector<double> u(size_t(std::max<int64_t>(1, std::max(ro_, rn))));
     for (int64_t i = r0; i < r1; ++i) {
       const float* lo = ho ? job.old_.L + i * ro_ : nullptr;
       const float* ln = hn ? job.new_.L + i * rn : nullptr;
       double dot = 0, na = 0, nb = 0;
-      if (ho && hn) dot = so * sn * quad(Gon.data(), lo, ro_, ln, rn);
-      if (ho) na = std::max(0.0, so * so * quad(Goo.data(), lo, ro_, lo, ro_));
-      if (hn) nb = std::max(0.0, sn * sn * quad(Gnn.data(), ln, rn, ln, rn));
+      // Goo and Gnn are symmetric: they are their own transposes.
+      if (ho && hn) dot = so * sn * quad(Gon.data(), lo, ro_, ln, rn, u.data());
+      if (ho) na = std::max(0.0, so * so * quad(Goo.data(), lo, ro_, lo, ro_, u.data()));
+      if (hn) nb = std::max(0.0, sn * sn * quad(Gnn.data(), ln, rn, ln, rn, u.data()));
       const bool finite = std::isfinite(dot) && std::isfinite(na) && std::isfinite(nb);
       if (!finite && !p.allow_non_finite) {
         std::ostringstream os;
@@ -143,14 +160,18 @@ void run_lora_geometry(const LoraJob& job, const Params& p, const RunOptions& ro
 
 namespace {
 
+// acc[j] += s * x[j] in f64 (element-wise).
+GEOEDIT_CLONES void axpy_f32(double* __restrict acc, const float* __restrict x, double s, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) acc[j] += s * double(x[j]);
+}
+GEOEDIT_CLONES void axpy_f64(double* __restrict acc, const double* __restrict x, double s, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) acc[j] += x[j] * s;
+}
+
 // acc[j] = sum_k l[k] * R[k, j] over j in [0, n), in f64, k in order.
 void row_times_R(const float* l, const float* R, int64_t r, int64_t n, double* acc) {
   std::fill(acc, acc + n, 0.0);
-  for (int64_t k = 0; k < r; ++k) {
-    const double lk = double(l[k]);
-    const float* rk = R + k * n;
-    for (int64_t j = 0; j < n; ++j) acc[j] += lk * double(rk[j]);
-  }
+  for (int64_t k = 0; k < r; ++k) axpy_f32(acc, R + k * n, double(l[k]), n);
 }
 
 }  // namespace
@@ -247,11 +268,7 @@ void run_lora_merge(const LoraMergeJob& job, const RunOptions& ro) {
         float* v = w == 0 ? a.data() : b.data();
         if (!s.present()) { std::fill(v, v + m, 0.0f); continue; }
         std::fill(acc.begin(), acc.end(), 0.0);
-        for (int64_t k = 0; k < s.r; ++k) {
-          const double rk = double(s.R[k * n + j]);
-          const double* lt = LT.data() + k * m;
-          for (int64_t i = 0; i < m; ++i) acc[size_t(i)] += lt[i] * rk;
-        }
+        for (int64_t k = 0; k < s.r; ++k) axpy_f64(acc.data(), LT.data() + k * m, double(s.R[k * n + j]), m);
         for (int64_t i = 0; i < m; ++i) v[i] = float(s.scale * acc[size_t(i)]);
       }
       // Same operation order as the output kernel: (base + c_new*b) + c_old*a, no FMA.
