@@ -75,7 +75,7 @@ export interface RefRow {
   bound: Float64Array; // |θ0| + |c_new·b̃| + |c_old·ã| per element
 }
 
-const DEF = { scale: 1, kappa: 1.5, keepOrthogonal: 0.5, fuseAligned: 0, forgetConflicting: 0, lambda: 1, density: 1, temperature: 1 };
+const DEF = { scale: 1, kappa: 2, keepOrthogonal: 0.75, fuseAligned: 0, forgetConflicting: 0, lambda: 1, density: 1, temperature: 1 };
 
 export function referenceEdit(base: Tensor, old: Tensor, nw: Tensor, opts: EditOptions = {}): { rows: RefRow[]; t: number; rowsN: number; cols: number } {
   const shape = base.shape;

@@ -14,7 +14,7 @@ import {
   DEFAULT_GRIDS, FAMILIES, summarizeSweeps, sweepFrontier, type Family, type FrontierSummary, type QualityScores, type SweepGrids, type SweepResult,
 } from '../quality/frontier';
 import { editCheckpoint } from '../checkpoint';
-import { editAdapters, manifestPathFor } from '../lora';
+import { editAdapters } from '../lora';
 
 export const DEMO_HELP = `geoedit demo [options]
 
@@ -192,17 +192,15 @@ async function demo(a: DemoArgs): Promise<number> {
   const firstRegime = cfg.regimes[0]!;
   const src = m0.regimes[firstRegime]!.source;
   const reportPath = path.join(outDir, 'report.md');
-  let ckptPath: string, manifestPath: string, htmlReport: string | null = null;
+  const editedDir = path.join(outDir, 'edited');
+  const ckptPath = path.join(editedDir, 'model.safetensors');
+  const manifestPath = path.join(editedDir, 'geoedit-manifest.json');
+  let htmlReport: string | null = null;
   if (src.kind === 'checkpoints') {
-    const editedDir = path.join(outDir, 'edited');
     htmlReport = path.join(outDir, 'edit-report.html');
     await editCheckpoint({ base: src.base, old: src.old, new: src.new, out: editedDir }, { strategy: 'geoedit', force: true, report: htmlReport });
-    ckptPath = path.join(editedDir, 'model.safetensors');
-    manifestPath = path.join(editedDir, 'geoedit-manifest.json');
   } else {
-    ckptPath = path.join(outDir, 'edited.safetensors');
-    await editAdapters({ old: src.old, new: src.new, base: src.base, out: ckptPath }, { strategy: 'geoedit', outFormat: 'full', overwrite: true });
-    manifestPath = manifestPathFor(ckptPath);
+    await editAdapters({ old: src.old, new: src.new, base: src.base, out: editedDir }, { strategy: 'geoedit', outFormat: 'full', force: true });
   }
 
   const summary: Record<string, FrontierSummary> = {};

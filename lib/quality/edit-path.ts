@@ -152,8 +152,8 @@ export async function runEdit(src: EditSource, options: EditOptions, extra: RunE
       manifest = await editCheckpoint({ base: src.base, old: src.old, new: src.new, out: work }, { ...options, hash: false, copyFiles: false } as never);
       file = path.join(work, 'model.safetensors');
     } else {
-      file = `${work}.safetensors`;
-      manifest = await editAdapters({ old: src.old, new: src.new, base: src.base, out: file }, { ...options, outFormat: 'full' } as never);
+      manifest = await editAdapters({ old: src.old, new: src.new, base: src.base, out: work }, { ...options, outFormat: 'full', copyFiles: false } as never);
+      file = path.join(work, 'model.safetensors');
     }
     const weights = await loadCheckpoint(file);
     if (extra.outFile) {
@@ -163,7 +163,5 @@ export async function runEdit(src: EditSource, options: EditOptions, extra: RunE
     return { weights, stats: new Map(), manifest, path: src.kind === 'checkpoints' ? 'editCheckpoint' : 'editAdapters' };
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
-    fs.rmSync(`${work}.safetensors`, { force: true });
-    fs.rmSync(`${work}.geoedit.json`, { force: true });
   }
 }
