@@ -89,6 +89,14 @@ function parseArgs(argv: string[]): DemoArgs {
   return a;
 }
 
+/** Writes a file whole or not at all (temp file beside it, then rename). */
+function writeWhole(file: string, text: string): void {
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}
+
 const LABEL: Record<Family, string> = {
   'task-arithmetic': 'task-arithmetic (plain fine-tuning)',
   'forget-then-learn': 'forget-then-learn (F-Learning)',
@@ -266,7 +274,7 @@ async function demo(a: DemoArgs): Promise<number> {
   lines.push(`Manifest: ${manifestPath}`);
   lines.push(`Report: ${reportPath} (and report.json${htmlReport ? `; the edit's HTML report: ${htmlReport}` : ''})`);
   const text = lines.join('\n') + '\n';
-  fs.writeFileSync(reportPath, text);
+  writeWhole(reportPath, text);
   const report: DemoReport = {
     date: new Date().toISOString(),
     machine: { cpus: (await import('node:os')).cpus().length, platform: `${process.platform}-${process.arch}`, node: process.version },
@@ -274,10 +282,9 @@ async function demo(a: DemoArgs): Promise<number> {
     seconds: { build: tBuild, edits: tEdits, total }, buildCached,
     outputs: { checkpoint: ckptPath, manifest: manifestPath, report: reportPath },
   };
-  fs.writeFileSync(path.join(outDir, 'report.json'), JSON.stringify(report, null, 1) + '\n');
+  writeWhole(path.join(outDir, 'report.json'), JSON.stringify(report, null, 1) + '\n');
   if (a.reportJson) {
-    fs.mkdirSync(path.dirname(path.resolve(a.reportJson)), { recursive: true });
-    fs.writeFileSync(a.reportJson, JSON.stringify(report, null, 1) + '\n');
+    writeWhole(a.reportJson, JSON.stringify(report, null, 1) + '\n');
   }
   if (a.json) process.stdout.write(JSON.stringify(table, null, 2) + '\n');
   else process.stdout.write(text);
