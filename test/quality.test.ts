@@ -11,7 +11,7 @@ import { summarizeSweeps, sweepFrontier, type FrontierSummary, type SweepResult 
 import { readSafetensorsHeaderSync } from '../lib/safetensors';
 import { runDemo } from '../lib/cli/demo';
 
-const GRIDS = { scale: [0.9, 0.8, 0.7], lambda: [0.25, 1], kappa: [0.5, 1, 1.5, 2], keepOrthogonal: [0.25, 0.5, 0.75, 0.9], paperKappa: [1], maskDraws: 1 };
+const GRIDS = { scale: [0.9, 0.8, 0.7], lambda: [0.25, 1], kappa: [0.5, 1, 2], keepOrthogonal: [0.5, 0.75, 0.9], paperKappa: [1], maskDraws: 1 };
 let dir: string;
 const models: SeedModels[] = [];
 const sweeps: Record<string, SweepResult[]> = {};
