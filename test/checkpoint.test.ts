@@ -343,8 +343,13 @@ describe('editCheckpoint', () => {
     p.onProgress(ev(1e9));
     p.onProgress(ev(2e9));
     p.done();
-    expect(t.out[0]).toMatch(/^\r\[#{7}-{21}\]  25% 1\.00 GB\/4\.00 GB 0\.50 GB\/s ETA 6s model\.layers\.3/);
+    expect(t.out[0]).toMatch(/^\r\[#{7}-{21}\]  25% 1\.00 GB\/4\.00 GB 0\.50 GB\/s ETA 6s \S*layers\.3\.mlp\.up_proj\.weight$/);
     expect(t.out[0]!.length).toBe(100);
+    const narrow = mk(true);
+    (narrow.s as { columns: number }).columns = 80;
+    progressPrinter(narrow.s).onProgress(ev(1e9));
+    expect(narrow.out[0]!.length).toBe(80); // '\\r' + 79 columns
+    expect(narrow.out[0]).toMatch(/ETA 6s …\S+\.weight$/);
     expect(t.out[t.out.length - 1]).toBe('\n');
     const plain = mk(false);
     const q = progressPrinter(plain.s);
