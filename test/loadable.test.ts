@@ -6,8 +6,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { editCheckpoint, openCheckpoint } from '../lib/checkpoint';
-import { readTensor } from '../lib/safetensors';
-import { llamaSpecs, makeTriple } from './helpers/ckpt';
+import { readTensor, parseSafetensorsBytes } from '../lib/safetensors';
+import { GeoEditError } from '../lib/errors';
+import fc from 'fast-check';
+import { REAL, haveReal, llamaSpecs, makeTriple } from './helpers/ckpt';
 
 const PY = process.env.GEOEDIT_PYTHON ?? 'python3';
 const probe = spawnSync(PY, ['-c', 'import safetensors; print(safetensors.__version__)'], { encoding: 'utf8' });
@@ -47,5 +49,58 @@ describe.skipIf(!havePy)('the official safetensors library loads the output', ()
         expect(ref[t.name]!.sha).toBe(createHash('sha256').update(bytes).digest('hex'));
       }
     }
+  });
+});
+
+const ACCEPTS = `
+import sys, json, safetensors
+res = {}
+for f in sys.argv[1:]:
+    try:
+        safetensors.deserialize(open(f, 'rb').read()); res[f] = True
+    except Exception:
+        res[f] = False
+print(json.dumps(res))
+`;
+
+describe.skipIf(!havePy || !haveReal)('differential fuzzing against the official safetensors reader', () => {
+  it('mutated headers: our validator accepts exactly what the reference accepts (duplicate names aside)', () => {
+    const seeds = [
+      fs.readFileSync(path.join(REAL, 'CoffeeVampir3__Model-Saving-Test-Repo', 'model.safetensors')),
+      fs.readFileSync(path.join(REAL, 'FluxML__SafeTensors.jl', 'test', 'non_sharded', 'model.with_metadata.safetensors')),
+    ];
+    const alphabet = '{}[],:"0123456789-.eE \\u';
+    const files: string[] = [];
+    const ours = new Map<string, boolean | 'dup'>();
+    const d = path.join(dir, 'diff');
+    fs.mkdirSync(d);
+    fc.assert(fc.property(fc.nat(), fc.array(fc.tuple(fc.nat(), fc.nat(), fc.integer({ min: 0, max: 3 })), { minLength: 1, maxLength: 3 }), (si, muts) => {
+      let b = Buffer.from(seeds[si % seeds.length]!);
+      for (const [pos0, v, kind] of muts) {
+        const hl = Number(b.readBigUInt64LE(0));
+        const pos = 8 + (pos0 % Math.max(1, Math.min(hl, b.length - 8)));
+        if (kind === 0) b[pos] = v & 255;
+        else if (kind === 1) b[pos] = alphabet.charCodeAt(v % alphabet.length);
+        else if (kind === 2) b = Buffer.concat([b.subarray(0, pos), b.subarray(pos + 1)]);
+        else b = Buffer.concat([b.subarray(0, pos), Buffer.from([alphabet.charCodeAt(v % alphabet.length)]), b.subarray(pos)]);
+      }
+      const f = path.join(d, `m${files.length}.safetensors`);
+      fs.writeFileSync(f, b);
+      files.push(f);
+      try {
+        parseSafetensorsBytes(new Uint8Array(b));
+        ours.set(f, true);
+      } catch (e) {
+        expect(e).toBeInstanceOf(GeoEditError);
+        ours.set(f, /duplicate tensor name/.test((e as Error).message) ? 'dup' : false);
+      }
+    }), { numRuns: 1500, seed: 2026 });
+    const r = spawnSync(PY, ['-c', ACCEPTS, ...files], { encoding: 'utf8', maxBuffer: 32 << 20 });
+    expect(r.status, r.stderr).toBe(0);
+    const ref = JSON.parse(r.stdout) as Record<string, boolean>;
+    const mismatches = files.filter((f) => ours.get(f) !== 'dup' && ours.get(f) !== ref[f]);
+    expect(mismatches).toEqual([]);
+    expect(files.filter((f) => ref[f]).length).toBeGreaterThan(0);
+    expect(files.filter((f) => !ref[f]).length).toBeGreaterThan(0);
   });
 });
