@@ -27,7 +27,8 @@ Options:
   --regime A,B       regimes to run (default all: ${REGIMES.map((r) => r.name).join(', ')})
   --full             sweep every knob (frontiers at Reliability >= 0.99x / 0.95x of plain fine-tuning)
   --fast             the small model the test suite uses
-  --json             print { strategy: { reliability, generality, locality } } (mean over regimes and seeds)
+  --json             print { strategy: { reliability, generality, locality } } (mean over regimes and seeds;
+                     with --full: each method's best Locality at Reliability >= 0.95x)
   --cache-dir DIR    where models are cached (default $GEOEDIT_CACHE_DIR, else $XDG_CACHE_HOME/geoedit, else ~/.cache/geoedit)
   --out DIR          where the edited checkpoint, manifest and report go (default <cache>/demo-<hash>/last-run)
   --report-json FILE also write the full report (every point, frontiers, mean ± sd) as JSON here
@@ -219,9 +220,12 @@ async function demo(a: DemoArgs): Promise<number> {
   for (const rn of cfg.regimes) {
     perRegime[rn] = {};
     for (const fam of FAMILIES) {
-      const pts = sweeps[rn]!.map((r) => r.points.find((p) => p.family === fam)).filter((p) => p !== undefined);
+      // quick mode: the one point of each family (the defaults); --full: the family's best Locality at R >= 0.95x
+      const pts: QualityScores[] = a.full
+        ? sweeps[rn]!.map((r) => r.frontiers[fam].at095).filter((e): e is NonNullable<typeof e> => e !== null)
+        : sweeps[rn]!.map((r) => r.points.find((p) => p.family === fam)?.scores).filter((p): p is QualityScores => p !== undefined);
       if (!pts.length) continue;
-      const mean = (k: keyof QualityScores): number => pts.reduce((s, p) => s + p!.scores[k], 0) / pts.length;
+      const mean = (k: keyof QualityScores): number => pts.reduce((s, p) => s + p[k], 0) / pts.length;
       perRegime[rn]![fam] = { reliability: mean('reliability'), generality: mean('generality'), locality: mean('locality') };
     }
   }
