@@ -1,0 +1,100 @@
+#!/usr/bin/env node
+// Builds the release addon with cmake-js and writes it where node-gyp-build (and lib/native.ts)
+// look for prebuilds: prebuilds/<platform>-<arch>/geoedit.napi[.<libc>].node.
+//
+// prebuildify only drives node-gyp, so this small script does the same job over cmake-js:
+//  - a separate build tree (build-prebuild/), so a developer's build/ is left alone;
+//  - portable: GEOEDIT_NATIVE_ARCH=OFF (x86-64 baseline; the AVX2/AVX-512 kernels are per-file
+//    and chosen at run time), Release;
+//  - stripped (strip --strip-unneeded), then loaded in a fresh process as a check;
+//  - any CUDA plugin the build produced (a file whose name contains "cuda") goes to
+//    prebuilds/<tuple>/cuda/, never next to the addon, so no loader can take it for the addon.
+//
+// Usage: node scripts/prebuild.js [--no-strip]   (build-prebuild/ is kept for incremental rebuilds)
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+
+const root = path.resolve(__dirname, '..');
+const args = new Set(process.argv.slice(2));
+const tuple = `${process.platform}-${process.arch}`;
+const libc = process.platform === 'linux' ? (isMusl() ? 'musl' : 'glibc') : '';
+const fileName = ['geoedit', 'napi', libc, 'node'].filter(Boolean).join('.');
+const outDir = path.join(root, 'prebuilds', tuple);
+const buildDir = path.join(root, 'build-prebuild');
+
+function isMusl() {
+  if (process.env.LIBC) return process.env.LIBC === 'musl';
+  const report = process.report && process.report.getReport ? process.report.getReport() : null;
+  const header = report && (typeof report === 'string' ? JSON.parse(report) : report).header;
+  return !(header && header.glibcVersionRuntime);
+}
+
+function run(cmd, argv, opts = {}) {
+  console.log(`$ ${cmd} ${argv.join(' ')}`);
+  const r = spawnSync(cmd, argv, { stdio: 'inherit', cwd: root, ...opts });
+  if (r.error) throw r.error;
+  if (r.status !== 0) {
+    console.error(`prebuild: '${cmd}' exited with ${r.status}`);
+    process.exit(r.status || 1);
+  }
+}
+
+const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
+const t0 = Date.now();
+run(process.execPath, [cmakeJs, 'compile', '--out', buildDir, '--config', 'Release',
+  '--CDGEOEDIT_NATIVE_ARCH=OFF', '--CDCMAKE_BUILD_TYPE=Release']);
+
+const releaseDir = path.join(buildDir, 'Release');
+const built = path.join(releaseDir, 'geoedit.node');
+if (!fs.existsSync(built)) {
+  console.error(`prebuild: the build finished but ${path.relative(root, built)} is missing`);
+  process.exit(1);
+}
+
+fs.mkdirSync(outDir, { recursive: true });
+// Remove stale addon flavours of ours (not other files), then write the new one.
+for (const f of fs.readdirSync(outDir)) {
+  if (/^geoedit\..*node$/.test(f)) fs.rmSync(path.join(outDir, f));
+}
+const dest = path.join(outDir, fileName);
+fs.copyFileSync(built, dest);
+if (!args.has('--no-strip') && process.platform !== 'win32') {
+  const s = spawnSync('strip', ['--strip-unneeded', dest], { stdio: 'inherit' });
+  if (s.error || s.status !== 0) console.warn('prebuild: strip failed or is missing; the binary is left unstripped');
+}
+
+// CUDA plugin(s), if the build made any: kept in their own folder.
+for (const f of fs.readdirSync(releaseDir)) {
+  if (f !== 'geoedit.node' && /cuda/i.test(f) && fs.statSync(path.join(releaseDir, f)).isFile()) {
+    const cudaDir = path.join(outDir, 'cuda');
+    fs.mkdirSync(cudaDir, { recursive: true });
+    fs.copyFileSync(path.join(releaseDir, f), path.join(cudaDir, f));
+    console.log(`prebuild: CUDA plugin ${f} -> ${path.relative(root, path.join(cudaDir, f))}`);
+  }
+}
+
+// Check: the stripped file loads in a fresh process and reports the package version.
+const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+const check = spawnSync(process.execPath, ['-e', `const a = require(${JSON.stringify(dest)}); process.stdout.write(JSON.stringify(a.info()))`], { encoding: 'utf8' });
+if (check.status !== 0) {
+  console.error(`prebuild: ${dest} does not load:\n${check.stderr}`);
+  process.exit(1);
+}
+const info = JSON.parse(check.stdout);
+if (info.version !== pkg.version) {
+  console.error(`prebuild: the addon reports version ${info.version} but package.json says ${pkg.version}`);
+  process.exit(1);
+}
+
+// Report the glibc symbol versions it needs (the floor for "prebuilt platforms").
+let glibc = '';
+const od = spawnSync('objdump', ['-T', dest], { encoding: 'utf8' });
+if (od.status === 0) {
+  const vers = [...new Set((od.stdout.match(/GLIBC_[0-9.]+/g) || []).map((v) => v.slice(6)))];
+  vers.sort((a, b) => a.split('.').map(Number).reduce((acc, x, i) => acc || x - (Number(b.split('.')[i]) || 0), 0));
+  if (vers.length) glibc = `, needs glibc >= ${vers[vers.length - 1]}`;
+}
+const size = fs.statSync(dest).size;
+console.log(`prebuild: ${path.relative(root, dest)} (${(size / 1024).toFixed(0)} KiB, version ${info.version}, simd ${info.simd}${glibc}) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
