@@ -34,7 +34,7 @@ function probe() {
     : `const p = require('node-gyp-build').path(${JSON.stringify(root)}), a = require(p);`;
   const code = `try { ${load} const i = a.info();
       process.stdout.write(JSON.stringify({ path: p, version: i.version, simd: i.simd }));
-    } catch (e) { process.stderr.write((e && e.code ? e.code + ': ' : '') + (e && e.message || String(e)) + '\\n'); process.exit(1); }`;
+    } catch (e) { process.stderr.write((e && e.message || String(e)) + (e && e.code ? '\\n(error code ' + e.code + ')' : '') + '\\n'); process.exit(1); }`;
   const r = spawnSync(process.execPath, ['-e', code], { cwd: root, encoding: 'utf8', env });
   if (r.status === 0) {
     try {
@@ -68,12 +68,13 @@ function buildFromSource() {
   const cmakeJs = resolveTool('cmake-js/bin/cmake-js');
   const napi = resolveTool('node-addon-api');
   if (!cmakeJs || !napi) {
-    const missing = [!cmakeJs && 'cmake-js', !napi && 'node-addon-api'].filter(Boolean).join(' and ');
+    const missingList = [!cmakeJs && 'cmake-js', !napi && 'node-addon-api'].filter(Boolean);
+    const missing = missingList.join(' and ');
     console.error(
       [
         `geoedit: cannot build from source: ${missing} not installed.`,
         '  The build tools are optional peer dependencies (so that installs from a prebuilt binary stay small).',
-        `  Add them to your project and rebuild:  npm install --save-dev ${missing}`,
+        `  Add them to your project and rebuild:  npm install --save-dev ${missingList.join(' ')}`,
         '                                         GEOEDIT_BUILD_FROM_SOURCE=1 npm rebuild geoedit --foreground-scripts',
         '  Prerequisites: cmake >= 3.18 and a C++17 compiler (g++ >= 9 or clang >= 10) on PATH.',
       ].join('\n'),

@@ -95,6 +95,10 @@ const f = (a) => ({ dtype: 'f32', shape: [2, 3], data: new Float32Array(a) });
 // rejected (an unused @ts-expect-error is itself an error, so `any` in the surface fails the build).
 const TS_BODY = (importLine: string) => `${importLine}
 
+// No @types/node here (faster, and proves the package's types need none): the two globals used.
+declare const console: { log(s: string): void; error(e: unknown): void };
+declare const process: { exit(code: number): never };
+
 type IsAny<T> = 0 extends 1 & T ? true : false;
 type AnyKeys<T> = { [K in keyof T]-?: IsAny<T[K]> extends true ? K : never }[keyof T];
 type NoAny<T> = [AnyKeys<T>] extends [never] ? true : false;
@@ -117,6 +121,7 @@ async function main(): Promise<string> {
   const st: TensorStats = await analyzeTensor(inputs, { preset: 'paper' });
   const i: InfoResult = info();
   const v: string = i.version;
+  const addonPath: string = i.addonPath;
   const strat: Strategy = DEFAULTS.strategy;
   const paperKappa: number = PAPER_PRESET.kappa;
   const b: Backend = 'auto';
@@ -128,7 +133,7 @@ async function main(): Promise<string> {
   }
 
   return JSON.stringify({ out: Array.from(out), dt, cosLen: cos.length, regionLen: region.length, total: counts.orthogonal + counts.synergy + counts.conflict,
-    sync: s.out.data.length, rows: st.rows, v, strat, paperKappa, b, code });
+    sync: s.out.data.length, rows: st.rows, v, addonPath, strat, paperKappa, b, code });
 }
 
 // Compiled, never called: each line must be a type error.
@@ -160,9 +165,16 @@ const TS_TYPES = 'Tensor, DType, EditInputs, EditOptions, EditResult, TensorStat
 
 function tsconfig(module: string, moduleResolution: string, outDir: string, files: string[]): string {
   return JSON.stringify({
-    compilerOptions: { target: 'ES2022', module, moduleResolution, strict: true, lib: ['ES2022'], types: ['node'], typeRoots: [path.join(repo, 'node_modules', '@types')], outDir, skipLibCheck: false, noEmitOnError: true },
+    compilerOptions: { target: 'ES2022', module, moduleResolution, strict: true, lib: ['ES2022'], types: [], outDir, skipLibCheck: false, noEmitOnError: true },
     files,
   }, null, 2);
+}
+
+function distIsStale(): boolean {
+  const esm = path.join(repo, 'dist', 'esm', 'index.mjs');
+  if (!fs.existsSync(esm) || !fs.existsSync(path.join(repo, 'dist', 'cjs', 'index.js'))) return true;
+  const built = fs.statSync(esm).mtimeMs;
+  return fs.readdirSync(path.join(repo, 'lib'), { recursive: true }).some((f) => String(f).endsWith('.ts') && fs.statSync(path.join(repo, 'lib', String(f))).mtimeMs > built);
 }
 
 beforeAll(() => {
@@ -173,9 +185,12 @@ beforeAll(() => {
 
   // 1. The prebuild (incremental: a few seconds when build-prebuild/ is warm).
   ok(spawnSync(process.execPath, [path.join(repo, 'scripts', 'prebuild.js')], { cwd: repo, encoding: 'utf8', timeout: 240_000 }), 'scripts/prebuild.js');
-  // 2. npm pack (prepack compiles the TypeScript).
+  // 2. npm pack. The compiled JS is what `npm run build` left in dist/ (rebuilt here only when
+  // missing or older than lib/), and pack runs with --ignore-scripts so that its prepack does not
+  // rewrite dist/ while other test files may be reading it.
   const packEnv = { ...childEnv(), PATH: process.env.PATH ?? '' };
-  const packJson = ok(run('npm', ['pack', '--json', '--pack-destination', tmp], repo, packEnv), 'npm pack');
+  if (distIsStale()) ok(run('npm', ['run', 'build:ts'], repo, packEnv), 'npm run build:ts');
+  const packJson = ok(run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', tmp], repo, packEnv), 'npm pack');
   const meta = JSON.parse(packJson.slice(packJson.indexOf('['))) as { filename: string; files: { path: string }[] }[];
   tarball = path.join(tmp, meta[0]!.filename);
   packedFiles = meta[0]!.files.map((f) => f.path);
@@ -276,6 +291,7 @@ describe.skipIf(!supported)('the tarball', () => {
       expect(r.v).toBe(pkg.version);
       expect(r.code).toBe('ERR_SHAPE_MISMATCH');
       expect(r.paperKappa).toBe(1);
+      expect(r.addonPath).toBe(path.join(fs.realpathSync(consumer), 'node_modules', 'geoedit', 'prebuilds', tuple, prebuildName));
     });
   }
 
@@ -322,5 +338,27 @@ export const noAnyInModule: NoAny<typeof g> = true;
     expect(r2.status).toBe(1);
     expect(r2.stdout).toContain('no prebuilt binary loads here; building from source');
     expect(r2.stderr).toMatch(/cannot build from source: cmake-js( and node-addon-api)? not installed/);
+  });
+
+  // Last, since it changes the consumer: the tarball's native sources build (the fallback path).
+  it('builds from source from the tarball when asked (GEOEDIT_BUILD_FROM_SOURCE=1): fails clearly without a compiler, works with one', () => {
+    const cmakeJsVersion = (JSON.parse(fs.readFileSync(path.join(repo, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> }).devDependencies['cmake-js']!;
+    ok(run('npm', ['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', `cmake-js@${cmakeJsVersion}`], consumer, childEnv()), 'npm install --offline cmake-js');
+    const rebuild = ['rebuild', 'geoedit', '--foreground-scripts'];
+    const bare = run('npm', rebuild, consumer, childEnv({ GEOEDIT_BUILD_FROM_SOURCE: '1' }));
+    expect(bare.status).not.toBe(0);
+    expect(bare.stdout + bare.stderr).toContain('geoedit: the source build failed');
+    const full = run('npm', rebuild, consumer, { ...childEnv({ GEOEDIT_BUILD_FROM_SOURCE: '1' }), PATH: process.env.PATH ?? '' });
+    expect(full.status, full.stdout + full.stderr).toBe(0);
+    expect(full.stdout).toContain('geoedit: built build/Release/geoedit.node');
+    // The loader now takes the source build (build/Release before prebuilds/), and it works.
+    const r = JSON.parse(ok(run('node', ['-e', `const g = require('geoedit');
+      const t = (a) => ({ dtype: 'f32', shape: [1, 2], data: new Float32Array(a) });
+      const out = g.editTensorSync({ base: t([1, 2]), old: t([1, 2]), new: t([3, 2]) }, { strategy: 'task-arithmetic' }).out.data;
+      const i = g.info();
+      console.log(JSON.stringify({ path: i.addonPath, version: i.version, out: Array.from(out) }));`], consumer, childEnv()), 'load the source build'));
+    expect(r.out).toEqual([3, 2]);
+    expect(r.path).toBe(path.join(fs.realpathSync(consumer), 'node_modules', 'geoedit', 'build', 'Release', 'geoedit.node'));
+    expect(r.version).toBe(pkg.version);
   });
 });
