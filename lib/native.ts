@@ -195,13 +195,15 @@ export function loadErrorMessage(root: string, attempts: LoadAttempt[], env: Rec
   const napi = process.versions.napi ?? 'unknown';
   const glibc = glibcRuntime();
   const platform = `${process.platform}-${process.arch}` + (process.platform === 'linux' ? (glibc ? ` (glibc ${glibc})` : ' (musl or unknown libc)') : '');
-  const anyFound = attempts.some((a) => !a.reason.startsWith('not found') && !a.reason.startsWith('no ') && !a.reason.startsWith('skipped'));
+  const anyFound = attempts.some((a) => a.reason.startsWith('failed to load') || a.reason.startsWith('loaded, but'));
   const next: string[] = [];
   if (napi !== 'unknown' && Number(napi) < ADDON_NAPI_VERSION) {
     next.push(`Upgrade Node.js: this Node offers N-API ${napi}, the addon needs N-API >= ${ADDON_NAPI_VERSION} (Node >= 20 is supported).`);
   }
   if (env.GEOEDIT_ADDON) next.push('GEOEDIT_ADDON is set: unset it to let geoedit search its own folders, or point it at a working geoedit.node.');
-  if (anyFound) {
+  if (env.GEOEDIT_ADDON) {
+    /* the hint above says it all */
+  } else if (anyFound) {
     next.push('A binary was found but did not load (see the reason above: "GLIBC_x.y not found" means this system\'s C library is older than the one the prebuild was made for; "invalid ELF header" or "wrong ELF class" means another platform).');
   } else {
     next.push(`No binary for ${process.platform}-${process.arch} is in this install (prebuilt: linux-x64 with glibc).`);
@@ -226,7 +228,8 @@ export function loadErrorMessage(root: string, attempts: LoadAttempt[], env: Rec
 export function loadNativeFrom(root: string, options: LoadOptions = {}): { addon: NativeAddon; path: string } {
   const env = options.env ?? process.env;
   const { files, notes } = addonCandidates(root, options);
-  const attempts: LoadAttempt[] = [];
+  // Skipped places first (they come first in the search order), then the files tried, then the rest.
+  const attempts: LoadAttempt[] = notes.filter((n) => n.reason.startsWith('skipped'));
   for (const f of files) {
     if (!fs.existsSync(f)) {
       attempts.push({ path: f, reason: 'not found' });
@@ -244,7 +247,7 @@ export function loadNativeFrom(root: string, options: LoadOptions = {}): { addon
       attempts.push({ path: f, reason: `failed to load: ${firstLines((e as Error).message)}` });
     }
   }
-  attempts.push(...notes);
+  attempts.push(...notes.filter((n) => !n.reason.startsWith('skipped')));
   throw new GeoEditError('ERR_NATIVE_LOAD', loadErrorMessage(root, attempts, env), {
     tried: attempts.map((a) => `${a.path}: ${a.reason}`),
     platform: `${process.platform}-${process.arch}`,

@@ -60,6 +60,8 @@ describe('loader errors', () => {
     expect(e.message).toContain(`${path.join(root, 'build')}${path.sep}: skipped: PREBUILDS_ONLY is set`);
     expect(e.message).not.toContain('Release');
     expect(e.message).toContain('PREBUILDS_ONLY=1.');
+    // Listed in search order: build/ (skipped) before prebuilds/.
+    expect(e.message.indexOf('skipped: PREBUILDS_ONLY')).toBeLessThan(e.message.indexOf(`${path.join(root, 'prebuilds')}${path.sep}: not found`));
   });
 
   it('a corrupt binary: its load error is quoted, and the hint says a binary was found', () => {
@@ -94,6 +96,7 @@ describe('loader errors', () => {
     if (process.platform === 'linux') expect(e.message).toContain(`geoedit.napi.${other}.node: does not fit this process`);
     expect(e.message).toContain('geoedit.cuda.node: does not fit this process');
     expect(e.message).not.toContain('geoedit_cuda.node');
+    expect(e.message).not.toContain('A binary was found but did not load');
   });
 
   it('GEOEDIT_ADDON: only that file is tried, and the hint names the variable', () => {

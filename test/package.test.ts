@@ -243,6 +243,17 @@ describe.skipIf(!supported)('the tarball', () => {
     expect(ipkg.version).toBe(pkg.version);
   });
 
+  it('works without the install script too (npm install --ignore-scripts): the loader finds the prebuild at run time', () => {
+    const dir = path.join(tmp, 'consumer-no-scripts');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'consumer-no-scripts', version: '1.0.0', private: true }));
+    ok(run('npm', ['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', tarball], dir, childEnv()), 'npm install --ignore-scripts');
+    fs.writeFileSync(path.join(dir, 'cjs.cjs'), CJS);
+    const r = JSON.parse(ok(run('node', ['cjs.cjs'], dir, childEnv({ PREBUILDS_ONLY: '1' })), 'node cjs.cjs'));
+    expect(r.version).toBe(pkg.version);
+    expect(r.code).toBe('ERR_UNKNOWN_OPTION');
+  });
+
   it('works from an ESM script', () => {
     fs.writeFileSync(path.join(consumer, 'esm.mjs'), ESM);
     const r = JSON.parse(ok(run('node', ['esm.mjs'], consumer, childEnv()), 'node esm.mjs'));
