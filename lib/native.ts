@@ -209,7 +209,7 @@ export function loadErrorMessage(root: string, attempts: LoadAttempt[], env: Rec
     next.push(`No binary for ${process.platform}-${process.arch} is in this install (prebuilt: linux-x64 with glibc).`);
   }
   next.push(
-    'Build from source: install cmake >= 3.18 and a C++17 compiler (g++ >= 9 or clang >= 10), add the build tools to your project',
+    'Build from source: install cmake >= 3.18 and a C++17 compiler (g++ or clang++; tested with g++ 12), add the build tools to your project',
     '  (npm install --save-dev cmake-js), then run: GEOEDIT_BUILD_FROM_SOURCE=1 npm rebuild geoedit --foreground-scripts',
     `Or set GEOEDIT_ADDON=/path/to/geoedit.node to use a binary built elsewhere. Report bugs with this whole message.`,
   );

@@ -76,7 +76,7 @@ function buildFromSource() {
         '  The build tools are optional peer dependencies (so that installs from a prebuilt binary stay small).',
         `  Add them to your project and rebuild:  npm install --save-dev ${missingList.join(' ')}`,
         '                                         GEOEDIT_BUILD_FROM_SOURCE=1 npm rebuild geoedit --foreground-scripts',
-        '  Prerequisites: cmake >= 3.18 and a C++17 compiler (g++ >= 9 or clang >= 10) on PATH.',
+        '  Prerequisites: cmake >= 3.18 and a C++17 compiler (g++ or clang++; tested with g++ 12) on PATH.',
       ].join('\n'),
     );
     return false;
@@ -91,7 +91,7 @@ function buildFromSource() {
     console.error(
       [
         `geoedit: the source build failed (${r.error ? r.error.message : `cmake-js exited with ${r.status}`}).`,
-        '  Check that cmake >= 3.18 and a C++17 compiler (g++ >= 9 or clang >= 10) are on PATH; the output above says what failed.',
+        '  Check that cmake >= 3.18 and a C++17 compiler (g++ or clang++; tested with g++ 12) are on PATH; the output above says what failed.',
       ].join('\n'),
     );
     return false;
@@ -116,7 +116,7 @@ function main() {
       return 1;
     }
     log('no prebuilt binary loads here; building from source.');
-    log(cleanStack(p.message).split('\n').join('\n    '));
+    console.log('  ' + cleanStack(p.message).split('\n').join('\n  '));
   } else if (prebuildsOnly) {
     console.error('geoedit: both PREBUILDS_ONLY and GEOEDIT_BUILD_FROM_SOURCE are set; unset one.');
     return 1;
