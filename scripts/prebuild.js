@@ -11,6 +11,7 @@
 //    prebuilds/<tuple>/cuda/, never next to the addon, so no loader can take it for the addon.
 //
 // Usage: node scripts/prebuild.js [--no-strip]   (build-prebuild/ is kept for incremental rebuilds)
+//        node scripts/prebuild.js --check       (prepack: a fitting prebuild exists and loads)
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -39,6 +40,28 @@ function run(cmd, argv, opts = {}) {
     console.error(`prebuild: '${cmd}' exited with ${r.status}`);
     process.exit(r.status || 1);
   }
+}
+
+// --check (run by prepack): refuse to pack without a prebuild for this platform that loads and
+// reports this package's version, so that a release can never ship as source-only by mistake.
+if (args.has('--check')) {
+  const pkgVersion = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version;
+  const file = path.join(outDir, fileName);
+  const r = fs.existsSync(file)
+    ? spawnSync(process.execPath, ['-e', `process.stdout.write(require(${JSON.stringify(file)}).info().version)`], { encoding: 'utf8' })
+    : null;
+  if (!r || r.status !== 0 || r.stdout !== pkgVersion) {
+    const why = !r ? 'is missing' : r.status !== 0 ? `does not load: ${r.stderr.trim().split('\n')[0]}` : `reports version ${r.stdout}, package.json says ${pkgVersion}`;
+    if (process.env.GEOEDIT_PACK_WITHOUT_PREBUILDS === '1') {
+      console.warn(`prebuild --check: ${path.relative(root, file)} ${why} (GEOEDIT_PACK_WITHOUT_PREBUILDS=1: packing anyway)`);
+      process.exit(0);
+    }
+    console.error(`prebuild --check: ${path.relative(root, file)} ${why}. Run \`npm run build:prebuild\` first ` +
+      '(or set GEOEDIT_PACK_WITHOUT_PREBUILDS=1 to pack a source-only package).');
+    process.exit(1);
+  }
+  console.log(`prebuild --check: ${path.relative(root, file)} loads, version ${pkgVersion}`);
+  process.exit(0);
 }
 
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });

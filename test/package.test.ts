@@ -233,6 +233,19 @@ describe.skipIf(!supported)('the tarball', () => {
     if (r.error) ctx.skip('readelf is not installed');
     expect(r.stdout).toContain('.dynsym');
     expect(r.stdout).not.toContain('.symtab');
+    // Portable: only the per-ISA kernels hold AVX (VEX/EVEX) instructions. Checked on the same
+    // build before strip (it still has the function names).
+    const d = spawnSync('objdump', ['-d', '--no-show-raw-insn', '-C', path.join(repo, 'build-prebuild', 'Release', 'geoedit.node')], { encoding: 'utf8', maxBuffer: 256 << 20 });
+    if (d.error) ctx.skip('objdump is not installed');
+    const withAvx = new Set<string>();
+    let fn = '';
+    for (const line of d.stdout.split('\n')) {
+      const m = /^[0-9a-f]+ <(.*)>:$/.exec(line);
+      if (m) fn = m[1]!;
+      else if (/\tv[a-z0-9]+ |%[yz]mm|%k[0-7]\b/.test(line)) withAvx.add(fn);
+    }
+    expect(withAvx.size).toBeGreaterThan(0); // the SIMD kernels are there…
+    expect([...withAvx].filter((f) => !/_avx(2|512)\(/.test(f))).toEqual([]); // …and nothing else needs AVX
   });
 
   it('installs offline from the prebuild alone (PREBUILDS_ONLY=1, no compiler)', () => {
