@@ -6,6 +6,7 @@ import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { createHash } from 'node:crypto';
 
 const repo = path.resolve(__dirname, '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(repo, 'package.json'), 'utf8')) as { version: string; name: string };
@@ -25,7 +26,7 @@ let installOut = '';
 function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (k.toLowerCase().startsWith('npm_') || k === 'INIT_CWD' || k === 'NODE_OPTIONS' || k.startsWith('VITEST')) continue;
+    if ((k.toLowerCase().startsWith('npm_') && k.toLowerCase() !== 'npm_config_cache') || k === 'INIT_CWD' || k === 'NODE_OPTIONS' || k.startsWith('VITEST')) continue;
     env[k] = v;
   }
   env.PATH = sandboxBin;
@@ -170,6 +171,57 @@ function tsconfig(module: string, moduleResolution: string, outDir: string, file
   }, null, 2);
 }
 
+type LockEntry = { version: string; dependencies?: Record<string, string>; [k: string]: unknown };
+
+/**
+ * An empty project that depends on the tarball, with a package-lock.json, so that `npm ci --offline`
+ * needs only tarballs from the npm cache. (`npm ci` caches tarballs but not registry metadata, so
+ * on a fresh machine a lockfile-less `npm install --offline` of the tarball fails with ENOTCACHED.)
+ * Registry entries are copied from this repo's lockfile; `extra` adds dev dependencies (with
+ * everything they pull in).
+ */
+function writeConsumer(dir: string, extra: string[] = []): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const repoPkg = JSON.parse(fs.readFileSync(path.join(repo, 'package.json'), 'utf8')) as {
+    license: string; dependencies: Record<string, string>; devDependencies: Record<string, string>;
+    engines: unknown; peerDependencies: unknown; peerDependenciesMeta: unknown; bin?: unknown;
+  };
+  const repoLock = JSON.parse(fs.readFileSync(path.join(repo, 'package-lock.json'), 'utf8')) as { packages: Record<string, LockEntry> };
+  const rel = path.relative(dir, tarball).split(path.sep).join('/');
+  const integrity = 'sha512-' + createHash('sha512').update(fs.readFileSync(tarball)).digest('base64');
+  const devDependencies: Record<string, string> = {};
+  for (const d of extra) devDependencies[d] = repoPkg.devDependencies[d]!;
+  const name = path.basename(dir);
+  const packages: Record<string, unknown> = {
+    '': { name, version: '1.0.0', dependencies: { geoedit: `file:${rel}` }, devDependencies },
+    'node_modules/geoedit': {
+      version: pkg.version, resolved: `file:${rel}`, integrity, hasInstallScript: true, license: repoPkg.license,
+      dependencies: repoPkg.dependencies, engines: repoPkg.engines, peerDependencies: repoPkg.peerDependencies, peerDependenciesMeta: repoPkg.peerDependenciesMeta,
+      ...(fs.existsSync(path.join(repo, 'bin', 'geoedit.js')) ? { bin: { geoedit: 'bin/geoedit.js' } } : {}),
+    },
+  };
+  // The closure of the registry dependencies, at the same node_modules paths as in the repo.
+  const find = (from: string, dep: string): string => {
+    for (let base = from; ; base = base.slice(0, Math.max(0, base.lastIndexOf('/node_modules/')))) {
+      const p = `${base ? base + '/' : ''}node_modules/${dep}`;
+      if (repoLock.packages[p]) return p;
+      if (!base) throw new Error(`package-lock.json has no entry for ${dep} (needed by ${from || 'the root'})`);
+    }
+  };
+  const queue = [...Object.keys(repoPkg.dependencies).map((d) => find('', d)), ...extra.map((d) => find('', d))];
+  while (queue.length) {
+    const p = queue.pop()!;
+    if (packages[p]) continue;
+    const e = { ...repoLock.packages[p]! };
+    delete e.dev; delete e.peer; delete e.devOptional;
+    if (extra.length && !Object.keys(repoPkg.dependencies).some((d) => p === `node_modules/${d}`)) e.dev = true;
+    packages[p] = e;
+    for (const d of Object.keys(e.dependencies ?? {})) queue.push(find(p, d));
+  }
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name, version: '1.0.0', private: true, dependencies: { geoedit: `file:${rel}` }, devDependencies }, null, 2));
+  fs.writeFileSync(path.join(dir, 'package-lock.json'), JSON.stringify({ name, version: '1.0.0', lockfileVersion: 3, requires: true, packages }, null, 2));
+}
+
 function distIsStale(): boolean {
   const esm = path.join(repo, 'dist', 'esm', 'index.mjs');
   if (!fs.existsSync(esm) || !fs.existsSync(path.join(repo, 'dist', 'cjs', 'index.js'))) return true;
@@ -196,10 +248,9 @@ beforeAll(() => {
   packedFiles = meta[0]!.files.map((f) => f.path);
   // 3. An empty project; the tarball installed offline, prebuilds only, no compiler on PATH.
   consumer = path.join(tmp, 'consumer');
-  fs.mkdirSync(consumer);
-  fs.writeFileSync(path.join(consumer, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
-  const r = run('npm', ['install', '--offline', '--no-audit', '--no-fund', '--foreground-scripts', tarball], consumer, childEnv({ PREBUILDS_ONLY: '1' }));
-  installOut = ok(r, 'npm install --offline <tarball>') + r.stderr;
+  writeConsumer(consumer);
+  const r = run('npm', ['ci', '--offline', '--no-audit', '--no-fund', '--foreground-scripts'], consumer, childEnv({ PREBUILDS_ONLY: '1' }));
+  installOut = ok(r, 'npm ci --offline (the tarball)') + r.stderr;
 }, 300_000);
 
 afterAll(() => {
@@ -248,7 +299,7 @@ describe.skipIf(!supported)('the tarball', () => {
     expect([...withAvx].filter((f) => !/_avx(2|512)\(/.test(f))).toEqual([]); // …and nothing else needs AVX
   });
 
-  it('installs offline from the prebuild alone (PREBUILDS_ONLY=1, no compiler)', () => {
+  it('installs offline (npm ci --offline) from the prebuild alone (PREBUILDS_ONLY=1, no compiler)', () => {
     expect(installOut).toContain(`geoedit: using prebuilds/${tuple}/${prebuildName}`);
     const installed = path.join(consumer, 'node_modules', 'geoedit');
     expect(fs.existsSync(path.join(installed, 'build'))).toBe(false);
@@ -256,11 +307,10 @@ describe.skipIf(!supported)('the tarball', () => {
     expect(ipkg.version).toBe(pkg.version);
   });
 
-  it('works without the install script too (npm install --ignore-scripts): the loader finds the prebuild at run time', () => {
+  it('works without the install script too (npm ci --ignore-scripts): the loader finds the prebuild at run time', () => {
     const dir = path.join(tmp, 'consumer-no-scripts');
-    fs.mkdirSync(dir);
-    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'consumer-no-scripts', version: '1.0.0', private: true }));
-    ok(run('npm', ['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', tarball], dir, childEnv()), 'npm install --ignore-scripts');
+    writeConsumer(dir);
+    ok(run('npm', ['ci', '--offline', '--no-audit', '--no-fund', '--ignore-scripts'], dir, childEnv()), 'npm ci --ignore-scripts');
     fs.writeFileSync(path.join(dir, 'cjs.cjs'), CJS);
     const r = JSON.parse(ok(run('node', ['cjs.cjs'], dir, childEnv({ PREBUILDS_ONLY: '1' })), 'node cjs.cjs'));
     expect(r.version).toBe(pkg.version);
@@ -366,8 +416,10 @@ export const noAnyInModule: NoAny<typeof g> = true;
 
   // Last, since it changes the consumer: the tarball's native sources build (the fallback path).
   it('builds from source from the tarball when asked (GEOEDIT_BUILD_FROM_SOURCE=1): fails clearly without a compiler, works with one', () => {
-    const cmakeJsVersion = (JSON.parse(fs.readFileSync(path.join(repo, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> }).devDependencies['cmake-js']!;
-    ok(run('npm', ['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', `cmake-js@${cmakeJsVersion}`], consumer, childEnv()), 'npm install --offline cmake-js');
+    // The same project plus cmake-js (the optional peer a source build needs), reinstalled offline.
+    writeConsumer(consumer, ['cmake-js']);
+    ok(run('npm', ['ci', '--offline', '--no-audit', '--no-fund', '--ignore-scripts'], consumer, childEnv()), 'npm ci --offline (with cmake-js)');
+    expect(fs.existsSync(path.join(consumer, 'node_modules', 'cmake-js', 'bin', 'cmake-js'))).toBe(true);
     const rebuild = ['rebuild', 'geoedit', '--foreground-scripts'];
     const bare = run('npm', rebuild, consumer, childEnv({ GEOEDIT_BUILD_FROM_SOURCE: '1' }));
     expect(bare.status).not.toBe(0);
