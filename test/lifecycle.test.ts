@@ -87,6 +87,14 @@ describe('lifecycle', () => {
     }
   });
 
+  it('an uncaught exception with edits pending ends the process normally (code 1, the error printed, no signal)', () => {
+    const r = runChild([child, 'throw-pending']);
+    expect(r.signal, r.stderr).toBe(null);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('boom with edits pending');
+    expect(r.stderr).not.toMatch(/Aborted|Segmentation|terminate called|FATAL/);
+  });
+
   it('survives worker.terminate() while the worker has edits in flight', () => {
     const r = runChild([child, 'worker-terminate']);
     expect(r.signal, r.stderr).toBe(null);
