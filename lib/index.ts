@@ -29,3 +29,10 @@ export function info(): InfoResult {
     addonPath: nativePath() ?? '',
   };
 }
+export {
+  readSafetensorsHeader, readSafetensorsHeaderSync, readTensor, writeSafetensors, parseSafetensorsBytes, toTensor,
+} from './safetensors';
+export type { SafetensorsHeader, SafetensorsTensorInfo, RawTensor, StDtype, TensorToWrite } from './safetensors';
+export { openCheckpoint, inspectCheckpoint, editCheckpoint, analyzeCheckpoint, parseSize } from './checkpoint';
+export type { Checkpoint, CheckpointOptions, CheckpointInputs, CheckpointManifest, TensorManifestEntry, ProgressEvent, InspectResult } from './checkpoint';
+export { renderReport, writeReport } from './report';

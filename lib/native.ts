@@ -38,6 +38,7 @@ export interface NativeSpec {
   cNew?: Float32Array;
   cOld?: Float32Array;
   outDtype: string;
+  outData?: Float32Array | Uint16Array;
   wantOut: boolean;
   threads: number;
   simd?: number;
@@ -55,6 +56,55 @@ export interface NativeAddon {
   defaults(): Record<string, number> & { paper: Record<string, number> };
   convert(from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array;
   triad(n: number, threads: number, reps: number): Promise<number>;
+  /** safetensors header of a file (pread, validated); offsets relative to the data section. */
+  stHeader(path: string): NativeStHeader;
+  /** The same for a whole file held in memory. */
+  stHeaderBytes(bytes: Uint8Array, name?: string): NativeStHeader;
+  /** The checkpoint data path: edit / copy / convert tensors file to file in row blocks. */
+  stream(spec: NativeStreamSpec): Promise<(NativeResult | null)[]>;
+}
+
+export interface NativeStHeader {
+  fileSize: number;
+  headerLen: number;
+  dataOffset: number;
+  metadata: Record<string, string> | null;
+  tensors: Array<{ name: string; dtype: string; shape: number[]; begin: number; end: number }>;
+}
+
+export interface NativeStreamSrc {
+  fd: number;
+  offset: number;
+  dtype: string;
+  file?: string;
+}
+
+export interface NativeStreamTask {
+  kind: 0 | 1 | 2; // edit | copy | convert
+  name: string;
+  rows?: number;
+  cols?: number;
+  copyBytes?: number;
+  base: NativeStreamSrc;
+  old?: NativeStreamSrc;
+  new?: NativeStreamSrc;
+  impOld?: NativeStreamSrc;
+  impNew?: NativeStreamSrc;
+  cNew?: Float32Array;
+  cOld?: Float32Array;
+  outFd?: number;
+  outOffset?: number;
+  outDtype?: string;
+  stats?: boolean;
+}
+
+export interface NativeStreamSpec {
+  tasks: NativeStreamTask[];
+  params: Record<string, number | string | boolean>;
+  threads?: number;
+  blockBytes?: number;
+  /** [bytesDone (written by the worker), cancel (set non-zero to stop)] */
+  ctl?: Float64Array;
 }
 
 /** The package root (where package.json is), from lib/ in source or dist/cjs/ when built. */

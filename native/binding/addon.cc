@@ -3,11 +3,17 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstdint>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "geoedit/geoedit.h"
+#include "core/safetensors.h"
+#include "core/stream.h"
 
 namespace {
 
@@ -71,6 +77,20 @@ struct Baton {
   std::string err_code, err_msg;
 };
 
+// Large outputs: ask for transparent huge pages, so first-touch page faults (and the kernel's
+// zeroing) cost one fault per 2 MiB instead of per 4 KiB. A hint only; failure is harmless.
+void advise_huge(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t huge = uintptr_t(2) << 20;
+  if (bytes < 4 * huge) return;
+  uintptr_t b = (reinterpret_cast<uintptr_t>(p) + huge - 1) & ~(huge - 1);
+  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(huge - 1);
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+#else
+  (void)p; (void)bytes;
+#endif
+}
+
 template <typename T>
 T* alloc_array(Napi::Env env, Napi::Object result, const char* key, size_t count) {
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, count * sizeof(T));
@@ -80,6 +100,7 @@ T* alloc_array(Napi::Env env, Napi::Object result, const char* key, size_t count
   else if constexpr (std::is_same<T, uint16_t>::value) ta = Napi::Uint16Array::New(env, count, ab, 0);
   else ta = Napi::Uint8Array::New(env, count, ab, 0);
   result.Set(key, ta);
+  advise_huge(ab.Data(), count * sizeof(T));
   return static_cast<T*>(ab.Data());
 }
 
@@ -145,8 +166,16 @@ std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   const bool want_out = spec.Get("wantOut").ToBoolean().Value();
   if (want_out) {
-    if (job.out_dtype == DType::F32) job.out = alloc_array<float>(env, result, "out", count);
-    else job.out = alloc_array<uint16_t>(env, result, "out", count);
+    Napi::Value od = spec.Get("outData");
+    if (od.IsTypedArray()) {
+      // A caller-provided output (reused across calls: no fresh pages to fault in and zero).
+      job.out = const_cast<void*>(data_of(spec, "outData", count * geoedit::dtype_size(job.out_dtype), b->keep));
+      result.Set("out", od);
+    } else if (job.out_dtype == DType::F32) {
+      job.out = alloc_array<float>(env, result, "out", count);
+    } else {
+      job.out = alloc_array<uint16_t>(env, result, "out", count);
+    }
   }
   const size_t r = size_t(job.rows);
   job.cos = alloc_array<double>(env, result, "cos", r);
@@ -300,6 +329,229 @@ Napi::Value Triad(const Napi::CallbackInfo& info) {
   return p;
 }
 
+
+// ---- safetensors headers and the checkpoint data path (lib/safetensors.ts, lib/checkpoint.ts) --
+
+Napi::Object header_to_js(Napi::Env env, const geoedit::StHeader& h) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("fileSize", double(h.file_size));
+  o.Set("headerLen", double(h.header_len));
+  o.Set("dataOffset", double(h.data_offset));
+  if (h.has_metadata) {
+    Napi::Object m = Napi::Object::New(env);
+    for (const auto& kv : h.metadata) m.Set(kv.first, kv.second);
+    o.Set("metadata", m);
+  } else {
+    o.Set("metadata", env.Null());
+  }
+  Napi::Array ts = Napi::Array::New(env, h.tensors.size());
+  for (size_t i = 0; i < h.tensors.size(); ++i) {
+    const geoedit::StTensor& t = h.tensors[i];
+    Napi::Object to = Napi::Object::New(env);
+    to.Set("name", t.name);
+    to.Set("dtype", t.dtype);
+    Napi::Array sh = Napi::Array::New(env, t.shape.size());
+    for (size_t k = 0; k < t.shape.size(); ++k) sh.Set(uint32_t(k), double(t.shape[k]));
+    to.Set("shape", sh);
+    to.Set("begin", double(t.begin));
+    to.Set("end", double(t.end));
+    ts.Set(uint32_t(i), to);
+  }
+  o.Set("tensors", ts);
+  return o;
+}
+
+template <typename F>
+Napi::Value coded(Napi::Env env, F&& f) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    throw make_error(env, geoedit::error_code_name(e.code()), e.what());
+  } catch (const std::bad_alloc&) {
+    throw make_error(env, "ERR_OUT_OF_MEMORY", "out of memory while reading a safetensors header");
+  }
+}
+
+// stHeader(path): reads and validates a safetensors header with pread.
+Napi::Value StHeaderFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw_type(env, "Expected a path string");
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  return coded(env, [&]() -> Napi::Value { return header_to_js(env, geoedit::read_st_header(path)); });
+}
+
+// stHeaderBytes(bytes, name): validates a whole file held in memory (tests, fuzzing).
+Napi::Value StHeaderBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) throw_type(env, "Expected a Uint8Array");
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  const std::string name = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "<bytes>";
+  const uint8_t* p = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  const size_t n = ta.ByteLength();
+  return coded(env, [&]() -> Napi::Value { return header_to_js(env, geoedit::parse_st_bytes(p, n, name)); });
+}
+
+struct StreamBaton {
+  std::vector<geoedit::StreamTask> tasks;
+  geoedit::Params params;
+  geoedit::RunOptions ro;
+  size_t block_bytes = 0;
+  geoedit::StreamControl ctl;
+  Keep keep;
+  Napi::ObjectReference results;  // array: per task, stats object or null
+  std::string err_code, err_msg;
+};
+
+geoedit::StreamSrc src_of(Napi::Object o, const char* key) {
+  geoedit::StreamSrc s;
+  Napi::Value v = o.Get(key);
+  if (!v.IsObject()) throw_type(o.Env(), std::string("Expected a source object for ") + key);
+  Napi::Object so = v.As<Napi::Object>();
+  s.fd = int(num(so, "fd", -1));
+  s.offset = uint64_t(num(so, "offset", 0));
+  s.dtype = dtype_of(so, "dtype");
+  Napi::Value f = so.Get("file");
+  if (f.IsString()) s.file = f.As<Napi::String>().Utf8Value();
+  return s;
+}
+
+void read_params(Napi::Env env, Napi::Object p, geoedit::Params& P) {
+  Napi::Value st = p.Get("strategy");
+  std::string sname = st.IsString() ? st.As<Napi::String>().Utf8Value() : "geoedit";
+  if (!geoedit::parse_strategy(sname, &P.strategy)) throw make_error(env, "ERR_UNKNOWN_STRATEGY", "Unknown strategy '" + sname + "'");
+  P.scale = num(p, "scale", P.scale);
+  P.kappa = num(p, "kappa", P.kappa);
+  P.band_degrees = num(p, "bandDegrees", -1);
+  P.keep_orthogonal = num(p, "keepOrthogonal", P.keep_orthogonal);
+  P.fuse_aligned = num(p, "fuseAligned", P.fuse_aligned);
+  P.forget_conflicting = num(p, "forgetConflicting", P.forget_conflicting);
+  P.lambda = num(p, "lambda", P.lambda);
+  P.density = num(p, "density", P.density);
+  P.temperature = num(p, "temperature", P.temperature);
+  P.allow_non_finite = p.Get("allowNonFinite").ToBoolean().Value();
+}
+
+class StreamWorker : public Napi::AsyncWorker {
+ public:
+  StreamWorker(Napi::Env env, std::unique_ptr<StreamBaton> b)
+      : Napi::AsyncWorker(env, "geoedit:stream"), b_(std::move(b)), d_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return d_.Promise(); }
+  void Execute() override {
+    try {
+      geoedit::run_stream(b_->tasks, b_->params, b_->ro, b_->block_bytes, b_->ctl);
+    } catch (const Error& e) {
+      b_->err_code = geoedit::error_code_name(e.code());
+      b_->err_msg = e.what();
+    } catch (const std::bad_alloc&) {
+      b_->err_code = "ERR_OUT_OF_MEMORY";
+      b_->err_msg = "out of memory while streaming a checkpoint";
+    } catch (const std::exception& e) {
+      b_->err_code = "ERR_INTERNAL";
+      b_->err_msg = std::string("internal error: ") + e.what();
+    } catch (...) {
+      b_->err_code = "ERR_INTERNAL";
+      b_->err_msg = "internal error: unknown exception";
+    }
+    if (!b_->err_code.empty()) SetError(b_->err_msg);
+  }
+  void OnOK() override { d_.Resolve(b_->results.Value()); }
+  void OnError(const Napi::Error& e) override {
+    Napi::HandleScope scope(Env());
+    d_.Reject(make_error(Env(), b_->err_code.empty() ? "ERR_INTERNAL" : b_->err_code, e.Message()).Value());
+  }
+
+ private:
+  std::unique_ptr<StreamBaton> b_;
+  Napi::Promise::Deferred d_;
+};
+
+// stream({ tasks, params, threads, blockBytes, ctl: Float64Array(2) }) -> Promise<(stats | null)[]>
+Napi::Value Stream(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a stream specification object");
+  Napi::Object spec = info[0].As<Napi::Object>();
+  auto b = std::make_unique<StreamBaton>();
+  Napi::Value pv = spec.Get("params");
+  if (pv.IsObject()) read_params(env, pv.As<Napi::Object>(), b->params);
+  try {
+    geoedit::validate_params(b->params);
+  } catch (const Error& e) {
+    throw make_error(env, geoedit::error_code_name(e.code()), e.what());
+  }
+  b->ro.threads = int(num(spec, "threads", 0));
+  b->block_bytes = size_t(num(spec, "blockBytes", 0));
+  Napi::Value cv = spec.Get("ctl");
+  if (cv.IsTypedArray() && cv.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array &&
+      cv.As<Napi::TypedArray>().ElementLength() >= 2) {
+    Napi::TypedArray ta = cv.As<Napi::TypedArray>();
+    double* p = reinterpret_cast<double*>(static_cast<char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+    b->keep.hold(ta);
+    b->ctl.bytes_done = p;
+    b->ctl.cancel = p + 1;
+  }
+  Napi::Value tv = spec.Get("tasks");
+  if (!tv.IsArray()) throw_type(env, "Expected an array of tasks");
+  Napi::Array tasks = tv.As<Napi::Array>();
+  Napi::Array results = Napi::Array::New(env, tasks.Length());
+  for (uint32_t i = 0; i < tasks.Length(); ++i) {
+    Napi::Value v = tasks.Get(i);
+    if (!v.IsObject()) throw_type(env, "Expected a task object");
+    Napi::Object to = v.As<Napi::Object>();
+    geoedit::StreamTask t;
+    const int kind = int(num(to, "kind", 0));
+    if (kind < 0 || kind > 2) throw make_error(env, "ERR_INVALID_OPTION", "unknown task kind");
+    t.kind = geoedit::StreamTask::Kind(kind);
+    Napi::Value nv = to.Get("name");
+    if (nv.IsString()) t.name = nv.As<Napi::String>().Utf8Value();
+    t.rows = int64_t(num(to, "rows", 0));
+    t.cols = int64_t(num(to, "cols", 0));
+    t.copy_bytes = uint64_t(num(to, "copyBytes", 0));
+    if (t.rows < 0 || t.cols < 0) throw make_error(env, "ERR_INVALID_OPTION", "rows and cols must be >= 0");
+    t.base = src_of(to, "base");
+    if (t.kind == geoedit::StreamTask::Edit) {
+      t.old_ = src_of(to, "old");
+      t.new_ = src_of(to, "new");
+      if (to.Get("impOld").IsObject()) {
+        t.imp_old = src_of(to, "impOld");
+        t.imp_new = src_of(to, "impNew");
+      }
+      const size_t r = size_t(t.rows);
+      t.c_new = static_cast<const float*>(data_of(to, "cNew", r * 4, b->keep, true));
+      t.c_old = static_cast<const float*>(data_of(to, "cOld", r * 4, b->keep, true));
+      if (b->params.strategy == geoedit::Strategy::Custom && (!t.c_new || !t.c_old))
+        throw make_error(env, "ERR_COEFFICIENTS", "strategy 'custom' needs cNew and cOld for tensor '" + t.name + "'");
+      if (to.Get("stats").ToBoolean().Value()) {
+        Napi::Object st = Napi::Object::New(env);
+        t.cos = alloc_array<double>(env, st, "cos", r);
+        t.region = alloc_array<uint8_t>(env, st, "region", r);
+        t.coef_new = alloc_array<float>(env, st, "coefNew", r);
+        t.coef_old = alloc_array<float>(env, st, "coefOld", r);
+        t.delta_sq = alloc_array<double>(env, st, "deltaSq", r);
+        t.na = alloc_array<double>(env, st, "na", r);
+        t.nb = alloc_array<double>(env, st, "nb", r);
+        results.Set(i, st);
+      } else {
+        results.Set(i, env.Null());
+      }
+    } else {
+      results.Set(i, env.Null());
+    }
+    t.out_fd = int(num(to, "outFd", -1));
+    t.out_offset = uint64_t(num(to, "outOffset", 0));
+    if (t.out_fd >= 0 || t.kind == geoedit::StreamTask::Edit) {
+      Napi::Value od = to.Get("outDtype");
+      if (od.IsString()) t.out_dtype = dtype_of(to, "outDtype");
+      else t.out_dtype = t.base.dtype;
+    }
+    b->tasks.push_back(std::move(t));
+  }
+  b->results = Napi::Persistent(results.As<Napi::Object>());
+  auto* w = new StreamWorker(env, std::move(b));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("edit", Napi::Function::New(env, Edit, "edit"));
   exports.Set("editSync", Napi::Function::New(env, EditSync, "editSync"));
@@ -308,6 +560,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("defaults", Napi::Function::New(env, Defaults, "defaults"));
   exports.Set("convert", Napi::Function::New(env, Convert, "convert"));
   exports.Set("triad", Napi::Function::New(env, Triad, "triad"));
+  exports.Set("stHeader", Napi::Function::New(env, StHeaderFile, "stHeader"));
+  exports.Set("stHeaderBytes", Napi::Function::New(env, StHeaderBytes, "stHeaderBytes"));
+  exports.Set("stream", Napi::Function::New(env, Stream, "stream"));
   return exports;
 }
 

@@ -60,6 +60,7 @@ const char* error_code_name(ErrorCode c) {
     case ErrorCode::CudaUnavailable: return "ERR_CUDA_UNAVAILABLE";
     case ErrorCode::Cuda: return "ERR_CUDA";
     case ErrorCode::Internal: return "ERR_INTERNAL";
+    case ErrorCode::Aborted: return "ERR_ABORTED";
   }
   return "ERR_INTERNAL";
 }
@@ -115,11 +116,11 @@ int hardware_threads() { return pool_threads(); }
 namespace {
 
 struct Scratch {
-  std::vector<float> base, a, b, ea, eb;
-  std::vector<uint32_t> keys, hist;
+  std::vector<float> base, a, b, ea, eb, zero;
+  std::vector<uint32_t> hist, cand;
   void ensure(int64_t n) {
     const size_t s = size_t(std::max<int64_t>(n, 1));
-    if (a.size() < s) { base.resize(s); a.resize(s); b.resize(s); ea.resize(s); eb.resize(s); keys.resize(s); }
+    if (a.size() < s) { base.resize(s); a.resize(s); b.resize(s); ea.resize(s); eb.resize(s); zero.assign(s, 0.0f); cand.resize(s + 16); }
     if (hist.size() < 2048) hist.resize(2048);
   }
 };
@@ -127,52 +128,6 @@ struct Scratch {
 Scratch& scratch() {
   thread_local Scratch s;
   return s;
-}
-
-// Monotone key for an importance value e >= 0 (-0 and NaN map to 0, the lowest).
-inline uint32_t imp_key(float e) {
-  if (!(e > 0)) return 0;
-  return f32_bits(e);
-}
-
-// Top-k by importance with ties broken by the lower column index (SPEC §3.3).
-// Zeroes the entries of v that are not kept; returns sum of kept e^2 in f64.
-double trim_topk(const float* e, float* v, int64_t n, int64_t k, Scratch& s) {
-  double sumsq = 0;
-  if (k >= n) {
-    for (int64_t j = 0; j < n; ++j) sumsq += double(e[j]) * double(e[j]);
-    return sumsq;
-  }
-  uint32_t* keys = s.keys.data();
-  for (int64_t j = 0; j < n; ++j) keys[j] = imp_key(e[j]);
-  uint32_t prefix = 0, pmask = 0;
-  int64_t krem = k;
-  static const int kShift[3] = {21, 10, 0};
-  static const int kBits[3] = {11, 11, 10};
-  uint32_t* hist = s.hist.data();
-  for (int level = 0; level < 3; ++level) {
-    const int shift = kShift[level];
-    const uint32_t dmask = (1u << kBits[level]) - 1u;
-    std::memset(hist, 0, sizeof(uint32_t) * (dmask + 1));
-    for (int64_t j = 0; j < n; ++j)
-      if ((keys[j] & pmask) == prefix) hist[(keys[j] >> shift) & dmask]++;
-    uint32_t digit = 0;
-    for (int64_t d = dmask; d >= 0; --d) {
-      if (int64_t(hist[d]) >= krem) { digit = uint32_t(d); break; }
-      krem -= hist[d];
-    }
-    prefix |= digit << shift;
-    pmask |= dmask << shift;
-  }
-  const uint32_t kth = prefix;  // krem = how many entries equal to kth are kept, lowest index first
-  for (int64_t j = 0; j < n; ++j) {
-    const uint32_t kj = keys[j];
-    bool keep = kj > kth;
-    if (!keep && kj == kth && krem > 0) { keep = true; --krem; }
-    if (keep) sumsq += double(e[j]) * double(e[j]);
-    else v[j] = 0.0f;
-  }
-  return sumsq;
 }
 
 const char* which_name(int w) { return w == 0 ? "base" : (w == 1 ? "old" : "new"); }
@@ -271,8 +226,8 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
         } else {
           for (int64_t j = 0; j < n; ++j) { ea[j] = std::fabs(a[j]); eb[j] = std::fabs(b[j]); }
         }
-        const double ssa = trim_topk(ea, a, n, k, s);
-        const double ssb = trim_topk(eb, b, n, k, s);
+        const double ssa = K.trim(ea, a, n, k, s.cand.data(), s.hist.data());
+        const double ssb = K.trim(eb, b, n, k, s.cand.data(), s.hist.data());
         sa = k > 0 ? std::sqrt(ssa / double(k)) : 0;
         sb = k > 0 ? std::sqrt(ssb / double(k)) : 0;
       }
@@ -320,12 +275,8 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     if (job.delta_sq) {
       double ta = na, tb = nb, td = dot;
       if (trim) {
-        ta = tb = td = 0;
-        for (int64_t j = 0; j < n; ++j) {
-          ta += double(a[j]) * double(a[j]);
-          tb += double(b[j]) * double(b[j]);
-          td += double(a[j]) * double(b[j]);
-        }
+        // The SIMD stats kernel against a zero base: a - 0 and b - 0 are a and b exactly.
+        K.stats(s.zero.data(), a, b, a, b, n, &td, &ta, &tb);
       }
       const double c1 = fcn, c2 = fco;
       job.delta_sq[i] = c1 * c1 * tb + 2 * c1 * c2 * td + c2 * c2 * ta;

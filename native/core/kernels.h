@@ -18,6 +18,9 @@ struct Kernels {
                  int64_t n, DType out_dtype, void* dst);
   // f32 -> out_dtype (RNE), used for coefficient-free rows and conversions.
   void (*encode)(const float* src, DType dtype, void* dst, int64_t n);
+  // Top-k by importance e (SPEC §3.3): zeroes the non-kept entries of v, returns sum of kept e^2.
+  // cand: n uint32 scratch; hist: 2048 uint32 scratch.
+  double (*trim)(const float* e, float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist);
 };
 
 extern const Kernels kScalarKernels;

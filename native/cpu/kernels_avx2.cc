@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include "../core/kernels.h"
 #include "../core/dtype.h"
+#include "trim_impl.h"
 
 namespace geoedit {
 namespace {
@@ -116,6 +117,6 @@ void output_avx2(const float* base, const float* a, const float* b, float cn, fl
 
 }  // namespace
 
-const Kernels kAvx2Kernels = {"avx2", decode_avx2, stats_avx2, output_avx2, encode_avx2};
+const Kernels kAvx2Kernels = {"avx2", decode_avx2, stats_avx2, output_avx2, encode_avx2, trim_topk_impl};
 
 }  // namespace geoedit

@@ -31,6 +31,7 @@ enum class ErrorCode : uint8_t {
   CudaUnavailable,  // ERR_CUDA_UNAVAILABLE
   Cuda,             // ERR_CUDA
   Internal,         // ERR_INTERNAL
+  Aborted,          // ERR_ABORTED (a checkpoint job was cancelled)
 };
 const char* error_code_name(ErrorCode c);
 
