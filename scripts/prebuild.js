@@ -77,16 +77,20 @@ if (!fs.existsSync(built)) {
 }
 
 fs.mkdirSync(outDir, { recursive: true });
-// Remove stale addon flavours of ours (not other files), then write the new one.
-for (const f of fs.readdirSync(outDir)) {
-  if (/^geoedit\..*node$/.test(f)) fs.rmSync(path.join(outDir, f));
-}
 const dest = path.join(outDir, fileName);
-fs.copyFileSync(built, dest);
+// Copy and strip in the build tree, then rename (same file system): a reader (npm pack, a loader) sees the old file
+// or the new one, never half of one.
+const tmpFile = path.join(buildDir, `${fileName}.${process.pid}.tmp`);
+fs.copyFileSync(built, tmpFile);
 if (!args.has('--no-strip') && process.platform !== 'win32') {
-  const s = spawnSync('strip', ['--strip-unneeded', dest], { stdio: 'inherit' });
+  const s = spawnSync('strip', ['--strip-unneeded', tmpFile], { stdio: 'inherit' });
   if (s.error || s.status !== 0) console.warn('prebuild: strip failed or is missing; the binary is left unstripped');
 }
+// Remove stale addon flavours of ours (not other files), then move the new one in.
+for (const f of fs.readdirSync(outDir)) {
+  if (/^geoedit\..*node$/.test(f) && f !== fileName) fs.rmSync(path.join(outDir, f));
+}
+fs.renameSync(tmpFile, dest);
 
 // CUDA plugin(s), if the build made any: kept in their own folder.
 for (const f of fs.readdirSync(releaseDir)) {
