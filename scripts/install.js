@@ -10,7 +10,8 @@
 //   PREBUILDS_ONLY=1              never build; fail with the loader's message if no prebuild loads
 //   GEOEDIT_BUILD_FROM_SOURCE=1   build from source even when a prebuild loads
 //                                 (also: npm install --build-from-source)
-// A development checkout (a .git next to package.json) is left alone: `npm run build` builds it.
+// In a development checkout the same rules apply (cmake-js is a devDependency there), so that
+// `npm ci` leaves a working addon; `prepare` then compiles the TypeScript.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -100,10 +101,6 @@ function buildFromSource() {
 }
 
 function main() {
-  if (fs.existsSync(path.join(root, '.git')) && !fromSource) {
-    log('development checkout: nothing built at install (run `npm run build`).');
-    return 0;
-  }
   if (!fromSource) {
     const p = probe();
     if (p.ok) {
