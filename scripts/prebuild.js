@@ -7,10 +7,10 @@
 //  - portable: GEOEDIT_NATIVE_ARCH=OFF (x86-64 baseline; the AVX2/AVX-512 kernels are per-file
 //    and chosen at run time), Release;
 //  - stripped (strip --strip-unneeded), then loaded in a fresh process as a check;
-//  - any CUDA plugin the build produced (a file whose name contains "cuda") goes to
-//    prebuilds/<tuple>/cuda/, never next to the addon, so no loader can take it for the addon.
+//  - with --cuda, the CUDA plugin (geoedit_cuda.so, needs nvcc) goes to prebuilds/<tuple>/cuda/,
+//    never next to the addon, so no loader can take it for the addon.
 //
-// Usage: node scripts/prebuild.js [--no-strip]   (build-prebuild/ is kept for incremental rebuilds)
+// Usage: node scripts/prebuild.js [--cuda] [--no-strip]   (build-prebuild/ is kept for incremental rebuilds)
 //        node scripts/prebuild.js --check       (prepack: a fitting prebuild exists and loads)
 'use strict';
 const fs = require('node:fs');
@@ -66,8 +66,12 @@ if (args.has('--check')) {
 
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
 const t0 = Date.now();
+// Only the addon target by default (no CUDA plugin, no CPU emulation of it, no C++ tests): the
+// CUDA options are ignored (a CMake warning) by trees that do not have them.
+const withCuda = args.has('--cuda');
 run(process.execPath, [cmakeJs, 'compile', '--out', buildDir, '--config', 'Release',
-  '--CDGEOEDIT_NATIVE_ARCH=OFF', '--CDCMAKE_BUILD_TYPE=Release']);
+  '--CDGEOEDIT_NATIVE_ARCH=OFF', '--CDCMAKE_BUILD_TYPE=Release', `--CDGEOEDIT_CUDA=${withCuda ? 'ON' : 'OFF'}`, '--CDGEOEDIT_CUDA_EMU=OFF',
+  ...(withCuda ? [] : ['--target', 'geoedit'])]);
 
 const releaseDir = path.join(buildDir, 'Release');
 const built = path.join(releaseDir, 'geoedit.node');
@@ -92,14 +96,23 @@ for (const f of fs.readdirSync(outDir)) {
 }
 fs.renameSync(tmpFile, dest);
 
-// CUDA plugin(s), if the build made any: kept in their own folder.
-for (const f of fs.readdirSync(releaseDir)) {
-  if (f !== 'geoedit.node' && /cuda/i.test(f) && fs.statSync(path.join(releaseDir, f)).isFile()) {
-    const cudaDir = path.join(outDir, 'cuda');
-    fs.mkdirSync(cudaDir, { recursive: true });
-    fs.copyFileSync(path.join(releaseDir, f), path.join(cudaDir, f));
-    console.log(`prebuild: CUDA plugin ${f} -> ${path.relative(root, path.join(cudaDir, f))}`);
+// The CUDA plugin (--cuda): a shared library the core dlopen()s from <addon dir>/cuda/ (also
+// plugins/ and the addon dir itself). It is not a .node, and it lives in its own folder, so no
+// loader can take it for the addon. The CPU emulation of the plugin (emu/) is never shipped.
+const cudaDir = path.join(outDir, 'cuda');
+if (withCuda) {
+  const plugin = [path.join(releaseDir, 'plugins', 'geoedit_cuda.so'), path.join(releaseDir, 'geoedit_cuda.so')].find((f) => fs.existsSync(f));
+  if (!plugin) {
+    console.error(`prebuild: --cuda was given but the build wrote no geoedit_cuda.so (looked in ${path.relative(root, releaseDir)}/plugins/ and ${path.relative(root, releaseDir)}/)`);
+    process.exit(1);
   }
+  fs.mkdirSync(cudaDir, { recursive: true });
+  const cudaTmp = path.join(buildDir, `geoedit_cuda.so.${process.pid}.tmp`);
+  fs.copyFileSync(plugin, cudaTmp);
+  fs.renameSync(cudaTmp, path.join(cudaDir, 'geoedit_cuda.so'));
+  console.log(`prebuild: CUDA plugin ${path.relative(root, plugin)} -> ${path.relative(root, path.join(cudaDir, 'geoedit_cuda.so'))}`);
+} else if (fs.existsSync(cudaDir)) {
+  console.warn(`prebuild: ${path.relative(root, cudaDir)}/ is left as it is (not rebuilt without --cuda); remove it if it is stale`);
 }
 
 // Check: the stripped file loads in a fresh process and reports the package version.
