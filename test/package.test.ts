@@ -155,6 +155,7 @@ describe.skipIf(!supported)('the tarball', () => {
       'CMakeLists.txt', 'scripts/install.js']) {
       expect(packedFiles, f).toContain(f);
     }
+    if (fs.existsSync(path.join(repo, 'README.md'))) expect(packedFiles).toContain('README.md');
     const bad = packedFiles.filter((f) => /^(test|bench|build|build-[^/]*|node_modules|\.ci|docs|lib|native\/test)\//.test(f) || f.endsWith('.tgz'));
     expect(bad).toEqual([]);
     // Every .node in the tarball is our addon under prebuilds/<tuple>/, or a CUDA plugin in a cuda/ subfolder.
