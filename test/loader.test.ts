@@ -4,7 +4,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { addonCandidates, loadNativeFrom, packageRoot } from '../lib/native';
+import { ADDON_NAPI_VERSION, addonCandidates, loadNativeFrom, packageRoot } from '../lib/native';
 import { GeoEditError } from '../lib/errors';
 
 const tuple = `${process.platform}-${process.arch}`;
@@ -132,5 +132,16 @@ describe('loader search', () => {
     fs.writeFileSync(path.join(dir, `geoedit.napi.${libc}.node`), 'x');
     const c = addonCandidates(root, { env: {} });
     expect(c.files.slice(2).map((f) => path.basename(f))).toEqual([`geoedit.napi.${libc}.node`, 'geoedit.napi.node']);
+  });
+});
+
+describe('N-API version', () => {
+  it('the loader, CMakeLists.txt and package.json (cmake-js) name the same N-API version', () => {
+    const root = packageRoot();
+    const cmake = fs.readFileSync(path.join(root, 'CMakeLists.txt'), 'utf8');
+    expect(cmake).toContain(`NAPI_VERSION=${ADDON_NAPI_VERSION}`);
+    const pj = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { binary?: { napi_versions?: number[] } };
+    expect(pj.binary?.napi_versions).toEqual([ADDON_NAPI_VERSION]);
+    expect(Number(process.versions.napi)).toBeGreaterThanOrEqual(ADDON_NAPI_VERSION);
   });
 });
