@@ -232,7 +232,7 @@ export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | '
   copyFiles?: boolean;
   onProgress?: (e: ProgressEvent) => void;
   signal?: AbortSignal;
-  /** Bytes per input block of the data path (default 32 MiB). */
+  /** Bytes per input block of the data path (default 8 MiB). */
   blockBytes?: number;
 }
 
@@ -324,7 +324,7 @@ function resolveCheckpointOptions(o: CheckpointOptions | undefined, what: string
     if (opts[k] !== undefined && typeof opts[k] !== 'boolean') throw typeError(`Expected a boolean for option '${k}' but received ${describe(opts[k])}`);
   }
   if (opts.report !== undefined && (typeof opts.report !== 'string' || opts.report.length === 0)) throw typeError(`Expected a file path for option 'report' but received ${describe(opts.report)}`);
-  let blockBytes = 32 << 20;
+  let blockBytes = 8 << 20;
   if (opts.blockBytes !== undefined) {
     if (!Number.isSafeInteger(opts.blockBytes) || opts.blockBytes < 1) throw new GeoEditError('ERR_INVALID_OPTION', `Expected a positive integer for option 'blockBytes' but received ${describe(opts.blockBytes)}`, { option: 'blockBytes' });
     blockBytes = opts.blockBytes;
@@ -529,6 +529,15 @@ async function sha256File(file: string, signal?: AbortSignal): Promise<string> {
   return h.digest('hex');
 }
 
+async function writeReportFile(file: string, m: CheckpointManifest): Promise<void> {
+  const { writeReport } = await import('./report');
+  try {
+    await writeReport(file, m);
+  } catch (e) {
+    throw new GeoEditError('ERR_IO', `${file}: cannot write the report: ${(e as Error).message}`, { file });
+  }
+}
+
 function abortedError(): GeoEditError {
   return new GeoEditError('ERR_ABORTED', 'the checkpoint job was aborted; nothing was written at the target');
 }
@@ -638,7 +647,7 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
   let tmp: string | null = null;
   const fds = new Map<string, number>();
   const outFds: number[] = [];
-  const ctl = new Float64Array(2);
+  const ctl = new Float64Array(3); // [bytes done, cancel, task index] shared with the worker
   const cleanup = () => {
     for (const fd of outFds.splice(0)) { try { fs.closeSync(fd); } catch { /* closed */ } }
     if (tmp) { try { fs.rmSync(tmp, { recursive: true, force: true }); } catch { /* best effort */ } }
@@ -664,29 +673,38 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
   try {
     for (const f of allInputFiles) fds.set(f, fs.openSync(f, 'r'));
     const hashStart = Date.now();
-    const hashing = opts.hash === false ? null : Promise.all([...allInputFiles].map(async (f) => [f, await sha256File(f, signal)] as const))
-      .then((v) => { hashMs = Date.now() - hashStart; return new Map(v); });
+    // Hashing runs beside the data path, one file at a time (bounded memory, one core at most).
+    const hashing = opts.hash === false ? null : (async () => {
+      const m = new Map<string, string>();
+      for (const f of allInputFiles) m.set(f, await sha256File(f, signal));
+      hashMs = Date.now() - hashStart;
+      return m;
+    })();
     hashing?.catch(() => undefined);
 
     const native = loadNative();
-    let doneBefore = 0, tensorsDone = 0, current = '';
+    let doneBefore = 0, tensorsDone = 0;
+    let batchNames: string[] = [];
     const tensorsTotal = outItems.length;
     const emit = () => {
       opts.onProgress?.({
-        phase: job.kind, bytesDone: doneBefore + ctl[0]!, bytesTotal, tensor: current, tensorsDone, tensorsTotal, elapsedMs: Date.now() - t0,
+        phase: job.kind, bytesDone: doneBefore + ctl[0]!, bytesTotal, tensor: batchNames[ctl[2]!] ?? '', tensorsDone, tensorsTotal, elapsedMs: Date.now() - t0,
       });
     };
     if (opts.onProgress) timer = setInterval(emit, 200);
     const dataStart = Date.now();
     const outFiles: Array<{ name: string; size: number; tensors: number }> = [];
     const weightMap: Record<string, string> = {};
-    const runTask = async (item: PlanItem, task: NativeStreamTask) => {
+    // Tasks go to the core in batches (up to ~1 GiB of input or 256 tensors per call), so the
+    // write of one tensor overlaps the compute of the next; per-row stats are summarised per batch.
+    const runBatch = async (batch: Array<{ item: PlanItem; task: NativeStreamTask }>) => {
       if (signal?.aborted || ctl[1]) throw abortedError();
-      current = item.name;
+      batchNames = batch.map((b) => b.item.name);
       ctl[0] = 0;
+      ctl[2] = 0;
       let res: (NativeResult | null)[];
       try {
-        res = await native.stream({ tasks: [task], params: r.params as unknown as Record<string, number | string | boolean>, threads: r.threads, blockBytes: r.blockBytes, ctl });
+        res = await native.stream({ tasks: batch.map((b) => b.task), params: r.params as unknown as Record<string, number | string | boolean>, threads: r.threads, blockBytes: r.blockBytes, ctl });
       } catch (e) {
         const err = fromNative(e);
         if (err instanceof GeoEditError && err.code === 'ERR_ABORTED') throw abortedError();
@@ -694,10 +712,22 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
       }
       doneBefore += ctl[0]!;
       ctl[0] = 0;
-      tensorsDone++;
-      if (item.action === 'edit') entries.push(summarise(item, res[0]!, r.params));
-      else entries.push({ name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: item.action, note: item.why });
+      tensorsDone += batch.length;
+      batch.forEach(({ item }, k) => {
+        if (item.action === 'edit') entries.push(summarise(item, res[k]!, r.params));
+        else entries.push({ name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: item.action, note: item.why });
+      });
       emit();
+    };
+    const taskBytes = (it: PlanItem) => (it.action === 'edit' ? (it.base.end - it.base.begin) + (it.old!.end - it.old!.begin) + (it.new!.end - it.new!.begin) : it.base.end - it.base.begin);
+    const runAll = async (list: Array<{ item: PlanItem; task: NativeStreamTask }>) => {
+      let batch: typeof list = [], bytes = 0;
+      for (const x of list) {
+        batch.push(x);
+        bytes += taskBytes(x.item);
+        if (bytes >= 2 ** 30 || batch.length >= 256) { await runBatch(batch); batch = []; bytes = 0; }
+      }
+      if (batch.length) await runBatch(batch);
     };
     const makeTask = (item: PlanItem, outFd: number, outOffset: number): NativeStreamTask => {
       const { rows, cols } = matrixView(item.shape);
@@ -722,11 +752,8 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
         outFds.push(fd);
         fs.ftruncateSync(fd, sp.size);
         fs.writeSync(fd, sp.header, 0, sp.header.length, 0);
-        for (let k = 0; k < shards[s]!.length; k++) {
-          const it = shards[s]![k]!;
-          await runTask(it, makeTask(it, fd, sp.dataOffset + sp.entries[k]!.begin));
-          weightMap[it.name] = names[s]!;
-        }
+        await runAll(shards[s]!.map((it, k) => ({ item: it, task: makeTask(it, fd, sp.dataOffset + sp.entries[k]!.begin) })));
+        for (const it of shards[s]!) weightMap[it.name] = names[s]!;
         fs.closeSync(outFds.pop()!);
         outFiles.push({ name: names[s]!, size: sp.size, tensors: shards[s]!.length });
       }
@@ -735,7 +762,7 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
         fs.writeFileSync(path.join(tmp!, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n');
       }
     } else {
-      for (const it of outItems) await runTask(it, makeTask(it, -1, 0));
+      await runAll(outItems.map((it) => ({ item: it, task: makeTask(it, -1, 0) })));
     }
     dataMs = Date.now() - dataStart;
     if (timer) { clearInterval(timer); timer = undefined; }
@@ -793,6 +820,8 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
           fs.copyFileSync(src, path.join(tmp!, n));
         }
       }
+      // The report goes into place first: if it fails, the job fails and nothing is at the target.
+      if (opts.report) await writeReportFile(path.resolve(opts.report), manifest);
       if (signal?.aborted || ctl[1]) throw abortedError();
       // Into place: an existing target (force) is moved aside first, then removed.
       let aside: string | null = null;
@@ -804,10 +833,7 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
       tmp = null;
       if (aside) fs.rmSync(aside, { recursive: true, force: true });
     }
-    if (opts.report) {
-      const { writeReport } = await import('./report');
-      await writeReport(path.resolve(opts.report), manifest);
-    }
+    if (opts.report && !out) await writeReportFile(path.resolve(opts.report), manifest);
     return manifest;
   } catch (e) {
     if (signal?.aborted && !(e instanceof GeoEditError && e.code === 'ERR_ABORTED')) throw abortedError();

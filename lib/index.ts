@@ -36,3 +36,8 @@ export type { SafetensorsHeader, SafetensorsTensorInfo, RawTensor, StDtype, Tens
 export { openCheckpoint, inspectCheckpoint, editCheckpoint, analyzeCheckpoint, parseSize } from './checkpoint';
 export type { Checkpoint, CheckpointOptions, CheckpointInputs, CheckpointManifest, TensorManifestEntry, ProgressEvent, InspectResult } from './checkpoint';
 export { renderReport, writeReport } from './report';
+export { editAdapters, analyzeAdapters, readPeftAdapter, loadModuleFactors } from './lora';
+export type { AdapterManifest, AdapterReport, AdapterModuleReport, AdapterPaths, EditAdaptersOptions, PeftAdapter, AdapterModule } from './lora';
+export { analyzeLora, editLora, materializeLora } from './lora-math';
+export type { LoraFactors, LoraPair, LoraStats, LoraOptions, EditedLora } from './lora-math';
+export { writeAdapterReport } from './lora-report';

@@ -45,6 +45,27 @@ export interface NativeSpec {
   tensorName?: string;
   rowOffset?: number;
   params: Record<string, number | string | boolean>;
+  /** old/new hold task vectors (f32), not weights (materialised LoRA rows). */
+  tauGiven?: boolean;
+}
+
+/** One side of a LoRA module in the core's canonical form: tau = scale * L * R, L [rows, r], R [r, cols]. */
+export interface NativeLoraSide {
+  L: Float32Array;
+  R: Float32Array;
+  r: number;
+  scale: number;
+}
+
+export interface NativeLoraGeometry {
+  cos: Float64Array;
+  region: Uint8Array;
+  coefNew: Float32Array;
+  coefOld: Float32Array;
+  na: Float64Array;
+  nb: Float64Array;
+  dot: Float64Array;
+  deltaSq: Float64Array;
 }
 
 /** Exactly what the .node exports. */
@@ -56,6 +77,17 @@ export interface NativeAddon {
   defaults(): Record<string, number> & { paper: Record<string, number> };
   convert(from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array;
   triad(n: number, threads: number, reps: number): Promise<number>;
+  loraGeometry(spec: {
+    rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null;
+    params: Record<string, number | string | boolean>; cNew?: Float32Array; cOld?: Float32Array; threads?: number; tensorName?: string;
+  }): Promise<NativeLoraGeometry>;
+  loraMaterialize(spec: { rows: number; cols: number; side: NativeLoraSide | null; r0: number; r1: number; threads?: number }): Float32Array;
+  loraMaterializeAsync(spec: { rows: number; cols: number; side: NativeLoraSide | null; r0: number; r1: number; threads?: number }): Promise<{ out: Float32Array }>;
+  loraMerge(spec: {
+    rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null; cNew: Float32Array; cOld: Float32Array;
+    transposed: boolean; s0: number; s1: number; base: Float32Array | Uint16Array; baseDtype: string; outDtype: string;
+    threads?: number; tensorName?: string;
+  }): Promise<{ out: Float32Array | Uint16Array }>;
   /** safetensors header of a file (pread, validated); offsets relative to the data section. */
   stHeader(path: string): NativeStHeader;
   /** The same for a whole file held in memory. */

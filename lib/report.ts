@@ -26,7 +26,8 @@ function bytes(n: number): string {
 export function layerAndModule(name: string): { layer: string; module: string } {
   const parts = name.split('.');
   const k = parts.findIndex((p) => /^\d+$/.test(p));
-  const strip = (a: string[]) => (a.length > 1 && (a[a.length - 1] === 'weight' || a[a.length - 1] === 'bias') && a[a.length - 1] === 'weight' ? a.slice(0, -1) : a).join('.');
+  // '.weight' is dropped (the module is the layer); '.bias' stays, so biases get their own column.
+  const strip = (a: string[]) => (a.length > 1 && a[a.length - 1] === 'weight' ? a.slice(0, -1) : a).join('.');
   if (k < 0) return { layer: 'other', module: strip(parts) };
   return { layer: parts[k]!, module: strip(parts.slice(k + 1)) || parts.slice(0, k).join('.') };
 }

@@ -199,6 +199,26 @@ describe('editCheckpoint', () => {
     expect(fs.existsSync(out)).toBe(false);
   });
 
+  it('the core stops at the next block when the cancel flag is set (ERR_ABORTED), and reports bytes done', async () => {
+    const { loadNative } = await import('../lib/native');
+    const ck = openCheckpoint(tri.base);
+    const t = ck.byName.get('model.layers.0.mlp.up_proj.weight')!;
+    const fd = fs.openSync(t.file, 'r');
+    try {
+      const src = { fd, offset: t.begin, dtype: 'bf16', file: t.file };
+      const task = { kind: 0 as const, name: t.name, rows: 32, cols: 16, base: src, old: src, new: src, outFd: -1, stats: true };
+      const ctl = new Float64Array([0, 1, 0]);
+      await expect(loadNative().stream({ tasks: [task], params: {}, blockBytes: 64, ctl })).rejects.toMatchObject({ code: 'ERR_ABORTED', message: expect.stringContaining(t.name) });
+      ctl[1] = 0;
+      const res = await loadNative().stream({ tasks: [task, { ...task }], params: {}, blockBytes: 64, ctl });
+      expect(ctl[0]).toBe(2 * 3 * 32 * 16 * 2);
+      expect(ctl[2]).toBe(1);
+      expect(Array.from(res[0]!.region)).toEqual(new Array(32).fill(0)); // identical inputs: zero task vectors
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   it('validation before any work: one error listing every missing and mis-shaped tensor', async () => {
     const d = path.join(root, 'mismatch');
     const other = specs.map((s) => (s.name.endsWith('q_proj.weight') ? { ...s, shape: [16, 8] } : s)).filter((s) => !s.name.includes('layers.2.mlp.down'));
@@ -253,6 +273,32 @@ describe('editCheckpoint', () => {
     fs.symlinkSync(path.join(d, 'outside.safetensors'), path.join(d, 'x', 'link.safetensors'));
     fs.writeFileSync(idxFile, JSON.stringify({ ...idx, weight_map: { ...idx.weight_map, [first]: 'link.safetensors' } }));
     expect(() => openCheckpoint(path.join(d, 'x'))).toThrow(/resolves outside/);
+  });
+
+  it('reads tensors that are not aligned to their element size (older writers) through the data path', async () => {
+    const d = path.join(root, 'unaligned');
+    const mk = (role: 'base' | 'old' | 'new') => {
+      const ts = tensorsFor([{ name: 'w', dtype: 'F32', shape: [8, 12] }, { name: 'h', dtype: 'BF16', shape: [5, 7] }], role);
+      let off = 0;
+      const hdr: Record<string, unknown> = {};
+      for (const t of ts) { hdr[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + t.data.byteLength] }; off += t.data.byteLength; }
+      let text = JSON.stringify(hdr);
+      if ((8 + text.length) % 2 === 0) text += ' '; // odd data offset: misaligned for F32 and BF16
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(text.length));
+      fs.mkdirSync(path.join(d, role), { recursive: true });
+      fs.writeFileSync(path.join(d, role, 'model.safetensors'), Buffer.concat([len, Buffer.from(text), ...ts.map((t) => bytesOf(t.data))]));
+      return ts;
+    };
+    const [b, o, n] = [mk('base'), mk('old'), mk('new')];
+    const out = outDir('out-unaligned');
+    await editCheckpoint({ base: path.join(d, 'base'), old: path.join(d, 'old'), new: path.join(d, 'new'), out }, { hash: false, blockBytes: 100 });
+    for (let k = 0; k < 2; k++) {
+      const dt = k === 0 ? ('f32' as const) : ('bf16' as const);
+      const as = (t: typeof b[number]) => ({ dtype: dt, shape: t.shape, data: t.data as Float32Array | Uint16Array });
+      const ref = editTensorSync({ base: as(b[k]!), old: as(o[k]!), new: as(n[k]!) });
+      expect(bytesOf((await tensorOf(out, b[k]!.name)).data).equals(bytesOf(ref.out.data)), b[k]!.name).toBe(true);
+    }
   });
 
   it('option errors are coded', async () => {

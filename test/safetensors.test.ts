@@ -190,6 +190,8 @@ describe('safetensors: bad-input corpus (each a coded error naming file and tens
   it('bytes != shape x dtype', () => expectBad(rawFile({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, 8), /tensor 'w'.*needs 12/));
   it('duplicate names', () =>
     expectBad(rawFile(null, 8, { headerText: '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}' }), /duplicate tensor name 'a'/));
+  it('duplicate field in a tensor entry', () =>
+    expectBad(rawFile(null, 4, { headerText: '{"w":{"dtype":"F32","dtype":"I32","shape":[1],"data_offsets":[0,4]}}' }), /tensor 'w'.*duplicate field 'dtype'/));
   it('non-string metadata', () => expectBad(rawFile({ __metadata__: { v: 2 } }, 0), /__metadata__/));
   it('negative or fractional shape and offsets', () => {
     expectBad(rawFile({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, 4), /tensor 'w'.*shape/);

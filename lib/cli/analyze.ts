@@ -2,8 +2,9 @@
 import { analyzeCheckpoint, type CheckpointManifest } from '../checkpoint';
 import { EDIT_FLAGS, EXIT, INPUT_FLAGS, UsageError, helpText, parse, progressPrinter, reportError, toOptions } from './common';
 import { printSummary, summaryOf } from './edit';
+import { LORA_FLAGS, isAdapterRun, runAnalyzeAdapters } from './lora';
 
-export const ANALYZE_FLAGS = [...INPUT_FLAGS, ...EDIT_FLAGS.filter((f) => f.name !== 'out-dtype')];
+export const ANALYZE_FLAGS = [...INPUT_FLAGS, ...LORA_FLAGS.filter((f) => f.name !== 'out-format' && f.name !== 'keep-zero-blocks'), ...EDIT_FLAGS.filter((f) => f.name !== 'out-dtype')];
 
 export async function runAnalyze(argv: string[]): Promise<number> {
   try {
@@ -13,6 +14,7 @@ export async function runAnalyze(argv: string[]): Promise<number> {
         'Computes what `geoedit edit` would do (angles, regions, update energy kept, per tensor) and writes no weights.', ANALYZE_FLAGS));
       return EXIT.OK;
     }
+    if (isAdapterRun(values)) return await runAnalyzeAdapters(values);
     for (const k of ['base', 'old', 'new']) if (typeof values[k] !== 'string') throw new UsageError(`missing --${k}`);
     const opts = toOptions(values, ANALYZE_FLAGS);
     const pp = values.quiet ? null : progressPrinter(process.stderr);

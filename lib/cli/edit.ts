@@ -1,8 +1,9 @@
 // geoedit edit --base P --old P --new P --out DIR [options]
 import { editCheckpoint, type CheckpointManifest } from '../checkpoint';
 import { EDIT_FLAGS, EXIT, INPUT_FLAGS, OUT_FLAGS, UsageError, fmtBytes, helpText, parse, progressPrinter, reportError, toOptions } from './common';
+import { LORA_FLAGS, isAdapterRun, runEditAdapters } from './lora';
 
-export const EDIT_ALL_FLAGS = [...INPUT_FLAGS, ...OUT_FLAGS, ...EDIT_FLAGS];
+export const EDIT_ALL_FLAGS = [...INPUT_FLAGS, ...LORA_FLAGS, ...OUT_FLAGS, ...EDIT_FLAGS];
 
 export function summaryOf(m: CheckpointManifest): Record<string, unknown> {
   return { kind: m.kind, output: m.output, totals: m.totals, timings: m.timings, parameters: m.parameters, warnings: m.warnings, versions: m.versions };
@@ -27,9 +28,10 @@ export async function runEdit(argv: string[]): Promise<number> {
     const { values } = parse(argv, EDIT_ALL_FLAGS, false);
     if (values.help) {
       process.stdout.write(helpText('geoedit edit --base P --old P --new P --out DIR [options]',
-        'Edits a checkpoint with GeoEdit: every float tensor present in base, old and new is combined per row\n(neuron) by the angle between τold and τnew; integer/bool and unselected tensors are copied from the base.\nWrites DIR/model.safetensors (or shards + index), geoedit-manifest.json and the base directory\'s other files.', EDIT_ALL_FLAGS));
+        'Edits a checkpoint with GeoEdit: every float tensor present in base, old and new is combined per row\n(neuron) by the angle between τold and τnew; integer/bool and unselected tensors are copied from the base.\nWrites DIR/model.safetensors (or shards + index), geoedit-manifest.json and the base directory\'s other files.\n\nLoRA: geoedit edit --old-adapter DIR --new-adapter DIR --out DIR [--base P] [--out-format adapter|full]\nedits two PEFT adapters in factor space; the output is an exact adapter, or merged weights with --base.', EDIT_ALL_FLAGS));
       return EXIT.OK;
     }
+    if (isAdapterRun(values)) return await runEditAdapters(values);
     for (const k of ['base', 'old', 'new', 'out']) if (typeof values[k] !== 'string') throw new UsageError(`missing --${k}`);
     const opts = toOptions(values, EDIT_ALL_FLAGS);
     const pp = values.quiet ? null : progressPrinter(process.stderr);

@@ -14,6 +14,7 @@
 #include "dtype.h"
 #include "kernels.h"
 #include "pool.h"
+#include "rules.h"
 
 #ifndef GEOEDIT_VERSION
 #define GEOEDIT_VERSION "0.0.0"
@@ -183,7 +184,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     // a = old - base and b = new - base land in the scratch (in place when old/new were decoded there).
     float* a = s.a.data();
     float* b = s.b.data();
-    K.stats(fb, fo, fn, a, b, n, &dot, &na, &nb);
+    K.stats(job.tau_given ? s.zero.data() : fb, fo, fn, a, b, n, &dot, &na, &nb);
     const bool finite = std::isfinite(dot) && std::isfinite(na) && std::isfinite(nb);
     if (!finite && !p.allow_non_finite) {
       // Re-decode the raw rows (the scratch now holds task vectors) and name the first bad value.
@@ -198,13 +199,8 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       const float* rows[3] = {rb.data(), ro.data(), rn.data()};
       throw_non_finite(job, i, rows);
     }
-    double cosv = 0;
-    if (finite && na > 0 && nb > 0) {
-      cosv = dot / std::sqrt(na * nb);
-      if (!std::isfinite(cosv)) cosv = 0;
-    }
-    Region region = Region::Orthogonal;
-    if (!(std::fabs(cosv) <= t)) region = cosv > 0 ? Region::Synergy : Region::Conflict;
+    const double cosv = row_cos(dot, na, nb);
+    const Region region = row_region(cosv, t);
 
     // Importance and trimming (SPEC §3.3, §3.4).
     double sa = 0, sb = 0;
@@ -236,23 +232,12 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     if (trim || has_imp) compute_s();
     auto w_old = [&]() {
       if (!have_s) compute_s();
-      if (sa + sb == 0) return 0.5;
-      const double r_old = sa / (sa + sb), r_new = 1.0 - r_old;
-      return 1.0 / (1.0 + std::exp((r_new - r_old) / p.temperature));
+      return importance_w_old(sa, sb, p.temperature);
     };
 
     double cn = 0, co = 0;
-    const double alpha = p.scale;
-    switch (p.strategy) {
-      case Strategy::GeoEdit:
-        if (region == Region::Orthogonal) { cn = alpha * p.keep_orthogonal; co = 0; }
-        else if (region == Region::Synergy) { cn = alpha; co = p.fuse_aligned == 0 ? 0.0 : p.fuse_aligned * 2.0 * w_old(); }
-        else { cn = alpha; co = p.forget_conflicting == 0 ? 0.0 : -p.forget_conflicting * 2.0 * w_old(); }
-        break;
-      case Strategy::ForgetThenLearn: cn = alpha; co = -p.lambda; break;
-      case Strategy::TaskArithmetic: cn = alpha; co = 0; break;
-      case Strategy::Custom: cn = alpha * double(job.c_new[i]); co = double(job.c_old[i]); break;
-    }
+    const bool custom = p.strategy == Strategy::Custom;
+    row_coefficients(p, region, custom ? double(job.c_new[i]) : 0.0, custom ? double(job.c_old[i]) : 0.0, w_old, &cn, &co);
     const float fcn = float(cn), fco = float(co);
 
     if (job.out) {
@@ -278,8 +263,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
         // The SIMD stats kernel against a zero base: a - 0 and b - 0 are a and b exactly.
         K.stats(s.zero.data(), a, b, a, b, n, &td, &ta, &tb);
       }
-      const double c1 = fcn, c2 = fco;
-      job.delta_sq[i] = c1 * c1 * tb + 2 * c1 * c2 * td + c2 * c2 * ta;
+      job.delta_sq[i] = applied_energy(fcn, fco, td, ta, tb);
     }
   }
 }

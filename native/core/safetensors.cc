@@ -314,9 +314,10 @@ StHeader parse_st_header(const char* json, size_t n, uint64_t file_size, const s
     if (v.type != JVal::Obj) fail(file, where + "entry is not an object");
     const JVal *dt = nullptr, *sh = nullptr, *off = nullptr;
     for (auto& f : v.obj) {
-      if (f.first == "dtype") dt = &f.second;
-      else if (f.first == "shape") sh = &f.second;
-      else if (f.first == "data_offsets") off = &f.second;
+      const JVal** slot = f.first == "dtype" ? &dt : f.first == "shape" ? &sh : f.first == "data_offsets" ? &off : nullptr;
+      if (!slot) continue;  // unknown fields are ignored, as the reference does
+      if (*slot) fail(file, where + "duplicate field " + quote(f.first));
+      *slot = &f.second;
     }
     if (!dt || dt->type != JVal::Str) fail(file, where + "missing or non-string 'dtype'");
     if (!sh || sh->type != JVal::Arr) fail(file, where + "missing or non-array 'shape'");

@@ -21,18 +21,25 @@ size_t page_size() {
   return ps;
 }
 
+// Block buffers are mapped directly (not malloc'ed): each call runs on whichever libuv thread is
+// free, and glibc would keep freed 8 MiB blocks in that thread's arena, so RSS would creep up
+// with the number of calls. munmap gives the memory back at once.
 struct AlignedBuf {
   char* p = nullptr;
   size_t cap = 0;
-  ~AlignedBuf() { std::free(p); }
+  ~AlignedBuf() { release(); }
+  void release() {
+    if (p) ::munmap(p, cap);
+    p = nullptr;
+    cap = 0;
+  }
   char* get(size_t n) {
     if (n > cap) {
-      std::free(p);
-      p = nullptr;
-      cap = 0;
-      const size_t want = (std::max<size_t>(n, 64) + 63) & ~size_t(63);
-      p = static_cast<char*>(std::aligned_alloc(64, want));
-      if (!p) throw std::bad_alloc();
+      release();
+      const size_t want = (std::max<size_t>(n, 1) + page_size() - 1) & ~(page_size() - 1);
+      void* m = ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (m == MAP_FAILED) throw std::bad_alloc();
+      p = static_cast<char*>(m);
       cap = want;
     }
     return p;
@@ -75,7 +82,11 @@ class Window {
     static const char kEmpty[64] = {0};
     if (len == 0) return kEmpty;
     const uint64_t abs = s.offset + rel;
-    if (s.offset % dtype_size(s.dtype) != 0) {
+    static const int mode = [] {
+      const char* e = std::getenv("GEOEDIT_STREAM_IO");
+      return e && std::strcmp(e, "pread") == 0 ? 1 : 0;  // GEOEDIT_STREAM_IO=pread: never map
+    }();
+    if (mode == 1 || s.offset % dtype_size(s.dtype) != 0) {
       char* p = fallback.get(len);
       pread_all(s, p, len, abs);
       return p;
@@ -130,9 +141,15 @@ struct Writer {
     if (pending[next].valid()) pending[next].get();
     return buf[next].get(n);
   }
-  void submit(int fd, size_t n, uint64_t off) {
+  void submit(int fd, size_t n, uint64_t off, const std::string& name) {
     const char* p = buf[next].p;
-    pending[next] = std::async(std::launch::async, [fd, p, n, off] { pwrite_all(fd, p, n, off); });
+    pending[next] = std::async(std::launch::async, [fd, p, n, off, name] {
+      try {
+        pwrite_all(fd, p, n, off);
+      } catch (const Error& e) {
+        throw Error(e.code(), std::string(e.what()) + " (tensor '" + name + "')");
+      }
+    });
     next ^= 1;
   }
   void drain() {
@@ -197,7 +214,7 @@ void run_edit_task(const StreamTask& t, const Params& params, const RunOptions& 
     job.tensor_name = t.name;
     job.row_offset = r0;
     run_edit(job, params, ro);
-    if (out) w.submit(t.out_fd, n * outs, t.out_offset + uint64_t(r0) * cols * outs);
+    if (out) w.submit(t.out_fd, n * outs, t.out_offset + uint64_t(r0) * cols * outs, t.name);
     ctx.add(double(n * (bs + os + ns)));
   }
 }
@@ -210,7 +227,7 @@ void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w)
     if (t.out_fd >= 0) {
       char* p = w.acquire(len);
       pread_all(t.base, p, len, t.base.offset + off);
-      w.submit(t.out_fd, len, t.out_offset + off);
+      w.submit(t.out_fd, len, t.out_offset + off, t.name);
     }
     ctx.add(double(len));
   }
@@ -228,7 +245,7 @@ void run_convert_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer&
     if (t.out_fd >= 0) {
       char* dst = w.acquire(n * os);
       convert(t.base.dtype, src, t.out_dtype, dst, n);
-      w.submit(t.out_fd, n * os, t.out_offset + e0 * os);
+      w.submit(t.out_fd, n * os, t.out_offset + e0 * os, t.name);
     }
     ctx.add(double(n * is));
   }
@@ -239,18 +256,22 @@ void run_convert_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer&
 void run_stream(const std::vector<StreamTask>& tasks, const Params& params, const RunOptions& ro, size_t block_bytes,
                 const StreamControl& ctl) {
   validate_params(params);
-  if (block_bytes == 0) block_bytes = size_t(32) << 20;
+  if (block_bytes == 0) block_bytes = size_t(8) << 20;
   Ctx ctx{ctl};
   Writer w;
   AlignedBuf fb[5];
-  for (const StreamTask& t : tasks) {
+  for (size_t k = 0; k < tasks.size(); ++k) {
+    const StreamTask& t = tasks[k];
+    if (ctl.task_index) {
+      const double v = double(k);
+      __atomic_store(ctl.task_index, &v, __ATOMIC_RELAXED);
+    }
     try {
       switch (t.kind) {
         case StreamTask::Edit: run_edit_task(t, params, ro, block_bytes, ctx, w, fb); break;
         case StreamTask::Copy: run_copy_task(t, block_bytes, ctx, w); break;
         case StreamTask::Convert: run_convert_task(t, block_bytes, ctx, w, fb[0]); break;
       }
-      w.drain();
     } catch (const Error& e) {
       with_name(t, e);
     }

@@ -2,7 +2,8 @@
 // to an output file, in row blocks, so memory stays bounded whatever the model size.
 // Inputs are mapped one block window at a time (or pread into an aligned buffer when a tensor is
 // not aligned to its element size, as in some older files); outputs are written with pwrite from
-// two alternating buffers, the write of one block overlapping the compute of the next.
+// two alternating buffers, the write of one block overlapping the compute of the next (also across
+// the tasks of one call).
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -47,6 +48,8 @@ struct StreamControl {
   double* bytes_done = nullptr;
   // Written by the caller: non-zero asks the worker to stop at the next block (ERR_ABORTED).
   const double* cancel = nullptr;
+  // Written by the worker: the index of the task in progress.
+  double* task_index = nullptr;
 };
 
 // Runs the tasks in order. Throws geoedit::Error naming the tensor (and row for non-finite values).
