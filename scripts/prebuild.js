@@ -52,8 +52,12 @@ if (args.has('--check')) {
     : null;
   if (!r || r.status !== 0 || r.stdout !== pkgVersion) {
     const why = !r ? 'is missing' : r.status !== 0 ? `does not load: ${r.stderr.trim().split('\n')[0]}` : `reports version ${r.stdout}, package.json says ${pkgVersion}`;
-    if (process.env.GEOEDIT_PACK_WITHOUT_PREBUILDS === '1') {
-      console.warn(`prebuild --check: ${path.relative(root, file)} ${why} (GEOEDIT_PACK_WITHOUT_PREBUILDS=1: packing anyway)`);
+    // Strict for `npm pack` / `npm publish` (and by hand); a warning otherwise, e.g. when npm packs
+    // a git dependency for an `npm install` (that install then builds from source).
+    const cmd = process.env.npm_command;
+    const strict = !cmd || cmd === 'pack' || cmd === 'publish';
+    if (process.env.GEOEDIT_PACK_WITHOUT_PREBUILDS === '1' || !strict) {
+      console.warn(`prebuild --check: ${path.relative(root, file)} ${why} (${strict ? 'GEOEDIT_PACK_WITHOUT_PREBUILDS=1' : `npm ${cmd}`}: packing anyway)`);
       process.exit(0);
     }
     console.error(`prebuild --check: ${path.relative(root, file)} ${why}. Run \`npm run build:prebuild\` first ` +
