@@ -55,6 +55,11 @@ type IsAny<T> = 0 extends 1 & T ? true : false;
 type AnyKeys<T> = { [K in keyof T]-?: IsAny<T[K]> extends true ? K : never }[keyof T];
 type NoAny<T> = [AnyKeys<T>] extends [never] ? true : false;
 const noAnyInModule: NoAny<typeof g> = true;
+// Every exported function: no parameter and no (awaited) return type is \`any\`.
+type AnyIn<T extends readonly unknown[]> = true extends { [I in keyof T]: IsAny<T[I]> }[number] ? true : false;
+type FnAny<F> = F extends (...a: infer P) => infer R ? (IsAny<Awaited<R>> extends true ? 'returns any' : AnyIn<P> extends true ? 'takes any' : never) : never;
+type FnsWithAny = { [K in keyof typeof g]: FnAny<(typeof g)[K]> extends never ? never : [K, FnAny<(typeof g)[K]>] }[keyof typeof g];
+const noAnyInFunctions: [FnsWithAny] extends [never] ? true : FnsWithAny = true;
 const noAnyInResult: NoAny<EditResult> & NoAny<TensorStats> & NoAny<InfoResult> & NoAny<EditOptions> & NoAny<Tensor> & NoAny<EditInputs> & NoAny<RegionCounts> & NoAny<GeoEditError> = true;
 const noAnyInParams: IsAny<Parameters<typeof editTensor>[0]> | IsAny<Parameters<typeof editTensor>[1]> | IsAny<Awaited<ReturnType<typeof analyzeTensor>>> = false;
 
@@ -108,7 +113,7 @@ function wrongCalls(): void {
   const badData: Tensor = { dtype: 'f32', shape: [1], data: [1] };
   void [badDtype, notPromise, badVersion, badCode, badData];
 }
-void [wrongCalls, noAnyInModule, noAnyInResult, noAnyInParams];
+void [wrongCalls, noAnyInModule, noAnyInFunctions, noAnyInResult, noAnyInParams];
 main().then((s) => console.log(s), (e: unknown) => { console.error(e); process.exit(1); });
 `;
 
@@ -294,17 +299,22 @@ describe.skipIf(!supported)('the tarball', () => {
     const dir = path.join(consumer, 'ts-any');
     fs.mkdirSync(path.join(dir, 'node_modules', 'fake'), { recursive: true });
     fs.writeFileSync(path.join(dir, 'node_modules', 'fake', 'package.json'), JSON.stringify({ name: 'fake', types: 'index.d.ts' }));
-    fs.writeFileSync(path.join(dir, 'node_modules', 'fake', 'index.d.ts'), 'export declare const editTensor: any;\n');
+    fs.writeFileSync(path.join(dir, 'node_modules', 'fake', 'index.d.ts'), 'export declare const editTensor: any;\nexport declare function info(a: any): number;\n');
     fs.writeFileSync(path.join(dir, 'a.ts'), `import * as g from 'fake';
 type IsAny<T> = 0 extends 1 & T ? true : false;
 type AnyKeys<T> = { [K in keyof T]-?: IsAny<T[K]> extends true ? K : never }[keyof T];
 type NoAny<T> = [AnyKeys<T>] extends [never] ? true : false;
 export const noAnyInModule: NoAny<typeof g> = true;
+type AnyIn<T extends readonly unknown[]> = true extends { [I in keyof T]: IsAny<T[I]> }[number] ? true : false;
+type FnAny<F> = F extends (...a: infer P) => infer R ? (IsAny<Awaited<R>> extends true ? 'returns any' : AnyIn<P> extends true ? 'takes any' : never) : never;
+type FnsWithAny = { [K in keyof typeof g]: FnAny<(typeof g)[K]> extends never ? never : [K, FnAny<(typeof g)[K]>] }[keyof typeof g];
+export const noAnyInFunctions: [FnsWithAny] extends [never] ? true : FnsWithAny = true;
 `);
     fs.writeFileSync(path.join(dir, 'tsconfig.json'), tsconfig('commonjs', 'node10', 'out', ['a.ts'], true));
     const tsc = run('node', [tscJs, '-p', 'tsconfig.json', '--noEmit'], dir, childEnv());
     expect(tsc.status).not.toBe(0);
     expect(tsc.stdout).toContain("Type 'true' is not assignable to type 'false'");
+    expect(tsc.stdout).toContain('"info", "takes any"');
   });
 
   it('the CLI: `geoedit --version`, and a small `geoedit edit` that matches editTensor', (ctx) => {
