@@ -75,6 +75,17 @@ function timeCat(dir) {
   return Number(process.hrtime.bigint() - t) / 1e9;
 }
 
+// The floor for writing the output: copy one input (same size as the output) through the page cache.
+function timeWrite(dir) {
+  const dst = path.join(dir, 'copy.bin');
+  execSync('sync');
+  const t = process.hrtime.bigint();
+  execSync(`cat ${JSON.stringify(path.join(dir, 'base', 'model.safetensors'))} > ${JSON.stringify(dst)}`);
+  const s = Number(process.hrtime.bigint() - t) / 1e9;
+  fs.rmSync(dst);
+  return s;
+}
+
 function runEdit(dir, extra, cmd = 'edit') {
   const out = path.join(dir, 'out');
   fs.rmSync(out, { recursive: true, force: true });
@@ -103,10 +114,11 @@ try {
     console.log(`\n== ${gib} GiB per input (load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}): ${g.tensors} tensors, 3 x ${(g.bytesPerInput / 2 ** 30).toFixed(2)} GiB (generated in ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     execSync('sync'); // flush the generated files, so their write-back does not throttle the runs
     timeCat(dir); // warm the page cache
-    const row = { gibPerInput: gib, bytesPerInput: g.bytesPerInput, tensors: g.tensors, loadavgBefore: os.loadavg(), cat: [], analyze: [], noHash: [], hash: [] };
+    const row = { gibPerInput: gib, bytesPerInput: g.bytesPerInput, tensors: g.tensors, loadavgBefore: os.loadavg(), cat: [], write: [], analyze: [], noHash: [], hash: [] };
     for (let i = 0; i < reps; i++) {
       execSync('sync'); // each run starts with no dirty pages of a previous one (not timed)
       row.cat.push(timeCat(dir));
+      row.write.push(timeWrite(dir));
       row.analyze.push(runEdit(dir, ['--no-hash'], 'analyze'));
       row.noHash.push(runEdit(dir, ['--no-hash']));
       row.hash.push(runEdit(dir, []));
@@ -118,12 +130,14 @@ try {
     const inBytes = 3 * g.bytesPerInput;
     row.summary = {
       catS: cat, catGBps: inBytes / 1e9 / cat,
+      writeOneS: Math.min(...row.write), writeOneGBps: g.bytesPerInput / 1e9 / Math.min(...row.write),
       analyzeS: an.wallS, analyzeGBps: inBytes / 1e9 / an.wallS, ratioAnalyze: an.wallS / cat,
       editNoHashS: nh.wallS, editNoHashGBps: inBytes / 1e9 / nh.wallS, ratioNoHash: nh.wallS / cat, rssNoHashMiB: Math.max(...row.noHash.map((x) => x.maxRssMiB)),
       editHashS: hh.wallS, editHashGBps: inBytes / 1e9 / hh.wallS, ratioHash: hh.wallS / cat, rssHashMiB: Math.max(...row.hash.map((x) => x.maxRssMiB)),
     };
     const s = row.summary;
     console.log(`cat (read only, warm):      ${s.catS.toFixed(2)} s  ${s.catGBps.toFixed(2)} GB/s`);
+    console.log(`copy one input (write floor): ${s.writeOneS.toFixed(2)} s  ${s.writeOneGBps.toFixed(2)} GB/s`);
     console.log(`analyze (read+compute):     ${s.analyzeS.toFixed(2)} s  ${s.analyzeGBps.toFixed(2)} GB/s of input  ${s.ratioAnalyze.toFixed(2)}x read time`);
     console.log(`edit --no-hash:             ${s.editNoHashS.toFixed(2)} s  ${s.editNoHashGBps.toFixed(2)} GB/s of input  ${s.ratioNoHash.toFixed(2)}x read time  peak RSS ${s.rssNoHashMiB.toFixed(0)} MiB`);
     console.log(`edit (SHA-256 of inputs):   ${s.editHashS.toFixed(2)} s  ${s.editHashGBps.toFixed(2)} GB/s of input  ${s.ratioHash.toFixed(2)}x read time  peak RSS ${s.rssHashMiB.toFixed(0)} MiB`);

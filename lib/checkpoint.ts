@@ -590,9 +590,13 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
   if (job.kind === 'edit') {
     if (typeof job.out !== 'string' || job.out.length === 0) throw typeError(`Expected an output directory 'out' for editCheckpoint but received ${describe(job.out)}`);
     out = path.resolve(job.out);
+    // Compared through real paths too, so a symlink to an input directory is caught.
+    const real = (p: string): string => { try { return fs.realpathSync(p); } catch { return p; } };
+    const outReal = fs.existsSync(out) ? real(out) : path.join(real(path.dirname(out)), path.basename(out));
     for (const c of [ck.base, ck.old, ck.new, ck.impOld, ck.impNew]) {
       if (!c) continue;
-      if (out === c.path || out === c.dir || c.files.some((f) => f.path === out || isInside(out!, f.path))) {
+      const hits = (o: string, dir: string, files: string[]) => o === dir || files.some((f) => f === o || isInside(o, f));
+      if (out === c.path || hits(out, c.dir, c.files.map((f) => f.path)) || hits(outReal, real(c.dir), c.files.map((f) => real(f.path)))) {
         throw new GeoEditError('ERR_INVALID_OPTION', `the output ${out} is (or holds) an input (${c.path}); choose another output directory`, { option: 'out' });
       }
     }

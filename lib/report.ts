@@ -78,7 +78,7 @@ function histogramSvg(title: string, hist: number[], w = 260, h = 120): string {
 
 function heatmapSvg(title: string, layers: string[], modules: string[], cell: (l: string, m: string) => number | null, hue: string): string {
   const cw = 28, ch = 16, left = 60, top = 24 + Math.min(180, 6 * Math.max(...modules.map((m) => m.length), 4));
-  const w = left + modules.length * cw + 10, h = top + layers.length * ch + 10;
+  const w = left + modules.length * cw + 90, h = top + layers.length * ch + 10;
   let body = '';
   modules.forEach((m, j) => {
     const x = left + j * cw + cw / 2;
@@ -99,7 +99,7 @@ function heatmapSvg(title: string, layers: string[], modules: string[], cell: (l
 }
 
 function energySvg(layers: string[], byLayer: Map<string, Agg>): string {
-  const bw = 18, h = 160, left = 40, w = left + layers.length * bw + 10;
+  const bw = 18, h = 160, left = 40, w = Math.max(420, left + layers.length * bw + 10);
   let body = '';
   [0, 0.5, 1].forEach((t) => {
     const y = 20 + (h - 50) * (1 - t);
@@ -178,7 +178,7 @@ Strategy <b>${esc(p.strategy)}</b>. Angles are between τold = old − base and 
 <div>update energy kept<b>${t.energyKept === null ? '–' : (100 * t.energyKept).toFixed(1) + '%'}</b></div>
 </div>
 ${warn}
-<section><h2>Angle histogram, all edited tensors</h2><div class="grid">${histogramSvg('all layers', all.hist, 520, 180)}</div></section>
+<section><h2>Angle histogram, all edited tensors</h2><p>Rows by the angle between τold and τnew in 5° bins: green below 90° (aligned, cos &gt; 0), red above (opposed, cos &lt; 0). Each tensor's orthogonal band is |cos| ≤ t, t = κ/√n (see the per-tensor table).</p><div class="grid">${histogramSvg('all layers', all.hist, 520, 180)}</div></section>
 <section><h2>Region shares, layers × modules</h2><div class="grid">
 ${heatmapSvg('conflict share', layers, modules, share('c'), '#c0392b')}
 ${heatmapSvg('synergy share', layers, modules, share('s'), '#2e8b57')}

@@ -11,11 +11,13 @@ import type { DType, Tensor } from './types';
 /** Element types as safetensors writes them. */
 export type StDtype =
   | 'BOOL' | 'U8' | 'I8' | 'F8_E5M2' | 'F8_E4M3' | 'F8_E8M0' | 'I16' | 'U16' | 'F16' | 'BF16'
-  | 'I32' | 'U32' | 'F32' | 'F64' | 'I64' | 'U64' | 'C64';
+  | 'I32' | 'U32' | 'F32' | 'F64' | 'I64' | 'U64' | 'C64' | 'F4' | 'F6_E2M3' | 'F6_E3M2';
 
 export const ST_DTYPE_SIZE: Readonly<Record<StDtype, number>> = Object.freeze({
   BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, F8_E8M0: 1, I16: 2, U16: 2, F16: 2, BF16: 2,
   I32: 4, U32: 4, F32: 4, F64: 8, I64: 8, U64: 8, C64: 8,
+  // Sub-byte types (packed; a tensor's bit count must be a multiple of 8).
+  F4: 0.5, F6_E2M3: 0.75, F6_E3M2: 0.75,
 });
 
 /** The dtypes the edit kernels read and write; every other dtype is copied byte for byte. */
@@ -124,7 +126,7 @@ export function typedArrayFor(dtype: StDtype, buf: ArrayBuffer, byteOffset: numb
     case 'I64': return new BigInt64Array(buf, byteOffset, n);
     case 'U64': return new BigUint64Array(buf, byteOffset, n);
     case 'C64': return new Float32Array(buf, byteOffset, n * 2);
-    default: return new Uint8Array(buf, byteOffset, byteLength); // U8, BOOL, F8_*
+    default: return new Uint8Array(buf, byteOffset, byteLength); // U8, BOOL, F8_*, F4, F6_* (packed)
   }
 }
 
@@ -214,6 +216,7 @@ export function planSafetensors(
     let n = 1;
     for (const s of t.shape) n *= s;
     const bytes = n * ST_DTYPE_SIZE[dtype];
+    if (!Number.isInteger(bytes)) throw new GeoEditError('ERR_DATA_LENGTH', `tensor '${t.name}': ${n} elements of ${dtype} are not a whole number of bytes`, { tensor: t.name });
     entries.push({ name: t.name, dtype, shape: [...t.shape], begin: off, end: off + bytes });
     obj[t.name] = { dtype, shape: t.shape, data_offsets: [off, off + bytes] };
     off += bytes;

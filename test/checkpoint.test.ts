@@ -7,6 +7,8 @@ import { editCheckpoint, analyzeCheckpoint, inspectCheckpoint, openCheckpoint, p
 import { readSafetensorsHeader, readTensor, writeSafetensors, toTensor } from '../lib/safetensors';
 import { editTensorSync } from '../lib/edit';
 import { GeoEditError } from '../lib/errors';
+import fc from 'fast-check';
+import { progressPrinter } from '../lib/cli/common';
 import { REAL, haveReal, leftovers, llamaSpecs, makeTriple, rnd, tensorsFor, writeCheckpoint } from './helpers/ckpt';
 
 let root: string;
@@ -178,6 +180,9 @@ describe('editCheckpoint', () => {
     await expect(editCheckpoint({ ...tri, out }, {})).rejects.toMatchObject({ code: 'ERR_OUTPUT_EXISTS' });
     expect(fs.statSync(path.join(out, 'model.safetensors')).mtimeMs).toBe(stamp);
     await expect(editCheckpoint({ ...tri, out: tri.old }, { force: true })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION', message: expect.stringMatching(/is \(or holds\) an input/) });
+    fs.symlinkSync(tri.new, outDir('link-to-new'));
+    await expect(editCheckpoint({ ...tri, out: outDir('link-to-new') }, { force: true })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
+    expect(fs.readdirSync(tri.new).sort()).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
     const forced = outDir('out-force');
     fs.mkdirSync(forced);
     fs.writeFileSync(path.join(forced, 'stale.txt'), 'x');
@@ -299,6 +304,58 @@ describe('editCheckpoint', () => {
       const ref = editTensorSync({ base: as(b[k]!), old: as(o[k]!), new: as(n[k]!) });
       expect(bytesOf((await tensorOf(out, b[k]!.name)).data).equals(bytesOf(ref.out.data)), b[k]!.name).toBe(true);
     }
+  });
+
+  it('fuzzed index files end in success or a coded error naming the index', async () => {
+    const d = path.join(root, 'fuzz-index');
+    await writeCheckpoint(path.join(d, 'x'), tensorsFor(specs, 'old'), 2, false);
+    const idxFile = path.join(d, 'x', 'model.safetensors.index.json');
+    const idx = JSON.parse(fs.readFileSync(idxFile, 'utf8'));
+    const names = Object.keys(idx.weight_map);
+    const shardName = fc.oneof(
+      fc.constantFrom('model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', '../x.safetensors', '/abs.safetensors', '', '.', '..', 'a\\b', 'sub/../model-00001-of-00002.safetensors', 'nul\u0000x'),
+      fc.string({ maxLength: 20 }),
+      fc.constant(null), fc.integer(), fc.constant({}),
+    );
+    let ok = 0;
+    fc.assert(fc.property(fc.array(fc.tuple(fc.constantFrom(...names), shardName), { maxLength: 4 }), fc.boolean(), (edits, breakJson) => {
+      const wm = { ...idx.weight_map };
+      for (const [k, v] of edits) wm[k] = v;
+      const text = JSON.stringify({ ...idx, weight_map: wm });
+      fs.writeFileSync(idxFile, breakJson ? text.slice(0, text.length >> 1) : text);
+      try {
+        openCheckpoint(path.join(d, 'x'));
+        ok++;
+      } catch (e) {
+        expect(e).toBeInstanceOf(GeoEditError);
+        expect(['ERR_BAD_SAFETENSORS', 'ERR_NOT_FOUND', 'ERR_MISSING_TENSOR']).toContain((e as GeoEditError).code);
+        expect((e as Error).message).toMatch(/model\.safetensors\.index\.json|model-0000/);
+      }
+    }), { numRuns: 300, seed: 5 });
+    expect(ok).toBeGreaterThan(0);
+  });
+
+  it('the CLI progress display: a bar with bytes, GB/s and ETA on a TTY, plain lines per 10% otherwise', () => {
+    const mk = (tty: boolean) => { const out: string[] = []; return { out, s: { isTTY: tty, columns: 100, write: (x: string) => { out.push(x); return true; } } as unknown as NodeJS.WriteStream }; };
+    const ev = (done: number) => ({ phase: 'edit' as const, bytesDone: done, bytesTotal: 4e9, tensor: 'model.layers.3.mlp.up_proj.weight', tensorsDone: 1, tensorsTotal: 9, elapsedMs: 2000 });
+    const t = mk(true);
+    const p = progressPrinter(t.s);
+    p.onProgress(ev(1e9));
+    p.onProgress(ev(2e9));
+    p.done();
+    expect(t.out[0]).toMatch(/^\r\[#{7}-{21}\]  25% 1\.00 GB\/4\.00 GB 0\.50 GB\/s ETA 6s \S*layers\.3\.mlp\.up_proj\.weight$/);
+    expect(t.out[0]!.length).toBe(100);
+    const narrow = mk(true);
+    (narrow.s as { columns: number }).columns = 80;
+    progressPrinter(narrow.s).onProgress(ev(1e9));
+    expect(narrow.out[0]!.length).toBe(80); // '\\r' + 79 columns
+    expect(narrow.out[0]).toMatch(/ETA 6s …\S+\.weight$/);
+    expect(t.out[t.out.length - 1]).toBe('\n');
+    const plain = mk(false);
+    const q = progressPrinter(plain.s);
+    for (let i = 0; i <= 40; i++) q.onProgress(ev(i * 1e8));
+    expect(plain.out.length).toBe(11);
+    expect(plain.out.every((l) => /^edit: \d+% .* GB\/s, ETA/.test(l) && l.endsWith('\n') && !l.includes('\r'))).toBe(true);
   });
 
   it('option errors are coded', async () => {

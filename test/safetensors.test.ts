@@ -180,7 +180,15 @@ describe('safetensors: bad-input corpus (each a coded error naming file and tens
     b[10] = 0xff;
     expectBad(b, /not valid UTF-8/);
   });
-  it('not an object', () => expectBad(rawFile(null, 0, { headerText: '[1,2]' }), /does not start with '\{'/));
+  it('not an object', () => expectBad(rawFile(null, 0, { headerText: '[1,2]' }), /not a JSON object/));
+  it('as the reference: leading whitespace and a null __metadata__ are accepted', () => {
+    expect(parseSafetensorsBytes(rawFile(null, 4, { headerText: ' \n{"__metadata__":null,"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' })).metadata).toBeNull();
+  });
+  it('sub-byte dtypes (F4, F6_*): accepted when the bits make whole bytes, else refused', () => {
+    const h = parseSafetensorsBytes(rawFile({ a: { dtype: 'F4', shape: [4], data_offsets: [0, 2] }, b: { dtype: 'F6_E2M3', shape: [4], data_offsets: [2, 5] } }, 5));
+    expect(h.tensors.map((t) => t.end - t.begin)).toEqual([2, 3]);
+    expectBad(rawFile({ a: { dtype: 'F4', shape: [3], data_offsets: [0, 2] } }, 2), /tensor 'a'.*not a whole number of bytes/);
+  });
   it('overlapping offsets', () =>
     expectBad(rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, 12), /tensor 'b'.*overlap/));
   it('gapped offsets', () =>

@@ -154,8 +154,11 @@ export function progressPrinter(stream: NodeJS.WriteStream): { onProgress: (e: P
       const etaS = Number.isFinite(eta) ? `${Math.ceil(eta)}s` : '?';
       if (tty) {
         const width = 28, full = Math.round(frac * width);
-        const line = `[${'#'.repeat(full)}${'-'.repeat(width - full)}] ${(100 * frac).toFixed(0).padStart(3)}% ${fmtBytes(e.bytesDone)}/${fmtBytes(e.bytesTotal)} ${gbps.toFixed(2)} GB/s ETA ${etaS} ${e.tensor.slice(-40)}`;
-        stream.write(`\r${line.padEnd((stream.columns ?? 120) - 1).slice(0, (stream.columns ?? 120) - 1)}`);
+        const cols = (stream.columns ?? 120) - 1;
+        const head = `[${'#'.repeat(full)}${'-'.repeat(width - full)}] ${(100 * frac).toFixed(0).padStart(3)}% ${fmtBytes(e.bytesDone)}/${fmtBytes(e.bytesTotal)} ${gbps.toFixed(2)} GB/s ETA ${etaS} `;
+        const room = cols - head.length;
+        const name = room <= 1 ? '' : e.tensor.length <= room ? e.tensor : '…' + e.tensor.slice(e.tensor.length - room + 1);
+        stream.write(`\r${(head + name).padEnd(cols).slice(0, cols)}`);
         drawn = true;
       } else {
         const d = Math.floor(frac * 10);

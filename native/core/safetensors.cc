@@ -17,15 +17,21 @@
 
 namespace geoedit {
 
-size_t st_dtype_size(const std::string& d) {
+size_t st_dtype_bits(const std::string& d) {
   static const std::pair<const char*, size_t> kTable[] = {
-      {"BOOL", 1}, {"U8", 1}, {"I8", 1}, {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"F8_E8M0", 1},
-      {"I16", 2}, {"U16", 2}, {"F16", 2}, {"BF16", 2}, {"I32", 4}, {"U32", 4}, {"F32", 4},
-      {"F64", 8}, {"I64", 8}, {"U64", 8}, {"C64", 8},
+      {"BOOL", 8}, {"U8", 8}, {"I8", 8}, {"F8_E5M2", 8}, {"F8_E4M3", 8}, {"F8_E8M0", 8},
+      {"I16", 16}, {"U16", 16}, {"F16", 16}, {"BF16", 16}, {"I32", 32}, {"U32", 32}, {"F32", 32},
+      {"F64", 64}, {"I64", 64}, {"U64", 64}, {"C64", 64},
+      {"F4", 4}, {"F6_E2M3", 6}, {"F6_E3M2", 6},  // sub-byte types (safetensors >= 0.6)
   };
   for (const auto& e : kTable)
     if (d == e.first) return e.second;
   return 0;
+}
+
+size_t st_dtype_size(const std::string& d) {
+  const size_t b = st_dtype_bits(d);
+  return b % 8 == 0 ? b / 8 : 0;
 }
 
 namespace {
@@ -289,10 +295,9 @@ StHeader parse_st_header(const char* json, size_t n, uint64_t file_size, const s
     os << "header is not valid UTF-8 (byte " << bad << " of the header)";
     fail(file, os.str());
   }
-  if (n == 0 || json[0] != '{') fail(file, "header does not start with '{' (not a safetensors file?)");
   Parser parser(json, n, file);
   JVal root = parser.parse_document();
-  if (root.type != JVal::Obj) fail(file, "header is not a JSON object");
+  if (root.type != JVal::Obj) fail(file, "header is not a JSON object (not a safetensors file?)");
   const uint64_t data_size = file_size - h.data_offset;
   std::set<std::string> seen;
   for (auto& kv : root.obj) {
@@ -300,6 +305,7 @@ StHeader parse_st_header(const char* json, size_t n, uint64_t file_size, const s
     if (!seen.insert(name).second) fail(file, "duplicate tensor name " + quote(name) + " in the header");
     JVal& v = kv.second;
     if (name == "__metadata__") {
+      if (v.type == JVal::Null) continue;  // as the reference: null means no metadata
       if (v.type != JVal::Obj) fail(file, "__metadata__ is not an object of strings");
       std::set<std::string> mkeys;
       for (auto& m : v.obj) {
@@ -326,8 +332,8 @@ StHeader parse_st_header(const char* json, size_t n, uint64_t file_size, const s
     StTensor t;
     t.name = name;
     t.dtype = dt->s;
-    const size_t es = st_dtype_size(t.dtype);
-    if (es == 0) fail(file, where + "unknown dtype " + quote(t.dtype));
+    const size_t bits = st_dtype_bits(t.dtype);
+    if (bits == 0) fail(file, where + "unknown dtype " + quote(t.dtype));
     uint64_t numel = 1;
     for (const JVal& d : sh->arr) {
       if (!d.is_uint || d.u > uint64_t(std::numeric_limits<int64_t>::max()))
@@ -338,13 +344,19 @@ StHeader parse_st_header(const char* json, size_t n, uint64_t file_size, const s
     t.begin = off->arr[0].u;
     t.end = off->arr[1].u;
     if (t.end < t.begin) fail(file, where + "data_offsets end < begin");
-    uint64_t bytes;
-    if (!mul_ok(numel, es, &bytes)) fail(file, where + "byte size overflows");
+    uint64_t nbits;
+    if (!mul_ok(numel, bits, &nbits)) fail(file, where + "byte size overflows");
+    if (nbits % 8 != 0) {
+      std::ostringstream os;
+      os << where << numel << " elements of " << t.dtype << " (" << bits << " bits) are not a whole number of bytes";
+      fail(file, os.str());
+    }
+    const uint64_t bytes = nbits / 8;
     if (t.end - t.begin != bytes) {
       std::ostringstream os;
       os << where << "data_offsets span " << (t.end - t.begin) << " bytes but shape [";
       for (size_t k = 0; k < t.shape.size(); ++k) os << (k ? ", " : "") << t.shape[k];
-      os << "] x " << t.dtype << " (" << es << " bytes) needs " << bytes;
+      os << "] x " << t.dtype << " (" << bits << " bits) needs " << bytes;
       fail(file, os.str());
     }
     h.tensors.push_back(std::move(t));

@@ -1,5 +1,7 @@
 // safetensors header reader and validator (plain C++, no dependency).
-// Validates as the reference implementation (huggingface/safetensors) does: header length <= 100 MB
+// Validates as the reference implementation (huggingface/safetensors 0.8) does, checked by a
+// differential run against it (docs/ckpt.md); one deliberate difference: duplicate names are refused.
+// header length <= 100 MB
 // and within the file, UTF-8 JSON object, known dtypes, data_offsets contiguous from 0 without gaps
 // or overlaps, byte length = elements x dtype size, last offset = data size, no duplicate names,
 // __metadata__ a string->string map. Every failure is Error(BadSafetensors) naming file and tensor.
@@ -29,7 +31,9 @@ struct StHeader {
 
 constexpr uint64_t kMaxHeaderBytes = 100000000ull;  // the reference's MAX_HEADER_SIZE
 
-// Size in bytes of one element, or 0 when the dtype is unknown.
+// Bits per element (4 and 6 for the sub-byte F4 / F6_* types), or 0 when the dtype is unknown.
+size_t st_dtype_bits(const std::string& dtype);
+// Bytes per element for whole-byte dtypes; 0 for unknown and sub-byte dtypes.
 size_t st_dtype_size(const std::string& dtype);
 
 // Parses the header bytes (the N bytes after the 8-byte length) of a file of file_size bytes.
