@@ -1,5 +1,5 @@
 // geoedit: neuron-level knowledge editing (GeoEdit) over a native C++ core.
-import { loadNative } from './native';
+import { loadNative, nativePath } from './native';
 import { cudaStatus } from './backend';
 import type { InfoResult } from './types';
 
@@ -26,6 +26,7 @@ export function info(): InfoResult {
     platform: `${process.platform}-${process.arch}`,
     node: process.version,
     napi: process.versions.napi ?? 'unknown',
+    addonPath: nativePath() ?? '',
   };
 }
 export {

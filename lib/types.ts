@@ -90,4 +90,6 @@ export interface InfoResult {
   platform: string;
   node: string;
   napi: string;
+  /** The addon file in use (a prebuild or a source build): for bug reports. */
+  addonPath: string;
 }

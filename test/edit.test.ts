@@ -118,7 +118,7 @@ describe('mixed dtypes, outDtype and importance tensors', () => {
 
 describe('shapes', () => {
   it('[1], [1,1], 0-D, 1-D, 3-D, zero rows, odd and non-SIMD widths', async () => {
-    for (const shape of [[1], [1, 1], [], [17], [3, 4, 5], [0, 8], [5, 1], [4, 15], [4, 16], [4, 17], [3, 31], [3, 33], [2, 1000]]) {
+    for (const shape of [[1], [1, 1], [], [17], [3, 4, 5], [0, 8], [4, 0], [2, 3, 0], [5, 1], [4, 15], [4, 16], [4, 17], [3, 31], [3, 33], [2, 1000]]) {
       const n = shape.reduce((x, y) => x * y, 1);
       const rows = shape.length <= 1 ? 1 : shape[0]!;
       const cols = rows === 0 ? 1 : n / Math.max(rows, 1);
@@ -285,5 +285,23 @@ describe("option 'out': a caller-provided output", () => {
     const r32 = editTensorSync(inputs, { out: f32 });
     expect(r32.out.dtype).toBe('f32');
     expectMatchesReference(inputs, { outDtype: 'f32' }, r32.out, r32.stats);
+  });
+});
+
+describe('large outputs (streaming stores above 32 MiB)', () => {
+  it('give the same bytes as the same rows edited in small pieces', async () => {
+    for (const [dtype, cols] of [['f32', 4100], ['bf16', 8208], ['f16', 8192]] as const) {
+      const rows = 2100;
+      const t = makeTriple(rows, cols, 77, [dtype, dtype, dtype]);
+      const whole = await editTensor(t, { fuseAligned: 0.5 });
+      expect(whole.out.data.byteLength).toBeGreaterThanOrEqual(32 << 20);
+      const bytes = bytesOf(whole.out);
+      const per = cols * (dtype === 'f32' ? 4 : 2);
+      for (const [r0, r1] of [[0, 700], [700, 1401], [1401, 2100]]) {
+        const slice = (x: typeof t.base) => ({ dtype: x.dtype, shape: [r1 - r0, cols], data: x.data.subarray(r0 * cols, r1 * cols) as typeof x.data });
+        const part = await editTensor({ base: slice(t.base), old: slice(t.old), new: slice(t.new) }, { fuseAligned: 0.5 });
+        expect(bytesOf(part.out).equals(bytes.subarray(r0 * per, r1 * per))).toBe(true);
+      }
+    }
   });
 });

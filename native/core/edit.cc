@@ -2,6 +2,7 @@
 // One streaming pass: each input row is decoded once into per-thread scratch that stays
 // in cache while the row's geometry, trim, weights and output are computed.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -170,6 +171,8 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
   const bool has_imp = job.imp_old.data != nullptr;
   const size_t bs = dtype_size(job.base.dtype), os_ = dtype_size(job.old_.dtype), ns = dtype_size(job.new_.dtype);
   const size_t outs = dtype_size(job.out_dtype);
+  // Outputs far larger than the caches get streaming stores (no read-for-ownership).
+  const bool nt = uint64_t(job.rows) * uint64_t(n) * outs >= (uint64_t(32) << 20);
   auto row_ptr = [&](const View& v, size_t es, int64_t i, float* tmp) -> const float* {
     const char* src = static_cast<const char*>(v.data) + size_t(i) * size_t(n) * es;
     if (v.dtype == DType::F32) return reinterpret_cast<const float*>(src);
@@ -248,7 +251,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
         else
           K.encode(fb, job.out_dtype, dst, n);
       } else {
-        K.output(fb, a, b, fcn, fco, n, job.out_dtype, dst);
+        (nt ? K.output_nt : K.output)(fb, a, b, fcn, fco, n, job.out_dtype, dst);
       }
     }
     if (job.cos) job.cos[i] = cosv;
@@ -266,6 +269,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       job.delta_sq[i] = applied_energy(fcn, fco, td, ta, tb);
     }
   }
+  if (nt) std::atomic_thread_fence(std::memory_order_seq_cst);  // order the streaming stores
 }
 
 }  // namespace
@@ -273,7 +277,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
 void run_edit(const EditJob& job, const Params& params, const RunOptions& ro) {
   validate_params(params);
   if (job.rows < 0 || job.cols < 0) throw Error(ErrorCode::InvalidArgument, "rows and cols must be >= 0");
-  if (job.rows > 0 && (!job.base.data || !job.old_.data || !job.new_.data))
+  if (job.rows > 0 && job.cols > 0 && (!job.base.data || !job.old_.data || !job.new_.data))
     throw Error(ErrorCode::InvalidArgument, "base, old and new data are required");
   if (params.strategy == Strategy::Custom && job.rows > 0 && (!job.c_new || !job.c_old))
     throw Error(ErrorCode::InvalidArgument, "strategy 'custom' needs coefficients { cNew, cOld } with one value per row");

@@ -92,6 +92,30 @@ void encode_avx512(const float* src, DType dtype, void* dst, int64_t n) {
   }
 }
 
+void output_nt_avx512(const float* base, const float* a, const float* b, float cn, float co,
+                      int64_t n, DType out_dtype, void* dst) {
+  const size_t es = out_dtype == DType::F32 ? 4 : 2;
+  const size_t align = es * 16;
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(dst);
+  // Plain stores up to the first aligned vector, streaming stores for the body, plain for the tail.
+  const int64_t head = addr % es != 0 ? n : int64_t(((align - addr % align) % align) / es);
+  if (head + 16 > n) { output_avx512(base, a, b, cn, co, n, out_dtype, dst); return; }
+  if (head > 0) output_avx512(base, a, b, cn, co, head, out_dtype, dst);
+  base += head; a += head; b += head; n -= head;
+  dst = static_cast<char*>(dst) + head * es;
+  const __m512 vcn = _mm512_set1_ps(cn), vco = _mm512_set1_ps(co);
+  const int64_t body = n & ~int64_t(15);
+  for (int64_t j = 0; j < body; j += 16) {
+    __m512 o = _mm512_add_ps(_mm512_loadu_ps(base + j), _mm512_mul_ps(vcn, _mm512_loadu_ps(b + j)));
+    o = _mm512_add_ps(o, _mm512_mul_ps(vco, _mm512_loadu_ps(a + j)));
+    if (out_dtype == DType::F32) _mm512_stream_ps(static_cast<float*>(dst) + j, o);
+    else _mm256_stream_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(dst) + j), out_dtype == DType::F16 ? to_f16(o) : to_bf16(o));
+  }
+  if (body < n) {
+    output_avx512(base + body, a + body, b + body, cn, co, n - body, out_dtype, static_cast<char*>(dst) + body * es);
+  }
+}
+
 inline __m512i keys16(const float* e, __mmask16 m) {
   const __m512i x = _mm512_maskz_loadu_epi32(m, e);
   const __m512i mag = _mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff));
@@ -142,6 +166,6 @@ double trim_avx512(const float* e, float* v, int64_t n, int64_t k, uint32_t* can
 
 }  // namespace
 
-const Kernels kAvx512Kernels = {"avx512", decode_avx512, stats_avx512, output_avx512, encode_avx512, trim_avx512};
+const Kernels kAvx512Kernels = {"avx512", decode_avx512, stats_avx512, output_avx512, encode_avx512, trim_avx512, output_nt_avx512};
 
 }  // namespace geoedit

@@ -91,6 +91,6 @@ void output_scalar(const float* base, const float* a, const float* b, float cn, 
 
 }  // namespace
 
-const Kernels kScalarKernels = {"scalar", decode_scalar, stats_scalar, output_scalar, encode_scalar, trim_topk_impl};
+const Kernels kScalarKernels = {"scalar", decode_scalar, stats_scalar, output_scalar, encode_scalar, trim_topk_impl, output_scalar};
 
 }  // namespace geoedit
