@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "coef.h"
 #include "dtype.h"
 #include "kernels.h"
 #include "pool.h"
@@ -91,10 +92,7 @@ void validate_params(const Params& p) {
   if (!(p.temperature > 0) || !std::isfinite(p.temperature)) bad_option("temperature", "a finite number > 0", p.temperature);
 }
 
-double region_threshold(const Params& p, int64_t n) {
-  if (p.band_degrees >= 0) return std::sin(p.band_degrees * M_PI / 180.0);
-  return n > 0 ? p.kappa / std::sqrt(double(n)) : std::numeric_limits<double>::infinity();
-}
+double region_threshold(const Params& p, int64_t n) { return coef::threshold(p, n); }
 
 void convert(DType from, const void* src, DType to, void* dst, size_t count) {
   if (from == to) { std::memcpy(dst, src, count * dtype_size(from)); return; }
@@ -210,7 +208,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
   s.ensure(n);
   const double t = region_threshold(p, n);
   const bool trim = p.density < 1.0 && n > 0;
-  const int64_t k = trim ? std::max<int64_t>(1, int64_t(std::ceil(p.density * double(n)))) : n;
+  const int64_t k = trim ? int64_t(coef::keep_count(p.density, n)) : n;
   const bool has_imp = job.imp_old.data != nullptr;
   const size_t bs = dtype_size(job.base.dtype), os_ = dtype_size(job.old_.dtype), ns = dtype_size(job.new_.dtype);
   const size_t outs = dtype_size(job.out_dtype);
@@ -229,7 +227,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     float* a = s.a.data();
     float* b = s.b.data();
     K.stats(fb, fo, fn, a, b, n, &dot, &na, &nb);
-    const bool finite = std::isfinite(dot) && std::isfinite(na) && std::isfinite(nb);
+    const bool finite = coef::sums_finite(dot, na, nb);
     if (!finite && !p.allow_non_finite) {
       // Re-decode the raw rows (the scratch now holds task vectors) and name the first bad value.
       const size_t nn = static_cast<size_t>(n);
@@ -243,13 +241,8 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       const float* rows[3] = {rb.data(), ro.data(), rn.data()};
       throw_non_finite(job, i, rows);
     }
-    double cosv = 0;
-    if (finite && na > 0 && nb > 0) {
-      cosv = dot / std::sqrt(na * nb);
-      if (!std::isfinite(cosv)) cosv = 0;
-    }
-    Region region = Region::Orthogonal;
-    if (!(std::fabs(cosv) <= t)) region = cosv > 0 ? Region::Synergy : Region::Conflict;
+    const double cosv = coef::row_cos(dot, na, nb);
+    const Region region = coef::region_of(cosv, t);
 
     // Importance and trimming (SPEC §3.3, §3.4).
     double sa = 0, sb = 0;
@@ -279,26 +272,14 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       have_s = true;
     };
     if (trim || has_imp) compute_s();
-    auto w_old = [&]() {
+    double w_old = 0.5;
+    if (coef::needs_weight(p, region)) {
       if (!have_s) compute_s();
-      if (sa + sb == 0) return 0.5;
-      const double r_old = sa / (sa + sb), r_new = 1.0 - r_old;
-      return 1.0 / (1.0 + std::exp((r_new - r_old) / p.temperature));
-    };
-
-    double cn = 0, co = 0;
-    const double alpha = p.scale;
-    switch (p.strategy) {
-      case Strategy::GeoEdit:
-        if (region == Region::Orthogonal) { cn = alpha * p.keep_orthogonal; co = 0; }
-        else if (region == Region::Synergy) { cn = alpha; co = p.fuse_aligned == 0 ? 0.0 : p.fuse_aligned * 2.0 * w_old(); }
-        else { cn = alpha; co = p.forget_conflicting == 0 ? 0.0 : -p.forget_conflicting * 2.0 * w_old(); }
-        break;
-      case Strategy::ForgetThenLearn: cn = alpha; co = -p.lambda; break;
-      case Strategy::TaskArithmetic: cn = alpha; co = 0; break;
-      case Strategy::Custom: cn = alpha * double(job.c_new[i]); co = double(job.c_old[i]); break;
+      w_old = coef::weight_old(sa, sb, p.temperature);
     }
-    const float fcn = float(cn), fco = float(co);
+    float fcn = 0, fco = 0;
+    const bool custom = p.strategy == Strategy::Custom;
+    coef::coefficients(p, region, w_old, custom ? job.c_new[i] : 0.0f, custom ? job.c_old[i] : 0.0f, &fcn, &fco);
 
     if (job.out) {
       char* dst = static_cast<char*>(job.out) + size_t(i) * size_t(n) * outs;
