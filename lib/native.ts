@@ -36,6 +36,10 @@ export interface NativeSpec {
   simd?: number;
   tensorName?: string;
   rowOffset?: number;
+  /** 'cuda' runs on the CUDA plugin; anything else on the CPU core. */
+  backend?: 'cpu' | 'cuda';
+  /** Device bytes a CUDA call may use (0: $GEOEDIT_CUDA_MEMORY or the plugin's default). */
+  cudaMemoryLimit?: number;
   params: Record<string, number | string | boolean>;
 }
 
@@ -48,6 +52,53 @@ export interface NativeAddon {
   defaults(): Record<string, number> & { paper: Record<string, number> };
   convert(from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array;
   triad(n: number, threads: number, reps: number): Promise<number>;
+  cudaProbe(refresh?: boolean): NativeCudaProbe;
+  loraGeometry(spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array };
+  cudaBench(spec: NativeCudaBenchSpec): { kernelMs: number; kernelGBps: number; copyGBps: number; checksum: number };
+}
+
+export interface NativeCudaDevice {
+  name: string;
+  memory: number;
+  computeCapability: string;
+  driverVersion: string;
+  runtimeVersion: string;
+  multiprocessors: number;
+  deviceCount: number;
+  index: number;
+}
+
+export interface NativeCudaProbe {
+  available: boolean;
+  reason: string;
+  kind: string;
+  pluginPath: string;
+  tried: string[];
+  device: NativeCudaDevice | null;
+  versions?: { driverVersion: string; runtimeVersion: string };
+}
+
+export interface NativeLoraSpec {
+  m: number;
+  n: number;
+  rOld: number;
+  rNew: number;
+  aOld: Float32Array;
+  bOld: Float32Array;
+  aNew: Float32Array;
+  bNew: Float32Array;
+  sOld: number;
+  sNew: number;
+  backend?: 'cpu' | 'cuda';
+}
+
+export interface NativeCudaBenchSpec {
+  rows: number;
+  cols: number;
+  dtype: string;
+  reps: number;
+  params: Record<string, number | string | boolean>;
+  withImportance?: boolean;
 }
 
 /** The package root (where package.json is), from lib/ in source or dist/cjs/ when built. */
