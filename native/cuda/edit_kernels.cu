@@ -559,7 +559,12 @@ cudaError_t launch_edit(const DevJob& job, const Params& p, double t, int64_t k,
     }
     edit_fast_kernel<true><<<grid, kThreads, bytes, stream>>>(job, p, t);
   } else {
-    edit_fast_kernel<false><<<grid, kThreads, 0, stream>>>(job, p, t);
+    // Rows read twice: keep the rows in flight within ~24 MB so the second read hits L2.
+    const auto es = [](int dt) { return int64_t(dt == 0 ? 4 : 2); };
+    const int64_t row_bytes = std::max<int64_t>(1, n * (es(job.base_dt) + es(job.old_dt) + es(job.new_dt)));
+    const int64_t fit = std::max<int64_t>(int64_t(std::max(sms, 1)) * 2, (int64_t(24) << 20) / row_bytes);
+    const int g2 = int(std::min<int64_t>(grid, fit));
+    edit_fast_kernel<false><<<g2, kThreads, 0, stream>>>(job, p, t);
   }
   return cudaGetLastError();
 }

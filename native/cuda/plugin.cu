@@ -213,14 +213,21 @@ int run_edit_impl(const geoedit_cuda_job& J, const geoedit_cuda_params& q, const
   const int nslots = std::max(2, std::min(4, opts && opts->streams > 0 ? opts->streams : 2));
   uint64_t limit = opts && opts->memory_limit ? opts->memory_limit : default_memory_limit();
 
-  // Bytes per row on the device (inputs + outputs + per-row results) and the fixed workspace.
-  const int ws_blocks = general ? gc::general_blocks(caps.sms, J.rows) : 0;
+  const size_t per_slot = size_t(limit / uint64_t(nslots));
+  // The general path's workspace (2 rows of f32 per resident block) takes at most half a slot:
+  // fewer blocks under a small limit (each still walks its share of the rows).
+  int ws_blocks = 0;
+  if (general) {
+    const size_t ws_row = 2 * size_t(std::max<int64_t>(n, 1)) * 4;
+    const int64_t fit = int64_t(per_slot / 2 / ws_row);
+    ws_blocks = int(std::max<int64_t>(1, std::min<int64_t>(gc::general_blocks(caps.sms, J.rows), fit)));
+  }
   const size_t ws_floats = general ? size_t(ws_blocks) * 2 * size_t(n) : 0;
+  // Bytes per row on the device (inputs + outputs + per-row results).
   size_t per_row = size_t(n) * (dsize(J.base_dtype) + dsize(J.old_dtype) + dsize(J.new_dtype));
   if (has_imp) per_row += size_t(n) * (dsize(J.imp_old_dtype) + dsize(J.imp_new_dtype));
   if (J.out) per_row += size_t(n) * dsize(J.out_dtype);
   per_row += 8 * 4 + 4 * 3 + 1 + (J.c_new ? 8 : 0);
-  const size_t per_slot = size_t(limit / uint64_t(nslots));
   const size_t fixed = ws_floats * 4 + 16 * 256;  // workspace + alignment slack
   if (per_slot <= fixed || (per_slot - fixed) / per_row < 1) {
     char buf[256];
