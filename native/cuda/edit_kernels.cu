@@ -21,11 +21,21 @@
 #include "../core/coef.h"
 #include "kernels.h"
 
+// Kernel launches and dynamic shared memory through macros, so that native/cuda/emu/ can run this
+// same file on the CPU (a logic check of the kernels where no GPU is present).
+#ifndef GEOEDIT_LAUNCH
+#define GEOEDIT_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#define GEOEDIT_DYNAMIC_SMEM(type, name) extern __shared__ type name[]
+#endif
+
 namespace geoedit {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
+#ifndef GEOEDIT_CUDA_THREADS
+#define GEOEDIT_CUDA_THREADS 256
+#endif
+constexpr int kThreads = GEOEDIT_CUDA_THREADS;  // threads per block (a multiple of 32, <= 1024)
 constexpr unsigned kFull = 0xffffffffu;
 
 // ---- dtype helpers ----------------------------------------------------------------------------
@@ -200,7 +210,7 @@ __device__ void copy_base_row(const DevJob& J, int64_t off, int64_t n) {
 // ---- fast path --------------------------------------------------------------------------------
 template <bool CACHE>
 __global__ void __launch_bounds__(kThreads) edit_fast_kernel(DevJob J, Params P, double t) {
-  extern __shared__ float4 cache4[];  // CACHE: base | a | b, 3·cols floats
+  GEOEDIT_DYNAMIC_SMEM(float4, cache4);  // CACHE: base | a | b, 3·cols floats
   __shared__ double red[3 * 32];
   __shared__ float s_cn, s_co;
   __shared__ int s_skip;
@@ -546,7 +556,7 @@ cudaError_t launch_edit(const DevJob& job, const Params& p, double t, int64_t k,
   if (needs_general(p, has_imp)) {
     const int grid = int(std::min<int64_t>(job.ws_blocks, job.rows));
     if (grid <= 0) return cudaErrorInvalidValue;
-    edit_general_kernel<<<grid, kThreads, 0, stream>>>(job, p, t, k);
+    GEOEDIT_LAUNCH(edit_general_kernel, grid, kThreads, 0, stream)(job, p, t, k);
     return cudaGetLastError();
   }
   const int64_t n = job.cols;
@@ -557,42 +567,42 @@ cudaError_t launch_edit(const DevJob& job, const Params& p, double t, int64_t k,
       cudaError_t e = cudaFuncSetAttribute(edit_fast_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
       if (e != cudaSuccess) return e;
     }
-    edit_fast_kernel<true><<<grid, kThreads, bytes, stream>>>(job, p, t);
+    GEOEDIT_LAUNCH(edit_fast_kernel<true>, grid, kThreads, bytes, stream)(job, p, t);
   } else {
     // Rows read twice: keep the rows in flight within ~24 MB so the second read hits L2.
     const auto es = [](int dt) { return int64_t(dt == 0 ? 4 : 2); };
     const int64_t row_bytes = std::max<int64_t>(1, n * (es(job.base_dt) + es(job.old_dt) + es(job.new_dt)));
     const int64_t fit = std::max<int64_t>(int64_t(std::max(sms, 1)) * 2, (int64_t(24) << 20) / row_bytes);
     const int g2 = int(std::min<int64_t>(grid, fit));
-    edit_fast_kernel<false><<<g2, kThreads, 0, stream>>>(job, p, t);
+    GEOEDIT_LAUNCH(edit_fast_kernel<false>, g2, kThreads, 0, stream)(job, p, t);
   }
   return cudaGetLastError();
 }
 
 cudaError_t launch_gram(const float* X, int64_t rx, const float* Y, int64_t ry, int64_t n, double* G, cudaStream_t s) {
   if (rx <= 0 || ry <= 0) return cudaSuccess;
-  gram_kernel<<<unsigned(rx * ry), kThreads, 0, s>>>(X, Y, n, ry, G);
+  GEOEDIT_LAUNCH(gram_kernel, unsigned(rx * ry), kThreads, 0, s)(X, Y, n, ry, G);
   return cudaGetLastError();
 }
 
 cudaError_t launch_quad(const float* Bx, int64_t rx, const double* G, const float* By, int64_t ry, int64_t m,
                         double scale, double* out, cudaStream_t s) {
   if (m <= 0) return cudaSuccess;
-  quad_kernel<<<unsigned((m + 127) / 128), 128, 0, s>>>(Bx, rx, G, By, ry, m, scale, out);
+  GEOEDIT_LAUNCH(quad_kernel, unsigned((m + 127) / 128), 128, 0, s)(Bx, rx, G, By, ry, m, scale, out);
   return cudaGetLastError();
 }
 
 cudaError_t launch_fill(void* p, int dtype, int64_t n, uint32_t seed, float center, float spread, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
   const unsigned blocks = unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, 65536));
-  fill_kernel<<<blocks, kThreads, 0, s>>>(p, dtype, n, seed, center, spread);
+  GEOEDIT_LAUNCH(fill_kernel, blocks, kThreads, 0, s)(p, dtype, n, seed, center, spread);
   return cudaGetLastError();
 }
 
 cudaError_t launch_sum(const void* p, int dtype, int64_t n, double* sum, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
   const unsigned blocks = unsigned(std::min<int64_t>((n + kThreads - 1) / kThreads, 4096));
-  sum_kernel<<<blocks, kThreads, 0, s>>>(p, dtype, n, sum);
+  GEOEDIT_LAUNCH(sum_kernel, blocks, kThreads, 0, s)(p, dtype, n, sum);
   return cudaGetLastError();
 }
 
