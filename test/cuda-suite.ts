@@ -132,8 +132,8 @@ export function gpuSuite(title: string, enabled: boolean, opts: { emulator?: boo
     ['mixed f32/bf16/f16 -> bf16', ['f32', 'bf16', 'f16'], 'bf16'],
   ];
   for (const [name, dt, out] of dtypes) {
-    it(`dtype ${name}: default options, vector (n % 4 = 0) and scalar paths`, async () => {
-      for (const [rows, cols] of [[96, 256], [37, 123], [5, 1], [3, 4]] as const) {
+    it(`dtype ${name}: default options, 8-wide, 4-wide and scalar paths`, async () => {
+      for (const [rows, cols] of [[96, 256], [37, 123], [7, 20], [5, 1], [3, 4]] as const) {
         const c = makeCase(rows, cols, rows * 31 + cols, dt);
         const { cpu, dev } = await both(c, out ? { outDtype: out } : {});
         expectClose(c, {}, cpu, dev);

@@ -1,7 +1,7 @@
 // SPEC §3 on the GPU: one thread block per row (a persistent grid walks the rows).
 //
-// Fast path (density 1, magnitude importance): one pass reads base/old/new (16- or 8-byte
-// loads), keeps the decoded row in shared memory when it fits, reduces dot/na/nb in f64 in a
+// Fast path (density 1, magnitude importance): one pass reads base/old/new (16-byte loads:
+// 8 elements per thread and step when cols % 8 == 0, else 4, else scalar), keeps the decoded row in shared memory when it fits, reduces dot/na/nb in f64 in a
 // fixed order, thread 0 applies the shared coefficient rules (native/core/coef.h), and the row is
 // written from shared memory. Longer rows are read a second time for the output.
 //
@@ -208,6 +208,103 @@ __device__ void copy_base_row(const DevJob& J, int64_t off, int64_t n) {
 }
 
 // ---- fast path --------------------------------------------------------------------------------
+// W consecutive elements per thread and step: 16-byte loads for f16/bf16 with W = 8 (one uint4)
+// and for f32 (float4s); rows whose length is not a multiple of 4 take the scalar loop.
+template <int W>
+__device__ __forceinline__ void ldv(const void* p, int dt, int64_t i, float* v) {
+  if (W == 4 || dt == 0) {
+#pragma unroll
+    for (int q = 0; q < W; q += 4) ld4(p, dt, i + q, v + q);
+  } else {
+    const uint4 x = __ldg(reinterpret_cast<const uint4*>(static_cast<const unsigned short*>(p) + i));
+    const uint32_t w[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      v[2 * q] = dec16(w[q] & 0xffffu, dt);
+      v[2 * q + 1] = dec16(w[q] >> 16, dt);
+    }
+  }
+}
+
+template <int W>
+__device__ __forceinline__ void stv(void* p, int dt, int64_t i, const float* v) {
+  if (W == 4 || dt == 0) {
+#pragma unroll
+    for (int q = 0; q < W; q += 4) st4(p, dt, i + q, v + q);
+  } else {
+    uint4 x;
+    x.x = enc16(v[0], dt) | (enc16(v[1], dt) << 16);
+    x.y = enc16(v[2], dt) | (enc16(v[3], dt) << 16);
+    x.z = enc16(v[4], dt) | (enc16(v[5], dt) << 16);
+    x.w = enc16(v[6], dt) | (enc16(v[7], dt) << 16);
+    *reinterpret_cast<uint4*>(static_cast<unsigned short*>(p) + i) = x;
+  }
+}
+
+template <int W>
+__device__ __forceinline__ void smem_store(float* s, int64_t j, const float* v) {
+#pragma unroll
+  for (int q = 0; q < W; q += 4) *reinterpret_cast<float4*>(s + j + q) = make_float4(v[q], v[q + 1], v[q + 2], v[q + 3]);
+}
+
+template <int W>
+__device__ __forceinline__ void smem_load(const float* s, int64_t j, float* v) {
+#pragma unroll
+  for (int q = 0; q < W; q += 4) {
+    const float4 x = *reinterpret_cast<const float4*>(s + j + q);
+    v[q] = x.x; v[q + 1] = x.y; v[q + 2] = x.z; v[q + 3] = x.w;
+  }
+}
+
+// Pass 1: decode, task vectors, f64 sums (per thread), optionally cache the row.
+template <bool CACHE, int W>
+__device__ __forceinline__ void fast_load(const DevJob& J, int64_t off, int64_t n, float* cb, float* ca, float* cv,
+                                          double& d, double& x, double& y) {
+  for (int64_t j = int64_t(threadIdx.x) * W; j < n; j += int64_t(blockDim.x) * W) {
+    float fb[W], fo[W], fn[W], fa[W], fv[W];
+    ldv<W>(J.base, J.base_dt, off + j, fb);
+    ldv<W>(J.old_, J.old_dt, off + j, fo);
+    ldv<W>(J.new_, J.new_dt, off + j, fn);
+#pragma unroll
+    for (int q = 0; q < W; ++q) {
+      fa[q] = __fsub_rn(fo[q], fb[q]);
+      fv[q] = __fsub_rn(fn[q], fb[q]);
+      d += double(fa[q]) * double(fv[q]);
+      x += double(fa[q]) * double(fa[q]);
+      y += double(fv[q]) * double(fv[q]);
+    }
+    if (CACHE) {
+      smem_store<W>(cb, j, fb);
+      smem_store<W>(ca, j, fa);
+      smem_store<W>(cv, j, fv);
+    }
+  }
+}
+
+// Pass 2: the output row, from the cache or from a second read.
+template <bool CACHE, int W>
+__device__ __forceinline__ void fast_store(const DevJob& J, int64_t off, int64_t n, const float* cb, const float* ca,
+                                           const float* cv, float cn, float co) {
+  for (int64_t j = int64_t(threadIdx.x) * W; j < n; j += int64_t(blockDim.x) * W) {
+    float fb[W], fa[W], fv[W], o[W];
+    if (CACHE) {
+      smem_load<W>(cb, j, fb);
+      smem_load<W>(ca, j, fa);
+      smem_load<W>(cv, j, fv);
+    } else {
+      float fo[W], fn[W];
+      ldv<W>(J.base, J.base_dt, off + j, fb);
+      ldv<W>(J.old_, J.old_dt, off + j, fo);
+      ldv<W>(J.new_, J.new_dt, off + j, fn);
+#pragma unroll
+      for (int q = 0; q < W; ++q) { fa[q] = __fsub_rn(fo[q], fb[q]); fv[q] = __fsub_rn(fn[q], fb[q]); }
+    }
+#pragma unroll
+    for (int q = 0; q < W; ++q) o[q] = out_val(fb[q], fa[q], fv[q], cn, co);
+    stv<W>(J.out, J.out_dt, off + j, o);
+  }
+}
+
 template <bool CACHE>
 __global__ void __launch_bounds__(kThreads) edit_fast_kernel(DevJob J, Params P, double t) {
   GEOEDIT_DYNAMIC_SMEM(float4, cache4);  // CACHE: base | a | b, 3·cols floats
@@ -216,33 +313,17 @@ __global__ void __launch_bounds__(kThreads) edit_fast_kernel(DevJob J, Params P,
   __shared__ int s_skip;
   float* cache = reinterpret_cast<float*>(cache4);
   const int64_t n = J.cols;
-  const bool vec = (n & 3) == 0;
+  const int vw = (n % 8) == 0 ? 8 : ((n % 4) == 0 ? 4 : 1);
   float* cb = cache;
   float* ca = cache + n;
   float* cv = cache + 2 * n;
   for (int64_t row = blockIdx.x; row < J.rows; row += gridDim.x) {
     const int64_t off = row * n;
     double d = 0, x = 0, y = 0;
-    if (vec) {
-      for (int64_t j = int64_t(threadIdx.x) * 4; j < n; j += int64_t(blockDim.x) * 4) {
-        float fb[4], fo[4], fn[4], fa[4], fv[4];
-        ld4(J.base, J.base_dt, off + j, fb);
-        ld4(J.old_, J.old_dt, off + j, fo);
-        ld4(J.new_, J.new_dt, off + j, fn);
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          fa[q] = __fsub_rn(fo[q], fb[q]);
-          fv[q] = __fsub_rn(fn[q], fb[q]);
-          d += double(fa[q]) * double(fv[q]);
-          x += double(fa[q]) * double(fa[q]);
-          y += double(fv[q]) * double(fv[q]);
-        }
-        if (CACHE) {
-          *reinterpret_cast<float4*>(cb + j) = make_float4(fb[0], fb[1], fb[2], fb[3]);
-          *reinterpret_cast<float4*>(ca + j) = make_float4(fa[0], fa[1], fa[2], fa[3]);
-          *reinterpret_cast<float4*>(cv + j) = make_float4(fv[0], fv[1], fv[2], fv[3]);
-        }
-      }
+    if (vw == 8) {
+      fast_load<CACHE, 8>(J, off, n, cb, ca, cv, d, x, y);
+    } else if (vw == 4) {
+      fast_load<CACHE, 4>(J, off, n, cb, ca, cv, d, x, y);
     } else {
       for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
         const float fb = ld1(J.base, J.base_dt, off + j);
@@ -274,28 +355,10 @@ __global__ void __launch_bounds__(kThreads) edit_fast_kernel(DevJob J, Params P,
     if (J.out != nullptr && !s_skip) {
       if (cn == 0.0f && co == 0.0f) {
         copy_base_row(J, off, n);
-      } else if (vec) {
-        for (int64_t j = int64_t(threadIdx.x) * 4; j < n; j += int64_t(blockDim.x) * 4) {
-          float fb[4], fa[4], fv[4], o[4];
-          if (CACHE) {
-            const float4 b4 = *reinterpret_cast<const float4*>(cb + j);
-            const float4 a4 = *reinterpret_cast<const float4*>(ca + j);
-            const float4 v4 = *reinterpret_cast<const float4*>(cv + j);
-            fb[0] = b4.x; fb[1] = b4.y; fb[2] = b4.z; fb[3] = b4.w;
-            fa[0] = a4.x; fa[1] = a4.y; fa[2] = a4.z; fa[3] = a4.w;
-            fv[0] = v4.x; fv[1] = v4.y; fv[2] = v4.z; fv[3] = v4.w;
-          } else {
-            float fo[4], fn[4];
-            ld4(J.base, J.base_dt, off + j, fb);
-            ld4(J.old_, J.old_dt, off + j, fo);
-            ld4(J.new_, J.new_dt, off + j, fn);
-#pragma unroll
-            for (int q = 0; q < 4; ++q) { fa[q] = __fsub_rn(fo[q], fb[q]); fv[q] = __fsub_rn(fn[q], fb[q]); }
-          }
-#pragma unroll
-          for (int q = 0; q < 4; ++q) o[q] = out_val(fb[q], fa[q], fv[q], cn, co);
-          st4(J.out, J.out_dt, off + j, o);
-        }
+      } else if (vw == 8) {
+        fast_store<CACHE, 8>(J, off, n, cb, ca, cv, cn, co);
+      } else if (vw == 4) {
+        fast_store<CACHE, 4>(J, off, n, cb, ca, cv, cn, co);
       } else {
         for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
           float fb, a, b;
