@@ -15,6 +15,8 @@ const { spawnSync } = require('node:child_process');
 
 const root = path.resolve(__dirname, '..', '..');
 const quick = process.argv.includes('--quick');
+// --tiny: small shapes, for a dry run of this script (e.g. on the CPU emulator of the plugin).
+const tiny = process.argv.includes('--tiny');
 const addon = require(path.join(root, 'build', 'Release', 'geoedit.node'));
 const geo = require(path.join(root, 'dist', 'cjs', 'index.js'));
 const { loraGeometry } = require(path.join(root, 'dist', 'cjs', 'lora-geometry.js'));
@@ -24,7 +26,7 @@ if (!st.available) {
   console.error(`bench/gpu: no usable GPU: ${st.reason}`);
   process.exit(2);
 }
-const reps = quick ? 5 : 20;
+const reps = quick || tiny ? 5 : 20;
 const params = { strategy: 'geoedit', fuseAligned: 1, forgetConflicting: 1 };
 const cases = [
   { name: 'density 1, f32 16384x4096', kind: 'edit', rows: 16384, cols: 4096, dtype: 'f32', density: 1 },
@@ -36,6 +38,12 @@ const cases = [
   { name: 'LoRA Gram r=16, 4096x4096', kind: 'gram', m: 4096, n: 4096, rOld: 16, rNew: 16 },
   { name: 'LoRA Gram r=64, 8192x8192', kind: 'gram', m: 8192, n: 8192, rOld: 64, rNew: 64 },
 ];
+if (tiny) {
+  for (const c of cases) {
+    if (c.kind === 'edit') { c.rows = Math.max(4, c.rows >> 9); c.cols = Math.max(64, c.cols >> 4); c.name += ' (tiny)'; }
+    else { c.m >>= 6; c.n >>= 6; c.name += ' (tiny)'; }
+  }
+}
 
 function rand(n, seed, scale) {
   const a = new Float32Array(n);
@@ -109,7 +117,7 @@ async function main() {
   }
   // 3b. editTensor end to end from host memory: CPU backend vs CUDA backend.
   {
-    const rows = quick ? 4096 : 8192, cols = 4096;
+    const rows = tiny ? 16 : quick ? 4096 : 8192, cols = tiny ? 256 : 4096;
     const mk = (seed) => ({ dtype: 'bf16', shape: [rows, cols], data: addon.convert('f32', rand(rows * cols, seed, 0.1), 'bf16') });
     const inputs = { base: mk(1), old: mk(2), new: mk(3) };
     const cpuMs = await timeIt(() => geo.editTensor(inputs, { ...params, backend: 'cpu' }), 3);
@@ -128,7 +136,7 @@ async function main() {
   lines.push(`# geoedit CUDA bench — ${results.date}`);
   lines.push('');
   lines.push(`Device: ${st.device.name} (cc ${st.device.computeCapability}, ${(st.device.memory / 2 ** 30).toFixed(0)} GiB, driver ${st.device.driverVersion}, runtime ${st.device.runtimeVersion}); torch ${peer ? peer.torch : 'n/a'}; node ${process.version}; ${results.cpus} CPUs (${results.cpuModel}).`);
-  lines.push(`Command: bash bench/gpu/run.sh${quick ? ' --quick' : ''}. Medians of ${reps} timed runs after a warm-up, CUDA events, device-resident data.`);
+  lines.push(`Command: bash bench/gpu/run.sh${quick ? ' --quick' : ''}${tiny ? ' --tiny' : ''}. Medians of ${reps} timed runs after a warm-up, CUDA events, device-resident data.`);
   lines.push('');
   const copy = editCases[0]?.geoedit.copyGBps;
   lines.push(`Device-to-device copy (read + write): ${copy ? copy.toFixed(0) : '?'} GB/s (cudaMemcpy), ${peer ? peer.copy_gbps.toFixed(0) : '?'} GB/s (torch copy_).`);

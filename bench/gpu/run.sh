@@ -10,15 +10,17 @@
 # which writes .nodebin/node.xz (xz -T0 -c $(command -v node) > .nodebin/node.xz),
 # node_modules.tar.xz, node-headers.tar.xz and prebuilt/ (fallback binaries). Then run:
 #   device run: command "bash bench/gpu/run.sh", carry [".nodebin"], timeout_s 570
-# Options: --quick (fewer reps, smaller end-to-end case), --no-suite (skip the full test suite).
+# Options: --quick (fewer reps, smaller end-to-end case), --no-suite (skip the full test suite),
+#          --tiny (small bench shapes: a dry run, e.g. here on the CPU emulator:
+#          GEOEDIT_CUDA_PLUGIN=$PWD/build/Release/emu/geoedit_cuda.so GEOEDIT_CUDA_SKIP_DRIVER_CHECK=1 bash bench/gpu/run.sh --tiny).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 T0=$(date +%s)
-QUICK=""
+BENCH_ARGS=""
 SUITE=1
 for a in "$@"; do
   case "$a" in
-    --quick) QUICK=--quick ;;
+    --quick|--tiny) BENCH_ARGS="$BENCH_ARGS $a" ;;
     --no-suite) SUITE=0 ;;
   esac
 done
@@ -91,7 +93,7 @@ if [ "$SUITE" = 1 ]; then
 fi
 
 step "GPU bench"
-node bench/gpu/bench.js $QUICK
+node bench/gpu/bench.js $BENCH_ARGS
 RC_BENCH=$?
 
 step "done: cuda tests rc=$RC_CUDA, suite rc=$RC_SUITE, bench rc=$RC_BENCH"
