@@ -17,6 +17,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "../core/coef.h"
 #include "kernels.h"
@@ -624,7 +625,10 @@ cudaError_t launch_edit(const DevJob& job, const Params& p, double t, int64_t k,
   }
   const int64_t n = job.cols;
   const int grid = int(std::min<int64_t>(job.rows, int64_t(std::max(sms, 1)) * 32));
-  if (n > 0 && n <= fast_cache_cols(smem_optin)) {
+  // GEOEDIT_CUDA_NO_SMEM_CACHE=1 forces the read-twice variant (bench/gpu compares both).
+  const char* no_cache = std::getenv("GEOEDIT_CUDA_NO_SMEM_CACHE");
+  const bool cache_ok = !(no_cache && no_cache[0] == '1');
+  if (cache_ok && n > 0 && n <= fast_cache_cols(smem_optin)) {
     const size_t bytes = size_t(n) * 12;
     if (bytes > 48 * 1024) {
       cudaError_t e = cudaFuncSetAttribute(edit_fast_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
