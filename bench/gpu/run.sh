@@ -27,6 +27,7 @@ done
 step() { echo; echo "== $* ($(( $(date +%s) - T0 ))s)"; }
 RES=bench/results
 mkdir -p "$RES" .cache
+touch .cache/gpu-run-start
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 LOG="$RES/gpu-check-$STAMP.log"
 exec > >(tee "$LOG") 2>&1
@@ -101,6 +102,7 @@ if [ -n "${OUT:-}" ]; then
   cp "$LOG" "$OUT/" 2>/dev/null
   cp "$RES"/gpu-tests-"$STAMP".json "$OUT/" 2>/dev/null
   cp "$RES"/gpu-suite-"$STAMP".json "$OUT/" 2>/dev/null
-  for f in "$RES"/gpu-2*.md "$RES"/gpu-2*.json; do [ -f "$f" ] && cp "$f" "$OUT/"; done
+  # Only this run's bench files (at most 8 files come back from the device).
+  find "$RES" -maxdepth 1 -name 'gpu-2*' -newer .cache/gpu-run-start -exec cp {} "$OUT/" \;
 fi
 [ "$RC_CUDA" = 0 ] && [ "$RC_SUITE" = 0 ] && [ "$RC_BENCH" = 0 ]
