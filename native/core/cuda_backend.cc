@@ -6,7 +6,6 @@
 #include <dlfcn.h>
 #include <sys/stat.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -14,7 +13,6 @@
 #include <sstream>
 #include <vector>
 
-#include "coef.h"
 #include "geoedit/cuda_abi.h"
 
 namespace geoedit {
