@@ -66,3 +66,20 @@ export function resolveCudaMemoryLimit(v: unknown): number {
   }
   return v;
 }
+
+/**
+ * Backend check for the paths that run on the CPU core only (the checkpoint pipeline, the LoRA
+ * API): validates the option like selectBackend (an unusable explicit 'cuda' still throws
+ * ERR_CUDA_UNAVAILABLE), 'auto' means the CPU there, and an explicit 'cuda' (option or
+ * $GEOEDIT_BACKEND) throws ERR_UNSUPPORTED instead of running on the CPU behind the caller's back.
+ */
+export function cpuOnlyBackend(b: unknown, what: string): 'cpu' {
+  const fromEnv = b === undefined && process.env.GEOEDIT_BACKEND !== undefined && process.env.GEOEDIT_BACKEND !== '';
+  const requested = b === undefined ? (fromEnv ? process.env.GEOEDIT_BACKEND : 'auto') : b;
+  if (requested === 'cuda') {
+    selectBackend(b);
+    throw new GeoEditError('ERR_UNSUPPORTED', `${what} runs on the CPU only; backend 'cuda' was requested${fromEnv ? ' (GEOEDIT_BACKEND)' : ''} (use 'auto' or 'cpu')`, { option: 'backend' });
+  }
+  if (requested !== 'auto') selectBackend(b); // validates 'cpu' / rejects anything else
+  return 'cpu';
+}

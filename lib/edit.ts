@@ -28,7 +28,20 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
   checkSameShape(inputs.base, 'base', inputs.new, 'new');
   const shape = [...inputs.base.shape];
   const { rows, cols } = matrixView(shape);
-  const outDtype = opts.outDtype === undefined ? bd : checkDtype(opts.outDtype, 'outDtype');
+  let outDtype = opts.outDtype === undefined ? bd : checkDtype(opts.outDtype, 'outDtype');
+  let outData: Float32Array | Uint16Array | undefined;
+  if (opts.out !== undefined && wantOut) {
+    const d = checkTensor(opts.out, 'out');
+    checkSameShape(inputs.base, 'base', opts.out, 'out');
+    if (opts.outDtype !== undefined && d !== outDtype) {
+      throw new GeoEditError('ERR_INVALID_OPTION', `Expected out.dtype to equal outDtype '${outDtype}' but received '${d}'`, { option: 'out' });
+    }
+    outDtype = d;
+    outData = opts.out.data;
+    for (const [name, t] of [['base', inputs.base], ['old', inputs.old], ['new', inputs.new]] as const) {
+      if (overlaps(outData, t.data)) throw new GeoEditError('ERR_INVALID_OPTION', `Expected option 'out' not to overlap ${name}.data (inputs are never modified)`, { option: 'out' });
+    }
+  }
   const threads = resolveThreads(opts.threads);
   const backend = selectBackend(opts.backend);
   const cudaMemoryLimit = resolveCudaMemoryLimit(opts.cudaMemoryLimit);
@@ -38,6 +51,7 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
     old: inputs.old.data, oldDtype: od,
     new: inputs.new.data, newDtype: nd,
     outDtype, wantOut, threads,
+    ...(outData ? { outData } : {}),
     params: params as unknown as Record<string, number | string | boolean>,
     backend,
     cudaMemoryLimit,
@@ -73,6 +87,11 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
     throw new GeoEditError('ERR_INVALID_OPTION', `Option 'coefficients' is only used by strategy 'custom' (strategy is '${params.strategy}')`, { option: 'coefficients' });
   }
   return { spec, params, shape, rows, cols };
+}
+
+function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  if (a.buffer !== b.buffer) return false;
+  return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
 
 export function threshold(p: ResolvedParams, cols: number): number {

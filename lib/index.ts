@@ -1,5 +1,5 @@
 // geoedit: neuron-level knowledge editing (GeoEdit) over a native C++ core.
-import { loadNative } from './native';
+import { loadNative, nativePath } from './native';
 import { cudaStatus, selectBackend } from './backend';
 import type { InfoResult } from './types';
 
@@ -29,6 +29,7 @@ export function info(): InfoResult {
     platform: `${process.platform}-${process.arch}`,
     node: process.version,
     napi: process.versions.napi ?? 'unknown',
+    addonPath: nativePath() ?? '',
   };
 }
 
@@ -39,3 +40,16 @@ function autoBackend(available: boolean): 'cpu' | 'cuda' {
     return available ? 'cuda' : 'cpu';
   }
 }
+
+export {
+  readSafetensorsHeader, readSafetensorsHeaderSync, readTensor, writeSafetensors, parseSafetensorsBytes, toTensor,
+} from './safetensors';
+export type { SafetensorsHeader, SafetensorsTensorInfo, RawTensor, StDtype, TensorToWrite } from './safetensors';
+export { openCheckpoint, inspectCheckpoint, editCheckpoint, analyzeCheckpoint, parseSize } from './checkpoint';
+export type { Checkpoint, CheckpointOptions, CheckpointInputs, CheckpointManifest, TensorManifestEntry, ProgressEvent, InspectResult } from './checkpoint';
+export { renderReport, writeReport } from './report';
+export { editAdapters, analyzeAdapters, readPeftAdapter, loadModuleFactors } from './lora';
+export type { AdapterManifest, AdapterReport, AdapterModuleReport, AdapterPaths, EditAdaptersOptions, PeftAdapter, AdapterModule } from './lora';
+export { analyzeLora, editLora, materializeLora } from './lora-math';
+export type { LoraFactors, LoraPair, LoraStats, LoraOptions, EditedLora } from './lora-math';
+export { writeAdapterReport } from './lora-report';

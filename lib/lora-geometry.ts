@@ -1,12 +1,14 @@
 // SPEC §4: per-row geometry (dot, na, nb) of LoRA deltas τ = s·B·A without materialising B·A,
-// from the small Gram matrices A_x A_yᵀ. CPU (f64 reference) or CUDA (f64 Gram kernel).
-// A building block for the LoRA path; not exported from the package index yet.
+// from the small Gram matrices A_x A_yᵀ, on the CUDA plugin (f64 Gram kernel) or, for 'cpu', the
+// LoRA path's own factor-space geometry (native/core/lora.cc, the same code lib/lora-math.ts runs).
+// A building block for a CUDA LoRA path; not exported from the package index. The LoRA API
+// (analyzeLora/editLora, lib/lora-math.ts) runs on the CPU.
 import { GeoEditError, describe, fromNative, typeError } from './errors';
 import { selectBackend } from './backend';
 import { loadNative } from './native';
 import type { Backend } from './types';
 
-export interface LoraFactors {
+export interface CudaLoraFactors {
   /** A: r×n, row-major. */
   a: Float32Array;
   /** B: m×r, row-major. */
@@ -16,13 +18,13 @@ export interface LoraFactors {
   scale: number;
 }
 
-export interface LoraGeometry {
+export interface CudaLoraGeometry {
   dot: Float64Array;
   na: Float64Array;
   nb: Float64Array;
 }
 
-function checkFactors(f: LoraFactors, name: string, m: number, n: number): void {
+function checkFactors(f: CudaLoraFactors, name: string, m: number, n: number): void {
   if (!f || typeof f !== 'object') throw typeError(`Expected LoRA factors { a, b, r, scale } for ${name} but received ${describe(f)}`);
   if (!(f.a instanceof Float32Array) || !(f.b instanceof Float32Array)) throw typeError(`Expected Float32Array factors a and b for ${name}`);
   if (!Number.isInteger(f.r) || f.r < 0) throw new GeoEditError('ERR_INVALID_OPTION', `Expected an integer rank >= 0 for ${name}.r but received ${f.r}`);
@@ -32,7 +34,7 @@ function checkFactors(f: LoraFactors, name: string, m: number, n: number): void 
 }
 
 /** Geometry of the LoRA deltas of one [m, n] weight, on the chosen backend. */
-export function loraGeometry(m: number, n: number, old: LoraFactors, nw: LoraFactors, options?: { backend?: Backend }): LoraGeometry {
+export function cudaLoraGeometry(m: number, n: number, old: CudaLoraFactors, nw: CudaLoraFactors, options?: { backend?: Backend }): CudaLoraGeometry {
   if (!Number.isInteger(m) || m < 0 || !Number.isInteger(n) || n < 0) {
     throw new GeoEditError('ERR_INVALID_OPTION', `Expected non-negative integers m and n but received ${m} and ${n}`);
   }
@@ -40,7 +42,7 @@ export function loraGeometry(m: number, n: number, old: LoraFactors, nw: LoraFac
   checkFactors(nw, 'new', m, n);
   const backend = selectBackend(options?.backend);
   try {
-    return loadNative().loraGeometry({
+    return loadNative().cudaLoraGeometry({
       m, n, rOld: old.r, rNew: nw.r, aOld: old.a, bOld: old.b, aNew: nw.a, bNew: nw.b, sOld: old.scale, sNew: nw.scale, backend,
     });
   } catch (e) {

@@ -34,7 +34,7 @@ export interface ResolvedParams {
 
 const EDIT_OPTION_KEYS = new Set<string>([
   'strategy', 'preset', 'scale', 'kappa', 'bandDegrees', 'keepOrthogonal', 'fuseAligned', 'forgetConflicting',
-  'lambda', 'density', 'temperature', 'importanceOld', 'importanceNew', 'coefficients', 'outDtype', 'threads',
+  'lambda', 'density', 'temperature', 'importanceOld', 'importanceNew', 'coefficients', 'outDtype', 'out', 'threads',
   'backend', 'allowNonFinite', 'cudaMemoryLimit',
 ]);
 

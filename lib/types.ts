@@ -31,6 +31,12 @@ export interface EditOptions {
   /** strategy 'custom': one (cNew, cOld) pair per row. */
   coefficients?: { cNew: Float32Array; cOld: Float32Array };
   outDtype?: DType;
+  /**
+   * Write into this tensor instead of allocating a new one (same shape; its dtype is the output
+   * dtype). Reusing one output across calls avoids faulting in fresh pages on every call. It must
+   * not overlap an input.
+   */
+  out?: Tensor;
   /** Threads of the shared pool; 0 or undefined = all cores. */
   threads?: number;
   backend?: Backend;
@@ -89,4 +95,6 @@ export interface InfoResult {
   platform: string;
   node: string;
   napi: string;
+  /** The addon file in use (a prebuild or a source build): for bug reports. */
+  addonPath: string;
 }

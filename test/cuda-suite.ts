@@ -2,9 +2,9 @@
 // test/cuda-emu.test.ts (the plugin's kernels run on the CPU emulator): every kernel and option
 // on the CUDA backend against the CPU reference, with SPEC §5's tolerances.
 import { describe, expect, it } from 'vitest';
-import { analyzeTensor, editTensor, info } from '../lib/index';
+import { analyzeLora, analyzeTensor, editTensor, info } from '../lib/index';
 import { loadNative } from '../lib/native';
-import { loraGeometry } from '../lib/lora-geometry';
+import { cudaLoraGeometry } from '../lib/lora-geometry';
 import type { DType, EditOptions, Tensor } from '../lib/types';
 
 // ---- data ------------------------------------------------------------------------------------
@@ -255,12 +255,13 @@ export function gpuSuite(title: string, enabled: boolean, opts: { emulator?: boo
   });
 
   it('empty tensors', async () => {
-    for (const shape of [[0, 8]]) {
-      const n = shape[0]! * shape[1]!;
+    for (const shape of [[0, 8], [4, 0], [2, 3, 0]]) {
+      const n = shape.reduce((x, y) => x * y, 1);
       const t = (): Tensor => ({ dtype: 'f32', shape, data: new Float32Array(n) });
       const g = await editTensor({ base: t(), old: t(), new: t() }, { backend: 'cuda' });
       const cpu = await editTensor({ base: t(), old: t(), new: t() }, { backend: 'cpu' });
       expect(Array.from(g.stats.region)).toEqual(Array.from(cpu.stats.region));
+      expect(Array.from(g.stats.coefNew)).toEqual(Array.from(cpu.stats.coefNew));
       expect(g.out.data.length).toBe(n);
     }
   });
@@ -276,13 +277,49 @@ export function gpuSuite(title: string, enabled: boolean, opts: { emulator?: boo
     const f = (k: number) => Float32Array.from({ length: k }, () => r() - 0.5);
     const old = { a: f(ro * n), b: f(m * ro), r: ro, scale: 2 };
     const nw = { a: f(rn * n), b: f(m * rn), r: rn, scale: 0.25 };
-    const c = loraGeometry(m, n, old, nw, { backend: 'cpu' });
-    const g = loraGeometry(m, n, old, nw, { backend: 'cuda' });
+    const c = cudaLoraGeometry(m, n, old, nw, { backend: 'cpu' });
+    const g = cudaLoraGeometry(m, n, old, nw, { backend: 'cuda' });
     for (let i = 0; i < m; i++) {
       for (const k of ['dot', 'na', 'nb'] as const) {
         expect(Math.abs(g[k][i]! - c[k][i]!)).toBeLessThanOrEqual(1e-12 * (Math.abs(c.na[i]!) + Math.abs(c.nb[i]!)) + 1e-300);
       }
     }
+  });
+
+  it("option 'out' (caller-provided output) is written by the CUDA backend", async () => {
+    for (const [dt, od] of [['f32', 'f32'], ['bf16', 'bf16'], ['f16', 'f32']] as const) {
+      const c = makeCase(37, 123, 7, dt);
+      const fresh = await editTensor({ base: c.base, old: c.old, new: c.new }, { backend: 'cuda', outDtype: od });
+      const n = 37 * 123;
+      const buf = od === 'f32' ? new Float32Array(n).fill(123) : new Uint16Array(n).fill(0x7777);
+      const out: Tensor = { dtype: od, shape: [37, 123], data: buf };
+      const r = await editTensor({ base: c.base, old: c.old, new: c.new }, { backend: 'cuda', out });
+      expect(r.out.data).toBe(buf);
+      expect(Array.from(r.out.data)).toEqual(Array.from(fresh.out.data));
+      const cpu = await editTensor({ base: c.base, old: c.old, new: c.new }, { backend: 'cpu', outDtype: od });
+      expectClose(c, {}, cpu, r);
+    }
+  });
+
+  it('task-vector jobs (tauGiven) are refused by the CUDA backend, not computed as weights', () => {
+    const c = makeCase(4, 8, 3, 'f32');
+    const spec = {
+      rows: 4, cols: 8, base: c.base.data, baseDtype: 'f32', old: c.old.data, oldDtype: 'f32', new: c.new.data, newDtype: 'f32',
+      outDtype: 'f32', wantOut: true, threads: 1, params: { strategy: 'geoedit' }, tauGiven: true, backend: 'cuda' as const,
+    };
+    expect(() => loadNative().editSync(spec as never)).toThrow(/does not take task vectors/);
+    expect(() => loadNative().editSync({ ...spec, backend: 'cpu' } as never)).not.toThrow();
+  });
+
+  it("the LoRA API runs on the CPU: 'auto' works, an explicit 'cuda' is refused (ERR_UNSUPPORTED)", async () => {
+    const r = rng(5);
+    const f = (rows: number, cols: number): Tensor => ({ dtype: 'f32', shape: [rows, cols], data: Float32Array.from({ length: rows * cols }, () => r() - 0.5) });
+    const pair = { old: { A: f(4, 24), B: f(16, 4), scale: 1 }, new: { A: f(8, 24), B: f(16, 8), scale: 0.5 } };
+    const st = await analyzeLora(pair);
+    expect(st.cos.length).toBe(16);
+    const cpu = await analyzeLora(pair, { backend: 'cpu' });
+    expect(Array.from(st.cos)).toEqual(Array.from(cpu.cos));
+    await expect(analyzeLora(pair, { backend: 'cuda' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED' });
   });
   });
 }

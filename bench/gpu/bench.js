@@ -19,7 +19,7 @@ const quick = process.argv.includes('--quick');
 const tiny = process.argv.includes('--tiny');
 const addon = require(path.join(root, 'build', 'Release', 'geoedit.node'));
 const geo = require(path.join(root, 'dist', 'cjs', 'index.js'));
-const { loraGeometry } = require(path.join(root, 'dist', 'cjs', 'lora-geometry.js'));
+const { cudaLoraGeometry } = require(path.join(root, 'dist', 'cjs', 'lora-geometry.js'));
 
 const st = geo.cudaStatus();
 if (!st.available) {
@@ -115,8 +115,8 @@ async function main() {
   for (const c of gramCases) {
     const old = { a: rand(c.rOld * c.n, 1, 1), b: rand(c.m * c.rOld, 2, 1), r: c.rOld, scale: 2 };
     const nw = { a: rand(c.rNew * c.n, 3, 1), b: rand(c.m * c.rNew, 4, 1), r: c.rNew, scale: 2 };
-    const cudaMs = await timeIt(() => loraGeometry(c.m, c.n, old, nw, { backend: 'cuda' }), quick ? 3 : 10);
-    const cpuMs = await timeIt(() => loraGeometry(c.m, c.n, old, nw, { backend: 'cpu' }), 1);
+    const cudaMs = await timeIt(() => cudaLoraGeometry(c.m, c.n, old, nw, { backend: 'cuda' }), quick ? 3 : 10);
+    const cpuMs = await timeIt(() => cudaLoraGeometry(c.m, c.n, old, nw, { backend: 'cpu' }), 1);
     const entry = { ...c, geoedit: { endToEndMs: cudaMs }, cpu: { ms: cpuMs } };
     const pg = peer ? peer.cases.filter((x) => x.kind === 'gram')[gi] : null;
     if (pg) entry.torch = { ms: pg.ms };

@@ -3,12 +3,20 @@
 #include <napi.h>
 
 #include <cmath>
+#include <functional>
+#include <cstdint>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "geoedit/cuda.h"
 #include "geoedit/geoedit.h"
+#include "core/lora.h"
+#include "core/safetensors.h"
+#include "core/stream.h"
 
 namespace {
 
@@ -74,6 +82,20 @@ struct Baton {
   std::string err_code, err_msg;
 };
 
+// Large outputs: ask for transparent huge pages, so first-touch page faults (and the kernel's
+// zeroing) cost one fault per 2 MiB instead of per 4 KiB. A hint only; failure is harmless.
+void advise_huge(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t huge = uintptr_t(2) << 20;
+  if (bytes < 4 * huge) return;
+  uintptr_t b = (reinterpret_cast<uintptr_t>(p) + huge - 1) & ~(huge - 1);
+  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(huge - 1);
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+#else
+  (void)p; (void)bytes;
+#endif
+}
+
 template <typename T>
 T* alloc_array(Napi::Env env, Napi::Object result, const char* key, size_t count) {
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, count * sizeof(T));
@@ -83,6 +105,7 @@ T* alloc_array(Napi::Env env, Napi::Object result, const char* key, size_t count
   else if constexpr (std::is_same<T, uint16_t>::value) ta = Napi::Uint16Array::New(env, count, ab, 0);
   else ta = Napi::Uint8Array::New(env, count, ab, 0);
   result.Set(key, ta);
+  advise_huge(ab.Data(), count * sizeof(T));
   return static_cast<T*>(ab.Data());
 }
 
@@ -116,6 +139,7 @@ std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
   Napi::Value tn = spec.Get("tensorName");
   if (tn.IsString()) job.tensor_name = tn.As<Napi::String>().Utf8Value();
   job.row_offset = int64_t(num(spec, "rowOffset", 0));
+  job.tau_given = spec.Get("tauGiven").ToBoolean().Value();
 
   Napi::Value pv = spec.Get("params");
   if (!pv.IsObject()) throw_type(env, "Expected params object");
@@ -153,8 +177,16 @@ std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   const bool want_out = spec.Get("wantOut").ToBoolean().Value();
   if (want_out) {
-    if (job.out_dtype == DType::F32) job.out = alloc_array<float>(env, result, "out", count);
-    else job.out = alloc_array<uint16_t>(env, result, "out", count);
+    Napi::Value od = spec.Get("outData");
+    if (od.IsTypedArray()) {
+      // A caller-provided output (reused across calls: no fresh pages to fault in and zero).
+      job.out = const_cast<void*>(data_of(spec, "outData", count * geoedit::dtype_size(job.out_dtype), b->keep));
+      result.Set("out", od);
+    } else if (job.out_dtype == DType::F32) {
+      job.out = alloc_array<float>(env, result, "out", count);
+    } else {
+      job.out = alloc_array<uint16_t>(env, result, "out", count);
+    }
   }
   const size_t r = size_t(job.rows);
   job.cos = alloc_array<double>(env, result, "cos", r);
@@ -351,10 +383,10 @@ Napi::Value CudaProbe(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// loraGeometry({ m, n, rOld, rNew, aOld, bOld, aNew, bNew, sOld, sNew, backend }) -> { dot, na, nb }
-Napi::Value LoraGeometry(const Napi::CallbackInfo& info) {
+// cudaLoraGeometry({ m, n, rOld, rNew, aOld, bOld, aNew, bNew, sOld, sNew, backend }) -> { dot, na, nb }
+Napi::Value CudaLoraGeometry(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a LoRA geometry specification object");
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a CUDA LoRA geometry specification object");
   Napi::Object spec = info[0].As<Napi::Object>();
   Keep keep;
   geoedit::LoraGeometryJob j;
@@ -424,9 +456,451 @@ Napi::Value CudaBench(const Napi::CallbackInfo& info) {
   }
 }
 
+
+// ---- safetensors headers and the checkpoint data path (lib/safetensors.ts, lib/checkpoint.ts) --
+
+Napi::Object header_to_js(Napi::Env env, const geoedit::StHeader& h) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("fileSize", double(h.file_size));
+  o.Set("headerLen", double(h.header_len));
+  o.Set("dataOffset", double(h.data_offset));
+  if (h.has_metadata) {
+    Napi::Object m = Napi::Object::New(env);
+    for (const auto& kv : h.metadata) m.Set(kv.first, kv.second);
+    o.Set("metadata", m);
+  } else {
+    o.Set("metadata", env.Null());
+  }
+  Napi::Array ts = Napi::Array::New(env, h.tensors.size());
+  for (size_t i = 0; i < h.tensors.size(); ++i) {
+    const geoedit::StTensor& t = h.tensors[i];
+    Napi::Object to = Napi::Object::New(env);
+    to.Set("name", t.name);
+    to.Set("dtype", t.dtype);
+    Napi::Array sh = Napi::Array::New(env, t.shape.size());
+    for (size_t k = 0; k < t.shape.size(); ++k) sh.Set(uint32_t(k), double(t.shape[k]));
+    to.Set("shape", sh);
+    to.Set("begin", double(t.begin));
+    to.Set("end", double(t.end));
+    ts.Set(uint32_t(i), to);
+  }
+  o.Set("tensors", ts);
+  return o;
+}
+
+template <typename F>
+Napi::Value coded(Napi::Env env, F&& f) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    throw make_error(env, geoedit::error_code_name(e.code()), e.what());
+  } catch (const std::bad_alloc&) {
+    throw make_error(env, "ERR_OUT_OF_MEMORY", "out of memory while reading a safetensors header");
+  }
+}
+
+// stHeader(path): reads and validates a safetensors header with pread.
+Napi::Value StHeaderFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw_type(env, "Expected a path string");
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  return coded(env, [&]() -> Napi::Value { return header_to_js(env, geoedit::read_st_header(path)); });
+}
+
+// stHeaderBytes(bytes, name): validates a whole file held in memory (tests, fuzzing).
+Napi::Value StHeaderBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) throw_type(env, "Expected a Uint8Array");
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  const std::string name = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "<bytes>";
+  const uint8_t* p = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  const size_t n = ta.ByteLength();
+  return coded(env, [&]() -> Napi::Value { return header_to_js(env, geoedit::parse_st_bytes(p, n, name)); });
+}
+
+struct StreamBaton {
+  std::vector<geoedit::StreamTask> tasks;
+  geoedit::Params params;
+  geoedit::RunOptions ro;
+  size_t block_bytes = 0;
+  geoedit::StreamControl ctl;
+  Keep keep;
+  Napi::ObjectReference results;  // array: per task, stats object or null
+  std::string err_code, err_msg;
+};
+
+geoedit::StreamSrc src_of(Napi::Object o, const char* key) {
+  geoedit::StreamSrc s;
+  Napi::Value v = o.Get(key);
+  if (!v.IsObject()) throw_type(o.Env(), std::string("Expected a source object for ") + key);
+  Napi::Object so = v.As<Napi::Object>();
+  s.fd = int(num(so, "fd", -1));
+  s.offset = uint64_t(num(so, "offset", 0));
+  s.dtype = dtype_of(so, "dtype");
+  Napi::Value f = so.Get("file");
+  if (f.IsString()) s.file = f.As<Napi::String>().Utf8Value();
+  return s;
+}
+
+void read_params(Napi::Env env, Napi::Object p, geoedit::Params& P) {
+  Napi::Value st = p.Get("strategy");
+  std::string sname = st.IsString() ? st.As<Napi::String>().Utf8Value() : "geoedit";
+  if (!geoedit::parse_strategy(sname, &P.strategy)) throw make_error(env, "ERR_UNKNOWN_STRATEGY", "Unknown strategy '" + sname + "'");
+  P.scale = num(p, "scale", P.scale);
+  P.kappa = num(p, "kappa", P.kappa);
+  P.band_degrees = num(p, "bandDegrees", -1);
+  P.keep_orthogonal = num(p, "keepOrthogonal", P.keep_orthogonal);
+  P.fuse_aligned = num(p, "fuseAligned", P.fuse_aligned);
+  P.forget_conflicting = num(p, "forgetConflicting", P.forget_conflicting);
+  P.lambda = num(p, "lambda", P.lambda);
+  P.density = num(p, "density", P.density);
+  P.temperature = num(p, "temperature", P.temperature);
+  P.allow_non_finite = p.Get("allowNonFinite").ToBoolean().Value();
+}
+
+class StreamWorker : public Napi::AsyncWorker {
+ public:
+  StreamWorker(Napi::Env env, std::unique_ptr<StreamBaton> b)
+      : Napi::AsyncWorker(env, "geoedit:stream"), b_(std::move(b)), d_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return d_.Promise(); }
+  void Execute() override {
+    try {
+      geoedit::run_stream(b_->tasks, b_->params, b_->ro, b_->block_bytes, b_->ctl);
+    } catch (const Error& e) {
+      b_->err_code = geoedit::error_code_name(e.code());
+      b_->err_msg = e.what();
+    } catch (const std::bad_alloc&) {
+      b_->err_code = "ERR_OUT_OF_MEMORY";
+      b_->err_msg = "out of memory while streaming a checkpoint";
+    } catch (const std::exception& e) {
+      b_->err_code = "ERR_INTERNAL";
+      b_->err_msg = std::string("internal error: ") + e.what();
+    } catch (...) {
+      b_->err_code = "ERR_INTERNAL";
+      b_->err_msg = "internal error: unknown exception";
+    }
+    if (!b_->err_code.empty()) SetError(b_->err_msg);
+  }
+  void OnOK() override { d_.Resolve(b_->results.Value()); }
+  void OnError(const Napi::Error& e) override {
+    Napi::HandleScope scope(Env());
+    d_.Reject(make_error(Env(), b_->err_code.empty() ? "ERR_INTERNAL" : b_->err_code, e.Message()).Value());
+  }
+
+ private:
+  std::unique_ptr<StreamBaton> b_;
+  Napi::Promise::Deferred d_;
+};
+
+// stream({ tasks, params, threads, blockBytes, ctl: Float64Array(2 or 3) }) -> Promise<(stats | null)[]>
+Napi::Value Stream(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a stream specification object");
+  Napi::Object spec = info[0].As<Napi::Object>();
+  auto b = std::make_unique<StreamBaton>();
+  Napi::Value pv = spec.Get("params");
+  if (pv.IsObject()) read_params(env, pv.As<Napi::Object>(), b->params);
+  try {
+    geoedit::validate_params(b->params);
+  } catch (const Error& e) {
+    throw make_error(env, geoedit::error_code_name(e.code()), e.what());
+  }
+  b->ro.threads = int(num(spec, "threads", 0));
+  b->block_bytes = size_t(num(spec, "blockBytes", 0));
+  Napi::Value cv = spec.Get("ctl");
+  if (cv.IsTypedArray() && cv.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array &&
+      cv.As<Napi::TypedArray>().ElementLength() >= 2) {
+    Napi::TypedArray ta = cv.As<Napi::TypedArray>();
+    double* p = reinterpret_cast<double*>(static_cast<char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+    b->keep.hold(ta);
+    b->ctl.bytes_done = p;
+    b->ctl.cancel = p + 1;
+    if (ta.ElementLength() >= 3) b->ctl.task_index = p + 2;
+  }
+  Napi::Value tv = spec.Get("tasks");
+  if (!tv.IsArray()) throw_type(env, "Expected an array of tasks");
+  Napi::Array tasks = tv.As<Napi::Array>();
+  Napi::Array results = Napi::Array::New(env, tasks.Length());
+  for (uint32_t i = 0; i < tasks.Length(); ++i) {
+    Napi::Value v = tasks.Get(i);
+    if (!v.IsObject()) throw_type(env, "Expected a task object");
+    Napi::Object to = v.As<Napi::Object>();
+    geoedit::StreamTask t;
+    const int kind = int(num(to, "kind", 0));
+    if (kind < 0 || kind > 2) throw make_error(env, "ERR_INVALID_OPTION", "unknown task kind");
+    t.kind = geoedit::StreamTask::Kind(kind);
+    Napi::Value nv = to.Get("name");
+    if (nv.IsString()) t.name = nv.As<Napi::String>().Utf8Value();
+    t.rows = int64_t(num(to, "rows", 0));
+    t.cols = int64_t(num(to, "cols", 0));
+    t.copy_bytes = uint64_t(num(to, "copyBytes", 0));
+    if (t.rows < 0 || t.cols < 0) throw make_error(env, "ERR_INVALID_OPTION", "rows and cols must be >= 0");
+    t.base = src_of(to, "base");
+    if (t.kind == geoedit::StreamTask::Edit) {
+      t.old_ = src_of(to, "old");
+      t.new_ = src_of(to, "new");
+      if (to.Get("impOld").IsObject()) {
+        t.imp_old = src_of(to, "impOld");
+        t.imp_new = src_of(to, "impNew");
+      }
+      const size_t r = size_t(t.rows);
+      t.c_new = static_cast<const float*>(data_of(to, "cNew", r * 4, b->keep, true));
+      t.c_old = static_cast<const float*>(data_of(to, "cOld", r * 4, b->keep, true));
+      if (b->params.strategy == geoedit::Strategy::Custom && (!t.c_new || !t.c_old))
+        throw make_error(env, "ERR_COEFFICIENTS", "strategy 'custom' needs cNew and cOld for tensor '" + t.name + "'");
+      if (to.Get("stats").ToBoolean().Value()) {
+        Napi::Object st = Napi::Object::New(env);
+        t.cos = alloc_array<double>(env, st, "cos", r);
+        t.region = alloc_array<uint8_t>(env, st, "region", r);
+        t.coef_new = alloc_array<float>(env, st, "coefNew", r);
+        t.coef_old = alloc_array<float>(env, st, "coefOld", r);
+        t.delta_sq = alloc_array<double>(env, st, "deltaSq", r);
+        t.na = alloc_array<double>(env, st, "na", r);
+        t.nb = alloc_array<double>(env, st, "nb", r);
+        results.Set(i, st);
+      } else {
+        results.Set(i, env.Null());
+      }
+    } else {
+      results.Set(i, env.Null());
+    }
+    t.out_fd = int(num(to, "outFd", -1));
+    t.out_offset = uint64_t(num(to, "outOffset", 0));
+    if (t.out_fd >= 0 || t.kind == geoedit::StreamTask::Edit) {
+      Napi::Value od = to.Get("outDtype");
+      if (od.IsString()) t.out_dtype = dtype_of(to, "outDtype");
+      else t.out_dtype = t.base.dtype;
+    }
+    b->tasks.push_back(std::move(t));
+  }
+  b->results = Napi::Persistent(results.As<Napi::Object>());
+  auto* w = new StreamWorker(env, std::move(b));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// ---- LoRA (SPEC §4): geometry in factor space, materialised rows, merged full weights ----
+
+// { L: Float32Array [rows*r], R: Float32Array [r*cols], r, scale } or null/undefined (absent side).
+geoedit::LoraSide read_lora_side(Napi::Object spec, const char* key, int64_t rows, int64_t cols, Keep& keep) {
+  geoedit::LoraSide side;
+  Napi::Value v = spec.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return side;
+  if (!v.IsObject()) throw_type(spec.Env(), std::string("Expected an object { L, R, r, scale } or null for ") + key);
+  Napi::Object o = v.As<Napi::Object>();
+  const double r = num(o, "r", -1);
+  if (!(r >= 0) || r != std::floor(r) || r > 1e6)
+    throw make_error(spec.Env(), "ERR_INVALID_OPTION", std::string("Expected a non-negative integer rank for ") + key + ".r");
+  side.r = int64_t(r);
+  side.scale = num(o, "scale", 0);
+  if (side.r == 0) return side;
+  side.L = static_cast<const float*>(data_of(o, "L", size_t(rows) * size_t(side.r) * 4, keep));
+  side.R = static_cast<const float*>(data_of(o, "R", size_t(side.r) * size_t(cols) * 4, keep));
+  return side;
+}
+
+void read_dims(Napi::Object spec, int64_t* rows, int64_t* cols) {
+  const double r = num(spec, "rows", -1), c = num(spec, "cols", -1);
+  if (!(r >= 0) || !(c >= 0) || r != std::floor(r) || c != std::floor(c) || r * c > 9.0e15)
+    throw make_error(spec.Env(), "ERR_INVALID_OPTION", "rows and cols must be non-negative integers");
+  *rows = int64_t(r);
+  *cols = int64_t(c);
+}
+
+void read_params_into(Napi::Env env, Napi::Object spec, geoedit::Params& P) {
+  Napi::Value pv = spec.Get("params");
+  if (!pv.IsObject()) throw_type(env, "Expected params object");
+  Napi::Object p = pv.As<Napi::Object>();
+  Napi::Value st = p.Get("strategy");
+  std::string sname = st.IsString() ? st.As<Napi::String>().Utf8Value() : "geoedit";
+  if (!geoedit::parse_strategy(sname, &P.strategy))
+    throw make_error(env, "ERR_UNKNOWN_STRATEGY", "Unknown strategy '" + sname + "'");
+  P.scale = num(p, "scale", P.scale);
+  P.kappa = num(p, "kappa", P.kappa);
+  P.band_degrees = num(p, "bandDegrees", -1);
+  P.keep_orthogonal = num(p, "keepOrthogonal", P.keep_orthogonal);
+  P.fuse_aligned = num(p, "fuseAligned", P.fuse_aligned);
+  P.forget_conflicting = num(p, "forgetConflicting", P.forget_conflicting);
+  P.lambda = num(p, "lambda", P.lambda);
+  P.density = num(p, "density", P.density);
+  P.temperature = num(p, "temperature", P.temperature);
+  P.allow_non_finite = p.Get("allowNonFinite").ToBoolean().Value();
+  try {
+    geoedit::validate_params(P);
+  } catch (const Error& e) {
+    throw make_error(env, geoedit::error_code_name(e.code()), e.what());
+  }
+}
+
+// Runs fn() and records a failure as (code, message), like run_baton.
+template <class F>
+void run_guarded(F&& fn, std::string& code, std::string& msg) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    code = geoedit::error_code_name(e.code());
+    msg = e.what();
+  } catch (const std::bad_alloc&) {
+    code = "ERR_OUT_OF_MEMORY";
+    msg = "out of memory in the LoRA path";
+  } catch (const std::exception& e) {
+    code = "ERR_INTERNAL";
+    msg = std::string("internal error: ") + e.what();
+  } catch (...) {
+    code = "ERR_INTERNAL";
+    msg = "internal error: unknown exception";
+  }
+}
+
+// A Promise-returning worker around any job `run` that fills `result` (a JS object kept alive).
+class LoraWorker : public Napi::AsyncWorker {
+ public:
+  LoraWorker(Napi::Env env, const char* name, std::function<void()> run, std::shared_ptr<Keep> keep, Napi::Object result)
+      : Napi::AsyncWorker(env, name), run_(std::move(run)), keep_(std::move(keep)),
+        result_(Napi::Persistent(result)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    run_guarded(run_, code_, msg_);
+    if (!code_.empty()) SetError(msg_);
+  }
+  void OnOK() override { deferred_.Resolve(result_.Value()); }
+  void OnError(const Napi::Error& e) override {
+    Napi::HandleScope scope(Env());
+    deferred_.Reject(make_error(Env(), code_.empty() ? "ERR_INTERNAL" : code_, e.Message()).Value());
+  }
+
+ private:
+  std::function<void()> run_;
+  std::shared_ptr<Keep> keep_;
+  Napi::ObjectReference result_;
+  Napi::Promise::Deferred deferred_;
+  std::string code_, msg_;
+};
+
+// loraGeometry({ rows, cols, old, new, params, cNew?, cOld?, threads?, tensorName? })
+//   -> Promise<{ cos, region, coefNew, coefOld, na, nb, dot, deltaSq }>
+Napi::Value LoraGeometry(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a LoRA geometry specification object");
+  Napi::Object spec = info[0].As<Napi::Object>();
+  auto keep = std::make_shared<Keep>();
+  auto job = std::make_shared<geoedit::LoraJob>();
+  auto params = std::make_shared<geoedit::Params>();
+  geoedit::RunOptions ro;
+  read_dims(spec, &job->rows, &job->cols);
+  job->old_ = read_lora_side(spec, "old", job->rows, job->cols, *keep);
+  job->new_ = read_lora_side(spec, "new", job->rows, job->cols, *keep);
+  job->c_new = static_cast<const float*>(data_of(spec, "cNew", size_t(job->rows) * 4, *keep, true));
+  job->c_old = static_cast<const float*>(data_of(spec, "cOld", size_t(job->rows) * 4, *keep, true));
+  Napi::Value tn = spec.Get("tensorName");
+  if (tn.IsString()) job->tensor_name = tn.As<Napi::String>().Utf8Value();
+  read_params_into(env, spec, *params);
+  ro.threads = int(num(spec, "threads", 0));
+  Napi::Object result = Napi::Object::New(env);
+  const size_t r = size_t(job->rows);
+  job->cos = alloc_array<double>(env, result, "cos", r);
+  job->region = alloc_array<uint8_t>(env, result, "region", r);
+  job->coef_new = alloc_array<float>(env, result, "coefNew", r);
+  job->coef_old = alloc_array<float>(env, result, "coefOld", r);
+  job->na = alloc_array<double>(env, result, "na", r);
+  job->nb = alloc_array<double>(env, result, "nb", r);
+  job->dot = alloc_array<double>(env, result, "dot", r);
+  job->delta_sq = alloc_array<double>(env, result, "deltaSq", r);
+  auto* w = new LoraWorker(env, "geoedit:loraGeometry", [job, params, ro]() { geoedit::run_lora_geometry(*job, *params, ro); },
+                           keep, result);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// loraMaterialize({ rows, cols, side, r0, r1, threads? }) -> Float32Array [(r1-r0)*cols] (sync; rows of s*L*R)
+Napi::Value LoraMaterialize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a LoRA materialise specification object");
+  Napi::Object spec = info[0].As<Napi::Object>();
+  Keep keep;
+  int64_t rows, cols;
+  read_dims(spec, &rows, &cols);
+  geoedit::LoraSide side = read_lora_side(spec, "side", rows, cols, keep);
+  const double r0 = num(spec, "r0", 0), r1 = num(spec, "r1", double(rows));
+  if (!(r0 >= 0) || !(r1 >= r0) || r1 > double(rows) || r0 != std::floor(r0) || r1 != std::floor(r1))
+    throw make_error(env, "ERR_INVALID_OPTION", "Expected 0 <= r0 <= r1 <= rows for loraMaterialize");
+  geoedit::RunOptions ro;
+  ro.threads = int(num(spec, "threads", 0));
+  const size_t count = size_t(r1 - r0) * size_t(cols);
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, count * 4);
+  std::string code, msg;
+  run_guarded([&]() { geoedit::lora_materialize(side, cols, int64_t(r0), int64_t(r1), static_cast<float*>(ab.Data()), ro); },
+              code, msg);
+  if (!code.empty()) throw make_error(env, code, msg);
+  return Napi::Float32Array::New(env, count, ab, 0);
+}
+
+// loraMaterializeAsync({ rows, cols, side, r0, r1, threads? }) -> Promise<{ out: Float32Array }> (off the event loop)
+Napi::Value LoraMaterializeAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a LoRA materialise specification object");
+  Napi::Object spec = info[0].As<Napi::Object>();
+  auto keep = std::make_shared<Keep>();
+  int64_t rows, cols;
+  read_dims(spec, &rows, &cols);
+  geoedit::LoraSide side = read_lora_side(spec, "side", rows, cols, *keep);
+  const double r0 = num(spec, "r0", 0), r1 = num(spec, "r1", double(rows));
+  if (!(r0 >= 0) || !(r1 >= r0) || r1 > double(rows) || r0 != std::floor(r0) || r1 != std::floor(r1))
+    throw make_error(env, "ERR_INVALID_OPTION", "Expected 0 <= r0 <= r1 <= rows for loraMaterialize");
+  geoedit::RunOptions ro;
+  ro.threads = int(num(spec, "threads", 0));
+  Napi::Object result = Napi::Object::New(env);
+  float* out = alloc_array<float>(env, result, "out", size_t(r1 - r0) * size_t(cols));
+  const int64_t a = int64_t(r0), b = int64_t(r1);
+  auto* w = new LoraWorker(env, "geoedit:loraMaterialize", [side, cols, a, b, out, ro]() { geoedit::lora_materialize(side, cols, a, b, out, ro); },
+                           keep, result);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// loraMerge({ rows, cols, old, new, cNew, cOld, transposed, s0, s1, base, baseDtype, outDtype, threads?, tensorName? })
+//   -> Promise<Float32Array | Uint16Array> (stored rows [s0, s1) of the merged weights)
+Napi::Value LoraMerge(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a LoRA merge specification object");
+  Napi::Object spec = info[0].As<Napi::Object>();
+  auto keep = std::make_shared<Keep>();
+  auto job = std::make_shared<geoedit::LoraMergeJob>();
+  read_dims(spec, &job->rows, &job->cols);
+  job->old_ = read_lora_side(spec, "old", job->rows, job->cols, *keep);
+  job->new_ = read_lora_side(spec, "new", job->rows, job->cols, *keep);
+  job->c_new = static_cast<const float*>(data_of(spec, "cNew", size_t(job->rows) * 4, *keep));
+  job->c_old = static_cast<const float*>(data_of(spec, "cOld", size_t(job->rows) * 4, *keep));
+  job->transposed = spec.Get("transposed").ToBoolean().Value();
+  const int64_t stored_rows = job->transposed ? job->cols : job->rows, stored_cols = job->transposed ? job->rows : job->cols;
+  const double s0 = num(spec, "s0", 0), s1 = num(spec, "s1", double(stored_rows));
+  if (!(s0 >= 0) || !(s1 >= s0) || s1 > double(stored_rows) || s0 != std::floor(s0) || s1 != std::floor(s1))
+    throw make_error(env, "ERR_INVALID_OPTION", "Expected 0 <= s0 <= s1 <= stored rows for loraMerge");
+  job->s0 = int64_t(s0);
+  job->s1 = int64_t(s1);
+  const size_t count = size_t(job->s1 - job->s0) * size_t(stored_cols);
+  job->base.dtype = dtype_of(spec, "baseDtype");
+  job->base.data = data_of(spec, "base", count * geoedit::dtype_size(job->base.dtype), *keep);
+  job->out_dtype = dtype_of(spec, "outDtype");
+  Napi::Value tn = spec.Get("tensorName");
+  if (tn.IsString()) job->tensor_name = tn.As<Napi::String>().Utf8Value();
+  geoedit::RunOptions ro;
+  ro.threads = int(num(spec, "threads", 0));
+  Napi::Object result = Napi::Object::New(env);
+  if (job->out_dtype == DType::F32) job->out = alloc_array<float>(env, result, "out", count);
+  else job->out = alloc_array<uint16_t>(env, result, "out", count);
+  auto* w = new LoraWorker(env, "geoedit:loraMerge", [job, ro]() { geoedit::run_lora_merge(*job, ro); }, keep, result);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaProbe", Napi::Function::New(env, CudaProbe, "cudaProbe"));
-  exports.Set("loraGeometry", Napi::Function::New(env, LoraGeometry, "loraGeometry"));
+  exports.Set("cudaLoraGeometry", Napi::Function::New(env, CudaLoraGeometry, "cudaLoraGeometry"));
   exports.Set("cudaBench", Napi::Function::New(env, CudaBench, "cudaBench"));
   exports.Set("edit", Napi::Function::New(env, Edit, "edit"));
   exports.Set("editSync", Napi::Function::New(env, EditSync, "editSync"));
@@ -435,6 +909,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("defaults", Napi::Function::New(env, Defaults, "defaults"));
   exports.Set("convert", Napi::Function::New(env, Convert, "convert"));
   exports.Set("triad", Napi::Function::New(env, Triad, "triad"));
+  exports.Set("loraGeometry", Napi::Function::New(env, LoraGeometry, "loraGeometry"));
+  exports.Set("loraMaterialize", Napi::Function::New(env, LoraMaterialize, "loraMaterialize"));
+  exports.Set("loraMerge", Napi::Function::New(env, LoraMerge, "loraMerge"));
+  exports.Set("loraMaterializeAsync", Napi::Function::New(env, LoraMaterializeAsync, "loraMaterializeAsync"));
+  exports.Set("stHeader", Napi::Function::New(env, StHeaderFile, "stHeader"));
+  exports.Set("stHeaderBytes", Napi::Function::New(env, StHeaderBytes, "stHeaderBytes"));
+  exports.Set("stream", Napi::Function::New(env, Stream, "stream"));
   return exports;
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "geoedit/cuda_abi.h"
+#include "core/lora.h"
 
 namespace geoedit {
 
@@ -184,14 +185,25 @@ CudaStatus cuda_status(bool refresh) {
 void run_edit_cuda(const EditJob& job, const Params& params, const CudaRunOptions& opts) {
   validate_params(params);
   if (job.rows < 0 || job.cols < 0) throw Error(ErrorCode::InvalidArgument, "rows and cols must be >= 0");
-  if (job.rows > 0 && (!job.base.data || !job.old_.data || !job.new_.data))
+  if (job.rows > 0 && job.cols > 0 && (!job.base.data || !job.old_.data || !job.new_.data))
     throw Error(ErrorCode::InvalidArgument, "base, old and new data are required");
   if (params.strategy == Strategy::Custom && job.rows > 0 && (!job.c_new || !job.c_old))
     throw Error(ErrorCode::InvalidArgument, "strategy 'custom' needs coefficients { cNew, cOld } with one value per row");
   if ((job.imp_old.data == nullptr) != (job.imp_new.data == nullptr))
     throw Error(ErrorCode::InvalidArgument, "importanceOld and importanceNew must be given together");
+  // The plugin's ABI has no task-vector input: it always forms a = old - base, b = new - base.
+  // Refuse rather than compute something else (the LoRA path sends tau_given jobs to the CPU core).
+  if (job.tau_given)
+    throw Error(ErrorCode::InvalidArgument,
+                "the CUDA backend does not take task vectors as old/new (tau_given); use backend 'cpu' for this job");
   const Plugin& P = require_plugin();
   if (job.rows == 0) return;
+  // Zero-column rows carry no data (no sums, no output bytes): the plugin refuses cols == 0, so
+  // their per-row stats come from the CPU core, which applies the same rules (docs/cuda.md).
+  if (job.cols == 0) {
+    run_edit(job, params, RunOptions());
+    return;
+  }
 
   geoedit_cuda_job j;
   std::memset(&j, 0, sizeof j);
@@ -249,39 +261,21 @@ void run_edit_cuda(const EditJob& job, const Params& params, const CudaRunOption
   throw_plugin_error(rc, err);
 }
 
+// The CPU reference is the LoRA path's own factor-space geometry (native/core/lora.cc): tau = s*B*A
+// is its canonical form with L = B [m, r] and R = A [r, n]; only dot/na/nb are asked for.
 void lora_geometry_cpu(const LoraGeometryJob& J) {
-  const int64_t m = J.m, n = J.n, ro = J.r_old, rn = J.r_new;
-  auto gram = [n](const float* X, int64_t rx, const float* Y, int64_t ry) {
-    std::vector<double> G(size_t(rx * ry));
-    for (int64_t p = 0; p < rx; ++p)
-      for (int64_t q = 0; q < ry; ++q) {
-        double s = 0;
-        const float* x = X + p * n;
-        const float* y = Y + q * n;
-        for (int64_t j = 0; j < n; ++j) s += double(x[j]) * double(y[j]);
-        G[size_t(p * ry + q)] = s;
-      }
-    return G;
-  };
-  const std::vector<double> Goo = gram(J.a_old, ro, J.a_old, ro);
-  const std::vector<double> Gnn = gram(J.a_new, rn, J.a_new, rn);
-  const std::vector<double> Gon = gram(J.a_old, ro, J.a_new, rn);
-  auto quad = [](const float* x, int64_t rx, const std::vector<double>& G, const float* y, int64_t ry) {
-    double s = 0;
-    for (int64_t p = 0; p < rx; ++p) {
-      double t = 0;
-      for (int64_t q = 0; q < ry; ++q) t += G[size_t(p * ry + q)] * double(y[q]);
-      s += double(x[p]) * t;
-    }
-    return s;
-  };
-  for (int64_t i = 0; i < m; ++i) {
-    const float* bo = J.b_old + i * ro;
-    const float* bn = J.b_new + i * rn;
-    if (J.dot) J.dot[i] = J.s_old * J.s_new * quad(bo, ro, Gon, bn, rn);
-    if (J.na) J.na[i] = J.s_old * J.s_old * quad(bo, ro, Goo, bo, ro);
-    if (J.nb) J.nb[i] = J.s_new * J.s_new * quad(bn, rn, Gnn, bn, rn);
-  }
+  LoraJob l;
+  l.rows = J.m;
+  l.cols = J.n;
+  l.old_.L = J.b_old; l.old_.R = J.a_old; l.old_.r = J.r_old; l.old_.scale = J.s_old;
+  l.new_.L = J.b_new; l.new_.R = J.a_new; l.new_.r = J.r_new; l.new_.scale = J.s_new;
+  l.dot = J.dot;
+  l.na = J.na;
+  l.nb = J.nb;
+  l.tensor_name = "lora";
+  Params p;
+  p.allow_non_finite = true;  // geometry only: report the sums as they are
+  run_lora_geometry(l, p);
 }
 
 void lora_geometry_cuda(const LoraGeometryJob& J) {

@@ -2,6 +2,7 @@
 // One streaming pass: each input row is decoded once into per-thread scratch that stays
 // in cache while the row's geometry, trim, weights and output are computed.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -11,10 +12,10 @@
 #include <thread>
 #include <vector>
 
-#include "coef.h"
 #include "dtype.h"
 #include "kernels.h"
 #include "pool.h"
+#include "rules.h"
 
 #ifndef GEOEDIT_VERSION
 #define GEOEDIT_VERSION "0.0.0"
@@ -61,6 +62,7 @@ const char* error_code_name(ErrorCode c) {
     case ErrorCode::CudaUnavailable: return "ERR_CUDA_UNAVAILABLE";
     case ErrorCode::Cuda: return "ERR_CUDA";
     case ErrorCode::Internal: return "ERR_INTERNAL";
+    case ErrorCode::Aborted: return "ERR_ABORTED";
   }
   return "ERR_INTERNAL";
 }
@@ -92,7 +94,7 @@ void validate_params(const Params& p) {
   if (!(p.temperature > 0) || !std::isfinite(p.temperature)) bad_option("temperature", "a finite number > 0", p.temperature);
 }
 
-double region_threshold(const Params& p, int64_t n) { return coef::threshold(p, n); }
+double region_threshold(const Params& p, int64_t n) { return row_threshold(p, n); }
 
 void convert(DType from, const void* src, DType to, void* dst, size_t count) {
   if (from == to) { std::memcpy(dst, src, count * dtype_size(from)); return; }
@@ -113,11 +115,11 @@ int hardware_threads() { return pool_threads(); }
 namespace {
 
 struct Scratch {
-  std::vector<float> base, a, b, ea, eb;
-  std::vector<uint32_t> keys, hist;
+  std::vector<float> base, a, b, ea, eb, zero;
+  std::vector<uint32_t> hist, cand;
   void ensure(int64_t n) {
     const size_t s = size_t(std::max<int64_t>(n, 1));
-    if (a.size() < s) { base.resize(s); a.resize(s); b.resize(s); ea.resize(s); eb.resize(s); keys.resize(s); }
+    if (a.size() < s) { base.resize(s); a.resize(s); b.resize(s); ea.resize(s); eb.resize(s); zero.assign(s, 0.0f); cand.resize(s + 16); }
     if (hist.size() < 2048) hist.resize(2048);
   }
 };
@@ -125,52 +127,6 @@ struct Scratch {
 Scratch& scratch() {
   thread_local Scratch s;
   return s;
-}
-
-// Monotone key for an importance value e >= 0 (-0 and NaN map to 0, the lowest).
-inline uint32_t imp_key(float e) {
-  if (!(e > 0)) return 0;
-  return f32_bits(e);
-}
-
-// Top-k by importance with ties broken by the lower column index (SPEC §3.3).
-// Zeroes the entries of v that are not kept; returns sum of kept e^2 in f64.
-double trim_topk(const float* e, float* v, int64_t n, int64_t k, Scratch& s) {
-  double sumsq = 0;
-  if (k >= n) {
-    for (int64_t j = 0; j < n; ++j) sumsq += double(e[j]) * double(e[j]);
-    return sumsq;
-  }
-  uint32_t* keys = s.keys.data();
-  for (int64_t j = 0; j < n; ++j) keys[j] = imp_key(e[j]);
-  uint32_t prefix = 0, pmask = 0;
-  int64_t krem = k;
-  static const int kShift[3] = {21, 10, 0};
-  static const int kBits[3] = {11, 11, 10};
-  uint32_t* hist = s.hist.data();
-  for (int level = 0; level < 3; ++level) {
-    const int shift = kShift[level];
-    const uint32_t dmask = (1u << kBits[level]) - 1u;
-    std::memset(hist, 0, sizeof(uint32_t) * (dmask + 1));
-    for (int64_t j = 0; j < n; ++j)
-      if ((keys[j] & pmask) == prefix) hist[(keys[j] >> shift) & dmask]++;
-    uint32_t digit = 0;
-    for (int64_t d = dmask; d >= 0; --d) {
-      if (int64_t(hist[d]) >= krem) { digit = uint32_t(d); break; }
-      krem -= hist[d];
-    }
-    prefix |= digit << shift;
-    pmask |= dmask << shift;
-  }
-  const uint32_t kth = prefix;  // krem = how many entries equal to kth are kept, lowest index first
-  for (int64_t j = 0; j < n; ++j) {
-    const uint32_t kj = keys[j];
-    bool keep = kj > kth;
-    if (!keep && kj == kth && krem > 0) { keep = true; --krem; }
-    if (keep) sumsq += double(e[j]) * double(e[j]);
-    else v[j] = 0.0f;
-  }
-  return sumsq;
 }
 
 const char* which_name(int w) { return w == 0 ? "base" : (w == 1 ? "old" : "new"); }
@@ -208,10 +164,12 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
   s.ensure(n);
   const double t = region_threshold(p, n);
   const bool trim = p.density < 1.0 && n > 0;
-  const int64_t k = trim ? int64_t(coef::keep_count(p.density, n)) : n;
+  const int64_t k = trim ? int64_t(keep_count(p.density, n)) : n;
   const bool has_imp = job.imp_old.data != nullptr;
   const size_t bs = dtype_size(job.base.dtype), os_ = dtype_size(job.old_.dtype), ns = dtype_size(job.new_.dtype);
   const size_t outs = dtype_size(job.out_dtype);
+  // Outputs far larger than the caches get streaming stores (no read-for-ownership).
+  const bool nt = uint64_t(job.rows) * uint64_t(n) * outs >= (uint64_t(32) << 20);
   auto row_ptr = [&](const View& v, size_t es, int64_t i, float* tmp) -> const float* {
     const char* src = static_cast<const char*>(v.data) + size_t(i) * size_t(n) * es;
     if (v.dtype == DType::F32) return reinterpret_cast<const float*>(src);
@@ -226,8 +184,9 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     // a = old - base and b = new - base land in the scratch (in place when old/new were decoded there).
     float* a = s.a.data();
     float* b = s.b.data();
-    K.stats(fb, fo, fn, a, b, n, &dot, &na, &nb);
-    const bool finite = coef::sums_finite(dot, na, nb);
+    // tau_given: old/new already are the task vectors (a zero base makes a = old, b = new exactly).
+    K.stats(job.tau_given ? s.zero.data() : fb, fo, fn, a, b, n, &dot, &na, &nb);
+    const bool finite = sums_finite(dot, na, nb);
     if (!finite && !p.allow_non_finite) {
       // Re-decode the raw rows (the scratch now holds task vectors) and name the first bad value.
       const size_t nn = static_cast<size_t>(n);
@@ -241,8 +200,8 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       const float* rows[3] = {rb.data(), ro.data(), rn.data()};
       throw_non_finite(job, i, rows);
     }
-    const double cosv = coef::row_cos(dot, na, nb);
-    const Region region = coef::region_of(cosv, t);
+    const double cosv = row_cos(dot, na, nb);
+    const Region region = row_region(cosv, t);
 
     // Importance and trimming (SPEC §3.3, §3.4).
     double sa = 0, sb = 0;
@@ -264,22 +223,23 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
         } else {
           for (int64_t j = 0; j < n; ++j) { ea[j] = std::fabs(a[j]); eb[j] = std::fabs(b[j]); }
         }
-        const double ssa = trim_topk(ea, a, n, k, s);
-        const double ssb = trim_topk(eb, b, n, k, s);
+        const double ssa = K.trim(ea, a, n, k, s.cand.data(), s.hist.data());
+        const double ssb = K.trim(eb, b, n, k, s.cand.data(), s.hist.data());
         sa = k > 0 ? std::sqrt(ssa / double(k)) : 0;
         sb = k > 0 ? std::sqrt(ssb / double(k)) : 0;
       }
       have_s = true;
     };
     if (trim || has_imp) compute_s();
-    double w_old = 0.5;
-    if (coef::needs_weight(p, region)) {
+    auto w_old = [&]() {
       if (!have_s) compute_s();
-      w_old = coef::weight_old(sa, sb, p.temperature);
-    }
-    float fcn = 0, fco = 0;
+      return importance_w_old(sa, sb, p.temperature);
+    };
+
+    double cn = 0, co = 0;
     const bool custom = p.strategy == Strategy::Custom;
-    coef::coefficients(p, region, w_old, custom ? job.c_new[i] : 0.0f, custom ? job.c_old[i] : 0.0f, &fcn, &fco);
+    row_coefficients(p, region, custom ? double(job.c_new[i]) : 0.0, custom ? double(job.c_old[i]) : 0.0, w_old, &cn, &co);
+    const float fcn = float(cn), fco = float(co);
 
     if (job.out) {
       char* dst = static_cast<char*>(job.out) + size_t(i) * size_t(n) * outs;
@@ -289,7 +249,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
         else
           K.encode(fb, job.out_dtype, dst, n);
       } else {
-        K.output(fb, a, b, fcn, fco, n, job.out_dtype, dst);
+        (nt ? K.output_nt : K.output)(fb, a, b, fcn, fco, n, job.out_dtype, dst);
       }
     }
     if (job.cos) job.cos[i] = cosv;
@@ -301,17 +261,13 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     if (job.delta_sq) {
       double ta = na, tb = nb, td = dot;
       if (trim) {
-        ta = tb = td = 0;
-        for (int64_t j = 0; j < n; ++j) {
-          ta += double(a[j]) * double(a[j]);
-          tb += double(b[j]) * double(b[j]);
-          td += double(a[j]) * double(b[j]);
-        }
+        // The SIMD stats kernel against a zero base: a - 0 and b - 0 are a and b exactly.
+        K.stats(s.zero.data(), a, b, a, b, n, &td, &ta, &tb);
       }
-      const double c1 = fcn, c2 = fco;
-      job.delta_sq[i] = c1 * c1 * tb + 2 * c1 * c2 * td + c2 * c2 * ta;
+      job.delta_sq[i] = applied_energy(fcn, fco, td, ta, tb);
     }
   }
+  if (nt) std::atomic_thread_fence(std::memory_order_seq_cst);  // order the streaming stores
 }
 
 }  // namespace
@@ -319,7 +275,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
 void run_edit(const EditJob& job, const Params& params, const RunOptions& ro) {
   validate_params(params);
   if (job.rows < 0 || job.cols < 0) throw Error(ErrorCode::InvalidArgument, "rows and cols must be >= 0");
-  if (job.rows > 0 && (!job.base.data || !job.old_.data || !job.new_.data))
+  if (job.rows > 0 && job.cols > 0 && (!job.base.data || !job.old_.data || !job.new_.data))
     throw Error(ErrorCode::InvalidArgument, "base, old and new data are required");
   if (params.strategy == Strategy::Custom && job.rows > 0 && (!job.c_new || !job.c_old))
     throw Error(ErrorCode::InvalidArgument, "strategy 'custom' needs coefficients { cNew, cOld } with one value per row");

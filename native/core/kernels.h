@@ -18,6 +18,14 @@ struct Kernels {
                  int64_t n, DType out_dtype, void* dst);
   // f32 -> out_dtype (RNE), used for coefficient-free rows and conversions.
   void (*encode)(const float* src, DType dtype, void* dst, int64_t n);
+  // Top-k by importance e (SPEC §3.3): zeroes the non-kept entries of v, returns sum of kept e^2.
+  // cand: n uint32 scratch; hist: 2048 uint32 scratch.
+  double (*trim)(const float* e, float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist);
+  // As output, with non-temporal (streaming) stores where dst is aligned: for outputs far larger
+  // than the caches, it skips the read-for-ownership of every output line. Same bytes as output.
+  // The caller issues a store fence before publishing the results.
+  void (*output_nt)(const float* base, const float* a, const float* b, float cn, float co,
+                    int64_t n, DType out_dtype, void* dst);
 };
 
 extern const Kernels kScalarKernels;

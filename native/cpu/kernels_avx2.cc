@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include "../core/kernels.h"
 #include "../core/dtype.h"
+#include "trim_impl.h"
 
 namespace geoedit {
 namespace {
@@ -114,8 +115,37 @@ void output_avx2(const float* base, const float* a, const float* b, float cn, fl
   }
 }
 
+void output_nt_avx2(const float* base, const float* a, const float* b, float cn, float co,
+                    int64_t n, DType out_dtype, void* dst) {
+  const size_t es = out_dtype == DType::F32 ? 4 : 2;
+  const size_t align = es * 8;
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(dst);
+  // Plain stores up to the first aligned vector, streaming stores for the body, plain for the tail.
+  const int64_t head = addr % es != 0 ? n : int64_t(((align - addr % align) % align) / es);
+  if (head + 8 > n) { output_avx2(base, a, b, cn, co, n, out_dtype, dst); return; }
+  if (head > 0) output_avx2(base, a, b, cn, co, head, out_dtype, dst);
+  base += head; a += head; b += head; n -= head;
+  dst = static_cast<char*>(dst) + head * es;
+  const __m256 vcn = _mm256_set1_ps(cn), vco = _mm256_set1_ps(co);
+  const int64_t body = n & ~int64_t(7);
+  for (int64_t j = 0; j < body; j += 8) {
+    __m256 o = _mm256_add_ps(_mm256_loadu_ps(base + j), _mm256_mul_ps(vcn, _mm256_loadu_ps(b + j)));
+    o = _mm256_add_ps(o, _mm256_mul_ps(vco, _mm256_loadu_ps(a + j)));
+    if (out_dtype == DType::F32) {
+      _mm256_stream_ps(static_cast<float*>(dst) + j, o);
+    } else {
+      alignas(16) uint16_t tmp[8];
+      if (out_dtype == DType::F16) store_f16(tmp, o); else store_bf16(tmp, o);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(dst) + j), _mm_load_si128(reinterpret_cast<const __m128i*>(tmp)));
+    }
+  }
+  if (body < n) {
+    output_avx2(base + body, a + body, b + body, cn, co, n - body, out_dtype, static_cast<char*>(dst) + body * es);
+  }
+}
+
 }  // namespace
 
-const Kernels kAvx2Kernels = {"avx2", decode_avx2, stats_avx2, output_avx2, encode_avx2};
+const Kernels kAvx2Kernels = {"avx2", decode_avx2, stats_avx2, output_avx2, encode_avx2, trim_topk_impl, output_nt_avx2};
 
 }  // namespace geoedit

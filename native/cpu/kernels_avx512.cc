@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include "../core/kernels.h"
 #include "../core/dtype.h"
+#include "trim_impl.h"
 
 namespace geoedit {
 namespace {
@@ -91,8 +92,80 @@ void encode_avx512(const float* src, DType dtype, void* dst, int64_t n) {
   }
 }
 
+void output_nt_avx512(const float* base, const float* a, const float* b, float cn, float co,
+                      int64_t n, DType out_dtype, void* dst) {
+  const size_t es = out_dtype == DType::F32 ? 4 : 2;
+  const size_t align = es * 16;
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(dst);
+  // Plain stores up to the first aligned vector, streaming stores for the body, plain for the tail.
+  const int64_t head = addr % es != 0 ? n : int64_t(((align - addr % align) % align) / es);
+  if (head + 16 > n) { output_avx512(base, a, b, cn, co, n, out_dtype, dst); return; }
+  if (head > 0) output_avx512(base, a, b, cn, co, head, out_dtype, dst);
+  base += head; a += head; b += head; n -= head;
+  dst = static_cast<char*>(dst) + head * es;
+  const __m512 vcn = _mm512_set1_ps(cn), vco = _mm512_set1_ps(co);
+  const int64_t body = n & ~int64_t(15);
+  for (int64_t j = 0; j < body; j += 16) {
+    __m512 o = _mm512_add_ps(_mm512_loadu_ps(base + j), _mm512_mul_ps(vcn, _mm512_loadu_ps(b + j)));
+    o = _mm512_add_ps(o, _mm512_mul_ps(vco, _mm512_loadu_ps(a + j)));
+    if (out_dtype == DType::F32) _mm512_stream_ps(static_cast<float*>(dst) + j, o);
+    else _mm256_stream_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(dst) + j), out_dtype == DType::F16 ? to_f16(o) : to_bf16(o));
+  }
+  if (body < n) {
+    output_avx512(base + body, a + body, b + body, cn, co, n - body, out_dtype, static_cast<char*>(dst) + body * es);
+  }
+}
+
+inline __m512i keys16(const float* e, __mmask16 m) {
+  const __m512i x = _mm512_maskz_loadu_epi32(m, e);
+  const __m512i mag = _mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff));
+  const __mmask16 zero = _mm512_cmpgt_epu32_mask(mag, _mm512_set1_epi32(0x7f800000)) | _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
+  return _mm512_maskz_mov_epi32(_knot_mask16(zero), mag);
+}
+
+struct Avx512TrimPasses {
+  static void bracket(const float* e, int64_t n, uint32_t lo, uint32_t hi, uint32_t* cand, int64_t* above, int64_t* nc) {
+    const __m512i vlo = _mm512_set1_epi32(int(lo)), vhi = _mm512_set1_epi32(int(hi));
+    int64_t a = 0, c = 0;
+    for (int64_t j = 0; j < n; j += 16) {
+      const __mmask16 m = tail_mask(n - j);
+      const __m512i k = keys16(e + j, m);
+      a += __builtin_popcount(_mm512_mask_cmpgt_epu32_mask(m, k, vhi));
+      const __mmask16 in = _mm512_mask_cmpge_epu32_mask(m, k, vlo) & _mm512_cmple_epu32_mask(k, vhi);
+      // register compress + plain store (the memory form is slow on some cores); cand has n+16 room
+      _mm512_storeu_si512(cand + c, _mm512_maskz_compress_epi32(in, k));
+      c += __builtin_popcount(in);
+    }
+    *above = a;
+    *nc = c;
+  }
+  static void apply(const float* e, float* v, int64_t n, uint32_t kth, int64_t last_tie, double* acc) {
+    const __m512i vk = _mm512_set1_epi32(int(kth));
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i vlast = _mm512_set1_epi32(int(last_tie > 0x7fffffff ? 0x7fffffff : last_tie));
+    __m512d a0 = _mm512_loadu_pd(acc), a1 = _mm512_setzero_pd();
+    for (int64_t j = 0; j < n; j += 16) {
+      const __mmask16 m = tail_mask(n - j);
+      const __m512i k = keys16(e + j, m);
+      const __m512i idx = _mm512_add_epi32(iota, _mm512_set1_epi32(int(j)));
+      const __mmask16 keep = (_mm512_cmpgt_epu32_mask(k, vk) | (_mm512_cmpeq_epi32_mask(k, vk) & _mm512_cmple_epi32_mask(idx, vlast))) & m;
+      _mm512_mask_storeu_ps(v + j, m, _mm512_maskz_loadu_ps(keep, v + j));
+      const __m512 ev = _mm512_maskz_loadu_ps(m, e + j);
+      const __m512d e0 = _mm512_cvtps_pd(_mm512_castps512_ps256(ev));
+      const __m512d e1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(ev), 1)));
+      a0 = _mm512_mask3_fmadd_pd(e0, e0, a0, __mmask8(keep));
+      a1 = _mm512_mask3_fmadd_pd(e1, e1, a1, __mmask8(keep >> 8));
+    }
+    _mm512_storeu_pd(acc, _mm512_add_pd(a0, a1));
+  }
+};
+
+double trim_avx512(const float* e, float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist) {
+  return trim_topk_with<Avx512TrimPasses>(e, v, n, k, cand, hist);
+}
+
 }  // namespace
 
-const Kernels kAvx512Kernels = {"avx512", decode_avx512, stats_avx512, output_avx512, encode_avx512};
+const Kernels kAvx512Kernels = {"avx512", decode_avx512, stats_avx512, output_avx512, encode_avx512, trim_avx512, output_nt_avx512};
 
 }  // namespace geoedit

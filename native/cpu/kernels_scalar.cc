@@ -1,6 +1,7 @@
 // The scalar reference kernels (SPEC §3, §5). Compiled without ISA flags.
 #include "../core/kernels.h"
 #include "../core/dtype.h"
+#include "trim_impl.h"
 
 namespace geoedit {
 namespace {
@@ -90,6 +91,6 @@ void output_scalar(const float* base, const float* a, const float* b, float cn, 
 
 }  // namespace
 
-const Kernels kScalarKernels = {"scalar", decode_scalar, stats_scalar, output_scalar, encode_scalar};
+const Kernels kScalarKernels = {"scalar", decode_scalar, stats_scalar, output_scalar, encode_scalar, trim_topk_impl, output_scalar};
 
 }  // namespace geoedit

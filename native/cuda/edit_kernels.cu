@@ -2,7 +2,7 @@
 //
 // Fast path (density 1, magnitude importance): one pass reads base/old/new (16-byte loads:
 // 8 elements per thread and step when cols % 8 == 0, else 4, else scalar), keeps the decoded row in shared memory when it fits, reduces dot/na/nb in f64 in a
-// fixed order, thread 0 applies the shared coefficient rules (native/core/coef.h), and the row is
+// fixed order, thread 0 applies the shared coefficient rules (native/core/rules.h), and the row is
 // written from shared memory. Longer rows are read a second time for the output.
 //
 // General path (density < 1 and/or importance tensors): the task vectors a, b go to a per-block
@@ -19,7 +19,7 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include "../core/coef.h"
+#include "../core/rules.h"
 #include "kernels.h"
 
 // Kernel launches and dynamic shared memory through macros, so that native/cuda/emu/ can run this
@@ -165,12 +165,12 @@ __device__ uint32_t block_scan_incl(uint32_t v, uint32_t* sh, uint32_t* total) {
 // Geometry: status, cos, region, na, nb. Returns false when the row is rejected (non-finite).
 __device__ bool row_geometry(const DevJob& J, const Params& P, double t, int64_t row, double d, double x, double y,
                              Region* region) {
-  if (!coef::sums_finite(d, x, y) && !P.allow_non_finite) {
+  if (!rules::sums_finite(d, x, y) && !P.allow_non_finite) {
     J.status[row] = kRowNonFinite;
     return false;
   }
-  const double c = coef::row_cos(d, x, y);
-  *region = coef::region_of(c, t);
+  const double c = rules::row_cos(d, x, y);
+  *region = rules::row_region(c, t);
   J.cos[row] = c;
   J.region[row] = uint8_t(*region);
   J.na[row] = x;
@@ -180,14 +180,16 @@ __device__ bool row_geometry(const DevJob& J, const Params& P, double t, int64_t
 
 __device__ void row_coefficients(const DevJob& J, const Params& P, int64_t row, Region region, double sa, double sb,
                                  double ta, double tb, double td, float* cn, float* co) {
-  double w = 0.5;
-  if (coef::needs_weight(P, region)) w = coef::weight_old(sa, sb, P.temperature);
   const bool custom = P.strategy == Strategy::Custom;
-  coef::coefficients(P, region, w, custom ? J.c_new[row] : 0.0f, custom ? J.c_old[row] : 0.0f, cn, co);
+  double c_n = 0, c_o = 0;
+  rules::row_coefficients(P, region, custom ? double(J.c_new[row]) : 0.0, custom ? double(J.c_old[row]) : 0.0,
+                          [&]() { return rules::importance_w_old(sa, sb, P.temperature); }, &c_n, &c_o);
+  *cn = float(c_n);
+  *co = float(c_o);
   J.coef_new[row] = *cn;
   J.coef_old[row] = *co;
   const double c1 = *cn, c2 = *co;
-  J.delta_sq[row] = c1 * c1 * tb + 2 * c1 * c2 * td + c2 * c2 * ta;
+  J.delta_sq[row] = rules::applied_energy(c1, c2, td, ta, tb);
   J.status[row] = kRowOk;
 }
 

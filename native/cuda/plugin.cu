@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "../core/coef.h"
+#include "../core/rules.h"
 #include "geoedit/cuda_abi.h"
 #include "kernels.h"
 
@@ -249,8 +249,8 @@ int run_edit_impl(const geoedit_cuda_job& J, const geoedit_cuda_params& q, const
     g_slots[size_t(s)].pending_r0 = -1;
   }
   std::vector<int> status(size_t(J.rows), 0);
-  const double t = geoedit::coef::threshold(P, n);
-  const int64_t k = geoedit::coef::keep_count(P.density, n);
+  const double t = geoedit::rules::row_threshold(P, n);
+  const int64_t k = geoedit::rules::keep_count(P.density, n);
   const int64_t chunks = (J.rows + chunk - 1) / chunk;
   const size_t nn = size_t(n);
 
@@ -532,8 +532,8 @@ GEOEDIT_CUDA_EXPORT int geoedit_cuda_bench(const geoedit_cuda_bench_spec* spec, 
     d.region = reinterpret_cast<uint8_t*>(rb + 44 * r);
     d.ws = general ? ws.as<float>() : nullptr;
     d.ws_blocks = ws_blocks;
-    const double t = geoedit::coef::threshold(P, n);
-    const int64_t k = geoedit::coef::keep_count(P.density, n);
+    const double t = geoedit::rules::row_threshold(P, n);
+    const int64_t k = geoedit::rules::keep_count(P.density, n);
     Events ev;
     const int reps = std::max(3, S.reps);
     ck(gc::launch_edit(d, P, t, k, s, caps.sms, caps.smem_optin), "edit kernel");  // warm-up

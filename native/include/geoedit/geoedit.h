@@ -31,6 +31,7 @@ enum class ErrorCode : uint8_t {
   CudaUnavailable,  // ERR_CUDA_UNAVAILABLE
   Cuda,             // ERR_CUDA
   Internal,         // ERR_INTERNAL
+  Aborted,          // ERR_ABORTED (a checkpoint job was cancelled)
 };
 const char* error_code_name(ErrorCode c);
 
@@ -92,6 +93,9 @@ struct EditJob {
   // Names used in error messages ("base", "old", "new" by default; a tensor name for checkpoints).
   std::string tensor_name;
   int64_t row_offset = 0;          // added to row numbers in messages (block processing)
+  // old_/new_ hold the task vectors themselves (tau, e.g. materialised LoRA rows), not weights:
+  // geometry uses them as they are and the output is base + c_new*b + c_old*a.
+  bool tau_given = false;
 };
 
 enum class SimdLevel : uint8_t { Scalar = 0, AVX2 = 1, AVX512 = 2 };

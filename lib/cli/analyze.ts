@@ -1,0 +1,34 @@
+// geoedit analyze --base P --old P --new P [options]: the edit's statistics and report, no weights.
+import { analyzeCheckpoint, type CheckpointManifest } from '../checkpoint';
+import { EDIT_FLAGS, EXIT, INPUT_FLAGS, UsageError, helpText, parse, progressPrinter, reportError, toOptions } from './common';
+import { printSummary, summaryOf } from './edit';
+import { LORA_FLAGS, isAdapterRun, runAnalyzeAdapters } from './lora';
+
+export const ANALYZE_FLAGS = [...INPUT_FLAGS, ...LORA_FLAGS.filter((f) => f.name !== 'out-format' && f.name !== 'keep-zero-blocks'), ...EDIT_FLAGS.filter((f) => f.name !== 'out-dtype')];
+
+export async function runAnalyze(argv: string[]): Promise<number> {
+  try {
+    const { values } = parse(argv, ANALYZE_FLAGS, false);
+    if (values.help) {
+      process.stdout.write(helpText('geoedit analyze --base P --old P --new P [--report FILE.html] [options]',
+        'Computes what `geoedit edit` would do (angles, regions, update energy kept, per tensor) and writes no weights.', ANALYZE_FLAGS));
+      return EXIT.OK;
+    }
+    if (isAdapterRun(values)) return await runAnalyzeAdapters(values);
+    for (const k of ['base', 'old', 'new']) if (typeof values[k] !== 'string') throw new UsageError(`missing --${k}`);
+    const opts = toOptions(values, ANALYZE_FLAGS);
+    const pp = values.quiet ? null : progressPrinter(process.stderr);
+    if (pp) opts.onProgress = pp.onProgress;
+    let m: CheckpointManifest;
+    try {
+      m = await analyzeCheckpoint({ base: values.base as string, old: values.old as string, new: values.new as string }, opts);
+    } finally {
+      pp?.done();
+    }
+    if (values.json) process.stdout.write(JSON.stringify({ ...summaryOf(m), inputs: m.inputs, tensors: m.tensors }, null, 2) + '\n');
+    else printSummary(m);
+    return EXIT.OK;
+  } catch (e) {
+    return reportError(e, 'analyze');
+  }
+}

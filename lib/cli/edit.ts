@@ -1,0 +1,51 @@
+// geoedit edit --base P --old P --new P --out DIR [options]
+import { editCheckpoint, type CheckpointManifest } from '../checkpoint';
+import { EDIT_FLAGS, EXIT, INPUT_FLAGS, OUT_FLAGS, UsageError, fmtBytes, helpText, parse, progressPrinter, reportError, toOptions } from './common';
+import { LORA_FLAGS, isAdapterRun, runEditAdapters } from './lora';
+
+export const EDIT_ALL_FLAGS = [...INPUT_FLAGS, ...LORA_FLAGS, ...OUT_FLAGS, ...EDIT_FLAGS];
+
+export function summaryOf(m: CheckpointManifest): Record<string, unknown> {
+  return { kind: m.kind, output: m.output, totals: m.totals, timings: m.timings, parameters: m.parameters, warnings: m.warnings, versions: m.versions };
+}
+
+export function printSummary(m: CheckpointManifest): void {
+  const t = m.totals;
+  const pct = (n: number) => (t.rows ? `${((100 * n) / t.rows).toFixed(1)}%` : '–');
+  const lines = [
+    m.output ? `wrote ${m.output.path} (${m.output.files.length} file${m.output.files.length === 1 ? '' : 's'}, ${fmtBytes(t.bytesWritten)}) and geoedit-manifest.json` : 'analysis only: no weights written',
+    `tensors: ${t.edited} edited, ${t.copied} copied, ${t.converted} converted (of ${t.tensors})`,
+    `rows: ${t.rows}: orthogonal ${pct(t.counts.orthogonal)}, synergy ${pct(t.counts.synergy)}, conflict ${pct(t.counts.conflict)}`,
+    `update energy kept: ${t.energyKept === null ? '–' : `${(100 * t.energyKept).toFixed(1)}%`}`,
+    `time: ${(m.timings.totalMs / 1000).toFixed(2)} s (data ${(m.timings.dataMs / 1000).toFixed(2)} s, ${m.timings.gbPerSecond.toFixed(2)} GB/s of input)`,
+    ...m.warnings.map((w) => `warning: ${w}`),
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+export async function runEdit(argv: string[]): Promise<number> {
+  try {
+    const { values } = parse(argv, EDIT_ALL_FLAGS, false);
+    if (values.help) {
+      process.stdout.write(helpText('geoedit edit --base P --old P --new P --out DIR [options]',
+        'Edits a checkpoint with GeoEdit: every float tensor present in base, old and new is combined per row\n(neuron) by the angle between τold and τnew; integer/bool and unselected tensors are copied from the base.\nWrites DIR/model.safetensors (or shards + index), geoedit-manifest.json and the base directory\'s other files.\n\nLoRA: geoedit edit --old-adapter DIR --new-adapter DIR --out DIR [--base P] [--out-format adapter|full]\nedits two PEFT adapters in factor space; the output is an exact adapter, or merged weights with --base.', EDIT_ALL_FLAGS));
+      return EXIT.OK;
+    }
+    if (isAdapterRun(values)) return await runEditAdapters(values);
+    for (const k of ['base', 'old', 'new', 'out']) if (typeof values[k] !== 'string') throw new UsageError(`missing --${k}`);
+    const opts = toOptions(values, EDIT_ALL_FLAGS);
+    const pp = values.quiet ? null : progressPrinter(process.stderr);
+    if (pp) opts.onProgress = pp.onProgress;
+    let m: CheckpointManifest;
+    try {
+      m = await editCheckpoint({ base: values.base as string, old: values.old as string, new: values.new as string, out: values.out as string }, opts);
+    } finally {
+      pp?.done();
+    }
+    if (values.json) process.stdout.write(JSON.stringify(summaryOf(m), null, 2) + '\n');
+    else printSummary(m);
+    return EXIT.OK;
+  } catch (e) {
+    return reportError(e, 'edit');
+  }
+}

@@ -1,0 +1,34 @@
+// geoedit inspect P: tensors, dtypes, shapes and bytes of a checkpoint (headers only).
+import { inspectCheckpoint } from '../checkpoint';
+import { EXIT, UsageError, fmtBytes, helpText, parse, reportError, type OptSpec } from './common';
+
+export const INSPECT_FLAGS: OptSpec[] = [
+  { name: 'json', type: 'boolean', kind: 'boolean', default: 'off', desc: 'print JSON on stdout' },
+  { name: 'help', type: 'boolean', kind: 'boolean', default: '', desc: 'this help', short: 'h' },
+];
+
+export async function runInspect(argv: string[]): Promise<number> {
+  try {
+    const { values, positionals } = parse(argv, INSPECT_FLAGS, true);
+    if (values.help) {
+      process.stdout.write(helpText('geoedit inspect P [--json]', 'Lists the tensors of a checkpoint (a .safetensors file, an index, or a directory): dtype, shape, bytes.', INSPECT_FLAGS));
+      return EXIT.OK;
+    }
+    if (positionals.length !== 1) throw new UsageError(`expected one checkpoint path but received ${positionals.length}`);
+    const r = await inspectCheckpoint(positionals[0]!);
+    if (values.json) {
+      process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      return EXIT.OK;
+    }
+    const w = Math.min(80, Math.max(4, ...r.tensors.map((t) => t.name.length)));
+    const lines = [`${r.path} (${r.kind}, ${r.files.length} file${r.files.length === 1 ? '' : 's'})`];
+    if (r.metadata) lines.push(`metadata: ${JSON.stringify(r.metadata)}`);
+    lines.push(`${'name'.padEnd(w)}  ${'dtype'.padEnd(8)}  ${'shape'.padEnd(20)}  bytes`);
+    for (const t of r.tensors) lines.push(`${t.name.padEnd(w)}  ${t.dtype.padEnd(8)}  ${`[${t.shape.join(', ')}]`.padEnd(20)}  ${t.bytes}`);
+    lines.push(`${r.tensors.length} tensors, ${fmtBytes(r.totalBytes)}: ${Object.entries(r.dtypes).map(([d, v]) => `${d} ${v.tensors} (${fmtBytes(v.bytes)})`).join(', ')}`);
+    process.stdout.write(lines.join('\n') + '\n');
+    return EXIT.OK;
+  } catch (e) {
+    return reportError(e, 'inspect');
+  }
+}

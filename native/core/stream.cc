@@ -1,0 +1,299 @@
+// The checkpoint data path (see stream.h).
+#include "stream.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <future>
+#include <memory>
+#include <sstream>
+
+namespace geoedit {
+
+namespace {
+
+size_t page_size() {
+  static const size_t ps = size_t(sysconf(_SC_PAGESIZE));
+  return ps;
+}
+
+// Block buffers are mapped directly (not malloc'ed): each call runs on whichever libuv thread is
+// free, and glibc would keep freed 8 MiB blocks in that thread's arena, so RSS would creep up
+// with the number of calls. munmap gives the memory back at once.
+struct AlignedBuf {
+  char* p = nullptr;
+  size_t cap = 0;
+  ~AlignedBuf() { release(); }
+  void release() {
+    if (p) ::munmap(p, cap);
+    p = nullptr;
+    cap = 0;
+  }
+  char* get(size_t n) {
+    if (n > cap) {
+      release();
+      const size_t want = (std::max<size_t>(n, 1) + page_size() - 1) & ~(page_size() - 1);
+      void* m = ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (m == MAP_FAILED) throw std::bad_alloc();
+      p = static_cast<char*>(m);
+      cap = want;
+    }
+    return p;
+  }
+};
+
+void pread_all(const StreamSrc& s, char* dst, size_t len, uint64_t off) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = ::pread(s.fd, dst + got, len - got, off_t(off + got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw Error(ErrorCode::Io, s.file + ": read failed: " + std::strerror(errno));
+    }
+    if (r == 0) throw Error(ErrorCode::Io, s.file + ": unexpected end of file (was it truncated while being read?)");
+    got += size_t(r);
+  }
+}
+
+void pwrite_all(int fd, const char* src, size_t len, uint64_t off) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t r = ::pwrite(fd, src + done, len - done, off_t(off + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw Error(ErrorCode::Io, std::string("write failed: ") + std::strerror(errno));
+    }
+    done += size_t(r);
+  }
+}
+
+// One input block: a mapped window of the file, or an aligned copy when the tensor is misaligned.
+class Window {
+ public:
+  Window() = default;
+  Window(const Window&) = delete;
+  ~Window() { release(); }
+  const char* open(const StreamSrc& s, uint64_t rel, size_t len, AlignedBuf& fallback) {
+    release();
+    static const char kEmpty[64] = {0};
+    if (len == 0) return kEmpty;
+    const uint64_t abs = s.offset + rel;
+    static const int mode = [] {
+      const char* e = std::getenv("GEOEDIT_STREAM_IO");
+      return e && std::strcmp(e, "pread") == 0 ? 1 : 0;  // GEOEDIT_STREAM_IO=pread: never map
+    }();
+    if (mode == 1 || s.offset % dtype_size(s.dtype) != 0) {
+      char* p = fallback.get(len);
+      pread_all(s, p, len, abs);
+      return p;
+    }
+    const uint64_t start = abs & ~uint64_t(page_size() - 1);
+    const size_t maplen = size_t(abs - start) + len;
+    void* m = ::mmap(nullptr, maplen, PROT_READ, MAP_SHARED, s.fd, off_t(start));
+    if (m == MAP_FAILED) {
+      // Not mappable (a pipe, a special file system): fall back to pread.
+      char* p = fallback.get(len);
+      pread_all(s, p, len, abs);
+      return p;
+    }
+    ::madvise(m, maplen, MADV_SEQUENTIAL);
+    map_ = m;
+    map_len_ = maplen;
+    return static_cast<const char*>(m) + (abs - start);
+  }
+  void release() {
+    if (map_) ::munmap(map_, map_len_);
+    map_ = nullptr;
+    map_len_ = 0;
+  }
+
+ private:
+  void* map_ = nullptr;
+  size_t map_len_ = 0;
+};
+
+struct Ctx {
+  const StreamControl& ctl;
+  double done = 0;
+  void check_cancel(const std::string& name) const {
+    if (ctl.cancel) {
+      double c;
+      __atomic_load(ctl.cancel, &c, __ATOMIC_RELAXED);
+      if (c != 0) throw Error(ErrorCode::Aborted, "aborted while processing tensor '" + name + "'");
+    }
+  }
+  void add(double bytes) {
+    done += bytes;
+    if (ctl.bytes_done) __atomic_store(ctl.bytes_done, &done, __ATOMIC_RELAXED);
+  }
+};
+
+// Two output buffers; the pwrite of one overlaps the compute of the next.
+struct Writer {
+  AlignedBuf buf[2];
+  std::future<void> pending[2];
+  int next = 0;
+  char* acquire(size_t n) {
+    if (pending[next].valid()) pending[next].get();
+    return buf[next].get(n);
+  }
+  void submit(int fd, size_t n, uint64_t off, const std::string& name) {
+    const char* p = buf[next].p;
+    pending[next] = std::async(std::launch::async, [fd, p, n, off, name] {
+      try {
+        pwrite_all(fd, p, n, off);
+      } catch (const Error& e) {
+        throw Error(e.code(), std::string(e.what()) + " (tensor '" + name + "')");
+      }
+    });
+    next ^= 1;
+  }
+  void drain() {
+    for (auto& f : pending)
+      if (f.valid()) f.get();
+  }
+  ~Writer() {
+    for (auto& f : pending)
+      if (f.valid()) f.wait();
+  }
+};
+
+void with_name(const StreamTask& t, const Error& e) {
+  std::string m = e.what();
+  if (e.code() == ErrorCode::Io && m.find(t.name) == std::string::npos)
+    throw Error(e.code(), m + " (tensor '" + t.name + "')");
+  throw e;
+}
+
+void run_edit_task(const StreamTask& t, const Params& params, const RunOptions& ro, size_t block_bytes, Ctx& ctx,
+                   Writer& w, AlignedBuf fb[5]) {
+  const int64_t cols = t.cols;
+  const size_t bs = dtype_size(t.base.dtype), os = dtype_size(t.old_.dtype), ns = dtype_size(t.new_.dtype);
+  const size_t outs = dtype_size(t.out_dtype);
+  const bool has_imp = t.imp_old.fd >= 0;
+  const size_t widest = std::max({bs, os, ns, outs});
+  const int64_t per_block = std::max<int64_t>(1, int64_t(block_bytes / std::max<size_t>(1, size_t(cols) * widest)));
+  Window wb, wo, wn, wio, win;
+  for (int64_t r0 = 0; r0 < t.rows; r0 += per_block) {
+    ctx.check_cancel(t.name);
+    const int64_t r1 = std::min(t.rows, r0 + per_block);
+    const size_t nrows = size_t(r1 - r0), n = nrows * size_t(cols);
+    EditJob job;
+    job.rows = int64_t(nrows);
+    job.cols = cols;
+    job.base.dtype = t.base.dtype;
+    job.old_.dtype = t.old_.dtype;
+    job.new_.dtype = t.new_.dtype;
+    job.base.data = wb.open(t.base, uint64_t(r0) * cols * bs, n * bs, fb[0]);
+    job.old_.data = wo.open(t.old_, uint64_t(r0) * cols * os, n * os, fb[1]);
+    job.new_.data = wn.open(t.new_, uint64_t(r0) * cols * ns, n * ns, fb[2]);
+    if (has_imp) {
+      const size_t ios = dtype_size(t.imp_old.dtype), ins = dtype_size(t.imp_new.dtype);
+      job.imp_old.dtype = t.imp_old.dtype;
+      job.imp_new.dtype = t.imp_new.dtype;
+      job.imp_old.data = wio.open(t.imp_old, uint64_t(r0) * cols * ios, n * ios, fb[3]);
+      job.imp_new.data = win.open(t.imp_new, uint64_t(r0) * cols * ins, n * ins, fb[4]);
+    }
+    if (t.c_new) job.c_new = t.c_new + r0;
+    if (t.c_old) job.c_old = t.c_old + r0;
+    job.out_dtype = t.out_dtype;
+    char* out = nullptr;
+    if (t.out_fd >= 0) out = w.acquire(n * outs);
+    job.out = out;
+    if (t.cos) job.cos = t.cos + r0;
+    if (t.region) job.region = t.region + r0;
+    if (t.coef_new) job.coef_new = t.coef_new + r0;
+    if (t.coef_old) job.coef_old = t.coef_old + r0;
+    if (t.delta_sq) job.delta_sq = t.delta_sq + r0;
+    if (t.na) job.na = t.na + r0;
+    if (t.nb) job.nb = t.nb + r0;
+    job.tensor_name = t.name;
+    job.row_offset = r0;
+    run_edit(job, params, ro);
+    if (out) w.submit(t.out_fd, n * outs, t.out_offset + uint64_t(r0) * cols * outs, t.name);
+    ctx.add(double(n * (bs + os + ns)));
+  }
+}
+
+void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w) {
+  const size_t chunk = std::max<size_t>(block_bytes, 1 << 16);
+  uint64_t off = 0;
+#ifdef __linux__
+  // In-kernel copy first (no user-space buffer; a reflink on file systems that have them).
+  static const bool kNoCfr = std::getenv("GEOEDIT_NO_COPY_FILE_RANGE") != nullptr;
+  while (t.out_fd >= 0 && !kNoCfr && off < t.copy_bytes) {
+    ctx.check_cancel(t.name);
+    loff_t in_off = loff_t(t.base.offset + off), out_off = loff_t(t.out_offset + off);
+    const size_t len = size_t(std::min<uint64_t>(chunk, t.copy_bytes - off));
+    const ssize_t r = ::copy_file_range(t.base.fd, &in_off, t.out_fd, &out_off, len, 0);
+    if (r <= 0) {
+      if (r < 0 && errno == EINTR) continue;
+      break;  // EXDEV, ENOSYS, EINVAL, EOPNOTSUPP, a short file…: the pread/pwrite path below
+    }
+    off += uint64_t(r);
+    ctx.add(double(r));
+  }
+#endif
+  for (; off < t.copy_bytes; off += chunk) {
+    ctx.check_cancel(t.name);
+    const size_t len = size_t(std::min<uint64_t>(chunk, t.copy_bytes - off));
+    if (t.out_fd >= 0) {
+      char* p = w.acquire(len);
+      pread_all(t.base, p, len, t.base.offset + off);
+      w.submit(t.out_fd, len, t.out_offset + off, t.name);
+    }
+    ctx.add(double(len));
+  }
+}
+
+void run_convert_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w, AlignedBuf& in) {
+  const size_t is = dtype_size(t.base.dtype), os = dtype_size(t.out_dtype);
+  const uint64_t count = uint64_t(t.rows) * uint64_t(t.cols);
+  const uint64_t per = std::max<uint64_t>(1, block_bytes / std::max(is, os));
+  for (uint64_t e0 = 0; e0 < count; e0 += per) {
+    ctx.check_cancel(t.name);
+    const size_t n = size_t(std::min(per, count - e0));
+    char* src = in.get(n * is);
+    pread_all(t.base, src, n * is, t.base.offset + e0 * is);
+    if (t.out_fd >= 0) {
+      char* dst = w.acquire(n * os);
+      convert(t.base.dtype, src, t.out_dtype, dst, n);
+      w.submit(t.out_fd, n * os, t.out_offset + e0 * os, t.name);
+    }
+    ctx.add(double(n * is));
+  }
+}
+
+}  // namespace
+
+void run_stream(const std::vector<StreamTask>& tasks, const Params& params, const RunOptions& ro, size_t block_bytes,
+                const StreamControl& ctl) {
+  validate_params(params);
+  if (block_bytes == 0) block_bytes = size_t(8) << 20;
+  Ctx ctx{ctl};
+  Writer w;
+  AlignedBuf fb[5];
+  for (size_t k = 0; k < tasks.size(); ++k) {
+    const StreamTask& t = tasks[k];
+    if (ctl.task_index) {
+      const double v = double(k);
+      __atomic_store(ctl.task_index, &v, __ATOMIC_RELAXED);
+    }
+    try {
+      switch (t.kind) {
+        case StreamTask::Edit: run_edit_task(t, params, ro, block_bytes, ctx, w, fb); break;
+        case StreamTask::Copy: run_copy_task(t, block_bytes, ctx, w); break;
+        case StreamTask::Convert: run_convert_task(t, block_bytes, ctx, w, fb[0]); break;
+      }
+    } catch (const Error& e) {
+      with_name(t, e);
+    }
+  }
+  w.drain();
+}
+
+}  // namespace geoedit

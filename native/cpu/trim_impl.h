@@ -1,0 +1,185 @@
+// Per-row top-k trimming (SPEC §3.3), written once and compiled into each ISA's kernel file so
+// the compiler vectorises its loops with that file's flags. The selection is exact whatever the
+// ISA (the same entries are kept); only the f64 sum of kept importance may differ in the last
+// bits between ISAs, and it is the same from run to run and for any thread count.
+#pragma once
+#include <cstdint>
+#include <cstring>
+// Everything here has internal linkage (static / anonymous namespace) and uses no std::
+// templates: each ISA file gets its own copy, and the linker can never hand the baseline path a
+// copy compiled with AVX-512 flags (COMDAT folding of inline functions and template instances).
+
+namespace geoedit {
+namespace {
+namespace trim_detail {
+
+// Monotone key for an importance value e >= 0 (-0, negative values and NaN map to 0, the lowest).
+inline uint32_t key_of(float e) {
+  uint32_t u;
+  std::memcpy(&u, &e, 4);
+  const uint32_t m = u & 0x7fffffffu;
+  return (m > 0x7f800000u || (u >> 31)) ? 0u : m;
+}
+
+// The k-th largest key among keys[0..n) by radix select; *ties_kept = how many entries equal to
+// it are kept (the lowest indices first). hist: 2048 entries of scratch.
+inline uint32_t radix_kth(const uint32_t* keys, int64_t n, int64_t k, uint32_t* hist, int64_t* ties_kept) {
+  uint32_t prefix = 0, pmask = 0;
+  int64_t krem = k;
+  static const int kShift[3] = {21, 10, 0};
+  static const uint32_t kMask[3] = {0x7ffu, 0x7ffu, 0x3ffu};
+  for (int level = 0; level < 3; ++level) {
+    const int shift = kShift[level];
+    const uint32_t dmask = kMask[level];
+    std::memset(hist, 0, sizeof(uint32_t) * (dmask + 1));
+    for (int64_t j = 0; j < n; ++j)
+      if ((keys[j] & pmask) == prefix) hist[(keys[j] >> shift) & dmask]++;
+    uint32_t digit = 0;
+    for (int64_t d = dmask; d >= 0; --d) {
+      if (int64_t(hist[d]) >= krem) { digit = uint32_t(d); break; }
+      krem -= hist[d];
+    }
+    prefix |= digit << shift;
+    pmask |= dmask << shift;
+  }
+  *ties_kept = krem;
+  return prefix;
+}
+
+// Descending order helpers on small arrays (no std:: templates, see above).
+inline void sort_desc(uint32_t* x, int64_t n) {
+  for (int64_t i = 1; i < n; ++i) {
+    const uint32_t v = x[i];
+    int64_t j = i - 1;
+    while (j >= 0 && x[j] < v) { x[j + 1] = x[j]; --j; }
+    x[j + 1] = v;
+  }
+}
+// Rearranges x so that x[m] is the value at rank m in descending order (quickselect).
+inline void select_desc(uint32_t* x, int64_t n, int64_t m) {
+  int64_t lo = 0, hi = n - 1;
+  while (hi > lo) {
+    if (hi - lo < 16) { sort_desc(x + lo, hi - lo + 1); return; }
+    // median of three pivot
+    const int64_t mid = lo + (hi - lo) / 2;
+    uint32_t a = x[lo], b = x[mid], c = x[hi];
+    const uint32_t pivot = (a > b) ? ((b > c) ? b : (a > c ? c : a)) : ((a > c) ? a : (b > c ? c : b));
+    int64_t i = lo, j = hi;
+    while (i <= j) {
+      while (x[i] > pivot) ++i;
+      while (x[j] < pivot) --j;
+      if (i <= j) { const uint32_t t = x[i]; x[i] = x[j]; x[j] = t; ++i; --j; }
+    }
+    if (m <= j) hi = j;
+    else if (m >= i) lo = i;
+    else return;
+  }
+}
+
+}  // namespace trim_detail
+
+// The two full passes over a row, overridable per ISA (see kernels_avx512.cc).
+struct ScalarTrimPasses {
+  // Counts keys > hi, and writes the keys in [lo, hi] to cand (cand needs n + 16 entries).
+  static void bracket(const float* e, int64_t n, uint32_t lo, uint32_t hi, uint32_t* cand, int64_t* above, int64_t* nc) {
+    int64_t a = 0, c = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const uint32_t kj = trim_detail::key_of(e[j]);
+      a += kj > hi ? 1 : 0;
+      cand[c] = kj;
+      c += (kj >= lo && kj <= hi) ? 1 : 0;
+    }
+    *above = a;
+    *nc = c;
+  }
+  // Zeroes v where the entry is not kept; adds kept e^2 into acc[0..8).
+  static void apply(const float* e, float* v, int64_t n, uint32_t kth, int64_t last_tie, double* acc) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      for (int l = 0; l < 8; ++l) {
+        const uint32_t kj = trim_detail::key_of(e[j + l]);
+        const bool keep = (kj > kth) | ((kj == kth) & (j + l <= last_tie));
+        const double ej = double(e[j + l]);
+        acc[l] += keep ? ej * ej : 0.0;
+        v[j + l] = keep ? v[j + l] : 0.0f;
+      }
+    }
+    for (; j < n; ++j) {
+      const uint32_t kj = trim_detail::key_of(e[j]);
+      const bool keep = (kj > kth) | ((kj == kth) & (j <= last_tie));
+      const double ej = double(e[j]);
+      acc[0] += keep ? ej * ej : 0.0;
+      v[j] = keep ? v[j] : 0.0f;
+    }
+  }
+};
+
+// Keeps the k entries of v with the largest importance e (ties: lower column index first),
+// zeroes the others, and returns the sum over kept entries of e^2 (f64).
+// cand: n uint32 of scratch; hist: 2048 uint32 of scratch.
+template <typename Passes>
+double trim_topk_with(const float* e, float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist) {
+  using trim_detail::key_of;
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  auto finish = [&]() { return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); };
+  if (k >= n) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+      for (int l = 0; l < 8; ++l) acc[l] += double(e[j + l]) * double(e[j + l]);
+    for (; j < n; ++j) acc[0] += double(e[j]) * double(e[j]);
+    return finish();
+  }
+  uint32_t kth = 0;
+  int64_t ties_kept = 0;
+  bool found = false;
+  // 1. Estimate a bracket [lo, hi] around the k-th largest key from a strided sample, then
+  //    count the keys above it and collect the ones inside it (usually a few percent of n).
+  const int64_t S = 128;
+  if (n >= 4 * S) {
+    uint32_t sample[S];
+    const int64_t stride = n / S;
+    for (int64_t s = 0; s < S; ++s) sample[s] = key_of(e[s * stride]);
+    trim_detail::sort_desc(sample, S);
+    const int64_t p = (k * S) / n;
+    const int64_t margin = 10;
+    const uint32_t hi = p - margin >= 0 ? sample[p - margin] : 0xffffffffu;
+    const uint32_t lo = p + margin < S ? sample[p + margin] : 0u;
+    int64_t above = 0, nc = 0;
+    Passes::bracket(e, n, lo, hi, cand, &above, &nc);
+    const int64_t need = k - above;
+    if (need >= 1 && need <= nc) {
+      // the need-th largest candidate
+      trim_detail::select_desc(cand, nc, need - 1);
+      kth = cand[need - 1];
+      int64_t greater = 0;
+      for (int64_t c = 0; c < nc; ++c) greater += cand[c] > kth ? 1 : 0;
+      ties_kept = need - greater;
+      found = true;
+    }
+  }
+  if (!found) {
+    for (int64_t j = 0; j < n; ++j) cand[j] = key_of(e[j]);
+    kth = trim_detail::radix_kth(cand, n, k, hist, &ties_kept);
+  }
+  // 2. Where ties at the threshold are not all kept, find the column of the last kept tie.
+  int64_t last_tie = n;  // keep every tie by default
+  {
+    int64_t seen = 0, total = 0;
+    for (int64_t j = 0; j < n; ++j) total += key_of(e[j]) == kth ? 1 : 0;
+    if (total > ties_kept) {
+      last_tie = -1;
+      for (int64_t j = 0; j < n && seen < ties_kept; ++j)
+        if (key_of(e[j]) == kth) { ++seen; last_tie = j; }
+    }
+  }
+  // 3. Apply the mask and sum the kept importance (branch-free).
+  Passes::apply(e, v, n, kth, last_tie, acc);
+  return finish();
+}
+
+double trim_topk_impl(const float* e, float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist) {
+  return trim_topk_with<ScalarTrimPasses>(e, v, n, k, cand, hist);
+}
+
+}  // namespace
+}  // namespace geoedit
