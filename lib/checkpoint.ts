@@ -7,7 +7,7 @@ import * as crypto from 'node:crypto';
 import { GeoEditError, describe, fromNative, typeError, type GeoEditErrorCode } from './errors';
 import { loadNative, type NativeResult, type NativeStreamSrc, type NativeStreamTask } from './native';
 import { checkDtype, checkKnownKeys, resolveParams, resolveThreads, type ResolvedParams } from './options';
-import { selectBackend } from './backend';
+import { cpuOnlyBackend } from './backend';
 import { matrixView } from './tensor';
 import { threshold } from './edit';
 import {
@@ -314,7 +314,7 @@ function resolveCheckpointOptions(o: CheckpointOptions | undefined, what: string
   if (params.strategy === 'custom') {
     throw new GeoEditError('ERR_UNSUPPORTED', "strategy 'custom' needs per-row coefficients for every tensor; use editTensor for it (checkpoints support geoedit, forget-then-learn, task-arithmetic)", { option: 'strategy' });
   }
-  selectBackend(opts.backend);
+  cpuOnlyBackend(opts.backend, `${what} (the checkpoint pipeline)`);
   if ((opts.importanceOld === undefined) !== (opts.importanceNew === undefined)) {
     throw new GeoEditError('ERR_INVALID_OPTION', 'Expected both importanceOld and importanceNew (or neither) but received only one', { option: opts.importanceOld ? 'importanceNew' : 'importanceOld' });
   }

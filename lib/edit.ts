@@ -4,7 +4,7 @@ import { GeoEditError, describe, fromNative, typeError } from './errors';
 import { loadNative, type NativeResult, type NativeSpec } from './native';
 import { EDIT_OPTION_KEYS, checkDtype, checkKnownKeys, resolveParams, resolveThreads, type ResolvedParams } from './options';
 import { checkSameShape, checkTensor, matrixView } from './tensor';
-import { selectBackend } from './backend';
+import { resolveCudaMemoryLimit, selectBackend } from './backend';
 import type { EditInputs, EditOptions, EditResult, Tensor, TensorStats } from './types';
 
 export interface PreparedEdit {
@@ -43,7 +43,8 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
     }
   }
   const threads = resolveThreads(opts.threads);
-  selectBackend(opts.backend);
+  const backend = selectBackend(opts.backend);
+  const cudaMemoryLimit = resolveCudaMemoryLimit(opts.cudaMemoryLimit);
   const spec: NativeSpec = {
     rows, cols,
     base: inputs.base.data, baseDtype: bd,
@@ -52,6 +53,8 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
     outDtype, wantOut, threads,
     ...(outData ? { outData } : {}),
     params: params as unknown as Record<string, number | string | boolean>,
+    backend,
+    cudaMemoryLimit,
   };
   if (opts.importanceOld !== undefined || opts.importanceNew !== undefined) {
     if (opts.importanceOld === undefined || opts.importanceNew === undefined) {

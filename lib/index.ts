@@ -1,10 +1,12 @@
 // geoedit: neuron-level knowledge editing (GeoEdit) over a native C++ core.
 import { loadNative, nativePath } from './native';
-import { cudaStatus } from './backend';
+import { cudaStatus, selectBackend } from './backend';
 import type { InfoResult } from './types';
 
 export { editTensor, editTensorSync, analyzeTensor } from './edit';
 export { GeoEditError } from './errors';
+export { cudaStatus } from './backend';
+export type { CudaStatus, CudaDevice } from './backend';
 export type { GeoEditErrorCode } from './errors';
 export { DEFAULTS, PAPER_PRESET } from './options';
 export type {
@@ -20,7 +22,8 @@ export function info(): InfoResult {
     simd: n.simd,
     threads: n.threads,
     backends: cuda.available ? ['cpu', 'cuda'] : ['cpu'],
-    cuda: cuda.available ? (cuda.device ?? {}) : null,
+    backend: autoBackend(cuda.available),
+    cuda: cuda.available ? ({ ...cuda.device } as Record<string, unknown>) : null,
     cudaStatus: cuda.available ? 'available' : cuda.reason,
     simdSupported: n.simdSupported,
     platform: `${process.platform}-${process.arch}`,
@@ -29,6 +32,15 @@ export function info(): InfoResult {
     addonPath: nativePath() ?? '',
   };
 }
+
+function autoBackend(available: boolean): 'cpu' | 'cuda' {
+  try {
+    return selectBackend(undefined);
+  } catch {
+    return available ? 'cuda' : 'cpu';
+  }
+}
+
 export {
   readSafetensorsHeader, readSafetensorsHeaderSync, readTensor, writeSafetensors, parseSafetensorsBytes, toTensor,
 } from './safetensors';

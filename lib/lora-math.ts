@@ -10,7 +10,7 @@ import { GeoEditError, describe, fromNative, typeError } from './errors';
 import { loadNative, type NativeLoraGeometry, type NativeLoraSide } from './native';
 import { EDIT_OPTION_KEYS, checkDtype, checkKnownKeys, resolveParams, resolveThreads, type ResolvedParams } from './options';
 import { checkTensor } from './tensor';
-import { selectBackend } from './backend';
+import { cpuOnlyBackend } from './backend';
 import { threshold } from './edit';
 import type { DType, EditOptions, Tensor, TensorStats } from './types';
 
@@ -43,7 +43,8 @@ export interface LoraStats extends TensorStats {
 /** Options for the LoRA path: the edit options, less those that need materialised rows. */
 export type LoraOptions = Omit<EditOptions, 'importanceOld' | 'importanceNew' | 'outDtype'> & { outDtype?: DType };
 
-const LORA_OPTION_KEYS = new Set<string>([...EDIT_OPTION_KEYS].filter((k) => k !== 'importanceOld' && k !== 'importanceNew'));
+// The LoRA path runs on the CPU core: no importance tensors, no CUDA memory limit.
+const LORA_OPTION_KEYS = new Set<string>([...EDIT_OPTION_KEYS].filter((k) => k !== 'importanceOld' && k !== 'importanceNew' && k !== 'cudaMemoryLimit'));
 
 /** The canonical side the core takes, with tau's shape. */
 export interface CanonicalSide extends NativeLoraSide {
@@ -115,7 +116,7 @@ export function prepareLora(pair: LoraPair, options: LoraOptions | undefined, wh
   checkKnownKeys(opts, LORA_OPTION_KEYS, what);
   const params = resolveParams(opts as EditOptions);
   const threads = resolveThreads(opts.threads);
-  selectBackend(opts.backend);
+  cpuOnlyBackend(opts.backend, `${what} (the LoRA path)`);
   if (opts.outDtype !== undefined) checkDtype(opts.outDtype, 'outDtype');
   const o = pair.old ? canonicalSide(pair.old, 'old') : null;
   const n = pair.new ? canonicalSide(pair.new, 'new') : null;

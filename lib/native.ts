@@ -44,6 +44,10 @@ export interface NativeSpec {
   simd?: number;
   tensorName?: string;
   rowOffset?: number;
+  /** 'cuda' runs on the CUDA plugin; anything else on the CPU core. */
+  backend?: 'cpu' | 'cuda';
+  /** Device bytes a CUDA call may use (0: $GEOEDIT_CUDA_MEMORY or the plugin's default). */
+  cudaMemoryLimit?: number;
   params: Record<string, number | string | boolean>;
   /** old/new hold task vectors (f32), not weights (materialised LoRA rows). */
   tauGiven?: boolean;
@@ -77,6 +81,10 @@ export interface NativeAddon {
   defaults(): Record<string, number> & { paper: Record<string, number> };
   convert(from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array;
   triad(n: number, threads: number, reps: number): Promise<number>;
+  cudaProbe(refresh?: boolean): NativeCudaProbe;
+  /** SPEC §4 dot/na/nb of two LoRA deltas on the CPU or the CUDA plugin (lib/lora-geometry.ts). */
+  cudaLoraGeometry(spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array };
+  cudaBench(spec: NativeCudaBenchSpec): { kernelMs: number; kernelGBps: number; copyGBps: number; checksum: number };
   loraGeometry(spec: {
     rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null;
     params: Record<string, number | string | boolean>; cNew?: Float32Array; cOld?: Float32Array; threads?: number; tensorName?: string;
@@ -94,6 +102,50 @@ export interface NativeAddon {
   stHeaderBytes(bytes: Uint8Array, name?: string): NativeStHeader;
   /** The checkpoint data path: edit / copy / convert tensors file to file in row blocks. */
   stream(spec: NativeStreamSpec): Promise<(NativeResult | null)[]>;
+}
+
+export interface NativeCudaDevice {
+  name: string;
+  memory: number;
+  computeCapability: string;
+  driverVersion: string;
+  runtimeVersion: string;
+  multiprocessors: number;
+  deviceCount: number;
+  index: number;
+}
+
+export interface NativeCudaProbe {
+  available: boolean;
+  reason: string;
+  kind: string;
+  pluginPath: string;
+  tried: string[];
+  device: NativeCudaDevice | null;
+  versions?: { driverVersion: string; runtimeVersion: string };
+}
+
+export interface NativeLoraSpec {
+  m: number;
+  n: number;
+  rOld: number;
+  rNew: number;
+  aOld: Float32Array;
+  bOld: Float32Array;
+  aNew: Float32Array;
+  bNew: Float32Array;
+  sOld: number;
+  sNew: number;
+  backend?: 'cpu' | 'cuda';
+}
+
+export interface NativeCudaBenchSpec {
+  rows: number;
+  cols: number;
+  dtype: string;
+  reps: number;
+  params: Record<string, number | string | boolean>;
+  withImportance?: boolean;
 }
 
 export interface NativeStHeader {

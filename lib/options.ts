@@ -35,7 +35,7 @@ export interface ResolvedParams {
 const EDIT_OPTION_KEYS = new Set<string>([
   'strategy', 'preset', 'scale', 'kappa', 'bandDegrees', 'keepOrthogonal', 'fuseAligned', 'forgetConflicting',
   'lambda', 'density', 'temperature', 'importanceOld', 'importanceNew', 'coefficients', 'outDtype', 'out', 'threads',
-  'backend', 'allowNonFinite',
+  'backend', 'allowNonFinite', 'cudaMemoryLimit',
 ]);
 
 export function checkKnownKeys(opts: object, allowed: Set<string>, what: string): void {

@@ -41,6 +41,9 @@ export interface EditOptions {
   threads?: number;
   backend?: Backend;
   allowNonFinite?: boolean;
+  /** CUDA backend: device bytes one call may use (all streams together). Default:
+   *  $GEOEDIT_CUDA_MEMORY (e.g. '2G') or half the free device memory, at most 4 GiB. */
+  cudaMemoryLimit?: number;
 }
 
 export interface EditInputs {
@@ -87,6 +90,8 @@ export interface InfoResult {
   /** Why CUDA is not in use, when cuda is null. */
   cudaStatus: string;
   simdSupported: string[];
+  /** The backend 'auto' (and $GEOEDIT_BACKEND when set) resolves to now. */
+  backend?: 'cpu' | 'cuda';
   platform: string;
   node: string;
   napi: string;

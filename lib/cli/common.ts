@@ -38,7 +38,7 @@ export const EDIT_FLAGS: OptSpec[] = [
   { name: 'density', type: 'string', kind: 'number', key: 'density', default: String(DEFAULTS.density), metavar: 'X', desc: 'trim: keep this share of each task-vector row, in (0, 1]' },
   { name: 'temperature', type: 'string', kind: 'number', key: 'temperature', default: String(DEFAULTS.temperature), metavar: 'T', desc: 'temperature of the neuron-importance weights (> 0)' },
   { name: 'threads', type: 'string', kind: 'int', key: 'threads', default: '0 (all cores)', metavar: 'N', desc: 'threads of the shared pool' },
-  { name: 'backend', type: 'string', kind: 'string', key: 'backend', default: 'auto', metavar: 'B', desc: 'auto | cpu | cuda (cuda never falls back silently)' },
+  { name: 'backend', type: 'string', kind: 'string', key: 'backend', default: 'auto', metavar: 'B', desc: 'auto | cpu (checkpoints and adapters run on the CPU; cuda is refused, never run elsewhere silently)' },
   { name: 'out-dtype', type: 'string', kind: 'string', key: 'outDtype', default: "the base tensor's dtype", metavar: 'D', desc: 'f32 | f16 | bf16 for every float tensor written' },
   { name: 'importance-old', type: 'string', kind: 'string', key: 'importanceOld', default: 'none (magnitude |tau|)', metavar: 'P', desc: 'checkpoint of importance tensors for old (same names/shapes)' },
   { name: 'importance-new', type: 'string', kind: 'string', key: 'importanceNew', default: 'none (magnitude |tau|)', metavar: 'P', desc: 'checkpoint of importance tensors for new' },

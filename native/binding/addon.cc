@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "geoedit/cuda.h"
 #include "geoedit/geoedit.h"
 #include "core/lora.h"
 #include "core/safetensors.h"
@@ -75,6 +76,8 @@ struct Baton {
   geoedit::Params params;
   geoedit::RunOptions ro;
   Keep keep;
+  bool cuda = false;               // backend 'cuda' (chosen in lib/backend.ts)
+  geoedit::CudaRunOptions cuda_opts;
   Napi::ObjectReference result;  // { out?, cos, region, coefNew, coefOld, deltaSq, na, nb }
   std::string err_code, err_msg;
 };
@@ -156,6 +159,11 @@ std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
   P.density = num(p, "density", P.density);
   P.temperature = num(p, "temperature", P.temperature);
   P.allow_non_finite = p.Get("allowNonFinite").ToBoolean().Value();
+  {
+    Napi::Value be = spec.Get("backend");
+    b->cuda = be.IsString() && be.As<Napi::String>().Utf8Value() == "cuda";
+    b->cuda_opts.memory_limit = uint64_t(num(spec, "cudaMemoryLimit", 0));
+  }
   b->ro.threads = int(num(spec, "threads", 0));
   b->ro.simd = int(num(spec, "simd", -1));
   if (b->ro.simd > 2) b->ro.simd = 2;
@@ -194,7 +202,8 @@ std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
 
 void run_baton(Baton& b) {
   try {
-    geoedit::run_edit(b.job, b.params, b.ro);
+    if (b.cuda) geoedit::run_edit_cuda(b.job, b.params, b.cuda_opts);
+    else geoedit::run_edit(b.job, b.params, b.ro);
   } catch (const Error& e) {
     b.err_code = geoedit::error_code_name(e.code());
     b.err_msg = e.what();
@@ -330,6 +339,121 @@ Napi::Value Triad(const Napi::CallbackInfo& info) {
   Napi::Promise p = w->promise();
   w->Queue();
   return p;
+}
+
+// ---- CUDA backend (docs/cuda.md) -----------------------------------------------------------
+std::string version_string(int v) {
+  if (v <= 0) return "";
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+
+// cudaProbe(refresh?) -> { available, reason, kind, pluginPath, tried, device | null }
+Napi::Value CudaProbe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const bool refresh = info.Length() > 0 && info[0].ToBoolean().Value();
+  const geoedit::CudaStatus st = geoedit::cuda_status(refresh);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("available", st.available);
+  o.Set("reason", st.reason);
+  o.Set("kind", st.kind);
+  o.Set("pluginPath", st.plugin_path);
+  Napi::Array tried = Napi::Array::New(env, st.tried.size());
+  for (size_t i = 0; i < st.tried.size(); ++i) tried.Set(uint32_t(i), st.tried[i]);
+  o.Set("tried", tried);
+  if (!st.device.name.empty()) {
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("name", st.device.name);
+    d.Set("memory", double(st.device.total_memory));
+    d.Set("computeCapability", std::to_string(st.device.cc_major) + "." + std::to_string(st.device.cc_minor));
+    d.Set("driverVersion", version_string(st.device.driver_version));
+    d.Set("runtimeVersion", version_string(st.device.runtime_version));
+    d.Set("multiprocessors", st.device.multiprocessors);
+    d.Set("deviceCount", st.device.device_count);
+    d.Set("index", st.device.device_index);
+    o.Set("device", d);
+  } else {
+    Napi::Object d = Napi::Object::New(env);
+    o.Set("device", env.Null());
+    if (st.device.driver_version || st.device.runtime_version) {
+      d.Set("driverVersion", version_string(st.device.driver_version));
+      d.Set("runtimeVersion", version_string(st.device.runtime_version));
+      o.Set("versions", d);
+    }
+  }
+  return o;
+}
+
+// cudaLoraGeometry({ m, n, rOld, rNew, aOld, bOld, aNew, bNew, sOld, sNew, backend }) -> { dot, na, nb }
+Napi::Value CudaLoraGeometry(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a CUDA LoRA geometry specification object");
+  Napi::Object spec = info[0].As<Napi::Object>();
+  Keep keep;
+  geoedit::LoraGeometryJob j;
+  j.m = int64_t(num(spec, "m", 0));
+  j.n = int64_t(num(spec, "n", 0));
+  j.r_old = int64_t(num(spec, "rOld", 0));
+  j.r_new = int64_t(num(spec, "rNew", 0));
+  if (j.m < 0 || j.n < 0 || j.r_old < 0 || j.r_new < 0)
+    throw make_error(env, "ERR_INVALID_OPTION", "m, n, rOld and rNew must be >= 0");
+  j.a_old = static_cast<const float*>(data_of(spec, "aOld", size_t(j.r_old * j.n) * 4, keep));
+  j.b_old = static_cast<const float*>(data_of(spec, "bOld", size_t(j.m * j.r_old) * 4, keep));
+  j.a_new = static_cast<const float*>(data_of(spec, "aNew", size_t(j.r_new * j.n) * 4, keep));
+  j.b_new = static_cast<const float*>(data_of(spec, "bNew", size_t(j.m * j.r_new) * 4, keep));
+  j.s_old = num(spec, "sOld", 1);
+  j.s_new = num(spec, "sNew", 1);
+  Napi::Object result = Napi::Object::New(env);
+  j.dot = alloc_array<double>(env, result, "dot", size_t(j.m));
+  j.na = alloc_array<double>(env, result, "na", size_t(j.m));
+  j.nb = alloc_array<double>(env, result, "nb", size_t(j.m));
+  Napi::Value be = spec.Get("backend");
+  const bool cuda = be.IsString() && be.As<Napi::String>().Utf8Value() == "cuda";
+  try {
+    if (cuda) geoedit::lora_geometry_cuda(j);
+    else geoedit::lora_geometry_cpu(j);
+  } catch (const Error& e) {
+    throw make_error(env, geoedit::error_code_name(e.code()), e.what());
+  }
+  return result;
+}
+
+// cudaBench({ rows, cols, dtype, reps, params, withImportance }) -> { kernelMs, kernelGBps, copyGBps, checksum }
+// Synchronous: for bench/gpu/ only (device-resident data, no host transfers).
+Napi::Value CudaBench(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a bench specification object");
+  Napi::Object spec = info[0].As<Napi::Object>();
+  geoedit::Params P;
+  Napi::Value pv = spec.Get("params");
+  if (pv.IsObject()) {
+    Napi::Object p = pv.As<Napi::Object>();
+    Napi::Value st = p.Get("strategy");
+    std::string sname = st.IsString() ? st.As<Napi::String>().Utf8Value() : "geoedit";
+    if (!geoedit::parse_strategy(sname, &P.strategy))
+      throw make_error(env, "ERR_UNKNOWN_STRATEGY", "Unknown strategy '" + sname + "'");
+    P.scale = num(p, "scale", P.scale);
+    P.kappa = num(p, "kappa", P.kappa);
+    P.band_degrees = num(p, "bandDegrees", -1);
+    P.keep_orthogonal = num(p, "keepOrthogonal", P.keep_orthogonal);
+    P.fuse_aligned = num(p, "fuseAligned", P.fuse_aligned);
+    P.forget_conflicting = num(p, "forgetConflicting", P.forget_conflicting);
+    P.lambda = num(p, "lambda", P.lambda);
+    P.density = num(p, "density", P.density);
+    P.temperature = num(p, "temperature", P.temperature);
+  }
+  const DType dt = dtype_of(spec, "dtype");
+  try {
+    const geoedit::CudaBenchResult r = geoedit::cuda_bench(int64_t(num(spec, "rows", 0)), int64_t(num(spec, "cols", 0)), dt,
+                                                           int(num(spec, "reps", 20)), P, spec.Get("withImportance").ToBoolean().Value());
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("kernelMs", r.kernel_ms);
+    o.Set("kernelGBps", r.kernel_gbps);
+    o.Set("copyGBps", r.copy_gbps);
+    o.Set("checksum", r.checksum);
+    return o;
+  } catch (const Error& e) {
+    throw make_error(env, geoedit::error_code_name(e.code()), e.what());
+  }
 }
 
 
@@ -775,6 +899,9 @@ Napi::Value LoraMerge(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("cudaProbe", Napi::Function::New(env, CudaProbe, "cudaProbe"));
+  exports.Set("cudaLoraGeometry", Napi::Function::New(env, CudaLoraGeometry, "cudaLoraGeometry"));
+  exports.Set("cudaBench", Napi::Function::New(env, CudaBench, "cudaBench"));
   exports.Set("edit", Napi::Function::New(env, Edit, "edit"));
   exports.Set("editSync", Napi::Function::New(env, EditSync, "editSync"));
   exports.Set("info", Napi::Function::New(env, Info, "info"));

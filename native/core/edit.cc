@@ -94,10 +94,7 @@ void validate_params(const Params& p) {
   if (!(p.temperature > 0) || !std::isfinite(p.temperature)) bad_option("temperature", "a finite number > 0", p.temperature);
 }
 
-double region_threshold(const Params& p, int64_t n) {
-  if (p.band_degrees >= 0) return std::sin(p.band_degrees * M_PI / 180.0);
-  return n > 0 ? p.kappa / std::sqrt(double(n)) : std::numeric_limits<double>::infinity();
-}
+double region_threshold(const Params& p, int64_t n) { return row_threshold(p, n); }
 
 void convert(DType from, const void* src, DType to, void* dst, size_t count) {
   if (from == to) { std::memcpy(dst, src, count * dtype_size(from)); return; }
@@ -167,7 +164,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
   s.ensure(n);
   const double t = region_threshold(p, n);
   const bool trim = p.density < 1.0 && n > 0;
-  const int64_t k = trim ? std::max<int64_t>(1, int64_t(std::ceil(p.density * double(n)))) : n;
+  const int64_t k = trim ? int64_t(keep_count(p.density, n)) : n;
   const bool has_imp = job.imp_old.data != nullptr;
   const size_t bs = dtype_size(job.base.dtype), os_ = dtype_size(job.old_.dtype), ns = dtype_size(job.new_.dtype);
   const size_t outs = dtype_size(job.out_dtype);
@@ -187,8 +184,9 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     // a = old - base and b = new - base land in the scratch (in place when old/new were decoded there).
     float* a = s.a.data();
     float* b = s.b.data();
+    // tau_given: old/new already are the task vectors (a zero base makes a = old, b = new exactly).
     K.stats(job.tau_given ? s.zero.data() : fb, fo, fn, a, b, n, &dot, &na, &nb);
-    const bool finite = std::isfinite(dot) && std::isfinite(na) && std::isfinite(nb);
+    const bool finite = sums_finite(dot, na, nb);
     if (!finite && !p.allow_non_finite) {
       // Re-decode the raw rows (the scratch now holds task vectors) and name the first bad value.
       const size_t nn = static_cast<size_t>(n);

@@ -1,0 +1,185 @@
+#!/usr/bin/env node
+// GPU bench of the CUDA backend (docs/cuda.md). Needs a usable GPU, the built addon + plugin
+// (build/Release/) and the TS build (dist/). Runs:
+//   1. the edit kernels on device-resident data (plugin entry geoedit_cuda_bench), with the
+//      device-to-device copy bandwidth measured in the same process;
+//   2. the PyTorch peer (bench/gpu/torch_peer.py) on the same shapes, same run;
+//   3. end to end: editTensor from host memory, CPU vs CUDA backend; the LoRA Gram path.
+// Prints a table and writes bench/results/gpu-<date>-<device>.{json,md}.
+// Targets (H200): density 1 kernel >= 0.7x copy bandwidth and >= 3x PyTorch.
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+const os = require('node:os');
+const { spawnSync } = require('node:child_process');
+
+const root = path.resolve(__dirname, '..', '..');
+const quick = process.argv.includes('--quick');
+// --tiny: small shapes, for a dry run of this script (e.g. on the CPU emulator of the plugin).
+const tiny = process.argv.includes('--tiny');
+const addon = require(path.join(root, 'build', 'Release', 'geoedit.node'));
+const geo = require(path.join(root, 'dist', 'cjs', 'index.js'));
+const { cudaLoraGeometry } = require(path.join(root, 'dist', 'cjs', 'lora-geometry.js'));
+
+const st = geo.cudaStatus();
+if (!st.available) {
+  console.error(`bench/gpu: no usable GPU: ${st.reason}`);
+  process.exit(2);
+}
+const reps = quick || tiny ? 5 : 20;
+const params = { strategy: 'geoedit', fuseAligned: 1, forgetConflicting: 1 };
+const cases = [
+  { name: 'density 1, f32 16384x4096', kind: 'edit', rows: 16384, cols: 4096, dtype: 'f32', density: 1 },
+  { name: 'density 1, bf16 16384x4096', kind: 'edit', rows: 16384, cols: 4096, dtype: 'bf16', density: 1 },
+  { name: 'density 1, bf16 8192x14336 (long rows)', kind: 'edit', rows: 8192, cols: 14336, dtype: 'bf16', density: 1 },
+  { name: 'top-k 0.1, bf16 8192x4096', kind: 'edit', rows: 8192, cols: 4096, dtype: 'bf16', density: 0.1 },
+  { name: 'top-k 0.1, bf16 1024x65536 (wide rows)', kind: 'edit', rows: 1024, cols: 65536, dtype: 'bf16', density: 0.1 },
+  { name: 'importance + top-k 0.3, bf16 8192x4096', kind: 'edit', rows: 8192, cols: 4096, dtype: 'bf16', density: 0.3, importance: true },
+  { name: 'LoRA Gram r=16, 4096x4096', kind: 'gram', m: 4096, n: 4096, rOld: 16, rNew: 16 },
+  { name: 'LoRA Gram r=64, 8192x8192', kind: 'gram', m: 8192, n: 8192, rOld: 64, rNew: 64 },
+];
+if (tiny) {
+  for (const c of cases) {
+    if (c.kind === 'edit') { c.rows = Math.max(4, c.rows >> 9); c.cols = Math.max(64, c.cols >> 4); c.name += ' (tiny)'; }
+    else { c.m >>= 6; c.n >>= 6; c.name += ' (tiny)'; }
+  }
+}
+
+function rand(n, seed, scale) {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = ((s >>> 8) / 16777216 - 0.5) * scale;
+  }
+  return a;
+}
+
+function median(xs) {
+  const v = [...xs].sort((a, b) => a - b);
+  return v[Math.floor(v.length / 2)];
+}
+
+async function timeIt(fn, n) {
+  await fn();
+  const t = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    await fn();
+    t.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  return median(t);
+}
+
+async function main() {
+  const results = { date: new Date().toISOString(), host: os.hostname(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model,
+    node: process.version, device: st.device, info: geo.info(), reps, cases: [] };
+  // 1. geoedit kernels, device-resident.
+  for (const c of cases.filter((x) => x.kind === 'edit')) {
+    const r = addon.cudaBench({ rows: c.rows, cols: c.cols, dtype: c.dtype, reps, params: { ...params, density: c.density }, withImportance: !!c.importance });
+    const entry = { ...c, geoedit: r };
+    if (c.density === 1 && !c.importance) {
+      // The same kernel reading rows twice instead of caching them in shared memory.
+      process.env.GEOEDIT_CUDA_NO_SMEM_CACHE = '1';
+      entry.readTwice = addon.cudaBench({ rows: c.rows, cols: c.cols, dtype: c.dtype, reps, params: { ...params, density: c.density } });
+      delete process.env.GEOEDIT_CUDA_NO_SMEM_CACHE;
+    }
+    results.cases.push(entry);
+    console.error(`geoedit ${c.name}: ${r.kernelMs.toFixed(3)} ms, ${r.kernelGBps.toFixed(0)} GB/s (copy ${r.copyGBps.toFixed(0)} GB/s)` +
+      (entry.readTwice ? `; read-twice variant ${entry.readTwice.kernelMs.toFixed(3)} ms` : ''));
+  }
+  // 2. The PyTorch peer, same shapes.
+  const peerSpec = { reps, cases: cases.map(({ name, ...c }) => c) };
+  const py = spawnSync(process.env.PYTHON || 'python3', [path.join(__dirname, 'torch_peer.py'), JSON.stringify(peerSpec)], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  let peer = null;
+  if (py.status === 0) {
+    peer = JSON.parse(py.stdout.trim().split('\n').pop());
+    results.torch = { version: peer.torch, copyGBps: peer.copy_gbps };
+  } else {
+    results.torchError = (py.stderr || '').slice(-2000);
+    console.error(`torch peer failed: ${results.torchError}`);
+  }
+  const editCases = results.cases;
+  if (peer) {
+    let k = 0;
+    for (const pc of peer.cases) {
+      if (pc.kind === 'edit') {
+        editCases[k].torch = { ms: pc.ms, gbps: pc.gbps };
+        k++;
+      }
+    }
+  }
+  // 3a. LoRA Gram path, end to end (host factors in, host geometry out) vs CPU; torch is device-resident.
+  const gramCases = cases.filter((x) => x.kind === 'gram');
+  let gi = 0;
+  for (const c of gramCases) {
+    const old = { a: rand(c.rOld * c.n, 1, 1), b: rand(c.m * c.rOld, 2, 1), r: c.rOld, scale: 2 };
+    const nw = { a: rand(c.rNew * c.n, 3, 1), b: rand(c.m * c.rNew, 4, 1), r: c.rNew, scale: 2 };
+    const cudaMs = await timeIt(() => cudaLoraGeometry(c.m, c.n, old, nw, { backend: 'cuda' }), quick ? 3 : 10);
+    const cpuMs = await timeIt(() => cudaLoraGeometry(c.m, c.n, old, nw, { backend: 'cpu' }), 1);
+    const entry = { ...c, geoedit: { endToEndMs: cudaMs }, cpu: { ms: cpuMs } };
+    const pg = peer ? peer.cases.filter((x) => x.kind === 'gram')[gi] : null;
+    if (pg) entry.torch = { ms: pg.ms };
+    results.cases.push(entry);
+    gi++;
+  }
+  // 3b. editTensor end to end from host memory: CPU backend vs CUDA backend.
+  {
+    const rows = tiny ? 16 : quick ? 4096 : 8192, cols = tiny ? 256 : 4096;
+    const mk = (seed) => ({ dtype: 'bf16', shape: [rows, cols], data: addon.convert('f32', rand(rows * cols, seed, 0.1), 'bf16') });
+    const inputs = { base: mk(1), old: mk(2), new: mk(3) };
+    const cpuMs = await timeIt(() => geo.editTensor(inputs, { ...params, backend: 'cpu' }), 3);
+    const cudaMs = await timeIt(() => geo.editTensor(inputs, { ...params, backend: 'cuda' }), 5);
+    const a = await geo.editTensor(inputs, { ...params, backend: 'cpu' });
+    const b = await geo.editTensor(inputs, { ...params, backend: 'cuda' });
+    let maxUlp = 0;
+    for (let i = 0; i < a.out.data.length; i++) {
+      const o = (h) => (h & 0x8000 ? -(h & 0x7fff) : h & 0x7fff);
+      maxUlp = Math.max(maxUlp, Math.abs(o(a.out.data[i]) - o(b.out.data[i])));
+    }
+    results.endToEnd = { shape: [rows, cols], dtype: 'bf16', cpuMs, cudaMs, bytes: rows * cols * 2 * 4, maxUlpVsCpu: maxUlp, simd: geo.info().simd };
+  }
+  // Summary.
+  const lines = [];
+  lines.push(`# geoedit CUDA bench — ${results.date}`);
+  lines.push('');
+  lines.push(`Device: ${st.device.name} (cc ${st.device.computeCapability}, ${(st.device.memory / 2 ** 30).toFixed(0)} GiB, driver ${st.device.driverVersion}, runtime ${st.device.runtimeVersion}); torch ${peer ? peer.torch : 'n/a'}; node ${process.version}; ${results.cpus} CPUs (${results.cpuModel}).`);
+  lines.push(`Command: bash bench/gpu/run.sh${quick ? ' --quick' : ''}${tiny ? ' --tiny' : ''}. Medians of ${reps} timed runs after a warm-up, CUDA events, device-resident data.`);
+  lines.push('');
+  const copy = editCases[0]?.geoedit.copyGBps;
+  lines.push(`Device-to-device copy (read + write): ${copy ? copy.toFixed(0) : '?'} GB/s (cudaMemcpy), ${peer ? peer.copy_gbps.toFixed(0) : '?'} GB/s (torch copy_).`);
+  lines.push('');
+  lines.push('| case | geoedit ms | GB/s | × copy bw | torch ms | × torch | read-twice variant ms |');
+  lines.push('|---|---|---|---|---|---|---|');
+  for (const c of editCases.filter((x) => x.kind === 'edit')) {
+    const g = c.geoedit;
+    const t = c.torch;
+    lines.push(`| ${c.name} | ${g.kernelMs.toFixed(3)} | ${g.kernelGBps.toFixed(0)} | ${(g.kernelGBps / g.copyGBps).toFixed(2)} | ${t ? t.ms.toFixed(3) : 'n/a'} | ${t ? (t.ms / g.kernelMs).toFixed(2) : 'n/a'} | ${c.readTwice ? c.readTwice.kernelMs.toFixed(3) : ''} |`);
+  }
+  lines.push('');
+  lines.push('| LoRA geometry | geoedit CUDA end to end ms (H2D included) | CPU ms | torch ms (device-resident) |');
+  lines.push('|---|---|---|---|');
+  for (const c of results.cases.filter((x) => x.kind === 'gram')) {
+    lines.push(`| ${c.name} | ${c.geoedit.endToEndMs.toFixed(2)} | ${c.cpu.ms.toFixed(1)} | ${c.torch ? c.torch.ms.toFixed(3) : 'n/a'} |`);
+  }
+  const e = results.endToEnd;
+  lines.push('');
+  lines.push(`editTensor end to end (host memory, bf16 ${e.shape.join('x')}): CPU (${e.simd}, ${results.cpus} threads) ${e.cpuMs.toFixed(1)} ms, CUDA ${e.cudaMs.toFixed(1)} ms; max difference vs CPU ${e.maxUlpVsCpu} ulp.`);
+  const d1 = editCases.filter((x) => x.kind === 'edit' && x.density === 1 && !x.importance);
+  const bw = d1.map((c) => c.geoedit.kernelGBps / c.geoedit.copyGBps);
+  const vt = d1.filter((c) => c.torch).map((c) => c.torch.ms / c.geoedit.kernelMs);
+  lines.push('');
+  lines.push(`Targets (density 1): >= 0.7x copy bandwidth: ${bw.map((x) => x.toFixed(2)).join(', ')} -> ${bw.every((x) => x >= 0.7) ? 'met' : 'NOT met'}; >= 3x PyTorch: ${vt.map((x) => x.toFixed(2)).join(', ')} -> ${vt.length && vt.every((x) => x >= 3) ? 'met' : 'NOT met'}.`);
+  const md = lines.join('\n') + '\n';
+  const dir = path.join(root, 'bench', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  const slug = `${results.date.slice(0, 10)}-${String(st.device.name).replace(/[^A-Za-z0-9]+/g, '-')}`;
+  fs.writeFileSync(path.join(dir, `gpu-${slug}.json`), JSON.stringify(results, null, 2));
+  fs.writeFileSync(path.join(dir, `gpu-${slug}.md`), md);
+  process.stdout.write(md);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The device check of the CUDA backend, in one call (< 10 min on an H200):
+#   builds the addon + CUDA plugin there, runs the GPU tests (test/cuda.test.ts, then the whole
+#   suite with the CUDA backend chosen by 'auto'), runs the GPU bench (geoedit kernels vs the
+#   PyTorch peer and the device-to-device copy bandwidth), and writes results with date, device
+#   and driver to bench/results/ (and to $OUT when set, for the device tool).
+#
+# The GPU machine has no Node and no network. Prepare .nodebin/ here first (git-ignored):
+#   npm ci && npm run build && bash bench/gpu/pack.sh
+# which writes .nodebin/node.xz (xz -T0 -c $(command -v node) > .nodebin/node.xz),
+# node_modules.tar.xz, node-headers.tar.xz and prebuilt/ (fallback binaries). Then run:
+#   device run: command "bash bench/gpu/run.sh", carry [".nodebin"], timeout_s 570
+# Options: --quick (fewer reps, smaller end-to-end case), --no-suite (skip the full test suite),
+#          --tiny (small bench shapes: a dry run, e.g. here on the CPU emulator:
+#          GEOEDIT_CUDA_PLUGIN=$PWD/build/Release/emu/geoedit_cuda.so GEOEDIT_CUDA_SKIP_DRIVER_CHECK=1 bash bench/gpu/run.sh --tiny).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+T0=$(date +%s)
+BENCH_ARGS=""
+SUITE=1
+for a in "$@"; do
+  case "$a" in
+    --quick|--tiny) BENCH_ARGS="$BENCH_ARGS $a" ;;
+    --no-suite) SUITE=0 ;;
+  esac
+done
+step() { echo; echo "== $* ($(( $(date +%s) - T0 ))s)"; }
+RES=bench/results
+mkdir -p "$RES" .cache
+touch .cache/gpu-run-start
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+LOG="$RES/gpu-check-$STAMP.log"
+exec > >(tee "$LOG") 2>&1
+
+step "machine"
+date -u
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | head -5
+(nvcc --version 2>&1 | tail -2) || echo "nvcc not found"
+nproc
+
+step "node"
+if ! command -v node >/dev/null 2>&1; then
+  if [ ! -f .nodebin/node.xz ]; then
+    echo "no node on PATH and no .nodebin/node.xz: run bench/gpu/pack.sh on the dev machine and carry .nodebin"
+    exit 1
+  fi
+  mkdir -p /tmp/geoedit-node/bin
+  xz -dc .nodebin/node.xz > /tmp/geoedit-node/bin/node && chmod +x /tmp/geoedit-node/bin/node
+  export PATH=/tmp/geoedit-node/bin:$PATH
+fi
+node --version || exit 1
+if [ ! -d node_modules ]; then
+  tar -xJf .nodebin/node_modules.tar.xz || { echo "node_modules missing (.nodebin/node_modules.tar.xz)"; exit 1; }
+fi
+NODE_INC=""
+for d in "$(dirname "$(dirname "$(command -v node)")")/include/node" /usr/include/node /usr/local/include/node; do
+  [ -f "$d/node_api.h" ] && { NODE_INC=$d; break; }
+done
+if [ -z "$NODE_INC" ] && [ -f .nodebin/node-headers.tar.xz ]; then
+  mkdir -p /tmp/geoedit-node/include && tar -xJf .nodebin/node-headers.tar.xz -C /tmp/geoedit-node/include && NODE_INC=/tmp/geoedit-node/include/node
+fi
+echo "Node-API headers: ${NODE_INC:-none}"
+
+step "build: addon + CUDA plugin (cmake, GEOEDIT_CUDA=ON)"
+GEN=""
+command -v ninja >/dev/null 2>&1 && GEN="-G Ninja"
+BUILD_OK=0
+if [ -n "$NODE_INC" ]; then
+  rm -rf build
+  # cmake directly (cmake-js would try to download headers); the addon needs only Node-API headers.
+  if cmake -S . -B build $GEN -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_VERSION=device -DCMAKE_JS_INC="$NODE_INC" \
+       -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$PWD/build/Release" -DGEOEDIT_CUDA=ON \
+     && cmake --build build -j "$(nproc)"; then
+    BUILD_OK=1
+  fi
+fi
+if [ "$BUILD_OK" != 1 ]; then
+  echo "build failed or impossible here: falling back to .nodebin/prebuilt"
+  mkdir -p build/Release/plugins
+  cp .nodebin/prebuilt/geoedit.node build/Release/ && cp .nodebin/prebuilt/plugins/geoedit_cuda.so build/Release/plugins/ || exit 1
+fi
+ls -la build/Release build/Release/plugins
+node node_modules/typescript/bin/tsc -p tsconfig.json && node scripts/write-esm.js || exit 1
+node -e 'const g=require("./dist/cjs/index.js"); console.log(JSON.stringify(g.info(), null, 1)); const s=g.cudaStatus(); if(!s.available){console.error("CUDA unavailable: "+s.reason); process.exit(3)}' || exit 1
+
+step "GPU tests (test/cuda.test.ts)"
+node node_modules/vitest/vitest.mjs run test/cuda.test.ts --reporter=verbose --reporter=json --outputFile="$RES/gpu-tests-$STAMP.json"
+RC_CUDA=$?
+RC_SUITE=0
+if [ "$SUITE" = 1 ]; then
+  step "the whole suite with backend 'auto' (= cuda here)"
+  node node_modules/vitest/vitest.mjs run --reporter=default --reporter=json --outputFile="$RES/gpu-suite-$STAMP.json"
+  RC_SUITE=$?
+fi
+
+step "GPU bench"
+node bench/gpu/bench.js $BENCH_ARGS
+RC_BENCH=$?
+
+step "done: cuda tests rc=$RC_CUDA, suite rc=$RC_SUITE, bench rc=$RC_BENCH"
+if [ -n "${OUT:-}" ]; then
+  cp "$LOG" "$OUT/" 2>/dev/null
+  cp "$RES"/gpu-tests-"$STAMP".json "$OUT/" 2>/dev/null
+  cp "$RES"/gpu-suite-"$STAMP".json "$OUT/" 2>/dev/null
+  # Only this run's bench files (at most 8 files come back from the device).
+  find "$RES" -maxdepth 1 -name 'gpu-2*' -newer .cache/gpu-run-start -exec cp {} "$OUT/" \;
+fi
+[ "$RC_CUDA" = 0 ] && [ "$RC_SUITE" = 0 ] && [ "$RC_BENCH" = 0 ]
