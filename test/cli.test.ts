@@ -221,15 +221,19 @@ describe('geoedit edit: signals', () => {
     const out = path.join(d, 'out');
     const child = spawn(process.execPath, [BIN, 'edit', '--base', path.join(d, 'base'), '--old', path.join(d, 'old'), '--new', path.join(d, 'new'), '--out', out, '--threads', '1', '--density', '0.3'], { cwd: dir });
     let stderr = '';
-    const firstProgress = new Promise<void>((resolve) => {
-      child.stderr.on('data', (b: Buffer) => {
-        stderr += b.toString();
-        if (/edit: \d+%/.test(stderr)) resolve();
-      });
-    });
-    await firstProgress;
-    const sawTemp = fs.readdirSync(d).some((n) => n.includes('geoedit-tmp'));
+    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+    // Freeze the child as soon as its temporary directory exists (before hashing and editing
+    // finish), so the signal surely arrives mid-run however fast the kernels are; a stopped
+    // process receives the signal when it continues.
+    const t0 = Date.now();
+    let sawTemp = false;
+    while (!sawTemp && Date.now() - t0 < 20_000 && child.exitCode === null) {
+      sawTemp = fs.readdirSync(d).some((n) => n.includes('geoedit-tmp'));
+      if (!sawTemp) await new Promise((r) => setTimeout(r, 1));
+    }
+    child.kill('SIGSTOP');
     child.kill(sig);
+    child.kill('SIGCONT');
     const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
     expect(sawTemp).toBe(true);
     expect(code === 0).toBe(false);

@@ -251,7 +251,7 @@ describe.skipIf(!supported)('the tarball', () => {
     expect(r.version).toBe(pkg.version);
     expect(r.sameClass).toBe(true);
     expect(r.defaultHasEdit).toBe('function');
-    expect(r.kappa).toBe(2); // the calibrated default (docs/demo.md)
+    expect(r.kappa).toBe(2); // the calibrated default (README, "Does the edit work?")
   });
 
   it('works from a CJS script', () => {

@@ -341,7 +341,7 @@ Napi::Value Triad(const Napi::CallbackInfo& info) {
   return p;
 }
 
-// ---- CUDA backend (docs/cuda.md) -----------------------------------------------------------
+// ---- CUDA backend (README "CUDA backend") -----------------------------------------------------------
 std::string version_string(int v) {
   if (v <= 0) return "";
   return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);

@@ -177,7 +177,7 @@ double trim_topk_with(const float* e, float* v, int64_t n, int64_t k, uint32_t* 
   return finish();
 }
 
-double trim_topk_impl(const float* e, float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist) {
+[[maybe_unused]] double trim_topk_impl(const float* e, float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist) {
   return trim_topk_with<ScalarTrimPasses>(e, v, n, k, cand, hist);
 }
 
