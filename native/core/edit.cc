@@ -177,27 +177,36 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     return tmp;
   };
   for (int64_t i = r0; i < r1; ++i) {
-    const float* fb = row_ptr(job.base, bs, i, s.base.data());
-    const float* fo = row_ptr(job.old_, os_, i, s.a.data());
-    const float* fn = row_ptr(job.new_, ns, i, s.b.data());
     double dot = 0, na = 0, nb = 0;
-    // a = old - base and b = new - base land in the scratch (in place when old/new were decoded there).
     float* a = s.a.data();
     float* b = s.b.data();
-    // tau_given: old/new already are the task vectors (a zero base makes a = old, b = new exactly).
-    K.stats(job.tau_given ? s.zero.data() : fb, fo, fn, a, b, n, &dot, &na, &nb);
+    const char* rb = static_cast<const char*>(job.base.data) + size_t(i) * size_t(n) * bs;
+    const char* ro = static_cast<const char*>(job.old_.data) + size_t(i) * size_t(n) * os_;
+    const char* rn = static_cast<const char*>(job.new_.data) + size_t(i) * size_t(n) * ns;
+    const float* fb;
+    if (job.tau_given) {
+      // old/new already are the task vectors (a zero base makes a = old, b = new exactly).
+      fb = row_ptr(job.base, bs, i, s.base.data());
+      const float* fo = row_ptr(job.old_, os_, i, a);
+      const float* fn = row_ptr(job.new_, ns, i, b);
+      K.stats(s.zero.data(), fo, fn, a, b, n, &dot, &na, &nb);
+    } else {
+      // One fused pass over the three input rows; an f32 base is read again from the input
+      // (still in cache) by the output stage, any other dtype is kept decoded in the scratch.
+      const bool base_f32 = job.base.dtype == DType::F32;
+      fb = base_f32 ? reinterpret_cast<const float*>(rb) : s.base.data();
+      K.stats_raw(job.base.dtype, rb, job.old_.dtype, ro, job.new_.dtype, rn, n, base_f32 ? nullptr : s.base.data(), a, b,
+                  &dot, &na, &nb);
+    }
     const bool finite = sums_finite(dot, na, nb);
     if (!finite && !p.allow_non_finite) {
       // Re-decode the raw rows (the scratch now holds task vectors) and name the first bad value.
       const size_t nn = static_cast<size_t>(n);
-      std::vector<float> rb(nn), ro(nn), rn(nn);
-      const char* pb = static_cast<const char*>(job.base.data) + size_t(i) * size_t(n) * bs;
-      const char* po = static_cast<const char*>(job.old_.data) + size_t(i) * size_t(n) * os_;
-      const char* pn = static_cast<const char*>(job.new_.data) + size_t(i) * size_t(n) * ns;
-      kScalarKernels.decode(job.base.dtype, pb, rb.data(), n);
-      kScalarKernels.decode(job.old_.dtype, po, ro.data(), n);
-      kScalarKernels.decode(job.new_.dtype, pn, rn.data(), n);
-      const float* rows[3] = {rb.data(), ro.data(), rn.data()};
+      std::vector<float> db(nn), dol(nn), dnw(nn);
+      kScalarKernels.decode(job.base.dtype, rb, db.data(), n);
+      kScalarKernels.decode(job.old_.dtype, ro, dol.data(), n);
+      kScalarKernels.decode(job.new_.dtype, rn, dnw.data(), n);
+      const float* rows[3] = {db.data(), dol.data(), dnw.data()};
       throw_non_finite(job, i, rows);
     }
     const double cosv = row_cos(dot, na, nb);

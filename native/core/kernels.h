@@ -26,6 +26,11 @@ struct Kernels {
   // The caller issues a store fence before publishing the results.
   void (*output_nt)(const float* base, const float* a, const float* b, float cn, float co,
                     int64_t n, DType out_dtype, void* dst);
+  // The fused first pass: decodes base, old and new (each in its stored dtype) in one loop, so
+  // the three input streams are read together; writes a = old - base, b = new - base, and the
+  // decoded base to base_out unless it is null; dot/na/nb in f64. Same values as decode + stats.
+  void (*stats_raw)(DType bd, const void* base, DType od, const void* old_, DType nd, const void* new_,
+                    int64_t n, float* base_out, float* a, float* b, double* dot, double* na, double* nb);
 };
 
 extern const Kernels kScalarKernels;

@@ -144,8 +144,51 @@ void output_nt_avx2(const float* base, const float* a, const float* b, float cn,
   }
 }
 
+inline __m256 load8(DType d, const void* p, int64_t j) {
+  switch (d) {
+    case DType::F32: return _mm256_loadu_ps(static_cast<const float*>(p) + j);
+    case DType::F16: return load_f16(static_cast<const uint16_t*>(p) + j);
+    default: return load_bf16(static_cast<const uint16_t*>(p) + j);
+  }
+}
+inline float load1(DType d, const void* p, int64_t j) {
+  switch (d) {
+    case DType::F32: return static_cast<const float*>(p)[j];
+    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(p)[j]);
+    default: return bf16_to_f32(static_cast<const uint16_t*>(p)[j]);
+  }
+}
+
+void stats_raw_avx2(DType bd, const void* base, DType od, const void* old_, DType nd, const void* new_,
+                    int64_t n, float* base_out, float* a, float* b, double* dot, double* na, double* nb) {
+  __m256d d0 = _mm256_setzero_pd(), d1 = d0, x0 = d0, x1 = d0, y0 = d0, y1 = d0;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 vb = load8(bd, base, j);
+    const __m256 va = _mm256_sub_ps(load8(od, old_, j), vb);
+    const __m256 vn = _mm256_sub_ps(load8(nd, new_, j), vb);
+    if (base_out) _mm256_storeu_ps(base_out + j, vb);
+    _mm256_storeu_ps(a + j, va);
+    _mm256_storeu_ps(b + j, vn);
+    const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(va)), a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(va, 1));
+    const __m256d b0 = _mm256_cvtps_pd(_mm256_castps256_ps128(vn)), b1 = _mm256_cvtps_pd(_mm256_extractf128_ps(vn, 1));
+    d0 = _mm256_fmadd_pd(a0, b0, d0); d1 = _mm256_fmadd_pd(a1, b1, d1);
+    x0 = _mm256_fmadd_pd(a0, a0, x0); x1 = _mm256_fmadd_pd(a1, a1, x1);
+    y0 = _mm256_fmadd_pd(b0, b0, y0); y1 = _mm256_fmadd_pd(b1, b1, y1);
+  }
+  double d = hsum(_mm256_add_pd(d0, d1)), x = hsum(_mm256_add_pd(x0, x1)), y = hsum(_mm256_add_pd(y0, y1));
+  for (; j < n; ++j) {
+    const float bj0 = load1(bd, base, j);
+    const float aj = load1(od, old_, j) - bj0, bj = load1(nd, new_, j) - bj0;
+    if (base_out) base_out[j] = bj0;
+    a[j] = aj; b[j] = bj;
+    d += double(aj) * double(bj); x += double(aj) * double(aj); y += double(bj) * double(bj);
+  }
+  *dot = d; *na = x; *nb = y;
+}
+
 }  // namespace
 
-const Kernels kAvx2Kernels = {"avx2", decode_avx2, stats_avx2, output_avx2, encode_avx2, trim_topk_impl, output_nt_avx2};
+const Kernels kAvx2Kernels = {"avx2", decode_avx2, stats_avx2, output_avx2, encode_avx2, trim_topk_impl, output_nt_avx2, stats_raw_avx2};
 
 }  // namespace geoedit

@@ -89,8 +89,35 @@ void output_scalar(const float* base, const float* a, const float* b, float cn, 
   }
 }
 
+inline float load_one(DType d, const void* p, int64_t j) {
+  switch (d) {
+    case DType::F32: return static_cast<const float*>(p)[j];
+    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(p)[j]);
+    default: return bf16_to_f32(static_cast<const uint16_t*>(p)[j]);
+  }
+}
+
+void stats_raw_scalar(DType bd, const void* base, DType od, const void* old_, DType nd, const void* new_,
+                      int64_t n, float* base_out, float* a, float* b, double* dot, double* na, double* nb) {
+  double d = 0, x = 0, y = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float bj0 = load_one(bd, base, j);
+    const float aj = load_one(od, old_, j) - bj0;
+    const float bj = load_one(nd, new_, j) - bj0;
+    if (base_out) base_out[j] = bj0;
+    a[j] = aj;
+    b[j] = bj;
+    d += double(aj) * double(bj);
+    x += double(aj) * double(aj);
+    y += double(bj) * double(bj);
+  }
+  *dot = d;
+  *na = x;
+  *nb = y;
+}
+
 }  // namespace
 
-const Kernels kScalarKernels = {"scalar", decode_scalar, stats_scalar, output_scalar, encode_scalar, trim_topk_impl, output_scalar};
+const Kernels kScalarKernels = {"scalar", decode_scalar, stats_scalar, output_scalar, encode_scalar, trim_topk_impl, output_scalar, stats_raw_scalar};
 
 }  // namespace geoedit
