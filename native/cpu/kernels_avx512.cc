@@ -127,8 +127,18 @@ inline __m512 load16(DType d, const void* p, int64_t j, __mmask16 m) {
 void stats_raw_avx512(DType bd, const void* base, DType od, const void* old_, DType nd, const void* new_,
                       int64_t n, float* base_out, float* a, float* b, double* dot, double* na, double* nb) {
   __m512d d0 = _mm512_setzero_pd(), d1 = d0, x0 = d0, x1 = d0, y0 = d0, y1 = d0;
+  const size_t bs = bd == DType::F32 ? 4 : 2, os = od == DType::F32 ? 4 : 2, ns = nd == DType::F32 ? 4 : 2;
+  const char* pb = static_cast<const char*>(base);
+  const char* po = static_cast<const char*>(old_);
+  const char* pn = static_cast<const char*>(new_);
+  const int64_t ahead = 256;  // elements: keeps more lines in flight than the OoO window would
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = tail_mask(n - j);
+    // Past the row's end this reaches into the next row (rows are contiguous); a prefetch never
+    // faults, so running past the tensor's end is harmless.
+    _mm_prefetch(pb + (j + ahead) * bs, _MM_HINT_T0);
+    _mm_prefetch(po + (j + ahead) * os, _MM_HINT_T0);
+    _mm_prefetch(pn + (j + ahead) * ns, _MM_HINT_T0);
     const __m512 vb = load16(bd, base, j, m);
     const __m512 va = _mm512_sub_ps(load16(od, old_, j, m), vb);
     const __m512 vn = _mm512_sub_ps(load16(nd, new_, j, m), vb);

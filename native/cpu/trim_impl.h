@@ -24,26 +24,34 @@ inline uint32_t key_of(float e) {
 // The k-th largest key among keys[0..n) by radix select; *ties_kept = how many entries equal to
 // it are kept (the lowest indices first). hist: 2048 entries of scratch.
 inline uint32_t radix_kth(const uint32_t* keys, int64_t n, int64_t k, uint32_t* hist, int64_t* ties_kept) {
-  uint32_t prefix = 0, pmask = 0;
+  // Bits that every key shares need no pass: start at the highest bit where keys differ (keys
+  // drawn from a narrow bracket share many top bits, and a pass over them would pile every key
+  // into one histogram bin, serialising the increments).
+  uint32_t all_and = 0xffffffffu, all_or = 0;
+  for (int64_t j = 0; j < n; ++j) { all_and &= keys[j]; all_or |= keys[j]; }
+  const uint32_t diff = all_and ^ all_or;
+  if (diff == 0) { *ties_kept = k; return all_and; }
+  int start = 32 - __builtin_clz(diff);  // bits [start, 32) are common
+  uint64_t prefix = all_and & ~((uint64_t(1) << start) - 1);
   int64_t krem = k;
-  static const int kShift[3] = {21, 10, 0};
-  static const uint32_t kMask[3] = {0x7ffu, 0x7ffu, 0x3ffu};
-  for (int level = 0; level < 3; ++level) {
-    const int shift = kShift[level];
-    const uint32_t dmask = kMask[level];
+  while (start > 0) {
+    const int width = start < 8 ? start : 8;
+    const int shift = start - width;
+    const uint32_t dmask = (1u << width) - 1u;
+    const uint64_t high = prefix >> start;
     std::memset(hist, 0, sizeof(uint32_t) * (dmask + 1));
     for (int64_t j = 0; j < n; ++j)
-      if ((keys[j] & pmask) == prefix) hist[(keys[j] >> shift) & dmask]++;
+      if ((uint64_t(keys[j]) >> start) == high) hist[(keys[j] >> shift) & dmask]++;
     uint32_t digit = 0;
     for (int64_t d = dmask; d >= 0; --d) {
       if (int64_t(hist[d]) >= krem) { digit = uint32_t(d); break; }
       krem -= hist[d];
     }
-    prefix |= digit << shift;
-    pmask |= dmask << shift;
+    prefix |= uint64_t(digit) << shift;
+    start = shift;
   }
   *ties_kept = krem;
-  return prefix;
+  return uint32_t(prefix);
 }
 
 // Descending order helpers on small arrays (no std:: templates, see above).
@@ -131,6 +139,7 @@ double trim_topk_with(const float* e, float* v, int64_t n, int64_t k, uint32_t* 
   }
   uint32_t kth = 0;
   int64_t ties_kept = 0;
+  int64_t ties_total = -1;  // how many keys equal kth (-1: not known yet)
   bool found = false;
   // 1. Estimate a bracket [lo, hi] around the k-th largest key from a strided sample, then
   //    count the keys above it and collect the ones inside it (usually a few percent of n).
@@ -139,21 +148,27 @@ double trim_topk_with(const float* e, float* v, int64_t n, int64_t k, uint32_t* 
     uint32_t sample[S];
     const int64_t stride = n / S;
     for (int64_t s = 0; s < S; ++s) sample[s] = key_of(e[s * stride]);
-    trim_detail::sort_desc(sample, S);
     const int64_t p = (k * S) / n;
     const int64_t margin = 10;
-    const uint32_t hi = p - margin >= 0 ? sample[p - margin] : 0xffffffffu;
-    const uint32_t lo = p + margin < S ? sample[p + margin] : 0u;
+    // Only two order statistics of the sample are needed: select them (O(S)), don't sort.
+    uint32_t lo = 0u, hi = 0xffffffffu;
+    if (p + margin < S) {
+      trim_detail::select_desc(sample, S, p + margin);
+      lo = sample[p + margin];
+    }
+    if (p - margin >= 0) {
+      trim_detail::select_desc(sample, p + margin < S ? p + margin : S, p - margin);
+      hi = sample[p - margin];
+    }
     int64_t above = 0, nc = 0;
     Passes::bracket(e, n, lo, hi, cand, &above, &nc);
     const int64_t need = k - above;
     if (need >= 1 && need <= nc) {
-      // the need-th largest candidate
-      trim_detail::select_desc(cand, nc, need - 1);
-      kth = cand[need - 1];
-      int64_t greater = 0;
-      for (int64_t c = 0; c < nc; ++c) greater += cand[c] > kth ? 1 : 0;
-      ties_kept = need - greater;
+      // the need-th largest candidate, by radix select (histograms: no data-dependent branches)
+      kth = trim_detail::radix_kth(cand, nc, need, hist, &ties_kept);
+      int64_t equal = 0;
+      for (int64_t c = 0; c < nc; ++c) equal += cand[c] == kth ? 1 : 0;
+      ties_total = equal;  // every key equal to kth lies inside [lo, hi], so it is a candidate
       found = true;
     }
   }
@@ -164,8 +179,11 @@ double trim_topk_with(const float* e, float* v, int64_t n, int64_t k, uint32_t* 
   // 2. Where ties at the threshold are not all kept, find the column of the last kept tie.
   int64_t last_tie = n;  // keep every tie by default
   {
-    int64_t seen = 0, total = 0;
-    for (int64_t j = 0; j < n; ++j) total += key_of(e[j]) == kth ? 1 : 0;
+    int64_t seen = 0, total = ties_total;
+    if (total < 0) {
+      total = 0;
+      for (int64_t j = 0; j < n; ++j) total += key_of(e[j]) == kth ? 1 : 0;
+    }
     if (total > ties_kept) {
       last_tie = -1;
       for (int64_t j = 0; j < n && seen < ties_kept; ++j)
