@@ -305,3 +305,32 @@ describe('large outputs (streaming stores above 32 MiB)', () => {
     }
   });
 });
+
+describe('top-k selection on wide rows (sampled bracket and its fallback)', () => {
+  it('matches the reference when the strided sample misleads, on ties, and on ordinary rows', () => {
+    const cols = 4096, rows = 6;
+    const base = new Float32Array(rows * cols);
+    const old = new Float32Array(rows * cols);
+    const nw = new Float32Array(rows * cols);
+    const r = rng(9);
+    for (let i = 0; i < rows; i++) {
+      for (let j = 0; j < cols; j++) {
+        const k = i * cols + j;
+        base[k] = r() - 0.5;
+        // row 0: the sampled columns (every 32nd) are huge, the rest small — the bracket misses
+        // row 1: every |τ| equal — all ties, kept by lowest column
+        // row 2: two magnitude levels; rows 3-5: ordinary noise
+        const t = i === 0 ? (j % 32 === 0 ? 100 : r() * 0.01) : i === 1 ? 0.25 : i === 2 ? (j % 3 ? 0.5 : 0.125) : r() - 0.5;
+        old[k] = base[k] + t;
+        nw[k] = base[k] + (i === 1 ? -0.25 : r() - 0.5);
+      }
+    }
+    const T = (data: Float32Array) => ({ dtype: 'f32' as const, shape: [rows, cols], data });
+    const inputs = { base: T(base), old: T(old), new: T(nw) };
+    for (const density of [0.2, 0.01, 0.5, 0.999]) {
+      const opts: EditOptions = { density, strategy: 'forget-then-learn', lambda: 1 };
+      const { out, stats } = editTensorSync(inputs, opts);
+      expectMatchesReference(inputs, opts, out, stats);
+    }
+  });
+});

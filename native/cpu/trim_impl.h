@@ -23,14 +23,15 @@ inline uint32_t key_of(float e) {
 
 // The k-th largest key among keys[0..n) by radix select; *ties_kept = how many entries equal to
 // it are kept (the lowest indices first). hist: 2048 entries of scratch.
-inline uint32_t radix_kth(const uint32_t* keys, int64_t n, int64_t k, uint32_t* hist, int64_t* ties_kept) {
+// keys is scratch: it is compacted in place as the prefix narrows.
+inline uint32_t radix_kth(uint32_t* keys, int64_t n, int64_t k, uint32_t* hist, int64_t* ties_kept, int64_t* equal) {
   // Bits that every key shares need no pass: start at the highest bit where keys differ (keys
   // drawn from a narrow bracket share many top bits, and a pass over them would pile every key
   // into one histogram bin, serialising the increments).
   uint32_t all_and = 0xffffffffu, all_or = 0;
   for (int64_t j = 0; j < n; ++j) { all_and &= keys[j]; all_or |= keys[j]; }
   const uint32_t diff = all_and ^ all_or;
-  if (diff == 0) { *ties_kept = k; return all_and; }
+  if (diff == 0) { *ties_kept = k; *equal = n; return all_and; }
   int start = 32 - __builtin_clz(diff);  // bits [start, 32) are common
   uint64_t prefix = all_and & ~((uint64_t(1) << start) - 1);
   int64_t krem = k;
@@ -38,19 +39,26 @@ inline uint32_t radix_kth(const uint32_t* keys, int64_t n, int64_t k, uint32_t* 
     const int width = start < 8 ? start : 8;
     const int shift = start - width;
     const uint32_t dmask = (1u << width) - 1u;
-    const uint64_t high = prefix >> start;
+    // every key left in keys[0..n) matches the prefix above `start`
     std::memset(hist, 0, sizeof(uint32_t) * (dmask + 1));
-    for (int64_t j = 0; j < n; ++j)
-      if ((uint64_t(keys[j]) >> start) == high) hist[(keys[j] >> shift) & dmask]++;
+    for (int64_t j = 0; j < n; ++j) hist[(keys[j] >> shift) & dmask]++;
     uint32_t digit = 0;
     for (int64_t d = dmask; d >= 0; --d) {
       if (int64_t(hist[d]) >= krem) { digit = uint32_t(d); break; }
       krem -= hist[d];
     }
     prefix |= uint64_t(digit) << shift;
+    // keep only the keys in the chosen bucket (branch-free compaction)
+    int64_t m = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      keys[m] = keys[j];
+      m += ((keys[j] >> shift) & dmask) == digit ? 1 : 0;
+    }
+    n = m;
     start = shift;
   }
   *ties_kept = krem;
+  *equal = n;  // what is left after the last digit: exactly the keys equal to the result
   return uint32_t(prefix);
 }
 
@@ -165,16 +173,14 @@ double trim_topk_with(const float* e, float* v, int64_t n, int64_t k, uint32_t* 
     const int64_t need = k - above;
     if (need >= 1 && need <= nc) {
       // the need-th largest candidate, by radix select (histograms: no data-dependent branches)
-      kth = trim_detail::radix_kth(cand, nc, need, hist, &ties_kept);
-      int64_t equal = 0;
-      for (int64_t c = 0; c < nc; ++c) equal += cand[c] == kth ? 1 : 0;
-      ties_total = equal;  // every key equal to kth lies inside [lo, hi], so it is a candidate
+      // every key equal to kth lies inside [lo, hi], so ties_total counts them all
+      kth = trim_detail::radix_kth(cand, nc, need, hist, &ties_kept, &ties_total);
       found = true;
     }
   }
   if (!found) {
     for (int64_t j = 0; j < n; ++j) cand[j] = key_of(e[j]);
-    kth = trim_detail::radix_kth(cand, n, k, hist, &ties_kept);
+    kth = trim_detail::radix_kth(cand, n, k, hist, &ties_kept, &ties_total);
   }
   // 2. Where ties at the threshold are not all kept, find the column of the last kept tie.
   int64_t last_tie = n;  // keep every tie by default
