@@ -162,8 +162,17 @@ inline float load1(DType d, const void* p, int64_t j) {
 void stats_raw_avx2(DType bd, const void* base, DType od, const void* old_, DType nd, const void* new_,
                     int64_t n, float* base_out, float* a, float* b, double* dot, double* na, double* nb) {
   __m256d d0 = _mm256_setzero_pd(), d1 = d0, x0 = d0, x1 = d0, y0 = d0, y1 = d0;
+  const size_t bs = bd == DType::F32 ? 4 : 2, os = od == DType::F32 ? 4 : 2, ns = nd == DType::F32 ? 4 : 2;
+  const char* pb = static_cast<const char*>(base);
+  const char* po = static_cast<const char*>(old_);
+  const char* pn = static_cast<const char*>(new_);
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
+    // as in the AVX-512 kernel: prefetch 256 elements ahead (into the next row at the end; a
+    // prefetch never faults)
+    _mm_prefetch(pb + (j + 256) * bs, _MM_HINT_T0);
+    _mm_prefetch(po + (j + 256) * os, _MM_HINT_T0);
+    _mm_prefetch(pn + (j + 256) * ns, _MM_HINT_T0);
     const __m256 vb = load8(bd, base, j);
     const __m256 va = _mm256_sub_ps(load8(od, old_, j), vb);
     const __m256 vn = _mm256_sub_ps(load8(nd, new_, j), vb);
