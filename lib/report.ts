@@ -141,7 +141,7 @@ export function renderReport(m: CheckpointManifest): string {
     return a && a.rows > 0 ? a[key] / a.rows : null;
   };
   const p = m.parameters;
-  const params = Object.entries(p).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v === null ? '–' : Array.isArray(v) ? v.join(', ') : v)}</td></tr>`).join('');
+  const params = Object.entries(p).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v === null || (k === 'bandDegrees' && typeof v === 'number' && v < 0) ? '–' : Array.isArray(v) ? v.join(', ') : v)}</td></tr>`).join(''); // bandDegrees < 0: unset (kappa is used)
   const inputs = Object.entries(m.inputs).map(([role, i]) =>
     i.files.map((f) => `<tr><th>${esc(role)}</th><td><code>${esc(f.path)}</code></td><td>${esc(bytes(f.size))}</td><td><code>${esc(f.sha256 ? f.sha256.slice(0, 16) + '…' : '–')}</code></td></tr>`).join(''),
   ).join('');
