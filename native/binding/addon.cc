@@ -109,17 +109,17 @@ T* alloc_array(Napi::Env env, Napi::Object result, const char* key, size_t count
   return static_cast<T*>(ab.Data());
 }
 
+// Shared readers (defined with the LoRA bindings below): dimensions, and the Params (validated).
+void read_dims(Napi::Object spec, int64_t* rows, int64_t* cols);
+void read_params_into(Napi::Env env, Napi::Object spec, geoedit::Params& P);
+
 std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected an edit specification object");
   Napi::Object spec = info[0].As<Napi::Object>();
   auto b = std::make_unique<Baton>();
   geoedit::EditJob& job = b->job;
-  const double rows = num(spec, "rows", -1), cols = num(spec, "cols", -1);
-  if (!(rows >= 0) || !(cols >= 0) || rows != std::floor(rows) || cols != std::floor(cols) || rows * cols > 9.0e15)
-    throw make_error(env, "ERR_INVALID_OPTION", "rows and cols must be non-negative integers");
-  job.rows = int64_t(rows);
-  job.cols = int64_t(cols);
+  read_dims(spec, &job.rows, &job.cols);
   const size_t count = size_t(job.rows) * size_t(job.cols);
   job.base.dtype = dtype_of(spec, "baseDtype");
   job.old_.dtype = dtype_of(spec, "oldDtype");
@@ -141,24 +141,7 @@ std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
   job.row_offset = int64_t(num(spec, "rowOffset", 0));
   job.tau_given = spec.Get("tauGiven").ToBoolean().Value();
 
-  Napi::Value pv = spec.Get("params");
-  if (!pv.IsObject()) throw_type(env, "Expected params object");
-  Napi::Object p = pv.As<Napi::Object>();
-  geoedit::Params& P = b->params;
-  Napi::Value st = p.Get("strategy");
-  std::string sname = st.IsString() ? st.As<Napi::String>().Utf8Value() : "geoedit";
-  if (!geoedit::parse_strategy(sname, &P.strategy))
-    throw make_error(env, "ERR_UNKNOWN_STRATEGY", "Unknown strategy '" + sname + "'");
-  P.scale = num(p, "scale", P.scale);
-  P.kappa = num(p, "kappa", P.kappa);
-  P.band_degrees = num(p, "bandDegrees", -1);
-  P.keep_orthogonal = num(p, "keepOrthogonal", P.keep_orthogonal);
-  P.fuse_aligned = num(p, "fuseAligned", P.fuse_aligned);
-  P.forget_conflicting = num(p, "forgetConflicting", P.forget_conflicting);
-  P.lambda = num(p, "lambda", P.lambda);
-  P.density = num(p, "density", P.density);
-  P.temperature = num(p, "temperature", P.temperature);
-  P.allow_non_finite = p.Get("allowNonFinite").ToBoolean().Value();
+  read_params_into(env, spec, b->params);
   {
     Napi::Value be = spec.Get("backend");
     b->cuda = be.IsString() && be.As<Napi::String>().Utf8Value() == "cuda";
@@ -167,11 +150,6 @@ std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
   b->ro.threads = int(num(spec, "threads", 0));
   b->ro.simd = int(num(spec, "simd", -1));
   if (b->ro.simd > 2) b->ro.simd = 2;
-  try {
-    geoedit::validate_params(P);
-  } catch (const Error& e) {
-    throw make_error(env, geoedit::error_code_name(e.code()), e.what());
-  }
 
   // Outputs: JS-owned arrays allocated here, written by the worker.
   Napi::Object result = Napi::Object::New(env);

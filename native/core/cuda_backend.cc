@@ -183,14 +183,7 @@ CudaStatus cuda_status(bool refresh) {
 }
 
 void run_edit_cuda(const EditJob& job, const Params& params, const CudaRunOptions& opts) {
-  validate_params(params);
-  if (job.rows < 0 || job.cols < 0) throw Error(ErrorCode::InvalidArgument, "rows and cols must be >= 0");
-  if (job.rows > 0 && job.cols > 0 && (!job.base.data || !job.old_.data || !job.new_.data))
-    throw Error(ErrorCode::InvalidArgument, "base, old and new data are required");
-  if (params.strategy == Strategy::Custom && job.rows > 0 && (!job.c_new || !job.c_old))
-    throw Error(ErrorCode::InvalidArgument, "strategy 'custom' needs coefficients { cNew, cOld } with one value per row");
-  if ((job.imp_old.data == nullptr) != (job.imp_new.data == nullptr))
-    throw Error(ErrorCode::InvalidArgument, "importanceOld and importanceNew must be given together");
+  validate_job(job, params);
   // The plugin's ABI has no task-vector input: it always forms a = old - base, b = new - base.
   // Refuse rather than compute something else (the LoRA path sends tau_given jobs to the CPU core).
   if (job.tau_given)

@@ -281,7 +281,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
 
 }  // namespace
 
-void run_edit(const EditJob& job, const Params& params, const RunOptions& ro) {
+void validate_job(const EditJob& job, const Params& params) {
   validate_params(params);
   if (job.rows < 0 || job.cols < 0) throw Error(ErrorCode::InvalidArgument, "rows and cols must be >= 0");
   if (job.rows > 0 && job.cols > 0 && (!job.base.data || !job.old_.data || !job.new_.data))
@@ -290,6 +290,10 @@ void run_edit(const EditJob& job, const Params& params, const RunOptions& ro) {
     throw Error(ErrorCode::InvalidArgument, "strategy 'custom' needs coefficients { cNew, cOld } with one value per row");
   if ((job.imp_old.data == nullptr) != (job.imp_new.data == nullptr))
     throw Error(ErrorCode::InvalidArgument, "importanceOld and importanceNew must be given together");
+}
+
+void run_edit(const EditJob& job, const Params& params, const RunOptions& ro) {
+  validate_job(job, params);
   if (job.rows == 0) return;
   SimdLevel level = ro.simd >= 0 ? SimdLevel(ro.simd) : active_simd();
   const Kernels& K = kernels_for(level);

@@ -116,6 +116,8 @@ struct RunOptions {
 // Runs SPEC §3 on every row. Deterministic: the same bytes for any thread count.
 // Throws geoedit::Error. Outputs are fully written only when it returns normally.
 void run_edit(const EditJob& job, const Params& params, const RunOptions& ro = RunOptions());
+// The argument checks run_edit (and the CUDA path) make before any work; throws Error.
+void validate_job(const EditJob& job, const Params& params);
 
 // Threshold t on |cos| for a row width n (SPEC §3.2).
 double region_threshold(const Params& p, int64_t n);
