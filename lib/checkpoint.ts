@@ -667,9 +667,10 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
   signal?.addEventListener('abort', onAbort);
   if (out) {
     tmp = path.join(path.dirname(out), `.${path.basename(out)}.geoedit-tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
-    fs.mkdirSync(tmp);
+    // Handlers first: a signal arriving just after the mkdir must find them installed.
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    fs.mkdirSync(tmp);
   }
   const entries: TensorManifestEntry[] = [];
   let hashMs = 0, dataMs = 0;
