@@ -532,9 +532,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
       throw new GeoEditError('ERR_UNSUPPORTED', `every coefficient of every module is 0 with these options: the edit is the base model itself, and a PEFT adapter cannot have no LoRA module`, { option: 'scale' });
     }
     const cfg = outputConfig(oa, na, ranks);
-    const tmp = tempPathBeside(out);
-    fs.mkdirSync(tmp, { recursive: false });
-    try {
+    return inTempDir(out, async (tmp) => {
       await writeSafetensors(path.join(tmp, ADAPTER_MODEL), tensors, { format: 'pt' });
       fs.writeFileSync(path.join(tmp, ADAPTER_CONFIG), JSON.stringify(cfg, null, 2) + '\n');
       outputs = [
@@ -546,17 +544,12 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
       fs.writeFileSync(path.join(tmp, LORA_MANIFEST), JSON.stringify(manifestJson(manifest), null, 2) + '\n');
       commitDir(tmp, out, overwrite);
       return manifest;
-    } catch (e) {
-      fs.rmSync(tmp, { recursive: true, force: true });
-      throw e;
-    }
+    });
   }
   // Full weights: out/model.safetensors + out/geoedit-manifest.json, written in a temp directory.
   const base = openCheckpoint(paths.base!, 'base');
   for (const f of base.files) inputs.push({ role: 'base', path: f.path, ...sha256File(f.path) });
-  const tmp = tempPathBeside(out);
-  fs.mkdirSync(tmp, { recursive: false });
-  try {
+  return inTempDir(out, async (tmp) => {
     const model = path.join(tmp, 'model.safetensors');
     const res = await mergeIntoBase(base, model, plans, oa, na, lora, own);
     mods.push(...res.mods);
@@ -577,9 +570,33 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
     }
     commitDir(tmp, out, overwrite);
     return manifest;
+  });
+}
+
+/**
+ * Runs work(tmp) in a fresh temporary directory beside out. On an error, SIGINT or SIGTERM the
+ * directory is removed (the signal is then re-raised), so nothing half-written is left behind.
+ */
+async function inTempDir<T>(out: string, work: (tmp: string) => Promise<T>): Promise<T> {
+  const tmp = tempPathBeside(out);
+  const remove = () => { try { fs.rmSync(tmp, { recursive: true, force: true }); } catch { /* best effort */ } };
+  const onSignal = (sig: NodeJS.Signals) => {
+    remove();
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    process.kill(process.pid, sig);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    fs.mkdirSync(tmp, { recursive: false });
+    return await work(tmp);
   } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
+    remove();
     throw e;
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
   }
 }
 

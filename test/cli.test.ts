@@ -9,6 +9,7 @@ import { ANALYZE_FLAGS } from '../lib/cli/analyze';
 import { DEFAULTS } from '../lib/options';
 import { writeSafetensors } from '../lib/safetensors';
 import { leftovers, llamaSpecs, makeTriple, rnd, tensorsFor, writeCheckpoint } from './helpers/ckpt';
+import { linearModule, rng as loraRng, writeAdapter } from './lora-helpers';
 
 const ROOT = path.resolve(__dirname, '..');
 const BIN = path.join(ROOT, 'bin', 'geoedit.js');
@@ -240,5 +241,33 @@ describe('geoedit edit: signals', () => {
     expect(signal ?? code).toBeTruthy();
     expect(fs.existsSync(out)).toBe(false);
     expect(leftovers(d)).toEqual([]);
+  });
+});
+
+describe('geoedit edit --old-adapter/--new-adapter: signals', () => {
+  it('SIGTERM mid-run leaves no adapter directory and no temporary directory', async () => {
+    const d = path.join(dir, 'sig-adapter');
+    const names = Array.from({ length: 48 }, (_, i) => `model.layers.${i}.mlp.up_proj`);
+    const mk = (seed: number) => names.map((n, i) => linearModule(loraRng(seed + i), n, 1024, 1024, 16));
+    await writeAdapter(path.join(d, 'old'), { r: 16, lora_alpha: 32 }, mk(1));
+    await writeAdapter(path.join(d, 'new'), { r: 16, lora_alpha: 32 }, mk(100));
+    const out = path.join(d, 'out');
+    const child = spawn(process.execPath, [BIN, 'edit', '--old-adapter', path.join(d, 'old'), '--new-adapter', path.join(d, 'new'), '--out', out, '--keep-zero-blocks'], { cwd: dir });
+    // As above: freeze the child as soon as its temporary directory exists, then signal it.
+    const t0 = Date.now();
+    let sawTemp = false;
+    while (!sawTemp && Date.now() - t0 < 20_000 && child.exitCode === null) {
+      sawTemp = fs.readdirSync(d).some((n) => n.includes('geoedit') && n.startsWith('.'));
+      if (!sawTemp) await new Promise((r) => setTimeout(r, 1));
+    }
+    child.kill('SIGSTOP');
+    child.kill('SIGTERM');
+    child.kill('SIGCONT');
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+    expect(sawTemp).toBe(true);
+    expect(code === 0).toBe(false);
+    expect(signal ?? code).toBeTruthy();
+    expect(fs.existsSync(out)).toBe(false);
+    expect(fs.readdirSync(d).filter((n) => n.startsWith('.'))).toEqual([]);
   });
 });
