@@ -239,7 +239,11 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       }
       have_s = true;
     };
-    if (trim || has_imp) compute_s();
+    // With importance tensors, s_a/s_b (and the importance checks) always run. With magnitude
+    // importance, trimming waits for the coefficients: unless the weights need the trimmed
+    // importances, a side whose coefficient is 0 is not trimmed at all (0 times the row is 0
+    // either way), which halves the work for the strategies that never use τold.
+    if (has_imp) compute_s();
     auto w_old = [&]() {
       if (!have_s) compute_s();
       return importance_w_old(sa, sb, p.temperature);
@@ -249,6 +253,18 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     const bool custom = p.strategy == Strategy::Custom;
     row_coefficients(p, region, custom ? double(job.c_new[i]) : 0.0, custom ? double(job.c_old[i]) : 0.0, w_old, &cn, &co);
     const float fcn = float(cn), fco = float(co);
+    if (trim && !have_s) {
+      if (fco != 0.0f) {
+        float* ea = s.ea.data();
+        for (int64_t j = 0; j < n; ++j) ea[j] = std::fabs(a[j]);
+        K.trim(ea, a, n, k, s.cand.data(), s.hist.data());
+      }
+      if (fcn != 0.0f) {
+        float* eb = s.eb.data();
+        for (int64_t j = 0; j < n; ++j) eb[j] = std::fabs(b[j]);
+        K.trim(eb, b, n, k, s.cand.data(), s.hist.data());
+      }
+    }
 
     if (job.out) {
       char* dst = static_cast<char*>(job.out) + size_t(i) * size_t(n) * outs;
