@@ -215,6 +215,11 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     // Importance and trimming (SPEC §3.3, §3.4).
     double sa = 0, sb = 0;
     bool have_s = false;
+    // Trims row v by its magnitude (the default importance); returns the kept sum of squares.
+    auto trim_by_magnitude = [&](float* v, float* e) {
+      for (int64_t j = 0; j < n; ++j) e[j] = std::fabs(v[j]);
+      return K.trim(e, v, n, k, s.cand.data(), s.hist.data());
+    };
     auto compute_s = [&]() {
       if (!trim && !has_imp) {
         sa = n > 0 ? std::sqrt(na / double(n)) : 0;
@@ -222,6 +227,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       } else {
         float* ea = s.ea.data();
         float* eb = s.eb.data();
+        double ssa, ssb;
         if (has_imp) {
           const float* ia = row_ptr(job.imp_old, dtype_size(job.imp_old.dtype), i, ea);
           const float* ib = row_ptr(job.imp_new, dtype_size(job.imp_new.dtype), i, eb);
@@ -229,11 +235,12 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
           check_importance(job, "New", ib, n, i);
           if (ia != ea) std::memcpy(ea, ia, size_t(n) * 4);
           if (ib != eb) std::memcpy(eb, ib, size_t(n) * 4);
+          ssa = K.trim(ea, a, n, k, s.cand.data(), s.hist.data());
+          ssb = K.trim(eb, b, n, k, s.cand.data(), s.hist.data());
         } else {
-          for (int64_t j = 0; j < n; ++j) { ea[j] = std::fabs(a[j]); eb[j] = std::fabs(b[j]); }
+          ssa = trim_by_magnitude(a, ea);
+          ssb = trim_by_magnitude(b, eb);
         }
-        const double ssa = K.trim(ea, a, n, k, s.cand.data(), s.hist.data());
-        const double ssb = K.trim(eb, b, n, k, s.cand.data(), s.hist.data());
         sa = k > 0 ? std::sqrt(ssa / double(k)) : 0;
         sb = k > 0 ? std::sqrt(ssb / double(k)) : 0;
       }
@@ -254,16 +261,8 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     row_coefficients(p, region, custom ? double(job.c_new[i]) : 0.0, custom ? double(job.c_old[i]) : 0.0, w_old, &cn, &co);
     const float fcn = float(cn), fco = float(co);
     if (trim && !have_s) {
-      if (fco != 0.0f) {
-        float* ea = s.ea.data();
-        for (int64_t j = 0; j < n; ++j) ea[j] = std::fabs(a[j]);
-        K.trim(ea, a, n, k, s.cand.data(), s.hist.data());
-      }
-      if (fcn != 0.0f) {
-        float* eb = s.eb.data();
-        for (int64_t j = 0; j < n; ++j) eb[j] = std::fabs(b[j]);
-        K.trim(eb, b, n, k, s.cand.data(), s.hist.data());
-      }
+      if (fco != 0.0f) trim_by_magnitude(a, s.ea.data());
+      if (fcn != 0.0f) trim_by_magnitude(b, s.eb.data());
     }
 
     if (job.out) {
