@@ -112,6 +112,7 @@ T* alloc_array(Napi::Env env, Napi::Object result, const char* key, size_t count
 // Shared readers (defined with the LoRA bindings below): dimensions, and the Params (validated).
 void read_dims(Napi::Object spec, int64_t* rows, int64_t* cols);
 void read_params_into(Napi::Env env, Napi::Object spec, geoedit::Params& P);
+void read_params(Napi::Env env, Napi::Object p, geoedit::Params& P);
 
 std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -178,23 +179,70 @@ std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
   return b;
 }
 
-void run_baton(Baton& b) {
+// Runs fn() and records a failure as (code, message): every native call reports errors the same
+// way, whichever path (edit, stream, LoRA) it took. `what` names the work for out-of-memory.
+template <class F>
+void run_guarded(F&& fn, std::string& code, std::string& msg, const char* what) {
   try {
-    if (b.cuda) geoedit::run_edit_cuda(b.job, b.params, b.cuda_opts);
-    else geoedit::run_edit(b.job, b.params, b.ro);
+    fn();
   } catch (const Error& e) {
-    b.err_code = geoedit::error_code_name(e.code());
-    b.err_msg = e.what();
+    code = geoedit::error_code_name(e.code());
+    msg = e.what();
   } catch (const std::bad_alloc&) {
-    b.err_code = "ERR_OUT_OF_MEMORY";
-    b.err_msg = "out of memory while editing";
+    code = "ERR_OUT_OF_MEMORY";
+    msg = std::string("out of memory while ") + what;
   } catch (const std::exception& e) {
-    b.err_code = "ERR_INTERNAL";
-    b.err_msg = std::string("internal error: ") + e.what();
+    code = "ERR_INTERNAL";
+    msg = std::string("internal error: ") + e.what();
   } catch (...) {
-    b.err_code = "ERR_INTERNAL";
-    b.err_msg = "internal error: unknown exception";
+    code = "ERR_INTERNAL";
+    msg = "internal error: unknown exception";
   }
+}
+
+// A Promise-returning worker: `run` executes off the JS thread (it must touch no JS value), then
+// the promise resolves to `result` (a JS object the caller filled with JS-owned arrays) or rejects
+// with an error carrying the recorded code. `keep` holds the inputs alive meanwhile.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  PromiseWorker(Napi::Env env, const char* name, const char* what, std::function<void()> run, std::shared_ptr<void> keep,
+                Napi::Object result)
+      : Napi::AsyncWorker(env, name), what_(what), run_(std::move(run)), keep_(std::move(keep)),
+        result_(Napi::Persistent(result)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    run_guarded(run_, code_, msg_, what_);
+    if (!code_.empty()) SetError(msg_);
+  }
+  void OnOK() override { deferred_.Resolve(result_.Value()); }
+  void OnError(const Napi::Error& e) override {
+    Napi::HandleScope scope(Env());
+    deferred_.Reject(make_error(Env(), code_.empty() ? "ERR_INTERNAL" : code_, e.Message()).Value());
+  }
+  static Napi::Promise queue(Napi::Env env, const char* name, const char* what, std::function<void()> run,
+                             std::shared_ptr<void> keep, Napi::Object result) {
+    auto* w = new PromiseWorker(env, name, what, std::move(run), std::move(keep), result);
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  }
+
+ private:
+  const char* what_;
+  std::function<void()> run_;
+  std::shared_ptr<void> keep_;
+  Napi::ObjectReference result_;
+  Napi::Promise::Deferred deferred_;
+  std::string code_, msg_;
+};
+
+void execute(const Baton& b) {
+  if (b.cuda) geoedit::run_edit_cuda(b.job, b.params, b.cuda_opts);
+  else geoedit::run_edit(b.job, b.params, b.ro);
+}
+
+void run_baton(Baton& b) {
+  run_guarded([&]() { execute(b); }, b.err_code, b.err_msg, "editing");
 }
 
 Napi::Value EditSync(const Napi::CallbackInfo& info) {
@@ -204,32 +252,11 @@ Napi::Value EditSync(const Napi::CallbackInfo& info) {
   return b->result.Value();
 }
 
-class EditWorker : public Napi::AsyncWorker {
- public:
-  EditWorker(Napi::Env env, std::unique_ptr<Baton> b)
-      : Napi::AsyncWorker(env, "geoedit:edit"), baton_(std::move(b)), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    run_baton(*baton_);
-    if (!baton_->err_code.empty()) SetError(baton_->err_msg);
-  }
-  void OnOK() override { deferred_.Resolve(baton_->result.Value()); }
-  void OnError(const Napi::Error& e) override {
-    Napi::HandleScope scope(Env());
-    deferred_.Reject(make_error(Env(), baton_->err_code.empty() ? "ERR_INTERNAL" : baton_->err_code, e.Message()).Value());
-  }
-
- private:
-  std::unique_ptr<Baton> baton_;
-  Napi::Promise::Deferred deferred_;
-};
 
 Napi::Value Edit(const Napi::CallbackInfo& info) {
-  auto b = read_spec(info);
-  auto* w = new EditWorker(info.Env(), std::move(b));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  std::shared_ptr<Baton> b = read_spec(info);
+  Napi::Object result = b->result.Value();
+  return PromiseWorker::queue(info.Env(), "geoedit:edit", "editing", [b]() { execute(*b); }, b, result);
 }
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -503,8 +530,6 @@ struct StreamBaton {
   size_t block_bytes = 0;
   geoedit::StreamControl ctl;
   Keep keep;
-  Napi::ObjectReference results;  // array: per task, stats object or null
-  std::string err_code, err_msg;
 };
 
 geoedit::StreamSrc src_of(Napi::Object o, const char* key) {
@@ -536,39 +561,6 @@ void read_params(Napi::Env env, Napi::Object p, geoedit::Params& P) {
   P.allow_non_finite = p.Get("allowNonFinite").ToBoolean().Value();
 }
 
-class StreamWorker : public Napi::AsyncWorker {
- public:
-  StreamWorker(Napi::Env env, std::unique_ptr<StreamBaton> b)
-      : Napi::AsyncWorker(env, "geoedit:stream"), b_(std::move(b)), d_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return d_.Promise(); }
-  void Execute() override {
-    try {
-      geoedit::run_stream(b_->tasks, b_->params, b_->ro, b_->block_bytes, b_->ctl);
-    } catch (const Error& e) {
-      b_->err_code = geoedit::error_code_name(e.code());
-      b_->err_msg = e.what();
-    } catch (const std::bad_alloc&) {
-      b_->err_code = "ERR_OUT_OF_MEMORY";
-      b_->err_msg = "out of memory while streaming a checkpoint";
-    } catch (const std::exception& e) {
-      b_->err_code = "ERR_INTERNAL";
-      b_->err_msg = std::string("internal error: ") + e.what();
-    } catch (...) {
-      b_->err_code = "ERR_INTERNAL";
-      b_->err_msg = "internal error: unknown exception";
-    }
-    if (!b_->err_code.empty()) SetError(b_->err_msg);
-  }
-  void OnOK() override { d_.Resolve(b_->results.Value()); }
-  void OnError(const Napi::Error& e) override {
-    Napi::HandleScope scope(Env());
-    d_.Reject(make_error(Env(), b_->err_code.empty() ? "ERR_INTERNAL" : b_->err_code, e.Message()).Value());
-  }
-
- private:
-  std::unique_ptr<StreamBaton> b_;
-  Napi::Promise::Deferred d_;
-};
 
 // stream({ tasks, params, threads, blockBytes, ctl: Float64Array(2 or 3) }) -> Promise<(stats | null)[]>
 Napi::Value Stream(const Napi::CallbackInfo& info) {
@@ -651,11 +643,10 @@ Napi::Value Stream(const Napi::CallbackInfo& info) {
     }
     b->tasks.push_back(std::move(t));
   }
-  b->results = Napi::Persistent(results.As<Napi::Object>());
-  auto* w = new StreamWorker(env, std::move(b));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  std::shared_ptr<StreamBaton> sb = std::move(b);
+  return PromiseWorker::queue(env, "geoedit:stream", "streaming a checkpoint",
+                              [sb]() { geoedit::run_stream(sb->tasks, sb->params, sb->ro, sb->block_bytes, sb->ctl); }, sb,
+                              results.As<Napi::Object>());
 }
 
 // ---- LoRA (SPEC §4): geometry in factor space, materialised rows, merged full weights ----
@@ -689,21 +680,7 @@ void read_dims(Napi::Object spec, int64_t* rows, int64_t* cols) {
 void read_params_into(Napi::Env env, Napi::Object spec, geoedit::Params& P) {
   Napi::Value pv = spec.Get("params");
   if (!pv.IsObject()) throw_type(env, "Expected params object");
-  Napi::Object p = pv.As<Napi::Object>();
-  Napi::Value st = p.Get("strategy");
-  std::string sname = st.IsString() ? st.As<Napi::String>().Utf8Value() : "geoedit";
-  if (!geoedit::parse_strategy(sname, &P.strategy))
-    throw make_error(env, "ERR_UNKNOWN_STRATEGY", "Unknown strategy '" + sname + "'");
-  P.scale = num(p, "scale", P.scale);
-  P.kappa = num(p, "kappa", P.kappa);
-  P.band_degrees = num(p, "bandDegrees", -1);
-  P.keep_orthogonal = num(p, "keepOrthogonal", P.keep_orthogonal);
-  P.fuse_aligned = num(p, "fuseAligned", P.fuse_aligned);
-  P.forget_conflicting = num(p, "forgetConflicting", P.forget_conflicting);
-  P.lambda = num(p, "lambda", P.lambda);
-  P.density = num(p, "density", P.density);
-  P.temperature = num(p, "temperature", P.temperature);
-  P.allow_non_finite = p.Get("allowNonFinite").ToBoolean().Value();
+  read_params(env, pv.As<Napi::Object>(), P);
   try {
     geoedit::validate_params(P);
   } catch (const Error& e) {
@@ -711,50 +688,6 @@ void read_params_into(Napi::Env env, Napi::Object spec, geoedit::Params& P) {
   }
 }
 
-// Runs fn() and records a failure as (code, message), like run_baton.
-template <class F>
-void run_guarded(F&& fn, std::string& code, std::string& msg) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    code = geoedit::error_code_name(e.code());
-    msg = e.what();
-  } catch (const std::bad_alloc&) {
-    code = "ERR_OUT_OF_MEMORY";
-    msg = "out of memory in the LoRA path";
-  } catch (const std::exception& e) {
-    code = "ERR_INTERNAL";
-    msg = std::string("internal error: ") + e.what();
-  } catch (...) {
-    code = "ERR_INTERNAL";
-    msg = "internal error: unknown exception";
-  }
-}
-
-// A Promise-returning worker around any job `run` that fills `result` (a JS object kept alive).
-class LoraWorker : public Napi::AsyncWorker {
- public:
-  LoraWorker(Napi::Env env, const char* name, std::function<void()> run, std::shared_ptr<Keep> keep, Napi::Object result)
-      : Napi::AsyncWorker(env, name), run_(std::move(run)), keep_(std::move(keep)),
-        result_(Napi::Persistent(result)), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    run_guarded(run_, code_, msg_);
-    if (!code_.empty()) SetError(msg_);
-  }
-  void OnOK() override { deferred_.Resolve(result_.Value()); }
-  void OnError(const Napi::Error& e) override {
-    Napi::HandleScope scope(Env());
-    deferred_.Reject(make_error(Env(), code_.empty() ? "ERR_INTERNAL" : code_, e.Message()).Value());
-  }
-
- private:
-  std::function<void()> run_;
-  std::shared_ptr<Keep> keep_;
-  Napi::ObjectReference result_;
-  Napi::Promise::Deferred deferred_;
-  std::string code_, msg_;
-};
 
 // loraGeometry({ rows, cols, old, new, params, cNew?, cOld?, threads?, tensorName? })
 //   -> Promise<{ cos, region, coefNew, coefOld, na, nb, dot, deltaSq }>
@@ -785,11 +718,8 @@ Napi::Value LoraGeometry(const Napi::CallbackInfo& info) {
   job->nb = alloc_array<double>(env, result, "nb", r);
   job->dot = alloc_array<double>(env, result, "dot", r);
   job->delta_sq = alloc_array<double>(env, result, "deltaSq", r);
-  auto* w = new LoraWorker(env, "geoedit:loraGeometry", [job, params, ro]() { geoedit::run_lora_geometry(*job, *params, ro); },
-                           keep, result);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return PromiseWorker::queue(env, "geoedit:loraGeometry", "in the LoRA path",
+                              [job, params, ro]() { geoedit::run_lora_geometry(*job, *params, ro); }, keep, result);
 }
 
 // loraMaterialize({ rows, cols, side, r0, r1, threads? }) -> Float32Array [(r1-r0)*cols] (sync; rows of s*L*R)
@@ -810,7 +740,7 @@ Napi::Value LoraMaterialize(const Napi::CallbackInfo& info) {
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, count * 4);
   std::string code, msg;
   run_guarded([&]() { geoedit::lora_materialize(side, cols, int64_t(r0), int64_t(r1), static_cast<float*>(ab.Data()), ro); },
-              code, msg);
+              code, msg, "in the LoRA path");
   if (!code.empty()) throw make_error(env, code, msg);
   return Napi::Float32Array::New(env, count, ab, 0);
 }
@@ -832,11 +762,8 @@ Napi::Value LoraMaterializeAsync(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   float* out = alloc_array<float>(env, result, "out", size_t(r1 - r0) * size_t(cols));
   const int64_t a = int64_t(r0), b = int64_t(r1);
-  auto* w = new LoraWorker(env, "geoedit:loraMaterialize", [side, cols, a, b, out, ro]() { geoedit::lora_materialize(side, cols, a, b, out, ro); },
-                           keep, result);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return PromiseWorker::queue(env, "geoedit:loraMaterialize", "in the LoRA path",
+                              [side, cols, a, b, out, ro]() { geoedit::lora_materialize(side, cols, a, b, out, ro); }, keep, result);
 }
 
 // loraMerge({ rows, cols, old, new, cNew, cOld, transposed, s0, s1, base, baseDtype, outDtype, threads?, tensorName? })
@@ -870,10 +797,7 @@ Napi::Value LoraMerge(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   if (job->out_dtype == DType::F32) job->out = alloc_array<float>(env, result, "out", count);
   else job->out = alloc_array<uint16_t>(env, result, "out", count);
-  auto* w = new LoraWorker(env, "geoedit:loraMerge", [job, ro]() { geoedit::run_lora_merge(*job, ro); }, keep, result);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return PromiseWorker::queue(env, "geoedit:loraMerge", "in the LoRA path", [job, ro]() { geoedit::run_lora_merge(*job, ro); }, keep, result);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
