@@ -430,22 +430,7 @@ Napi::Value CudaBench(const Napi::CallbackInfo& info) {
   Napi::Object spec = info[0].As<Napi::Object>();
   geoedit::Params P;
   Napi::Value pv = spec.Get("params");
-  if (pv.IsObject()) {
-    Napi::Object p = pv.As<Napi::Object>();
-    Napi::Value st = p.Get("strategy");
-    std::string sname = st.IsString() ? st.As<Napi::String>().Utf8Value() : "geoedit";
-    if (!geoedit::parse_strategy(sname, &P.strategy))
-      throw make_error(env, "ERR_UNKNOWN_STRATEGY", "Unknown strategy '" + sname + "'");
-    P.scale = num(p, "scale", P.scale);
-    P.kappa = num(p, "kappa", P.kappa);
-    P.band_degrees = num(p, "bandDegrees", -1);
-    P.keep_orthogonal = num(p, "keepOrthogonal", P.keep_orthogonal);
-    P.fuse_aligned = num(p, "fuseAligned", P.fuse_aligned);
-    P.forget_conflicting = num(p, "forgetConflicting", P.forget_conflicting);
-    P.lambda = num(p, "lambda", P.lambda);
-    P.density = num(p, "density", P.density);
-    P.temperature = num(p, "temperature", P.temperature);
-  }
+  if (pv.IsObject()) read_params(env, pv.As<Napi::Object>(), P);
   const DType dt = dtype_of(spec, "dtype");
   try {
     const geoedit::CudaBenchResult r = geoedit::cuda_bench(int64_t(num(spec, "rows", 0)), int64_t(num(spec, "cols", 0)), dt,
