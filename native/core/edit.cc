@@ -158,6 +158,13 @@ void check_importance(const EditJob& job, const char* which, const float* e, int
     }
 }
 
+// a = old - base, b = new - base for rows already in f32 (a and b may alias old and new), with the
+// f64 sums: the fused first-pass kernel with every dtype f32 and no decoded base to keep.
+inline void f32_stats(const Kernels& K, const float* base, const float* old_, const float* new_, float* a, float* b,
+                      int64_t n, double* dot, double* na, double* nb) {
+  K.stats_raw(DType::F32, base, DType::F32, old_, DType::F32, new_, n, nullptr, a, b, dot, na, nb);
+}
+
 void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t r0, int64_t r1) {
   const int64_t n = job.cols;
   Scratch& s = scratch();
@@ -189,7 +196,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       fb = row_ptr(job.base, bs, i, s.base.data());
       const float* fo = row_ptr(job.old_, os_, i, a);
       const float* fn = row_ptr(job.new_, ns, i, b);
-      K.stats(s.zero.data(), fo, fn, a, b, n, &dot, &na, &nb);
+      f32_stats(K, s.zero.data(), fo, fn, a, b, n, &dot, &na, &nb);
     } else {
       // One fused pass over the three input rows; an f32 base is read again from the input
       // (still in cache) by the output stage, any other dtype is kept decoded in the scratch.
@@ -286,7 +293,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       double ta = na, tb = nb, td = dot;
       if (trim) {
         // The SIMD stats kernel against a zero base: a - 0 and b - 0 are a and b exactly.
-        K.stats(s.zero.data(), a, b, a, b, n, &td, &ta, &tb);
+        f32_stats(K, s.zero.data(), a, b, a, b, n, &td, &ta, &tb);
       }
       job.delta_sq[i] = applied_energy(fcn, fco, td, ta, tb);
     }

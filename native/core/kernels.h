@@ -10,9 +10,6 @@ struct Kernels {
   const char* name;
   // src (n values of dtype) -> dst f32. Exact.
   void (*decode)(DType dtype, const void* src, float* dst, int64_t n);
-  // a = old - base, b = new - base (f32); dot/na/nb accumulated in f64.
-  void (*stats)(const float* base, const float* old_, const float* new_, float* a, float* b,
-                int64_t n, double* dot, double* na, double* nb);
   // out = (base + cn*b) + co*a in f32 (no FMA contraction), then rounded to out_dtype (RNE).
   void (*output)(const float* base, const float* a, const float* b, float cn, float co,
                  int64_t n, DType out_dtype, void* dst);

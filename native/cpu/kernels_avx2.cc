@@ -46,31 +46,6 @@ inline double hsum(__m256d v) {
   return _mm_cvtsd_f64(_mm_add_sd(lo, _mm_unpackhi_pd(lo, lo)));
 }
 
-void stats_avx2(const float* base, const float* old_, const float* new_, float* a, float* b,
-                int64_t n, double* dot, double* na, double* nb) {
-  __m256d d0 = _mm256_setzero_pd(), d1 = d0, x0 = d0, x1 = d0, y0 = d0, y1 = d0;
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m256 vb = _mm256_loadu_ps(base + j);
-    const __m256 va = _mm256_sub_ps(_mm256_loadu_ps(old_ + j), vb);
-    const __m256 vn = _mm256_sub_ps(_mm256_loadu_ps(new_ + j), vb);
-    _mm256_storeu_ps(a + j, va);
-    _mm256_storeu_ps(b + j, vn);
-    const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(va)), a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(va, 1));
-    const __m256d b0 = _mm256_cvtps_pd(_mm256_castps256_ps128(vn)), b1 = _mm256_cvtps_pd(_mm256_extractf128_ps(vn, 1));
-    d0 = _mm256_fmadd_pd(a0, b0, d0); d1 = _mm256_fmadd_pd(a1, b1, d1);
-    x0 = _mm256_fmadd_pd(a0, a0, x0); x1 = _mm256_fmadd_pd(a1, a1, x1);
-    y0 = _mm256_fmadd_pd(b0, b0, y0); y1 = _mm256_fmadd_pd(b1, b1, y1);
-  }
-  double d = hsum(_mm256_add_pd(d0, d1)), x = hsum(_mm256_add_pd(x0, x1)), y = hsum(_mm256_add_pd(y0, y1));
-  for (; j < n; ++j) {
-    const float aj = old_[j] - base[j], bj = new_[j] - base[j];
-    a[j] = aj; b[j] = bj;
-    d += double(aj) * double(bj); x += double(aj) * double(aj); y += double(bj) * double(bj);
-  }
-  *dot = d; *na = x; *nb = y;
-}
-
 void encode_avx2(const float* src, DType dtype, void* dst, int64_t n) {
   if (dtype == DType::F32) { std::memcpy(dst, src, size_t(n) * 4); return; }
   uint16_t* d = static_cast<uint16_t*>(dst);
@@ -198,6 +173,6 @@ void stats_raw_avx2(DType bd, const void* base, DType od, const void* old_, DTyp
 
 }  // namespace
 
-const Kernels kAvx2Kernels = {"avx2", decode_avx2, stats_avx2, output_avx2, encode_avx2, trim_topk_impl, output_nt_avx2, stats_raw_avx2};
+const Kernels kAvx2Kernels = {"avx2", decode_avx2, output_avx2, encode_avx2, trim_topk_impl, output_nt_avx2, stats_raw_avx2};
 
 }  // namespace geoedit

@@ -34,29 +34,6 @@ void decode_avx512(DType dtype, const void* src, float* dst, int64_t n) {
   }
 }
 
-void stats_avx512(const float* base, const float* old_, const float* new_, float* a, float* b,
-                  int64_t n, double* dot, double* na, double* nb) {
-  __m512d d0 = _mm512_setzero_pd(), d1 = d0, x0 = d0, x1 = d0, y0 = d0, y1 = d0;
-  for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = tail_mask(n - j);
-    const __m512 vb = _mm512_maskz_loadu_ps(m, base + j);
-    const __m512 va = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, old_ + j), vb);
-    const __m512 vn = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, new_ + j), vb);
-    _mm512_mask_storeu_ps(a + j, m, va);
-    _mm512_mask_storeu_ps(b + j, m, vn);
-    const __m512d a0 = _mm512_cvtps_pd(_mm512_castps512_ps256(va));
-    const __m512d a1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(va), 1)));
-    const __m512d b0 = _mm512_cvtps_pd(_mm512_castps512_ps256(vn));
-    const __m512d b1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(vn), 1)));
-    d0 = _mm512_fmadd_pd(a0, b0, d0); d1 = _mm512_fmadd_pd(a1, b1, d1);
-    x0 = _mm512_fmadd_pd(a0, a0, x0); x1 = _mm512_fmadd_pd(a1, a1, x1);
-    y0 = _mm512_fmadd_pd(b0, b0, y0); y1 = _mm512_fmadd_pd(b1, b1, y1);
-  }
-  *dot = _mm512_reduce_add_pd(_mm512_add_pd(d0, d1));
-  *na = _mm512_reduce_add_pd(_mm512_add_pd(x0, x1));
-  *nb = _mm512_reduce_add_pd(_mm512_add_pd(y0, y1));
-}
-
 template <typename Store>
 inline void output_loop(const float* base, const float* a, const float* b, float cn, float co, int64_t n, Store store) {
   const __m512 vcn = _mm512_set1_ps(cn), vco = _mm512_set1_ps(co);
@@ -208,6 +185,6 @@ double trim_avx512(const float* e, float* v, int64_t n, int64_t k, uint32_t* can
 
 }  // namespace
 
-const Kernels kAvx512Kernels = {"avx512", decode_avx512, stats_avx512, output_avx512, encode_avx512, trim_avx512, output_nt_avx512, stats_raw_avx512};
+const Kernels kAvx512Kernels = {"avx512", decode_avx512, output_avx512, encode_avx512, trim_avx512, output_nt_avx512, stats_raw_avx512};
 
 }  // namespace geoedit

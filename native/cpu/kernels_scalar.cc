@@ -24,23 +24,6 @@ void decode_scalar(DType dtype, const void* src, float* dst, int64_t n) {
   }
 }
 
-void stats_scalar(const float* base, const float* old_, const float* new_, float* a, float* b,
-                  int64_t n, double* dot, double* na, double* nb) {
-  double d = 0, x = 0, y = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const float aj = old_[j] - base[j];
-    const float bj = new_[j] - base[j];
-    a[j] = aj;
-    b[j] = bj;
-    d += double(aj) * double(bj);
-    x += double(aj) * double(aj);
-    y += double(bj) * double(bj);
-  }
-  *dot = d;
-  *na = x;
-  *nb = y;
-}
-
 void encode_scalar(const float* src, DType dtype, void* dst, int64_t n) {
   switch (dtype) {
     case DType::F32:
@@ -118,6 +101,6 @@ void stats_raw_scalar(DType bd, const void* base, DType od, const void* old_, DT
 
 }  // namespace
 
-const Kernels kScalarKernels = {"scalar", decode_scalar, stats_scalar, output_scalar, encode_scalar, trim_topk_impl, output_scalar, stats_raw_scalar};
+const Kernels kScalarKernels = {"scalar", decode_scalar, output_scalar, encode_scalar, trim_topk_impl, output_scalar, stats_raw_scalar};
 
 }  // namespace geoedit
