@@ -109,6 +109,19 @@ T* alloc_array(Napi::Env env, Napi::Object result, const char* key, size_t count
   return static_cast<T*>(ab.Data());
 }
 
+// The per-row statistics every edit returns (an EditJob or a StreamTask: same field names), as
+// JS-owned arrays set on `obj`.
+template <class J>
+void alloc_row_stats(Napi::Env env, Napi::Object obj, size_t rows, J& j) {
+  j.cos = alloc_array<double>(env, obj, "cos", rows);
+  j.region = alloc_array<uint8_t>(env, obj, "region", rows);
+  j.coef_new = alloc_array<float>(env, obj, "coefNew", rows);
+  j.coef_old = alloc_array<float>(env, obj, "coefOld", rows);
+  j.delta_sq = alloc_array<double>(env, obj, "deltaSq", rows);
+  j.na = alloc_array<double>(env, obj, "na", rows);
+  j.nb = alloc_array<double>(env, obj, "nb", rows);
+}
+
 // Shared readers (defined with the LoRA bindings below): dimensions, and the Params (validated).
 void read_dims(Napi::Object spec, int64_t* rows, int64_t* cols);
 void read_params_into(Napi::Env env, Napi::Object spec, geoedit::Params& P);
@@ -167,14 +180,7 @@ std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
       job.out = alloc_array<uint16_t>(env, result, "out", count);
     }
   }
-  const size_t r = size_t(job.rows);
-  job.cos = alloc_array<double>(env, result, "cos", r);
-  job.region = alloc_array<uint8_t>(env, result, "region", r);
-  job.coef_new = alloc_array<float>(env, result, "coefNew", r);
-  job.coef_old = alloc_array<float>(env, result, "coefOld", r);
-  job.delta_sq = alloc_array<double>(env, result, "deltaSq", r);
-  job.na = alloc_array<double>(env, result, "na", r);
-  job.nb = alloc_array<double>(env, result, "nb", r);
+  alloc_row_stats(env, result, size_t(job.rows), job);
   b->result = Napi::Persistent(result);
   return b;
 }
@@ -605,13 +611,7 @@ Napi::Value Stream(const Napi::CallbackInfo& info) {
         throw make_error(env, "ERR_COEFFICIENTS", "strategy 'custom' needs cNew and cOld for tensor '" + t.name + "'");
       if (to.Get("stats").ToBoolean().Value()) {
         Napi::Object st = Napi::Object::New(env);
-        t.cos = alloc_array<double>(env, st, "cos", r);
-        t.region = alloc_array<uint8_t>(env, st, "region", r);
-        t.coef_new = alloc_array<float>(env, st, "coefNew", r);
-        t.coef_old = alloc_array<float>(env, st, "coefOld", r);
-        t.delta_sq = alloc_array<double>(env, st, "deltaSq", r);
-        t.na = alloc_array<double>(env, st, "na", r);
-        t.nb = alloc_array<double>(env, st, "nb", r);
+        alloc_row_stats(env, st, r, t);
         results.Set(i, st);
       } else {
         results.Set(i, env.Null());
