@@ -13,17 +13,7 @@
 
 using namespace geoedit;
 
-static int failures = 0, checks = 0;
-#define CHECK(cond, ...)                               \
-  do {                                                 \
-    ++checks;                                          \
-    if (!(cond)) {                                     \
-      ++failures;                                      \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                        \
-      std::printf("\n");                               \
-    }                                                  \
-  } while (0)
+#include "check.h"
 
 struct Side {
   int64_t r;
