@@ -6,18 +6,11 @@ import { analyzeLora, analyzeTensor, editTensor, info } from '../lib/index';
 import { loadNative } from '../lib/native';
 import { cudaLoraGeometry } from '../lib/lora-geometry';
 import type { DType, EditOptions, Tensor } from '../lib/types';
+import { rng } from './reference';
+
+export { rng };
 
 // ---- data ------------------------------------------------------------------------------------
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function toDtype(f: Float32Array, d: DType): Float32Array | Uint16Array {
   return d === 'f32' ? f : (loadNative().convert('f32', f, d) as Uint16Array);

@@ -6,26 +6,8 @@ import {
 } from '../lib/lora-math';
 import { loadNative } from '../lib/native';
 import type { Tensor } from '../lib/types';
+import { randn, rng } from './lora-helpers';
 
-// Deterministic PRNG (mulberry32) and normal samples.
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-function randn(r: () => number, n: number, sd = 1): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const u = Math.max(r(), 1e-12), v = r();
-    out[i] = sd * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
-  }
-  return out;
-}
 const f32 = (shape: number[], data: Float32Array): Tensor => ({ dtype: 'f32', shape, data });
 
 /** Linear factors tau = s B A, A [r, n], B [m, r]. `share` mixes a shared component into A (correlated rows). */
