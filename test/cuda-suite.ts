@@ -191,6 +191,16 @@ export function gpuSuite(title: string, enabled: boolean, opts: { emulator?: boo
     }
   });
 
+  it('rows at the shared-memory limits of the fast path (48 KiB default, 100 KiB opt-in)', async () => {
+    // 12 bytes of cache per column plus the kernel's static shared memory: 4096 columns need the
+    // opt-in (a launch without it fails on a GPU), 8448 is the largest cached row, 8449 is read twice.
+    for (const cols of [4000, 4010, 4096, 8448, 8449]) {
+      const c = makeCase(3, cols, 29, 'f32');
+      const { cpu, dev } = await both(c, {});
+      expectClose(c, {}, cpu, dev);
+    }
+  });
+
   it('long rows on the fast path (not cached in shared memory)', async () => {
     const c = makeCase(8, 20000, 17, 'f32');
     const { cpu, dev } = await both(c, { fuseAligned: 0.5 });

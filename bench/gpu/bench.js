@@ -76,7 +76,15 @@ async function main() {
     node: process.version, device: st.device, info: geo.info(), reps, cases: [] };
   // 1. geoedit kernels, device-resident.
   for (const c of cases.filter((x) => x.kind === 'edit')) {
-    const r = addon.cudaBench({ rows: c.rows, cols: c.cols, dtype: c.dtype, reps, params: { ...params, density: c.density }, withImportance: !!c.importance });
+    let r;
+    try {
+      r = addon.cudaBench({ rows: c.rows, cols: c.cols, dtype: c.dtype, reps, params: { ...params, density: c.density }, withImportance: !!c.importance });
+    } catch (e) {
+      // Recorded, and the run goes on: one failing case must not hide the others' figures.
+      console.error(`geoedit ${c.name}: FAILED: ${e.message}`);
+      results.failures = (results.failures || []).concat({ name: c.name, error: String(e.message) });
+      continue;
+    }
     const entry = { ...c, geoedit: r };
     if (c.density === 1 && !c.importance) {
       // The same kernel reading rows twice instead of caching them in shared memory.
@@ -101,13 +109,11 @@ async function main() {
   }
   const editCases = results.cases;
   if (peer) {
-    let k = 0;
-    for (const pc of peer.cases) {
-      if (pc.kind === 'edit') {
-        editCases[k].torch = { ms: pc.ms, gbps: pc.gbps };
-        k++;
-      }
-    }
+    // peer.cases follows `cases` one for one; match by name (a failed geoedit case has no entry).
+    peer.cases.forEach((pc, i) => {
+      const e = pc.kind === 'edit' ? editCases.find((x) => x.name === cases[i].name) : null;
+      if (e) e.torch = { ms: pc.ms, gbps: pc.gbps };
+    });
   }
   // 3a. LoRA Gram path, end to end (host factors in, host geometry out) vs CPU; torch is device-resident.
   const gramCases = cases.filter((x) => x.kind === 'gram');

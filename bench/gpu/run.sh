@@ -11,6 +11,8 @@
 # node_modules.tar.xz, node-headers.tar.xz and prebuilt/ (fallback binaries). Then run:
 #   device run: command "bash bench/gpu/run.sh", carry [".nodebin"], timeout_s 570
 # Options: --quick (fewer reps, smaller end-to-end case), --no-suite (skip the full test suite),
+#          --archs=90 (build real code for these archs only: a faster build there; default: all),
+#          --sanitize (compute-sanitizer memcheck + racecheck over bench/gpu/sanitize.js),
 #          --tiny (small bench shapes: a dry run, e.g. here on the CPU emulator:
 #          GEOEDIT_CUDA_PLUGIN=$PWD/build/Release/emu/geoedit_cuda.so GEOEDIT_CUDA_SKIP_DRIVER_CHECK=1 bash bench/gpu/run.sh --tiny).
 set -uo pipefail
@@ -18,10 +20,14 @@ cd "$(dirname "$0")/../.."
 T0=$(date +%s)
 BENCH_ARGS=""
 SUITE=1
+SANITIZE=0
+ARCHS=""
 for a in "$@"; do
   case "$a" in
     --quick|--tiny) BENCH_ARGS="$BENCH_ARGS $a" ;;
     --no-suite) SUITE=0 ;;
+    --sanitize) SANITIZE=1 ;;
+    --archs=*) ARCHS="${a#--archs=}" ;;
   esac
 done
 step() { echo; echo "== $* ($(( $(date +%s) - T0 ))s)"; }
@@ -30,7 +36,7 @@ mkdir -p "$RES" .cache
 touch .cache/gpu-run-start
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 LOG="$RES/gpu-check-$STAMP.log"
-exec > >(tee "$LOG") 2>&1
+exec > >(tee "$LOG" ${OUT:+"$OUT/gpu-check.log"}) 2>&1
 
 step "machine"
 date -u
@@ -69,7 +75,7 @@ if [ -n "$NODE_INC" ]; then
   rm -rf build
   # cmake directly (cmake-js would try to download headers); the addon needs only Node-API headers.
   if cmake -S . -B build $GEN -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_VERSION=device -DCMAKE_JS_INC="$NODE_INC" \
-       -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$PWD/build/Release" -DGEOEDIT_CUDA=ON \
+       -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$PWD/build/Release" -DGEOEDIT_CUDA=ON ${ARCHS:+-DGEOEDIT_CUDA_ARCHS=$ARCHS} -DGEOEDIT_CUDA_EMU=OFF \
      && cmake --build build -j "$(nproc)"; then
     BUILD_OK=1
   fi
@@ -84,25 +90,38 @@ node node_modules/typescript/bin/tsc -p tsconfig.json && node scripts/write-esm.
 node -e 'const g=require("./dist/cjs/index.js"); console.log(JSON.stringify(g.info(), null, 1)); const s=g.cudaStatus(); if(!s.available){console.error("CUDA unavailable: "+s.reason); process.exit(3)}' || exit 1
 
 step "GPU tests (test/cuda.test.ts)"
-node node_modules/vitest/vitest.mjs run test/cuda.test.ts --reporter=verbose --reporter=json --outputFile="$RES/gpu-tests-$STAMP.json"
+timeout 240 node node_modules/vitest/vitest.mjs run test/cuda.test.ts --reporter=verbose --reporter=json --outputFile="$RES/gpu-tests-$STAMP.json"
 RC_CUDA=$?
 RC_SUITE=0
 if [ "$SUITE" = 1 ]; then
   step "the whole suite with backend 'auto' (= cuda here)"
-  node node_modules/vitest/vitest.mjs run --reporter=default --reporter=json --outputFile="$RES/gpu-suite-$STAMP.json"
+  timeout 300 node node_modules/vitest/vitest.mjs run --reporter=default --reporter=json --outputFile="$RES/gpu-suite-$STAMP.json"
   RC_SUITE=$?
 fi
 
 step "GPU bench"
-node bench/gpu/bench.js $BENCH_ARGS
+timeout 240 node bench/gpu/bench.js $BENCH_ARGS
 RC_BENCH=$?
+[ -n "${OUT:-}" ] && find "$RES" -maxdepth 1 -name 'gpu-2*' -newer .cache/gpu-run-start -exec cp {} "$OUT/" \;
 
-step "done: cuda tests rc=$RC_CUDA, suite rc=$RC_SUITE, bench rc=$RC_BENCH"
+RC_SAN=0
+if [ "$SANITIZE" = 1 ] && [ $(( $(date +%s) - T0 )) -lt ${SANITIZE_BEFORE:-400} ]; then
+  step "compute-sanitizer (memcheck, racecheck) over bench/gpu/sanitize.js"
+  if command -v compute-sanitizer >/dev/null 2>&1; then
+    for tool in memcheck racecheck; do
+      timeout 75 compute-sanitizer --tool $tool --error-exitcode 9 --print-limit 20 node bench/gpu/sanitize.js
+      rc=$?; echo "compute-sanitizer $tool rc=$rc"; [ $rc != 0 ] && RC_SAN=$rc
+    done
+  else
+    echo "compute-sanitizer not on PATH"
+  fi
+fi
+
+step "done: sanitizer rc=$RC_SAN, cuda tests rc=$RC_CUDA, suite rc=$RC_SUITE, bench rc=$RC_BENCH"
 if [ -n "${OUT:-}" ]; then
-  cp "$LOG" "$OUT/" 2>/dev/null
   cp "$RES"/gpu-tests-"$STAMP".json "$OUT/" 2>/dev/null
   cp "$RES"/gpu-suite-"$STAMP".json "$OUT/" 2>/dev/null
   # Only this run's bench files (at most 8 files come back from the device).
   find "$RES" -maxdepth 1 -name 'gpu-2*' -newer .cache/gpu-run-start -exec cp {} "$OUT/" \;
 fi
-[ "$RC_CUDA" = 0 ] && [ "$RC_SUITE" = 0 ] && [ "$RC_BENCH" = 0 ]
+[ "$RC_SAN" = 0 ] && [ "$RC_CUDA" = 0 ] && [ "$RC_SUITE" = 0 ] && [ "$RC_BENCH" = 0 ]

@@ -609,9 +609,15 @@ int general_blocks(int sms, int64_t rows) {
   return int(std::max<int64_t>(1, std::min<int64_t>(b, rows)));
 }
 
+// The fast kernel's static shared memory (red[3*32] doubles + three scalars = 780 bytes), rounded
+// up: the dynamic row cache plus this must stay within the default 48 KiB per block, or the kernel
+// must be opted in to more (cudaFuncSetAttribute), else the launch fails with cudaErrorInvalidValue.
+constexpr int64_t kFastStaticSmem = 1024;
+constexpr int64_t kDefaultSmem = 48 * 1024;
+
 int64_t fast_cache_cols(int smem_optin) {
   // At least two blocks per multiprocessor: at most ~100 KB of cached row per block.
-  const int64_t bytes = std::min<int64_t>(smem_optin > 0 ? smem_optin : 48 * 1024, 100 * 1024);
+  const int64_t bytes = std::min<int64_t>(smem_optin > 0 ? smem_optin : kDefaultSmem, 100 * 1024) - kFastStaticSmem;
   return bytes / 12;
 }
 
@@ -632,7 +638,7 @@ cudaError_t launch_edit(const DevJob& job, const Params& p, double t, int64_t k,
   const bool cache_ok = !(no_cache && no_cache[0] == '1');
   if (cache_ok && n > 0 && n <= fast_cache_cols(smem_optin)) {
     const size_t bytes = size_t(n) * 12;
-    if (bytes > 48 * 1024) {
+    if (int64_t(bytes) + kFastStaticSmem > kDefaultSmem) {
       cudaError_t e = cudaFuncSetAttribute(edit_fast_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
       if (e != cudaSuccess) return e;
     }
