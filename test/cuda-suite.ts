@@ -201,6 +201,21 @@ export function gpuSuite(title: string, enabled: boolean, opts: { emulator?: boo
     }
   });
 
+  it('16-bit rows on the raw-cache kernel, at its shared-memory limit and past it', async () => {
+    // bf16/f16 inputs with cols % 8 == 0 take the 16-bit kernel (6 bytes of cache per column, up to
+    // 19024 columns on sm_90); 19032 falls back to the read-twice kernel; 4100 (not % 8) to the f32 cache.
+    for (const [cols, dt] of [[4096, 'bf16'], [14336, 'bf16'], [19024, 'f16'], [19032, 'bf16'], [4100, 'bf16']] as const) {
+      const c = makeCase(2, cols, 31, dt);
+      for (const opts of [{}, { outDtype: 'f32' as const }]) {
+        const { cpu, dev } = await both(c, opts);
+        expectClose(c, opts, cpu, dev);
+      }
+    }
+    const mixed = makeCase(3, 4096, 37, ['bf16', 'f16', 'bf16']);
+    const { cpu, dev } = await both(mixed, {});
+    expectClose(mixed, {}, cpu, dev);
+  });
+
   it('long rows on the fast path (not cached in shared memory)', async () => {
     const c = makeCase(8, 20000, 17, 'f32');
     const { cpu, dev } = await both(c, { fuseAligned: 0.5 });

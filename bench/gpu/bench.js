@@ -91,10 +91,17 @@ async function main() {
       process.env.GEOEDIT_CUDA_NO_SMEM_CACHE = '1';
       entry.readTwice = addon.cudaBench({ rows: c.rows, cols: c.cols, dtype: c.dtype, reps, params: { ...params, density: c.density } });
       delete process.env.GEOEDIT_CUDA_NO_SMEM_CACHE;
+      if (c.dtype !== 'f32') {
+        // 16-bit inputs: the f32-cache kernel instead of the raw-cache one.
+        process.env.GEOEDIT_CUDA_NO_FAST16 = '1';
+        entry.f32Cache = addon.cudaBench({ rows: c.rows, cols: c.cols, dtype: c.dtype, reps, params: { ...params, density: c.density } });
+        delete process.env.GEOEDIT_CUDA_NO_FAST16;
+      }
     }
     results.cases.push(entry);
     console.error(`geoedit ${c.name}: ${r.kernelMs.toFixed(3)} ms, ${r.kernelGBps.toFixed(0)} GB/s (copy ${r.copyGBps.toFixed(0)} GB/s)` +
-      (entry.readTwice ? `; read-twice variant ${entry.readTwice.kernelMs.toFixed(3)} ms` : ''));
+      (entry.readTwice ? `; read-twice variant ${entry.readTwice.kernelMs.toFixed(3)} ms` : '') +
+      (entry.f32Cache ? `; f32-cache kernel ${entry.f32Cache.kernelMs.toFixed(3)} ms` : ''));
   }
   // 2. The PyTorch peer, same shapes.
   const peerSpec = { reps, cases: cases.map(({ name, ...c }) => c) };
@@ -155,12 +162,12 @@ async function main() {
   const copy = editCases[0]?.geoedit.copyGBps;
   lines.push(`Device-to-device copy (read + write): ${copy ? copy.toFixed(0) : '?'} GB/s (cudaMemcpy), ${peer ? peer.copy_gbps.toFixed(0) : '?'} GB/s (torch copy_).`);
   lines.push('');
-  lines.push('| case | geoedit ms | GB/s | × copy bw | torch ms | × torch | read-twice variant ms |');
-  lines.push('|---|---|---|---|---|---|---|');
+  lines.push('| case | geoedit ms | GB/s | × copy bw | torch ms | × torch | read-twice variant ms | f32-cache kernel ms |');
+  lines.push('|---|---|---|---|---|---|---|---|');
   for (const c of editCases.filter((x) => x.kind === 'edit')) {
     const g = c.geoedit;
     const t = c.torch;
-    lines.push(`| ${c.name} | ${g.kernelMs.toFixed(3)} | ${g.kernelGBps.toFixed(0)} | ${(g.kernelGBps / g.copyGBps).toFixed(2)} | ${t ? t.ms.toFixed(3) : 'n/a'} | ${t ? (t.ms / g.kernelMs).toFixed(2) : 'n/a'} | ${c.readTwice ? c.readTwice.kernelMs.toFixed(3) : ''} |`);
+    lines.push(`| ${c.name} | ${g.kernelMs.toFixed(3)} | ${g.kernelGBps.toFixed(0)} | ${(g.kernelGBps / g.copyGBps).toFixed(2)} | ${t ? t.ms.toFixed(3) : 'n/a'} | ${t ? (t.ms / g.kernelMs).toFixed(2) : 'n/a'} | ${c.readTwice ? c.readTwice.kernelMs.toFixed(3) : ''} | ${c.f32Cache ? c.f32Cache.kernelMs.toFixed(3) : ''} |`);
   }
   lines.push('');
   lines.push('| LoRA geometry | geoedit CUDA end to end ms (H2D included) | CPU ms | torch ms (device-resident) |');

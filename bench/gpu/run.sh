@@ -12,6 +12,7 @@
 #   device run: command "bash bench/gpu/run.sh", carry [".nodebin"], timeout_s 570
 # Options: --quick (fewer reps, smaller end-to-end case), --no-suite (skip the full test suite),
 #          --archs=90 (build real code for these archs only: a faster build there; default: all),
+#          --profile (Nsight Compute over bench/gpu/profile.js after the bench: occupancy, stalls),
 #          --sanitize (compute-sanitizer memcheck + racecheck over bench/gpu/sanitize.js),
 #          --tiny (small bench shapes: a dry run, e.g. here on the CPU emulator:
 #          GEOEDIT_CUDA_PLUGIN=$PWD/build/Release/emu/geoedit_cuda.so GEOEDIT_CUDA_SKIP_DRIVER_CHECK=1 bash bench/gpu/run.sh --tiny).
@@ -21,6 +22,7 @@ T0=$(date +%s)
 BENCH_ARGS=""
 SUITE=1
 SANITIZE=0
+PROFILE=0
 ARCHS=""
 for a in "$@"; do
   case "$a" in
@@ -28,6 +30,7 @@ for a in "$@"; do
     --no-suite) SUITE=0 ;;
     --sanitize) SANITIZE=1 ;;
     --archs=*) ARCHS="${a#--archs=}" ;;
+    --profile) PROFILE=1 ;;
   esac
 done
 step() { echo; echo "== $* ($(( $(date +%s) - T0 ))s)"; }
@@ -103,6 +106,15 @@ step "GPU bench"
 timeout 240 node bench/gpu/bench.js $BENCH_ARGS
 RC_BENCH=$?
 [ -n "${OUT:-}" ] && find "$RES" -maxdepth 1 -name 'gpu-2*' -newer .cache/gpu-run-start -exec cp {} "$OUT/" \;
+
+if [ "$PROFILE" = 1 ]; then
+  step "Nsight Compute: the edit kernels"
+  for c in "bf16 16384 4096 1" "bf16 8192 14336 1" "bf16 8192 4096 0.1"; do
+    timeout 90 ncu --clock-control none --kernel-name regex:edit_ --launch-count 1 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+      node bench/gpu/profile.js $c 2>&1 | grep -vE '^==PROF==|^\s*$' | cut -c1-150
+  done
+fi
 
 RC_SAN=0
 if [ "$SANITIZE" = 1 ] && [ $(( $(date +%s) - T0 )) -lt ${SANITIZE_BEFORE:-400} ]; then

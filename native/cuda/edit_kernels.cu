@@ -380,6 +380,108 @@ __global__ void __launch_bounds__(kThreads) edit_fast_kernel(DevJob J, Params P,
   }
 }
 
+// ---- fast path for 16-bit inputs (the usual checkpoint: base, old and new all bf16 or f16) --------
+// The same rules and the same per-thread summation order as edit_fast_kernel (so the same bytes),
+// laid out for occupancy and memory-level parallelism:
+//   * the row is cached in shared memory as loaded (6 bytes per column instead of 12 decoded), so
+//     twice as many rows are in flight per multiprocessor (8 blocks of 256 threads for 4096
+//     columns) and rows up to ~18k columns stay cached (read once);
+//   * each thread issues the loads of two 8-element chunks before it decodes either, so twice as
+//     many loads are outstanding per thread in the load phase.
+// Needs cols % 8 == 0 (16-byte loads). Nsight Compute on the H200 showed the f32-cache kernel
+// limited to 4 blocks per SM by shared memory and stalled on global loads (README "CUDA backend").
+__device__ __forceinline__ void dec8(const uint4& r, int dt, float* v) {
+  const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    v[2 * q] = dec16(w[q] & 0xffffu, dt);
+    v[2 * q + 1] = dec16(w[q] >> 16, dt);
+  }
+}
+
+__device__ __forceinline__ void acc8(const uint4& rb, const uint4& ro, const uint4& rn, const DevJob& J, double& d,
+                                     double& x, double& y) {
+  float fb[8], fo[8], fn[8];
+  dec8(rb, J.base_dt, fb);
+  dec8(ro, J.old_dt, fo);
+  dec8(rn, J.new_dt, fn);
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    const float a = __fsub_rn(fo[q], fb[q]);
+    const float b = __fsub_rn(fn[q], fb[q]);
+    d += double(a) * double(b);
+    x += double(a) * double(a);
+    y += double(b) * double(b);
+  }
+}
+
+// NT threads per block, at least MINB blocks per multiprocessor (caps the registers: 256 threads x
+// 5 blocks -> <= 51 registers, so registers do not limit occupancy before shared memory does).
+template <int NT, int MINB>
+__global__ void __launch_bounds__(NT, MINB) edit_fast16_kernel(DevJob J, Params P, double t) {
+  GEOEDIT_DYNAMIC_SMEM(uint4, raw);  // base | old | new chunks, 3·(cols/8) uint4
+  __shared__ double red[3 * 32];
+  __shared__ float s_cn, s_co;
+  __shared__ int s_skip;
+  const int64_t n = J.cols, nc = n / 8;
+  uint4* rb_s = raw;
+  uint4* ro_s = raw + nc;
+  uint4* rn_s = raw + 2 * nc;
+  const int64_t bd = blockDim.x;
+  for (int64_t row = blockIdx.x; row < J.rows; row += gridDim.x) {
+    const int64_t off = row * n;
+    const uint4* gb = reinterpret_cast<const uint4*>(static_cast<const unsigned short*>(J.base) + off);
+    const uint4* go = reinterpret_cast<const uint4*>(static_cast<const unsigned short*>(J.old_) + off);
+    const uint4* gn = reinterpret_cast<const uint4*>(static_cast<const unsigned short*>(J.new_) + off);
+    double d = 0, x = 0, y = 0;
+    for (int64_t c = threadIdx.x; c < nc; c += 2 * bd) {
+      const bool two = c + bd < nc;
+      const uint4 b0 = __ldg(gb + c), o0 = __ldg(go + c), n0 = __ldg(gn + c);
+      uint4 b1 = b0, o1 = o0, n1 = n0;
+      if (two) { b1 = __ldg(gb + c + bd); o1 = __ldg(go + c + bd); n1 = __ldg(gn + c + bd); }
+      rb_s[c] = b0; ro_s[c] = o0; rn_s[c] = n0;
+      acc8(b0, o0, n0, J, d, x, y);
+      if (two) {
+        rb_s[c + bd] = b1; ro_s[c + bd] = o1; rn_s[c + bd] = n1;
+        acc8(b1, o1, n1, J, d, x, y);
+      }
+    }
+    block_sum3(d, x, y, red);
+    if (threadIdx.x == 0) {
+      Region region;
+      float cn = 0, co = 0;
+      int skip = 1;
+      if (row_geometry(J, P, t, row, d, x, y, &region)) {
+        const double sa = n > 0 ? sqrt(x / double(n)) : 0.0;
+        const double sb = n > 0 ? sqrt(y / double(n)) : 0.0;
+        row_coefficients(J, P, row, region, sa, sb, x, y, d, &cn, &co);
+        skip = 0;
+      }
+      s_cn = cn;
+      s_co = co;
+      s_skip = skip;
+    }
+    __syncthreads();
+    const float cn = s_cn, co = s_co;
+    if (J.out != nullptr && !s_skip) {
+      if (cn == 0.0f && co == 0.0f) {
+        copy_base_row(J, off, n);
+      } else {
+        for (int64_t c = threadIdx.x; c < nc; c += bd) {
+          float fb[8], fo[8], fn[8], o[8];
+          dec8(rb_s[c], J.base_dt, fb);
+          dec8(ro_s[c], J.old_dt, fo);
+          dec8(rn_s[c], J.new_dt, fn);
+#pragma unroll
+          for (int q = 0; q < 8; ++q) o[q] = out_val(fb[q], __fsub_rn(fo[q], fb[q]), __fsub_rn(fn[q], fb[q]), cn, co);
+          stv<8>(J.out, J.out_dt, off + c * 8, o);
+        }
+      }
+    }
+    __syncthreads();  // the cache and s_* are reused by the next row
+  }
+}
+
 // ---- general path: importance, per-row top-k --------------------------------------------------
 struct SelectShared {
   uint32_t hist[2048];
@@ -621,6 +723,13 @@ int64_t fast_cache_cols(int smem_optin) {
   return bytes / 12;
 }
 
+int64_t fast16_cache_cols(int smem_optin) {
+  // At least two blocks per multiprocessor (227 KiB on sm_90: ~113 KiB each), 6 bytes per column.
+  const int64_t optin = smem_optin > 0 ? smem_optin : kDefaultSmem;
+  const int64_t per_block = optin >= 2 * kDefaultSmem ? optin / 2 - 1024 : optin;
+  return ((per_block - kFastStaticSmem) / 6) / 8 * 8;
+}
+
 cudaError_t launch_edit(const DevJob& job, const Params& p, double t, int64_t k, cudaStream_t stream, int sms,
                         int smem_optin) {
   if (job.rows <= 0) return cudaSuccess;
@@ -636,6 +745,22 @@ cudaError_t launch_edit(const DevJob& job, const Params& p, double t, int64_t k,
   // GEOEDIT_CUDA_NO_SMEM_CACHE=1 forces the read-twice variant (bench/gpu compares both).
   const char* no_cache = std::getenv("GEOEDIT_CUDA_NO_SMEM_CACHE");
   const bool cache_ok = !(no_cache && no_cache[0] == '1');
+  // 16-bit inputs: the raw-cache kernel (GEOEDIT_CUDA_NO_FAST16=1 forces the f32-cache kernel,
+  // for the bench's comparison).
+  const char* no16 = std::getenv("GEOEDIT_CUDA_NO_FAST16");
+  const bool all16 = job.base_dt != 0 && job.old_dt != 0 && job.new_dt != 0;
+  if (cache_ok && all16 && !(no16 && no16[0] == '1') && n > 0 && n % 8 == 0 && n <= fast16_cache_cols(smem_optin)) {
+    const size_t bytes = size_t(n) * 6;
+    // (512 threads per block for long rows, tried on the H200, was slower: 0.49 vs 0.38 ms for
+    // 8192x14336 bf16.)
+    auto kern = edit_fast16_kernel<kThreads, 5>;
+    if (int64_t(bytes) + kFastStaticSmem > kDefaultSmem) {
+      cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+      if (e != cudaSuccess) return e;
+    }
+    GEOEDIT_LAUNCH(kern, grid, kThreads, bytes, stream)(job, p, t);
+    return cudaGetLastError();
+  }
   if (cache_ok && n > 0 && n <= fast_cache_cols(smem_optin)) {
     const size_t bytes = size_t(n) * 12;
     if (int64_t(bytes) + kFastStaticSmem > kDefaultSmem) {

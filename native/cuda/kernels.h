@@ -44,6 +44,8 @@ int general_blocks(int sms, int64_t rows);
 
 // Largest row (columns) the fast path keeps in shared memory; longer rows are read twice.
 int64_t fast_cache_cols(int smem_optin);
+// Same for the 16-bit raw-cache kernel (6 bytes per column, at least two blocks per multiprocessor).
+int64_t fast16_cache_cols(int smem_optin);
 
 // Launches SPEC §3 on every row of the job on `stream`. t = region threshold, k = kept entries.
 cudaError_t launch_edit(const DevJob& job, const Params& p, double t, int64_t k, cudaStream_t stream, int sms,
