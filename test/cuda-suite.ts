@@ -216,6 +216,13 @@ export function gpuSuite(title: string, enabled: boolean, opts: { emulator?: boo
     expectClose(mixed, {}, cpu, dev);
   });
 
+  it.skipIf(emulator)('a 96 MiB block: several chunks, staging copies on several threads, same bytes as the CPU', async () => {
+    // 2048 x 8192 bf16 (32 MiB per input): chunks above 4 MiB are staged by several threads.
+    const c = makeCase(2048, 8192, 41, 'bf16');
+    const { cpu, dev } = await both(c, {});
+    expectClose(c, {}, cpu, dev);
+  });
+
   it('long rows on the fast path (not cached in shared memory)', async () => {
     const c = makeCase(8, 20000, 17, 'f32');
     const { cpu, dev } = await both(c, { fuseAligned: 0.5 });

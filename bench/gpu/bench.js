@@ -143,6 +143,17 @@ async function main() {
     const inputs = { base: mk(1), old: mk(2), new: mk(3) };
     const cpuMs = await timeIt(() => geo.editTensor(inputs, { ...params, backend: 'cpu' }), 3);
     const cudaMs = await timeIt(() => geo.editTensor(inputs, { ...params, backend: 'cuda' }), 5);
+    // The same with serial staging copies (GEOEDIT_CUDA_COPY_THREADS=1), in a child process:
+    // the plugin reads the variable once.
+    let cudaSerialMs = null;
+    {
+      const code = `const g=require(${JSON.stringify(path.join(root, 'dist', 'cjs', 'index.js'))});const a=require(${JSON.stringify(path.join(root, 'build', 'Release', 'geoedit.node'))});` +
+        `const rows=${rows},cols=${cols};function rand(n,seed,scale){const a=new Float32Array(n);let s=seed>>>0;for(let i=0;i<n;i++){s=(Math.imul(s,1664525)+1013904223)>>>0;a[i]=((s>>>8)/16777216-0.5)*scale;}return a;}` +
+        `const mk=(s)=>({dtype:'bf16',shape:[rows,cols],data:a.convert('f32',rand(rows*cols,s,0.1),'bf16')});const inp={base:mk(1),old:mk(2),new:mk(3)};` +
+        `(async()=>{const p=${JSON.stringify({ ...params, backend: 'cuda' })};await g.editTensor(inp,p);const t=[];for(let i=0;i<5;i++){const t0=process.hrtime.bigint();await g.editTensor(inp,p);t.push(Number(process.hrtime.bigint()-t0)/1e6);}t.sort((x,y)=>x-y);console.log(t[2]);})();`;
+      const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', env: { ...process.env, GEOEDIT_CUDA_COPY_THREADS: '1' } });
+      if (r.status === 0) cudaSerialMs = Number(r.stdout.trim());
+    }
     const a = await geo.editTensor(inputs, { ...params, backend: 'cpu' });
     const b = await geo.editTensor(inputs, { ...params, backend: 'cuda' });
     let maxUlp = 0;
@@ -150,7 +161,7 @@ async function main() {
       const o = (h) => (h & 0x8000 ? -(h & 0x7fff) : h & 0x7fff);
       maxUlp = Math.max(maxUlp, Math.abs(o(a.out.data[i]) - o(b.out.data[i])));
     }
-    results.endToEnd = { shape: [rows, cols], dtype: 'bf16', cpuMs, cudaMs, bytes: rows * cols * 2 * 4, maxUlpVsCpu: maxUlp, simd: geo.info().simd };
+    results.endToEnd = { shape: [rows, cols], dtype: 'bf16', cpuMs, cudaMs, cudaSerialCopyMs: cudaSerialMs, bytes: rows * cols * 2 * 4, maxUlpVsCpu: maxUlp, simd: geo.info().simd };
   }
   // Summary.
   const lines = [];
@@ -177,7 +188,7 @@ async function main() {
   }
   const e = results.endToEnd;
   lines.push('');
-  lines.push(`editTensor end to end (host memory, bf16 ${e.shape.join('x')}): CPU (${e.simd}, ${results.cpus} threads) ${e.cpuMs.toFixed(1)} ms, CUDA ${e.cudaMs.toFixed(1)} ms; max difference vs CPU ${e.maxUlpVsCpu} ulp.`);
+  lines.push(`editTensor end to end (host memory, bf16 ${e.shape.join('x')}): CPU (${e.simd}, ${results.cpus} threads) ${e.cpuMs.toFixed(1)} ms, CUDA ${e.cudaMs.toFixed(1)} ms (${e.cudaSerialCopyMs != null ? e.cudaSerialCopyMs.toFixed(1) : '?'} ms with serial staging copies); max difference vs CPU ${e.maxUlpVsCpu} ulp.`);
   const d1 = editCases.filter((x) => x.kind === 'edit' && x.density === 1 && !x.importance);
   const bw = d1.map((c) => c.geoedit.kernelGBps / c.geoedit.copyGBps);
   const vt = d1.filter((c) => c.torch).map((c) => c.torch.ms / c.geoedit.kernelMs);
