@@ -8,6 +8,10 @@
 //
 //   node bench/checkpoint.js [--sizes 2,0.5] [--dir /tmp] [--reps 2]
 //   (sizes in GiB per input; the issue's target: >= 3 x 2 GiB)
+//   --backends cpu,cuda   compare backends (analyze and edit --no-hash with --backend each; no
+//                         hashed run); --density 0.1 adds that option to every run; --tag NAME
+//                         names the results file (checkpoint-<date>-NAME.json). The GPU device
+//                         check (bench/gpu/run.sh) runs it this way.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -20,10 +24,15 @@ const ROOT = path.resolve(__dirname, '..');
 const { planSafetensors } = require(path.join(ROOT, 'dist', 'cjs', 'safetensors.js'));
 
 const { values } = parseArgs({
-  options: { sizes: { type: 'string', default: '2,0.5' }, dir: { type: 'string', default: os.tmpdir() }, reps: { type: 'string', default: '2' } },
+  options: {
+    sizes: { type: 'string', default: '2,0.5' }, dir: { type: 'string', default: os.tmpdir() }, reps: { type: 'string', default: '2' },
+    backends: { type: 'string' }, density: { type: 'string' }, tag: { type: 'string' },
+  },
 });
 const sizes = values.sizes.split(',').map(Number);
 const reps = Math.max(1, Number(values.reps));
+const backends = values.backends ? values.backends.split(',') : null;
+const common = values.density ? ['--density', values.density] : [];
 const work = fs.mkdtempSync(path.join(values.dir, 'geoedit-bench-'));
 
 const ROWS = 4096, COLS = 4096; // 32 MiB bf16 tensors, Llama-7B-like
@@ -115,13 +124,40 @@ try {
     execSync('sync'); // flush the generated files, so their write-back does not throttle the runs
     timeCat(dir); // warm the page cache
     const row = { gibPerInput: gib, bytesPerInput: g.bytesPerInput, tensors: g.tensors, loadavgBefore: os.loadavg(), cat: [], write: [], analyze: [], noHash: [], hash: [] };
+    if (backends) {
+      row.backends = {};
+      for (const b of backends) row.backends[b] = { analyze: [], noHash: [] };
+    }
     for (let i = 0; i < reps; i++) {
       execSync('sync'); // each run starts with no dirty pages of a previous one (not timed)
       row.cat.push(timeCat(dir));
       row.write.push(timeWrite(dir));
-      row.analyze.push(runEdit(dir, ['--no-hash'], 'analyze'));
-      row.noHash.push(runEdit(dir, ['--no-hash']));
-      row.hash.push(runEdit(dir, []));
+      if (backends) {
+        for (const b of backends) {
+          row.backends[b].analyze.push(runEdit(dir, ['--no-hash', '--backend', b, ...common], 'analyze'));
+          row.backends[b].noHash.push(runEdit(dir, ['--no-hash', '--backend', b, ...common]));
+        }
+        continue;
+      }
+      row.analyze.push(runEdit(dir, ['--no-hash', ...common], 'analyze'));
+      row.noHash.push(runEdit(dir, ['--no-hash', ...common]));
+      row.hash.push(runEdit(dir, [...common]));
+    }
+    if (backends) {
+      const cat = Math.min(...row.cat);
+      const inBytes = 3 * g.bytesPerInput;
+      row.summary = { catS: cat, catGBps: inBytes / 1e9 / cat, writeOneS: Math.min(...row.write), backends: {} };
+      console.log(`cat (read only, warm):      ${cat.toFixed(2)} s  ${(inBytes / 1e9 / cat).toFixed(2)} GB/s`);
+      console.log(`copy one input (write floor): ${row.summary.writeOneS.toFixed(2)} s`);
+      for (const b of backends) {
+        const an = Math.min(...row.backends[b].analyze.map((x) => x.wallS)), ed = Math.min(...row.backends[b].noHash.map((x) => x.wallS));
+        const rss = Math.max(...row.backends[b].noHash.map((x) => x.maxRssMiB));
+        row.summary.backends[b] = { analyzeS: an, ratioAnalyze: an / cat, editNoHashS: ed, ratioNoHash: ed / cat, rssNoHashMiB: rss };
+        console.log(`[${b}${values.density ? ` density ${values.density}` : ''}] analyze ${an.toFixed(2)} s (${(an / cat).toFixed(2)}x read time); edit --no-hash ${ed.toFixed(2)} s (${(ed / cat).toFixed(2)}x read time), peak RSS ${rss.toFixed(0)} MiB`);
+      }
+      results.push(row);
+      fs.rmSync(dir, { recursive: true, force: true });
+      continue;
     }
     const best = (a, k) => a.reduce((m, x) => (k ? x[k] : x) < (k ? m[k] : m) ? x : m);
     const cat = Math.min(...row.cat);
@@ -146,10 +182,10 @@ try {
   }
   const outDir = path.join(__dirname, 'results');
   fs.mkdirSync(outDir, { recursive: true });
-  const file = path.join(outDir, `checkpoint-${new Date().toISOString().slice(0, 10)}.json`);
+  const file = path.join(outDir, `checkpoint-${new Date().toISOString().slice(0, 10)}${values.tag ? `-${values.tag.replace(/[^A-Za-z0-9_.-]+/g, '-')}` : ''}.json`);
   fs.writeFileSync(file, JSON.stringify({
     date: new Date().toISOString(), machine: { cpu: os.cpus()[0].model, cpus: os.cpus().length, memGiB: os.totalmem() / 2 ** 30, node: process.version },
-    command: `node bench/checkpoint.js --sizes ${values.sizes} --reps ${reps}`, targets: { ratio: 1.5, rssMiB: 1024 }, results,
+    command: `node bench/checkpoint.js ${process.argv.slice(2).join(' ')}`, targets: { ratio: 1.5, rssMiB: 1024 }, results,
   }, null, 2) + '\n');
   console.log(`\nwrote ${path.relative(ROOT, file)}`);
 } finally {
