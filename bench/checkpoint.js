@@ -32,7 +32,10 @@ const { values } = parseArgs({
 const sizes = values.sizes.split(',').map(Number);
 const reps = Math.max(1, Number(values.reps));
 const backends = values.backends ? values.backends.split(',') : null;
-const common = values.density ? ['--density', values.density] : [];
+// --density: one value, or a list with --backends (each backend runs at each density).
+const densities = values.density ? values.density.split(',') : [null];
+const common = values.density && densities.length === 1 ? ['--density', densities[0]] : [];
+const variants = backends ? backends.flatMap((b) => densities.map((d) => ({ key: d ? `${b} density ${d}` : b, args: ['--backend', b, ...(d ? ['--density', d] : [])] }))) : [];
 const work = fs.mkdtempSync(path.join(values.dir, 'geoedit-bench-'));
 
 const ROWS = 4096, COLS = 4096; // 32 MiB bf16 tensors, Llama-7B-like
@@ -126,16 +129,16 @@ try {
     const row = { gibPerInput: gib, bytesPerInput: g.bytesPerInput, tensors: g.tensors, loadavgBefore: os.loadavg(), cat: [], write: [], analyze: [], noHash: [], hash: [] };
     if (backends) {
       row.backends = {};
-      for (const b of backends) row.backends[b] = { analyze: [], noHash: [] };
+      for (const v of variants) row.backends[v.key] = { analyze: [], noHash: [] };
     }
     for (let i = 0; i < reps; i++) {
       execSync('sync'); // each run starts with no dirty pages of a previous one (not timed)
       row.cat.push(timeCat(dir));
       row.write.push(timeWrite(dir));
       if (backends) {
-        for (const b of backends) {
-          row.backends[b].analyze.push(runEdit(dir, ['--no-hash', '--backend', b, ...common], 'analyze'));
-          row.backends[b].noHash.push(runEdit(dir, ['--no-hash', '--backend', b, ...common]));
+        for (const v of variants) {
+          row.backends[v.key].analyze.push(runEdit(dir, ['--no-hash', ...v.args], 'analyze'));
+          row.backends[v.key].noHash.push(runEdit(dir, ['--no-hash', ...v.args]));
         }
         continue;
       }
@@ -149,11 +152,11 @@ try {
       row.summary = { catS: cat, catGBps: inBytes / 1e9 / cat, writeOneS: Math.min(...row.write), backends: {} };
       console.log(`cat (read only, warm):      ${cat.toFixed(2)} s  ${(inBytes / 1e9 / cat).toFixed(2)} GB/s`);
       console.log(`copy one input (write floor): ${row.summary.writeOneS.toFixed(2)} s`);
-      for (const b of backends) {
+      for (const b of variants.map((v) => v.key)) {
         const an = Math.min(...row.backends[b].analyze.map((x) => x.wallS)), ed = Math.min(...row.backends[b].noHash.map((x) => x.wallS));
         const rss = Math.max(...row.backends[b].noHash.map((x) => x.maxRssMiB));
         row.summary.backends[b] = { analyzeS: an, ratioAnalyze: an / cat, editNoHashS: ed, ratioNoHash: ed / cat, rssNoHashMiB: rss };
-        console.log(`[${b}${values.density ? ` density ${values.density}` : ''}] analyze ${an.toFixed(2)} s (${(an / cat).toFixed(2)}x read time); edit --no-hash ${ed.toFixed(2)} s (${(ed / cat).toFixed(2)}x read time), peak RSS ${rss.toFixed(0)} MiB`);
+        console.log(`[${b}] analyze ${an.toFixed(2)} s (${(an / cat).toFixed(2)}x read time); edit --no-hash ${ed.toFixed(2)} s (${(ed / cat).toFixed(2)}x read time), peak RSS ${rss.toFixed(0)} MiB`);
       }
       results.push(row);
       fs.rmSync(dir, { recursive: true, force: true });

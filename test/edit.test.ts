@@ -241,7 +241,7 @@ describe('async behaviour', () => {
     const lag = await measure(async () => {
       const t0 = performance.now();
       while (performance.now() - t0 < 300) {
-        const r = await editTensor({ base: T(base), old: T(old), new: T(nw) }, { density: 0.5, threads: 1 });
+        const r = await editTensor({ base: T(base), old: T(old), new: T(nw) }, { density: 0.5, threads: 1, backend: 'cpu' });
         edits += r.stats.rows > 0 ? 1 : 0;
       }
       busy = performance.now() - t0;

@@ -13,6 +13,9 @@
 # Options: --quick (fewer reps, smaller end-to-end case), --no-suite (skip the full test suite),
 #          --archs=90 (build real code for these archs only: a faster build there; default: all),
 #          --profile (Nsight Compute over bench/gpu/profile.js after the bench: occupancy, stalls),
+#          --no-bench (skip bench/gpu/bench.js), --checkpoint (also bench/checkpoint.js: the checkpoint
+#          pipeline, 3 x 1 GiB bf16, CPU vs CUDA backend at density 1 and 0.1, against the read time),
+#          --only-suite (build, then only the whole suite with 'auto' = cuda),
 #          --sanitize (compute-sanitizer memcheck + racecheck over bench/gpu/sanitize.js),
 #          --tiny (small bench shapes: a dry run, e.g. here on the CPU emulator:
 #          GEOEDIT_CUDA_PLUGIN=$PWD/build/Release/emu/geoedit_cuda.so GEOEDIT_CUDA_SKIP_DRIVER_CHECK=1 bash bench/gpu/run.sh --tiny).
@@ -23,6 +26,9 @@ BENCH_ARGS=""
 SUITE=1
 SANITIZE=0
 PROFILE=0
+ONLY_SUITE=0
+BENCH=1
+CKPT=0
 ARCHS=""
 for a in "$@"; do
   case "$a" in
@@ -31,6 +37,9 @@ for a in "$@"; do
     --sanitize) SANITIZE=1 ;;
     --archs=*) ARCHS="${a#--archs=}" ;;
     --profile) PROFILE=1 ;;
+    --only-suite) ONLY_SUITE=1 ;;
+    --no-bench) BENCH=0 ;;
+    --checkpoint) CKPT=1 ;;
   esac
 done
 step() { echo; echo "== $* ($(( $(date +%s) - T0 ))s)"; }
@@ -92,6 +101,14 @@ ls -la build/Release build/Release/plugins
 node node_modules/typescript/bin/tsc -p tsconfig.json && node scripts/write-esm.js || exit 1
 node -e 'const g=require("./dist/cjs/index.js"); console.log(JSON.stringify(g.info(), null, 1)); const s=g.cudaStatus(); if(!s.available){console.error("CUDA unavailable: "+s.reason); process.exit(3)}' || exit 1
 
+if [ "$ONLY_SUITE" = 1 ]; then
+  step "the whole suite with backend 'auto' (= cuda here)"
+  timeout 400 node node_modules/vitest/vitest.mjs run --reporter=default --reporter=json --outputFile="$RES/gpu-suite-$STAMP.json"
+  RC=$?
+  [ -n "${OUT:-}" ] && cp "$RES/gpu-suite-$STAMP.json" "$OUT/" 2>/dev/null
+  exit $RC
+fi
+
 step "GPU tests (test/cuda.test.ts)"
 timeout 240 node node_modules/vitest/vitest.mjs run test/cuda.test.ts --reporter=verbose --reporter=json --outputFile="$RES/gpu-tests-$STAMP.json"
 RC_CUDA=$?
@@ -102,9 +119,18 @@ if [ "$SUITE" = 1 ]; then
   RC_SUITE=$?
 fi
 
-step "GPU bench"
-timeout 240 node bench/gpu/bench.js $BENCH_ARGS
-RC_BENCH=$?
+RC_BENCH=0
+if [ "$BENCH" = 1 ]; then
+  step "GPU bench"
+  timeout 240 node bench/gpu/bench.js $BENCH_ARGS
+  RC_BENCH=$?
+fi
+if [ "$CKPT" = 1 ]; then
+  step "checkpoint pipeline: CPU vs CUDA (bench/checkpoint.js)"
+  timeout 200 node bench/checkpoint.js --sizes "${CKPT_GIB:-1}" --reps 1 --backends cpu,cuda --density 1,0.1 --tag "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -c 'A-Za-z0-9\n' '-' | tr -d '\n')"
+  rc=$?; [ $rc != 0 ] && RC_BENCH=$rc
+  [ -n "${OUT:-}" ] && find "$RES" -maxdepth 1 -name 'checkpoint-*' -newer .cache/gpu-run-start -exec cp {} "$OUT/" \;
+fi
 [ -n "${OUT:-}" ] && find "$RES" -maxdepth 1 -name 'gpu-2*' -newer .cache/gpu-run-start -exec cp {} "$OUT/" \;
 
 if [ "$PROFILE" = 1 ]; then

@@ -11,7 +11,10 @@ export const tuple = `${process.platform}-${process.arch}`;
 export const prebuildName = process.platform === 'linux' ? 'geoedit.napi.glibc.node' : 'geoedit.napi.node';
 export const tscJs = path.join(repo, 'node_modules', 'typescript', 'bin', 'tsc');
 /** The platform the package has a prebuild for (the tarball tests run only there). */
-export const supported = process.platform === 'linux' && process.arch === 'x64' && !fs.existsSync('/etc/alpine-release');
+// npm must be on PATH (the GPU device check carries node alone: these tests then skip, saying so).
+const hasNpm = (process.env.PATH ?? '').split(path.delimiter).some((d) => d !== '' && fs.existsSync(path.join(d, 'npm')));
+export const supported = process.platform === 'linux' && process.arch === 'x64' && !fs.existsSync('/etc/alpine-release') && hasNpm;
+if (!hasNpm) console.log('[package tests] skipped — npm is not on PATH (they pack and install the package with npm)');
 
 let sandboxBin = '';
 
