@@ -10,7 +10,7 @@ import { GeoEditError } from '../lib/errors';
 import { cudaStatus } from '../lib/backend';
 import fc from 'fast-check';
 import { progressPrinter } from '../lib/cli/common';
-import { REAL, haveReal, leftovers, llamaSpecs, makeTriple, rnd, tensorsFor, writeCheckpoint } from './helpers/ckpt';
+import { REAL, haveReal, leftovers, llamaSpecs, makeTriple, readCheckpointTensor as tensorOf, rnd, tensorsFor, writeCheckpoint } from './helpers/ckpt';
 
 let root: string;
 let tri: { base: string; old: string; new: string };
@@ -26,12 +26,6 @@ afterAll(() => {
 
 function outDir(name: string): string {
   return path.join(root, name);
-}
-
-async function tensorOf(ckpt: string, name: string) {
-  const ck = openCheckpoint(ckpt);
-  const t = ck.byName.get(name)!;
-  return readTensor(t.file, name);
 }
 
 async function expectedEdit(name: string, opts: Record<string, unknown> = {}) {
