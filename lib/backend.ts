@@ -68,8 +68,8 @@ export function resolveCudaMemoryLimit(v: unknown): number {
 }
 
 /**
- * Backend check for the paths that run on the CPU core only (the checkpoint pipeline, the LoRA
- * API): validates the option like selectBackend (an unusable explicit 'cuda' still throws
+ * Backend check for the paths that run on the CPU core only (the LoRA API; the checkpoint pipeline
+ * uses selectBackend): validates the option like selectBackend (an unusable explicit 'cuda' still throws
  * ERR_CUDA_UNAVAILABLE), 'auto' means the CPU there, and an explicit 'cuda' (option or
  * $GEOEDIT_BACKEND) throws ERR_UNSUPPORTED instead of running on the CPU behind the caller's back.
  */

@@ -1,13 +1,14 @@
 // Checkpoints: open (file, directory, index + shards), validate base/old/new against each other,
 // then stream every tensor through the native core into a temporary directory beside the target,
-// renamed into place only when complete. Memory stays bounded: the core reads row blocks.
+// renamed into place only when complete. Memory stays bounded: the core reads row blocks. Edit
+// blocks run on the backend selectBackend picks ('auto': a usable GPU, else the CPU).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { GeoEditError, describe, fromNative, typeError, type GeoEditErrorCode } from './errors';
 import { loadNative, type NativeResult, type NativeStreamSrc, type NativeStreamTask } from './native';
 import { checkDtype, checkKnownKeys, resolveParams, resolveThreads, type ResolvedParams } from './options';
-import { cpuOnlyBackend } from './backend';
+import { cudaStatus, resolveCudaMemoryLimit, selectBackend } from './backend';
 import { matrixView } from './tensor';
 import { threshold } from './edit';
 import {
@@ -232,7 +233,8 @@ export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | '
   copyFiles?: boolean;
   onProgress?: (e: ProgressEvent) => void;
   signal?: AbortSignal;
-  /** Bytes per input block of the data path (default 8 MiB). */
+  /** Bytes per block of the widest input of an edited tensor (default 8 MiB on the CPU, 64 MiB
+   *  on the GPU, where each block is split into device chunks that stream through >= 2 CUDA streams). */
   blockBytes?: number;
 }
 
@@ -240,7 +242,7 @@ export const CHECKPOINT_OPTION_KEYS = new Set<string>([
   'strategy', 'preset', 'scale', 'kappa', 'bandDegrees', 'keepOrthogonal', 'fuseAligned', 'forgetConflicting',
   'lambda', 'density', 'temperature', 'importanceOld', 'importanceNew', 'outDtype', 'threads', 'backend',
   'allowNonFinite', 'include', 'exclude', 'maxShardSize', 'report', 'force', 'hash', 'copyFiles', 'onProgress',
-  'signal', 'blockBytes',
+  'signal', 'blockBytes', 'cudaMemoryLimit',
 ]);
 
 export const DEFAULT_MAX_SHARD_SIZE = '5GB';
@@ -299,7 +301,10 @@ interface Resolved {
   include: RegExp[] | null;
   exclude: RegExp[] | null;
   maxShardSize: number;
+  /** 0: the backend's default (the core decides). */
   blockBytes: number;
+  backend: 'cpu' | 'cuda';
+  cudaMemoryLimit: number;
 }
 
 function resolveCheckpointOptions(o: CheckpointOptions | undefined, what: string): Resolved {
@@ -314,7 +319,6 @@ function resolveCheckpointOptions(o: CheckpointOptions | undefined, what: string
   if (params.strategy === 'custom') {
     throw new GeoEditError('ERR_UNSUPPORTED', "strategy 'custom' needs per-row coefficients for every tensor; use editTensor for it (checkpoints support geoedit, forget-then-learn, task-arithmetic)", { option: 'strategy' });
   }
-  cpuOnlyBackend(opts.backend, `${what} (the checkpoint pipeline)`);
   if ((opts.importanceOld === undefined) !== (opts.importanceNew === undefined)) {
     throw new GeoEditError('ERR_INVALID_OPTION', 'Expected both importanceOld and importanceNew (or neither) but received only one', { option: opts.importanceOld ? 'importanceNew' : 'importanceOld' });
   }
@@ -324,7 +328,7 @@ function resolveCheckpointOptions(o: CheckpointOptions | undefined, what: string
     if (opts[k] !== undefined && typeof opts[k] !== 'boolean') throw typeError(`Expected a boolean for option '${k}' but received ${describe(opts[k])}`);
   }
   if (opts.report !== undefined && (typeof opts.report !== 'string' || opts.report.length === 0)) throw typeError(`Expected a file path for option 'report' but received ${describe(opts.report)}`);
-  let blockBytes = 8 << 20;
+  let blockBytes = 0;
   if (opts.blockBytes !== undefined) {
     if (!Number.isSafeInteger(opts.blockBytes) || opts.blockBytes < 1) throw new GeoEditError('ERR_INVALID_OPTION', `Expected a positive integer for option 'blockBytes' but received ${describe(opts.blockBytes)}`, { option: 'blockBytes' });
     blockBytes = opts.blockBytes;
@@ -337,6 +341,10 @@ function resolveCheckpointOptions(o: CheckpointOptions | undefined, what: string
     exclude: globList(opts.exclude, 'exclude'),
     maxShardSize: parseSize(opts.maxShardSize ?? DEFAULT_MAX_SHARD_SIZE),
     blockBytes,
+    cudaMemoryLimit: resolveCudaMemoryLimit(opts.cudaMemoryLimit),
+    // Last: every other option is checked before the CUDA probe (an explicit 'cuda' that cannot
+    // run throws ERR_CUDA_UNAVAILABLE with the reason; never a silent fallback to the CPU).
+    backend: selectBackend(opts.backend),
   };
 }
 
@@ -499,6 +507,8 @@ export interface CheckpointManifest {
   kind: 'edit' | 'analyze';
   createdAt: string;
   versions: { geoedit: string; node: string; napi: string; simd: string; platform: string };
+  /** Where the edit blocks ran: 'cpu', or 'cuda' with the device's name. */
+  backend: { name: 'cpu' | 'cuda'; device: string | null };
   inputs: Record<string, { path: string; kind: Checkpoint['kind']; files: Array<{ path: string; size: number; sha256: string | null }> }>;
   output: null | { path: string; files: Array<{ name: string; size: number; tensors: number }>; totalSize: number };
   parameters: ResolvedParams & { outDtype: DType | null; include: string[] | null; exclude: string[] | null; maxShardSize: number; threads: number };
@@ -709,7 +719,10 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
       ctl[2] = 0;
       let res: (NativeResult | null)[];
       try {
-        res = await native.stream({ tasks: batch.map((b) => b.task), params: r.params as unknown as Record<string, number | string | boolean>, threads: r.threads, blockBytes: r.blockBytes, ctl });
+        res = await native.stream({
+          tasks: batch.map((b) => b.task), params: r.params as unknown as Record<string, number | string | boolean>, threads: r.threads,
+          blockBytes: r.blockBytes, backend: r.backend, cudaMemoryLimit: r.cudaMemoryLimit, ctl,
+        });
       } catch (e) {
         const err = fromNative(e);
         if (err instanceof GeoEditError && err.code === 'ERR_ABORTED') throw abortedError();
@@ -806,6 +819,7 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
     const manifest: CheckpointManifest = {
       tool: 'geoedit', kind: job.kind, createdAt: new Date().toISOString(),
       versions: { geoedit: version, node: process.version, napi: process.versions.napi ?? 'unknown', simd: info.simd, platform: `${process.platform}-${process.arch}` },
+      backend: { name: r.backend, device: r.backend === 'cuda' ? cudaStatus().device?.name ?? null : null },
       inputs: inputsRec,
       output: out ? { path: out, files: outFiles, totalSize: items.reduce((a, it) => a + it.outBytes, 0) } : null,
       parameters: paramsRecord,

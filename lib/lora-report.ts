@@ -23,6 +23,7 @@ export function adapterReportAsCheckpointManifest(r: AdapterReport | AdapterMani
   return {
     tool: 'geoedit', kind, createdAt: m.createdAt ?? new Date().toISOString(),
     versions: m.versions ?? { geoedit: inf.version, node: process.version, napi: process.versions.napi ?? 'unknown', simd: inf.simd, platform: `${process.platform}-${process.arch}` },
+    backend: { name: 'cpu', device: null }, // the LoRA path runs on the CPU
     inputs, output: null, parameters: r.parameters as unknown as CheckpointManifest['parameters'], tensors,
     totals: {
       tensors: tensors.length, edited: tensors.length, copied: 0, converted: 0, rows: r.totals.rows, counts: r.totals.counts,

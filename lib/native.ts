@@ -186,8 +186,13 @@ export interface NativeStreamSpec {
   tasks: NativeStreamTask[];
   params: Record<string, number | string | boolean>;
   threads?: number;
+  /** Bytes per block of the widest edit input; 0 or absent: the backend's default (8 MiB on the CPU, 64 MiB on the GPU). */
   blockBytes?: number;
-  /** [bytesDone (written by the worker), cancel (set non-zero to stop)] */
+  /** Where edit blocks run (resolved by selectBackend); absent: the CPU. */
+  backend?: 'cpu' | 'cuda';
+  /** CUDA: device bytes one block call may use; 0 = default. */
+  cudaMemoryLimit?: number;
+  /** [bytesDone (written by the worker), cancel (set non-zero to stop), task index (written by the worker)] */
   ctl?: Float64Array;
 }
 

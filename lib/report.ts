@@ -15,6 +15,12 @@ function fmt(n: number | null | undefined, d = 3): string {
   return n.toFixed(d);
 }
 
+/** Where the edit ran, as the manifest records it (manifests before the GPU pipeline have no backend: the CPU). */
+function runOn(m: CheckpointManifest): string {
+  const b = m.backend ?? { name: 'cpu', device: null };
+  return b.name === 'cuda' ? `the GPU (backend cuda${b.device ? `, ${esc(b.device)}` : ''})` : 'the CPU (backend cpu)';
+}
+
 function bytes(n: number): string {
   const u = ['B', 'KB', 'MB', 'GB', 'TB'];
   let i = 0;
@@ -167,7 +173,7 @@ table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;paddin
 .kpi b{display:block;font-size:18px}
 </style></head><body>
 <h1>geoedit ${esc(m.kind)} report</h1>
-<p>Created ${esc(m.createdAt)} by geoedit ${esc(m.versions.geoedit)} (${esc(m.versions.platform)}, node ${esc(m.versions.node)}, ${esc(m.versions.simd)}).
+<p>Created ${esc(m.createdAt)} by geoedit ${esc(m.versions.geoedit)} (${esc(m.versions.platform)}, node ${esc(m.versions.node)}, ${esc(m.versions.simd)}) on ${runOn(m)}.
 Strategy <b>${esc(p.strategy)}</b>. Angles are between τold = old − base and τnew = new − base, per row (neuron); rows with |cos| ≤ t are orthogonal, others synergy (cos &gt; 0) or conflict (cos &lt; 0).</p>
 <div class="kpi">
 <div>tensors edited<b>${t.edited}</b> of ${t.tensors}</div>

@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -10,7 +10,7 @@ import { GeoEditError } from '../lib/errors';
 import { cudaStatus } from '../lib/backend';
 import fc from 'fast-check';
 import { progressPrinter } from '../lib/cli/common';
-import { REAL, haveReal, leftovers, llamaSpecs, makeTriple, rnd, tensorsFor, writeCheckpoint } from './helpers/ckpt';
+import { REAL, haveReal, leftovers, llamaSpecs, makeTriple, readCheckpointTensor as tensorOf, rnd, tensorsFor, writeCheckpoint } from './helpers/ckpt';
 
 let root: string;
 let tri: { base: string; old: string; new: string };
@@ -26,12 +26,6 @@ afterAll(() => {
 
 function outDir(name: string): string {
   return path.join(root, name);
-}
-
-async function tensorOf(ckpt: string, name: string) {
-  const ck = openCheckpoint(ckpt);
-  const t = ck.byName.get(name)!;
-  return readTensor(t.file, name);
 }
 
 async function expectedEdit(name: string, opts: Record<string, unknown> = {}) {
@@ -365,12 +359,61 @@ describe('editCheckpoint', () => {
     await expect(editCheckpoint({ ...tri, out }, { nope: 1 } as never)).rejects.toMatchObject({ code: 'ERR_UNKNOWN_OPTION' });
     await expect(editCheckpoint({ ...tri, out }, { maxShardSize: 'lots' })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     await expect(editCheckpoint({ ...tri, out }, { strategy: 'custom' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED' });
-    // The checkpoint pipeline runs on the CPU: 'cuda' is refused either way (never run elsewhere silently).
-    await expect(editCheckpoint({ ...tri, out }, { backend: 'cuda' })).rejects.toMatchObject({ code: cudaStatus().available ? 'ERR_UNSUPPORTED' : 'ERR_CUDA_UNAVAILABLE' });
+    await expect(editCheckpoint({ ...tri, out }, { backend: 'gpu' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
+    await expect(editCheckpoint({ ...tri, out }, { cudaMemoryLimit: -1 })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
+    await expect(editCheckpoint({ ...tri, out }, { cudaMemoryLimit: '1G' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
     expect(parseSize('5GB')).toBe(5e9);
     expect(parseSize('2GiB')).toBe(2 ** 31);
     expect(parseSize(1234)).toBe(1234);
     expect(fs.existsSync(out)).toBe(false);
+  });
+
+  describe('backend choice (the GPU path itself: test/cuda-suite.ts)', () => {
+    const gpu = cudaStatus().available;
+    const saved = process.env.GEOEDIT_BACKEND;
+    afterEach(() => {
+      if (saved === undefined) delete process.env.GEOEDIT_BACKEND;
+      else process.env.GEOEDIT_BACKEND = saved;
+    });
+
+    it.skipIf(gpu)("without a usable GPU an explicit 'cuda' (option or GEOEDIT_BACKEND) is ERR_CUDA_UNAVAILABLE with the reason; nothing written", async () => {
+      delete process.env.GEOEDIT_BACKEND;
+      const out = outDir('out-cuda');
+      for (const run of [() => editCheckpoint({ ...tri, out }, { backend: 'cuda' }), () => analyzeCheckpoint(tri, { backend: 'cuda' })]) {
+        const e = await run().then(() => null, (x) => x);
+        expect(e).toBeInstanceOf(GeoEditError);
+        expect(e.code).toBe('ERR_CUDA_UNAVAILABLE');
+        expect(e.message).toContain(cudaStatus().reason);
+      }
+      process.env.GEOEDIT_BACKEND = 'cuda';
+      const e = await editCheckpoint({ ...tri, out }, { hash: false }).then(() => null, (x) => x);
+      expect(e?.code).toBe('ERR_CUDA_UNAVAILABLE');
+      expect(e.message).toContain('GEOEDIT_BACKEND');
+      expect(fs.existsSync(out)).toBe(false);
+      expect(leftovers(root)).toEqual([]);
+    });
+
+    it.skipIf(gpu)("without a usable GPU 'auto' (option, default, GEOEDIT_BACKEND) runs on the CPU with the CPU's bytes", async () => {
+      delete process.env.GEOEDIT_BACKEND;
+      const cpu = await editCheckpoint({ ...tri, out: outDir('out-be-cpu') }, { backend: 'cpu', hash: false });
+      const auto = await editCheckpoint({ ...tri, out: outDir('out-be-auto') }, { backend: 'auto', hash: false });
+      process.env.GEOEDIT_BACKEND = 'auto';
+      const env = await editCheckpoint({ ...tri, out: outDir('out-be-env') }, { hash: false });
+      const file = (d: string) => fs.readFileSync(path.join(outDir(d), 'model.safetensors'));
+      for (const [d, m] of [['out-be-auto', auto], ['out-be-env', env]] as const) {
+        expect(file(d).equals(file('out-be-cpu')), d).toBe(true);
+        expect(m.backend).toEqual({ name: 'cpu', device: null });
+      }
+      expect(cpu.backend).toEqual({ name: 'cpu', device: null });
+    });
+
+    it("GEOEDIT_BACKEND=cpu is honoured and the manifest says where the edit ran", async () => {
+      process.env.GEOEDIT_BACKEND = 'cpu';
+      const m = await analyzeCheckpoint(tri, { hash: false });
+      expect(m.backend).toEqual({ name: 'cpu', device: null });
+      process.env.GEOEDIT_BACKEND = 'metal';
+      await expect(analyzeCheckpoint(tri, { hash: false })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION', message: expect.stringContaining('GEOEDIT_BACKEND') });
+    });
   });
 
   it('importance checkpoints are used per tensor and checked against the base', async () => {

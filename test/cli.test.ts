@@ -8,17 +8,19 @@ import { EDIT_ALL_FLAGS } from '../lib/cli/edit';
 import { ANALYZE_FLAGS } from '../lib/cli/analyze';
 import { DEFAULTS } from '../lib/options';
 import { writeSafetensors } from '../lib/safetensors';
+import { cudaStatus } from '../lib/backend';
 import { leftovers, llamaSpecs, makeTriple, rnd, tensorsFor, writeCheckpoint } from './helpers/ckpt';
 import { linearModule, rng as loraRng, writeAdapter } from './lora-helpers';
 
 const ROOT = path.resolve(__dirname, '..');
 const BIN = path.join(ROOT, 'bin', 'geoedit.js');
+const EMU = path.join(ROOT, 'build', 'Release', 'emu', 'geoedit_cuda.so'); // the plugin's CPU emulator (test/cuda-emu.test.ts)
 let dir: string;
 let tri: { base: string; old: string; new: string };
 const specs = llamaSpecs(2);
 
-function run(args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: dir, timeout: 60_000 });
+function run(args: string[], env: NodeJS.ProcessEnv = process.env): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: dir, timeout: 60_000, env });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -90,6 +92,49 @@ describe('geoedit CLI', () => {
     expect(i.stdout).toMatch(/BF16\s+\[16, 32\]\s+1024/);
     const ij = JSON.parse(run(['inspect', tri.base, '--json']).stdout);
     expect(ij.tensors.length).toBe(specs.length);
+  });
+
+  it('--backend and --cuda-memory-limit: a bad value is a usage error; cuda without a GPU exits 3 naming the reason', () => {
+    const io = ['--base', tri.base, '--old', tri.old, '--new', tri.new];
+    const env = { ...process.env };
+    delete env.GEOEDIT_BACKEND;
+    for (const bad of [['--backend', 'gpu'], ['--cuda-memory-limit', 'lots'], ['--cuda-memory-limit', '-5']]) {
+      const r = run(['analyze', ...io, '--quiet', ...bad], env);
+      expect(r.code, bad.join(' ')).toBe(1);
+      expect(r.stderr).toContain(bad[0]!.slice(2) === 'backend' ? 'backend' : '--cuda-memory-limit');
+    }
+    const st = cudaStatus();
+    if (!st.available) {
+      const r = run(['edit', ...io, '--out', path.join(dir, 'o-cuda'), '--quiet', '--backend', 'cuda'], env);
+      expect(r.code).toBe(3);
+      expect(r.stderr).toContain('ERR_CUDA_UNAVAILABLE');
+      expect(r.stderr).toContain(st.reason);
+      expect(fs.existsSync(path.join(dir, 'o-cuda'))).toBe(false);
+      const a = run(['analyze', ...io, '--quiet', '--json', '--backend', 'auto'], env);
+      expect(a.code).toBe(0);
+      expect(JSON.parse(a.stdout).backend).toEqual({ name: 'cpu', device: null });
+    }
+  });
+
+  it.skipIf(!fs.existsSync(EMU))('--backend cuda runs edit on the GPU (the CPU emulator of the plugin here) and --cuda-memory-limit reaches it', () => {
+    const io = ['--base', tri.base, '--old', tri.old, '--new', tri.new];
+    const env: NodeJS.ProcessEnv = { ...process.env, GEOEDIT_CUDA_PLUGIN: EMU, GEOEDIT_CUDA_SKIP_DRIVER_CHECK: '1' };
+    delete env.GEOEDIT_BACKEND;
+    const out = path.join(dir, 'o-emu');
+    const r = run(['edit', ...io, '--out', out, '--quiet', '--json', '--backend', 'cuda', '--cuda-memory-limit', '64KiB'], env);
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.backend.name).toBe('cuda');
+    expect(j.backend.device).toMatch(/emulator/);
+    expect(j.totals.edited).toBe(specs.length - 2);
+    const plain = run(['edit', ...io, '--out', path.join(dir, 'o-emu-text'), '--quiet', '--backend', 'cuda'], env);
+    expect(plain.stdout).toMatch(/GB\/s of input\) on the GPU \(.*emulator.*\)/);
+    // Too small for one row: refused by the device code, naming the tensor (a usage error: exit 1).
+    const tiny = run(['edit', ...io, '--out', path.join(dir, 'o-emu-tiny'), '--quiet', '--backend', 'cuda', '--cuda-memory-limit', '1KiB'], env);
+    expect(tiny.code).toBe(1);
+    expect(tiny.stderr).toMatch(/ERR_INVALID_OPTION: cudaMemoryLimit 1024 bytes is too small.*tensor '/);
+    expect(fs.existsSync(path.join(dir, 'o-emu-tiny'))).toBe(false);
+    expect(leftovers(dir)).toEqual([]);
   });
 
   it('usage errors exit 1', () => {

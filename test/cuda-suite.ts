@@ -1,11 +1,17 @@
 // The GPU suite, shared by test/cuda.test.ts (a real GPU, skipped without one) and
 // test/cuda-emu.test.ts (the plugin's kernels run on the CPU emulator): every kernel and option
 // on the CUDA backend against the CPU reference, with SPEC §5's tolerances.
-import { describe, expect, it } from 'vitest';
-import { analyzeLora, analyzeTensor, editTensor, info } from '../lib/index';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { analyzeCheckpoint, analyzeLora, analyzeTensor, cudaStatus, editCheckpoint, editTensor, info, openCheckpoint } from '../lib/index';
+import type { CheckpointOptions, TensorManifestEntry } from '../lib/checkpoint';
+import { toTensor } from '../lib/safetensors';
 import { loadNative } from '../lib/native';
 import { cudaLoraGeometry } from '../lib/lora-geometry';
-import type { DType, EditOptions, Tensor } from '../lib/types';
+import type { DType, EditOptions, Tensor, TensorStats } from '../lib/types';
+import { leftovers, makeTriple, readCheckpointTensor, tensorsFor, writeCheckpoint, type Spec } from './helpers/ckpt';
 import { rng } from './reference';
 
 export { rng };
@@ -63,7 +69,7 @@ function ord16(h: number): number {
 }
 
 function expectClose(c: Case, opts: EditOptions, cpu: Awaited<ReturnType<typeof editTensor>>, dev: Awaited<ReturnType<typeof editTensor>>): void {
-  const rows = cpu.stats.rows, cols = cpu.stats.cols, t = cpu.stats.threshold;
+  const rows = cpu.stats.rows, t = cpu.stats.threshold;
   expect(dev.stats.threshold).toBe(t);
   expect(dev.out.dtype).toBe(cpu.out.dtype);
   const skip = new Set<number>();
@@ -79,24 +85,35 @@ function expectClose(c: Case, opts: EditOptions, cpu: Awaited<ReturnType<typeof 
     const co = cpu.stats.coefOld[i]!, go = dev.stats.coefOld[i]!;
     expect(Math.abs(co - go), `coefOld row ${i}`).toBeLessThanOrEqual(2e-7 * Math.abs(co) + 1e-30);
   }
-  const { base, old, new: nw } = c.f32;
-  const od = cpu.out.data, gd = dev.out.data;
+  expectOutClose(c.f32, cpu.stats, cpu.out, dev.out, skip);
+}
+
+/**
+ * SPEC §5 on the weights: f32 outputs within 1e-6 of the row's magnitudes, f16/bf16 within one
+ * ulp. `f32` holds the inputs as the kernels see them, `cpu` the CPU's per-row coefficients;
+ * rows in `skip` (a region that may differ at the threshold) are not compared.
+ */
+function expectOutClose(f32: Case['f32'], cpu: Pick<TensorStats, 'rows' | 'cols' | 'coefNew' | 'coefOld'>, cpuOut: Tensor, devOut: Tensor, skip: Set<number>, what = 'out'): void {
+  const { rows, cols } = cpu;
+  const { base, old, new: nw } = f32;
+  const od = cpuOut.data, gd = devOut.data;
+  expect(gd.length).toBe(od.length);
   let worst = 0;
   for (let i = 0; i < rows; i++) {
     if (skip.has(i)) continue;
-    const cn = Math.abs(cpu.stats.coefNew[i]!), co = Math.abs(cpu.stats.coefOld[i]!);
+    const cn = Math.abs(cpu.coefNew[i]!), co = Math.abs(cpu.coefOld[i]!);
     for (let j = 0; j < cols; j++) {
       const k = i * cols + j;
-      if (cpu.out.dtype === 'f32') {
+      if (cpuOut.dtype === 'f32') {
         const x = od[k]!, y = gd[k]!;
         if (Number.isNaN(x)) { expect(Number.isNaN(y)).toBe(true); continue; }
         const b = base[k]!, tol = 1e-6 * (Math.abs(b) + cn * Math.abs(nw[k]! - b) + co * Math.abs(old[k]! - b));
         const err = Math.abs(x - y);
-        if (err > tol) expect(err, `out[${i}, ${j}] cpu ${x} gpu ${y}`).toBeLessThanOrEqual(tol);
+        if (err > tol) expect(err, `${what}[${i}, ${j}] cpu ${x} gpu ${y}`).toBeLessThanOrEqual(tol);
         worst = Math.max(worst, err);
       } else {
         const d = Math.abs(ord16(od[k]!) - ord16(gd[k]!));
-        if (d > 1) expect(d, `out[${i}, ${j}] cpu 0x${od[k]!.toString(16)} gpu 0x${gd[k]!.toString(16)} (ulps)`).toBeLessThanOrEqual(1);
+        if (d > 1) expect(d, `${what}[${i}, ${j}] cpu 0x${od[k]!.toString(16)} gpu 0x${gd[k]!.toString(16)} (ulps)`).toBeLessThanOrEqual(1);
       }
     }
   }
@@ -346,5 +363,194 @@ export function gpuSuite(title: string, enabled: boolean, opts: { emulator?: boo
     expect(Array.from(st.cos)).toEqual(Array.from(cpu.cos));
     await expect(analyzeLora(pair, { backend: 'cuda' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED' });
   });
+
+  checkpointSuite();
+  });
+}
+
+// ---- the checkpoint pipeline on the GPU ----------------------------------------------------------
+
+/** Small tensors of every kind the pipeline meets (the emulator runs each CUDA thread as a fiber). */
+const CKPT_SPECS: Spec[] = [
+  { name: 'model.layers.0.mlp.up_proj.weight', dtype: 'BF16', shape: [64, 296] },       // 8-wide rows
+  { name: 'model.layers.0.mlp.down_proj.weight', dtype: 'F16', shape: [48, 131] },      // cols not a multiple of 8 (or 4)
+  { name: 'model.layers.0.self_attn.q_proj.weight', dtype: 'F32', shape: [40, 260] },   // 4-wide rows
+  { name: 'model.layers.0.self_attn.k_proj.weight', dtype: 'BF16', shape: [1, 200] },   // a single row
+  { name: 'model.layers.0.input_layernorm.weight', dtype: 'F32', shape: [300] },        // 1-D: one row
+  { name: 'model.position_ids', dtype: 'I64', shape: [8] },                              // copied unchanged
+];
+// 8 KiB blocks: 13, 31 and 7 rows of the three large tensors (several blocks each); 32 KiB of
+// device memory: 16 KiB per stream, 5, 11 and 2 rows per chunk (several chunks per block).
+const SMALL: CheckpointOptions = { blockBytes: 8 << 10, cudaMemoryLimit: 32 << 10, hash: false };
+
+const toF32 = (t: Tensor) => (t.dtype === 'f32' ? (t.data as Float32Array) : (loadNative().convert(t.dtype, t.data, 'f32') as Float32Array));
+
+/** A manifest's per-tensor statistics against the CPU's, within SPEC §5 (f64 sums in another order). */
+function expectSameStats(cpu: TensorManifestEntry, dev: TensorManifestEntry, nearThreshold: number): void {
+  const at = `tensor ${cpu.name}`;
+  for (const k of ['name', 'shape', 'dtype', 'outDtype', 'action', 'rows', 'cols', 'threshold', 'zeroRows'] as const) expect(dev[k], `${at}: ${k}`).toEqual(cpu[k]);
+  if (cpu.action !== 'edit') return;
+  // A region may differ only on a row within 1e-9 of the threshold (SPEC §5).
+  let moved = 0;
+  for (const r of ['orthogonal', 'synergy', 'conflict'] as const) moved += Math.abs(dev.counts![r] - cpu.counts![r]);
+  expect(moved, `${at}: region counts`).toBeLessThanOrEqual(2 * nearThreshold);
+  expect(dev.angleHistogram, `${at}: angle histogram`).toEqual(cpu.angleHistogram);
+  expect(Math.abs(dev.meanCos! - cpu.meanCos!), `${at}: mean cos`).toBeLessThanOrEqual(1e-9);
+  const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(a), 1e-300);
+  expect(rel(dev.energy!.new, cpu.energy!.new), `${at}: energy new`).toBeLessThanOrEqual(1e-9);
+  expect(rel(dev.energy!.old, cpu.energy!.old), `${at}: energy old`).toBeLessThanOrEqual(1e-9);
+  // Applied energy follows the coefficients (c_old may differ by an f32 ulp).
+  expect(rel(dev.energy!.applied, cpu.energy!.applied), `${at}: energy applied`).toBeLessThanOrEqual(1e-6);
+}
+
+function checkpointSuite(): void {
+  describe('the checkpoint pipeline on the CUDA backend', () => {
+    let root: string;
+    let tri: { base: string; old: string; new: string };
+    beforeAll(async () => {
+      root = fs.mkdtempSync(path.join(os.tmpdir(), 'geoedit-ckgpu-'));
+      tri = await makeTriple(path.join(root, 'in'), CKPT_SPECS); // sharded 3 / 1 / 2
+    });
+    afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+
+    /** The CPU reference of one tensor (editTensor, whose bytes the CPU pipeline reproduces), with the inputs as f32. */
+    async function reference(name: string, opts: EditOptions) {
+      const [b, o, n] = await Promise.all([tri.base, tri.old, tri.new].map(async (c) => toTensor(await readCheckpointTensor(c, name))));
+      const ref = await editTensor({ base: b!, old: o!, new: n! }, { ...opts, backend: 'cpu' });
+      const near = new Set<number>();
+      for (let i = 0; i < ref.stats.rows; i++) if (Math.abs(Math.abs(ref.stats.cos[i]!) - ref.stats.threshold) < 1e-9) near.add(i);
+      return { ref, f32: { base: toF32(b!), old: toF32(o!), new: toF32(n!) }, near };
+    }
+
+    const variants: Array<[string, Pick<EditOptions, 'density' | 'fuseAligned' | 'forgetConflicting'>]> = [
+      ['default options', {}],
+      ['density 0.5 with fuse/forget (the top-k path)', { density: 0.5, fuseAligned: 1, forgetConflicting: 1 }],
+    ];
+    variants.forEach(([label, opts], v) => {
+      it(`editCheckpoint, ${label}: 'cuda' (several blocks and device chunks) matches 'cpu' tensor by tensor; the manifest names the backend`, async () => {
+        const cpuDir = path.join(root, `cpu-${v}`), devDir = path.join(root, `cuda-${v}`);
+        const mc = await editCheckpoint({ ...tri, out: cpuDir }, { ...opts, ...SMALL, backend: 'cpu' });
+        const mg = await editCheckpoint({ ...tri, out: devDir }, { ...opts, ...SMALL, backend: 'cuda' });
+        expect(mc.backend).toEqual({ name: 'cpu', device: null });
+        expect(mg.backend).toEqual({ name: 'cuda', device: cudaStatus().device!.name });
+        expect(JSON.parse(fs.readFileSync(path.join(devDir, 'geoedit-manifest.json'), 'utf8')).backend.name).toBe('cuda');
+        expect(fs.readdirSync(devDir).sort()).toEqual(fs.readdirSync(cpuDir).sort());
+        let identical = 0, compared = 0;
+        for (const sp of CKPT_SPECS) {
+          const a = await readCheckpointTensor(cpuDir, sp.name), g = await readCheckpointTensor(devDir, sp.name);
+          expect(g.dtype, sp.name).toBe(sp.dtype);
+          expect(g.shape, sp.name).toEqual(sp.shape);
+          const ia = mc.tensors.findIndex((e) => e.name === sp.name);
+          expect(mg.tensors[ia]!.name).toBe(sp.name);
+          if (sp.dtype === 'I64') {
+            expect(mg.tensors[ia]!.action).toBe('copy');
+            expect(Buffer.from(g.data.buffer, g.data.byteOffset, g.data.byteLength).equals(Buffer.from((await readCheckpointTensor(tri.base, sp.name)).data.buffer))).toBe(true);
+            continue;
+          }
+          const { ref, f32, near } = await reference(sp.name, opts);
+          const cpuOut = toTensor(a), devOut = toTensor(g);
+          // The CPU pipeline is editTensor's bytes; the GPU's are within SPEC §5 of them.
+          expect(Buffer.from(cpuOut.data.buffer).equals(Buffer.from(ref.out.data.buffer)), sp.name).toBe(true);
+          expectOutClose(f32, ref.stats, cpuOut, devOut, near, sp.name);
+          expectSameStats(mc.tensors[ia]!, mg.tensors[ia]!, near.size);
+          for (let k = 0; k < cpuOut.data.length; k++) if (cpuOut.data[k] === devOut.data[k]) identical++;
+          compared += cpuOut.data.length;
+        }
+        // Most values are the same bits (same coefficients: the same rounding on both backends).
+        expect(identical / compared).toBeGreaterThan(0.9);
+        for (const k of ['rows', 'edited', 'copied', 'converted', 'bytesRead', 'bytesWritten'] as const) expect(mg.totals[k]).toBe(mc.totals[k]);
+      });
+    });
+
+    it('analyzeCheckpoint on cuda gives the per-tensor statistics of the CPU and writes nothing', async () => {
+      const before = fs.readdirSync(root).sort();
+      const mc = await analyzeCheckpoint(tri, { ...SMALL, backend: 'cpu' });
+      const mg = await analyzeCheckpoint(tri, { ...SMALL, backend: 'cuda' });
+      expect(fs.readdirSync(root).sort()).toEqual(before);
+      expect(mg.output).toBeNull();
+      expect(mg.backend.name).toBe('cuda');
+      expect(mg.tensors.map((e) => e.name)).toEqual(mc.tensors.map((e) => e.name));
+      expect(mg.tensors.length).toBe(CKPT_SPECS.length - 1); // analysis lists the edited tensors
+      for (let i = 0; i < mc.tensors.length; i++) {
+        const { near } = await reference(mc.tensors[i]!.name, {});
+        expectSameStats(mc.tensors[i]!, mg.tensors[i]!, near.size);
+      }
+      // The GPU's default block size (64 MiB: every tensor in one block) gives the same statistics.
+      const big = await analyzeCheckpoint(tri, { backend: 'cuda', hash: false });
+      expect(big.tensors.map((e) => e.counts)).toEqual(mg.tensors.map((e) => e.counts));
+      expect(big.tensors.map((e) => e.energy)).toEqual(mg.tensors.map((e) => e.energy));
+    });
+
+    it("'auto' runs the checkpoint pipeline on the GPU (same bytes as 'cuda')", async () => {
+      const dir = path.join(root, 'auto');
+      const m = await editCheckpoint({ ...tri, out: dir }, { ...SMALL });
+      expect(m.backend.name).toBe('cuda');
+      const explicit = path.join(root, 'cuda-0');
+      for (const sp of CKPT_SPECS) {
+        const a = await readCheckpointTensor(dir, sp.name), b = await readCheckpointTensor(explicit, sp.name);
+        expect(Buffer.from(a.data.buffer).equals(Buffer.from(b.data.buffer)), sp.name).toBe(true);
+      }
+    });
+
+    it('a non-finite value gives the CPU error (code, tensor, row, column) on cuda and leaves no output', async () => {
+      const d = path.join(root, 'nan');
+      const t = tensorsFor(CKPT_SPECS, 'new');
+      (t.find((x) => x.name === 'model.layers.0.mlp.up_proj.weight')!.data as Uint16Array)[37 * 296 + 5] = 0x7fc0; // NaN: row 37 (the 3rd block), column 5
+      (t.find((x) => x.name === 'model.layers.0.self_attn.q_proj.weight')!.data as Float32Array)[3 * 260] = Infinity; // a later tensor
+      await writeCheckpoint(path.join(d, 'new'), t, 2, false);
+      const io = { ...tri, new: path.join(d, 'new') };
+      const run = (out: string, o: CheckpointOptions) => editCheckpoint({ ...io, out: path.join(d, out) }, o).then(() => null, (e) => e);
+      const ec = await run('out-cpu', { ...SMALL, backend: 'cpu' });
+      expect(ec?.code).toBe('ERR_NON_FINITE');
+      expect(ec.message).toMatch(/tensor 'model\.layers\.0\.mlp\.up_proj\.weight'.*new weights at row 37, column 5/);
+      for (const [out, o] of [['out-cuda', { ...SMALL, backend: 'cuda' }], ['out-cuda-big', { backend: 'cuda', hash: false }]] as const) {
+        const eg = await run(out, o);
+        expect(eg?.code, out).toBe('ERR_NON_FINITE');
+        expect(eg.message, out).toBe(ec.message);
+        expect(fs.existsSync(path.join(d, out))).toBe(false);
+      }
+      expect(fs.existsSync(path.join(d, 'out-cpu'))).toBe(false);
+      expect(leftovers(d)).toEqual([]);
+      const ok = await editCheckpoint({ ...io, out: path.join(d, 'allowed') }, { ...SMALL, backend: 'cuda', allowNonFinite: true });
+      expect(ok.totals.edited).toBe(CKPT_SPECS.length - 1);
+    });
+
+    it('cudaMemoryLimit reaches the device: too small for one row is ERR_INVALID_OPTION naming the tensor; nothing written', async () => {
+      const out = path.join(root, 'tiny');
+      const e = await editCheckpoint({ ...tri, out }, { ...SMALL, backend: 'cuda', cudaMemoryLimit: 1024 }).then(() => null, (x) => x);
+      expect(e?.code).toBe('ERR_INVALID_OPTION');
+      expect(e.message).toMatch(/cudaMemoryLimit 1024 bytes is too small.*tensor 'model\.layers\.0\.mlp\.up_proj\.weight'/);
+      expect(fs.existsSync(out)).toBe(false);
+      expect(leftovers(root)).toEqual([]);
+    });
+
+    it('an AbortSignal stops a cuda run between shards: ERR_ABORTED, nothing at the target, no temp left', async () => {
+      const out = path.join(root, 'abort');
+      const ac = new AbortController();
+      const seen: number[] = [];
+      const e = await editCheckpoint({ ...tri, out }, {
+        ...SMALL, backend: 'cuda', maxShardSize: 30_000, // a shard per large tensor: several native calls
+        signal: ac.signal, onProgress: (p) => { seen.push(p.bytesDone / p.bytesTotal); ac.abort(); },
+      }).then(() => null, (x) => x);
+      expect(e?.code).toBe('ERR_ABORTED');
+      expect(seen[0]).toBeLessThan(1); // aborted part-way, not after the last tensor
+      expect(fs.existsSync(out)).toBe(false);
+      expect(leftovers(root)).toEqual([]);
+      // The core's cancel flag stops a cuda stream at the next block too.
+      const t = openCheckpoint(tri.base).byName.get('model.layers.0.mlp.up_proj.weight')!;
+      const fd = fs.openSync(t.file, 'r');
+      try {
+        const src = { fd, offset: t.begin, dtype: 'bf16', file: t.file };
+        const task = { kind: 0 as const, name: t.name, rows: 64, cols: 296, base: src, old: src, new: src, outFd: -1, stats: true };
+        const ctl = new Float64Array([0, 1, 0]);
+        await expect(loadNative().stream({ tasks: [task], params: {}, blockBytes: 8 << 10, backend: 'cuda', ctl })).rejects.toMatchObject({ code: 'ERR_ABORTED', message: expect.stringContaining(t.name) });
+        ctl[1] = 0;
+        const res = await loadNative().stream({ tasks: [task], params: {}, blockBytes: 8 << 10, backend: 'cuda', cudaMemoryLimit: 32 << 10, ctl });
+        expect(ctl[0]).toBe(3 * 64 * 296 * 2);
+        expect(Array.from(res[0]!.region)).toEqual(new Array(64).fill(0)); // identical inputs: zero task vectors
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
   });
 }

@@ -86,6 +86,9 @@ describe('geoedit CLI with adapters', () => {
     r = await run(runEdit, [...a, '--out', path.join(root, 'x'), '--include', 'q_proj']);
     expect(r.err).toContain('--include');
     expect(r.code).toBe(1);
+    r = await run(runEdit, [...a, '--out', path.join(root, 'x'), '--cuda-memory-limit', '1GiB']); // the LoRA path runs on the CPU
+    expect(r.err).toContain('--cuda-memory-limit');
+    expect(r.code).toBe(1);
     r = await run(runEdit, [...a, '--out', path.join(root, 'x'), '--density', '0.5', '--out-format', 'adapter']);
     expect(r.code).toBe(2);
     expect(r.err).toContain('ERR_UNSUPPORTED');

@@ -39,6 +39,15 @@ describe('report', () => {
     expect(evil).toContain('&lt;script&gt;');
   });
 
+  it('says where the edit ran (the manifest\'s backend; the device name escaped)', () => {
+    const html = fs.readFileSync(reportFile, 'utf8');
+    expect(html).toContain(manifest.backend.name === 'cuda' ? `on the GPU (backend cuda, ` : 'on the CPU (backend cpu).');
+    const gpu = renderReport({ ...manifest, backend: { name: 'cuda', device: 'NVIDIA H200 <x>' } });
+    expect(gpu).toContain('on the GPU (backend cuda, NVIDIA H200 &lt;x&gt;).');
+    const old = renderReport({ ...manifest, backend: undefined as never }); // a manifest from before the GPU pipeline
+    expect(old).toContain('on the CPU (backend cpu).');
+  });
+
   it('splits names into layers and modules', () => {
     expect(layerAndModule('model.layers.12.self_attn.q_proj.weight')).toEqual({ layer: '12', module: 'self_attn.q_proj' });
     expect(layerAndModule('transformer.h.3.mlp.c_fc.bias')).toEqual({ layer: '3', module: 'mlp.c_fc.bias' });

@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { GeoEditError } from '../errors';
 import { DEFAULTS } from '../options';
-import { DEFAULT_MAX_SHARD_SIZE, type CheckpointOptions, type ProgressEvent } from '../checkpoint';
+import { DEFAULT_MAX_SHARD_SIZE, parseSize, type CheckpointOptions, type ProgressEvent } from '../checkpoint';
 
 export const EXIT = Object.freeze({ OK: 0, USAGE: 1, BAD_INPUT: 2, RUNTIME: 3 });
 
@@ -13,8 +13,8 @@ export interface OptSpec {
   /** --flag name */
   name: string;
   type: 'string' | 'boolean';
-  /** How the value is read: number, string, size, list (repeatable) or boolean. */
-  kind: 'number' | 'string' | 'list' | 'boolean' | 'int';
+  /** How the value is read: number, string, size (bytes: '2GiB', '500MB', 1234), list (repeatable) or boolean. */
+  kind: 'number' | 'string' | 'list' | 'boolean' | 'int' | 'size';
   /** The CheckpointOptions key it sets (none for CLI-only flags). */
   key?: keyof CheckpointOptions;
   /** Shown in --help; what applies when the flag is absent. */
@@ -38,7 +38,8 @@ export const EDIT_FLAGS: OptSpec[] = [
   { name: 'density', type: 'string', kind: 'number', key: 'density', default: String(DEFAULTS.density), metavar: 'X', desc: 'trim: keep this share of each task-vector row, in (0, 1]' },
   { name: 'temperature', type: 'string', kind: 'number', key: 'temperature', default: String(DEFAULTS.temperature), metavar: 'T', desc: 'temperature of the neuron-importance weights (> 0)' },
   { name: 'threads', type: 'string', kind: 'int', key: 'threads', default: '0 (all cores)', metavar: 'N', desc: 'threads of the shared pool' },
-  { name: 'backend', type: 'string', kind: 'string', key: 'backend', default: 'auto', metavar: 'B', desc: 'auto | cpu (checkpoints and adapters run on the CPU; cuda is refused, never run elsewhere silently)' },
+  { name: 'backend', type: 'string', kind: 'string', key: 'backend', default: 'auto, or $GEOEDIT_BACKEND', metavar: 'B', desc: "auto | cpu | cuda for checkpoints ('auto': a usable GPU, else the CPU; 'cuda' fails with ERR_CUDA_UNAVAILABLE and the reason, never falls back); adapters run on the CPU only" },
+  { name: 'cuda-memory-limit', type: 'string', kind: 'size', key: 'cudaMemoryLimit', default: '$GEOEDIT_CUDA_MEMORY, else half the free GPU memory, at most 4 GiB', metavar: 'SIZE', desc: 'GPU memory the edit may use (2GiB, 512MiB, 1GB or bytes); blocks are streamed through in chunks that fit' },
   { name: 'out-dtype', type: 'string', kind: 'string', key: 'outDtype', default: "the base tensor's dtype", metavar: 'D', desc: 'f32 | f16 | bf16 for every float tensor written' },
   { name: 'importance-old', type: 'string', kind: 'string', key: 'importanceOld', default: 'none (magnitude |tau|)', metavar: 'P', desc: 'checkpoint of importance tensors for old (same names/shapes)' },
   { name: 'importance-new', type: 'string', kind: 'string', key: 'importanceNew', default: 'none (magnitude |tau|)', metavar: 'P', desc: 'checkpoint of importance tensors for new' },
@@ -100,6 +101,12 @@ export function toOptions(values: Record<string, unknown>, flags: OptSpec[]): Ch
         throw new UsageError(`Expected ${f.kind === 'int' ? 'an integer' : 'a number'} for --${f.name} but received '${String(v)}'`);
       }
       o[f.key] = n;
+    } else if (f.kind === 'size') {
+      try {
+        o[f.key] = parseSize(v, `--${f.name}`);
+      } catch {
+        throw new UsageError(`Expected a size such as 2GiB, 512MiB, 1GB or a number of bytes for --${f.name} but received '${String(v)}'`);
+      }
     } else {
       o[f.key] = v;
     }

@@ -6,7 +6,7 @@ import { LORA_FLAGS, isAdapterRun, runEditAdapters } from './lora';
 export const EDIT_ALL_FLAGS = [...INPUT_FLAGS, ...LORA_FLAGS, ...OUT_FLAGS, ...EDIT_FLAGS];
 
 export function summaryOf(m: CheckpointManifest): Record<string, unknown> {
-  return { kind: m.kind, output: m.output, totals: m.totals, timings: m.timings, parameters: m.parameters, warnings: m.warnings, versions: m.versions };
+  return { kind: m.kind, output: m.output, totals: m.totals, timings: m.timings, parameters: m.parameters, backend: m.backend, warnings: m.warnings, versions: m.versions };
 }
 
 export function printSummary(m: CheckpointManifest): void {
@@ -17,7 +17,7 @@ export function printSummary(m: CheckpointManifest): void {
     `tensors: ${t.edited} edited, ${t.copied} copied, ${t.converted} converted (of ${t.tensors})`,
     `rows: ${t.rows}: orthogonal ${pct(t.counts.orthogonal)}, synergy ${pct(t.counts.synergy)}, conflict ${pct(t.counts.conflict)}`,
     `update energy kept: ${t.energyKept === null ? '–' : `${(100 * t.energyKept).toFixed(1)}%`}`,
-    `time: ${(m.timings.totalMs / 1000).toFixed(2)} s (data ${(m.timings.dataMs / 1000).toFixed(2)} s, ${m.timings.gbPerSecond.toFixed(2)} GB/s of input)`,
+    `time: ${(m.timings.totalMs / 1000).toFixed(2)} s (data ${(m.timings.dataMs / 1000).toFixed(2)} s, ${m.timings.gbPerSecond.toFixed(2)} GB/s of input) on ${m.backend.name === 'cuda' ? `the GPU (${m.backend.device ?? 'cuda'})` : 'the CPU'}`,
     ...m.warnings.map((w) => `warning: ${w}`),
   ];
   process.stdout.write(lines.join('\n') + '\n');
@@ -28,7 +28,7 @@ export async function runEdit(argv: string[]): Promise<number> {
     const { values } = parse(argv, EDIT_ALL_FLAGS, false);
     if (values.help) {
       process.stdout.write(helpText('geoedit edit --base P --old P --new P --out DIR [options]',
-        'Edits a checkpoint with GeoEdit: every float tensor present in base, old and new is combined per row\n(neuron) by the angle between τold and τnew; integer/bool and unselected tensors are copied from the base.\nWrites DIR/model.safetensors (or shards + index), geoedit-manifest.json and the base directory\'s other files.\n\nLoRA: geoedit edit --old-adapter DIR --new-adapter DIR --out DIR [--base P] [--out-format adapter|full]\nedits two PEFT adapters in factor space; the output is an exact adapter, or merged weights with --base.', EDIT_ALL_FLAGS));
+        'Edits a checkpoint with GeoEdit: every float tensor present in base, old and new is combined per row\n(neuron) by the angle between τold and τnew; integer/bool and unselected tensors are copied from the base.\nWrites DIR/model.safetensors (or shards + index), geoedit-manifest.json and the base directory\'s other files.\nRuns on the GPU with --backend auto (when a usable GPU is present) or cuda, else on the CPU.\n\nLoRA: geoedit edit --old-adapter DIR --new-adapter DIR --out DIR [--base P] [--out-format adapter|full]\nedits two PEFT adapters in factor space; the output is an exact adapter, or merged weights with --base.\nThe LoRA path runs on the CPU only (\'auto\' means the CPU there; --backend cuda is refused).', EDIT_ALL_FLAGS));
       return EXIT.OK;
     }
     if (isAdapterRun(values)) return await runEditAdapters(values);

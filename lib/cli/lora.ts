@@ -11,8 +11,8 @@ export const LORA_FLAGS: OptSpec[] = [
   { name: 'out-format', type: 'string', kind: 'string', default: "adapter (full when --base is given or density < 1)", metavar: 'F', desc: "with adapters: 'adapter' writes an exact PEFT adapter (rank r_new + r_old), 'full' merges into --base" },
 ];
 
-/** Flags that mean nothing for adapters (they name checkpoint files or sharding). */
-const NOT_FOR_ADAPTERS = ['old', 'new', 'include', 'exclude', 'importance-old', 'importance-new', 'max-shard-size'];
+/** Flags that mean nothing for adapters (they name checkpoint files, sharding, or the GPU: the LoRA path runs on the CPU). */
+const NOT_FOR_ADAPTERS = ['old', 'new', 'include', 'exclude', 'importance-old', 'importance-new', 'max-shard-size', 'cuda-memory-limit'];
 
 export function isAdapterRun(values: Record<string, unknown>): boolean {
   return values['old-adapter'] !== undefined || values['new-adapter'] !== undefined;

@@ -126,6 +126,7 @@ void alloc_row_stats(Napi::Env env, Napi::Object obj, size_t rows, J& j) {
 void read_dims(Napi::Object spec, int64_t* rows, int64_t* cols);
 void read_params_into(Napi::Env env, Napi::Object spec, geoedit::Params& P);
 void read_params(Napi::Env env, Napi::Object p, geoedit::Params& P);
+void read_backend(Napi::Object spec, bool* cuda, geoedit::CudaRunOptions* opts);
 
 std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -156,11 +157,7 @@ std::unique_ptr<Baton> read_spec(const Napi::CallbackInfo& info) {
   job.tau_given = spec.Get("tauGiven").ToBoolean().Value();
 
   read_params_into(env, spec, b->params);
-  {
-    Napi::Value be = spec.Get("backend");
-    b->cuda = be.IsString() && be.As<Napi::String>().Utf8Value() == "cuda";
-    b->cuda_opts.memory_limit = uint64_t(num(spec, "cudaMemoryLimit", 0));
-  }
+  read_backend(spec, &b->cuda, &b->cuda_opts);
   b->ro.threads = int(num(spec, "threads", 0));
   b->ro.simd = int(num(spec, "simd", -1));
   if (b->ro.simd > 2) b->ro.simd = 2;
@@ -520,6 +517,7 @@ struct StreamBaton {
   geoedit::RunOptions ro;
   size_t block_bytes = 0;
   geoedit::StreamControl ctl;
+  geoedit::StreamBackend backend;
   Keep keep;
 };
 
@@ -553,7 +551,19 @@ void read_params(Napi::Env env, Napi::Object p, geoedit::Params& P) {
 }
 
 
-// stream({ tasks, params, threads, blockBytes, ctl: Float64Array(2 or 3) }) -> Promise<(stats | null)[]>
+// Backend choice as the edit spec carries it (lib/backend.ts resolved it): backend 'cuda' | other,
+// cudaMemoryLimit (bytes, 0 = default).
+void read_backend(Napi::Object spec, bool* cuda, geoedit::CudaRunOptions* opts) {
+  Napi::Value be = spec.Get("backend");
+  *cuda = be.IsString() && be.As<Napi::String>().Utf8Value() == "cuda";
+  const double lim = num(spec, "cudaMemoryLimit", 0);
+  if (!(lim >= 0) || lim != std::floor(lim) || lim > 1.8e19)
+    throw make_error(spec.Env(), "ERR_INVALID_OPTION", "Expected an integer >= 0 (bytes) for cudaMemoryLimit");
+  opts->memory_limit = uint64_t(lim);
+}
+
+// stream({ tasks, params, threads, blockBytes (0: the backend's default), backend, cudaMemoryLimit,
+//          ctl: Float64Array(2 or 3) }) -> Promise<(stats | null)[]>
 Napi::Value Stream(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw_type(env, "Expected a stream specification object");
@@ -568,6 +578,7 @@ Napi::Value Stream(const Napi::CallbackInfo& info) {
   }
   b->ro.threads = int(num(spec, "threads", 0));
   b->block_bytes = size_t(num(spec, "blockBytes", 0));
+  read_backend(spec, &b->backend.cuda, &b->backend.cuda_opts);
   Napi::Value cv = spec.Get("ctl");
   if (cv.IsTypedArray() && cv.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array &&
       cv.As<Napi::TypedArray>().ElementLength() >= 2) {
@@ -630,7 +641,7 @@ Napi::Value Stream(const Napi::CallbackInfo& info) {
   }
   std::shared_ptr<StreamBaton> sb = std::move(b);
   return PromiseWorker::queue(env, "geoedit:stream", "streaming a checkpoint",
-                              [sb]() { geoedit::run_stream(sb->tasks, sb->params, sb->ro, sb->block_bytes, sb->ctl); }, sb,
+                              [sb]() { geoedit::run_stream(sb->tasks, sb->params, sb->ro, sb->block_bytes, sb->ctl, sb->backend); }, sb,
                               results.As<Napi::Object>());
 }
 

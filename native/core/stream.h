@@ -1,15 +1,19 @@
 // The checkpoint data path: edits (or copies, or converts) tensors straight from safetensors files
 // to an output file, in row blocks, so memory stays bounded whatever the model size.
 // Inputs are mapped one block window at a time (or pread into an aligned buffer when a tensor is
-// not aligned to its element size, as in some older files); outputs are written with pwrite from
-// two alternating buffers, the write of one block overlapping the compute of the next (also across
-// the tasks of one call).
+// not aligned to its element size, as in some older files); on the GPU path a helper thread asks
+// the kernel for the next block of every input meanwhile (posix_fadvise WILLNEED), so its disk
+// read overlaps the work on this one. Outputs are written with pwrite from two alternating
+// buffers, the write of one block overlapping the compute of the next (also across the tasks of
+// one call). Edit blocks run on the CPU core (run_edit) or on the GPU (run_edit_cuda: each block
+// is split into device chunks that go through >= 2 CUDA streams, copies overlapping kernels).
 #pragma once
 #include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "geoedit/cuda.h"
 #include "geoedit/geoedit.h"
 
 namespace geoedit {
@@ -52,8 +56,21 @@ struct StreamControl {
   double* task_index = nullptr;
 };
 
+// Where the edit blocks run. The caller chooses (the binding: lib/backend.ts's selectBackend);
+// cuda = true with CUDA unusable throws Error(CudaUnavailable) at the first edit block.
+struct StreamBackend {
+  bool cuda = false;
+  CudaRunOptions cuda_opts;  // device memory bound per block call (memory_limit), streams
+};
+
+// Input bytes per block of the widest edit input when the caller passes block_bytes = 0: larger on
+// the GPU, so one block is split into several device chunks and copies overlap kernels.
+constexpr size_t kDefaultBlockBytes = size_t(8) << 20;
+constexpr size_t kDefaultCudaBlockBytes = size_t(64) << 20;
+
 // Runs the tasks in order. Throws geoedit::Error naming the tensor (and row for non-finite values).
+// block_bytes 0: kDefaultCudaBlockBytes for edit blocks on the GPU, else kDefaultBlockBytes.
 void run_stream(const std::vector<StreamTask>& tasks, const Params& params, const RunOptions& ro,
-                size_t block_bytes, const StreamControl& ctl);
+                size_t block_bytes, const StreamControl& ctl, const StreamBackend& backend = StreamBackend());
 
 }  // namespace geoedit

@@ -1,11 +1,20 @@
 // Plain C++ tests of the core, built without any Node header (cmake -DGEOEDIT_BUILD_TESTS=ON).
 // Every SIMD level the CPU has is held to the scalar reference; thread counts give equal bytes.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
+#include <thread>
 #include <vector>
 
+#include "core/stream.h"
 #include "geoedit/geoedit.h"
 
 using namespace geoedit;
@@ -65,7 +74,85 @@ static Out run(const Data& d, const Params& p, DType out_dtype, int simd, int th
   return o;
 }
 
+// Pages of [off, off + len) of fd in the page cache (mincore over a mapping).
+static size_t resident_pages(int fd, off_t off, size_t len) {
+  void* m = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, off);
+  if (m == MAP_FAILED) return 0;
+  const size_t ps = size_t(sysconf(_SC_PAGESIZE)), n = (len + ps - 1) / ps;
+  std::vector<unsigned char> v(n);
+  size_t r = 0;
+  if (mincore(m, len, v.data()) == 0)
+    for (unsigned char c : v) r += c & 1;
+  munmap(m, len);
+  return r;
+}
+
+// The stream's read-ahead (stream.cc) asks for the next edit task's first block while this task's
+// block runs. Task A fails on a NaN in its only block, so task B's rows (64 MiB further into the
+// file, out of reach of the kernel's own read-around) are never read by the stream itself: they
+// are in the page cache afterwards only if the read-ahead asked for them — and not without it.
+static void test_read_ahead() {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string path = std::string(tmp && *tmp ? tmp : "/tmp") + "/geoedit-readahead-XXXXXX";
+  const int fd = mkstemp(&path[0]);
+  if (fd < 0) { std::printf("read-ahead check skipped: mkstemp failed\n"); return; }
+  unlink(path.c_str());
+  const off_t b_off = off_t(64) << 20;
+  const int64_t b_rows = 64, b_cols = 1024;  // 256 KiB of f32: one block
+  std::vector<float> a(16, 0.5f), a_new(16, 0.5f);
+  a_new[3] = NAN;
+  bool ok = pwrite(fd, a.data(), 64, 0) == 64 && pwrite(fd, a_new.data(), 64, 4096) == 64 &&
+            ftruncate(fd, b_off + off_t(b_rows * b_cols * 4)) == 0;
+  CHECK(ok, "writing the read-ahead test file");
+  StreamTask ta, tb;
+  ta.kind = tb.kind = StreamTask::Edit;
+  ta.name = "A";
+  ta.rows = 1;
+  ta.cols = 16;
+  ta.base = ta.old_ = {fd, 0, DType::F32, path};
+  ta.new_ = {fd, 4096, DType::F32, path};
+  tb.name = "B";
+  tb.rows = b_rows;
+  tb.cols = b_cols;
+  tb.base = tb.old_ = tb.new_ = {fd, uint64_t(b_off), DType::F32, path};
+  const std::vector<StreamTask> tasks = {ta, tb};
+  const size_t b_len = size_t(b_rows * b_cols * 4), b_pages = b_len / size_t(sysconf(_SC_PAGESIZE));
+  auto run = [&](const char* env) {
+    setenv("GEOEDIT_STREAM_READAHEAD", env, 1);
+    bool thrown = false;
+    try {
+      run_stream(tasks, Params(), RunOptions(), 0, StreamControl());
+    } catch (const Error& e) {
+      thrown = e.code() == ErrorCode::NonFinite && std::strstr(e.what(), "'A'") != nullptr;
+    }
+    CHECK(thrown, "task A must fail on its NaN (GEOEDIT_STREAM_READAHEAD=%s)", env);
+  };
+  // Does this file system act on WILLNEED at all (tmpfs does not: its pages are memory already)?
+  const off_t probe = off_t(32) << 20;
+  posix_fadvise(fd, probe, 65536, POSIX_FADV_WILLNEED);
+  size_t probed = 0;
+  for (int i = 0; i < 100 && (probed = resident_pages(fd, probe, 65536)) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (probed == 0) {
+    std::printf("read-ahead check skipped: the file system of %s ignores POSIX_FADV_WILLNEED\n", path.c_str());
+  } else if (resident_pages(fd, b_off, b_len) != 0) {
+    std::printf("read-ahead check skipped: the test file's pages are cached already\n");
+  } else {
+    run("0");  // off: B is never touched
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(resident_pages(fd, b_off, b_len) == 0, "without read-ahead task B's rows were read");
+    run("1");  // on (the CPU path's opt-in; the GPU path has it by default)
+    size_t got = 0;
+    for (int i = 0; i < 200 && (got = resident_pages(fd, b_off, b_len)) < b_pages; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK(got == b_pages, "read-ahead brought %zu of %zu pages of the next task's first block", got, b_pages);
+  }
+  unsetenv("GEOEDIT_STREAM_READAHEAD");
+  close(fd);
+}
+
 int main() {
+  test_read_ahead();
   const int levels[3] = {0, 1, 2};
   for (int64_t cols : {1, 5, 16, 17, 63, 300, 4100}) {
     const Data d = make(37, cols, unsigned(cols));

@@ -1,7 +1,8 @@
 // Test checkpoints, written with the package's own writer.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeSafetensors, type TensorToWrite } from '../../lib/safetensors';
+import { openCheckpoint } from '../../lib/checkpoint';
+import { readTensor, writeSafetensors, type TensorToWrite } from '../../lib/safetensors';
 import { convert } from './convert';
 
 export const REAL = path.resolve(__dirname, '..', '..', '..', 'shared', 'realdata');
@@ -89,4 +90,11 @@ export async function makeTriple(root: string, specs: Spec[], shards: [number, n
 /** Names under dir that look like leftovers of a job (temp dirs/files). */
 export function leftovers(dir: string): string[] {
   return fs.readdirSync(dir).filter((n) => n.includes('geoedit-tmp'));
+}
+
+/** One tensor of a checkpoint (a file, a directory, or index + shards), as stored. */
+export async function readCheckpointTensor(ckpt: string, name: string) {
+  const t = openCheckpoint(ckpt).byName.get(name);
+  if (!t) throw new Error(`${ckpt} has no tensor '${name}'`);
+  return readTensor(t.file, name);
 }
