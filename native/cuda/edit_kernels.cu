@@ -210,6 +210,29 @@ __device__ void copy_base_row(const DevJob& J, int64_t off, int64_t n) {
   }
 }
 
+// The fast kernels' per-row step after the load pass: the block's sums, then thread 0 applies the
+// shared rules and publishes the coefficients (skip: the row was rejected) to the whole block.
+__device__ __forceinline__ void fast_row_rules(const DevJob& J, const Params& P, double t, int64_t row, double d,
+                                               double x, double y, double* red, float* s_cn, float* s_co, int* s_skip) {
+  block_sum3(d, x, y, red);
+  if (threadIdx.x == 0) {
+    const int64_t n = J.cols;
+    Region region;
+    float cn = 0, co = 0;
+    int skip = 1;
+    if (row_geometry(J, P, t, row, d, x, y, &region)) {
+      const double sa = n > 0 ? sqrt(x / double(n)) : 0.0;
+      const double sb = n > 0 ? sqrt(y / double(n)) : 0.0;
+      row_coefficients(J, P, row, region, sa, sb, x, y, d, &cn, &co);
+      skip = 0;
+    }
+    *s_cn = cn;
+    *s_co = co;
+    *s_skip = skip;
+  }
+  __syncthreads();
+}
+
 // ---- fast path --------------------------------------------------------------------------------
 // W consecutive elements per thread and step: 16-byte loads for f16/bf16 with W = 8 (one uint4)
 // and for f32 (float4s); rows whose length is not a multiple of 4 take the scalar loop.
@@ -338,22 +361,7 @@ __global__ void __launch_bounds__(kThreads) edit_fast_kernel(DevJob J, Params P,
         if (CACHE) { cb[j] = fb; ca[j] = a; cv[j] = b; }
       }
     }
-    block_sum3(d, x, y, red);
-    if (threadIdx.x == 0) {
-      Region region;
-      float cn = 0, co = 0;
-      int skip = 1;
-      if (row_geometry(J, P, t, row, d, x, y, &region)) {
-        const double sa = n > 0 ? sqrt(x / double(n)) : 0.0;
-        const double sb = n > 0 ? sqrt(y / double(n)) : 0.0;
-        row_coefficients(J, P, row, region, sa, sb, x, y, d, &cn, &co);
-        skip = 0;
-      }
-      s_cn = cn;
-      s_co = co;
-      s_skip = skip;
-    }
-    __syncthreads();
+    fast_row_rules(J, P, t, row, d, x, y, red, &s_cn, &s_co, &s_skip);
     const float cn = s_cn, co = s_co;
     if (J.out != nullptr && !s_skip) {
       if (cn == 0.0f && co == 0.0f) {
@@ -384,8 +392,8 @@ __global__ void __launch_bounds__(kThreads) edit_fast_kernel(DevJob J, Params P,
 // The same rules and the same per-thread summation order as edit_fast_kernel (so the same bytes),
 // laid out for occupancy and memory-level parallelism:
 //   * the row is cached in shared memory as loaded (6 bytes per column instead of 12 decoded), so
-//     twice as many rows are in flight per multiprocessor (8 blocks of 256 threads for 4096
-//     columns) and rows up to ~18k columns stay cached (read once);
+//     more rows are in flight per multiprocessor (5 blocks of 256 threads for 4096 columns, the
+//     register cap below, against 4) and rows up to 19024 columns stay cached (read once);
 //   * each thread issues the loads of two 8-element chunks before it decodes either, so twice as
 //     many loads are outstanding per thread in the load phase.
 // Needs cols % 8 == 0 (16-byte loads). Nsight Compute on the H200 showed the f32-cache kernel
@@ -446,22 +454,7 @@ __global__ void __launch_bounds__(NT, MINB) edit_fast16_kernel(DevJob J, Params 
         acc8(b1, o1, n1, J, d, x, y);
       }
     }
-    block_sum3(d, x, y, red);
-    if (threadIdx.x == 0) {
-      Region region;
-      float cn = 0, co = 0;
-      int skip = 1;
-      if (row_geometry(J, P, t, row, d, x, y, &region)) {
-        const double sa = n > 0 ? sqrt(x / double(n)) : 0.0;
-        const double sb = n > 0 ? sqrt(y / double(n)) : 0.0;
-        row_coefficients(J, P, row, region, sa, sb, x, y, d, &cn, &co);
-        skip = 0;
-      }
-      s_cn = cn;
-      s_co = co;
-      s_skip = skip;
-    }
-    __syncthreads();
+    fast_row_rules(J, P, t, row, d, x, y, red, &s_cn, &s_co, &s_skip);
     const float cn = s_cn, co = s_co;
     if (J.out != nullptr && !s_skip) {
       if (cn == 0.0f && co == 0.0f) {
