@@ -12,6 +12,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const os = require('node:os');
 const { spawnSync } = require('node:child_process');
+const { rand } = require('./common');
 
 const root = path.resolve(__dirname, '..', '..');
 const quick = process.argv.includes('--quick');
@@ -45,16 +46,6 @@ if (tiny) {
   }
 }
 
-function rand(n, seed, scale) {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = ((s >>> 8) / 16777216 - 0.5) * scale;
-  }
-  return a;
-}
-
 function median(xs) {
   const v = [...xs].sort((a, b) => a - b);
   return v[Math.floor(v.length / 2)];
@@ -70,6 +61,14 @@ async function timeIt(fn, n) {
   }
   return median(t);
 }
+
+// editTensor from host memory: a bf16 tensor (base, old, new) and the CUDA backend's median time.
+function endToEndInputs() {
+  const rows = tiny ? 16 : quick ? 4096 : 8192, cols = tiny ? 256 : 4096;
+  const mk = (seed) => ({ dtype: 'bf16', shape: [rows, cols], data: addon.convert('f32', rand(rows * cols, seed, 0.1), 'bf16') });
+  return { rows, cols, inputs: { base: mk(1), old: mk(2), new: mk(3) } };
+}
+const timeEndToEndCuda = (inputs) => timeIt(() => geo.editTensor(inputs, { ...params, backend: 'cuda' }), 5);
 
 async function main() {
   const results = { date: new Date().toISOString(), host: os.hostname(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model,
@@ -138,20 +137,14 @@ async function main() {
   }
   // 3b. editTensor end to end from host memory: CPU backend vs CUDA backend.
   {
-    const rows = tiny ? 16 : quick ? 4096 : 8192, cols = tiny ? 256 : 4096;
-    const mk = (seed) => ({ dtype: 'bf16', shape: [rows, cols], data: addon.convert('f32', rand(rows * cols, seed, 0.1), 'bf16') });
-    const inputs = { base: mk(1), old: mk(2), new: mk(3) };
+    const { rows, cols, inputs } = endToEndInputs();
     const cpuMs = await timeIt(() => geo.editTensor(inputs, { ...params, backend: 'cpu' }), 3);
-    const cudaMs = await timeIt(() => geo.editTensor(inputs, { ...params, backend: 'cuda' }), 5);
-    // The same with serial staging copies (GEOEDIT_CUDA_COPY_THREADS=1), in a child process:
-    // the plugin reads the variable once.
+    const cudaMs = await timeEndToEndCuda(inputs);
+    // The same with serial staging copies (GEOEDIT_CUDA_COPY_THREADS=1), in a child process (the
+    // plugin reads the variable once): this script again, in its --e2e-cuda-ms mode.
     let cudaSerialMs = null;
     {
-      const code = `const g=require(${JSON.stringify(path.join(root, 'dist', 'cjs', 'index.js'))});const a=require(${JSON.stringify(path.join(root, 'build', 'Release', 'geoedit.node'))});` +
-        `const rows=${rows},cols=${cols};function rand(n,seed,scale){const a=new Float32Array(n);let s=seed>>>0;for(let i=0;i<n;i++){s=(Math.imul(s,1664525)+1013904223)>>>0;a[i]=((s>>>8)/16777216-0.5)*scale;}return a;}` +
-        `const mk=(s)=>({dtype:'bf16',shape:[rows,cols],data:a.convert('f32',rand(rows*cols,s,0.1),'bf16')});const inp={base:mk(1),old:mk(2),new:mk(3)};` +
-        `(async()=>{const p=${JSON.stringify({ ...params, backend: 'cuda' })};await g.editTensor(inp,p);const t=[];for(let i=0;i<5;i++){const t0=process.hrtime.bigint();await g.editTensor(inp,p);t.push(Number(process.hrtime.bigint()-t0)/1e6);}t.sort((x,y)=>x-y);console.log(t[2]);})();`;
-      const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', env: { ...process.env, GEOEDIT_CUDA_COPY_THREADS: '1' } });
+      const r = spawnSync(process.execPath, [__filename, '--e2e-cuda-ms', ...process.argv.slice(2)], { encoding: 'utf8', env: { ...process.env, GEOEDIT_CUDA_COPY_THREADS: '1' } });
       if (r.status === 0) cudaSerialMs = Number(r.stdout.trim());
     }
     const a = await geo.editTensor(inputs, { ...params, backend: 'cpu' });
@@ -203,7 +196,7 @@ async function main() {
   process.stdout.write(md);
 }
 
-main().catch((e) => {
+(process.argv.includes('--e2e-cuda-ms') ? timeEndToEndCuda(endToEndInputs().inputs).then((ms) => console.log(ms)) : main()).catch((e) => {
   console.error(e);
   process.exit(1);
 });

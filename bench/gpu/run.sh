@@ -37,12 +37,19 @@ for a in "$@"; do
     --sanitize) SANITIZE=1 ;;
     --archs=*) ARCHS="${a#--archs=}" ;;
     --profile) PROFILE=1 ;;
-    --only-suite) ONLY_SUITE=1 ;;
+    --only-suite) ONLY_SUITE=1; SUITE=1; BENCH=0 ;;
     --no-bench) BENCH=0 ;;
     --checkpoint) CKPT=1 ;;
   esac
 done
 step() { echo; echo "== $* ($(( $(date +%s) - T0 ))s)"; }
+# Copies this run's result files to $OUT (the device tool) after each step, so a run stopped at
+# its limit still returns what it finished (the log goes there through tee).
+save() {
+  [ -n "${OUT:-}" ] || return 0
+  find "$RES" -maxdepth 1 \( -name 'gpu-2*' -o -name 'gpu-tests-*' -o -name 'gpu-suite-*' -o -name 'checkpoint-*' \) \
+    -newer .cache/gpu-run-start -exec cp {} "$OUT/" \;
+}
 RES=bench/results
 mkdir -p "$RES" .cache
 touch .cache/gpu-run-start
@@ -83,11 +90,14 @@ step "build: addon + CUDA plugin (cmake, GEOEDIT_CUDA=ON)"
 GEN=""
 command -v ninja >/dev/null 2>&1 && GEN="-G Ninja"
 BUILD_OK=0
+# The emulator is built only for a dry run that uses it (GEOEDIT_CUDA_PLUGIN set, see above).
+EMU=OFF
+[ -n "${GEOEDIT_CUDA_PLUGIN:-}" ] && EMU=ON
 if [ -n "$NODE_INC" ]; then
   rm -rf build
   # cmake directly (cmake-js would try to download headers); the addon needs only Node-API headers.
   if cmake -S . -B build $GEN -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_VERSION=device -DCMAKE_JS_INC="$NODE_INC" \
-       -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$PWD/build/Release" -DGEOEDIT_CUDA=ON ${ARCHS:+-DGEOEDIT_CUDA_ARCHS=$ARCHS} -DGEOEDIT_CUDA_EMU=OFF \
+       -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$PWD/build/Release" -DGEOEDIT_CUDA=ON ${ARCHS:+-DGEOEDIT_CUDA_ARCHS=$ARCHS} -DGEOEDIT_CUDA_EMU=$EMU \
      && cmake --build build -j "$(nproc)"; then
     BUILD_OK=1
   fi
@@ -101,22 +111,19 @@ ls -la build/Release build/Release/plugins
 node node_modules/typescript/bin/tsc -p tsconfig.json && node scripts/write-esm.js || exit 1
 node -e 'const g=require("./dist/cjs/index.js"); console.log(JSON.stringify(g.info(), null, 1)); const s=g.cudaStatus(); if(!s.available){console.error("CUDA unavailable: "+s.reason); process.exit(3)}' || exit 1
 
-if [ "$ONLY_SUITE" = 1 ]; then
-  step "the whole suite with backend 'auto' (= cuda here)"
-  timeout 400 node node_modules/vitest/vitest.mjs run --reporter=default --reporter=json --outputFile="$RES/gpu-suite-$STAMP.json"
-  RC=$?
-  [ -n "${OUT:-}" ] && cp "$RES/gpu-suite-$STAMP.json" "$OUT/" 2>/dev/null
-  exit $RC
+RC_CUDA=0
+if [ "$ONLY_SUITE" = 0 ]; then
+  step "GPU tests (test/cuda.test.ts)"
+  timeout 240 node node_modules/vitest/vitest.mjs run test/cuda.test.ts --reporter=verbose --reporter=json --outputFile="$RES/gpu-tests-$STAMP.json"
+  RC_CUDA=$?
+  save
 fi
-
-step "GPU tests (test/cuda.test.ts)"
-timeout 240 node node_modules/vitest/vitest.mjs run test/cuda.test.ts --reporter=verbose --reporter=json --outputFile="$RES/gpu-tests-$STAMP.json"
-RC_CUDA=$?
 RC_SUITE=0
 if [ "$SUITE" = 1 ]; then
   step "the whole suite with backend 'auto' (= cuda here)"
-  timeout 300 node node_modules/vitest/vitest.mjs run --reporter=default --reporter=json --outputFile="$RES/gpu-suite-$STAMP.json"
+  timeout 400 node node_modules/vitest/vitest.mjs run --reporter=default --reporter=json --outputFile="$RES/gpu-suite-$STAMP.json"
   RC_SUITE=$?
+  save
 fi
 
 RC_BENCH=0
@@ -124,14 +131,14 @@ if [ "$BENCH" = 1 ]; then
   step "GPU bench"
   timeout 240 node bench/gpu/bench.js $BENCH_ARGS
   RC_BENCH=$?
+  save
 fi
 if [ "$CKPT" = 1 ]; then
   step "checkpoint pipeline: CPU vs CUDA (bench/checkpoint.js)"
   timeout 200 node bench/checkpoint.js --sizes "${CKPT_GIB:-1}" --reps 1 --backends cpu,cuda --density 1,0.1 --tag "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -c 'A-Za-z0-9\n' '-' | tr -d '\n')"
   rc=$?; [ $rc != 0 ] && RC_BENCH=$rc
-  [ -n "${OUT:-}" ] && find "$RES" -maxdepth 1 -name 'checkpoint-*' -newer .cache/gpu-run-start -exec cp {} "$OUT/" \;
+  save
 fi
-[ -n "${OUT:-}" ] && find "$RES" -maxdepth 1 -name 'gpu-2*' -newer .cache/gpu-run-start -exec cp {} "$OUT/" \;
 
 if [ "$PROFILE" = 1 ]; then
   step "Nsight Compute: the edit kernels"
@@ -156,10 +163,4 @@ if [ "$SANITIZE" = 1 ] && [ $(( $(date +%s) - T0 )) -lt ${SANITIZE_BEFORE:-400} 
 fi
 
 step "done: sanitizer rc=$RC_SAN, cuda tests rc=$RC_CUDA, suite rc=$RC_SUITE, bench rc=$RC_BENCH"
-if [ -n "${OUT:-}" ]; then
-  cp "$RES"/gpu-tests-"$STAMP".json "$OUT/" 2>/dev/null
-  cp "$RES"/gpu-suite-"$STAMP".json "$OUT/" 2>/dev/null
-  # Only this run's bench files (at most 8 files come back from the device).
-  find "$RES" -maxdepth 1 -name 'gpu-2*' -newer .cache/gpu-run-start -exec cp {} "$OUT/" \;
-fi
 [ "$RC_SAN" = 0 ] && [ "$RC_CUDA" = 0 ] && [ "$RC_SUITE" = 0 ] && [ "$RC_BENCH" = 0 ]

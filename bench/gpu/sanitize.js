@@ -9,18 +9,12 @@ const root = path.resolve(__dirname, '..', '..');
 const geo = require(path.join(root, 'dist', 'cjs', 'index.js'));
 const { cudaLoraGeometry } = require(path.join(root, 'dist', 'cjs', 'lora-geometry.js'));
 
-function rand(n, seed, scale) {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = ((s >>> 8) / 16777216 - 0.5) * scale;
-  }
-  return a;
-}
+const addon = require(path.join(root, 'build', 'Release', 'geoedit.node'));
+const { rand } = require('./common');
+
 const tensor = (dtype, rows, cols, seed, scale = 0.1) => {
   const f = rand(rows * cols, seed, scale);
-  return { dtype, shape: [rows, cols], data: dtype === 'f32' ? f : geo.convert ? geo.convert('f32', f, dtype) : require(path.join(root, 'build', 'Release', 'geoedit.node')).convert('f32', f, dtype) };
+  return { dtype, shape: [rows, cols], data: dtype === 'f32' ? f : addon.convert('f32', f, dtype) };
 };
 
 async function check(name, inputs, opts) {
