@@ -29,8 +29,15 @@ std::string who(const PreserveSpec& s) {
   return m;
 }
 
+ErrorDetails details(const PreserveSpec& s, const char* option = nullptr) {
+  ErrorDetails d = tensor_details(s.tensor);
+  d.file = s.source;
+  if (option) d.option = option;
+  return d;
+}
+
 [[noreturn]] void fail(ErrorCode c, const PreserveSpec& s, const std::string& what) {
-  throw Error(c, who(s) + ": " + what);
+  throw Error(c, who(s) + ": " + what, details(s));
 }
 
 std::string shape_str(int64_t r, int64_t c) {
@@ -52,7 +59,7 @@ void check_width(const PreserveSpec& s, const char* what, int64_t r, int64_t c, 
                      << " for the augmented input [x; 1] with the bias";
     else if (d == n + 1) os << " (" << (square ? shape_str(n + 1, n + 1) : "[N, n+1]")
                             << " is the augmented form, which needs a bias beside the weight)";
-    throw Error(ErrorCode::ShapeMismatch, who(s) + ": " + os.str());
+    throw Error(ErrorCode::ShapeMismatch, who(s) + ": " + os.str(), details(s));
   }
 }
 
@@ -132,7 +139,7 @@ void check_preserve_fits(const Preserve& p, int64_t cols, bool has_bias, const s
     os << "tensor '" << tensor << "': the preservation operator was built for rows of " << p.cols << " columns"
        << (p.augmented() ? " with a bias ([x; 1])" : "") << " but the tensor's rows have " << cols << " columns"
        << (p.augmented() && !has_bias ? " and no bias was given" : "");
-    throw Error(ErrorCode::ShapeMismatch, os.str());
+    throw Error(ErrorCode::ShapeMismatch, os.str(), tensor_details(tensor));
   }
 }
 
@@ -184,10 +191,10 @@ std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& s, const Pres
 
   if (!(s.rho > 0) || !std::isfinite(s.rho))
     throw Error(ErrorCode::InvalidArgument, "Expected a finite number > 0 for option 'rho' but received " +
-                                                std::to_string(s.rho) + " (tensor '" + s.tensor + "')");
+                                                std::to_string(s.rho) + " (tensor '" + s.tensor + "')", details(s, "rho"));
   if (!(s.mu >= 0) || !std::isfinite(s.mu))
     throw Error(ErrorCode::InvalidArgument, "Expected a finite number >= 0 for option 'mu' but received " +
-                                                std::to_string(s.mu) + " (tensor '" + s.tensor + "')");
+                                                std::to_string(s.mu) + " (tensor '" + s.tensor + "')", details(s, "mu"));
   int64_t d;
   if (has_cov) {
     d = s.cov_rows;

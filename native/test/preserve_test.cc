@@ -110,7 +110,7 @@ static Edited edit(const Preserve* P, int64_t m, int64_t n, const VF& base, cons
     j.new_ = {DType::F32, new_.data() + r0 * n};
     j.out_dtype = out_dtype;
     j.out = reinterpret_cast<char*>(e.out.data()) + size_t(r0 * n) * dtype_size(out_dtype);
-    j.cos = e.cos.data() + r0;
+    j.stats.cos = e.cos.data() + r0;
     j.tensor_name = "w";
     j.row_offset = r0;
     j.preserve = P;
