@@ -51,6 +51,32 @@ export interface NativeSpec {
   params: Record<string, number | string | boolean>;
   /** old/new hold task vectors (f32), not weights (materialised LoRA rows). */
   tauGiven?: boolean;
+  /** SPEC §3 step 0 (native/binding/EXPORTS.md): preservation statistics; with a bias, the augmented form. */
+  preserve?: NativePreserve;
+  biasBase?: Float32Array | Uint16Array;
+  biasBaseDtype?: string;
+  biasOld?: Float32Array | Uint16Array;
+  biasOldDtype?: string;
+  biasNew?: Float32Array | Uint16Array;
+  biasNewDtype?: string;
+}
+
+/** Preservation statistics as the binding reads them (exactly one of cov, keys, basis). */
+export interface NativePreserve {
+  cov?: Float32Array;
+  covShape?: [number, number];
+  editCov?: Float32Array;
+  editCovShape?: [number, number];
+  keys?: Float32Array;
+  keysShape?: [number, number];
+  editKeys?: Float32Array;
+  editKeysShape?: [number, number];
+  basis?: Float32Array;
+  basisShape?: [number, number];
+  rho?: number;
+  mu?: number;
+  source?: string;
+  tensor?: string;
 }
 
 /** One side of a LoRA module in the core's canonical form: tau = scale * L * R, L [rows, r], R [r, cols]. */
@@ -86,6 +112,11 @@ export interface NativeAddon {
   _cudaLoraGeometry(spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array };
   /** Bench only (bench/gpu/): device-resident kernel benchmark. */
   _cudaBench(spec: NativeCudaBenchSpec): { kernelMs: number; kernelGBps: number; copyGBps: number; checksum: number };
+  /** Bench only (bench/preserve.js): preservation build + row GEMM timings and the ISA's FMA peak. */
+  _preserveBench(spec: { n: number; rows: number; form?: 'ridge' | 'basis'; k?: number; withC1?: boolean; threads?: number; simd?: number; reps?: number; peakSeconds?: number }): {
+    buildMs: number; applyMs: number; applyGflops: number; gemmFlops: number; peakGflops: number; peakGflops1: number;
+    threads: number; simd: string; la: string; statBytes: number; workBytes: number; checksum: number;
+  };
   loraGeometry(spec: {
     rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null;
     params: Record<string, number | string | boolean>; cNew?: Float32Array; cOld?: Float32Array; threads?: number; tensorName?: string;
