@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/hash.h"
 #include "core/kernels.h"
 #include "core/stream.h"
 #include "geoedit/geoedit.h"
@@ -231,8 +232,64 @@ static void test_trim_exact() {
   std::printf("trim: %d cases against the sort\n", cases);
 }
 
+// SHA-256 through the platform's OpenSSL (core/hash.h): the FIPS 180 vectors, then hash_files on
+// files of awkward sizes (several at once) against one-shot digests, a short file and a cancel.
+static void test_sha256() {
+  if (!sha256_unavailable_reason().empty()) {
+    std::printf("sha256 checks skipped: %s\n", sha256_unavailable_reason().c_str());
+    return;
+  }
+  auto one = [](const std::string& s) { Sha256 h; h.update(s.data(), s.size()); return h.hex(); };
+  CHECK(one("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "sha256(abc)");
+  CHECK(one("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "sha256('')");
+  CHECK(one(std::string(1000000, 'a')) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0", "sha256(a x 1e6)");
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string dir = tmp && *tmp ? tmp : "/tmp";
+  std::vector<HashFile> files;
+  std::vector<std::string> want;
+  std::mt19937 g(3);
+  for (size_t size : {size_t(0), size_t(1), size_t(1 << 20), size_t((1 << 20) + 7), size_t(5 << 20) + 333}) {
+    std::string path = dir + "/geoedit-hash-XXXXXX";
+    const int fd = mkstemp(&path[0]);
+    CHECK(fd >= 0, "mkstemp for the hash test");
+    if (fd < 0) return;
+    unlink(path.c_str());
+    std::string data(size, '\0');
+    for (auto& c : data) c = char(g());
+    CHECK(pwrite(fd, data.data(), size, 0) == ssize_t(size), "writing the hash test file");
+    files.push_back({fd, uint64_t(size), path});
+    want.push_back(one(data));
+  }
+  for (int threads : {1, 2, 0}) {
+    const std::vector<HashResult> got = hash_files(files, threads);
+    for (size_t i = 0; i < files.size(); ++i)
+      CHECK(got[i].sha256 == want[i], "hash_files file %zu (%llu bytes, %d threads)", i, (unsigned long long)files[i].size, threads);
+  }
+  // A file shorter than its stated size (it shrank): ERR_IO naming the file.
+  std::vector<HashFile> short_one = {files[2]};
+  short_one[0].size += 10;
+  bool io = false;
+  try {
+    hash_files(short_one, 1);
+  } catch (const Error& e) {
+    io = e.code() == ErrorCode::Io && std::strstr(e.what(), files[2].path.c_str()) != nullptr && e.details().file == files[2].path;
+  }
+  CHECK(io, "a short file fails with Io naming it");
+  const double cancel = 1;
+  bool aborted = false;
+  try {
+    hash_files({files[4]}, 1, &cancel);
+  } catch (const Error& e) {
+    aborted = e.code() == ErrorCode::Aborted;
+  }
+  CHECK(aborted, "hash_files stops when cancelled");
+  for (auto& f : files) close(f.fd);
+  std::printf("sha256: %s\n", sha256_provider().c_str());
+}
+
 int main() {
   test_read_ahead();
+  test_sha256();
   test_trim_exact();
   const int levels[3] = {0, 1, 2};
   for (int64_t cols : {1, 5, 16, 17, 63, 300, 4100}) {
