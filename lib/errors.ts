@@ -82,9 +82,9 @@ export function describe(v: unknown): string {
 export function fromNative(e: unknown): Error {
   if (e instanceof GeoEditError) return e;
   if (e && typeof e === 'object' && 'code' in e && typeof (e as { code: unknown }).code === 'string') {
-    const err = e as Error & { code: string };
+    const err = e as Error & { code: string; details?: Record<string, unknown> };
     if (err instanceof TypeError) return err;
-    return new GeoEditError(err.code as GeoEditErrorCode, err.message);
+    return new GeoEditError(err.code as GeoEditErrorCode, err.message, err.details);
   }
   return e instanceof Error ? e : new Error(String(e));
 }
