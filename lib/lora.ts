@@ -584,7 +584,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
  * Runs work(tmp) in a fresh temporary directory beside out. On an error, SIGINT or SIGTERM the
  * directory is removed (the signal is then re-raised), so nothing half-written is left behind.
  */
-async function inTempDir<T>(out: string, work: (tmp: string) => Promise<T>): Promise<T> {
+export async function inTempDir<T>(out: string, work: (tmp: string) => Promise<T>): Promise<T> {
   const tmp = tempPathBeside(out);
   const remove = () => { try { fs.rmSync(tmp, { recursive: true, force: true }); } catch { /* best effort */ } };
   const onSignal = (sig: NodeJS.Signals) => {

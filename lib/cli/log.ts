@@ -25,6 +25,11 @@ export function formatEntry(e: LineageEntry, i: number): string {
   if (t.rows !== undefined) {
     lines.push(`  totals:     ${t.edited ?? t.modules ?? '–'} ${t.modules !== undefined ? 'modules' : `of ${t.tensors ?? '–'} tensors`} edited, ${t.rows} rows: orthogonal ${pct(t.counts?.orthogonal, t.rows)}, synergy ${pct(t.counts?.synergy, t.rows)}, conflict ${pct(t.counts?.conflict, t.rows)}; energy kept ${typeof t.energyKept === 'number' ? `${(100 * t.energyKept).toFixed(1)}%` : '–'}`);
   }
+  if (e.rollout) {
+    const lab = (o: Record<string, unknown>) => Object.entries(o).map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(',') : v}`).join(', ');
+    const r = e.rollout;
+    lines.push(`  rollout:    ${r.stages.map((s, k) => `stage ${k + 1} (${lab(s.options)}) ${s.passed ? 'passed' : 'FAILED'}`).join('; ')}; kept stage ${r.chosen === null ? '–' : r.chosen + 1}`);
+  }
   for (const ev of e.evaluations) {
     lines.push(`  evaluation ${ev.seq}: ${ev.time} ${ev.scorer}: ${Object.entries(ev.metrics).map(([k, v]) => `${k} ${Number(v.toPrecision(6))}`).join(', ')}${ev.passed === null ? '' : ev.passed ? ' (gates passed)' : ' (a gate FAILED)'}`);
   }

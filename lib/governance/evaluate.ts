@@ -161,6 +161,8 @@ function fmt(x: number): string {
 
 // ---- scorer output ---------------------------------------------------------------------------
 
+const NONFINITE = '__geoedit_nonfinite__';
+
 /** Metrics from a scorer's stdout: one JSON object of finite numbers (the whole output, else its last non-empty line). */
 export function parseMetrics(stdout: string, who: string): Metrics {
   const text = stdout.trim();
@@ -173,13 +175,13 @@ export function parseMetrics(stdout: string, who: string): Metrics {
       break;
     } catch {
       // NaN / Infinity as Python's json.dumps writes them: name the metric
-      const marked = c.replace(/(?<![\w".])(-?Infinity|NaN)(?![\w"])/g, '"\u0000$1"');
+      const marked = c.replace(/(?<![\w".])(-?Infinity|NaN)(?![\w"])/g, `"${NONFINITE}$1"`);
       if (marked !== c) {
         try {
           const o = JSON.parse(marked) as Record<string, unknown>;
           if (o && typeof o === 'object' && !Array.isArray(o)) {
-            const bad = Object.entries(o).filter(([, v]) => typeof v === 'string' && v.startsWith('\u0000'));
-            if (bad.length) throw new GeoEditError('ERR_SCORER_OUTPUT', `${who} printed a non-finite metric: ${bad.map(([k, v]) => `${k} = ${(v as string).slice(1)}`).join(', ')}`, { metrics: bad.map(([k]) => k) });
+            const bad = Object.entries(o).filter(([, v]) => typeof v === 'string' && v.startsWith(NONFINITE));
+            if (bad.length) throw new GeoEditError('ERR_SCORER_OUTPUT', `${who} printed a non-finite metric: ${bad.map(([k, v]) => `${k} = ${(v as string).slice(NONFINITE.length)}`).join(', ')}`, { metrics: bad.map(([k]) => k) });
           }
         } catch (e) {
           if (e instanceof GeoEditError) throw e;

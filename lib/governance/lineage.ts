@@ -375,6 +375,8 @@ export interface LineageEntry {
   totals: Record<string, unknown>;
   evaluations: EvaluationSummary[];
   reviews: ReviewSummary[];
+  /** A staged rollout's output: which stage was kept, where it stopped. */
+  rollout?: { chosen: number | null; stoppedAt: number | null; stages: Array<{ options: Record<string, unknown>; passed: boolean; metrics: Record<string, number> }> };
 }
 
 /** Review records of a directory, as summaries (unparseable lines are skipped here; verify names them). */
@@ -408,6 +410,15 @@ function entryOf(lm: LoadedManifest): LineageEntry {
       passed: typeof e.passed === 'boolean' ? e.passed : null,
     })),
     reviews: reviewSummaries(lm.dir),
+    ...(m.rollout && typeof m.rollout === 'object' ? { rollout: rolloutSummary(m.rollout as Record<string, unknown>) } : {}),
+  };
+}
+
+function rolloutSummary(r: Record<string, unknown>): NonNullable<LineageEntry['rollout']> {
+  const stages = Array.isArray(r.stages) ? (r.stages as Array<Record<string, unknown>>) : [];
+  return {
+    chosen: typeof r.chosen === 'number' ? r.chosen : null, stoppedAt: typeof r.stoppedAt === 'number' ? r.stoppedAt : null,
+    stages: stages.map((s) => ({ options: (s.options ?? {}) as Record<string, unknown>, passed: s.passed === true, metrics: (s.metrics ?? {}) as Record<string, number> })),
   };
 }
 

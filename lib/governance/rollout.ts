@@ -5,10 +5,9 @@
 // covered by the id). Nothing appears at the target when the first stage fails.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as crypto from 'node:crypto';
 import { GeoEditError } from '../errors';
 import { editCheckpoint, openCheckpoint, type CheckpointOptions } from '../checkpoint';
-import { editAdapters, type EditAdaptersOptions } from '../lora';
+import { editAdapters, inTempDir, type EditAdaptersOptions } from '../lora';
 import { MANIFEST_FILE, loadSealedManifest, parentRefOf, resealManifestFile, type Manifest } from './lineage';
 import {
   evaluate, findBaseline, parseGate, rebindEvaluations,
@@ -132,74 +131,64 @@ export async function rollout(o: RolloutOptions): Promise<RolloutResult> {
     baseline = await findBaseline({ ...evalBase, ...(o.baseline !== undefined ? { baseline: o.baseline } : {}) }, pseudo, label);
   }
 
-  const tmpRoot = path.join(path.dirname(out), `.${path.basename(out)}.geoedit-rollout-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
-  const cleanup = () => { try { fs.rmSync(tmpRoot, { recursive: true, force: true }); } catch { /* best effort */ } };
-  const onSignal = (sig: NodeJS.Signals) => {
-    cleanup();
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
-    process.kill(process.pid, sig);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  fs.mkdirSync(tmpRoot);
-  const records: StageRecord[] = [];
-  let chosen: { index: number; dir: string; evaluation: EvaluationResult } | null = null;
-  let stoppedAt: number | null = null;
-  try {
-    for (let i = 0; i < stages.length; i++) {
-      const st = stages[i]!;
-      const dir = path.join(tmpRoot, `stage-${i + 1}`);
-      const t0 = Date.now();
-      o.onStage?.({ index: i, total: stages.length, phase: 'edit', options: st });
-      const common = { ...((o.options ?? {}) as Record<string, unknown>) };
-      delete common.report;
-      delete common.force;
-      if (adapter) {
-        await editAdapters({ old: o.oldAdapter!, new: o.newAdapter!, out: dir, ...(o.base ? { base: o.base } : {}) }, { ...common, ...st } as EditAdaptersOptions);
-      } else {
-        await editCheckpoint({ base: o.base!, old: o.old!, new: o.new!, out: dir }, { ...common, ...st } as CheckpointOptions);
+  // Stages live in one temporary directory beside the target, removed on an error, SIGINT or SIGTERM (inTempDir) and at the end.
+  return inTempDir(out, async (tmpRoot) => {
+    const records: StageRecord[] = [];
+    let chosen: { index: number; dir: string; evaluation: EvaluationResult } | null = null;
+    let stoppedAt: number | null = null;
+    try {
+      for (let i = 0; i < stages.length; i++) {
+        const st = stages[i]!;
+        const dir = path.join(tmpRoot, `stage-${i + 1}`);
+        const t0 = Date.now();
+        o.onStage?.({ index: i, total: stages.length, phase: 'edit', options: st });
+        const common = { ...((o.options ?? {}) as Record<string, unknown>) };
+        delete common.report;
+        delete common.force;
+        if (adapter) {
+          await editAdapters({ old: o.oldAdapter!, new: o.newAdapter!, out: dir, ...(o.base ? { base: o.base } : {}) }, { ...common, ...st } as EditAdaptersOptions);
+        } else {
+          await editCheckpoint({ base: o.base!, old: o.old!, new: o.new!, out: dir }, { ...common, ...st } as CheckpointOptions);
+        }
+        o.onStage?.({ index: i, total: stages.length, phase: 'evaluate', options: st });
+        const ev = await evaluate(dir, { ...evalBase, gates, ...(baseline ? { baseline } : {}), context: { rolloutStage: i + 1, stageOptions: st } });
+        records.push({ index: i, options: st, manifestId: ev.manifestId, metrics: ev.metrics, gates: ev.gates, passed: ev.passed, durationMs: Date.now() - t0 });
+        o.onStage?.({ index: i, total: stages.length, phase: ev.passed ? 'passed' : 'failed', options: st, evaluation: ev });
+        if (!ev.passed) {
+          stoppedAt = i;
+          fs.rmSync(dir, { recursive: true, force: true });
+          break;
+        }
+        if (chosen) fs.rmSync(chosen.dir, { recursive: true, force: true });
+        chosen = { index: i, dir, evaluation: ev };
       }
-      o.onStage?.({ index: i, total: stages.length, phase: 'evaluate', options: st });
-      const ev = await evaluate(dir, { ...evalBase, gates, ...(baseline ? { baseline } : {}), context: { rolloutStage: i + 1, stageOptions: st } });
-      records.push({ index: i, options: st, manifestId: ev.manifestId, metrics: ev.metrics, gates: ev.gates, passed: ev.passed, durationMs: Date.now() - t0 });
-      o.onStage?.({ index: i, total: stages.length, phase: ev.passed ? 'passed' : 'failed', options: st, evaluation: ev });
-      if (!ev.passed) {
-        stoppedAt = i;
-        fs.rmSync(dir, { recursive: true, force: true });
-        break;
-      }
-      if (chosen) fs.rmSync(chosen.dir, { recursive: true, force: true });
-      chosen = { index: i, dir, evaluation: ev };
-    }
-    const record: RolloutRecord = {
-      form: adapter ? 'adapter' : 'checkpoint', scorer: label, gates: gates.map((g) => g.expr), baseline,
-      stages: records, chosen: chosen?.index ?? null, stoppedAt,
-    };
-    if (!chosen) return { ...record, passed: false, out: null, id: null };
+      const record: RolloutRecord = {
+        form: adapter ? 'adapter' : 'checkpoint', scorer: label, gates: gates.map((g) => g.expr), baseline,
+        stages: records, chosen: chosen?.index ?? null, stoppedAt,
+      };
+      if (!chosen) return { ...record, passed: false, out: null, id: null };
 
-    // The output: the chosen stage, its manifest naming the output's path, with the rollout record, re-sealed.
-    const lm = loadSealedManifest(chosen.dir);
-    const m = repath(lm.manifest, chosen.dir, out);
-    const stageEvals = (m.evaluations as EvaluationEntry[] | undefined) ?? [];
-    delete m.evaluations;
-    m.rollout = record;
-    const id = resealManifestFile(path.join(chosen.dir, MANIFEST_FILE), m);
-    const { id: _id, ...rest } = m;
-    void _id;
-    fs.writeFileSync(path.join(chosen.dir, MANIFEST_FILE), JSON.stringify({ id, ...rest, evaluations: rebindEvaluations(stageEvals, id) }, null, 2) + '\n');
-    if (fs.existsSync(out)) {
-      const aside = `${tmpRoot}.old`;
-      fs.renameSync(out, aside);
-      fs.renameSync(chosen.dir, out);
-      fs.rmSync(aside, { recursive: true, force: true });
-    } else {
-      fs.renameSync(chosen.dir, out);
+      // The output: the chosen stage, its manifest naming the output's path, with the rollout record, re-sealed.
+      const lm = loadSealedManifest(chosen.dir);
+      const m = repath(lm.manifest, chosen.dir, out);
+      const stageEvals = (m.evaluations as EvaluationEntry[] | undefined) ?? [];
+      delete m.evaluations;
+      m.rollout = record;
+      const id = resealManifestFile(path.join(chosen.dir, MANIFEST_FILE), m);
+      const { id: _id, ...rest } = m;
+      void _id;
+      fs.writeFileSync(path.join(chosen.dir, MANIFEST_FILE), JSON.stringify({ id, ...rest, evaluations: rebindEvaluations(stageEvals, id) }, null, 2) + '\n');
+      if (fs.existsSync(out)) {
+        const aside = `${tmpRoot}.old`;
+        fs.renameSync(out, aside);
+        fs.renameSync(chosen.dir, out);
+        fs.rmSync(aside, { recursive: true, force: true });
+      } else {
+        fs.renameSync(chosen.dir, out);
+      }
+      return { ...record, passed: true, out, id };
+    } finally {
+      fs.rmSync(tmpRoot, { recursive: true, force: true });
     }
-    return { ...record, passed: true, out, id };
-  } finally {
-    cleanup();
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
-  }
+  });
 }
