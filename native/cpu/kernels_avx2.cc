@@ -252,14 +252,7 @@ struct Avx2FastPasses {
       for (int i = 0; i < 16; ++i) c += __builtin_popcount(unsigned(mask8(_mm256_cmpgt_epi32(x[i], vt))));
       return c;
     };
-    uint32_t ph = 0, pl = 0;
-    for (int b = 30; b >= 18; --b) {
-      const uint32_t th = ph | (1u << b), tl = pl | (1u << b);
-      ph = count(th) >= rh ? th : ph;
-      pl = count(tl) >= rl ? tl : pl;
-    }
-    if (rh >= 1) *hi = ph | 0x3ffffu;
-    if (rl <= 128) *lo = pl;
+    trim_fast_detail::sample_search(count, rh, rl, hi, lo);
   }
   static int64_t compact(uint32_t* c, int64_t n, uint32_t lo, uint32_t hi) {
     const __m256i vlo = _mm256_set1_epi32(int(lo)), vw = _mm256_set1_epi32(int(hi - lo));

@@ -247,15 +247,7 @@ struct Avx512FastPasses {
       }
       return int64_t(c);
     };
-    // bits 30..18 (keys are below 2^31): the two searches interleaved for their latency
-    uint32_t ph = 0, pl = 0;
-    for (int b = 30; b >= 18; --b) {
-      const uint32_t th = ph | (1u << b), tl = pl | (1u << b);
-      ph = count(th) >= rh ? th : ph;
-      pl = count(tl) >= rl ? tl : pl;
-    }
-    if (rh >= 1) *hi = ph | 0x3ffffu;
-    if (rl <= 128) *lo = pl;
+    trim_fast_detail::sample_search(count, rh, rl, hi, lo);
   }
   static int64_t compact(uint32_t* c, int64_t n, uint32_t lo, uint32_t hi) {
     const __m512i vlo = _mm512_set1_epi32(int(lo)), vhi = _mm512_set1_epi32(int(hi));

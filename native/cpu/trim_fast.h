@@ -72,6 +72,22 @@ uint32_t select_rth(uint32_t* c, int64_t n, int64_t r, uint32_t lo, uint32_t hi,
   return prefix;
 }
 
+// The sample's two order statistics (sample_bracket of the passes): for ranks rh and rl, the top 13
+// key bits (30..18) of the rh-th and rl-th largest of 128 keys, found bit by bit from
+// count(t) = #{keys >= t} (the two searches interleaved for their latency); hi rounded up to the
+// end of its bucket, lo down, so the bracket only widens. rh < 1 or rl > 128 leave that side.
+template <class Count>
+void sample_search(Count count, int64_t rh, int64_t rl, uint32_t* hi, uint32_t* lo) {
+  uint32_t ph = 0, pl = 0;
+  for (int b = 30; b >= 18; --b) {
+    const uint32_t th = ph | (1u << b), tl = pl | (1u << b);
+    ph = count(th) >= rh ? th : ph;
+    pl = count(tl) >= rl ? tl : pl;
+  }
+  if (rh >= 1) *hi = ph | 0x3ffffu;
+  if (rl <= 128) *lo = pl;
+}
+
 }  // namespace trim_fast_detail
 
 // Keeps the k entries of v with the largest importance (x = e, or x = v with Mag: |v|), zeroes
@@ -80,12 +96,9 @@ template <class P, bool Mag>
 double trim_fast(const float* x, float* v, int64_t n, int64_t k, uint32_t* cand) {
   using trim_detail::key_of;
   double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  auto finish = [&]() { return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); };
+  auto finish = [&]() { return trim_detail::combine8(acc); };
   if (k >= n) {
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-      for (int l = 0; l < 8; ++l) acc[l] += double(x[j + l]) * double(x[j + l]);
-    for (; j < n; ++j) acc[0] += double(x[j]) * double(x[j]);
+    trim_detail::sum_squares8(x, n, acc);
     return finish();
   }
   const uint32_t kMaxKey = 0x7f800000u;  // +inf: no key is larger
