@@ -44,5 +44,5 @@ describe.skipIf(!supported)('the tarball, built from source', () => {
     expect(r.out).toEqual([3, 2]);
     expect(r.path).toBe(path.join(fs.realpathSync(consumer), 'node_modules', 'geoedit', 'build', 'Release', 'geoedit.node'));
     expect(r.version).toBe(pkg.version);
-  }, 1_200_000);
+  }, 1_200_000); // a whole source build (core with three Eigen copies, addon, and the CUDA plugin where nvcc is found): minutes on a loaded 2-core machine
 });
