@@ -98,7 +98,7 @@ export interface NativeAddon {
   loraMerge(spec: {
     rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null; cNew: Float32Array; cOld: Float32Array;
     transposed: boolean; s0: number; s1: number; base: Float32Array | Uint16Array; baseDtype: string; outDtype: string;
-    threads?: number; tensorName?: string;
+    threads?: number; tensorName?: string; allowNonFiniteOutput?: boolean;
   }): Promise<{ out: Float32Array | Uint16Array }>;
   /** safetensors header of a file (pread, validated); offsets relative to the data section. */
   stHeader(path: string): NativeStHeader;

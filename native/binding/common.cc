@@ -227,6 +227,7 @@ void read_params(Napi::Env env, Napi::Object p, geoedit::Params& P) {
   P.density = num(p, "density", P.density);
   P.temperature = num(p, "temperature", P.temperature);
   P.allow_non_finite = p.Get("allowNonFinite").ToBoolean().Value();
+  P.allow_non_finite_output = p.Get("allowNonFiniteOutput").ToBoolean().Value();
 }
 
 void read_params_into(Napi::Env env, Napi::Object spec, geoedit::Params& P) {

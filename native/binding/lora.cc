@@ -137,6 +137,7 @@ Napi::Value LoraMerge(const Napi::CallbackInfo& info) {
   job.base.data = data_of(spec, "base", count * geoedit::dtype_size(job.base.dtype), b->keep);
   job.out_dtype = dtype_of(spec, "outDtype");
   job.tensor_name = str(spec, "tensorName");
+  job.allow_non_finite_output = spec.Get("allowNonFiniteOutput").ToBoolean().Value();
   b->ro = read_run_options(spec);
   Napi::Object result = Napi::Object::New(env);
   if (job.out_dtype == DType::F32) job.out = alloc_array<float>(env, result, "out", count);
