@@ -16,6 +16,7 @@ import {
   type SafetensorsHeader, type SafetensorsTensorInfo, type StDtype,
 } from './safetensors';
 import type { DType, EditOptions } from './types';
+import { isGovernanceFile, sealManifest, type LineageFields } from './governance/lineage';
 
 // ---- opening -------------------------------------------------------------------------------------
 
@@ -521,6 +522,12 @@ export interface CheckpointManifest {
   };
   timings: { totalMs: number; validateMs: number; dataMs: number; hashMs: number; gbPerSecond: number };
   warnings: string[];
+  /** Lineage (edit outputs): id, output file hashes, parent (lib/governance/lineage.ts). */
+  id?: LineageFields['id'];
+  lineageVersion?: LineageFields['lineageVersion'];
+  outputFiles?: LineageFields['outputFiles'];
+  parent?: LineageFields['parent'];
+  inputManifests?: LineageFields['inputManifests'];
 }
 
 // ---- running ---------------------------------------------------------------------------------------
@@ -829,16 +836,17 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
       warnings,
     };
     if (out) {
-      fs.writeFileSync(path.join(tmp!, 'geoedit-manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
       if (opts.copyFiles !== false && ck.base.kind !== 'file') {
         const skip = new Set([...ck.base.files.map((f) => f.path), ck.base.index ?? '']);
         for (const n of fs.readdirSync(ck.base.dir)) {
           const src = path.join(ck.base.dir, n);
-          if (skip.has(src) || n.endsWith('.safetensors') || n.endsWith('.safetensors.index.json') || n === 'geoedit-manifest.json' || n.startsWith('.')) continue;
+          if (skip.has(src) || n.endsWith('.safetensors') || n.endsWith('.safetensors.index.json') || isGovernanceFile(n) || n.startsWith('.')) continue;
           if (!statOrNull(src)?.isFile()) continue;
           fs.copyFileSync(src, path.join(tmp!, n));
         }
       }
+      // id, output hashes, parent; writes geoedit-manifest.json (lib/governance/lineage.ts)
+      await sealManifest(tmp!, manifest, [{ role: 'base', dir: ck.base.dir }, { role: 'new', dir: ck.new.dir }, { role: 'old', dir: ck.old.dir }]);
       // The report goes into place first: if it fails, the job fails and nothing is at the target.
       if (opts.report) await writeReportFile(path.resolve(opts.report), manifest);
       if (signal?.aborted || ctl[1]) throw abortedError();

@@ -11,6 +11,7 @@ import {
   type SafetensorsHeader, type SafetensorsTensorInfo, type TensorToWrite, EDITABLE_ST_DTYPES, ST_DTYPE_SIZE,
 } from './safetensors';
 import { openCheckpoint, type CheckpointTensor } from './checkpoint';
+import { isGovernanceFile, sealManifest, type LineageFields, type SealInput } from './governance/lineage';
 import {
   buildEditedAdapter, denseLoraRows, loraGeometry, mergeLoraRows, prepareLora,
   type LoraFactors, type LoraOptions, type LoraStats, type PreparedLora,
@@ -280,6 +281,12 @@ export interface AdapterManifest extends AdapterReport {
   outputs: Array<{ path: string; sha256: string; bytes: number }>;
   /** Per-row statistics, when perRow was asked for. */
   perRow?: Record<string, LoraStats>;
+  /** Lineage: id, output file hashes, parent (lib/governance/lineage.ts). */
+  id?: LineageFields['id'];
+  lineageVersion?: LineageFields['lineageVersion'];
+  outputFiles?: LineageFields['outputFiles'];
+  parent?: LineageFields['parent'];
+  inputManifests?: LineageFields['inputManifests'];
 }
 
 const EDIT_ADAPTER_KEYS = new Set(['outFormat', 'force', 'perRow', 'blockRows', 'keepZeroBlocks', 'copyFiles']);
@@ -541,7 +548,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
       ];
       const manifest = makeManifest(t0, paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
       for (const name of omitted) manifest.warnings.push(`module '${name}': every coefficient is 0, so the edit leaves it unchanged; it is left out of the adapter`);
-      fs.writeFileSync(path.join(tmp, LORA_MANIFEST), JSON.stringify(manifestJson(manifest), null, 2) + '\n');
+      await sealAdapterManifest(tmp, manifest, [{ role: 'new-adapter', dir: na.dir }, { role: 'old-adapter', dir: oa.dir }]);
       commitDir(tmp, out, overwrite);
       return manifest;
     });
@@ -557,17 +564,17 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
     Object.assign(perRow, res.perRow);
     outputs = [{ path: path.join(out, 'model.safetensors'), ...sha256File(model) }];
     const manifest = makeManifest(t0, paths, lora, mods, extras, fmt, inputs, outputs, own.perRow ? perRow : undefined);
-    fs.writeFileSync(path.join(tmp, LORA_MANIFEST), JSON.stringify(manifestJson(manifest), null, 2) + '\n');
     // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along.
     if (own.copyFiles !== false && base.kind !== 'file') {
       const skip = new Set([...base.files.map((f) => f.path), base.index ?? '']);
       for (const n of fs.readdirSync(base.dir)) {
         const src = path.join(base.dir, n);
-        if (skip.has(src) || n.endsWith('.safetensors') || n.endsWith('.safetensors.index.json') || n === LORA_MANIFEST || n.startsWith('.')) continue;
+        if (skip.has(src) || n.endsWith('.safetensors') || n.endsWith('.safetensors.index.json') || isGovernanceFile(n) || n.startsWith('.')) continue;
         if (!fs.statSync(src, { throwIfNoEntry: false })?.isFile()) continue;
         fs.copyFileSync(src, path.join(tmp, n));
       }
     }
+    await sealAdapterManifest(tmp, manifest, [{ role: 'base', dir: base.dir }, { role: 'new-adapter', dir: na.dir }, { role: 'old-adapter', dir: oa.dir }]);
     commitDir(tmp, out, overwrite);
     return manifest;
   });
@@ -577,7 +584,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
  * Runs work(tmp) in a fresh temporary directory beside out. On an error, SIGINT or SIGTERM the
  * directory is removed (the signal is then re-raised), so nothing half-written is left behind.
  */
-async function inTempDir<T>(out: string, work: (tmp: string) => Promise<T>): Promise<T> {
+export async function inTempDir<T>(out: string, work: (tmp: string) => Promise<T>): Promise<T> {
   const tmp = tempPathBeside(out);
   const remove = () => { try { fs.rmSync(tmp, { recursive: true, force: true }); } catch { /* best effort */ } };
   const onSignal = (sig: NodeJS.Signals) => {
@@ -625,10 +632,16 @@ function makeManifest(
   return m;
 }
 
-function manifestJson(m: AdapterManifest): unknown {
+function manifestJson(m: AdapterManifest): Record<string, unknown> {
   const { perRow, ...rest } = m;
   void perRow;
   return rest;
+}
+
+/** Writes the manifest with its lineage (id, output hashes, parent) and copies those fields onto the returned manifest. */
+async function sealAdapterManifest(tmp: string, m: AdapterManifest, inputs: SealInput[]): Promise<void> {
+  const sealed = await sealManifest(tmp, manifestJson(m), inputs, { warnings: m.warnings });
+  Object.assign(m, { id: sealed.id, lineageVersion: sealed.lineageVersion, outputFiles: sealed.outputFiles, parent: sealed.parent, inputManifests: sealed.inputManifests });
 }
 
 /** Resolves a module to its base tensor: `<module>.weight`, else the longest suffix of the path that names one. */

@@ -18,7 +18,7 @@ export function isAdapterRun(values: Record<string, unknown>): boolean {
   return values['old-adapter'] !== undefined || values['new-adapter'] !== undefined;
 }
 
-function adapterOptions(values: Record<string, unknown>): EditAdaptersOptions {
+export function adapterOptions(values: Record<string, unknown>): EditAdaptersOptions {
   for (const k of ['old-adapter', 'new-adapter']) if (typeof values[k] !== 'string') throw new UsageError(`missing --${k} (adapters come in pairs: --old-adapter DIR --new-adapter DIR)`);
   for (const k of NOT_FOR_ADAPTERS) if (values[k] !== undefined) throw new UsageError(`--${k} is not used with --old-adapter/--new-adapter`);
   const o = toOptions(values, EDIT_FLAGS) as Record<string, unknown>;
