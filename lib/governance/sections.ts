@@ -1,9 +1,6 @@
-// The governance sections of the HTML report (lineage, evaluations with their gates, reviews), and
-// `geoedit report DIR`: the page re-rendered from the manifest and the review log at any time.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { GeoEditError } from '../errors';
-import { REPORT_FILE, loadManifest, readLineage, reviewSummaries, type Manifest, type ReviewSummary } from './lineage';
+// The governance sections of the HTML report (lineage, staged rollout, evaluations with their
+// gates, reviews); lib/report.ts places them. Re-rendering a directory's report: render.ts.
+import { readLineage, type Manifest, type ReviewSummary } from './lineage';
 import type { EvaluationEntry } from './evaluate';
 
 function esc(s: unknown): string {
@@ -58,34 +55,4 @@ export function governanceSections(m: Manifest, ctx: GovernanceContext = {}): st
     parts.push(`<section><h2>Reviews</h2><p>None yet: <code>geoedit review DIR --reviewer NAME --decision approve --key KEY.pem</code>.</p></section>`);
   }
   return parts.join('\n');
-}
-
-/** The HTML report of an output directory, from its manifest and review log. */
-export async function renderDirReport(dir: string): Promise<string> {
-  const lm = loadManifest(dir);
-  const m = lm.manifest;
-  const { renderReport } = await import('../report');
-  const ctx = { dir: lm.dir, reviews: reviewSummaries(lm.dir) };
-  if (m.kind === 'edit-adapters') {
-    const { adapterReportAsCheckpointManifest } = await import('../lora-report');
-    const cm = adapterReportAsCheckpointManifest(m as never, 'edit');
-    return renderReport(Object.assign(cm, { id: m.id, parent: m.parent, outputFiles: m.outputFiles, evaluations: m.evaluations, rollout: m.rollout }), ctx);
-  }
-  if (m.kind !== 'edit' && m.kind !== 'analyze') throw new GeoEditError('ERR_MANIFEST_INVALID', `${lm.file}: unknown manifest kind ${JSON.stringify(m.kind)}`, { file: lm.file });
-  return renderReport(m as never, ctx);
-}
-
-/** Writes the report (default DIR/geoedit-report.html) atomically; resolves to its path. */
-export async function writeDirReport(dir: string, file?: string): Promise<string> {
-  const html = await renderDirReport(dir);
-  const target = path.resolve(file ?? path.join(loadManifest(dir).dir, REPORT_FILE));
-  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.geoedit-tmp-${process.pid}`);
-  try {
-    fs.writeFileSync(tmp, html);
-    fs.renameSync(tmp, target);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw new GeoEditError('ERR_IO', `${target}: cannot write the report (${(e as Error).message})`, { file: target });
-  }
-  return target;
 }
