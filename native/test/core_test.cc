@@ -231,6 +231,7 @@ static void test_non_finite_output(const int levels[3]) {
       CHECK(ok, "65519.99 rounds to the largest finite f16 (%s)", simd_name(SimdLevel(lv)));
     }
   }
+}
 
 // Top-k (SPEC §3.3) of every ISA's trim and trim_mag against a sort: keep the k largest keys, ties
 // by the lower column. The kept entries (v's bytes) must be identical; the kept sum of squares
