@@ -107,6 +107,8 @@ export interface NativeAddon {
   defaults(): Record<string, number> & { paper: Record<string, number> };
   convert(from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array;
   cudaProbe(refresh?: boolean): NativeCudaProbe;
+  /** Whether preserved edits on backend 'cuda' use cuBLAS/cuSOLVER, or why they run on the CPU. */
+  cudaPreserveStatus(refresh?: boolean): { available: boolean; reason: string; libs: string };
   /** Internal (lib/native.ts, once at load): Node's markAsUntransferable, for async calls' inputs. */
   _setTransferGuard?(mark: (o: object) => void): void;
   /** Bench only: STREAM triad GB/s over the shared pool. */
@@ -116,7 +118,7 @@ export interface NativeAddon {
   /** Bench only (bench/gpu/): device-resident kernel benchmark. */
   _cudaBench(spec: NativeCudaBenchSpec): { kernelMs: number; kernelGBps: number; copyGBps: number; checksum: number };
   /** Bench only (bench/preserve.js): preservation build + row GEMM timings and the ISA's FMA peak. */
-  _preserveBench(spec: { n: number; rows: number; form?: 'ridge' | 'basis'; k?: number; withC1?: boolean; threads?: number; simd?: number; reps?: number; peakSeconds?: number }): {
+  _preserveBench(spec: { n: number; rows: number; form?: 'cov' | 'keys' | 'basis'; k?: number; withC1?: boolean; threads?: number; simd?: number; reps?: number; peakSeconds?: number }): {
     buildMs: number; applyMs: number; applyGflops: number; gemmFlops: number; peakGflops: number; peakGflops1: number;
     threads: number; simd: string; la: string; statBytes: number; workBytes: number; checksum: number;
   };

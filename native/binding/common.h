@@ -148,7 +148,7 @@ geoedit::RowStats alloc_row_stats(Napi::Env env, Napi::Object obj, size_t rows);
 // tensor? } read into *out (arrays held in keep; checked against their shapes); false when v is
 // undefined/null. The operator is built later, off the JS thread (geoedit::build_preserve).
 bool read_preserve_spec(Napi::Value v, const std::string& tensor, geoedit::PreserveSpec* out, Keep& keep);
-// result.preserveEnergy = Float64Array(9); filled by put_preserve_energy after the run.
+// result.preserveEnergy = Float64Array(10); filled by put_preserve_energy after the run.
 double* alloc_preserve_energy(Napi::Env env, Napi::Object result);
 void put_preserve_energy(const geoedit::PreserveStats& st, double* dst);
 

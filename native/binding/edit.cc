@@ -51,13 +51,13 @@ struct EditBaton {
       bo.has_bias = has_bias;
       bo.threads = ro.threads;
       bo.simd = ro.simd;
+      bo.cuda = cuda;
       P = geoedit::build_preserve(pspec, bo);
       job.preserve = P.get();
       job.preserve_bias = has_bias ? &bias : nullptr;
       job.preserve_stats = &pstats;
     }
-    // The CUDA plugin takes weights without preservation; preserved edits run on the CPU core.
-    if (cuda && !job.preserve) geoedit::run_edit_cuda(job, params, cuda_opts);
+    if (cuda) geoedit::run_edit_cuda(job, params, cuda_opts);
     else geoedit::run_edit(job, params, ro);
     if (energy) geoedit_binding::put_preserve_energy(pstats, energy);
     job.preserve = nullptr;

@@ -5,14 +5,16 @@
 //       keys?: Float32Array, keysShape?: [N, d], editKeys?, editKeysShape?,
 //       basis?: Float32Array, basisShape?: [k, d], rho?, mu?, source?, tensor? }
 //   The operator is built (validated, factorised) off the JS thread, in the call's worker.
-//   preserveEnergy: Float64Array(9) [oldBefore, oldAfter, newBefore, newAfter, biasOldBefore,
-//     biasOldAfter, biasNewBefore, biasNewAfter, rows] (sums of squared task-vector entries).
+//   preserveEnergy: Float64Array(10) [oldBefore, oldAfter, newBefore, newAfter, biasOldBefore,
+//     biasOldAfter, biasNewBefore, biasNewAfter, rows, gpuRows] (sums of squared task-vector entries;
+//     gpuRows: rows projected on the GPU).
 #include <chrono>
 #include <cmath>
 #include <random>
 
 #include "../cpu/preserve_la.h"
 #include "common.h"
+#include "geoedit/cuda.h"
 #include "core/pool.h"
 
 namespace geoedit_binding {
@@ -76,29 +78,29 @@ bool read_preserve_spec(Napi::Value v, const std::string& tensor, geoedit::Prese
 }
 
 double* alloc_preserve_energy(Napi::Env env, Napi::Object result) {
-  return alloc_array<double>(env, result, "preserveEnergy", 9);
+  return alloc_array<double>(env, result, "preserveEnergy", 10);
 }
 
 void put_preserve_energy(const geoedit::PreserveStats& st, double* d) {
-  const double v[9] = {st.old_before, st.old_after, st.new_before, st.new_after, st.bias_old_before, st.bias_old_after,
-                       st.bias_new_before, st.bias_new_after, double(st.rows)};
-  for (int i = 0; i < 9; ++i) d[i] = v[i];
+  const double v[10] = {st.old_before, st.old_after, st.new_before, st.new_after, st.bias_old_before, st.bias_old_after,
+                        st.bias_new_before, st.bias_new_after, double(st.rows), double(st.gpu_rows)};
+  for (int i = 0; i < 10; ++i) d[i] = v[i];
 }
 
 namespace {
 
-// _preserveBench({ n, rows, form?: 'ridge' | 'basis', k?, withC1?, threads?, simd?, reps?, peakSeconds? })
+// _preserveBench({ n, rows, form?: 'cov' | 'keys' | 'basis', k?, withC1? (keys), threads?, simd?, reps?, peakSeconds? })
 //   -> { buildMs, applyMs, applyGflops, gemmFlops, peakGflops, peakGflops1, threads, simd, la,
 //        statBytes, operatorBytes, workBytes }
-// Synthetic statistics (keys with a strong mean, as activations have) generated here; timings of
-// build_preserve (the f64 factorisation and solve) and of the f32 row GEMM (both sides, as run_edit
+// Synthetic statistics (a cov with a strong mean direction, or keys with a strong mean: C formed in the
+// core, timed with the build) generated here; timings of build_preserve (the f64 factorisation and solve) and of the f32 row GEMM (both sides, as run_edit
 // does: 2·rows·d² flops per side for ridge); the FMA peak of the chosen ISA measured in the same call
 // on every thread at once (and on one). Synchronous: benchmarks only.
 Napi::Value PreserveBench(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object spec = spec_arg(info, "a preserve bench specification object");
   const int64_t n = int64_t(num(spec, "n", 1024)), rows = int64_t(num(spec, "rows", 1024));
-  const std::string form = str(spec, "form", "ridge");
+  const std::string form = str(spec, "form", "cov");
   const int64_t k = int64_t(num(spec, "k", 64));
   const bool c1 = spec.Get("withC1").ToBoolean().Value();
   const int reps = std::max(1, int(num(spec, "reps", 1)));
@@ -113,8 +115,8 @@ Napi::Value PreserveBench(const Napi::CallbackInfo& info) {
     if (n < 1 || rows < 1 || n > 65536) throw geoedit::Error(geoedit::ErrorCode::InvalidArgument, "n and rows must be in range");
     std::mt19937 g(7);
     std::normal_distribution<float> nd(0.f, 1.f);
-    const int64_t N = std::max<int64_t>(n + n / 2, 256);  // full-rank C0
-    std::vector<float> K(static_cast<size_t>(N * n)), mean(static_cast<size_t>(n)), U, K1;
+    const int64_t N = form == "keys" ? std::max<int64_t>(n + n / 2, 256) : 0;  // full-rank C0
+    std::vector<float> K(static_cast<size_t>(N * n)), mean(static_cast<size_t>(n)), U, K1, C;
     for (auto& x : mean) x = 2.0f * nd(g);
     for (int64_t r = 0; r < N; ++r)
       for (int64_t j = 0; j < n; ++j) K[size_t(r * n + j)] = nd(g) + mean[size_t(j)];
@@ -141,7 +143,7 @@ Napi::Value PreserveBench(const Napi::CallbackInfo& info) {
       s.basis = U.data();
       s.basis_rows = k;
       s.basis_cols = n;
-    } else {
+    } else if (form == "keys") {
       s.keys = K.data();
       s.keys_rows = N;
       s.keys_cols = n;
@@ -152,6 +154,19 @@ Napi::Value PreserveBench(const Napi::CallbackInfo& info) {
         s.edit_keys_rows = 64;
         s.edit_keys_cols = n;
       }
+    } else {
+      // cov: C0 = s·v·vᵀ + diag(1 + u) (a strong mean direction over an isotropic floor), SPD, O(d²) to form;
+      // the build's cost does not depend on the values.
+      C.resize(size_t(n) * size_t(n));
+      std::uniform_real_distribution<float> ud(0.f, 1.f);
+      double vv = 0;
+      for (float x : mean) vv += double(x) * x;
+      const float sc = float(0.3 * double(n) / vv);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j) C[size_t(i * n + j)] = sc * mean[size_t(i)] * mean[size_t(j)];
+      for (int64_t i = 0; i < n; ++i) C[size_t(i * n + i)] += 1.0f + ud(g);
+      s.cov = C.data();
+      s.cov_rows = s.cov_cols = n;
     }
     geoedit::PreserveBuildOptions bo;
     bo.cols = n;
@@ -199,9 +214,23 @@ Napi::Value PreserveBench(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// cudaPreserveStatus(refresh?) -> { available, reason, libs }: whether preserved edits on backend 'cuda'
+// project with cuBLAS / factorise with cuSOLVER, or why they run on the CPU.
+Napi::Value CudaPreserveStatus(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const bool refresh = info.Length() > 0 && info[0].ToBoolean().Value();
+  const geoedit::CudaPreserveStatus st = call_sync(env, "probing cuBLAS", [&]() { return geoedit::cuda_preserve_status(refresh); });
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("available", st.available);
+  o.Set("reason", st.reason);
+  o.Set("libs", st.libs);
+  return o;
+}
+
 }  // namespace
 
 void register_preserve(Napi::Env env, Napi::Object exports) {
+  exports.Set("cudaPreserveStatus", Napi::Function::New(env, CudaPreserveStatus, "cudaPreserveStatus"));
   exports.Set("_preserveBench", Napi::Function::New(env, PreserveBench, "_preserveBench"));
 }
 

@@ -45,6 +45,7 @@ void StreamBaton::run() {
       }
     if (bo.cols < 0) continue;  // not used by any task
     bo.threads = ro.threads;
+    bo.cuda = backend.cuda;
     pres[k] = geoedit::build_preserve(pspecs[k], bo);
   }
   for (size_t i = 0; i < tasks.size(); ++i) {

@@ -15,6 +15,7 @@
 
 #include "geoedit/cuda_abi.h"
 #include "core/lora.h"
+#include "core/preserve.h"
 
 namespace geoedit {
 
@@ -27,6 +28,9 @@ struct Plugin {
   geoedit_cuda_run_edit_fn run_edit = nullptr;
   geoedit_cuda_lora_geometry_fn lora = nullptr;
   geoedit_cuda_bench_fn bench = nullptr;
+  geoedit_cuda_linalg_probe_fn linalg_probe = nullptr;
+  geoedit_cuda_preserve_rows_fn preserve_rows = nullptr;
+  geoedit_cuda_spd_solve_fn spd_solve = nullptr;
 };
 
 std::mutex g_mu;
@@ -94,7 +98,10 @@ CudaStatus probe_locked(bool refresh) {
     p.run_edit = reinterpret_cast<geoedit_cuda_run_edit_fn>(dlsym(h, "geoedit_cuda_run_edit"));
     p.lora = reinterpret_cast<geoedit_cuda_lora_geometry_fn>(dlsym(h, "geoedit_cuda_lora_geometry"));
     p.bench = reinterpret_cast<geoedit_cuda_bench_fn>(dlsym(h, "geoedit_cuda_bench"));
-    if (!ver || !p.probe || !p.run_edit || !p.lora || !p.bench) {
+    p.linalg_probe = reinterpret_cast<geoedit_cuda_linalg_probe_fn>(dlsym(h, "geoedit_cuda_linalg_probe"));
+    p.preserve_rows = reinterpret_cast<geoedit_cuda_preserve_rows_fn>(dlsym(h, "geoedit_cuda_preserve_rows"));
+    p.spd_solve = reinterpret_cast<geoedit_cuda_spd_solve_fn>(dlsym(h, "geoedit_cuda_spd_solve"));
+    if (!ver || !p.probe || !p.run_edit || !p.lora || !p.bench || !p.linalg_probe || !p.preserve_rows || !p.spd_solve) {
       st.kind = "plugin-load";
       st.reason = "plugin failed to load: " + st.plugin_path + " does not export the geoedit CUDA ABI functions";
       return st;
@@ -189,12 +196,21 @@ void run_edit_cuda(const EditJob& job, const Params& params, const CudaRunOption
   if (job.tau_given)
     throw Error(ErrorCode::InvalidArgument,
                 "the CUDA backend does not take task vectors as old/new (tau_given); use backend 'cpu' for this job");
-  // Preservation (SPEC §3 step 0) runs on the CPU core (the stream sends such blocks there).
-  if (job.preserve)
-    throw Error(ErrorCode::InvalidArgument,
-                "the CUDA backend does not run preservation statistics (preserve) yet; use backend 'cpu' for this job",
-                tensor_details(job.tensor_name));
   const Plugin& P = require_plugin();
+  // Preservation (SPEC §3 step 0): the projection with cuBLAS block by block (kPreserveCudaBlockRows
+  // rows per side, one fixed GEMM shape), the row pipeline on the CPU pool. Without cuBLAS/cuSOLVER
+  // (cuda_preserve_status().reason), or for the basis form, the whole edit runs on the CPU core.
+  if (job.preserve) {
+    if (job.preserve->form == Preserve::Form::Ridge && cuda_preserve_status().available) {
+      const RowProjector proj = [](const Preserve& Op, const float* X, int64_t rows, float* Y) {
+        cuda_preserve_rows(Op.id, Op.P.data(), Op.dim, X, rows, Y);
+      };
+      run_edit_projected(job, params, RunOptions(), proj, kPreserveCudaBlockRows);
+    } else {
+      run_edit(job, params, RunOptions());
+    }
+    return;
+  }
   if (job.rows == 0) return;
   // Zero-column rows carry no data (no sums, no output bytes): the plugin refuses cols == 0, so
   // their per-row stats come from the CPU core, which applies the same rules (README "CUDA backend").
@@ -261,6 +277,47 @@ void run_edit_cuda(const EditJob& job, const Params& params, const CudaRunOption
                                          " but the CPU reference accepts it (please report this)");
   }
   throw_plugin_error(rc, err);
+}
+
+CudaPreserveStatus cuda_preserve_status(bool refresh) {
+  static std::mutex mu;
+  static bool have = false;
+  static CudaPreserveStatus cached;
+  const CudaStatus st = cuda_status();
+  std::lock_guard<std::mutex> g(mu);
+  if (have && !refresh) return cached;
+  CudaPreserveStatus ps;
+  if (!st.available) {
+    ps.reason = "CUDA is unavailable: " + st.reason;
+  } else {
+    char why[1024] = {0};
+    const int rc = g_plugin.linalg_probe(why, sizeof why);
+    if (rc == GEOEDIT_CUDA_OK) {
+      ps.available = true;
+      ps.libs = why;
+    } else {
+      ps.reason = std::string("the projection runs on the CPU: ") + why;
+    }
+  }
+  cached = ps;
+  have = true;
+  return cached;
+}
+
+void cuda_preserve_rows(uint64_t op_id, const float* P, int64_t d, const float* X, int64_t rows, float* Y) {
+  const Plugin& pl = require_plugin();
+  char err[1024] = {0};
+  const int rc = pl.preserve_rows(op_id, P, d, X, rows, Y, err, sizeof err);
+  if (rc != GEOEDIT_CUDA_OK) throw_plugin_error(rc, err);
+}
+
+int cuda_spd_solve(const double* A, int64_t d, double* B, int64_t nrhs) {
+  const Plugin& pl = require_plugin();
+  char err[1024] = {0};
+  int info = 0;
+  const int rc = pl.spd_solve(A, d, B, nrhs, &info, err, sizeof err);
+  if (rc != GEOEDIT_CUDA_OK) throw_plugin_error(rc, err);
+  return info;
 }
 
 // The CPU reference is the LoRA path's own factor-space geometry (native/core/lora.cc): tau = s*B*A

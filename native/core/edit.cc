@@ -336,122 +336,174 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
   if (nt) std::atomic_thread_fence(std::memory_order_seq_cst);  // order the streaming stores
 }
 
-// SPEC §3 step 0 fused into the row pipeline: per block of kPreserveBlockRows rows (fixed from the
-// job's first row, the last zero-padded), the raw task vectors of both sides are formed in one
-// scratch [2R, d] (old rows, then new rows; d = n + 1 with the bias element last in the augmented
-// form), multiplied by P in one GEMM, and the preserved rows go through process_rows as task
-// vectors (tau_given): geometry, regions, trim, weights and output on the preserved rows, the base
-// untouched. The energy sums go to per-block slots, added in block order.
+// SPEC §3 step 0 fused into the row pipeline: per block of R rows (kPreserveBlockRows on the CPU,
+// fixed from the job's first row, the last zero-padded), the raw task vectors of both sides are
+// formed in one scratch [2R, d] (old rows, then new rows; d = n + 1 with the bias element last in
+// the augmented form), multiplied by P in one GEMM (Eigen here, or a projector such as cuBLAS), and
+// the preserved rows go through process_rows as task vectors (tau_given): geometry, regions, trim,
+// weights and output on the preserved rows, the base untouched. Energies are per-row values summed
+// in row order (the same sums for any thread count).
 struct PreserveScratch {
   std::vector<float> x, y, zero;
+  std::vector<double> e;  // per-row energies of one block: [4 * R] (old before, new before, bias old, bias new)
+  void ensure(int64_t R, int64_t d, int64_t n) {
+    const size_t need = size_t(2 * R * d);
+    if (x.size() < need) { x.resize(need); y.resize(need); }
+    if (zero.size() < size_t(n)) zero.assign(size_t(n), 0.0f);
+    if (e.size() < size_t(4 * R)) e.resize(size_t(4 * R));
+  }
 };
 
-void run_edit_preserved(const EditJob& job, const Params& p, const Kernels& K, SimdLevel level, int threads) {
-  const Preserve& P = *job.preserve;
-  const int64_t n = job.cols, d = P.dim, R = kPreserveBlockRows;
-  const bool aug = P.augmented();
-  const PreserveBias* bias = job.preserve_bias;
-  const int64_t nblocks = (job.rows + R - 1) / R;
+inline View view_at(const View& v, int64_t r0, int64_t n) {
+  View o = v;
+  if (o.data) o.data = static_cast<const char*>(v.data) + size_t(r0) * size_t(n) * dtype_size(v.dtype);
+  return o;
+}
+
+// Rows [i0, i1) of the block starting at r0: the raw task vectors into X (rows ii and R + ii), their
+// energies into e[4*ii ...]. Throws on a non-finite row unless allowed (naming the row).
+void preserve_fill(const EditJob& job, const Params& p, const Kernels& K, int64_t r0, int64_t i0, int64_t i1, int64_t R,
+                   float* X, const float* zero, double* e) {
+  const int64_t n = job.cols, d = job.preserve->dim;
+  const bool aug = job.preserve->augmented();
   const size_t bs = dtype_size(job.base.dtype), os_ = dtype_size(job.old_.dtype), ns = dtype_size(job.new_.dtype);
-  const size_t outs = dtype_size(job.out_dtype);
-  std::vector<PreserveStats> part(static_cast<size_t>(nblocks));
-  auto bias_tau = [&](const View& v, int64_t i) {
+  auto elem = [&](const View& v, int64_t i) {
     float x;
     K.decode(v.dtype, static_cast<const char*>(v.data) + size_t(i) * dtype_size(v.dtype), &x, 1);
     return x;
   };
-  auto at = [](const View& v, size_t es, int64_t r0, int64_t n_) {
-    View o = v;
-    if (o.data) o.data = static_cast<const char*>(v.data) + size_t(r0) * size_t(n_) * es;
-    return o;
-  };
-  parallel_for(nblocks, 1, threads, [&](int64_t b0, int64_t b1) {
-    thread_local PreserveScratch s;
-    const size_t need = size_t(2 * R * d);
-    if (s.x.size() < need) { s.x.resize(need); s.y.resize(need); }
-    if (s.zero.size() < size_t(n)) s.zero.assign(size_t(n), 0.0f);
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      const int64_t r0 = blk * R, nr = std::min(R, job.rows - r0);
-      float* X = s.x.data();
-      float* Y = s.y.data();
-      PreserveStats& st = part[size_t(blk)];
-      st.rows = nr;
-      if (nr < R) {
-        std::fill(X + nr * d, X + R * d, 0.0f);
-        std::fill(X + (R + nr) * d, X + 2 * R * d, 0.0f);
-      }
-      for (int64_t ii = 0; ii < nr; ++ii) {
-        const int64_t i = r0 + ii;
-        float* a = X + ii * d;
-        float* b = X + (R + ii) * d;
-        const char* rb = static_cast<const char*>(job.base.data) + size_t(i) * size_t(n) * bs;
-        const char* ro = static_cast<const char*>(job.old_.data) + size_t(i) * size_t(n) * os_;
-        const char* rn = static_cast<const char*>(job.new_.data) + size_t(i) * size_t(n) * ns;
-        double dot = 0, na = 0, nb = 0;
-        if (job.tau_given) K.stats_raw(DType::F32, s.zero.data(), job.old_.dtype, ro, job.new_.dtype, rn, n, nullptr, a, b, &dot, &na, &nb);
-        else K.stats_raw(job.base.dtype, rb, job.old_.dtype, ro, job.new_.dtype, rn, n, nullptr, a, b, &dot, &na, &nb);
-        if (!sums_finite(dot, na, nb) && !p.allow_non_finite) {
-          const size_t nn = size_t(n);
-          std::vector<float> db(nn, 0.0f), dol(nn), dnw(nn);
-          if (!job.tau_given) kScalarKernels.decode(job.base.dtype, rb, db.data(), n);
-          kScalarKernels.decode(job.old_.dtype, ro, dol.data(), n);
-          kScalarKernels.decode(job.new_.dtype, rn, dnw.data(), n);
-          const float* rows[3] = {db.data(), dol.data(), dnw.data()};
-          throw_non_finite(job, i, rows);
-        }
-        st.old_before += na;
-        st.new_before += nb;
-        if (aug) {
-          const float bb = bias_tau(bias->base, i);
-          const float ab = bias_tau(bias->old_, i) - bb, nbv = bias_tau(bias->new_, i) - bb;
-          if ((!std::isfinite(ab) || !std::isfinite(nbv)) && !p.allow_non_finite) {
-            std::ostringstream m;
-            m << "tensor '" << job.tensor_name << "': non-finite bias task vector at element " << (i + job.row_offset)
-              << " (the bias is preserved with the weight's row); pass allowNonFinite to edit it anyway";
-            throw Error(ErrorCode::NonFinite, m.str(), tensor_details(job.tensor_name, i + job.row_offset));
-          }
-          a[n] = ab;
-          b[n] = nbv;
-          st.bias_old_before += double(ab) * ab;
-          st.bias_new_before += double(nbv) * nbv;
-        }
-      }
-      preserve_rows_block(P, X, 2 * R, Y, level);
-      for (int64_t ii = 0; ii < nr; ++ii) {
-        const float* ya = Y + ii * d;
-        const float* yb = Y + (R + ii) * d;
-        double sa = 0, sb = 0;
-        for (int64_t j = 0; j < n; ++j) { sa += double(ya[j]) * ya[j]; sb += double(yb[j]) * yb[j]; }
-        st.old_after += sa;
-        st.new_after += sb;
-        if (aug) {
-          st.bias_old_after += double(ya[n]) * ya[n];
-          st.bias_new_after += double(yb[n]) * yb[n];
-          if (bias->tau_old_out) bias->tau_old_out[r0 + ii] = ya[n];
-          if (bias->tau_new_out) bias->tau_new_out[r0 + ii] = yb[n];
-        }
-      }
-      if (aug)  // rows of d = n + 1 -> rows of n (forward, in place)
-        for (int64_t r = 1; r < 2 * R; ++r) std::memmove(Y + r * n, Y + r * d, size_t(n) * 4);
-      EditJob sub = job;
-      sub.rows = nr;
-      sub.base = at(job.base, bs, r0, n);
-      sub.old_ = {DType::F32, Y};
-      sub.new_ = {DType::F32, Y + R * n};
-      sub.imp_old = at(job.imp_old, dtype_size(job.imp_old.dtype), r0, n);
-      sub.imp_new = at(job.imp_new, dtype_size(job.imp_new.dtype), r0, n);
-      if (job.c_new) sub.c_new = job.c_new + r0;
-      if (job.c_old) sub.c_old = job.c_old + r0;
-      if (job.out) sub.out = static_cast<char*>(job.out) + size_t(r0) * size_t(n) * outs;
-      sub.stats = rows_from(job.stats, r0);
-      sub.row_offset = job.row_offset + r0;
-      sub.tau_given = true;
-      sub.preserve = nullptr;
-      sub.preserve_bias = nullptr;
-      sub.preserve_stats = nullptr;
-      process_rows(sub, p, K, 0, nr);
+  for (int64_t ii = i0; ii < i1; ++ii) {
+    const int64_t i = r0 + ii;
+    float* a = X + ii * d;
+    float* b = X + (R + ii) * d;
+    const char* rb = static_cast<const char*>(job.base.data) + size_t(i) * size_t(n) * bs;
+    const char* ro = static_cast<const char*>(job.old_.data) + size_t(i) * size_t(n) * os_;
+    const char* rn = static_cast<const char*>(job.new_.data) + size_t(i) * size_t(n) * ns;
+    double dot = 0, na = 0, nb = 0;
+    if (job.tau_given) K.stats_raw(DType::F32, zero, job.old_.dtype, ro, job.new_.dtype, rn, n, nullptr, a, b, &dot, &na, &nb);
+    else K.stats_raw(job.base.dtype, rb, job.old_.dtype, ro, job.new_.dtype, rn, n, nullptr, a, b, &dot, &na, &nb);
+    if (!sums_finite(dot, na, nb) && !p.allow_non_finite) {
+      const size_t nn = size_t(n);
+      std::vector<float> db(nn, 0.0f), dol(nn), dnw(nn);
+      if (!job.tau_given) kScalarKernels.decode(job.base.dtype, rb, db.data(), n);
+      kScalarKernels.decode(job.old_.dtype, ro, dol.data(), n);
+      kScalarKernels.decode(job.new_.dtype, rn, dnw.data(), n);
+      const float* rows[3] = {db.data(), dol.data(), dnw.data()};
+      throw_non_finite(job, i, rows);
     }
-  });
+    double* er = e + 4 * ii;
+    er[0] = na;
+    er[1] = nb;
+    er[2] = er[3] = 0;
+    if (aug) {
+      const PreserveBias* bias = job.preserve_bias;
+      const float bb = elem(bias->base, i);
+      const float ab = elem(bias->old_, i) - bb, nbv = elem(bias->new_, i) - bb;
+      if ((!std::isfinite(ab) || !std::isfinite(nbv)) && !p.allow_non_finite) {
+        std::ostringstream m;
+        m << "tensor '" << job.tensor_name << "': non-finite bias task vector at element " << (i + job.row_offset)
+          << " (the bias is preserved with the weight's row); pass allowNonFinite to edit it anyway";
+        throw Error(ErrorCode::NonFinite, m.str(), tensor_details(job.tensor_name, i + job.row_offset));
+      }
+      a[n] = ab;
+      b[n] = nbv;
+      er[2] = double(ab) * ab;
+      er[3] = double(nbv) * nbv;
+    }
+  }
+}
+
+// After Y = X·P on the block at r0 (nr rows): the energies, the preserved bias out, rows compacted
+// to n columns, then the row pipeline on the preserved rows (on `threads` threads).
+void preserve_finish(const EditJob& job, const Params& p, const Kernels& K, int64_t r0, int64_t nr, int64_t R, float* Y,
+                     const double* e, PreserveStats& st, int threads) {
+  const int64_t n = job.cols, d = job.preserve->dim;
+  const bool aug = job.preserve->augmented();
+  st.rows += nr;
+  for (int64_t ii = 0; ii < nr; ++ii) {
+    const float* ya = Y + ii * d;
+    const float* yb = Y + (R + ii) * d;
+    double sa = 0, sb = 0;
+    for (int64_t j = 0; j < n; ++j) { sa += double(ya[j]) * ya[j]; sb += double(yb[j]) * yb[j]; }
+    st.old_before += e[4 * ii];
+    st.new_before += e[4 * ii + 1];
+    st.old_after += sa;
+    st.new_after += sb;
+    if (aug) {
+      st.bias_old_before += e[4 * ii + 2];
+      st.bias_new_before += e[4 * ii + 3];
+      st.bias_old_after += double(ya[n]) * ya[n];
+      st.bias_new_after += double(yb[n]) * yb[n];
+      if (job.preserve_bias->tau_old_out) job.preserve_bias->tau_old_out[r0 + ii] = ya[n];
+      if (job.preserve_bias->tau_new_out) job.preserve_bias->tau_new_out[r0 + ii] = yb[n];
+    }
+  }
+  if (aug)  // rows of d = n + 1 -> rows of n (forward, in place)
+    for (int64_t r = 1; r < 2 * R; ++r) std::memmove(Y + r * n, Y + r * d, size_t(n) * 4);
+  EditJob sub = job;
+  sub.rows = nr;
+  sub.base = view_at(job.base, r0, n);
+  sub.old_ = {DType::F32, Y};
+  sub.new_ = {DType::F32, Y + R * n};
+  sub.imp_old = view_at(job.imp_old, r0, n);
+  sub.imp_new = view_at(job.imp_new, r0, n);
+  if (job.c_new) sub.c_new = job.c_new + r0;
+  if (job.c_old) sub.c_old = job.c_old + r0;
+  if (job.out) sub.out = static_cast<char*>(job.out) + size_t(r0) * size_t(n) * dtype_size(job.out_dtype);
+  sub.stats = rows_from(job.stats, r0);
+  sub.row_offset = job.row_offset + r0;
+  sub.tau_given = true;
+  sub.preserve = nullptr;
+  sub.preserve_bias = nullptr;
+  sub.preserve_stats = nullptr;
+  if (threads == 1) {
+    process_rows(sub, p, K, 0, nr);
+  } else {
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(n, 1));
+    parallel_for(nr, grain, threads, [&](int64_t a, int64_t b) { process_rows(sub, p, K, a, b); });
+  }
+}
+
+// project == nullptr: the CPU path (Eigen on this ISA), blocks of kPreserveBlockRows in parallel on the
+// pool. Otherwise the projector (a device) takes the blocks one after the other (block_rows rows each)
+// and the pool runs the rows of each block.
+void run_edit_preserved(const EditJob& job, const Params& p, const Kernels& K, SimdLevel level, int threads,
+                        const RowProjector* project, int64_t block_rows) {
+  const Preserve& P = *job.preserve;
+  const int64_t d = P.dim, R = project ? block_rows : kPreserveBlockRows;
+  const int64_t nblocks = (job.rows + R - 1) / R;
+  std::vector<PreserveStats> part(static_cast<size_t>(nblocks));
+  auto fill_pad = [&](PreserveScratch& s, int64_t r0, int64_t nr, int fill_threads) {
+    float* X = s.x.data();
+    if (nr < R) {
+      std::fill(X + nr * d, X + R * d, 0.0f);
+      std::fill(X + (R + nr) * d, X + 2 * R * d, 0.0f);
+    }
+    if (fill_threads == 1) preserve_fill(job, p, K, r0, 0, nr, R, X, s.zero.data(), s.e.data());
+    else parallel_for(nr, 16, fill_threads, [&](int64_t a, int64_t b) { preserve_fill(job, p, K, r0, a, b, R, X, s.zero.data(), s.e.data()); });
+  };
+  if (!project) {
+    parallel_for(nblocks, 1, threads, [&](int64_t b0, int64_t b1) {
+      thread_local PreserveScratch s;
+      s.ensure(R, d, job.cols);
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t r0 = blk * R, nr = std::min(R, job.rows - r0);
+        fill_pad(s, r0, nr, 1);
+        preserve_rows_block(P, s.x.data(), 2 * R, s.y.data(), level);
+        preserve_finish(job, p, K, r0, nr, R, s.y.data(), s.e.data(), part[size_t(blk)], 1);
+      }
+    });
+  } else {
+    PreserveScratch s;
+    s.ensure(R, d, job.cols);
+    for (int64_t blk = 0; blk < nblocks; ++blk) {
+      const int64_t r0 = blk * R, nr = std::min(R, job.rows - r0);
+      fill_pad(s, r0, nr, threads);
+      (*project)(P, s.x.data(), 2 * R, s.y.data());
+      part[size_t(blk)].gpu_rows = nr;
+      preserve_finish(job, p, K, r0, nr, R, s.y.data(), s.e.data(), part[size_t(blk)], threads);
+    }
+  }
   if (job.preserve_stats)
     for (const PreserveStats& st : part) job.preserve_stats->add(st);
 }
@@ -484,11 +536,22 @@ void run_edit(const EditJob& job, const Params& params, const RunOptions& ro) {
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / cols);
   int threads = ro.threads;
   if (job.preserve) {
-    run_edit_preserved(job, params, K, level, threads);
+    run_edit_preserved(job, params, K, level, threads, nullptr, kPreserveBlockRows);
     return;
   }
   if (job.rows * cols < (int64_t(1) << 15)) threads = 1;
   parallel_for(job.rows, grain, threads, [&](int64_t r0, int64_t r1) { process_rows(job, params, K, r0, r1); });
+}
+
+void run_edit_projected(const EditJob& job, const Params& params, const RunOptions& ro, const RowProjector& project,
+                        int64_t block_rows) {
+  validate_job(job, params);
+  if (!job.preserve) throw Error(ErrorCode::Internal, "run_edit_projected needs a preservation operator");
+  if (block_rows < 1 || block_rows % kPreserveBlockRows != 0)
+    throw Error(ErrorCode::Internal, "run_edit_projected: block_rows must be a multiple of kPreserveBlockRows");
+  if (job.rows == 0) return;
+  const SimdLevel level = ro.simd >= 0 ? SimdLevel(ro.simd) : active_simd();
+  run_edit_preserved(job, params, kernels_for(level), level, ro.threads, &project, block_rows);
 }
 
 double triad_gbps(size_t n, int threads, int reps) {

@@ -2,11 +2,13 @@
 #include "preserve.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <sstream>
 
 #include "../cpu/preserve_la.h"
+#include "geoedit/cuda.h"
 #include "kernels.h"
 #include "pool.h"
 
@@ -105,7 +107,8 @@ double load_symmetric(const PreserveSpec& s, const char* what, const float* C, i
 // Positive semi-definite up to a tolerance: a Cholesky of C + 1e-6·tr(C)·I succeeds unless C has an
 // eigenvalue below about −1e-6·tr(C) (rounding in f32 statistics stays far above that). Factors W
 // in place (the caller reloads it).
-void check_psd(const PreserveSpec& s, const char* what, const PreserveLa& la, double* W, int64_t d, double tr) {
+void check_psd(const PreserveSpec& s, const char* what, const std::function<bool(double*)>& factor, double* W, int64_t d,
+               double tr) {
   double maxabs = 0;
   for (int64_t i = 0; i < d * d; ++i) maxabs = std::max(maxabs, std::fabs(W[i]));
   if (!(tr > 0)) {
@@ -121,7 +124,7 @@ void check_psd(const PreserveSpec& s, const char* what, const PreserveLa& la, do
       fail(ErrorCode::BadStatistics, s, os.str());
     }
   for (int64_t i = 0; i < d; ++i) W[i * d + i] += delta;
-  if (!la.cholesky(W, d)) {
+  if (!factor(W)) {
     std::ostringstream os;
     os << what << " is not positive semi-definite: it has an eigenvalue below -" << delta
        << " (1e-6 of its trace; a Cholesky factorisation of C + " << delta << "·I failed)";
@@ -144,8 +147,10 @@ void check_preserve_fits(const Preserve& p, int64_t cols, bool has_bias, const s
 }
 
 std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& s, const PreserveBuildOptions& bo) {
+  static std::atomic<uint64_t> next_id{1};
   auto out = std::make_shared<Preserve>();
   Preserve& P = *out;
+  P.id = next_id.fetch_add(1);
   P.tensor = s.tensor;
   P.cols = bo.cols;
   const int64_t n = bo.cols;
@@ -224,6 +229,12 @@ std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& s, const Pres
 
   // Two f64 work matrices: W (C0, then A = C0 + mu'C1 + lambda·I, then its Cholesky factor) and
   // B (C1, then M = mu'C1 + lambda·I, then A^-1·M = P^T, which read column-major is P row-major).
+  // The factorisations: cuSOLVER (f64 potrf/potrs on the GPU) when asked for and usable, else Eigen here.
+  const bool gpu = bo.cuda && cuda_preserve_status().available;
+  P.factored_on_gpu = gpu;
+  const std::function<bool(double*)> factor = [&](double* S) {
+    return gpu ? cuda_spd_solve(S, d, nullptr, 0) == 0 : la.cholesky(S, d);
+  };
   const size_t dd = size_t(d) * size_t(d);
   std::vector<double> W(dd), B;
   double tr0 = 0, tr1 = 0;
@@ -231,7 +242,7 @@ std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& s, const Pres
   if (with_c1) B.resize(dd);
   if (has_ecov) {
     tr1 = load_symmetric(s, "editCov", s.edit_cov, d, B.data());
-    check_psd(s, "editCov", la, B.data(), d, tr1);
+    check_psd(s, "editCov", factor, B.data(), d, tr1);
     load_symmetric(s, "editCov", s.edit_cov, d, B.data());
   } else if (has_ekeys) {
     la.gram(s.edit_keys, s.edit_keys_rows, d, B.data());
@@ -239,7 +250,7 @@ std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& s, const Pres
   }
   if (has_cov) {
     tr0 = load_symmetric(s, "cov", s.cov, d, W.data());
-    check_psd(s, "cov", la, W.data(), d, tr0);
+    check_psd(s, "cov", factor, W.data(), d, tr0);
     load_symmetric(s, "cov", s.cov, d, W.data());
   } else {
     la.gram(s.keys, s.keys_rows, d, W.data());
@@ -264,14 +275,18 @@ std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& s, const Pres
     W[size_t(i * d + i)] += lam;
     B[size_t(i * d + i)] += lam;
   }
-  if (!la.cholesky(W.data(), d))
-    fail(ErrorCode::BadStatistics, s, "C0 + mu'·C1 + lambda·I is not positive definite in f64 (rho too small for these statistics?)");
-  // The d right-hand sides in fixed chunks of columns on the pool: same bytes for any thread count.
-  const int64_t chunk = 256;
-  const int64_t nchunks = (d + chunk - 1) / chunk;
-  parallel_for(nchunks, 1, bo.threads, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) la.solve_cols(W.data(), d, B.data(), c * chunk, std::min(d, (c + 1) * chunk));
-  });
+  const char* not_pd = "C0 + mu'·C1 + lambda·I is not positive definite in f64 (rho too small for these statistics?)";
+  if (gpu) {
+    if (cuda_spd_solve(W.data(), d, B.data(), d) != 0) fail(ErrorCode::BadStatistics, s, not_pd);
+  } else {
+    if (!la.cholesky(W.data(), d)) fail(ErrorCode::BadStatistics, s, not_pd);
+    // The d right-hand sides in fixed chunks of columns on the pool: same bytes for any thread count.
+    const int64_t chunk = 256;
+    const int64_t nchunks = (d + chunk - 1) / chunk;
+    parallel_for(nchunks, 1, bo.threads, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) la.solve_cols(W.data(), d, B.data(), c * chunk, std::min(d, (c + 1) * chunk));
+    });
+  }
   P.form = Preserve::Form::Ridge;
   P.P.resize(dd);
   for (size_t i = 0; i < dd; ++i) P.P[i] = float(B[i]);

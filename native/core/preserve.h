@@ -26,6 +26,7 @@
 // count, on the caller's block size (a multiple of kPreserveBlockRows), or on the run.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,8 @@ constexpr double kPreserveDefaultMu = 10.0;
 
 // Rows per GEMM block (a multiple of every ISA's Eigen register tile: 48 AVX-512, 24 AVX2, 12 SSE2).
 constexpr int64_t kPreserveBlockRows = 192;
+// Rows per side of one GPU GEMM (cuBLAS, a fixed shape: the same kernel for every block).
+constexpr int64_t kPreserveCudaBlockRows = 8 * kPreserveBlockRows;
 
 // The caller's statistics for one tensor: views, not owned, all f32 row-major. Exactly one of
 // cov, keys or basis; edit_cov / edit_keys optional (ridge only).
@@ -67,6 +70,7 @@ struct PreserveBuildOptions {
   int threads = 0;            // 0: the shared pool
   int simd = -1;              // -1: active_simd()
   bool keep_f64 = false;      // keep the f64 operator for apply_f64 (tests and the bench's reference)
+  bool cuda = false;          // the factorisations with cuSOLVER when usable (cuda_preserve_status()), else on the CPU
 };
 
 // The built operator; immutable, shareable across threads and tensors.
@@ -81,6 +85,8 @@ struct Preserve {
   std::vector<float> U;         // Basis: k×d row-major f32
   std::vector<double> P64;      // Ridge with keep_f64: the f64 operator before rounding
   std::string tensor;
+  uint64_t id = 0;              // unique per built operator (the CUDA plugin caches device copies by id)
+  bool factored_on_gpu = false; // the f64 Cholesky and solve ran with cuSOLVER
   bool augmented() const { return dim == cols + 1; }
   size_t bytes() const { return P.size() * 4 + U.size() * 4 + P64.size() * 8; }
   // The f64 reference (plain loops, no SIMD): y[rows, d] = x[rows, d]·P64 (Ridge, keep_f64 only),
@@ -107,11 +113,13 @@ struct PreserveStats {
   double bias_old_before = 0, bias_old_after = 0;  // the bias elements (augmented form)
   double bias_new_before = 0, bias_new_after = 0;
   int64_t rows = 0;
+  int64_t gpu_rows = 0;  // rows whose projection ran on the GPU (cuBLAS); the others on the CPU
   void add(const PreserveStats& o) {
     old_before += o.old_before; old_after += o.old_after; new_before += o.new_before; new_after += o.new_after;
     bias_old_before += o.bias_old_before; bias_old_after += o.bias_old_after;
     bias_new_before += o.bias_new_before; bias_new_after += o.bias_new_after;
     rows += o.rows;
+    gpu_rows += o.gpu_rows;
   }
 };
 
@@ -125,6 +133,14 @@ struct PreserveBias {
 // The block step behind run_edit and Preserve::apply: Y[rows, d] = X[rows, d]·P with rows a
 // multiple of kPreserveBlockRows (the caller zero-pads), on the given ISA's table.
 void preserve_rows_block(const Preserve& p, const float* X, int64_t rows, float* Y, SimdLevel level);
+
+// run_edit with the projection of each block of `block_rows` rows per side (a multiple of
+// kPreserveBlockRows) done by `project` (Y[rows, d] = X[rows, d]·P; a device: one block at a time),
+// and the row pipeline of each block on the CPU pool. The CUDA backend's preserved edits (with the
+// block's rows counted in PreserveStats::gpu_rows).
+using RowProjector = std::function<void(const Preserve& P, const float* X, int64_t rows, float* Y)>;
+void run_edit_projected(const EditJob& job, const Params& params, const RunOptions& ro, const RowProjector& project,
+                        int64_t block_rows);
 
 // Validation helpers shared with the stream and the binding.
 // Throws unless p fits a weight with rows of length cols (d == cols, or cols + 1 with a bias).

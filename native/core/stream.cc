@@ -381,7 +381,10 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
   const bool has_imp = t.imp_old.fd >= 0;
   int64_t per_block = rows_per_block(t, block_bytes);
   // Preservation: whole GEMM blocks (the bytes do not depend on the caller's blocking), a few per call.
-  if (t.preserve) per_block = std::max<int64_t>(4, (per_block + kPreserveBlockRows - 1) / kPreserveBlockRows) * kPreserveBlockRows;
+  if (t.preserve) {
+    const int64_t unit = be.cuda ? kPreserveCudaBlockRows : kPreserveBlockRows;
+    per_block = std::max<int64_t>(be.cuda ? 1 : 4, (per_block + unit - 1) / unit) * unit;
+  }
   const bool tau_mem = t.tau_old_mem != nullptr;
   std::vector<char> bias_raw[3];
   PreserveBias bias;
@@ -449,9 +452,9 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
     job.stats = rows_from(t.stats, r0);
     job.tensor_name = t.name;
     job.row_offset = r0;
-    // The CUDA kernels take weights, not task vectors: preserved and in-memory-tau blocks run on the
-    // CPU core (the projection on the GPU: core/cuda_backend.cc's preserve path, when available).
-    if (be.cuda && !job.preserve && !job.tau_given) run_edit_cuda(job, params, be.cuda_opts);
+    // The CUDA kernels take weights, not task vectors: in-memory-tau blocks (a preserved bias) run on
+    // the CPU core; preserved blocks go to run_edit_cuda (the projection with cuBLAS when usable).
+    if (be.cuda && !job.tau_given) run_edit_cuda(job, params, be.cuda_opts);
     else run_edit(job, params, ro);
     for (const Window* w : {&wb, &wo, &wn, &wio, &win}) w->verify(ctx.watch);
     if (out) w.submit(t.out_fd, n * outs, t.out_offset + uint64_t(r0) * cols * outs, t.name);

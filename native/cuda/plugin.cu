@@ -22,6 +22,7 @@
 #include "../core/rules.h"
 #include "geoedit/cuda_abi.h"
 #include "kernels.h"
+#include "linalg.h"
 
 #define GEOEDIT_CUDA_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -607,6 +608,118 @@ GEOEDIT_CUDA_EXPORT int geoedit_cuda_bench(const geoedit_cuda_bench_spec* spec, 
     ck(cudaMemset(sum.p, 0, 8), "cudaMemset");
     ck(gc::launch_sum(out.p, S.dtype, count, sum.as<double>(), s), "sum");
     ck(cudaMemcpy(&res->checksum, sum.p, 8, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    return GEOEDIT_CUDA_OK;
+  });
+}
+
+// ---- SPEC §3 step 0 on the GPU: cuBLAS / cuSOLVER loaded at run time (linalg.h) ---------------------
+namespace {
+
+std::mutex g_la_mu;  // one projection or factorisation at a time (the handles and the operator cache)
+
+// Device copies of the most recent operators, by the core's operator id (Preserve::id): a tensor's
+// row blocks, and the tensors sharing one statistic, reuse the copy.
+struct CachedOp {
+  uint64_t id = 0;
+  int64_t d = 0;
+  float* dev = nullptr;
+  uint64_t used = 0;
+};
+CachedOp g_ops[3];
+uint64_t g_op_clock = 0;
+
+const float* device_operator(uint64_t id, const float* P, int64_t d) {
+  CachedOp* slot = nullptr;
+  for (CachedOp& c : g_ops)
+    if (c.dev && c.id == id && c.d == d) { c.used = ++g_op_clock; return c.dev; }
+  for (CachedOp& c : g_ops)
+    if (!slot || !c.dev || (slot->dev && c.used < slot->used)) slot = &c;
+  if (slot->dev) cudaFree(slot->dev);
+  slot->dev = nullptr;
+  ck(cudaMalloc(&slot->dev, size_t(d) * size_t(d) * 4), "cudaMalloc (preservation operator)");
+  ck(cudaMemcpy(slot->dev, P, size_t(d) * size_t(d) * 4, cudaMemcpyHostToDevice), "cudaMemcpy (preservation operator)");
+  slot->id = id;
+  slot->d = d;
+  slot->used = ++g_op_clock;
+  return slot->dev;
+}
+
+geoedit_linalg::Api& require_linalg() {
+  ck(cudaSetDevice(0), "cudaSetDevice");
+  geoedit_linalg::Api& A = geoedit_linalg::api();
+  if (!A.ok) throw Failure{GEOEDIT_CUDA_NO_LINALG, A.why};
+  return A;
+}
+
+void ck_lib(int status, const char* what) {
+  if (status != 0) throw Failure{GEOEDIT_CUDA_ERROR, std::string(what) + " failed with status " + std::to_string(status)};
+}
+
+}  // namespace
+
+GEOEDIT_CUDA_EXPORT int geoedit_cuda_linalg_probe(char* why, size_t why_len) {
+  return guarded(why, why_len, [&]() -> int {
+    std::lock_guard<std::mutex> g(g_la_mu);
+    geoedit_linalg::Api& A = require_linalg();
+    set_msg(why, why_len, A.libs);
+    return GEOEDIT_CUDA_OK;
+  });
+}
+
+GEOEDIT_CUDA_EXPORT int geoedit_cuda_preserve_rows(uint64_t op_id, const float* P, int64_t d, const float* X, int64_t rows,
+                                                   float* Y, char* err, size_t err_len) {
+  if (!P || !X || !Y || d <= 0 || rows < 0 || d > INT32_MAX || rows > INT32_MAX) {
+    set_msg(err, err_len, "invalid preserve_rows arguments");
+    return GEOEDIT_CUDA_INVALID;
+  }
+  return guarded(err, err_len, [&]() -> int {
+    std::lock_guard<std::mutex> g(g_la_mu);
+    geoedit_linalg::Api& A = require_linalg();
+    if (rows == 0) return GEOEDIT_CUDA_OK;
+    const float* dP = device_operator(op_id, P, d);
+    const size_t bytes = size_t(rows) * size_t(d) * 4;
+    DevBuf dx(bytes), dy(bytes);
+    ck(cudaMemcpy(dx.p, X, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (rows to the device)");
+    // Row-major Y = X·P is column-major Y^T = P^T·X^T: the row-major buffers read as column-major are
+    // the transposes, so this is C = A·B with A = P (lda d), B = X (ldb d), m = d, n = rows, k = d.
+    const float one = 1.0f, zero = 0.0f;
+    ck_lib(A.sgemm(A.blas, geoedit_linalg::kOpN, geoedit_linalg::kOpN, int(d), int(rows), int(d), &one, dP, int(d),
+                   dx.as<float>(), int(d), &zero, dy.as<float>(), int(d)),
+           "cublasSgemm");
+    ck(cudaDeviceSynchronize(), "preservation GEMM");
+    ck(cudaMemcpy(Y, dy.p, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy (rows to the host)");
+    return GEOEDIT_CUDA_OK;
+  });
+}
+
+GEOEDIT_CUDA_EXPORT int geoedit_cuda_spd_solve(const double* Ah, int64_t d, double* B, int64_t nrhs, int* info, char* err,
+                                               size_t err_len) {
+  if (!Ah || !info || d <= 0 || d > INT32_MAX || nrhs < 0 || nrhs > INT32_MAX || (nrhs > 0 && !B)) {
+    set_msg(err, err_len, "invalid spd_solve arguments");
+    return GEOEDIT_CUDA_INVALID;
+  }
+  return guarded(err, err_len, [&]() -> int {
+    std::lock_guard<std::mutex> g(g_la_mu);
+    geoedit_linalg::Api& A = require_linalg();
+    const size_t ab = size_t(d) * size_t(d) * 8;
+    DevBuf da(ab), dinfo(sizeof(int));
+    ck(cudaMemcpy(da.p, Ah, ab, cudaMemcpyHostToDevice), "cudaMemcpy (matrix to the device)");
+    int lwork = 0;
+    ck_lib(A.potrf_buffer(A.solver, geoedit_linalg::kLower, int(d), da.as<double>(), int(d), &lwork), "cusolverDnDpotrf_bufferSize");
+    DevBuf work(size_t(std::max(lwork, 1)) * 8);
+    ck_lib(A.potrf(A.solver, geoedit_linalg::kLower, int(d), da.as<double>(), int(d), work.as<double>(), lwork, dinfo.as<int>()),
+           "cusolverDnDpotrf");
+    ck(cudaDeviceSynchronize(), "cusolverDnDpotrf");
+    ck(cudaMemcpy(info, dinfo.p, sizeof(int), cudaMemcpyDeviceToHost), "cudaMemcpy (info)");
+    if (*info != 0 || nrhs == 0) return GEOEDIT_CUDA_OK;
+    const size_t bb = size_t(d) * size_t(nrhs) * 8;
+    DevBuf db(bb);
+    ck(cudaMemcpy(db.p, B, bb, cudaMemcpyHostToDevice), "cudaMemcpy (right-hand sides to the device)");
+    ck_lib(A.potrs(A.solver, geoedit_linalg::kLower, int(d), int(nrhs), da.as<double>(), int(d), db.as<double>(), int(d),
+                   dinfo.as<int>()),
+           "cusolverDnDpotrs");
+    ck(cudaDeviceSynchronize(), "cusolverDnDpotrs");
+    ck(cudaMemcpy(B, db.p, bb, cudaMemcpyDeviceToHost), "cudaMemcpy (solution to the host)");
     return GEOEDIT_CUDA_OK;
   });
 }

@@ -80,7 +80,8 @@ describe('preservation statistics (SPEC §3 step 0) through the addon', () => {
       expect(r.na[i]).toBeCloseTo(na, 10);
     }
     const e = (r as unknown as { preserveEnergy: Float64Array }).preserveEnergy;
-    expect(e.length).toBe(9);
+    expect(e.length).toBe(10);
+    expect(e[9]).toBe(0); // projected on the CPU
     expect(e[0]! / eaB).toBeCloseTo(1, 9);
     expect(e[1]! / eaA).toBeCloseTo(1, 6);
     expect(e[2]! / ebB).toBeCloseTo(1, 9);

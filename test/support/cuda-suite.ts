@@ -14,6 +14,7 @@ import type { DType, EditOptions, Tensor, TensorStats } from '../../lib/types';
 import { leftovers, makeTriple, readCheckpointTensor, tensorsFor, writeCheckpoint, type Spec } from './ckpt';
 import { rng } from './prng';
 import { COS_ABS, F32_REL, HALF_ULPS } from './tolerances';
+import { gram, maxRelError, ridgeP } from './preserve-reference';
 
 // ---- data ------------------------------------------------------------------------------------
 
@@ -340,6 +341,39 @@ export function gpuSuite(title: string, enabled: boolean, opts: { emulator?: boo
       const cpu = await editTensor({ base: c.base, old: c.old, new: c.new }, { backend: 'cpu', outDtype: od });
       expectClose(c, {}, cpu, r);
     }
+  });
+
+  it('preservation (SPEC §3 step 0): the projection and the factorisation on the GPU (cuBLAS/cuSOLVER) vs the f64 reference and the CPU', () => {
+    const m = 300, n = 40;
+    const r = rng(21);
+    const K = new Float32Array(400 * n);
+    const mu = Array.from({ length: n }, () => 2 * (r() - 0.5));
+    for (let i = 0; i < 400; i++) for (let j = 0; j < n; j++) K[i * n + j] = 2 * (r() - 0.5) + mu[j]!;
+    const C0 = Float32Array.from(gram(K, 400, n));
+    const tau = Float32Array.from({ length: m * n }, () => 0.1 * (r() - 0.5));
+    const zero = new Float32Array(m * n);
+    const spec = (backend: 'cpu' | 'cuda') => ({
+      rows: m, cols: n, base: zero, baseDtype: 'f32', old: zero, oldDtype: 'f32', new: tau, newDtype: 'f32', outDtype: 'f32',
+      wantOut: true, threads: 2, params: { strategy: 'task-arithmetic' }, tensorName: 'w', backend, preserve: { cov: C0, rho: 0.3 },
+    });
+    // The emulator has stand-ins for cuBLAS/cuSOLVER; a GPU machine without the libraries projects on the CPU (and says why).
+    const ps = loadNative().cudaPreserveStatus();
+    if (emulator) expect(ps.available, ps.reason).toBe(true);
+    else if (!ps.available) console.log(`[cuda suite] preservation on the CPU: ${ps.reason}`);
+    const dev = loadNative().editSync(spec('cuda') as never) as unknown as { out: Float32Array; preserveEnergy: Float64Array };
+    const cpu = loadNative().editSync(spec('cpu') as never) as unknown as { out: Float32Array; preserveEnergy: Float64Array };
+    expect(dev.preserveEnergy[9], 'rows projected on the GPU').toBe(ps.available ? m : 0);
+    expect(cpu.preserveEnergy[9]).toBe(0);
+    const P = ridgeP(C0, null, n, 0.3, 0);
+    const tau64 = Float64Array.from(tau);
+    expect(maxRelError(dev.out, tau64, P, m, n)).toBeLessThanOrEqual(1e-5);
+    expect(maxRelError(cpu.out, tau64, P, m, n)).toBeLessThanOrEqual(1e-5);
+    // run to run: the same bytes
+    const again = loadNative().editSync(spec('cuda') as never) as unknown as { out: Float32Array };
+    expect(Buffer.from(again.out.buffer).equals(Buffer.from(dev.out.buffer))).toBe(true);
+    // a statistic that is not PSD is refused by the GPU factorisation too
+    const bad = Float32Array.from(C0, (v, i) => (i % (n + 1) === 0 ? -v : v));
+    expect(() => loadNative().editSync({ ...spec('cuda'), preserve: { cov: bad } } as never)).toThrow(/positive semi-definite/);
   });
 
   it('task-vector jobs (tauGiven) are refused by the CUDA backend, not computed as weights', () => {

@@ -58,6 +58,20 @@ struct CudaRunOptions {
 // device in chunks with pinned buffers and >= 2 streams, device memory bounded by memory_limit.
 void run_edit_cuda(const EditJob& job, const Params& params, const CudaRunOptions& opts = CudaRunOptions());
 
+// SPEC §3 step 0 on the GPU (cuBLAS / cuSOLVER, loaded by the plugin at run time).
+struct CudaPreserveStatus {
+  bool available = false;
+  std::string reason;   // why not (CUDA unusable, or the libraries could not be loaded); empty when available
+  std::string libs;     // the libraries in use
+};
+// Probes once (after cuda_status) and caches the answer; never throws.
+CudaPreserveStatus cuda_preserve_status(bool refresh = false);
+// Y[rows, d] = X[rows, d]·P on the GPU (f32, host buffers); op_id identifies P (Preserve::id). Throws Error(Cuda).
+void cuda_preserve_rows(uint64_t op_id, const float* P, int64_t d, const float* X, int64_t rows, float* Y);
+// Cholesky of the SPD A (d×d f64, column-major, host; not modified) on the GPU; with nrhs > 0 and A
+// positive definite, B (d×nrhs) becomes A^-1·B. Returns potrf's info (0: positive definite). Throws Error(Cuda).
+int cuda_spd_solve(const double* A, int64_t d, double* B, int64_t nrhs);
+
 // SPEC §4 geometry of LoRA deltas tau = s·B·A without materialising B·A (A: r×n, B: m×r, f32).
 struct LoraGeometryJob {
   int64_t m = 0, n = 0, r_old = 0, r_new = 0;

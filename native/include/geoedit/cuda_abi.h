@@ -29,7 +29,8 @@ enum {
   GEOEDIT_CUDA_ERROR = 4,        /* a CUDA call failed (message in err) */
   GEOEDIT_CUDA_OUT_OF_MEMORY = 5,/* device or pinned allocation failed */
   GEOEDIT_CUDA_ROW_ERROR = 6,    /* a row failed validation (non-finite / bad importance): see bad_row */
-  GEOEDIT_CUDA_INVALID = 7       /* invalid arguments */
+  GEOEDIT_CUDA_INVALID = 7,      /* invalid arguments */
+  GEOEDIT_CUDA_NO_LINALG = 8     /* cuBLAS / cuSOLVER could not be loaded (message in err) */
 };
 
 /* dtype codes: the values of geoedit::DType. */
@@ -120,6 +121,20 @@ typedef int (*geoedit_cuda_run_edit_fn)(const geoedit_cuda_job* job, const geoed
 typedef int (*geoedit_cuda_lora_geometry_fn)(const geoedit_cuda_lora* job, char* err, size_t err_len);
 typedef int (*geoedit_cuda_bench_fn)(const geoedit_cuda_bench_spec* spec, geoedit_cuda_bench_result* res,
                                      char* err, size_t err_len);
+
+/* SPEC §3 step 0 (preservation) with cuBLAS / cuSOLVER, which the plugin loads at run time (dlopen).
+ * linalg_probe: GEOEDIT_CUDA_OK when both libraries are usable (why: the libraries), else
+ *   GEOEDIT_CUDA_NO_LINALG with the reason.
+ * preserve_rows: Y[rows, d] = X[rows, d] · P[d, d], f32 row-major host buffers (cublasSgemm, no TF32);
+ *   op_id identifies P (the plugin keeps device copies of the last few operators by id).
+ * spd_solve: Cholesky of the SPD A (d×d f64 column-major, lower triangle read; host, not modified);
+ *   *info = 0 when positive definite (else potrf's info, the failing column + 1); when nrhs > 0 and
+ *   info = 0, B (d×nrhs f64 column-major, host) is replaced by A^-1·B. */
+typedef int (*geoedit_cuda_linalg_probe_fn)(char* why, size_t why_len);
+typedef int (*geoedit_cuda_preserve_rows_fn)(uint64_t op_id, const float* P, int64_t d, const float* X, int64_t rows,
+                                             float* Y, char* err, size_t err_len);
+typedef int (*geoedit_cuda_spd_solve_fn)(const double* A, int64_t d, double* B, int64_t nrhs, int* info, char* err,
+                                         size_t err_len);
 
 #ifdef __cplusplus
 }
