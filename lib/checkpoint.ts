@@ -5,12 +5,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
-import { GeoEditError, describe, fromNative, typeError, type GeoEditErrorCode } from './errors';
-import { loadNative, type NativeResult, type NativeStreamSrc, type NativeStreamTask } from './native';
-import { checkDtype, checkKnownKeys, resolveParams, resolveThreads, type ResolvedParams } from './options';
+import { GeoEditError, describe, typeError, type GeoEditErrorCode } from './errors';
+import { callSite, native, type CallSite, type NativeResult, type NativeStreamSrc, type NativeStreamTask } from './native';
+import { checkDtype, nativeParams, optionSpec, parseSize, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from './options';
 import { cudaStatus, resolveCudaMemoryLimit, selectBackend } from './backend';
 import { matrixView } from './tensor';
-import { threshold } from './edit';
+import { summarizeRows, threshold } from './stats';
+import { packageVersion, versionsBlock } from './versions';
 import {
   EDITABLE_ST_DTYPES, ST_DTYPE_SIZE, planSafetensors, readSafetensorsHeaderSync, stDtypeOf,
   type SafetensorsHeader, type SafetensorsTensorInfo, type StDtype,
@@ -238,30 +239,8 @@ export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | '
   blockBytes?: number;
 }
 
-export const CHECKPOINT_OPTION_KEYS = new Set<string>([
-  'strategy', 'preset', 'scale', 'kappa', 'bandDegrees', 'keepOrthogonal', 'fuseAligned', 'forgetConflicting',
-  'lambda', 'density', 'temperature', 'importanceOld', 'importanceNew', 'outDtype', 'threads', 'backend',
-  'allowNonFinite', 'include', 'exclude', 'maxShardSize', 'report', 'force', 'hash', 'copyFiles', 'onProgress',
-  'signal', 'blockBytes', 'cudaMemoryLimit',
-]);
-
-export const DEFAULT_MAX_SHARD_SIZE = '5GB';
-
-/** '5GB' → 5e9 (decimal, as Hugging Face's max_shard_size), '2GiB' → 2^31; numbers are bytes. */
-export function parseSize(v: unknown, name = 'maxShardSize'): number {
-  if (typeof v === 'number') {
-    if (Number.isSafeInteger(v) && v > 0) return v;
-  } else if (typeof v === 'string') {
-    const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?\s*$/i.exec(v);
-    if (m) {
-      const unit = (m[2] ?? 'B').toUpperCase();
-      const mult: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 1024, MIB: 1024 ** 2, GIB: 1024 ** 3, TIB: 1024 ** 4 };
-      const n = Math.floor(Number(m[1]) * mult[unit]!);
-      if (n > 0) return n;
-    }
-  }
-  throw new GeoEditError('ERR_INVALID_OPTION', `Expected a size such as 5GB, 500MB or a number of bytes for option '${name}' but received ${describe(v)}`, { option: name });
-}
+export const DEFAULT_MAX_SHARD_SIZE = optionSpec('maxShardSize')!.default as string;
+export { parseSize };
 
 function globToRegExp(g: string): RegExp {
   let re = '';
@@ -285,13 +264,9 @@ function globToRegExp(g: string): RegExp {
   return new RegExp(`^${re}$`);
 }
 
-function globList(v: unknown, name: string): RegExp[] | null {
+function globList(v: unknown): RegExp[] | null {
   if (v === undefined) return null;
-  const arr = typeof v === 'string' ? [v] : v;
-  if (!Array.isArray(arr) || !arr.every((s) => typeof s === 'string' && s.length > 0)) {
-    throw typeError(`Expected a glob string or an array of glob strings for option '${name}' but received ${describe(v)}`);
-  }
-  return arr.map(globToRegExp);
+  return (typeof v === 'string' ? [v] : (v as string[])).map(globToRegExp);
 }
 
 interface Resolved {
@@ -308,43 +283,28 @@ interface Resolved {
 }
 
 function resolveCheckpointOptions(o: CheckpointOptions | undefined, what: string): Resolved {
-  const opts = (o ?? {}) as CheckpointOptions;
-  if (typeof opts !== 'object') throw typeError(`Expected an options object but received ${describe(o)}`);
-  checkKnownKeys(opts, CHECKPOINT_OPTION_KEYS, what);
-  const core: Record<string, unknown> = {};
-  for (const k of ['strategy', 'preset', 'scale', 'kappa', 'bandDegrees', 'keepOrthogonal', 'fuseAligned', 'forgetConflicting', 'lambda', 'density', 'temperature', 'allowNonFinite']) {
-    if ((opts as Record<string, unknown>)[k] !== undefined) core[k] = (opts as Record<string, unknown>)[k];
-  }
-  const params = resolveParams(core as EditOptions);
+  // Keys, types and ranges from the option table; then the rules between options.
+  const opts = validateOptions(o, 'checkpoint', what) as CheckpointOptions;
+  const params = resolveParams(opts);
   if (params.strategy === 'custom') {
     throw new GeoEditError('ERR_UNSUPPORTED', "strategy 'custom' needs per-row coefficients for every tensor; use editTensor for it (checkpoints support geoedit, forget-then-learn, task-arithmetic)", { option: 'strategy' });
   }
   if ((opts.importanceOld === undefined) !== (opts.importanceNew === undefined)) {
     throw new GeoEditError('ERR_INVALID_OPTION', 'Expected both importanceOld and importanceNew (or neither) but received only one', { option: opts.importanceOld ? 'importanceNew' : 'importanceOld' });
   }
-  if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') throw typeError(`Expected a function for option 'onProgress' but received ${describe(opts.onProgress)}`);
-  if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw typeError(`Expected an AbortSignal for option 'signal' but received ${describe(opts.signal)}`);
-  for (const k of ['force', 'hash', 'copyFiles'] as const) {
-    if (opts[k] !== undefined && typeof opts[k] !== 'boolean') throw typeError(`Expected a boolean for option '${k}' but received ${describe(opts[k])}`);
-  }
-  if (opts.report !== undefined && (typeof opts.report !== 'string' || opts.report.length === 0)) throw typeError(`Expected a file path for option 'report' but received ${describe(opts.report)}`);
-  let blockBytes = 0;
-  if (opts.blockBytes !== undefined) {
-    if (!Number.isSafeInteger(opts.blockBytes) || opts.blockBytes < 1) throw new GeoEditError('ERR_INVALID_OPTION', `Expected a positive integer for option 'blockBytes' but received ${describe(opts.blockBytes)}`, { option: 'blockBytes' });
-    blockBytes = opts.blockBytes;
-  }
+  // Last: every other option is checked before the CUDA probe (an explicit 'cuda' that cannot
+  // run throws ERR_CUDA_UNAVAILABLE with the reason; never a silent fallback to the CPU).
+  const backend = selectBackend(opts.backend);
   return {
     params,
     outDtype: opts.outDtype === undefined ? null : checkDtype(opts.outDtype, 'outDtype'),
     threads: resolveThreads(opts.threads),
-    include: globList(opts.include, 'include'),
-    exclude: globList(opts.exclude, 'exclude'),
+    include: globList(opts.include),
+    exclude: globList(opts.exclude),
     maxShardSize: parseSize(opts.maxShardSize ?? DEFAULT_MAX_SHARD_SIZE),
-    blockBytes,
-    cudaMemoryLimit: resolveCudaMemoryLimit(opts.cudaMemoryLimit),
-    // Last: every other option is checked before the CUDA probe (an explicit 'cuda' that cannot
-    // run throws ERR_CUDA_UNAVAILABLE with the reason; never a silent fallback to the CPU).
-    backend: selectBackend(opts.backend),
+    blockBytes: opts.blockBytes ?? 0,
+    cudaMemoryLimit: resolveCudaMemoryLimit(opts.cudaMemoryLimit, backend),
+    backend,
   };
 }
 
@@ -477,28 +437,11 @@ export interface TensorManifestEntry {
 
 function summarise(item: PlanItem, r: NativeResult, p: ResolvedParams): TensorManifestEntry {
   const { rows, cols } = matrixView(item.shape);
-  const counts = { orthogonal: 0, synergy: 0, conflict: 0 };
-  const hist = new Array<number>(36).fill(0);
-  let eNew = 0, eOld = 0, eApp = 0, zero = 0, sumCos = 0;
-  for (let i = 0; i < rows; i++) {
-    const g = r.region[i];
-    if (g === 0) counts.orthogonal++;
-    else if (g === 1) counts.synergy++;
-    else counts.conflict++;
-    const c = r.cos[i]!;
-    sumCos += c;
-    if (r.na[i] === 0 || r.nb[i] === 0) zero++;
-    const ang = (Math.acos(Math.max(-1, Math.min(1, c))) * 180) / Math.PI;
-    hist[Math.min(35, Math.floor(ang / 5))]!++;
-    eNew += r.nb[i]!;
-    eOld += r.na[i]!;
-    eApp += r.deltaSq[i]!;
-  }
+  const sum = summarizeRows(r, rows);
   return {
     name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: 'edit',
-    rows, cols, threshold: threshold(p, cols), counts, zeroRows: zero, angleHistogram: hist,
-    meanCos: rows ? sumCos / rows : 0,
-    energy: { new: eNew, old: eOld, applied: eApp }, energyKept: eNew > 0 ? eApp / eNew : null,
+    rows, cols, threshold: threshold(p, cols), counts: sum.counts, zeroRows: sum.zeroRows, angleHistogram: sum.angleHistogram,
+    meanCos: sum.meanCos, energy: sum.energy, energyKept: sum.energyKept,
   };
 }
 
@@ -552,14 +495,6 @@ function abortedError(): GeoEditError {
   return new GeoEditError('ERR_ABORTED', 'the checkpoint job was aborted; nothing was written at the target');
 }
 
-function packageVersion(): string {
-  try {
-    return loadNative().info().version;
-  } catch {
-    return '0.0.0';
-  }
-}
-
 function shardNames(n: number): string[] {
   if (n === 1) return ['model.safetensors'];
   const w = 5;
@@ -572,6 +507,7 @@ interface Job {
   inputs: CheckpointInputs;
   opts: CheckpointOptions;
   out: string | null;
+  site: CallSite;
 }
 
 async function runJob(job: Job): Promise<CheckpointManifest> {
@@ -697,7 +633,6 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
     })();
     hashing?.catch(() => undefined);
 
-    const native = loadNative();
     let doneBefore = 0, tensorsDone = 0;
     let batchNames: string[] = [];
     const tensorsTotal = outItems.length;
@@ -720,11 +655,10 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
       let res: (NativeResult | null)[];
       try {
         res = await native.stream({
-          tasks: batch.map((b) => b.task), params: r.params as unknown as Record<string, number | string | boolean>, threads: r.threads,
+          tasks: batch.map((b) => b.task), params: nativeParams(r.params), threads: r.threads,
           blockBytes: r.blockBytes, backend: r.backend, cudaMemoryLimit: r.cudaMemoryLimit, ctl,
-        });
-      } catch (e) {
-        const err = fromNative(e);
+        }, job.site);
+      } catch (err) {
         if (err instanceof GeoEditError && err.code === 'ERR_ABORTED') throw abortedError();
         throw err;
       }
@@ -788,7 +722,6 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
     if (signal?.aborted) throw abortedError();
 
     // The manifest.
-    const info = loadNative().info();
     const totals: CheckpointManifest['totals'] = {
       tensors: items.length, edited: 0, copied: 0, converted: 0, rows: 0,
       counts: { orthogonal: 0, synergy: 0, conflict: 0 }, energy: { new: 0, old: 0, applied: 0 }, energyKept: null,
@@ -818,7 +751,7 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
     const totalMs = Date.now() - t0;
     const manifest: CheckpointManifest = {
       tool: 'geoedit', kind: job.kind, createdAt: new Date().toISOString(),
-      versions: { geoedit: version, node: process.version, napi: process.versions.napi ?? 'unknown', simd: info.simd, platform: `${process.platform}-${process.arch}` },
+      versions: versionsBlock(),
       backend: { name: r.backend, device: r.backend === 'cuda' ? cudaStatus().device?.name ?? null : null },
       inputs: inputsRec,
       output: out ? { path: out, files: outFiles, totalSize: items.reduce((a, it) => a + it.outBytes, 0) } : null,
@@ -874,12 +807,12 @@ async function runJob(job: Job): Promise<CheckpointManifest> {
  * directory's other files; resolves to the manifest. Nothing appears at `out` unless it completes.
  */
 export function editCheckpoint(io: CheckpointInputs & { out: string }, options?: CheckpointOptions): Promise<CheckpointManifest> {
-  return runJob({ kind: 'edit', inputs: io, opts: options ?? {}, out: io?.out });
+  return runJob({ kind: 'edit', inputs: io, opts: options ?? {}, out: io?.out, site: callSite(editCheckpoint) });
 }
 
 /** The same statistics (and report) as editCheckpoint, without writing weights. */
 export function analyzeCheckpoint(io: CheckpointInputs, options?: CheckpointOptions): Promise<CheckpointManifest> {
-  return runJob({ kind: 'analyze', inputs: io, opts: options ?? {}, out: null });
+  return runJob({ kind: 'analyze', inputs: io, opts: options ?? {}, out: null, site: callSite(analyzeCheckpoint) });
 }
 
 export type { SafetensorsTensorInfo };

@@ -1,5 +1,5 @@
 // geoedit: neuron-level knowledge editing (GeoEdit) over a native C++ core.
-import { loadNative, nativePath } from './native';
+import { native, nativePath } from './native';
 import { cudaStatus, selectBackend } from './backend';
 import type { InfoResult } from './types';
 
@@ -15,7 +15,7 @@ export type {
 
 /** Version, SIMD level in use, threads, backends, and why CUDA is or is not in use. */
 export function info(): InfoResult {
-  const n = loadNative().info();
+  const n = native.info();
   const cuda = cudaStatus();
   return {
     version: n.version,

@@ -5,14 +5,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { GeoEditError, describe, typeError } from './errors';
-import { loadNative } from './native';
+import { native } from './native';
+import { versionsBlock } from './versions';
+import { summarizeRows, threshold } from './stats';
 import {
   readSafetensorsHeaderSync, readTensor, planSafetensors, tempPathBeside, writeSafetensors,
   type SafetensorsHeader, type SafetensorsTensorInfo, type TensorToWrite, EDITABLE_ST_DTYPES, ST_DTYPE_SIZE,
 } from './safetensors';
 import { openCheckpoint, type CheckpointTensor } from './checkpoint';
 import {
-  buildEditedAdapter, denseLoraRows, loraGeometry, mergeLoraRows, prepareLora,
+  buildEditedAdapter, checkLoraOptions, denseLoraRows, loraGeometry, mergeLoraRows, prepareLora,
   type LoraFactors, type LoraOptions, type LoraStats, type PreparedLora,
 } from './lora-math';
 import { resolveParams } from './options';
@@ -184,7 +186,7 @@ async function readFactor(ad: PeftAdapter, t: SafetensorsTensorInfo, allowNonFin
   const d = EDITABLE_ST_DTYPES[raw.dtype]!;
   const data = raw.data as Float32Array | Uint16Array;
   // Non-finite factors are named here, by file, tensor and index.
-  const f = d === 'f32' ? (data as Float32Array) : (loadNative().convert(d, data, 'f32') as Float32Array);
+  const f = d === 'f32' ? (data as Float32Array) : (native.convert(d, data, 'f32') as Float32Array);
   for (let i = 0; i < f.length && !allowNonFinite; i++) {
     if (!Number.isFinite(f[i]!)) {
       const c = t.shape[1]!;
@@ -330,20 +332,13 @@ function planModules(oa: PeftAdapter, na: PeftAdapter): ModulePlan[] {
 }
 
 function moduleReport(mp: ModulePlan, st: LoraStats): AdapterModuleReport {
-  let s = 0, c = 0, zero = 0;
-  const hist = new Array<number>(36).fill(0);
-  for (let i = 0; i < st.rows; i++) {
-    const cv = st.cos[i]!;
-    if (st.na[i]! > 0 && st.nb[i]! > 0) { s += cv; c++; } else zero++;
-    const ang = (Math.acos(Math.max(-1, Math.min(1, cv))) * 180) / Math.PI;
-    hist[Math.min(35, Math.floor(ang / 5))]!++;
-  }
+  const sum = summarizeRows(st, st.rows);
   const m = (mp.n ?? mp.o)!;
   return {
     name: mp.name, rows: st.rows, cols: st.cols, rOld: mp.o?.r ?? 0, rNew: mp.n?.r ?? 0,
     scaleOld: mp.o ? mp.o.scale : null, scaleNew: mp.n ? mp.n.scale : null, embedding: m.embedding,
-    counts: { ...st.counts }, threshold: st.threshold, energy: { ...st.energy }, meanCos: c > 0 ? s / c : 0,
-    zeroRows: zero, angleHistogram: hist, energyKept: st.energy.new > 0 ? st.energy.applied / st.energy.new : null,
+    counts: { ...st.counts }, threshold: st.threshold, energy: { ...st.energy }, meanCos: sum.meanCosNonZero,
+    zeroRows: sum.zeroRows, angleHistogram: sum.angleHistogram, energyKept: st.energy.new > 0 ? st.energy.applied / st.energy.new : null,
   };
 }
 
@@ -480,7 +475,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   const overwrite = own.force === true;
   const out = checkOut(paths.out, overwrite, 'out');
   // Validate the options once before any reading.
-  prepareLoraOptionsCheck(lora);
+  checkAdapterOptions(lora, 'editAdapters');
   const oa = readPeftAdapter(paths.old), na = readPeftAdapter(paths.new);
   if (oa.fanInFanOut !== na.fanInFanOut) {
     throw badAdapter(na.configPath, `fan_in_fan_out is ${na.fanInFanOut} but ${oa.configPath} says ${oa.fanInFanOut}: the adapters do not describe the same base layout`, { key: 'fan_in_fan_out' });
@@ -600,23 +595,21 @@ async function inTempDir<T>(out: string, work: (tmp: string) => Promise<T>): Pro
   }
 }
 
-function prepareLoraOptionsCheck(lora: LoraOptions): void {
-  // prepareLora validates options; run it on a tiny dummy pair so bad options fail before any I/O.
-  const one: Tensor = { dtype: 'f32', shape: [1, 1], data: new Float32Array([0]) };
+/** The adapter options, checked from the option table before any I/O (no tensor needed). */
+function checkAdapterOptions(lora: LoraOptions, what: string): void {
   const o = { ...lora } as Record<string, unknown>;
   delete o.coefficients;
   if (o.strategy === 'custom') throw new GeoEditError('ERR_UNSUPPORTED', `strategy 'custom' takes per-row coefficients for one tensor; for adapters use editLora per module`, { option: 'strategy' });
-  prepareLora({ new: { A: one, B: one, scale: 1 } }, o as LoraOptions, 'editAdapters');
+  checkLoraOptions(o, what);
 }
 
 function makeManifest(
   t0: number, paths: AdapterPaths, lora: LoraOptions, mods: AdapterModuleReport[], extras: AdapterReport['extras'], fmt: 'adapter' | 'full',
   inputs: AdapterManifest['inputs'], outputs: AdapterManifest['outputs'], perRow?: Record<string, LoraStats>,
 ): AdapterManifest {
-  const inf = loadNative().info();
   const m: AdapterManifest = {
     tool: 'geoedit', kind: 'edit-adapters', createdAt: new Date().toISOString(),
-    versions: { geoedit: inf.version, node: process.version, napi: process.versions.napi ?? 'unknown', simd: inf.simd, platform: `${process.platform}-${process.arch}` },
+    versions: versionsBlock(),
     outFormat: fmt, timings: { totalMs: Date.now() - t0 },
     old: paths.old, new: paths.new, options: { ...lora }, parameters: parametersOf(lora), modules: mods, totals: totalsOf(mods), extras,
     warnings: warningsOf(mods, extras), inputs, outputs,
@@ -800,18 +793,11 @@ function concatStats(prep: PreparedLora, parts: Array<{ region: Uint8Array; cos:
   };
   const cos = cat(Float64Array, (p) => p.cos), region = cat(Uint8Array, (p) => p.region);
   const na = cat(Float64Array, (p) => p.na), nb = cat(Float64Array, (p) => p.nb), deltaSq = cat(Float64Array, (p) => p.deltaSq);
-  const counts = { orthogonal: 0, synergy: 0, conflict: 0 };
-  let eN = 0, eO = 0, eA = 0;
-  for (let i = 0; i < m; i++) {
-    if (region[i] === 0) counts.orthogonal++; else if (region[i] === 1) counts.synergy++; else counts.conflict++;
-    eN += nb[i]!; eO += na[i]!; eA += deltaSq[i]!;
-  }
+  const sum = summarizeRows({ cos, region, na, nb, deltaSq }, m);
   const dot = new Float64Array(m);
   for (let i = 0; i < m; i++) dot[i] = cos[i]! * Math.sqrt(na[i]! * nb[i]!);
-  const p = prep.params;
-  const threshold = p.bandDegrees >= 0 ? Math.sin((p.bandDegrees * Math.PI) / 180) : prep.cols > 0 ? p.kappa / Math.sqrt(prep.cols) : Infinity;
   return {
-    rows: m, cols: prep.cols, cos, region, counts, threshold, coefNew: cat(Float32Array, (q) => q.coefNew), coefOld: cat(Float32Array, (q) => q.coefOld),
-    energy: { new: eN, old: eO, applied: eA }, dot, na, nb,
+    rows: m, cols: prep.cols, cos, region, counts: sum.counts, threshold: threshold(prep.params, prep.cols),
+    coefNew: cat(Float32Array, (q) => q.coefNew), coefOld: cat(Float32Array, (q) => q.coefOld), energy: sum.energy, dot, na, nb,
   };
 }

@@ -4,8 +4,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
-import { GeoEditError, describe, fromNative, typeError } from './errors';
-import { loadNative, type NativeStHeader } from './native';
+import { GeoEditError, describe, typeError } from './errors';
+import { native, type NativeStHeader } from './native';
 import type { DType, Tensor } from './types';
 
 /** Element types as safetensors writes them. */
@@ -90,9 +90,8 @@ export function readSafetensorsHeaderSync(file: string): SafetensorsHeader {
   }
   if (!st.isFile()) throw new GeoEditError('ERR_BAD_SAFETENSORS', `${file}: not a regular file`, { file });
   try {
-    return fromNativeHeader(file, loadNative().stHeader(file));
-  } catch (e) {
-    const err = fromNative(e);
+    return fromNativeHeader(file, native.stHeader(file));
+  } catch (err) {
     if (err instanceof GeoEditError && !err.details) (err as { details?: Record<string, unknown> }).details = { file };
     throw err;
   }
@@ -106,11 +105,7 @@ export async function readSafetensorsHeader(file: string): Promise<SafetensorsHe
 /** Validates a whole safetensors file held in memory; offsets are into `bytes`. */
 export function parseSafetensorsBytes(bytes: Uint8Array, name = '<bytes>'): SafetensorsHeader {
   if (!(bytes instanceof Uint8Array)) throw typeError(`Expected a Uint8Array but received ${describe(bytes)}`);
-  try {
-    return fromNativeHeader(name, loadNative().stHeaderBytes(bytes, name));
-  } catch (e) {
-    throw fromNative(e);
-  }
+  return fromNativeHeader(name, native.stHeaderBytes(bytes, name));
 }
 
 export function typedArrayFor(dtype: StDtype, buf: ArrayBuffer, byteOffset: number, byteLength: number): StTypedArray {

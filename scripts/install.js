@@ -2,7 +2,7 @@
 // npm "install" lifecycle script. node-gyp-build's own install bin falls back to node-gyp, which
 // needs a binding.gyp; this package builds with cmake-js, so this script does the same job:
 //
-//   1. load the addon exactly as at run time (lib/native.ts: build/Release, then the prebuild
+//   1. load the addon exactly as at run time (lib/native/loader.ts: build/Release, then the prebuild
 //      that fits), in a child process so that a bad binary cannot take npm down;
 //   2. only when nothing loads, build from source with cmake-js, then check again.
 //
