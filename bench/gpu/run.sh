@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device check of the CUDA backend, in one call (< 10 min on an H200):
-#   builds the addon + CUDA plugin there, runs the GPU tests (test/cuda.test.ts, then the whole
+#   builds the addon + CUDA plugin there, runs the GPU tests (test/gpu/cuda.test.ts, then the whole
 #   suite with the CUDA backend chosen by 'auto'), runs the GPU bench (geoedit kernels vs the
 #   PyTorch peer and the device-to-device copy bandwidth), and writes results with date, device
 #   and driver to bench/results/ (and to $OUT when set, for the device tool).
@@ -113,8 +113,8 @@ node -e 'const g=require("./dist/cjs/index.js"); console.log(JSON.stringify(g.in
 
 RC_CUDA=0
 if [ "$ONLY_SUITE" = 0 ]; then
-  step "GPU tests (test/cuda.test.ts)"
-  timeout 240 node node_modules/vitest/vitest.mjs run test/cuda.test.ts --reporter=verbose --reporter=json --outputFile="$RES/gpu-tests-$STAMP.json"
+  step "GPU tests (test/gpu/cuda.test.ts)"
+  timeout 240 node node_modules/vitest/vitest.mjs run test/gpu/cuda.test.ts --reporter=verbose --reporter=json --outputFile="$RES/gpu-tests-$STAMP.json"
   RC_CUDA=$?
   save
 fi

@@ -33,7 +33,7 @@ export const DEMO_CONFIG: Readonly<SuiteConfig> = Object.freeze({
   seeds: [1],
 });
 
-/** The small model `.ci/run` uses (test/quality.test.ts). */
+/** The small model `.ci/run` uses (test/e2e/quality.test.ts). */
 export const FAST_CONFIG: Readonly<SuiteConfig> = Object.freeze({
   world: { subjects: 400, relations: 3, objects: 48, templates: 5, relationWords: 3, fillers: 6, editShare: 0.02, localityPrompts: 1000 },
   model: { d: 48, h: 256 },
