@@ -52,7 +52,7 @@ export { editAdapters, analyzeAdapters, readPeftAdapter, loadModuleFactors } fro
 export type { AdapterManifest, AdapterReport, AdapterModuleReport, AdapterPaths, EditAdaptersOptions, PeftAdapter, AdapterModule } from './lora';
 export { analyzeLora, editLora, materializeLora } from './lora-math';
 export type { LoraFactors, LoraPair, LoraStats, LoraOptions, EditedLora } from './lora-math';
-export { writeAdapterReport } from './lora-report';
+export { writeAdapterReport } from './lora';
 export { sweepFrontier, summarizeSweeps, frontierOf, DEFAULT_GRIDS, FAMILIES } from './quality/frontier';
 export type { SweepOptions, SweepResult, SweepPoint, SweepGrids, Frontier, FrontierEntry, FrontierSummary, QualityScores, Family, Geometry, Stat } from './quality/frontier';
 export type { EditSource, CheckpointSource, AdapterSource, Weights } from './quality/edit-path';

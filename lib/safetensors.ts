@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { GeoEditError, describe, typeError } from './errors';
 import { native, type NativeStHeader } from './native';
+import { tempPathBeside } from './job/cleanup';
 import type { DType, Tensor } from './types';
 
 /** Element types as safetensors writes them. */
@@ -226,11 +227,7 @@ export function planSafetensors(
   return { header, dataOffset: 8 + padded, entries, size: 8 + padded + off };
 }
 
-/** A temporary path beside `target` (same directory, so rename is atomic). */
-export function tempPathBeside(target: string): string {
-  const dir = path.dirname(path.resolve(target));
-  return path.join(dir, `.${path.basename(target)}.geoedit-tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
-}
+export { tempPathBeside };
 
 /** Writes a safetensors file atomically: a temp file beside `file`, renamed into place when complete. */
 export async function writeSafetensors(file: string, tensors: TensorToWrite[], metadata?: Record<string, string> | null): Promise<void> {

@@ -29,7 +29,7 @@ function log(msg) {
 
 /** Loads the addon in a fresh process. Returns { ok, path?, version?, simd?, message? }. */
 function probe() {
-  const loader = path.join(root, 'dist', 'cjs', 'native.js');
+  const loader = path.join(root, 'dist', 'cjs', 'native', 'loader.js');
   const load = fs.existsSync(loader)
     ? `const r = require(${JSON.stringify(loader)}).loadNativeFrom(${JSON.stringify(root)}); const p = r.path, a = r.addon;`
     : `const p = require('node-gyp-build').path(${JSON.stringify(root)}), a = require(p);`;

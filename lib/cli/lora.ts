@@ -2,7 +2,6 @@
 // edit.ts / analyze.ts hand over here when an adapter flag is present.
 import { analyzeAdapters, editAdapters, type AdapterReport, type EditAdaptersOptions } from '../lora';
 import { EXIT, UsageError, checkInputKind, type OptSpec, reportError, toOptions } from './common';
-import { writeAdapterReport } from '../lora-report';
 
 export function isAdapterRun(values: Record<string, unknown>): boolean {
   return values['old-adapter'] !== undefined || values['new-adapter'] !== undefined;
@@ -13,7 +12,6 @@ function adapterOptions(values: Record<string, unknown>, flags: OptSpec[]): Edit
   checkInputKind(values, flags, true);
   const o = toOptions(values, flags) as Record<string, unknown>;
   delete o.hash;
-  delete o.report;
   const f = values['out-format'];
   if (f !== undefined && f !== 'adapter' && f !== 'full') throw new UsageError(`Expected 'adapter' or 'full' for --out-format but received '${String(f)}'`);
   if (o.force === false) delete o.force;
@@ -43,7 +41,6 @@ export async function runEditAdapters(values: Record<string, unknown>, flags: Op
     const base = typeof values.base === 'string' ? values.base : undefined;
     const t0 = Date.now();
     const m = await editAdapters({ old: values['old-adapter'] as string, new: values['new-adapter'] as string, out: values.out, ...(base ? { base } : {}) }, opts);
-    if (typeof values.report === 'string') await writeAdapterReport(values.report, m, 'edit');
     if (values.json) process.stdout.write(JSON.stringify({ outFormat: m.outFormat, outputs: m.outputs, totals: m.totals, modules: m.modules, extras: m.extras }, null, 2) + '\n');
     else printReport(m, `wrote ${m.outFormat === 'adapter' ? 'a PEFT adapter' : 'merged weights'} to ${values.out} (${m.outputs.map((o) => o.path.split('/').pop()).join(', ')}, geoedit-manifest.json) in ${((Date.now() - t0) / 1000).toFixed(2)} s`);
     return EXIT.OK;
@@ -58,7 +55,6 @@ export async function runAnalyzeAdapters(values: Record<string, unknown>, flags:
     const opts = adapterOptions(values, flags);
     delete (opts as Record<string, unknown>).outFormat;
     const r = await analyzeAdapters({ old: values['old-adapter'] as string, new: values['new-adapter'] as string }, opts);
-    if (typeof values.report === 'string') await writeAdapterReport(values.report, r, 'analyze');
     if (values.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
     else printReport(r, 'analysis only: no weights written');
     return EXIT.OK;

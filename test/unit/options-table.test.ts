@@ -47,7 +47,7 @@ describe('the option table', () => {
     expect([...keysFor('lora')].sort()).toEqual(edit.filter((k) => !['importanceOld', 'importanceNew', 'cudaMemoryLimit'].includes(k)).sort());
     expect([...keysFor('checkpoint')].sort()).toEqual([...edit.filter((k) => k !== 'coefficients' && k !== 'out'),
       'include', 'exclude', 'maxShardSize', 'report', 'force', 'hash', 'copyFiles', 'onProgress', 'signal', 'blockBytes'].sort());
-    expect([...keysFor('adapters')].sort()).toEqual([...keysFor('lora'), 'outFormat', 'force', 'perRow', 'blockRows', 'keepZeroBlocks', 'copyFiles'].sort());
+    expect([...keysFor('adapters')].sort()).toEqual([...keysFor('lora'), 'outFormat', 'force', 'perRow', 'blockRows', 'keepZeroBlocks', 'copyFiles', 'report'].sort());
   });
 
   it('validates types and ranges from the table, naming the option', () => {

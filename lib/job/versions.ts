@@ -1,5 +1,5 @@
 // The versions block of every manifest (geoedit, Node, N-API, SIMD level, platform), made once.
-import { native } from './native';
+import { native } from '../native';
 
 export interface VersionsBlock { geoedit: string; node: string; napi: string; simd: string; platform: string }
 
