@@ -84,7 +84,7 @@ async function main() {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   console.log(`geoedit ${info.version} bench — ${new Date().toISOString()} — ${cpu}, ${os.cpus().length} cores, simd ${info.simd}, threads ${info.threads}`);
   const triadN = 32 * 1024 * 1024; // 3 x 256 MiB of doubles, well past the caches
-  const triad0 = await native.triad(triadN, 0, 5);
+  const triad0 = await native._triad(triadN, 0, 5);
   const haveNumpy = numpyAvailable();
   const rows = [];
   for (const shape of SHAPES) {
@@ -116,7 +116,7 @@ async function main() {
       }
     }
   }
-  const triad1 = await native.triad(triadN, 0, 5);
+  const triad1 = await native._triad(triadN, 0, 5);
   const triad = Math.max(triad0, triad1);
   console.log(`\nSTREAM-style triad (all ${info.threads} threads): ${triad.toFixed(1)} GB/s`);
   console.log('\n| shape | dtype | density | geoedit GB/s | × triad | fresh out GB/s | TS GB/s | × TS | numpy GB/s | × numpy | target |');

@@ -1,7 +1,7 @@
 // SPEC §4: per-row geometry (dot, na, nb) of LoRA deltas τ = s·B·A without materialising B·A,
 // from the small Gram matrices A_x A_yᵀ, on the CUDA plugin (f64 Gram kernel) or, for 'cpu', the
 // LoRA path's own factor-space geometry (native/core/lora.cc, the same code lib/lora-math.ts runs).
-// A building block for a CUDA LoRA path; not exported from the package index. The LoRA API
+// A building block for a CUDA LoRA path (test-only, hence the `_`); not exported from the package index. The LoRA API
 // (analyzeLora/editLora, lib/lora-math.ts) runs on the CPU.
 import { GeoEditError, describe, typeError } from './errors';
 import { selectBackend } from './backend';
@@ -34,14 +34,14 @@ function checkFactors(f: CudaLoraFactors, name: string, m: number, n: number): v
 }
 
 /** Geometry of the LoRA deltas of one [m, n] weight, on the chosen backend. */
-export function cudaLoraGeometry(m: number, n: number, old: CudaLoraFactors, nw: CudaLoraFactors, options?: { backend?: Backend }): CudaLoraGeometry {
+export function _cudaLoraGeometry(m: number, n: number, old: CudaLoraFactors, nw: CudaLoraFactors, options?: { backend?: Backend }): CudaLoraGeometry {
   if (!Number.isInteger(m) || m < 0 || !Number.isInteger(n) || n < 0) {
     throw new GeoEditError('ERR_INVALID_OPTION', `Expected non-negative integers m and n but received ${m} and ${n}`);
   }
   checkFactors(old, 'old', m, n);
   checkFactors(nw, 'new', m, n);
   const backend = selectBackend(options?.backend);
-  return native.cudaLoraGeometry({
+  return native._cudaLoraGeometry({
     m, n, rOld: old.r, rNew: nw.r, aOld: old.a, bOld: old.b, aNew: nw.a, bNew: nw.b, sOld: old.scale, sNew: nw.scale, backend,
   });
 }

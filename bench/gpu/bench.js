@@ -20,7 +20,7 @@ const quick = process.argv.includes('--quick');
 const tiny = process.argv.includes('--tiny');
 const addon = require(path.join(root, 'build', 'Release', 'geoedit.node'));
 const geo = require(path.join(root, 'dist', 'cjs', 'index.js'));
-const { cudaLoraGeometry } = require(path.join(root, 'dist', 'cjs', 'lora-geometry.js'));
+const { _cudaLoraGeometry } = require(path.join(root, 'dist', 'cjs', 'lora-geometry.js'));
 
 const st = geo.cudaStatus();
 if (!st.available) {
@@ -77,7 +77,7 @@ async function main() {
   for (const c of cases.filter((x) => x.kind === 'edit')) {
     let r;
     try {
-      r = addon.cudaBench({ rows: c.rows, cols: c.cols, dtype: c.dtype, reps, params: { ...params, density: c.density }, withImportance: !!c.importance });
+      r = addon._cudaBench({ rows: c.rows, cols: c.cols, dtype: c.dtype, reps, params: { ...params, density: c.density }, withImportance: !!c.importance });
     } catch (e) {
       // Recorded, and the run goes on: one failing case must not hide the others' figures.
       console.error(`geoedit ${c.name}: FAILED: ${e.message}`);
@@ -88,12 +88,12 @@ async function main() {
     if (c.density === 1 && !c.importance) {
       // The same kernel reading rows twice instead of caching them in shared memory.
       process.env.GEOEDIT_CUDA_NO_SMEM_CACHE = '1';
-      entry.readTwice = addon.cudaBench({ rows: c.rows, cols: c.cols, dtype: c.dtype, reps, params: { ...params, density: c.density } });
+      entry.readTwice = addon._cudaBench({ rows: c.rows, cols: c.cols, dtype: c.dtype, reps, params: { ...params, density: c.density } });
       delete process.env.GEOEDIT_CUDA_NO_SMEM_CACHE;
       if (c.dtype !== 'f32') {
         // 16-bit inputs: the f32-cache kernel instead of the raw-cache one.
         process.env.GEOEDIT_CUDA_NO_FAST16 = '1';
-        entry.f32Cache = addon.cudaBench({ rows: c.rows, cols: c.cols, dtype: c.dtype, reps, params: { ...params, density: c.density } });
+        entry.f32Cache = addon._cudaBench({ rows: c.rows, cols: c.cols, dtype: c.dtype, reps, params: { ...params, density: c.density } });
         delete process.env.GEOEDIT_CUDA_NO_FAST16;
       }
     }
@@ -127,8 +127,8 @@ async function main() {
   for (const c of gramCases) {
     const old = { a: rand(c.rOld * c.n, 1, 1), b: rand(c.m * c.rOld, 2, 1), r: c.rOld, scale: 2 };
     const nw = { a: rand(c.rNew * c.n, 3, 1), b: rand(c.m * c.rNew, 4, 1), r: c.rNew, scale: 2 };
-    const cudaMs = await timeIt(() => cudaLoraGeometry(c.m, c.n, old, nw, { backend: 'cuda' }), quick ? 3 : 10);
-    const cpuMs = await timeIt(() => cudaLoraGeometry(c.m, c.n, old, nw, { backend: 'cpu' }), 1);
+    const cudaMs = await timeIt(() => _cudaLoraGeometry(c.m, c.n, old, nw, { backend: 'cuda' }), quick ? 3 : 10);
+    const cpuMs = await timeIt(() => _cudaLoraGeometry(c.m, c.n, old, nw, { backend: 'cpu' }), 1);
     const entry = { ...c, geoedit: { endToEndMs: cudaMs }, cpu: { ms: cpuMs } };
     const pg = peer ? peer.cases.filter((x) => x.kind === 'gram')[gi] : null;
     if (pg) entry.torch = { ms: pg.ms };

@@ -7,7 +7,7 @@
 const path = require('node:path');
 const root = path.resolve(__dirname, '..', '..');
 const geo = require(path.join(root, 'dist', 'cjs', 'index.js'));
-const { cudaLoraGeometry } = require(path.join(root, 'dist', 'cjs', 'lora-geometry.js'));
+const { _cudaLoraGeometry } = require(path.join(root, 'dist', 'cjs', 'lora-geometry.js'));
 
 const addon = require(path.join(root, 'build', 'Release', 'geoedit.node'));
 const { rand } = require('./common');
@@ -55,8 +55,8 @@ async function main() {
     const m = 300, n = 500;
     const old = { a: rand(8 * n, 1, 1), b: rand(m * 8, 2, 1), r: 8, scale: 2 };
     const nw = { a: rand(4 * n, 3, 1), b: rand(m * 4, 4, 1), r: 4, scale: 2 };
-    const g1 = cudaLoraGeometry(m, n, old, nw, { backend: 'cuda' });
-    const g0 = cudaLoraGeometry(m, n, old, nw, { backend: 'cpu' });
+    const g1 = _cudaLoraGeometry(m, n, old, nw, { backend: 'cuda' });
+    const g0 = _cudaLoraGeometry(m, n, old, nw, { backend: 'cpu' });
     let e = 0;
     for (let i = 0; i < m; i++) e = Math.max(e, Math.abs(g1.dot[i] - g0.dot[i]) / (1e-30 + Math.abs(g0.dot[i]) + Math.sqrt(g0.na[i] * g0.nb[i])));
     console.log(`LoRA Gram: max relative difference ${e.toExponential(2)}`);

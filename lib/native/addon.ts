@@ -1,5 +1,5 @@
-// The private interface of the addon: exactly what native/binding exports (see
-// native/binding/EXPORTS.md once it exists). Only lib/native/ may use these types to call the addon;
+// The private interface of the addon: exactly what native/binding exports (native/binding/EXPORTS.md;
+// test/unit/native-wrapper.test.ts checks that the two lists agree). Only lib/native/ may use these types to call the addon;
 // the rest of lib/ goes through the wrapped `native` API (lib/native/api.ts).
 
 /** The core's edit parameters as they cross to the binding (built from the option table by lib/options). */
@@ -71,14 +71,15 @@ export interface NativeAddon {
   edit(spec: NativeSpec): Promise<NativeResult>;
   editSync(spec: NativeSpec): NativeResult;
   info(): { version: string; simd: string; simdDetected: string; threads: number; simdSupported: string[] };
-  setSimd(level: string): boolean;
   defaults(): Record<string, number> & { paper: Record<string, number> };
   convert(from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array;
-  triad(n: number, threads: number, reps: number): Promise<number>;
+  /** Bench only: STREAM triad GB/s over the shared pool. */
+  _triad(n: number, threads: number, reps: number): Promise<number>;
   cudaProbe(refresh?: boolean): NativeCudaProbe;
-  /** SPEC §4 dot/na/nb of two LoRA deltas on the CPU or the CUDA plugin (lib/lora-geometry.ts). */
-  cudaLoraGeometry(spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array };
-  cudaBench(spec: NativeCudaBenchSpec): { kernelMs: number; kernelGBps: number; copyGBps: number; checksum: number };
+  /** Tests only: SPEC §4 dot/na/nb of two LoRA deltas on the CPU or the CUDA plugin (lib/lora-geometry.ts). */
+  _cudaLoraGeometry(spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array };
+  /** Bench only (bench/gpu/): device-resident kernel benchmark. */
+  _cudaBench(spec: NativeCudaBenchSpec): { kernelMs: number; kernelGBps: number; copyGBps: number; checksum: number };
   loraGeometry(spec: {
     rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null;
     params: NativeParams; cNew?: Float32Array; cOld?: Float32Array; threads?: number; tensorName?: string;

@@ -24,7 +24,8 @@ export const native = {
   defaults: (): ReturnType<NativeAddon['defaults']> => callSync((a) => a.defaults()),
   convert: (from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array => callSync((a) => a.convert(from, data, to)),
   cudaProbe: (refresh?: boolean): NativeCudaProbe => callSync((a) => a.cudaProbe(refresh)),
-  cudaLoraGeometry: (spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array } => callSync((a) => a.cudaLoraGeometry(spec)),
+  /** Tests only (lib/lora-geometry.ts). */
+  _cudaLoraGeometry: (spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array } => callSync((a) => a._cudaLoraGeometry(spec)),
   stHeader: (file: string): NativeStHeader => callSync((a) => a.stHeader(file)),
   stHeaderBytes: (bytes: Uint8Array, name?: string): NativeStHeader => callSync((a) => a.stHeaderBytes(bytes, name)),
   editSync: (spec: NativeSpec): NativeResult => callSync((a) => a.editSync(spec)),

@@ -208,8 +208,7 @@ void run_edit_cuda(const EditJob& job, const Params& params, const CudaRunOption
   j.imp_new = job.imp_new.data; j.imp_new_dtype = int(job.imp_new.dtype);
   j.c_new = job.c_new; j.c_old = job.c_old;
   j.out = job.out; j.out_dtype = int(job.out_dtype);
-  j.cos = job.cos; j.region = job.region; j.coef_new = job.coef_new; j.coef_old = job.coef_old;
-  j.delta_sq = job.delta_sq; j.nb = job.nb; j.na = job.na;
+  j.stats = job.stats;
 
   geoedit_cuda_params p;
   p.strategy = int(params.strategy);
@@ -263,8 +262,8 @@ void lora_geometry_cpu(const LoraGeometryJob& J) {
   l.old_.L = J.b_old; l.old_.R = J.a_old; l.old_.r = J.r_old; l.old_.scale = J.s_old;
   l.new_.L = J.b_new; l.new_.R = J.a_new; l.new_.r = J.r_new; l.new_.scale = J.s_new;
   l.dot = J.dot;
-  l.na = J.na;
-  l.nb = J.nb;
+  l.stats.na = J.na;
+  l.stats.nb = J.nb;
   l.tensor_name = "lora";
   Params p;
   p.allow_non_finite = true;  // geometry only: report the sums as they are

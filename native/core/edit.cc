@@ -78,7 +78,9 @@ namespace {
 [[noreturn]] void bad_option(const char* name, const std::string& expected, double got) {
   std::ostringstream os;
   os << "Expected " << expected << " for option '" << name << "' but received " << got;
-  throw Error(ErrorCode::InvalidArgument, os.str());
+  ErrorDetails d;
+  d.option = name;
+  throw Error(ErrorCode::InvalidArgument, os.str(), d);
 }
 }  // namespace
 
@@ -140,11 +142,11 @@ const char* which_name(int w) { return w == 0 ? "base" : (w == 1 ? "old" : "new"
       if (!std::isfinite(rows[w][j])) {
         os << tn << "non-finite value (" << rows[w][j] << ") in the " << which_name(w) << " weights at row "
            << (i + job.row_offset) << ", column " << j << "; pass allowNonFinite to edit it anyway";
-        throw Error(ErrorCode::NonFinite, os.str());
+        throw Error(ErrorCode::NonFinite, os.str(), tensor_details(job.tensor_name, i + job.row_offset, j));
       }
   os << tn << "the task vector overflows f32 at row " << (i + job.row_offset)
      << " (old or new differs from base by more than the f32 range); pass allowNonFinite to edit it anyway";
-  throw Error(ErrorCode::NonFinite, os.str());
+  throw Error(ErrorCode::NonFinite, os.str(), tensor_details(job.tensor_name, i + job.row_offset));
 }
 
 void check_importance(const EditJob& job, const char* which, const float* e, int64_t n, int64_t i) {
@@ -154,7 +156,7 @@ void check_importance(const EditJob& job, const char* which, const float* e, int
       if (!job.tensor_name.empty()) os << "tensor '" << job.tensor_name << "': ";
       os << "importance" << which << " must be finite and >= 0, but row " << (i + job.row_offset) << ", column " << j
          << " is " << e[j];
-      throw Error(ErrorCode::BadImportance, os.str());
+      throw Error(ErrorCode::BadImportance, os.str(), tensor_details(job.tensor_name, i + job.row_offset, j));
     }
 }
 
@@ -283,19 +285,14 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
         (nt ? K.output_nt : K.output)(fb, a, b, fcn, fco, n, job.out_dtype, dst);
       }
     }
-    if (job.cos) job.cos[i] = cosv;
-    if (job.region) job.region[i] = uint8_t(region);
-    if (job.coef_new) job.coef_new[i] = fcn;
-    if (job.coef_old) job.coef_old[i] = fco;
-    if (job.na) job.na[i] = na;
-    if (job.nb) job.nb[i] = nb;
-    if (job.delta_sq) {
+    put_row(job.stats, i, cosv, uint8_t(region), fcn, fco, na, nb);
+    if (job.stats.delta_sq) {
       double ta = na, tb = nb, td = dot;
       if (trim) {
         // The SIMD stats kernel against a zero base: a - 0 and b - 0 are a and b exactly.
         f32_stats(K, s.zero.data(), a, b, a, b, n, &td, &ta, &tb);
       }
-      job.delta_sq[i] = applied_energy(fcn, fco, td, ta, tb);
+      job.stats.delta_sq[i] = applied_energy(fcn, fco, td, ta, tb);
     }
   }
   if (nt) std::atomic_thread_fence(std::memory_order_seq_cst);  // order the streaming stores
@@ -309,7 +306,8 @@ void validate_job(const EditJob& job, const Params& params) {
   if (job.rows > 0 && job.cols > 0 && (!job.base.data || !job.old_.data || !job.new_.data))
     throw Error(ErrorCode::InvalidArgument, "base, old and new data are required");
   if (params.strategy == Strategy::Custom && job.rows > 0 && (!job.c_new || !job.c_old))
-    throw Error(ErrorCode::InvalidArgument, "strategy 'custom' needs coefficients { cNew, cOld } with one value per row");
+    throw Error(ErrorCode::InvalidArgument, "strategy 'custom' needs coefficients { cNew, cOld } with one value per row",
+                tensor_details(job.tensor_name));
   if ((job.imp_old.data == nullptr) != (job.imp_new.data == nullptr))
     throw Error(ErrorCode::InvalidArgument, "importanceOld and importanceNew must be given together");
 }

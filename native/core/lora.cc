@@ -59,12 +59,13 @@ GEOEDIT_CLONES double quad(const double* __restrict Gt, const float* __restrict 
 
 void check_side(const LoraSide& s, const char* which, const std::string& tn) {
   if (s.r < 0 || (s.r > 0 && (!s.L || !s.R))) {
-    throw Error(ErrorCode::InvalidArgument, "tensor '" + tn + "': the " + which + " adapter's factors are missing");
+    throw Error(ErrorCode::InvalidArgument, "tensor '" + tn + "': the " + which + " adapter's factors are missing",
+                tensor_details(tn));
   }
   if (s.r > 0 && !std::isfinite(s.scale)) {
     std::ostringstream os;
     os << "tensor '" << tn << "': the " << which << " adapter's scale is not finite (" << s.scale << ")";
-    throw Error(ErrorCode::InvalidArgument, os.str());
+    throw Error(ErrorCode::InvalidArgument, os.str(), tensor_details(tn));
   }
 }
 
@@ -132,7 +133,7 @@ void run_lora_geometry(const LoraJob& job, const Params& p, const RunOptions& ro
         std::ostringstream os;
         os << "tensor '" << job.tensor_name << "': non-finite geometry at row " << i
            << " (the LoRA factors hold a non-finite value or overflow f64); pass allowNonFinite to edit it anyway";
-        throw Error(ErrorCode::NonFinite, os.str());
+        throw Error(ErrorCode::NonFinite, os.str(), tensor_details(job.tensor_name, i));
       }
       const double cosv = row_cos(dot, na, nb);
       const Region region = row_region(cosv, t);
@@ -146,14 +147,9 @@ void run_lora_geometry(const LoraJob& job, const Params& p, const RunOptions& ro
       row_coefficients(p, region, custom ? double(job.c_new[i]) : 0.0, custom ? double(job.c_old[i]) : 0.0, w_old, &cn,
                        &co);
       const float fcn = float(cn), fco = float(co);
-      if (job.cos) job.cos[i] = cosv;
-      if (job.region) job.region[i] = uint8_t(region);
-      if (job.coef_new) job.coef_new[i] = fcn;
-      if (job.coef_old) job.coef_old[i] = fco;
-      if (job.na) job.na[i] = na;
-      if (job.nb) job.nb[i] = nb;
+      put_row(job.stats, i, cosv, uint8_t(region), fcn, fco, na, nb);
       if (job.dot) job.dot[i] = dot;
-      if (job.delta_sq) job.delta_sq[i] = applied_energy(fcn, fco, dot, na, nb);
+      if (job.stats.delta_sq) job.stats.delta_sq[i] = applied_energy(fcn, fco, dot, na, nb);
     }
   });
 }
@@ -201,10 +197,12 @@ void run_lora_merge(const LoraMergeJob& job, const RunOptions& ro) {
   const int64_t m = job.rows, n = job.cols;
   const int64_t stored_rows = job.transposed ? n : m, stored_cols = job.transposed ? m : n;
   if (job.s0 < 0 || job.s1 < job.s0 || job.s1 > stored_rows)
-    throw Error(ErrorCode::InvalidArgument, "tensor '" + job.tensor_name + "': merge block out of range");
+    throw Error(ErrorCode::InvalidArgument, "tensor '" + job.tensor_name + "': merge block out of range",
+                tensor_details(job.tensor_name));
   if (job.s1 == job.s0) return;
   if (!job.c_new || !job.c_old || !job.base.data || !job.out)
-    throw Error(ErrorCode::InvalidArgument, "tensor '" + job.tensor_name + "': merge needs coefficients, base and out");
+    throw Error(ErrorCode::InvalidArgument, "tensor '" + job.tensor_name + "': merge needs coefficients, base and out",
+                tensor_details(job.tensor_name));
   const Kernels& K = kernels_for(active_simd());
   const size_t bs = dtype_size(job.base.dtype), os = dtype_size(job.out_dtype);
   const int64_t rsum = (job.old_.present() ? job.old_.r : 0) + (job.new_.present() ? job.new_.r : 0);

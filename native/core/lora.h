@@ -25,14 +25,8 @@ struct LoraJob {
   const float* c_new = nullptr;  // strategy Custom: one per row
   const float* c_old = nullptr;
   // Per-row outputs, each optional.
-  double* cos = nullptr;
-  uint8_t* region = nullptr;
-  float* coef_new = nullptr;
-  float* coef_old = nullptr;
-  double* na = nullptr;
-  double* nb = nullptr;
-  double* dot = nullptr;
-  double* delta_sq = nullptr;
+  RowStats stats{};
+  double* dot = nullptr;  // tau_old . tau_new per row
   std::string tensor_name;  // for error messages
 };
 

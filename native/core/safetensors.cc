@@ -37,7 +37,7 @@ size_t st_dtype_size(const std::string& d) {
 namespace {
 
 [[noreturn]] void fail(const std::string& file, const std::string& msg) {
-  throw Error(ErrorCode::BadSafetensors, file + ": " + msg);
+  throw Error(ErrorCode::BadSafetensors, file + ": " + msg, file_details(file));
 }
 
 std::string quote(const std::string& s) {
@@ -403,12 +403,12 @@ StHeader read_st_header(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int e = errno;
-    throw Error(e == ENOENT ? ErrorCode::Io : ErrorCode::Io, path + ": cannot open: " + std::strerror(e));
+    throw Error(e == ENOENT ? ErrorCode::Io : ErrorCode::Io, path + ": cannot open: " + std::strerror(e), file_details(path));
   }
   struct Closer { int fd; ~Closer() { ::close(fd); } } closer{fd};
   struct stat st;
-  if (::fstat(fd, &st) != 0) throw Error(ErrorCode::Io, path + ": cannot stat: " + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) throw Error(ErrorCode::Io, path + ": not a regular file");
+  if (::fstat(fd, &st) != 0) throw Error(ErrorCode::Io, path + ": cannot stat: " + std::strerror(errno), file_details(path));
+  if (!S_ISREG(st.st_mode)) throw Error(ErrorCode::Io, path + ": not a regular file", file_details(path));
   const uint64_t size = uint64_t(st.st_size);
   auto pread_all = [&](void* buf, size_t len, uint64_t off) {
     size_t got = 0;
@@ -416,7 +416,7 @@ StHeader read_st_header(const std::string& path) {
       ssize_t r = ::pread(fd, static_cast<char*>(buf) + got, len - got, off_t(off + got));
       if (r < 0) {
         if (errno == EINTR) continue;
-        throw Error(ErrorCode::Io, path + ": read failed: " + std::strerror(errno));
+        throw Error(ErrorCode::Io, path + ": read failed: " + std::strerror(errno), file_details(path));
       }
       if (r == 0) fail(path, "file shrank while being read");
       got += size_t(r);

@@ -53,9 +53,9 @@ void pread_all(const StreamSrc& s, char* dst, size_t len, uint64_t off) {
     ssize_t r = ::pread(s.fd, dst + got, len - got, off_t(off + got));
     if (r < 0) {
       if (errno == EINTR) continue;
-      throw Error(ErrorCode::Io, s.file + ": read failed: " + std::strerror(errno));
+      throw Error(ErrorCode::Io, s.file + ": read failed: " + std::strerror(errno), file_details(s.file));
     }
-    if (r == 0) throw Error(ErrorCode::Io, s.file + ": unexpected end of file (was it truncated while being read?)");
+    if (r == 0) throw Error(ErrorCode::Io, s.file + ": unexpected end of file (was it truncated while being read?)", file_details(s.file));
     got += size_t(r);
   }
 }
@@ -124,7 +124,7 @@ struct Ctx {
     if (ctl.cancel) {
       double c;
       __atomic_load(ctl.cancel, &c, __ATOMIC_RELAXED);
-      if (c != 0) throw Error(ErrorCode::Aborted, "aborted while processing tensor '" + name + "'");
+      if (c != 0) throw Error(ErrorCode::Aborted, "aborted while processing tensor '" + name + "'", tensor_details(name));
     }
   }
   void add(double bytes) {
@@ -148,7 +148,9 @@ struct Writer {
       try {
         pwrite_all(fd, p, n, off);
       } catch (const Error& e) {
-        throw Error(e.code(), std::string(e.what()) + " (tensor '" + name + "')");
+        ErrorDetails d = e.details();
+        d.tensor = name;
+        throw Error(e.code(), std::string(e.what()) + " (tensor '" + name + "')", d);
       }
     });
     next ^= 1;
@@ -165,12 +167,13 @@ struct Writer {
 
 // I/O, CUDA and argument errors (a cudaMemoryLimit too small for one row) get the tensor's name;
 // bad-input errors name it already (tensor and row).
-void with_name(const StreamTask& t, const Error& e) {
+[[noreturn]] void with_name(const StreamTask& t, const Error& e) {
   std::string m = e.what();
   const bool add = e.code() == ErrorCode::Io || e.code() == ErrorCode::Cuda || e.code() == ErrorCode::InvalidArgument;
-  if (add && m.find("'" + t.name + "'") == std::string::npos)
-    throw Error(e.code(), m + " (tensor '" + t.name + "')");
-  throw e;
+  if (add && m.find("'" + t.name + "'") == std::string::npos) m += " (tensor '" + t.name + "')";
+  ErrorDetails d = e.details();
+  if (d.tensor.empty()) d.tensor = t.name;
+  throw Error(e.code(), m, d);
 }
 
 int64_t rows_per_block(const StreamTask& t, size_t block_bytes) {
@@ -260,13 +263,7 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
     char* out = nullptr;
     if (t.out_fd >= 0) out = w.acquire(n * outs);
     job.out = out;
-    if (t.cos) job.cos = t.cos + r0;
-    if (t.region) job.region = t.region + r0;
-    if (t.coef_new) job.coef_new = t.coef_new + r0;
-    if (t.coef_old) job.coef_old = t.coef_old + r0;
-    if (t.delta_sq) job.delta_sq = t.delta_sq + r0;
-    if (t.na) job.na = t.na + r0;
-    if (t.nb) job.nb = t.nb + r0;
+    job.stats = rows_from(t.stats, r0);
     job.tensor_name = t.name;
     job.row_offset = r0;
     if (be.cuda) run_edit_cuda(job, params, be.cuda_opts);

@@ -37,14 +37,7 @@ struct StreamTask {
   int out_fd = -1;                     // < 0: analyse only
   uint64_t out_offset = 0;
   DType out_dtype = DType::F32;
-  // Per-row results (Edit), each optional, `rows` entries.
-  double* cos = nullptr;
-  uint8_t* region = nullptr;
-  float* coef_new = nullptr;
-  float* coef_old = nullptr;
-  double* delta_sq = nullptr;
-  double* na = nullptr;
-  double* nb = nullptr;
+  RowStats stats{};                    // per-row results (Edit), each optional, `rows` entries
 };
 
 struct StreamControl {

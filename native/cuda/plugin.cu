@@ -215,13 +215,14 @@ void copy_rows_out(const geoedit_cuda_job& J, const Layout& L, const char* pin, 
                    std::vector<int>& status) {
   const size_t n = size_t(J.cols), r = size_t(nr);
   if (J.out) par_copy(static_cast<char*>(J.out) + size_t(r0) * n * dsize(J.out_dtype), pin + L.out, r * n * dsize(J.out_dtype));
-  if (J.cos) std::memcpy(J.cos + r0, pin + L.cos, r * 8);
-  if (J.na) std::memcpy(J.na + r0, pin + L.na, r * 8);
-  if (J.nb) std::memcpy(J.nb + r0, pin + L.nb, r * 8);
-  if (J.delta_sq) std::memcpy(J.delta_sq + r0, pin + L.delta, r * 8);
-  if (J.coef_new) std::memcpy(J.coef_new + r0, pin + L.cn, r * 4);
-  if (J.coef_old) std::memcpy(J.coef_old + r0, pin + L.co, r * 4);
-  if (J.region) std::memcpy(J.region + r0, pin + L.region, r);
+  const geoedit_row_stats& S = J.stats;
+  if (S.cos) std::memcpy(S.cos + r0, pin + L.cos, r * 8);
+  if (S.na) std::memcpy(S.na + r0, pin + L.na, r * 8);
+  if (S.nb) std::memcpy(S.nb + r0, pin + L.nb, r * 8);
+  if (S.delta_sq) std::memcpy(S.delta_sq + r0, pin + L.delta, r * 8);
+  if (S.coef_new) std::memcpy(S.coef_new + r0, pin + L.cn, r * 4);
+  if (S.coef_old) std::memcpy(S.coef_old + r0, pin + L.co, r * 4);
+  if (S.region) std::memcpy(S.region + r0, pin + L.region, r);
   std::memcpy(status.data() + r0, pin + L.status, r * 4);
 }
 

@@ -65,8 +65,8 @@ static Out run(const Data& d, const Params& p, DType out_dtype, int simd, int th
   else { o.out16.resize(d.base.size()); job.out = o.out16.data(); }
   o.cos.resize(size_t(d.rows));
   o.region.resize(size_t(d.rows));
-  job.cos = o.cos.data();
-  job.region = o.region.data();
+  job.stats.cos = o.cos.data();
+  job.stats.region = o.region.data();
   RunOptions ro;
   ro.simd = simd;
   ro.threads = threads;

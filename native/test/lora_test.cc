@@ -50,8 +50,8 @@ static void test_geometry(int64_t m, int64_t n, int64_t ro, int64_t rn, unsigned
   std::vector<double> cos(static_cast<size_t>(m)), na(static_cast<size_t>(m)), nb(static_cast<size_t>(m)), dot(static_cast<size_t>(m));
   std::vector<uint8_t> reg(static_cast<size_t>(m));
   std::vector<float> cn(static_cast<size_t>(m)), co(static_cast<size_t>(m));
-  job.cos = cos.data(); job.region = reg.data(); job.coef_new = cn.data(); job.coef_old = co.data();
-  job.na = na.data(); job.nb = nb.data(); job.dot = dot.data();
+  job.stats.cos = cos.data(); job.stats.region = reg.data(); job.stats.coef_new = cn.data(); job.stats.coef_old = co.data();
+  job.stats.na = na.data(); job.stats.nb = nb.data(); job.dot = dot.data();
   run_lora_geometry(job, p);
   // Materialised rows through the dense core (tau given, analyse only).
   std::vector<float> to(static_cast<size_t>(m * n)), tn(static_cast<size_t>(m * n)), zero(size_t(m * n), 0.f);
@@ -63,7 +63,7 @@ static void test_geometry(int64_t m, int64_t n, int64_t ro, int64_t rn, unsigned
   std::vector<double> dcos(static_cast<size_t>(m));
   std::vector<uint8_t> dreg(static_cast<size_t>(m));
   std::vector<float> dcn(static_cast<size_t>(m)), dco(static_cast<size_t>(m));
-  e.cos = dcos.data(); e.region = dreg.data(); e.coef_new = dcn.data(); e.coef_old = dco.data();
+  e.stats.cos = dcos.data(); e.stats.region = dreg.data(); e.stats.coef_new = dcn.data(); e.stats.coef_old = dco.data();
   run_edit(e, p);
   const double t = region_threshold(p, n);
   int regions_seen[3] = {0, 0, 0};
@@ -92,7 +92,7 @@ static void test_geometry(int64_t m, int64_t n, int64_t ro, int64_t rn, unsigned
   std::vector<double> cos1(static_cast<size_t>(m));
   std::vector<float> co1(static_cast<size_t>(m));
   LoraJob j1 = job;
-  j1.cos = cos1.data(); j1.coef_old = co1.data(); j1.region = nullptr; j1.coef_new = nullptr; j1.na = j1.nb = j1.dot = nullptr;
+  j1.stats.cos = cos1.data(); j1.stats.coef_old = co1.data(); j1.stats.region = nullptr; j1.stats.coef_new = nullptr; j1.stats.na = j1.stats.nb = j1.dot = nullptr;
   RunOptions one;
   one.threads = 1;
   run_lora_geometry(j1, p, one);
@@ -170,7 +170,7 @@ int main() {
     job.rows = 20; job.cols = 10; job.new_ = nw.view();
     std::vector<double> cos(20, 1.0);
     std::vector<uint8_t> reg(20, 9);
-    job.cos = cos.data(); job.region = reg.data();
+    job.stats.cos = cos.data(); job.stats.region = reg.data();
     run_lora_geometry(job, Params());
     bool ok = true;
     for (int i = 0; i < 20; ++i) ok = ok && cos[size_t(i)] == 0 && reg[size_t(i)] == uint8_t(Region::Orthogonal);

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { analyzeTensor, cudaStatus, editTensor, editTensorSync, info, GeoEditError } from '../../lib/index';
 import { loadNative, packageRoot } from '../../lib/native';
-import { cudaLoraGeometry } from '../../lib/lora-geometry';
+import { _cudaLoraGeometry } from '../../lib/lora-geometry';
 import { gpuSuite, makeCase } from '../support/cuda-suite';
 import { rng } from '../support/prng';
 
@@ -153,7 +153,7 @@ describe('CUDA backend: probe and choice (any machine)', () => {
     const f = (k: number) => Float32Array.from({ length: k }, () => r() - 0.5);
     const old = { a: f(ro * n), b: f(m * ro), r: ro, scale: 2 };
     const nw = { a: f(rn * n), b: f(m * rn), r: rn, scale: 0.5 };
-    const g = cudaLoraGeometry(m, n, old, nw, { backend: 'cpu' });
+    const g = _cudaLoraGeometry(m, n, old, nw, { backend: 'cpu' });
     for (let i = 0; i < m; i++) {
       let dot = 0, na = 0, nb = 0;
       for (let j = 0; j < n; j++) {
@@ -168,7 +168,7 @@ describe('CUDA backend: probe and choice (any machine)', () => {
       expect(g.na[i]).toBeCloseTo(na, 10);
       expect(g.nb[i]).toBeCloseTo(nb, 10);
     }
-    expect(() => cudaLoraGeometry(m, n, { ...old, a: f(3) }, nw, { backend: 'cpu' })).toThrow(/Expected old.a/);
+    expect(() => _cudaLoraGeometry(m, n, { ...old, a: f(3) }, nw, { backend: 'cpu' })).toThrow(/Expected old.a/);
   });
 });
 

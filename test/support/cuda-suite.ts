@@ -9,7 +9,7 @@ import { analyzeCheckpoint, analyzeLora, analyzeTensor, cudaStatus, editCheckpoi
 import type { CheckpointOptions, TensorManifestEntry } from '../../lib/checkpoint';
 import { toTensor } from '../../lib/safetensors';
 import { loadNative } from '../../lib/native';
-import { cudaLoraGeometry } from '../../lib/lora-geometry';
+import { _cudaLoraGeometry } from '../../lib/lora-geometry';
 import type { DType, EditOptions, Tensor, TensorStats } from '../../lib/types';
 import { leftovers, makeTriple, readCheckpointTensor, tensorsFor, writeCheckpoint, type Spec } from './ckpt';
 import { rng } from './prng';
@@ -318,8 +318,8 @@ export function gpuSuite(title: string, enabled: boolean, opts: { emulator?: boo
     const f = (k: number) => Float32Array.from({ length: k }, () => r() - 0.5);
     const old = { a: f(ro * n), b: f(m * ro), r: ro, scale: 2 };
     const nw = { a: f(rn * n), b: f(m * rn), r: rn, scale: 0.25 };
-    const c = cudaLoraGeometry(m, n, old, nw, { backend: 'cpu' });
-    const g = cudaLoraGeometry(m, n, old, nw, { backend: 'cuda' });
+    const c = _cudaLoraGeometry(m, n, old, nw, { backend: 'cpu' });
+    const g = _cudaLoraGeometry(m, n, old, nw, { backend: 'cuda' });
     for (let i = 0; i < m; i++) {
       for (const k of ['dot', 'na', 'nb'] as const) {
         expect(Math.abs(g[k][i]! - c[k][i]!)).toBeLessThanOrEqual(1e-12 * (Math.abs(c.na[i]!) + Math.abs(c.nb[i]!)) + 1e-300);

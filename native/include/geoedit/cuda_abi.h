@@ -12,11 +12,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "geoedit/geoedit.h" /* geoedit_row_stats (its C part; the C++ API only under __cplusplus) */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define GEOEDIT_CUDA_ABI_VERSION 1
+#define GEOEDIT_CUDA_ABI_VERSION 2
 
 /* Status codes returned by the plugin's functions. */
 enum {
@@ -57,13 +59,7 @@ typedef struct geoedit_cuda_job {
   const float* c_new;                     /* strategy custom: one per row */
   const float* c_old;
   void* out; int out_dtype;
-  double* cos;
-  uint8_t* region;
-  float* coef_new;
-  float* coef_old;
-  double* delta_sq;
-  double* nb;
-  double* na;
+  geoedit_row_stats stats;                /* per-row results (geoedit/geoedit.h), each optional */
 } geoedit_cuda_job;
 
 /* Mirrors geoedit::Params (validated by the core before the call). */

@@ -2,12 +2,57 @@
 // No Node headers here or anywhere under native/ except native/binding/.
 #pragma once
 
+#include <stdint.h>
+
+/* The per-row results of an edit, each array optional (NULL to skip), one entry per row. Written in
+ * C (no initialisers: value-initialise it, `RowStats s{}`) because it also crosses the CUDA
+ * plugin's C ABI (geoedit/cuda_abi.h); the one declaration of these fields for EditJob, LoraJob,
+ * StreamTask, geoedit_cuda_job and the binding. */
+typedef struct geoedit_row_stats {
+  double* cos;
+  uint8_t* region;
+  float* coef_new;   /* the coefficients actually applied */
+  float* coef_old;
+  double* delta_sq;  /* sum_j (out_f32 - base_f32)^2 before rounding, per row */
+  double* nb;        /* |tau_new|^2 per row (untrimmed) */
+  double* na;        /* |tau_old|^2 per row (untrimmed) */
+} geoedit_row_stats;
+
+#ifdef __cplusplus
+
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace geoedit {
+
+using RowStats = geoedit_row_stats;
+
+// The same arrays from row r on (a block of rows starting at r); null pointers stay null.
+inline RowStats rows_from(const RowStats& s, int64_t r) {
+  RowStats o{};
+  if (s.cos) o.cos = s.cos + r;
+  if (s.region) o.region = s.region + r;
+  if (s.coef_new) o.coef_new = s.coef_new + r;
+  if (s.coef_old) o.coef_old = s.coef_old + r;
+  if (s.delta_sq) o.delta_sq = s.delta_sq + r;
+  if (s.nb) o.nb = s.nb + r;
+  if (s.na) o.na = s.na + r;
+  return o;
+}
+
+// Row i's geometry and coefficients into whichever arrays are present (delta_sq is the caller's).
+inline void put_row(const RowStats& s, int64_t i, double cos, uint8_t region, float coef_new, float coef_old, double na,
+                    double nb) {
+  if (s.cos) s.cos[i] = cos;
+  if (s.region) s.region[i] = region;
+  if (s.coef_new) s.coef_new[i] = coef_new;
+  if (s.coef_old) s.coef_old[i] = coef_old;
+  if (s.na) s.na[i] = na;
+  if (s.nb) s.nb[i] = nb;
+}
 
 enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2 };
 
@@ -35,13 +80,35 @@ enum class ErrorCode : uint8_t {
 };
 const char* error_code_name(ErrorCode c);
 
+// What an error is about, where the core knows it (the binding sets these on the JS error's
+// `details`: file, tensor, option, row, column). Empty strings and negative numbers: unknown.
+struct ErrorDetails {
+  std::string file;
+  std::string tensor;
+  std::string option;
+  int64_t row = -1;
+  int64_t column = -1;
+};
+
+inline ErrorDetails file_details(const std::string& file) { ErrorDetails d; d.file = file; return d; }
+inline ErrorDetails tensor_details(const std::string& tensor, int64_t row = -1, int64_t column = -1) {
+  ErrorDetails d;
+  d.tensor = tensor;
+  d.row = row;
+  d.column = column;
+  return d;
+}
+
 class Error : public std::runtime_error {
  public:
-  Error(ErrorCode code, const std::string& msg) : std::runtime_error(msg), code_(code) {}
+  Error(ErrorCode code, const std::string& msg, ErrorDetails details = ErrorDetails())
+      : std::runtime_error(msg), code_(code), details_(std::move(details)) {}
   ErrorCode code() const { return code_; }
+  const ErrorDetails& details() const { return details_; }
 
  private:
   ErrorCode code_;
+  ErrorDetails details_;
 };
 
 // The SPEC §3 defaults. This is the only place they are written down in C++;
@@ -82,14 +149,7 @@ struct EditJob {
   // Output; out == nullptr means analyse only (geometry + coefficients, no weights).
   DType out_dtype = DType::F32;
   void* out = nullptr;
-  // Per-row results, each optional (nullptr to skip).
-  double* cos = nullptr;
-  uint8_t* region = nullptr;
-  float* coef_new = nullptr;       // the coefficients actually applied
-  float* coef_old = nullptr;
-  double* delta_sq = nullptr;      // sum_j (out_f32 - base_f32)^2 before rounding, per row
-  double* nb = nullptr;            // |tau_new|^2 per row (untrimmed)
-  double* na = nullptr;            // |tau_old|^2 per row (untrimmed)
+  RowStats stats{};                // per-row results, each optional
   // Names used in error messages ("base", "old", "new" by default; a tensor name for checkpoints).
   std::string tensor_name;
   int64_t row_offset = 0;          // added to row numbers in messages (block processing)
@@ -131,3 +191,5 @@ double triad_gbps(size_t n, int threads, int reps);
 const char* version();
 
 }  // namespace geoedit
+
+#endif  /* __cplusplus */

@@ -1,0 +1,136 @@
+// What every area of the binding shares: the argument readers, Keep, the one error path and the
+// one worker shape. Only native/binding/ includes napi.h (the core is plain C++).
+//
+// Error path: every native failure becomes a Failure { code, message, details } (run_guarded), and
+// every Failure becomes one JS error (to_js): an Error (or a TypeError for ERR_INVALID_ARG_TYPE)
+// with `.code` always set and `.details` ({ file, tensor, option, row, column }, each only when the
+// core knows it). Sync calls throw it (call_sync), async calls reject with it (PromiseWorker).
+#pragma once
+
+#include <napi.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "geoedit/cuda.h"
+#include "geoedit/geoedit.h"
+
+namespace geoedit_binding {
+
+using geoedit::DType;
+
+// ---- errors ---------------------------------------------------------------------------------------
+
+struct Failure {
+  std::string code;  // empty: no failure
+  std::string message;
+  geoedit::ErrorDetails details;
+  bool failed() const { return !code.empty(); }
+};
+
+// The JS error for a failure: `.code` always, `.details` when the core knew any.
+Napi::Error to_js(Napi::Env env, const Failure& f);
+// A coded error from the binding itself (bad arguments).
+Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& msg,
+                       const geoedit::ErrorDetails& details = geoedit::ErrorDetails());
+[[noreturn]] void throw_type(Napi::Env env, const std::string& msg);
+
+// Runs fn() and records any exception as a Failure. `what` names the work for out-of-memory.
+void run_guarded(const std::function<void()>& fn, Failure& f, const char* what);
+
+// Runs fn() on the JS thread; a failure is thrown as the JS error (the sync form of one error path).
+template <class F>
+auto call_sync(Napi::Env env, const char* what, F&& fn) -> decltype(fn()) {
+  Failure f;
+  using R = decltype(fn());
+  if constexpr (std::is_void<R>::value) {
+    run_guarded(fn, f, what);
+    if (f.failed()) throw to_js(env, f);
+  } else {
+    R out{};
+    run_guarded([&]() { out = fn(); }, f, what);
+    if (f.failed()) throw to_js(env, f);
+    return out;
+  }
+}
+
+// ---- the one worker shape -----------------------------------------------------------------------------
+
+// A Promise-returning worker: `run` executes off the JS thread (it must touch no JS value), then
+// the promise resolves to `result` (what `finish`, run on the JS thread, returns; by default the
+// JS object the caller filled with JS-owned arrays) or rejects with the failure's JS error.
+// `keep` holds the inputs (and the job) alive meanwhile.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  using Finish = std::function<Napi::Value(Napi::Env)>;
+  static Napi::Promise queue(Napi::Env env, const char* name, const char* what, std::function<void()> run,
+                             std::shared_ptr<void> keep, Napi::Object result, Finish finish = nullptr);
+
+  void Execute() override;
+  void OnOK() override;
+  void OnError(const Napi::Error& e) override;
+
+ private:
+  PromiseWorker(Napi::Env env, const char* name, const char* what, std::function<void()> run, std::shared_ptr<void> keep,
+                Napi::Object result, Finish finish);
+  const char* what_;
+  std::function<void()> run_;
+  std::shared_ptr<void> keep_;
+  Napi::ObjectReference result_;
+  Finish finish_;
+  Napi::Promise::Deferred deferred_;
+  Failure failure_;
+};
+
+// ---- argument readers -----------------------------------------------------------------------------
+
+struct Keep {
+  // Holds JS objects alive while native code uses their memory.
+  std::vector<Napi::ObjectReference> refs;
+  void hold(Napi::Object o) { refs.push_back(Napi::Persistent(o)); }
+};
+
+// The spec object of a call (argument 0), or an ERR_INVALID_ARG_TYPE TypeError naming `what`.
+Napi::Object spec_arg(const Napi::CallbackInfo& info, const char* what);
+
+double num(Napi::Object o, const char* key, double dflt);
+std::string str(Napi::Object o, const char* key, const std::string& dflt = std::string());
+DType dtype_of(Napi::Object o, const char* key);
+// A typed array's bytes (start pointer and length).
+void typed_bytes(Napi::TypedArray ta, const char* key, char** data, size_t* bytes);
+// A typed array's data pointer, checked to hold at least `bytes` bytes; held in `keep`.
+const void* data_of(Napi::Object spec, const char* key, size_t bytes, Keep& keep, bool optional = false);
+// rows/cols: non-negative integers (ERR_INVALID_OPTION otherwise).
+void read_dims(Napi::Object spec, int64_t* rows, int64_t* cols);
+// Params from a { strategy, scale, ... } object (not validated).
+void read_params(Napi::Env env, Napi::Object p, geoedit::Params& P);
+// Params from spec.params (required), validated by the core.
+void read_params_into(Napi::Env env, Napi::Object spec, geoedit::Params& P);
+// Backend choice as a spec carries it (lib/backend.ts resolved it): backend 'cuda' | other,
+// cudaMemoryLimit (bytes, 0 = default).
+void read_backend(Napi::Object spec, bool* cuda, geoedit::CudaRunOptions* opts);
+// RunOptions.threads from spec.threads (0: the whole pool).
+geoedit::RunOptions read_run_options(Napi::Object spec);
+
+// ---- JS-owned outputs -------------------------------------------------------------------------------
+
+// A fresh typed array of `count` T set as result[key]; returns its data.
+template <typename T>
+T* alloc_array(Napi::Env env, Napi::Object result, const char* key, size_t count);
+// The per-row statistics every edit returns (cos, region, coefNew, coefOld, deltaSq, na, nb), as
+// JS-owned arrays set on `obj`: the one allocator of geoedit::RowStats.
+geoedit::RowStats alloc_row_stats(Napi::Env env, Napi::Object obj, size_t rows);
+
+// ---- the areas (each file registers its exports) --------------------------------------------------------
+
+void register_edit(Napi::Env env, Napi::Object exports);
+void register_stream(Napi::Env env, Napi::Object exports);
+void register_lora(Napi::Env env, Napi::Object exports);
+void register_probe(Napi::Env env, Napi::Object exports);
+void register_safetensors(Napi::Env env, Napi::Object exports);
+void register_testing(Napi::Env env, Napi::Object exports);
+
+}  // namespace geoedit_binding

@@ -1,0 +1,96 @@
+// edit(spec) / editSync(spec): one tensor (or a block of its rows) in memory, SPEC §3.
+//   spec: { rows, cols, base, baseDtype, old, oldDtype, new, newDtype, impOld?, impOldDtype?,
+//           impNew?, impNewDtype?, cNew?, cOld?, outDtype, wantOut, outData?, tensorName?,
+//           rowOffset?, tauGiven?, params, threads?, simd?, backend?, cudaMemoryLimit? }
+//   -> { out?, cos, region, coefNew, coefOld, deltaSq, na, nb }
+#include "common.h"
+
+namespace geoedit_binding {
+
+namespace {
+
+// The job read on the JS thread; run off it (edit) or on it (editSync).
+struct EditBaton {
+  geoedit::EditJob job;
+  geoedit::Params params;
+  geoedit::RunOptions ro;
+  bool cuda = false;  // backend 'cuda' (chosen in lib/backend.ts)
+  geoedit::CudaRunOptions cuda_opts;
+  Keep keep;
+  Napi::ObjectReference result;
+  void run() const {
+    if (cuda) geoedit::run_edit_cuda(job, params, cuda_opts);
+    else geoedit::run_edit(job, params, ro);
+  }
+};
+
+std::shared_ptr<EditBaton> read_edit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object spec = spec_arg(info, "an edit specification object");
+  auto b = std::make_shared<EditBaton>();
+  geoedit::EditJob& job = b->job;
+  read_dims(spec, &job.rows, &job.cols);
+  const size_t count = size_t(job.rows) * size_t(job.cols);
+  job.base.dtype = dtype_of(spec, "baseDtype");
+  job.old_.dtype = dtype_of(spec, "oldDtype");
+  job.new_.dtype = dtype_of(spec, "newDtype");
+  job.base.data = data_of(spec, "base", count * geoedit::dtype_size(job.base.dtype), b->keep);
+  job.old_.data = data_of(spec, "old", count * geoedit::dtype_size(job.old_.dtype), b->keep);
+  job.new_.data = data_of(spec, "new", count * geoedit::dtype_size(job.new_.dtype), b->keep);
+  if (!spec.Get("impOld").IsUndefined()) {
+    job.imp_old.dtype = dtype_of(spec, "impOldDtype");
+    job.imp_new.dtype = dtype_of(spec, "impNewDtype");
+    job.imp_old.data = data_of(spec, "impOld", count * geoedit::dtype_size(job.imp_old.dtype), b->keep);
+    job.imp_new.data = data_of(spec, "impNew", count * geoedit::dtype_size(job.imp_new.dtype), b->keep);
+  }
+  job.c_new = static_cast<const float*>(data_of(spec, "cNew", size_t(job.rows) * 4, b->keep, true));
+  job.c_old = static_cast<const float*>(data_of(spec, "cOld", size_t(job.rows) * 4, b->keep, true));
+  job.out_dtype = dtype_of(spec, "outDtype");
+  job.tensor_name = str(spec, "tensorName");
+  job.row_offset = int64_t(num(spec, "rowOffset", 0));
+  job.tau_given = spec.Get("tauGiven").ToBoolean().Value();
+
+  read_params_into(env, spec, b->params);
+  read_backend(spec, &b->cuda, &b->cuda_opts);
+  b->ro = read_run_options(spec);
+  b->ro.simd = int(num(spec, "simd", -1));
+  if (b->ro.simd > 2) b->ro.simd = 2;
+
+  // Outputs: JS-owned arrays allocated here, written by the worker.
+  Napi::Object result = Napi::Object::New(env);
+  if (spec.Get("wantOut").ToBoolean().Value()) {
+    Napi::Value od = spec.Get("outData");
+    if (od.IsTypedArray()) {
+      // A caller-provided output (reused across calls: no fresh pages to fault in and zero).
+      job.out = const_cast<void*>(data_of(spec, "outData", count * geoedit::dtype_size(job.out_dtype), b->keep));
+      result.Set("out", od);
+    } else if (job.out_dtype == DType::F32) {
+      job.out = alloc_array<float>(env, result, "out", count);
+    } else {
+      job.out = alloc_array<uint16_t>(env, result, "out", count);
+    }
+  }
+  job.stats = alloc_row_stats(env, result, size_t(job.rows));
+  b->result = Napi::Persistent(result);
+  return b;
+}
+
+Napi::Value EditSync(const Napi::CallbackInfo& info) {
+  std::shared_ptr<EditBaton> b = read_edit(info);
+  call_sync(info.Env(), "editing", [&]() { b->run(); });
+  return b->result.Value();
+}
+
+Napi::Value Edit(const Napi::CallbackInfo& info) {
+  std::shared_ptr<EditBaton> b = read_edit(info);
+  return PromiseWorker::queue(info.Env(), "geoedit:edit", "editing", [b]() { b->run(); }, b, b->result.Value());
+}
+
+}  // namespace
+
+void register_edit(Napi::Env env, Napi::Object exports) {
+  exports.Set("edit", Napi::Function::New(env, Edit, "edit"));
+  exports.Set("editSync", Napi::Function::New(env, EditSync, "editSync"));
+}
+
+}  // namespace geoedit_binding

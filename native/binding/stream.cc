@@ -1,0 +1,123 @@
+// stream(spec): the checkpoint data path (native/core/stream.h): edit / copy / convert tensors file
+// to file in row blocks.
+//   spec: { tasks, params, threads?, blockBytes? (0: the backend's default), backend?, cudaMemoryLimit?,
+//           ctl?: Float64Array(2 or 3) [bytesDone, cancel, taskIndex] }
+//   -> Promise<(stats | null)[]> (stats: { cos, region, coefNew, coefOld, deltaSq, na, nb } for edit
+//      tasks that asked for them)
+#include "common.h"
+
+#include "core/stream.h"
+
+namespace geoedit_binding {
+
+namespace {
+
+struct StreamBaton {
+  std::vector<geoedit::StreamTask> tasks;
+  geoedit::Params params;
+  geoedit::RunOptions ro;
+  size_t block_bytes = 0;
+  geoedit::StreamControl ctl;
+  geoedit::StreamBackend backend;
+  Keep keep;
+};
+
+// { fd, offset, dtype, file? }
+geoedit::StreamSrc src_of(Napi::Object o, const char* key) {
+  geoedit::StreamSrc s;
+  Napi::Value v = o.Get(key);
+  if (!v.IsObject()) throw_type(o.Env(), std::string("Expected a source object for ") + key);
+  Napi::Object so = v.As<Napi::Object>();
+  s.fd = int(num(so, "fd", -1));
+  s.offset = uint64_t(num(so, "offset", 0));
+  s.dtype = dtype_of(so, "dtype");
+  s.file = str(so, "file");
+  return s;
+}
+
+void read_ctl(Napi::Object spec, StreamBaton& b) {
+  Napi::Value cv = spec.Get("ctl");
+  if (!cv.IsTypedArray()) return;
+  Napi::TypedArray ta = cv.As<Napi::TypedArray>();
+  if (ta.TypedArrayType() != napi_float64_array || ta.ElementLength() < 2) return;
+  char* p;
+  size_t bytes;
+  typed_bytes(ta, "ctl", &p, &bytes);
+  double* d = reinterpret_cast<double*>(p);
+  b.keep.hold(ta);
+  b.ctl.bytes_done = d;
+  b.ctl.cancel = d + 1;
+  if (ta.ElementLength() >= 3) b.ctl.task_index = d + 2;
+}
+
+// One task; its stats object (or null) goes to results[i].
+geoedit::StreamTask read_task(Napi::Env env, Napi::Object to, StreamBaton& b, Napi::Array results, uint32_t i) {
+  geoedit::StreamTask t;
+  const int kind = int(num(to, "kind", 0));
+  if (kind < 0 || kind > 2) throw make_error(env, "ERR_INVALID_OPTION", "unknown task kind");
+  t.kind = geoedit::StreamTask::Kind(kind);
+  t.name = str(to, "name");
+  t.rows = int64_t(num(to, "rows", 0));
+  t.cols = int64_t(num(to, "cols", 0));
+  t.copy_bytes = uint64_t(num(to, "copyBytes", 0));
+  if (t.rows < 0 || t.cols < 0) throw make_error(env, "ERR_INVALID_OPTION", "rows and cols must be >= 0");
+  t.base = src_of(to, "base");
+  results.Set(i, env.Null());
+  if (t.kind == geoedit::StreamTask::Edit) {
+    t.old_ = src_of(to, "old");
+    t.new_ = src_of(to, "new");
+    if (to.Get("impOld").IsObject()) {
+      t.imp_old = src_of(to, "impOld");
+      t.imp_new = src_of(to, "impNew");
+    }
+    const size_t r = size_t(t.rows);
+    t.c_new = static_cast<const float*>(data_of(to, "cNew", r * 4, b.keep, true));
+    t.c_old = static_cast<const float*>(data_of(to, "cOld", r * 4, b.keep, true));
+    if (b.params.strategy == geoedit::Strategy::Custom && (!t.c_new || !t.c_old))
+      throw make_error(env, "ERR_COEFFICIENTS", "strategy 'custom' needs cNew and cOld for tensor '" + t.name + "'",
+                       geoedit::tensor_details(t.name));
+    if (to.Get("stats").ToBoolean().Value()) {
+      Napi::Object st = Napi::Object::New(env);
+      t.stats = alloc_row_stats(env, st, r);
+      results.Set(i, st);
+    }
+  }
+  t.out_fd = int(num(to, "outFd", -1));
+  t.out_offset = uint64_t(num(to, "outOffset", 0));
+  if (t.out_fd >= 0 || t.kind == geoedit::StreamTask::Edit)
+    t.out_dtype = to.Get("outDtype").IsString() ? dtype_of(to, "outDtype") : t.base.dtype;
+  return t;
+}
+
+Napi::Value Stream(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object spec = spec_arg(info, "a stream specification object");
+  auto b = std::make_shared<StreamBaton>();
+  Napi::Value pv = spec.Get("params");
+  if (pv.IsObject()) read_params(env, pv.As<Napi::Object>(), b->params);
+  call_sync(env, "validating options", [&]() { geoedit::validate_params(b->params); });
+  b->ro = read_run_options(spec);
+  b->block_bytes = size_t(num(spec, "blockBytes", 0));
+  read_backend(spec, &b->backend.cuda, &b->backend.cuda_opts);
+  read_ctl(spec, *b);
+  Napi::Value tv = spec.Get("tasks");
+  if (!tv.IsArray()) throw_type(env, "Expected an array of tasks");
+  Napi::Array tasks = tv.As<Napi::Array>();
+  Napi::Array results = Napi::Array::New(env, tasks.Length());
+  for (uint32_t i = 0; i < tasks.Length(); ++i) {
+    Napi::Value v = tasks.Get(i);
+    if (!v.IsObject()) throw_type(env, "Expected a task object");
+    b->tasks.push_back(read_task(env, v.As<Napi::Object>(), *b, results, i));
+  }
+  return PromiseWorker::queue(env, "geoedit:stream", "streaming a checkpoint",
+                              [b]() { geoedit::run_stream(b->tasks, b->params, b->ro, b->block_bytes, b->ctl, b->backend); }, b,
+                              results.As<Napi::Object>());
+}
+
+}  // namespace
+
+void register_stream(Napi::Env env, Napi::Object exports) {
+  exports.Set("stream", Napi::Function::New(env, Stream, "stream"));
+}
+
+}  // namespace geoedit_binding

@@ -1,0 +1,88 @@
+// Exports for tests and benchmarks only (the `_` prefix: not used by lib/ in production).
+//   _triad(n, threads, reps) -> Promise<number>            STREAM triad GB/s over the shared pool (bench/run.js)
+//   _cudaBench(spec) -> { kernelMs, kernelGBps, copyGBps, checksum }   device-resident kernel bench (bench/gpu/)
+//   _cudaLoraGeometry(spec) -> { dot, na, nb }              SPEC §4 LoRA sums on the CPU or the plugin (lib/lora-geometry.ts)
+#include "common.h"
+
+namespace geoedit_binding {
+
+namespace {
+
+Napi::Value Triad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
+    throw_type(env, "Expected _triad(n, threads, reps)");
+  struct Baton {
+    size_t n = 0;
+    int threads = 0, reps = 0;
+    double gbps = 0;
+  };
+  auto b = std::make_shared<Baton>();
+  b->n = size_t(info[0].As<Napi::Number>().DoubleValue());
+  b->threads = info[1].As<Napi::Number>().Int32Value();
+  b->reps = info[2].As<Napi::Number>().Int32Value();
+  return PromiseWorker::queue(
+      env, "geoedit:triad", "running the triad", [b]() { b->gbps = geoedit::triad_gbps(b->n, b->threads, b->reps); }, b,
+      Napi::Object::New(env), [b](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, b->gbps); });
+}
+
+// _cudaBench({ rows, cols, dtype, reps, params, withImportance }): synchronous, for bench/gpu/ only.
+Napi::Value CudaBench(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object spec = spec_arg(info, "a bench specification object");
+  geoedit::Params P;
+  Napi::Value pv = spec.Get("params");
+  if (pv.IsObject()) read_params(env, pv.As<Napi::Object>(), P);
+  const DType dt = dtype_of(spec, "dtype");
+  const int64_t rows = int64_t(num(spec, "rows", 0)), cols = int64_t(num(spec, "cols", 0));
+  const int reps = int(num(spec, "reps", 20));
+  const bool imp = spec.Get("withImportance").ToBoolean().Value();
+  const geoedit::CudaBenchResult r =
+      call_sync(env, "benchmarking CUDA", [&]() { return geoedit::cuda_bench(rows, cols, dt, reps, P, imp); });
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("kernelMs", r.kernel_ms);
+  o.Set("kernelGBps", r.kernel_gbps);
+  o.Set("copyGBps", r.copy_gbps);
+  o.Set("checksum", r.checksum);
+  return o;
+}
+
+// _cudaLoraGeometry({ m, n, rOld, rNew, aOld, bOld, aNew, bNew, sOld, sNew, backend }): synchronous.
+Napi::Value CudaLoraGeometry(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object spec = spec_arg(info, "a CUDA LoRA geometry specification object");
+  Keep keep;
+  geoedit::LoraGeometryJob j;
+  j.m = int64_t(num(spec, "m", 0));
+  j.n = int64_t(num(spec, "n", 0));
+  j.r_old = int64_t(num(spec, "rOld", 0));
+  j.r_new = int64_t(num(spec, "rNew", 0));
+  if (j.m < 0 || j.n < 0 || j.r_old < 0 || j.r_new < 0)
+    throw make_error(env, "ERR_INVALID_OPTION", "m, n, rOld and rNew must be >= 0");
+  j.a_old = static_cast<const float*>(data_of(spec, "aOld", size_t(j.r_old * j.n) * 4, keep));
+  j.b_old = static_cast<const float*>(data_of(spec, "bOld", size_t(j.m * j.r_old) * 4, keep));
+  j.a_new = static_cast<const float*>(data_of(spec, "aNew", size_t(j.r_new * j.n) * 4, keep));
+  j.b_new = static_cast<const float*>(data_of(spec, "bNew", size_t(j.m * j.r_new) * 4, keep));
+  j.s_old = num(spec, "sOld", 1);
+  j.s_new = num(spec, "sNew", 1);
+  Napi::Object result = Napi::Object::New(env);
+  j.dot = alloc_array<double>(env, result, "dot", size_t(j.m));
+  j.na = alloc_array<double>(env, result, "na", size_t(j.m));
+  j.nb = alloc_array<double>(env, result, "nb", size_t(j.m));
+  const bool cuda = str(spec, "backend") == "cuda";
+  call_sync(env, "in the LoRA path", [&]() {
+    if (cuda) geoedit::lora_geometry_cuda(j);
+    else geoedit::lora_geometry_cpu(j);
+  });
+  return result;
+}
+
+}  // namespace
+
+void register_testing(Napi::Env env, Napi::Object exports) {
+  exports.Set("_triad", Napi::Function::New(env, Triad, "_triad"));
+  exports.Set("_cudaBench", Napi::Function::New(env, CudaBench, "_cudaBench"));
+  exports.Set("_cudaLoraGeometry", Napi::Function::New(env, CudaLoraGeometry, "_cudaLoraGeometry"));
+}
+
+}  // namespace geoedit_binding
