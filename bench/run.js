@@ -17,7 +17,7 @@ if (!fs.existsSync(path.join(dist, 'index.js'))) {
   process.exit(1);
 }
 const geo = require(path.join(dist, 'index.js'));
-const { loadNative } = require(path.join(dist, 'native.js'));
+const { loadNative } = require(path.join(dist, 'native', 'index.js'));
 const native = loadNative();
 
 const QUICK = process.env.GEOEDIT_BENCH_QUICK === '1';

@@ -26,6 +26,16 @@ describe('lib/native', () => {
     expect(offenders.map((f) => path.relative(LIB, f))).toEqual([]);
   });
 
+  it('types exactly what native/binding/EXPORTS.md lists (the private interface of the .node)', () => {
+    const md = fs.readFileSync(path.join(LIB, '..', 'native', 'binding', 'EXPORTS.md'), 'utf8');
+    const documented = [...md.matchAll(/^### `([A-Za-z_][A-Za-z0-9_]*)\(/gm)].map((m) => m[1]!).sort();
+    const src = fs.readFileSync(path.join(LIB, 'native', 'addon.ts'), 'utf8');
+    const body = src.slice(src.indexOf('export interface NativeAddon {'), src.indexOf('\n}\n', src.indexOf('export interface NativeAddon {')));
+    const typed = [...body.matchAll(/^  ([A-Za-z_][A-Za-z0-9_]*)\(/gm)].map((m) => m[1]!).sort();
+    expect(documented.length).toBeGreaterThan(10);
+    expect(typed).toEqual(documented);
+  });
+
   it('maps a coded native error once: GeoEditError with code, message and details; TypeError stays TypeError', () => {
     const e = Object.assign(new Error('tensor x row 3: NaN'), { code: 'ERR_NON_FINITE', details: { tensor: 'x', row: 3 } });
     const m = mapNativeError(e);
