@@ -1,4 +1,4 @@
-// The quality benchmark, fast version (a smaller model; the full one is bench/quality.js):
+// The quality benchmark, fast version (a smaller model; the full one is scripts/quality/sweep.js):
 // builds the fact-memory models for 3 seeds, runs the QUALITY.md protocol through
 // editCheckpoint / editAdapters, and asserts the orderings the README ("Does the edit work?") claims.
 import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';

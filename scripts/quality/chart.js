@@ -1,14 +1,15 @@
 #!/usr/bin/env node
-// Draws docs/quality.svg from a bench/results/quality-*.json report: per regime, the best
+// Draws docs/quality.svg from a bench/results/quality-*.json(.xz) report: per regime, the best
 // Locality each method reaches at Reliability >= 0.99x and >= 0.95x of plain fine-tuning
 // (mean ± sd over seeds; a missing bar means the level was not reached in every seed).
-// Usage: node bench/quality-chart.js bench/results/quality-YYYY-MM-DD.json [docs/quality.svg]
+// Usage: node scripts/quality/chart.js bench/results/quality-YYYY-MM-DD.json.xz [docs/quality.svg]
 const fs = require('node:fs');
+const { readReport } = require('./read-report');
 
 const file = process.argv[2];
 const outFile = process.argv[3] || 'docs/quality.svg';
-if (!file) { console.error('usage: node bench/quality-chart.js REPORT.json [OUT.svg]'); process.exit(2); }
-const rep = JSON.parse(fs.readFileSync(file, 'utf8'));
+if (!file) { console.error('usage: node scripts/quality/chart.js REPORT.json [OUT.svg]'); process.exit(2); }
+const rep = readReport(file);
 const fams = ['task-arithmetic', 'forget-then-learn', 'geoedit', 'geoedit-paper', 'random-mask', 'shrinkage'];
 const names = { 'task-arithmetic': 'plain fine-tuning', 'forget-then-learn': 'F-Learning (best λ)', geoedit: 'GeoEdit (best κ, γ)', 'geoedit-paper': "GeoEdit 'paper' preset", 'random-mask': 'control: random row mask', shrinkage: 'control: uniform shrinkage' };
 const colors = { 'task-arithmetic': '#888888', 'forget-then-learn': '#e69f00', geoedit: '#0072b2', 'geoedit-paper': '#56b4e9', 'random-mask': '#cc79a7', shrinkage: '#009e73' };

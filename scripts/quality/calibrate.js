@@ -1,11 +1,11 @@
 #!/usr/bin/env node
-// Reads a bench/results/quality-*.json report and ranks every geoedit (kappa, keepOrthogonal)
+// Reads a bench/results/quality-*.json(.xz) report and ranks every geoedit (kappa, keepOrthogonal)
 // point, and every other method's knob, over all regimes and seeds: mean Locality, mean
 // Reliability relative to plain fine-tuning, and the worst case. The defaults are the geoedit
 // point with the best mean Locality among those that keep Reliability >= 0.95x in every run.
-// Usage: node bench/quality-calibrate.js bench/results/quality-YYYY-MM-DD.json
-const fs = require('node:fs');
-const rep = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+// Usage: node scripts/quality/calibrate.js bench/results/quality-YYYY-MM-DD.json.xz
+const { readReport } = require('./read-report');
+const rep = readReport(process.argv[2]);
 const rows = new Map();
 for (const [regime, runs] of Object.entries(rep.sweeps)) {
   for (const run of runs) {

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// Markdown tables from a bench/results/quality-*.json report: per regime and method, the best
+// Markdown tables from a bench/results/quality-*.json(.xz) report: per regime and method, the best
 // Locality at Reliability >= 0.99x / 0.95x of plain fine-tuning (mean ± sd over seeds) and the
 // paired gain over plain fine-tuning (same seed, mean ± sd), with the setting that reached it.
-// Usage: node bench/quality-table.js bench/results/quality-YYYY-MM-DD.json
-const fs = require('node:fs');
-const rep = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+// Usage: node scripts/quality/table.js bench/results/quality-YYYY-MM-DD.json.xz
+const { readReport } = require('./read-report');
+const rep = readReport(process.argv[2]);
 const fams = ['task-arithmetic', 'forget-then-learn', 'geoedit', 'geoedit-paper', 'random-mask', 'shrinkage'];
 const names = { 'task-arithmetic': 'plain fine-tuning', 'forget-then-learn': 'F-Learning (λ)', geoedit: 'GeoEdit (κ, γ)', 'geoedit-paper': "GeoEdit 'paper' (κ)", 'random-mask': 'control: random row mask', shrinkage: 'control: uniform shrinkage' };
 const ms = (xs) => {
