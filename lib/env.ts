@@ -5,8 +5,8 @@
 //
 // Adding a variable: one entry here (and, when the C++ core or a script reads it, the getenv there).
 
-/** Who reads a variable: the TS library, the C++ core, the CUDA plugin, the install/pack scripts, the bench or test scripts. */
-export type EnvReader = 'lib' | 'core' | 'cuda-plugin' | 'install' | 'build' | 'bench' | 'tests';
+/** Who reads a variable: the TS library, the C++ core, the CUDA plugin or runtime, node-gyp-build, the install/pack scripts, the bench or test scripts. */
+export type EnvReader = 'lib' | 'core' | 'cuda-plugin' | 'cuda-runtime' | 'node-gyp-build' | 'install' | 'build' | 'bench' | 'tests';
 
 export interface EnvVar {
   name: string;
@@ -18,25 +18,28 @@ export interface EnvVar {
 }
 
 export const ENV_VARS = [
-  { name: 'GEOEDIT_BACKEND', meaning: "Backend used when the `backend` option (CLI `--backend`) is absent: `auto`, `cpu` or `cuda`.", default: 'unset (`auto`)', readBy: ['lib'] },
-  { name: 'GEOEDIT_CUDA_MEMORY', meaning: "Device bytes one CUDA call may use when `cudaMemoryLimit` is absent; a size as everywhere in geoedit (`2GB` = 2·10⁹, `2GiB` = 2·2³⁰, `512MiB`, bytes).", default: 'unset (half the free device memory, at most 4 GiB)', readBy: ['lib', 'core'] },
-  { name: 'GEOEDIT_CUDA_PLUGIN', meaning: 'An explicit path of the CUDA plugin (`geoedit_cuda.so`) instead of the folders next to the addon (diagnostics, the emulator tests).', default: 'unset', readBy: ['core', 'tests', 'bench'] },
-  { name: 'GEOEDIT_CUDA_SKIP_DRIVER_CHECK', meaning: 'Skip the check for `libcuda.so.1` before loading the plugin (the CPU emulator of the CUDA runtime has no driver).', default: 'unset', readBy: ['core', 'tests', 'bench'] },
-  { name: 'GEOEDIT_CUDA_COPY_THREADS', meaning: 'Threads that copy between mapped files and pinned buffers in the CUDA plugin (1 = serial).', default: 'unset (the plugin picks)', readBy: ['cuda-plugin'] },
-  { name: 'GEOEDIT_CUDA_NO_SMEM_CACHE', meaning: 'Force the read-twice CUDA kernel instead of the shared-memory row cache (benchmarks compare both).', default: 'unset', readBy: ['cuda-plugin', 'bench'] },
-  { name: 'GEOEDIT_CUDA_NO_FAST16', meaning: 'Force the f32-cache CUDA kernel for 16-bit inputs instead of the raw 16-bit cache.', default: 'unset', readBy: ['cuda-plugin', 'bench'] },
-  { name: 'GEOEDIT_SIMD', meaning: 'Cap the SIMD level the CPU core uses: `scalar`, `avx2` or `avx512` (never above what the CPU supports).', default: 'unset (the widest the CPU supports)', readBy: ['core', 'tests', 'bench'] },
-  { name: 'GEOEDIT_STREAM_IO', meaning: '`pread`: the checkpoint data path reads blocks with pread instead of mapping the input files.', default: 'unset (mmap)', readBy: ['core', 'tests', 'bench'] },
-  { name: 'GEOEDIT_STREAM_READAHEAD', meaning: '`0` turns the read-ahead of the next block off, `1` turns it on for both backends.', default: 'unset (on for the GPU only)', readBy: ['core', 'bench'] },
-  { name: 'GEOEDIT_NO_COPY_FILE_RANGE', meaning: 'Copy unedited tensors with pread/pwrite instead of copy_file_range.', default: 'unset', readBy: ['core', 'tests'] },
-  { name: 'GEOEDIT_ADDON', meaning: 'Load the addon from this file and nothing else (a binary built elsewhere).', default: 'unset (build/Release, then prebuilds/)', readBy: ['lib', 'install'] },
-  { name: 'PREBUILDS_ONLY', meaning: 'Never load a source build (`build/`): only `prebuilds/`; the install script then never compiles.', default: 'unset', readBy: ['lib', 'install'] },
-  { name: 'GEOEDIT_BUILD_FROM_SOURCE', meaning: 'The install script builds from source even when a prebuild loads (as `npm install --build-from-source`).', default: 'unset', readBy: ['install'] },
-  { name: 'GEOEDIT_PACK_WITHOUT_PREBUILDS', meaning: '`1`: `npm pack` goes on without a checked prebuild (a source-only package).', default: 'unset', readBy: ['build'] },
-  { name: 'GEOEDIT_CACHE_DIR', meaning: 'Where `geoedit demo` and the quality suite cache their models.', default: 'unset (`$XDG_CACHE_HOME/geoedit`, else `~/.cache/geoedit`)', readBy: ['lib'] },
+  { name: 'GEOEDIT_BACKEND', meaning: 'Default for the `backend` option (CLI `--backend`) of every entry point: `auto`, `cpu` or `cuda`.', default: 'unset (`auto`)', readBy: ['lib'] },
+  { name: 'GEOEDIT_CUDA_MEMORY', meaning: 'GPU memory one call may use when `cudaMemoryLimit` (`--cuda-memory-limit`) is not given; a size read as everywhere in geoedit: `2GB` and `2G` are 2·10⁹ bytes, `2GiB` and `2Gi` 2·2³⁰, a plain number is bytes (earlier builds read `2G` as 2³¹ in this variable only).', default: 'unset (half the free device memory, at most 4 GiB)', readBy: ['lib', 'core'] },
+  { name: 'GEOEDIT_CUDA_PLUGIN', meaning: 'Load the CUDA plugin from this file instead of searching beside the addon (diagnostics, tests, the CPU emulator).', default: 'unset', readBy: ['core', 'tests', 'bench'] },
+  { name: 'GEOEDIT_CUDA_SKIP_DRIVER_CHECK', meaning: '`1`: skip the `libcuda.so.1` check before loading the plugin (the emulator; diagnostics and tests only).', default: 'unset', readBy: ['core', 'tests', 'bench'] },
+  { name: 'GEOEDIT_CUDA_COPY_THREADS', meaning: 'Threads for the host staging copies of the CUDA plugin (1 = serial).', default: 'unset (half the hardware threads, at most 8)', readBy: ['cuda-plugin'] },
+  { name: 'GEOEDIT_CUDA_NO_SMEM_CACHE', meaning: '`1`: force the read-twice CUDA kernel instead of the shared-memory row cache (benchmarks compare both).', default: 'unset', readBy: ['cuda-plugin', 'bench'] },
+  { name: 'GEOEDIT_CUDA_NO_FAST16', meaning: '`1`: use the f32-cache CUDA kernel for 16-bit inputs instead of the raw 16-bit cache (benchmarks).', default: 'unset', readBy: ['cuda-plugin', 'bench'] },
+  { name: 'CUDA_VISIBLE_DEVICES', meaning: 'The CUDA runtime\'s device list; the plugin uses the first visible device.', default: 'all devices', readBy: ['cuda-runtime'] },
+  { name: 'GEOEDIT_SIMD', meaning: 'Cap the CPU kernels: `scalar`, `avx2` or `avx512` (never above what the CPU supports).', default: 'unset (the widest the CPU supports)', readBy: ['core', 'tests', 'bench'] },
+  { name: 'GEOEDIT_STREAM_IO', meaning: '`pread`: the checkpoint data path reads blocks with `pread` instead of mapping the input files.', default: 'unset (mmap)', readBy: ['core', 'tests', 'bench'] },
+  { name: 'GEOEDIT_STREAM_READAHEAD', meaning: '`0`: no read-ahead of the next block; `1`: read-ahead on the CPU path too.', default: 'unset (read-ahead on the GPU path only)', readBy: ['core', 'bench'] },
+  { name: 'GEOEDIT_NO_COPY_FILE_RANGE', meaning: '`1`: copy unedited tensors with `pread`/`pwrite` instead of `copy_file_range`.', default: 'unset', readBy: ['core', 'tests'] },
+  { name: 'GEOEDIT_ADDON', meaning: 'Load this `geoedit.node` and nothing else (a binary built elsewhere).', default: 'unset (build/Release, then prebuilds/)', readBy: ['lib', 'install'] },
+  { name: 'PREBUILDS_ONLY', meaning: '`1`: never build from source (the install fails with the loader\'s message when no prebuild loads: for CI and locked-down machines), and skip `build/` at run time.', default: 'unset', readBy: ['lib', 'install'] },
+  { name: 'GEOEDIT_BUILD_FROM_SOURCE', meaning: '`1` (or `npm install --build-from-source`): build from source even when a prebuild loads.', default: 'unset', readBy: ['install'] },
+  { name: 'LIBC', meaning: '`musl` or `glibc`: override the libc guess `node-gyp-build` uses to pick a prebuild.', default: 'unset (detected)', readBy: ['node-gyp-build'] },
+  { name: 'GEOEDIT_PACK_WITHOUT_PREBUILDS', meaning: '`1`: `npm pack` (`scripts/prebuild.js --check`) packs a source-only package on purpose.', default: 'unset', readBy: ['build'] },
+  { name: 'GEOEDIT_CACHE_DIR', meaning: 'Where `geoedit demo` (and the quality suite) caches its models.', default: 'unset (`$XDG_CACHE_HOME/geoedit`, else `~/.cache/geoedit`)', readBy: ['lib'] },
   { name: 'XDG_CACHE_HOME', meaning: 'The cache root used when `GEOEDIT_CACHE_DIR` is unset.', default: 'unset (`~/.cache`)', readBy: ['lib'] },
-  { name: 'GEOEDIT_PYTHON', meaning: 'A Python with torch/peft/numpy for the optional cross-checks against PyTorch and numpy (skipped when unset).', default: 'unset', readBy: ['tests', 'bench'] },
-  { name: 'GEOEDIT_BENCH_QUICK', meaning: '`1`: `npm run bench` runs only the quick cases.', default: 'unset', readBy: ['bench'] },
+  { name: 'GEOEDIT_BENCH_QUICK', meaning: '`1`: `npm run bench` runs only the smaller shape.', default: 'unset', readBy: ['bench'] },
+  { name: 'GEOEDIT_PYTHON', meaning: 'The Python with `safetensors` for the loadability tests (`test/package/loadable.test.ts`).', default: 'unset (`python3`)', readBy: ['tests'] },
+  { name: 'TEST_SHARED_DIR', meaning: 'Where the tests find `../shared` (the real-data corpus, SPEC.md, QUALITY.md), e.g. from a worktree.', default: 'unset (`../shared`)', readBy: ['tests'] },
 ] as const satisfies readonly EnvVar[];
 
 export type EnvName = (typeof ENV_VARS)[number]['name'];

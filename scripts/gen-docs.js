@@ -8,7 +8,8 @@ const path = require('node:path');
 const root = path.resolve(__dirname, '..');
 const { regenerateDocs } = require(path.join(root, 'dist', 'cjs', 'docs.js'));
 const check = process.argv.includes('--check');
-const changed = regenerateDocs(root, { check });
-for (const f of changed) console.log(`${check ? 'stale' : 'updated'}: ${path.relative(root, f)}`);
-if (!changed.length) console.log('docs: generated regions are up to date');
-process.exit(check && changed.length ? 1 : 0);
+regenerateDocs(root, { check }).then((changed) => {
+  for (const f of changed) console.log(`${check ? 'stale' : 'updated'}: ${path.relative(root, f)}`);
+  if (!changed.length) console.log('docs: generated regions are up to date');
+  process.exit(check && changed.length ? 1 : 0);
+});
