@@ -22,7 +22,29 @@ export type GeoEditErrorCode =
   | 'ERR_CUDA'
   | 'ERR_NATIVE_LOAD'
   | 'ERR_OUT_OF_MEMORY'
-  | 'ERR_INTERNAL';
+  | 'ERR_INTERNAL'
+  // governance (lib/governance, docs/governance.md): lineage, verify, review, evaluate, rollout
+  | 'ERR_NO_MANIFEST'
+  | 'ERR_MANIFEST_INVALID'
+  | 'ERR_MANIFEST_TAMPERED'
+  | 'ERR_NO_LINEAGE'
+  | 'ERR_OUTPUT_CHANGED'
+  | 'ERR_OUTPUT_MISSING'
+  | 'ERR_OUTPUT_EXTRA'
+  | 'ERR_INPUT_CHANGED'
+  | 'ERR_REVIEW_INVALID'
+  | 'ERR_REVIEW_UNTRUSTED'
+  | 'ERR_REVIEW_UNSIGNED'
+  | 'ERR_EVALUATION_INVALID'
+  | 'ERR_BAD_KEY'
+  | 'ERR_LOCKED'
+  | 'ERR_SCORER_FAILED'
+  | 'ERR_SCORER_TIMEOUT'
+  | 'ERR_SCORER_OUTPUT'
+  | 'ERR_METRIC_MISSING'
+  | 'ERR_BAD_GATE'
+  | 'ERR_NO_BASELINE'
+  | 'ERR_GATE_FAILED';
 
 /** The one error class of the package; `code` is stable, `message` names what is wrong. */
 export class GeoEditError extends Error {

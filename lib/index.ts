@@ -56,3 +56,17 @@ export { writeAdapterReport } from './lora';
 export { sweepFrontier, summarizeSweeps, frontierOf, DEFAULT_GRIDS, FAMILIES } from './quality/frontier';
 export type { SweepOptions, SweepResult, SweepPoint, SweepGrids, Frontier, FrontierEntry, FrontierSummary, QualityScores, Family, Geometry, Stat } from './quality/frontier';
 export type { EditSource, CheckpointSource, AdapterSource, Weights } from './quality/edit-path';
+
+// governance: lineage, verification, review, evaluation, staged rollout (docs/governance.md)
+export { readLineage, loadManifest, canonicalJson, manifestId, sealManifest, MANIFEST_FILE, REVIEW_LOG, REPORT_FILE } from './governance/lineage';
+export type { LineageEntry, LineageFields, ParentRef, OutputFile, EvaluationSummary, ReviewSummary, LoadedManifest } from './governance/lineage';
+export { verifyOutput } from './governance/verify';
+export type { VerifyOptions, VerifyResult, VerifyProblem, ReviewStatus } from './governance/verify';
+export { review, checkReviewLog, generateKeyPair, writeKeyPair, loadTrustedKeys, keyFingerprint } from './governance/review';
+export type { ReviewOptions, ReviewRecord, Decision, TrustedKey } from './governance/review';
+export { evaluate, parseGate, checkGates, runScorer, parseMetrics } from './governance/evaluate';
+export type { EvaluateOptions, EvaluationResult, EvaluationEntry, Gate, GateResult, Metrics, Baseline } from './governance/evaluate';
+export { rollout } from './governance/rollout';
+export type { RolloutOptions, RolloutResult, RolloutRecord, RolloutStage, StageRecord, StageEvent } from './governance/rollout';
+export { renderDirReport, writeDirReport } from './governance/report';
+export { demoScore, exportDemoModels } from './governance/demo-model';

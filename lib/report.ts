@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import { tempPathBeside } from './job/cleanup';
 import { manifestVerb, type CheckpointManifest, type TensorManifestEntry } from './job/manifest';
+import { governanceSections, type GovernanceContext } from './governance/report-sections';
 
 function esc(s: unknown): string {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
@@ -124,7 +125,7 @@ function energySvg(layers: string[], byLayer: Map<string, Agg>): string {
 }
 
 /** Renders the report for a manifest. */
-export function renderReport(m: CheckpointManifest): string {
+export function renderReport(m: CheckpointManifest, governance?: GovernanceContext): string {
   const edited = m.tensors.filter((t) => t.action === 'edit');
   const byLayer = new Map<string, Agg>();
   const byCell = new Map<string, Agg>();
@@ -184,6 +185,7 @@ Strategy <b>${esc(p.strategy)}</b>. Angles are between τold = old − base and 
 <div>update energy kept<b>${t.energyKept === null ? '–' : (100 * t.energyKept).toFixed(1) + '%'}</b></div>
 </div>
 ${warn}
+${governanceSections(m as unknown as Record<string, unknown>, governance)}
 <section><h2>Angle histogram, all edited tensors</h2><p>Rows by the angle between τold and τnew in 5° bins: green below 90° (aligned, cos &gt; 0), red above (opposed, cos &lt; 0). Each tensor's orthogonal band is |cos| ≤ t, t = κ/√n (see the per-tensor table).</p><div class="grid">${histogramSvg('all layers', all.hist, 520, 180)}</div></section>
 <section><h2>Region shares, layers × modules</h2><div class="grid">
 ${heatmapSvg('conflict share', layers, modules, share('c'), '#c0392b')}

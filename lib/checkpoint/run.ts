@@ -182,6 +182,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
 /** Runs a checkpoint edit or analysis: nothing appears at the target unless it completes. */
 export async function runCheckpointJob(cj: CheckpointJob): Promise<CheckpointManifest> {
   const p = prepare(cj);
-  return runOutputJob({ kind: cj.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', out: p.out, force: cj.opts?.force === true, signal: cj.opts?.signal, report: p.report, what: 'the checkpoint job' },
+  const lineage = [{ role: 'base', dir: p.ck.base.dir }, { role: 'new', dir: p.ck.new.dir }, { role: 'old', dir: p.ck.old.dir }];
+  return runOutputJob({ kind: cj.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', out: p.out, force: cj.opts?.force === true, signal: cj.opts?.signal, report: p.report, what: 'the checkpoint job', lineage },
     (job) => work(p, job));
 }

@@ -7,6 +7,7 @@ import type { CheckpointOptions, ProgressEvent } from '../checkpoint';
 import type { OptSpec } from './flags';
 
 export type { OptSpec } from './flags';
+export { EDIT_FLAGS, INPUT_FLAGS, OUT_FLAGS } from './flags';
 
 export const EXIT = Object.freeze({ OK: 0, USAGE: 1, BAD_INPUT: 2, RUNTIME: 3 });
 

@@ -32,6 +32,9 @@ Options:
   --cache-dir DIR    where models are cached (default $GEOEDIT_CACHE_DIR, else $XDG_CACHE_HOME/geoedit, else ~/.cache/geoedit)
   --out DIR          where the edited checkpoint, manifest and report go (default <cache>/demo-<hash>/last-run)
   --report-json FILE also write the full report (every point, frontiers, mean ± sd) as JSON here
+  --export DIR       only write the demo models as model directories: DIR/base, DIR/old, DIR/new (checkpoints)
+                     and DIR/old-adapter, DIR/new-adapter (PEFT LoRA), to edit, evaluate (geoedit demo-score),
+                     review and roll out (docs/governance.md); with --fast the small model
   --quiet            no progress lines on stderr
   -h, --help         this text
 `;
@@ -45,6 +48,7 @@ interface DemoArgs {
   cacheDir: string;
   out?: string;
   reportJson?: string;
+  export?: string;
   quiet: boolean;
   help: boolean;
 }
@@ -82,6 +86,7 @@ function parseArgs(argv: string[]): DemoArgs {
       case '--cache-dir': a.cacheDir = need(i++, f); break;
       case '--out': a.out = need(i++, f); break;
       case '--report-json': a.reportJson = need(i++, f); break;
+      case '--export': a.export = need(i++, f); break;
       case '-h': case '--help': a.help = true; break;
       default:
         throw new GeoEditError('ERR_UNKNOWN_OPTION', `Unknown option '${f}' for geoedit demo (see geoedit demo --help)`, { option: f });
@@ -151,6 +156,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     return 0;
   }
   try {
+    if (a.export !== undefined) return await (await import('./demo-score')).runDemoExport(a.export, a.fast, a.cacheDir, a.quiet);
     return await demo(a);
   } catch (e) {
     return reportError(e, 'demo');

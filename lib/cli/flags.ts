@@ -52,6 +52,15 @@ export function flagsFor(cmd: 'edit' | 'analyze'): OptSpec[] {
   return (OPTIONS as readonly OptionSpec[]).filter((o) => o.cli && (o.cli.commands ?? ['edit', 'analyze']).includes(cmd)).map(toFlag);
 }
 
+const group = (names: string[]): OptSpec[] => flagsFor('edit').filter((f) => names.includes(f.name));
+
+/** The flags of `geoedit edit` in groups, for commands that compose their own list (rollout). */
+export const INPUT_FLAGS: OptSpec[] = group(['base', 'old', 'new']);
+export const LORA_FLAGS: OptSpec[] = group(['old-adapter', 'new-adapter', 'keep-zero-blocks', 'out-format']);
+export const OUT_FLAGS: OptSpec[] = group(['out', 'max-shard-size', 'force']);
+/** The edit options as flags, and --report, --no-hash, --json, --quiet, --help. */
+export const EDIT_FLAGS: OptSpec[] = flagsFor('edit').filter((f) => ![...INPUT_FLAGS, ...LORA_FLAGS, ...OUT_FLAGS].includes(f));
+
 /** Flags that set edit options (the ones both input kinds share, and the adapters'). */
 export function optionFlags(flags: OptSpec[]): OptSpec[] {
   return flags.filter((f) => f.key !== undefined);

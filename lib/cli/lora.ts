@@ -2,12 +2,16 @@
 // edit.ts / analyze.ts hand over here when an adapter flag is present.
 import { analyzeAdapters, editAdapters, type AdapterReport, type EditAdaptersOptions } from '../lora';
 import { EXIT, UsageError, checkInputKind, type OptSpec, reportError, toOptions } from './common';
+import { LORA_FLAGS, flagsFor } from './flags';
+
+export { LORA_FLAGS };
 
 export function isAdapterRun(values: Record<string, unknown>): boolean {
   return values['old-adapter'] !== undefined || values['new-adapter'] !== undefined;
 }
 
-function adapterOptions(values: Record<string, unknown>, flags: OptSpec[]): EditAdaptersOptions {
+/** The adapter options from parsed flags (`flags`: the command's, default `geoedit edit`'s). */
+export function adapterOptions(values: Record<string, unknown>, flags: OptSpec[] = flagsFor('edit')): EditAdaptersOptions {
   for (const k of ['old-adapter', 'new-adapter']) if (typeof values[k] !== 'string') throw new UsageError(`missing --${k} (adapters come in pairs: --old-adapter DIR --new-adapter DIR)`);
   checkInputKind(values, flags, true);
   const o = toOptions(values, flags) as Record<string, unknown>;

@@ -11,6 +11,14 @@ export const COMMANDS: Record<string, Command> = {
   analyze: { module: './analyze', fn: 'runAnalyze', summary: 'the same statistics and report, writing no weights' },
   inspect: { module: './inspect', fn: 'runInspect', summary: 'list the tensors of a checkpoint: dtypes, shapes, bytes' },
   demo: { module: './demo', fn: 'runDemo', summary: 'build a small fact-memory model, edit it with every strategy and two controls, print Reliability / Generality / Locality' },
+  log: { module: './log', fn: 'runLog', summary: 'the chain of edits that produced a directory, newest first (--json for machines)' },
+  verify: { module: './verify', fn: 'runVerify', summary: 're-hash an output against its manifest, check its evaluation and review logs and signatures (exit 0 / 2)' },
+  review: { module: './review', fn: 'runReview', summary: 'append a review record (approve / reject, optionally Ed25519-signed) beside the manifest' },
+  keygen: { module: './keygen', fn: 'runKeygen', summary: 'make an Ed25519 key pair for signed reviews' },
+  evaluate: { module: './evaluate', fn: 'runEvaluate', summary: 'run a scorer on an output, check gates, append the result to the manifest (exit 0 / 4)' },
+  report: { module: './report', fn: 'runReport', summary: 're-render the HTML report of an output from its manifest and reviews' },
+  rollout: { module: './rollout', fn: 'runRollout', summary: 'edit in stages (scale or option sets), evaluate each, keep the last stage whose gates pass (exit 0 / 4)' },
+  'demo-score': { module: './demo-score', fn: 'runDemoScore', summary: "score the demo model (geoedit demo --export) or an edit of it: Reliability / Generality / Locality as JSON" },
 };
 
 function version(): string {
@@ -30,7 +38,7 @@ function usage(): string {
   const w = Math.max(...Object.keys(COMMANDS).map((k) => k.length)) + 2;
   return `Usage: geoedit <command> [options]\n\nCommands:\n${Object.entries(COMMANDS).map(([k, c]) => `  ${k.padEnd(w)}${c.summary}`).join('\n')}\n\n` +
     `Run 'geoedit <command> --help' for a command's options and defaults.\n` +
-    `Exit codes: 0 done, 1 usage, 2 bad input, 3 runtime failure.\n  --version   print the version\n  --help      this help\n`;
+    `Exit codes: 0 done, 1 usage, 2 bad input (or a failed check), 3 runtime failure, 4 a gate failed.\n  --version   print the version\n  --help      this help\n`;
 }
 
 export async function main(argv: string[]): Promise<number> {

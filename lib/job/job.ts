@@ -17,8 +17,9 @@ import * as path from 'node:path';
 import { GeoEditError } from '../errors';
 import { writeReport } from '../report';
 import { onCleanup, removeQuietly, tempPathBeside } from './cleanup';
-import { MANIFEST_FILE, finalizeManifest, type CheckpointManifest, type ManifestKind } from './manifest';
+import { finalizeManifest, type CheckpointManifest, type ManifestKind } from './manifest';
 import { copySideFiles } from './side-files';
+import { sealManifest, type SealInput } from '../governance/lineage';
 
 export interface OutputJobSpec {
   kind: ManifestKind;
@@ -31,6 +32,8 @@ export interface OutputJobSpec {
   report?: string;
   /** Names the job in the ERR_ABORTED message ('the checkpoint job'). */
   what: string;
+  /** Input directories that may hold a parent manifest (lineage), in order of preference. */
+  lineage?: SealInput[];
 }
 
 export class OutputJob {
@@ -95,7 +98,13 @@ export class OutputJob {
   /** Finalises and writes the manifest, writes the report, then commits. Resolves to the manifest. */
   async finish<M extends object>(m: M, reportView?: (m: M) => CheckpointManifest): Promise<M> {
     const json = finalizeManifest(m, { out: this.spec.out, tmp: this.tmp, files: [...this.written] });
-    if (this.tmp) fs.writeFileSync(path.join(this.tmp, MANIFEST_FILE), JSON.stringify(json, null, 2) + '\n');
+    if (this.tmp) {
+      // Lineage (id, output hashes, parent) over the finished output; writes MANIFEST_FILE.
+      const warnings = (m as { warnings?: string[] }).warnings;
+      const sealed = await sealManifest(this.tmp, json, this.spec.lineage ?? [], warnings ? { warnings } : undefined);
+      const { id, lineageVersion, outputFiles, parent, inputManifests } = sealed;
+      Object.assign(m, { id, lineageVersion, outputFiles, parent, inputManifests });
+    }
     if (this.spec.report) await writeReportFile(this.spec.report, reportView ? reportView(m) : (m as unknown as CheckpointManifest));
     this.checkAborted();
     if (this.tmp && this.spec.out) {

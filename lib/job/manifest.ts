@@ -8,19 +8,30 @@ import type { ResolvedParams } from '../options';
 import type { DType, RegionCounts } from '../types';
 import type { VersionsBlock } from './versions';
 import type { LoraStats } from '../lora-math';
+import type { LineageFields } from '../governance/lineage';
 
 /** What wrote the manifest. */
 export type ManifestKind = 'checkpoint-edit' | 'checkpoint-analyze' | 'adapter-edit' | 'adapter-merge' | 'adapter-analyze';
 
 export const MANIFEST_FILE = 'geoedit-manifest.json';
 
+/** An adapter manifest (also the kind manifests had before the one schema: 'edit-adapters'). */
+export function isAdapterKind(kind: unknown): boolean {
+  return kind === 'adapter-edit' || kind === 'adapter-merge' || kind === 'edit-adapters';
+}
+
+/** A checkpoint manifest (also the kinds before the one schema: 'edit', 'analyze'). */
+export function isCheckpointKind(kind: unknown): boolean {
+  return kind === 'checkpoint-edit' || kind === 'checkpoint-analyze' || kind === 'edit' || kind === 'analyze';
+}
+
 /** 'edit' or 'analyze': what the job did, as the report and the progress lines say it. */
 export function manifestVerb(kind: ManifestKind | string): 'edit' | 'analyze' {
   return kind.endsWith('analyze') ? 'analyze' : 'edit';
 }
 
-/** Fields every manifest has. */
-export interface ManifestEnvelope<K extends ManifestKind = ManifestKind> {
+/** Fields every manifest has (lineage: outputs that were written, sealed by lib/governance/lineage.ts). */
+export interface ManifestEnvelope<K extends ManifestKind = ManifestKind> extends Partial<LineageFields> {
   tool: 'geoedit';
   kind: K;
   createdAt: string;
@@ -142,9 +153,9 @@ export interface FinalizeContext {
 }
 
 /**
- * The one finalisation step, run on every manifest just before it is written (and returned):
- * drops what is never written (perRow). Fields that depend on the finished output (an `id`, output
- * hashes, a `parent`) are added here, for every kind at once.
+ * The one finalisation step, run on every manifest just before it is written: what is written
+ * (perRow dropped). The job then seals it (lib/governance/lineage.ts sealManifest: output hashes,
+ * parent, id) when it has an output directory, and copies the lineage fields onto the manifest it returns.
  */
 export function finalizeManifest<M extends object>(m: M, ctx: FinalizeContext): Record<string, unknown> {
   void ctx;

@@ -95,7 +95,8 @@ function manifestOf(a: AdapterJob, mods: AdapterModuleReport[], extras: AdapterR
 
 async function writeAdapter(a: AdapterJob): Promise<AdapterManifest> {
   const built = await buildAdapterOutput(a.plans, a.oa, a.na, a.lora, a.own, a.site);
-  return runOutputJob({ kind: 'adapter-edit', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter edit' }, async (job) => {
+  const lineage = [{ role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
+  return runOutputJob({ kind: 'adapter-edit', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter edit', lineage }, async (job) => {
     const outputs = await writeAdapterFiles(job, a.out, built);
     const m = manifestOf(a, built.mods, built.extras, outputs, built.perRow);
     for (const name of built.omitted) m.warnings.push(`module '${name}': every coefficient is 0, so the edit leaves it unchanged; it is left out of the adapter`);
@@ -106,7 +107,8 @@ async function writeAdapter(a: AdapterJob): Promise<AdapterManifest> {
 async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
   const base = a.base!;
   for (const f of base.files) a.inputs.push({ role: 'base', path: f.path, ...sha256FileSync(f.path) });
-  return runOutputJob({ kind: 'adapter-merge', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter merge' }, async (job: OutputJob) => {
+  const lineage = [{ role: 'base', dir: base.dir }, { role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
+  return runOutputJob({ kind: 'adapter-merge', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter merge', lineage }, async (job: OutputJob) => {
     const model = job.path('model.safetensors');
     const res = await mergeIntoBase(base, model, a.plans, a.oa, a.na, a.lora, a.own, a.site);
     const m = manifestOf(a, res.mods, res.extras, [{ path: path.join(a.out, 'model.safetensors'), ...sha256FileSync(model) }], res.perRow);

@@ -17,7 +17,13 @@ export interface Scorer {
   baseAccuracy: { train: number; heldOut: number };
 }
 
-export function makeScorer(w: World, mc: ModelConfig, base: Params): Scorer {
+/** The base model's predictions on the Locality prompts (what Locality compares with). */
+export function baseLocalityPredictions(w: World, mc: ModelConfig, base: Params): Int32Array {
+  return predict(mc, base, makeBatch(w, w.locality, w.locality.map(() => 0)));
+}
+
+/** R/G/L of weights against recorded base predictions on the Locality prompts (geoedit demo-score). */
+export function scoreAgainst(w: World, mc: ModelConfig, baseLoc: Int32Array): (p: Params) => Scores {
   const relP: Prompt[] = [], relT: number[] = [], genP: Prompt[] = [], genT: number[] = [];
   for (const e of w.edits) {
     for (const t of w.trainTemplates) { relP.push({ subject: e.subject, relation: e.relation, template: t }); relT.push(e.newObject); }
@@ -25,14 +31,24 @@ export function makeScorer(w: World, mc: ModelConfig, base: Params): Scorer {
     genT.push(e.newObject);
   }
   const rel = makeBatch(w, relP, relT), gen = makeBatch(w, genP, genT);
+  const loc = makeBatch(w, w.locality, w.locality.map(() => 0));
+  if (baseLoc.length !== w.locality.length) throw new Error(`scoreAgainst: ${baseLoc.length} base predictions for ${w.locality.length} Locality prompts`);
+  return (p: Params): Scores => ({
+    reliability: share(predict(mc, p, rel), relT),
+    generality: share(predict(mc, p, gen), genT),
+    locality: share(predict(mc, p, loc), baseLoc),
+  });
+}
+
+function share(pred: Int32Array, want: ArrayLike<number>): number {
+  let k = 0;
+  for (let i = 0; i < pred.length; i++) if (pred[i] === want[i]) k++;
+  return pred.length ? k / pred.length : 1;
+}
+
+export function makeScorer(w: World, mc: ModelConfig, base: Params): Scorer {
   const locP = w.locality;
-  const loc = makeBatch(w, locP, locP.map(() => 0));
-  const baseLoc = predict(mc, base, loc);
-  const share = (pred: Int32Array, want: ArrayLike<number>): number => {
-    let k = 0;
-    for (let i = 0; i < pred.length; i++) if (pred[i] === want[i]) k++;
-    return pred.length ? k / pred.length : 1;
-  };
+  const score = scoreAgainst(w, mc, baseLocalityPredictions(w, mc, base));
   // base accuracy (a check that pretraining memorised the facts and generalises to paraphrases)
   const R = w.config.relations;
   const accP: Prompt[] = [], accT: number[] = [], hoP: Prompt[] = [], hoT: number[] = [];
@@ -46,12 +62,6 @@ export function makeScorer(w: World, mc: ModelConfig, base: Params): Scorer {
   };
   return {
     baseAccuracy,
-    score(p: Params): Scores {
-      return {
-        reliability: share(predict(mc, p, rel), relT),
-        generality: share(predict(mc, p, gen), genT),
-        locality: share(predict(mc, p, loc), baseLoc),
-      };
-    },
+    score,
   };
 }

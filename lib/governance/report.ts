@@ -1,0 +1,38 @@
+// `geoedit report DIR`: the page re-rendered from the manifest and the review log at any time.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { GeoEditError } from '../errors';
+import { renderReport } from '../report';
+import { adapterReportAsCheckpointManifest } from '../lora/report';
+import { isAdapterKind, isCheckpointKind } from '../job/manifest';
+import { REPORT_FILE, loadManifest, reviewSummaries } from './lineage';
+
+export { governanceSections, type GovernanceContext } from './report-sections';
+
+/** The HTML report of an output directory, from its manifest and review log. */
+export async function renderDirReport(dir: string): Promise<string> {
+  const lm = loadManifest(dir);
+  const m = lm.manifest;
+  const ctx = { dir: lm.dir, reviews: reviewSummaries(lm.dir) };
+  if (isAdapterKind(m.kind)) {
+    const cm = adapterReportAsCheckpointManifest(m as never, 'edit');
+    return renderReport(Object.assign(cm, { id: m.id, parent: m.parent, outputFiles: m.outputFiles, evaluations: m.evaluations, rollout: m.rollout }), ctx);
+  }
+  if (!isCheckpointKind(m.kind)) throw new GeoEditError('ERR_MANIFEST_INVALID', `${lm.file}: unknown manifest kind ${JSON.stringify(m.kind)}`, { file: lm.file });
+  return renderReport(m as never, ctx);
+}
+
+/** Writes the report (default DIR/geoedit-report.html) atomically; resolves to its path. */
+export async function writeDirReport(dir: string, file?: string): Promise<string> {
+  const html = await renderDirReport(dir);
+  const target = path.resolve(file ?? path.join(loadManifest(dir).dir, REPORT_FILE));
+  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.geoedit-tmp-${process.pid}`);
+  try {
+    fs.writeFileSync(tmp, html);
+    fs.renameSync(tmp, target);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw new GeoEditError('ERR_IO', `${target}: cannot write the report (${(e as Error).message})`, { file: target });
+  }
+  return target;
+}

@@ -1,0 +1,207 @@
+// Staged rollout: edit at each stage's strength (`scale`, or an option set such as a subset of
+// layers through `include`), evaluate the stage, and go on only while every gate passes. Stages are
+// written to a temporary directory beside the target and removed; the output is the last stage
+// that passed, with every stage's parameters, metrics and gate results in its manifest (`rollout`,
+// covered by the id). Nothing appears at the target when the first stage fails.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { GeoEditError } from '../errors';
+import { editCheckpoint, openCheckpoint, type CheckpointOptions } from '../checkpoint';
+import { editAdapters, type EditAdaptersOptions } from '../lora';
+import { inTempDir } from '../job/cleanup';
+import { MANIFEST_FILE, loadSealedManifest, parentRefOf, resealManifestFile, type Manifest } from './lineage';
+import {
+  evaluate, findBaseline, parseGate, rebindEvaluations,
+  type Baseline, type EvaluateOptions, type EvaluationEntry, type EvaluationResult, type Gate, type GateResult, type Metrics,
+} from './evaluate';
+
+export type RolloutStage = number | Record<string, unknown>;
+
+export interface RolloutOptions {
+  /** Checkpoint form: base, old, new. Adapter form: oldAdapter, newAdapter (and base for merged weights). */
+  base?: string;
+  old?: string;
+  new?: string;
+  oldAdapter?: string;
+  newAdapter?: string;
+  out: string;
+  /** Each stage: a scale, or an option set merged over `options` (e.g. { scale: 1, include: ['*.mlp.*'] }). */
+  stages: RolloutStage[];
+  scorer?: string;
+  score?: EvaluateOptions['score'];
+  scorerName?: string;
+  gates: Array<string | Gate>;
+  timeout?: number;
+  baseline?: EvaluateOptions['baseline'];
+  /** Options every stage's edit shares (editCheckpoint / editAdapters options). */
+  options?: CheckpointOptions | EditAdaptersOptions;
+  /** Replace an existing output directory. */
+  force?: boolean;
+  onStage?: (e: StageEvent) => void;
+}
+
+export interface StageEvent {
+  index: number;
+  total: number;
+  phase: 'edit' | 'evaluate' | 'passed' | 'failed';
+  options: Record<string, unknown>;
+  evaluation?: EvaluationResult;
+}
+
+export interface StageRecord {
+  index: number;
+  options: Record<string, unknown>;
+  /** The stage's manifest id (the output's own id differs: its manifest also holds this rollout record). */
+  manifestId: string;
+  metrics: Metrics;
+  gates: GateResult[];
+  passed: boolean;
+  durationMs: number;
+}
+
+export interface RolloutRecord {
+  form: 'checkpoint' | 'adapter';
+  scorer: string;
+  gates: string[];
+  baseline: Baseline | null;
+  stages: StageRecord[];
+  /** The stage written to the output (index), or null when the first failed. */
+  chosen: number | null;
+  /** The stage whose gates failed, or null when every stage passed. */
+  stoppedAt: number | null;
+}
+
+export interface RolloutResult extends RolloutRecord {
+  /** At least one stage passed and the output was written. */
+  passed: boolean;
+  out: string | null;
+  /** The output's manifest id. */
+  id: string | null;
+}
+
+export function normalizeStages(stages: unknown): Array<Record<string, unknown>> {
+  if (!Array.isArray(stages) || stages.length === 0) throw new GeoEditError('ERR_INVALID_OPTION', `Expected a non-empty list of stages (scales such as [0.25, 0.5, 1], or option sets) but received ${JSON.stringify(stages)}`, { option: 'stages' });
+  return stages.map((s, i) => {
+    if (typeof s === 'number') {
+      if (!Number.isFinite(s) || s <= 0) throw new GeoEditError('ERR_INVALID_OPTION', `stage ${i + 1}: Expected a scale > 0 but received ${s}`, { option: 'stages' });
+      return { scale: s };
+    }
+    if (s && typeof s === 'object' && !Array.isArray(s)) return { ...(s as Record<string, unknown>) };
+    throw new GeoEditError('ERR_INVALID_OPTION', `stage ${i + 1}: Expected a scale or an object of edit options but received ${JSON.stringify(s)}`, { option: 'stages' });
+  });
+}
+
+/** Every string in a value with `from` replaced by `to` (the stage directory's path → the output's). */
+function repath<T>(v: T, from: string, to: string): T {
+  if (typeof v === 'string') return (v.startsWith(from) ? to + v.slice(from.length) : v) as T;
+  if (Array.isArray(v)) return v.map((x) => repath(x, from, to)) as T;
+  if (v && typeof v === 'object') {
+    const o: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) o[k] = repath(x, from, to);
+    return o as T;
+  }
+  return v;
+}
+
+/** The rollout's options, checked before any work. */
+function checkRollout(o: RolloutOptions) {
+  if (!o || typeof o !== 'object') throw new GeoEditError('ERR_INVALID_OPTION', 'rollout needs an options object');
+  const adapter = o.oldAdapter !== undefined || o.newAdapter !== undefined;
+  if (adapter) {
+    if (typeof o.oldAdapter !== 'string' || typeof o.newAdapter !== 'string') throw new GeoEditError('ERR_INVALID_OPTION', 'the adapter form needs both oldAdapter and newAdapter', { option: 'oldAdapter' });
+    if (o.old !== undefined || o.new !== undefined) throw new GeoEditError('ERR_INVALID_OPTION', 'give old/new (checkpoints) or oldAdapter/newAdapter, not both', { option: 'old' });
+  } else {
+    for (const k of ['base', 'old', 'new'] as const) if (typeof o[k] !== 'string') throw new GeoEditError('ERR_INVALID_OPTION', `rollout needs '${k}' (or the adapter form: oldAdapter, newAdapter)`, { option: k });
+  }
+  if (typeof o.out !== 'string' || !o.out) throw new GeoEditError('ERR_INVALID_OPTION', "rollout needs 'out'", { option: 'out' });
+  const stages = normalizeStages(o.stages);
+  const gates = (o.gates ?? []).map((g) => (typeof g === 'string' ? parseGate(g) : g));
+  if (!gates.length) throw new GeoEditError('ERR_INVALID_OPTION', 'a rollout needs at least one gate: it goes on only while the gates pass', { option: 'gates' });
+  if ((o.scorer === undefined) === (o.score === undefined)) throw new GeoEditError('ERR_INVALID_OPTION', "rollout needs exactly one of 'scorer' (a command) and 'score' (a function)", { option: 'scorer' });
+  const out = path.resolve(o.out);
+  if (fs.existsSync(out) && !o.force) throw new GeoEditError('ERR_OUTPUT_EXISTS', `the output ${out} already exists; pass --force (force: true) to replace it`, { file: out });
+  if (!fs.statSync(path.dirname(out), { throwIfNoEntry: false })?.isDirectory()) throw new GeoEditError('ERR_NOT_FOUND', `the parent directory of the output (${path.dirname(out)}) does not exist`, { file: out });
+  const label = o.scorer ?? o.scorerName ?? 'function';
+  const evalBase: EvaluateOptions = { ...(o.scorer !== undefined ? { scorer: o.scorer } : { score: o.score! }), ...(o.scorerName ? { scorerName: o.scorerName } : {}), ...(o.timeout !== undefined ? { timeout: o.timeout } : {}) };
+
+  return { adapter, stages, gates, out, label, evalBase };
+}
+
+/** The output: the chosen stage, its manifest naming the output's path, with the rollout record, re-sealed; moved into place. Returns the new id. */
+function commitStage(dir: string, record: RolloutRecord, out: string, tmpRoot: string): string {
+  const lm = loadSealedManifest(dir);
+  const m = repath(lm.manifest, dir, out);
+  const stageEvals = (m.evaluations as EvaluationEntry[] | undefined) ?? [];
+  delete m.evaluations;
+  m.rollout = record;
+  const id = resealManifestFile(path.join(dir, MANIFEST_FILE), m);
+  const { id: _id, ...rest } = m;
+  void _id;
+  fs.writeFileSync(path.join(dir, MANIFEST_FILE), JSON.stringify({ id, ...rest, evaluations: rebindEvaluations(stageEvals, id) }, null, 2) + '\n');
+  if (fs.existsSync(out)) {
+    const aside = `${tmpRoot}.old`;
+    fs.renameSync(out, aside);
+    fs.renameSync(dir, out);
+    fs.rmSync(aside, { recursive: true, force: true });
+  } else {
+    fs.renameSync(dir, out);
+  }
+  return id;
+}
+
+/** Runs a staged rollout (see the file comment). Resolves with passed: false (and nothing at out) when the first stage fails. */
+export async function rollout(o: RolloutOptions): Promise<RolloutResult> {
+  const { adapter, stages, gates, out, label, evalBase } = checkRollout(o);
+
+  // The baseline once, before any stage: the base's own evaluation by this scorer, else the base scored now.
+  let baseline: Baseline | null = null;
+  if (gates.some((g) => g.relative)) {
+    const baseDir = o.base ? openCheckpoint(o.base, 'base').dir : null;
+    const pseudo: Manifest = { parent: baseDir ? parentRefOf(baseDir, 'base') : null, inputs: o.base ? { base: { path: path.resolve(o.base) } } : {} };
+    baseline = await findBaseline({ ...evalBase, ...(o.baseline !== undefined ? { baseline: o.baseline } : {}) }, pseudo, label);
+  }
+
+  // Stages live in one temporary directory beside the target, removed on an error, SIGINT or SIGTERM (inTempDir) and at the end.
+  return inTempDir(out, async (tmpRoot) => {
+    const records: StageRecord[] = [];
+    let chosen: { index: number; dir: string; evaluation: EvaluationResult } | null = null;
+    let stoppedAt: number | null = null;
+    try {
+      for (let i = 0; i < stages.length; i++) {
+        const st = stages[i]!;
+        const dir = path.join(tmpRoot, `stage-${i + 1}`);
+        const t0 = Date.now();
+        o.onStage?.({ index: i, total: stages.length, phase: 'edit', options: st });
+        const common = { ...((o.options ?? {}) as Record<string, unknown>) };
+        delete common.report;
+        delete common.force;
+        if (adapter) {
+          await editAdapters({ old: o.oldAdapter!, new: o.newAdapter!, out: dir, ...(o.base ? { base: o.base } : {}) }, { ...common, ...st } as EditAdaptersOptions);
+        } else {
+          await editCheckpoint({ base: o.base!, old: o.old!, new: o.new!, out: dir }, { ...common, ...st } as CheckpointOptions);
+        }
+        o.onStage?.({ index: i, total: stages.length, phase: 'evaluate', options: st });
+        const ev = await evaluate(dir, { ...evalBase, gates, ...(baseline ? { baseline } : {}), context: { rolloutStage: i + 1, stageOptions: st } });
+        records.push({ index: i, options: st, manifestId: ev.manifestId, metrics: ev.metrics, gates: ev.gates, passed: ev.passed, durationMs: Date.now() - t0 });
+        o.onStage?.({ index: i, total: stages.length, phase: ev.passed ? 'passed' : 'failed', options: st, evaluation: ev });
+        if (!ev.passed) {
+          stoppedAt = i;
+          fs.rmSync(dir, { recursive: true, force: true });
+          break;
+        }
+        if (chosen) fs.rmSync(chosen.dir, { recursive: true, force: true });
+        chosen = { index: i, dir, evaluation: ev };
+      }
+      const record: RolloutRecord = {
+        form: adapter ? 'adapter' : 'checkpoint', scorer: label, gates: gates.map((g) => g.expr), baseline,
+        stages: records, chosen: chosen?.index ?? null, stoppedAt,
+      };
+      if (!chosen) return { ...record, passed: false, out: null, id: null };
+
+      const id = commitStage(chosen.dir, record, out, tmpRoot);
+      return { ...record, passed: true, out, id };
+    } finally {
+      fs.rmSync(tmpRoot, { recursive: true, force: true });
+    }
+  });
+}
