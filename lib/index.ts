@@ -68,5 +68,5 @@ export { evaluate, parseGate, checkGates, runScorer, parseMetrics } from './gove
 export type { EvaluateOptions, EvaluationResult, EvaluationEntry, Gate, GateResult, Metrics, Baseline } from './governance/evaluate';
 export { rollout } from './governance/rollout';
 export type { RolloutOptions, RolloutResult, RolloutRecord, RolloutStage, StageRecord, StageEvent } from './governance/rollout';
-export { renderDirReport, writeDirReport } from './governance/report';
+export { renderDirReport, writeDirReport } from './governance/render';
 export { demoScore, exportDemoModels } from './governance/demo-model';

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import { tempPathBeside } from './job/cleanup';
 import { manifestVerb, type CheckpointManifest, type TensorManifestEntry } from './job/manifest';
-import { governanceSections, type GovernanceContext } from './governance/report-sections';
+import { governanceSections, type GovernanceContext } from './governance/sections';
 
 function esc(s: unknown): string {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);

@@ -16,7 +16,7 @@ export function formatEntry(e: LineageEntry, i: number): string {
   const t = e.totals as { edited?: number; tensors?: number; modules?: number; rows?: number; counts?: Record<string, number>; energyKept?: number | null };
   const params = Object.entries(e.parameters).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : JSON.stringify(v)}`).join(' ');
   const lines = [
-    `${i === 0 ? 'edit' : 'parent'} ${e.id}${e.available ? '' : '  (directory gone: from the child\'s record)'}${e.idMatches === false ? '  (MANIFEST EDITED: content does not match the id)' : ''}`,
+    `${i === 0 ? 'edit' : 'parent'} ${e.id}${e.available ? '' : '  (directory gone: from the child\'s record)'}${e.idMatches === false ? '  (MANIFEST EDITED: content does not match the id)' : e.idMatches === null && e.available ? '  (written before lineage: no stored id; this is its content hash)' : ''}`,
     `  parent:     ${e.parent ?? 'none'}`,
     `  date:       ${e.date ?? '–'}   kind: ${e.kind}${e.dir ? `   dir: ${e.dir}` : ''}`,
   ];

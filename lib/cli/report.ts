@@ -1,5 +1,5 @@
 // geoedit report DIR [--out FILE]: re-renders the HTML report from the manifest and the review log.
-import { writeDirReport } from '../governance/report';
+import { writeDirReport } from '../governance/render';
 import { EXIT, helpText, parse, type OptSpec } from './common';
 import { govError, onePositional } from './gov-common';
 

@@ -37,6 +37,8 @@ export interface ParentRef {
   parent: string | null;
   /** False when the parent's stored id did not match its content (hand-edited): recorded, with a warning. */
   idMatches: boolean;
+  /** The parent's manifest predates lineage (no stored id): `id` is its content's hash. */
+  legacy?: true;
   /** The parent's recorded summary: strategy, parameters that differ from the defaults, totals. */
   summary: Record<string, unknown>;
   /** The parent's evaluation log at the time (latest entry per scorer), for relative gates. */
@@ -276,7 +278,8 @@ export function parentRefOf(inputDir: string, role: string): ParentRef | null {
     id: lm.storedId ?? lm.computedId, role, path: path.resolve(inputDir), kind: String(m.kind ?? 'unknown'),
     createdAt: typeof m.createdAt === 'string' ? m.createdAt : null,
     parent: (m.parent as ParentRef | null | undefined)?.id ?? null,
-    idMatches: lm.idOk, summary: summaryOf(m), evaluations: latestEvaluations(m),
+    idMatches: lm.storedId === null || lm.idOk, summary: summaryOf(m), evaluations: latestEvaluations(m),
+    ...(lm.storedId === null ? { legacy: true } : {}),
   };
 }
 
@@ -310,6 +313,7 @@ export async function sealManifest<T extends object>(dir: string, manifest: T, i
   };
   for (const p of found) {
     if (!p.idMatches) warn(`the manifest in ${p.path} (${p.role}) does not match its id ${p.id}: it was edited after it was written`);
+    else if (p.legacy) warn(`the manifest in ${p.path} (${p.role}) was written before lineage (no id): recorded by its content hash ${p.id}`);
   }
   delete m.id;
   m.lineageVersion = LINEAGE_VERSION;
@@ -365,7 +369,7 @@ export interface LineageEntry {
   dir: string | null;
   /** False: the directory is gone (or no longer holds that manifest); the entry comes from the child's record. */
   available: boolean;
-  /** The stored id matches the content (false: hand-edited). Null when not available. */
+  /** The stored id matches the content (false: hand-edited). Null when not available, or for a manifest from before lineage (no id; `id` is then its content's hash). */
   idMatches: boolean | null;
   date: string | null;
   kind: string;
@@ -402,7 +406,8 @@ function entryOf(lm: LoadedManifest): LineageEntry {
   const m = lm.manifest;
   const p = (m.parameters ?? {}) as Record<string, unknown>;
   return {
-    id: lm.storedId ?? lm.computedId, parent: (m.parent as ParentRef | null | undefined)?.id ?? null, dir: lm.dir, available: true, idMatches: lm.idOk,
+    id: lm.storedId ?? lm.computedId, parent: (m.parent as ParentRef | null | undefined)?.id ?? null, dir: lm.dir, available: true,
+    idMatches: lm.storedId === null ? null : lm.idOk,
     date: typeof m.createdAt === 'string' ? m.createdAt : null, kind: String(m.kind ?? 'unknown'), inputs: inputPaths(m),
     parameters: nonDefaultParameters(m), strategy: typeof p.strategy === 'string' ? p.strategy : null, totals: totalsSummary(m),
     evaluations: (Array.isArray(m.evaluations) ? (m.evaluations as Array<Record<string, unknown>>) : []).map((e) => ({

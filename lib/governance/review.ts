@@ -233,7 +233,7 @@ export async function review(dir: string, options: ReviewOptions): Promise<Revie
   let reportFile = reportFileFor(lm.dir, o.report);
   if (reportFile === null) {
     // the page the reviewer approves from: rendered from the manifest, kept beside it
-    const { writeDirReport } = await import('./report');
+    const { writeDirReport } = await import('./render');
     reportFile = await writeDirReport(lm.dir);
   }
   let reportRec: ReviewRecord['report'];

@@ -103,8 +103,17 @@ function repath<T>(v: T, from: string, to: string): T {
   return v;
 }
 
-/** The rollout's options, checked before any work. */
-function checkRollout(o: RolloutOptions) {
+interface Plan {
+  adapter: boolean;
+  out: string;
+  stages: Array<Record<string, unknown>>;
+  gates: Gate[];
+  label: string;
+  evalBase: EvaluateOptions;
+}
+
+/** Checks the options before anything is read or written. */
+function planRollout(o: RolloutOptions): Plan {
   if (!o || typeof o !== 'object') throw new GeoEditError('ERR_INVALID_OPTION', 'rollout needs an options object');
   const adapter = o.oldAdapter !== undefined || o.newAdapter !== undefined;
   if (adapter) {
@@ -121,38 +130,44 @@ function checkRollout(o: RolloutOptions) {
   const out = path.resolve(o.out);
   if (fs.existsSync(out) && !o.force) throw new GeoEditError('ERR_OUTPUT_EXISTS', `the output ${out} already exists; pass --force (force: true) to replace it`, { file: out });
   if (!fs.statSync(path.dirname(out), { throwIfNoEntry: false })?.isDirectory()) throw new GeoEditError('ERR_NOT_FOUND', `the parent directory of the output (${path.dirname(out)}) does not exist`, { file: out });
-  const label = o.scorer ?? o.scorerName ?? 'function';
   const evalBase: EvaluateOptions = { ...(o.scorer !== undefined ? { scorer: o.scorer } : { score: o.score! }), ...(o.scorerName ? { scorerName: o.scorerName } : {}), ...(o.timeout !== undefined ? { timeout: o.timeout } : {}) };
-
-  return { adapter, stages, gates, out, label, evalBase };
+  return { adapter, out, stages, gates, label: o.scorer ?? o.scorerName ?? 'function', evalBase };
 }
 
-/** The output: the chosen stage, its manifest naming the output's path, with the rollout record, re-sealed; moved into place. Returns the new id. */
-function commitStage(dir: string, record: RolloutRecord, out: string, tmpRoot: string): string {
-  const lm = loadSealedManifest(dir);
-  const m = repath(lm.manifest, dir, out);
+/** Edits one stage into dir with the shared options and the stage's own. */
+async function editStage(o: RolloutOptions, adapter: boolean, st: Record<string, unknown>, dir: string): Promise<void> {
+  const common = { ...((o.options ?? {}) as Record<string, unknown>) };
+  delete common.report;
+  delete common.force;
+  if (adapter) await editAdapters({ old: o.oldAdapter!, new: o.newAdapter!, out: dir, ...(o.base ? { base: o.base } : {}) }, { ...common, ...st } as EditAdaptersOptions);
+  else await editCheckpoint({ base: o.base!, old: o.old!, new: o.new!, out: dir }, { ...common, ...st } as CheckpointOptions);
+}
+
+/** The chosen stage becomes the output: its manifest names the output's path and holds the rollout record, re-sealed; then renamed into place. */
+function commitStage(stageDir: string, out: string, tmpRoot: string, record: RolloutRecord): string {
+  const lm = loadSealedManifest(stageDir);
+  const m = repath(lm.manifest, stageDir, out);
   const stageEvals = (m.evaluations as EvaluationEntry[] | undefined) ?? [];
   delete m.evaluations;
   m.rollout = record;
-  const id = resealManifestFile(path.join(dir, MANIFEST_FILE), m);
+  const id = resealManifestFile(path.join(stageDir, MANIFEST_FILE), m);
   const { id: _id, ...rest } = m;
   void _id;
-  fs.writeFileSync(path.join(dir, MANIFEST_FILE), JSON.stringify({ id, ...rest, evaluations: rebindEvaluations(stageEvals, id) }, null, 2) + '\n');
+  fs.writeFileSync(path.join(stageDir, MANIFEST_FILE), JSON.stringify({ id, ...rest, evaluations: rebindEvaluations(stageEvals, id) }, null, 2) + '\n');
   if (fs.existsSync(out)) {
     const aside = `${tmpRoot}.old`;
     fs.renameSync(out, aside);
-    fs.renameSync(dir, out);
+    fs.renameSync(stageDir, out);
     fs.rmSync(aside, { recursive: true, force: true });
   } else {
-    fs.renameSync(dir, out);
+    fs.renameSync(stageDir, out);
   }
   return id;
 }
 
 /** Runs a staged rollout (see the file comment). Resolves with passed: false (and nothing at out) when the first stage fails. */
 export async function rollout(o: RolloutOptions): Promise<RolloutResult> {
-  const { adapter, stages, gates, out, label, evalBase } = checkRollout(o);
-
+  const { adapter, out, stages, gates, label, evalBase } = planRollout(o);
   // The baseline once, before any stage: the base's own evaluation by this scorer, else the base scored now.
   let baseline: Baseline | null = null;
   if (gates.some((g) => g.relative)) {
@@ -160,26 +175,18 @@ export async function rollout(o: RolloutOptions): Promise<RolloutResult> {
     const pseudo: Manifest = { parent: baseDir ? parentRefOf(baseDir, 'base') : null, inputs: o.base ? { base: { path: path.resolve(o.base) } } : {} };
     baseline = await findBaseline({ ...evalBase, ...(o.baseline !== undefined ? { baseline: o.baseline } : {}) }, pseudo, label);
   }
-
   // Stages live in one temporary directory beside the target, removed on an error, SIGINT or SIGTERM (inTempDir) and at the end.
   return inTempDir(out, async (tmpRoot) => {
     const records: StageRecord[] = [];
-    let chosen: { index: number; dir: string; evaluation: EvaluationResult } | null = null;
+    let chosen: { index: number; dir: string } | null = null;
     let stoppedAt: number | null = null;
     try {
-      for (let i = 0; i < stages.length; i++) {
+      for (let i = 0; i < stages.length && stoppedAt === null; i++) {
         const st = stages[i]!;
         const dir = path.join(tmpRoot, `stage-${i + 1}`);
         const t0 = Date.now();
         o.onStage?.({ index: i, total: stages.length, phase: 'edit', options: st });
-        const common = { ...((o.options ?? {}) as Record<string, unknown>) };
-        delete common.report;
-        delete common.force;
-        if (adapter) {
-          await editAdapters({ old: o.oldAdapter!, new: o.newAdapter!, out: dir, ...(o.base ? { base: o.base } : {}) }, { ...common, ...st } as EditAdaptersOptions);
-        } else {
-          await editCheckpoint({ base: o.base!, old: o.old!, new: o.new!, out: dir }, { ...common, ...st } as CheckpointOptions);
-        }
+        await editStage(o, adapter, st, dir);
         o.onStage?.({ index: i, total: stages.length, phase: 'evaluate', options: st });
         const ev = await evaluate(dir, { ...evalBase, gates, ...(baseline ? { baseline } : {}), context: { rolloutStage: i + 1, stageOptions: st } });
         records.push({ index: i, options: st, manifestId: ev.manifestId, metrics: ev.metrics, gates: ev.gates, passed: ev.passed, durationMs: Date.now() - t0 });
@@ -187,19 +194,14 @@ export async function rollout(o: RolloutOptions): Promise<RolloutResult> {
         if (!ev.passed) {
           stoppedAt = i;
           fs.rmSync(dir, { recursive: true, force: true });
-          break;
+        } else {
+          if (chosen) fs.rmSync(chosen.dir, { recursive: true, force: true });
+          chosen = { index: i, dir };
         }
-        if (chosen) fs.rmSync(chosen.dir, { recursive: true, force: true });
-        chosen = { index: i, dir, evaluation: ev };
       }
-      const record: RolloutRecord = {
-        form: adapter ? 'adapter' : 'checkpoint', scorer: label, gates: gates.map((g) => g.expr), baseline,
-        stages: records, chosen: chosen?.index ?? null, stoppedAt,
-      };
+      const record: RolloutRecord = { form: adapter ? 'adapter' : 'checkpoint', scorer: label, gates: gates.map((g) => g.expr), baseline, stages: records, chosen: chosen?.index ?? null, stoppedAt };
       if (!chosen) return { ...record, passed: false, out: null, id: null };
-
-      const id = commitStage(chosen.dir, record, out, tmpRoot);
-      return { ...record, passed: true, out, id };
+      return { ...record, passed: true, out, id: commitStage(chosen.dir, out, tmpRoot, record) };
     } finally {
       fs.rmSync(tmpRoot, { recursive: true, force: true });
     }

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError, type GeoEditErrorCode } from '../errors';
-import { listOutputFiles, loadManifest, sha256File, type OutputFile } from './lineage';
+import { listOutputFiles, loadManifest, sha256File, type LoadedManifest, type Manifest, type OutputFile } from './lineage';
 import { checkReviewLog, loadTrustedKeys, type TrustedKey } from './review';
 import { checkEvaluationLog } from './evaluate';
 
@@ -86,47 +86,42 @@ function recordedInputs(m: Record<string, unknown>): InputFile[] {
   return out;
 }
 
-type Loaded = ReturnType<typeof loadManifest>;
-
 /** Every recorded output file re-hashed; missing and extra files named. */
-async function checkOutputFiles(lm: Loaded, res: VerifyResult, options: VerifyOptions): Promise<void> {
-  const m = lm.manifest;
+async function checkOutputFiles(lm: LoadedManifest, res: VerifyResult, onFile: VerifyOptions['onFile']): Promise<void> {
   const problems = res.problems;
-  const recorded = Array.isArray(m.outputFiles) ? (m.outputFiles as OutputFile[]) : null;
-  if (recorded) {
-    const present = new Set(listOutputFiles(lm.dir));
-    const known = new Set(recorded.map((f) => f.name));
-    let index = 0;
-    for (const f of recorded) {
-      const file = path.join(lm.dir, f.name);
-      if (!present.has(f.name)) {
-        res.files.missing.push(f.name);
-        problems.push({ code: 'ERR_OUTPUT_MISSING', message: `${file} is missing (the manifest lists it, ${f.size} bytes)`, file });
-        continue;
-      }
-      const got = await sha256File(file);
-      res.files.checked++;
-      res.files.bytes += got.size;
-      options.onFile?.({ name: f.name, bytes: got.size, index: index++, total: recorded.length });
-      if (got.sha256 !== f.sha256) {
-        res.files.changed.push({ name: f.name, expected: f.sha256, actual: got.sha256, expectedSize: f.size, actualSize: got.size });
-        problems.push({ code: 'ERR_OUTPUT_CHANGED', message: `${file} changed: SHA-256 ${got.sha256} (${got.size} bytes), the manifest says ${f.sha256} (${f.size} bytes)`, file });
-      }
-    }
-    for (const n of present) {
-      if (known.has(n)) continue;
-      res.files.extra.push(n);
-      problems.push({ code: 'ERR_OUTPUT_EXTRA', message: `${path.join(lm.dir, n)} is not in the manifest (an extra ${n.endsWith('.safetensors') ? 'weights file' : 'file'})`, file: path.join(lm.dir, n) });
-    }
-  } else if (lm.storedId !== null) {
-    problems.push({ code: 'ERR_MANIFEST_INVALID', message: `${lm.file} has no outputFiles list`, file: lm.file });
+  const recorded = Array.isArray(lm.manifest.outputFiles) ? (lm.manifest.outputFiles as OutputFile[]) : null;
+  if (!recorded) {
+    if (lm.storedId !== null) problems.push({ code: 'ERR_MANIFEST_INVALID', message: `${lm.file} has no outputFiles list`, file: lm.file });
+    return;
   }
-
+  const present = new Set(listOutputFiles(lm.dir));
+  const known = new Set(recorded.map((f) => f.name));
+  let index = 0;
+  for (const f of recorded) {
+    const file = path.join(lm.dir, f.name);
+    if (!present.has(f.name)) {
+      res.files.missing.push(f.name);
+      problems.push({ code: 'ERR_OUTPUT_MISSING', message: `${file} is missing (the manifest lists it, ${f.size} bytes)`, file });
+      continue;
+    }
+    const got = await sha256File(file);
+    res.files.checked++;
+    res.files.bytes += got.size;
+    onFile?.({ name: f.name, bytes: got.size, index: index++, total: recorded.length });
+    if (got.sha256 !== f.sha256) {
+      res.files.changed.push({ name: f.name, expected: f.sha256, actual: got.sha256, expectedSize: f.size, actualSize: got.size });
+      problems.push({ code: 'ERR_OUTPUT_CHANGED', message: `${file} changed: SHA-256 ${got.sha256} (${got.size} bytes), the manifest says ${f.sha256} (${f.size} bytes)`, file });
+    }
+  }
+  for (const n of present) {
+    if (known.has(n)) continue;
+    res.files.extra.push(n);
+    problems.push({ code: 'ERR_OUTPUT_EXTRA', message: `${path.join(lm.dir, n)} is not in the manifest (an extra ${n.endsWith('.safetensors') ? 'weights file' : 'file'})`, file: path.join(lm.dir, n) });
+  }
 }
 
-/** The recorded inputs re-hashed where their paths still exist. */
-async function checkInputs(m: Loaded['manifest'], res: VerifyResult): Promise<void> {
-  const problems = res.problems;
+/** The recorded inputs re-hashed where those paths still exist. */
+async function checkInputs(m: Manifest, res: VerifyResult): Promise<void> {
   const ir: NonNullable<VerifyResult['inputs']> = { checked: 0, changed: [], absent: [], unhashed: [] };
   res.inputs = ir;
   for (const i of recordedInputs(m)) {
@@ -136,13 +131,13 @@ async function checkInputs(m: Loaded['manifest'], res: VerifyResult): Promise<vo
     ir.checked++;
     if (got.sha256 !== i.sha256) {
       ir.changed.push({ role: i.role, path: i.path, expected: i.sha256, actual: got.sha256 });
-      problems.push({ code: 'ERR_INPUT_CHANGED', message: `input ${i.role} ${i.path} changed since the edit: SHA-256 ${got.sha256}, the manifest says ${i.sha256}`, file: i.path });
+      res.problems.push({ code: 'ERR_INPUT_CHANGED', message: `input ${i.role} ${i.path} changed since the edit: SHA-256 ${got.sha256}, the manifest says ${i.sha256}`, file: i.path });
     }
   }
 }
 
-/** The review log: every record checked, signatures against the trusted keys. */
-function checkReviews(lm: Loaded, res: VerifyResult, trusted: TrustedKey[] | null, options: VerifyOptions): void {
+/** The review log checked; with trusted keys, who signed with which, and what is untrusted or unsigned. */
+function checkReviews(lm: LoadedManifest, res: VerifyResult, trusted: TrustedKey[] | null, allowUnsigned: boolean): void {
   const problems = res.problems;
   const rl = checkReviewLog(lm.dir, lm.storedId ?? lm.computedId);
   const byFp = new Map((trusted ?? []).map((k) => [k.fingerprint, k]));
@@ -155,24 +150,23 @@ function checkReviews(lm: Loaded, res: VerifyResult, trusted: TrustedKey[] | nul
       fingerprint: fp, trustedKey: null,
     };
     for (const p of c.problems) problems.push({ code: p.code, message: p.message, file: rl.file });
-    if (trusted && c.problems.length === 0) {
-      if (c.signatureValid === true && fp && byFp.has(fp)) {
-        st.trustedKey = byFp.get(fp)!.name;
-        res.reviews.signedBy.push({ reviewer: st.reviewer!, decision: st.decision!, key: st.trustedKey, fingerprint: fp, seq: c.line });
-      } else if (c.signatureValid === true) {
-        problems.push({ code: 'ERR_REVIEW_UNTRUSTED', message: `${rl.file}: record ${c.line} (${st.reviewer}, ${st.decision}) is signed by key ${fp}, which is not among the trusted keys`, file: rl.file });
-      } else if (!options.allowUnsigned) {
-        problems.push({ code: 'ERR_REVIEW_UNSIGNED', message: `${rl.file}: record ${c.line} (${st.reviewer}, ${st.decision}) is not signed, and trusted keys were asked for`, file: rl.file });
-      }
-    }
     res.reviews.records.push(st);
+    if (!trusted || c.problems.length) continue;
+    const who = `record ${c.line} (${st.reviewer}, ${st.decision})`;
+    if (c.signatureValid === true && fp && byFp.has(fp)) {
+      st.trustedKey = byFp.get(fp)!.name;
+      res.reviews.signedBy.push({ reviewer: st.reviewer!, decision: st.decision!, key: st.trustedKey, fingerprint: fp, seq: c.line });
+    } else if (c.signatureValid === true) {
+      problems.push({ code: 'ERR_REVIEW_UNTRUSTED', message: `${rl.file}: ${who} is signed by key ${fp}, which is not among the trusted keys`, file: rl.file });
+    } else if (!allowUnsigned) {
+      problems.push({ code: 'ERR_REVIEW_UNSIGNED', message: `${rl.file}: ${who} is not signed, and trusted keys were asked for`, file: rl.file });
+    }
   }
 }
 
 /** Verifies an output directory against its manifest (see the file comment). Throws only when there is no manifest to check against. */
 export async function verifyOutput(dir: string, options: VerifyOptions = {}): Promise<VerifyResult> {
   const lm = loadManifest(dir);
-  const m = lm.manifest;
   const problems: VerifyProblem[] = [];
   const trusted = typeof options.trustedKeys === 'string' ? loadTrustedKeys(options.trustedKeys) : options.trustedKeys ?? null;
   const res: VerifyResult = {
@@ -185,15 +179,12 @@ export async function verifyOutput(dir: string, options: VerifyOptions = {}): Pr
   } else if (!lm.idOk) {
     problems.push({ code: 'ERR_MANIFEST_TAMPERED', message: `${lm.file}: the content does not match the id ${lm.storedId} (it gives ${lm.computedId}): the manifest was edited after it was written`, file: lm.file });
   }
-
-  await checkOutputFiles(lm, res, options);
-  if (options.inputs) await checkInputs(m, res);
-  // Evaluation log.
-  const ev = checkEvaluationLog(m, lm.storedId ?? lm.computedId);
+  await checkOutputFiles(lm, res, options.onFile);
+  if (options.inputs) await checkInputs(lm.manifest, res);
+  const ev = checkEvaluationLog(lm.manifest, lm.storedId ?? lm.computedId);
   res.evaluations.entries = ev.entries;
   for (const p of ev.problems) problems.push({ code: 'ERR_EVALUATION_INVALID', message: `${lm.file}: ${p}`, file: lm.file });
-
-  checkReviews(lm, res, trusted, options);
+  checkReviews(lm, res, trusted, options.allowUnsigned === true);
   res.ok = problems.length === 0;
   return res;
 }

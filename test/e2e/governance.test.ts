@@ -87,6 +87,20 @@ describe('governance walkthrough (CLI)', () => {
     expect(t.stdout).toContain('scale=0.5');
   });
 
+  it('adapter outputs take part the same way: an adapter edit has an id and hashes, and an edit with it as new-adapter names it as parent', () => {
+    expect(run(['edit', '--old-adapter', 'demo/old-adapter', '--new-adapter', 'demo/new-adapter', '--out', 'a1']).code).toBe(0);
+    const a1 = manifest(path.join(dir, 'a1'));
+    expect(a1.id).toMatch(/^[0-9a-f]{64}$/);
+    expect(a1.outputFiles.map((f: { name: string }) => f.name)).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+    expect(run(['verify', 'a1']).code).toBe(0);
+    expect(run(['edit', '--old-adapter', 'demo/old-adapter', '--new-adapter', 'a1', '--base', 'demo/base', '--out', 'a2']).code).toBe(0);
+    const a2 = manifest(path.join(dir, 'a2'));
+    expect(a2.parent).toMatchObject({ id: a1.id, role: 'new-adapter' });
+    const chain = JSON.parse(run(['log', 'a2', '--json']).stdout);
+    expect(chain.map((e: { id: string; parent: string | null }) => [e.id, e.parent])).toEqual([[a2.id, a1.id], [a1.id, null]]);
+    expect(run(['verify', 'a2']).code).toBe(0);
+  });
+
   it('evaluate: gates passing exit 0, a failing gate exits 4 naming it with the value; both are in the manifest and the log', () => {
     const pass = run(['evaluate', 'e1', '--scorer', DEMO_SCORE, '--gate', 'reliability>=0.5', '--gate', 'locality>0']);
     expect(pass.code, pass.stderr).toBe(0);

@@ -91,6 +91,22 @@ describe('sealManifest and readLineage', () => {
     expect(gone[1]).toMatchObject({ id: ma.storedId, available: false, dir: null });
   });
 
+  it('a parent from before lineage (no id) is recorded by its content hash, with a note', async () => {
+    const a = path.join(tmp, 'legacy');
+    fs.mkdirSync(a);
+    const legacy = { tool: 'geoedit', kind: 'edit', createdAt: '2026-11-01T00:00:00.000Z', parameters: { strategy: 'geoedit', scale: 1 } };
+    fs.writeFileSync(path.join(a, MANIFEST_FILE), JSON.stringify(legacy));
+    const warnings: string[] = [];
+    const dir = path.join(tmp, 'b');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'model.safetensors'), 'x');
+    const m = await sealManifest(dir, { tool: 'geoedit', kind: 'edit', warnings }, [{ role: 'base', dir: a }]);
+    expect(m.parent).toMatchObject({ id: manifestId(legacy), idMatches: true, legacy: true });
+    expect(warnings.join('\n')).toMatch(/written before lineage/);
+    const chain = readLineage(dir);
+    expect(chain[1]).toMatchObject({ id: manifestId(legacy), idMatches: null, available: true });
+  });
+
   it('a parent whose manifest was edited by hand is recorded with idMatches false and a warning', async () => {
     const a = await fakeOutput('a');
     const f = path.join(a, MANIFEST_FILE);

@@ -1,5 +1,5 @@
-// The governance sections of the HTML report (lineage, evaluations with their gates, reviews),
-// rendered by lib/report.ts (lib/governance/report.ts re-renders a whole page from a directory).
+// The governance sections of the HTML report (lineage, staged rollout, evaluations with their
+// gates, reviews); lib/report.ts places them. Re-rendering a directory's report: render.ts.
 import { readLineage, type Manifest, type ReviewSummary } from './lineage';
 import type { EvaluationEntry } from './evaluate';
 

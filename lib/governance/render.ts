@@ -1,4 +1,5 @@
-// `geoedit report DIR`: the page re-rendered from the manifest and the review log at any time.
+// `geoedit report DIR`: the HTML report of an output directory re-rendered from its manifest and
+// review log at any time (lib/report.ts with the governance sections).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError } from '../errors';
@@ -6,8 +7,6 @@ import { renderReport } from '../report';
 import { adapterReportAsCheckpointManifest } from '../lora/report';
 import { isAdapterKind, isCheckpointKind } from '../job/manifest';
 import { REPORT_FILE, loadManifest, reviewSummaries } from './lineage';
-
-export { governanceSections, type GovernanceContext } from './report-sections';
 
 /** The HTML report of an output directory, from its manifest and review log. */
 export async function renderDirReport(dir: string): Promise<string> {
