@@ -73,6 +73,12 @@ export interface NativeAddon {
   info(): { version: string; simd: string; simdDetected: string; threads: number; simdSupported: string[] };
   defaults(): Record<string, number> & { paper: Record<string, number> };
   convert(from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array;
+  /** SHA-256 of the first `size` bytes of each open file, several files at once on native threads (OpenSSL). */
+  hashFiles(spec: { files: Array<{ fd: number; size: number; file?: string }>; threads?: number; ctl?: Float64Array }): Promise<{ sha256: string[]; seconds: number[] }>;
+  /** Whether hashFiles can run here. */
+  sha256Info(): { available: boolean; provider: string; reason: string };
+  /** Tests only: counters of the fresh-output pool. */
+  _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number };
   /** Bench only: STREAM triad GB/s over the shared pool. */
   _triad(n: number, threads: number, reps: number): Promise<number>;
   cudaProbe(refresh?: boolean): NativeCudaProbe;
