@@ -29,6 +29,7 @@ export const ENV_VARS = [
   { name: 'GEOEDIT_SIMD', meaning: 'Cap the CPU kernels: `scalar`, `avx2` or `avx512` (never above what the CPU supports).', default: 'unset (the widest the CPU supports)', readBy: ['core', 'tests', 'bench'] },
   { name: 'GEOEDIT_STREAM_IO', meaning: '`pread`: the checkpoint data path reads blocks with `pread` instead of mapping the input files.', default: 'unset (mmap)', readBy: ['core', 'tests', 'bench'] },
   { name: 'GEOEDIT_STREAM_READAHEAD', meaning: '`0`: no read-ahead of the next block; `1`: read-ahead on the CPU path too.', default: 'unset (read-ahead on the GPU path only)', readBy: ['core', 'bench'] },
+  { name: 'GEOEDIT_TEST_TRUNCATE_MAPPED', meaning: 'Tests only: shrink each input file right after mapping a block (exercises the guard against inputs that change under an edit).', default: 'unset', readBy: ['core', 'tests'] },
   { name: 'GEOEDIT_NO_COPY_FILE_RANGE', meaning: '`1`: copy unedited tensors with `pread`/`pwrite` instead of `copy_file_range`.', default: 'unset', readBy: ['core', 'tests'] },
   { name: 'GEOEDIT_OUTPUT_POOL_MB', meaning: 'MiB of idle buffers the addon keeps for fresh outputs of 8 MiB or more (`0` turns the pool off).', default: 'unset (1/8 of physical memory, at most 4 GiB)', readBy: ['binding'] },
   { name: 'GEOEDIT_ADDON', meaning: 'Load this `geoedit.node` and nothing else (a binary built elsewhere).', default: 'unset (build/Release, then prebuilds/)', readBy: ['lib', 'install'] },
