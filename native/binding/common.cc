@@ -2,6 +2,8 @@
 // and the one allocator of the per-row statistics.
 #include "common.h"
 
+#include "core/lora.h"
+
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -246,6 +248,24 @@ void read_backend(Napi::Object spec, bool* cuda, geoedit::CudaRunOptions* opts) 
     throw make_error(spec.Env(), "ERR_INVALID_OPTION", "Expected an integer >= 0 (bytes) for cudaMemoryLimit", d);
   }
   opts->memory_limit = uint64_t(lim);
+}
+
+// { L, R, r, scale } | null: one LoRA side (tau = scale*L*R, L [rows, r], R [r, cols]).
+geoedit::LoraSide read_lora_side(Napi::Object spec, const char* key, int64_t rows, int64_t cols, Keep& keep) {
+  geoedit::LoraSide side;
+  Napi::Value v = spec.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return side;
+  if (!v.IsObject()) throw_type(spec.Env(), std::string("Expected an object { L, R, r, scale } or null for ") + key);
+  Napi::Object o = v.As<Napi::Object>();
+  const double r = num(o, "r", -1);
+  if (!(r >= 0) || r != std::floor(r) || r > 1e6)
+    throw make_error(spec.Env(), "ERR_INVALID_OPTION", std::string("Expected a non-negative integer rank for ") + key + ".r");
+  side.r = int64_t(r);
+  side.scale = num(o, "scale", 0);
+  if (side.r == 0) return side;
+  side.L = static_cast<const float*>(data_of(o, "L", size_t(rows) * size_t(side.r) * 4, keep));
+  side.R = static_cast<const float*>(data_of(o, "R", size_t(side.r) * size_t(cols) * 4, keep));
+  return side;
 }
 
 geoedit::RunOptions read_run_options(Napi::Object spec) {
