@@ -82,6 +82,8 @@ export interface NativeAddon {
   /** Bench only: STREAM triad GB/s over the shared pool. */
   _triad(n: number, threads: number, reps: number): Promise<number>;
   cudaProbe(refresh?: boolean): NativeCudaProbe;
+  /** Internal (lib/native/loader.ts, once at load): Node's markAsUntransferable, for async calls' inputs. */
+  _setTransferGuard(mark: (o: object) => void): void;
   /** Tests only: SPEC §4 dot/na/nb of two LoRA deltas on the CPU or the CUDA plugin (lib/lora-geometry.ts). */
   _cudaLoraGeometry(spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array };
   /** Bench only (bench/gpu/): device-resident kernel benchmark. */
@@ -95,7 +97,7 @@ export interface NativeAddon {
   loraMerge(spec: {
     rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null; cNew: Float32Array; cOld: Float32Array;
     transposed: boolean; s0: number; s1: number; base: Float32Array | Uint16Array; baseDtype: string; outDtype: string;
-    threads?: number; tensorName?: string;
+    threads?: number; tensorName?: string; allowNonFiniteOutput?: boolean;
   }): Promise<{ out: Float32Array | Uint16Array }>;
   /** safetensors header of a file (pread, validated); offsets relative to the data section. */
   stHeader(path: string): NativeStHeader;
