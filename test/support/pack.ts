@@ -32,7 +32,7 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 }
 
 export function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): SpawnSyncReturns<string> {
-  return spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout: 180_000 });
+  return spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout: 600_000 });
 }
 
 export function ok(r: SpawnSyncReturns<string>, what: string): string {
