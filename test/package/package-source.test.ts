@@ -31,8 +31,7 @@ describe.skipIf(!supported)('the tarball, built from source', () => {
     const bare = run('npm', rebuild, consumer, childEnv({ GEOEDIT_BUILD_FROM_SOURCE: '1' }));
     expect(bare.status).not.toBe(0);
     expect(bare.stdout + bare.stderr).toContain('geoedit: the source build failed');
-    // A whole source build (the CUDA plugin for 4 architectures where nvcc is found): over 180 s on a loaded machine.
-    const full = run('npm', rebuild, consumer, { ...childEnv({ GEOEDIT_BUILD_FROM_SOURCE: '1' }), PATH: process.env.PATH ?? '' }, 540_000);
+    const full = run('npm', rebuild, consumer, { ...childEnv({ GEOEDIT_BUILD_FROM_SOURCE: '1' }), PATH: process.env.PATH ?? '' });
     expect(full.status, full.stdout + full.stderr).toBe(0);
     expect(full.stdout).toContain('geoedit: built build/Release/geoedit.node');
     // The loader now takes the source build (build/Release before prebuilds/), and it works.
