@@ -37,7 +37,6 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 export function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs = 540_000): SpawnSyncReturns<string> {
   return spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout: timeoutMs });
 }
-}
 
 export function ok(r: SpawnSyncReturns<string>, what: string): string {
   if (r.error || r.status !== 0) {
