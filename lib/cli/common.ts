@@ -48,7 +48,8 @@ export function toOptions(values: Record<string, unknown>, flags: OptSpec[]): Ch
       if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n) || (f.kind === 'int' && !Number.isInteger(n))) {
         throw new UsageError(`Expected ${f.kind === 'int' ? 'an integer' : 'a number'} for --${f.name} but received '${String(v)}'`);
       }
-      o[f.key] = n;
+      if (f.sub) o[f.key] = { ...(o[f.key] as object | undefined), [f.sub]: n };
+      else o[f.key] = n;
     } else if (f.kind === 'size') {
       try {
         o[f.key] = parseSize(v, `--${f.name}`);
@@ -57,10 +58,14 @@ export function toOptions(values: Record<string, unknown>, flags: OptSpec[]): Ch
       }
     } else if (f.kind === 'negate') {
       if (v === true) o[f.key] = false;
+    } else if (f.sub) {
+      o[f.key] = { ...(o[f.key] as object | undefined), [f.sub]: v };
     } else {
       o[f.key] = v;
     }
   }
+  const pres = o.preserve as { file?: unknown } | undefined;
+  if (pres && pres.file === undefined) throw new UsageError('--preserve-rho and --preserve-mu need --preserve FILE');
   return o as CheckpointOptions;
 }
 
