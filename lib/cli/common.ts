@@ -143,3 +143,26 @@ export function progressPrinter(stream: NodeJS.WriteStream): { onProgress: (e: P
     },
   };
 }
+
+/** Preservation's warnings (weights edited without statistics, unused statistics) go to stderr, whatever the output mode. */
+export function splitPreservationWarnings(warnings: readonly string[]): string[] {
+  const rest: string[] = [];
+  for (const w of warnings) {
+    if (w.startsWith('preservation: ')) process.stderr.write(`warning: ${w}\n`);
+    else rest.push(w);
+  }
+  return rest;
+}
+
+/** One summary line for the preserved tensors: how many, and the share of the update's energy the projection removed. */
+export function preservationLine(entries: ReadonlyArray<{ preserve?: { energy: { oldBefore: number; oldAfter: number; newBefore: number; newAfter: number } } | null }>, file: string | undefined): string[] {
+  if (!file) return [];
+  let n = 0, ob = 0, oa = 0, nb = 0, na = 0;
+  for (const e of entries) {
+    if (!e.preserve) continue;
+    n++;
+    ob += e.preserve.energy.oldBefore; oa += e.preserve.energy.oldAfter; nb += e.preserve.energy.newBefore; na += e.preserve.energy.newAfter;
+  }
+  const pct = (b: number, a: number) => (b > 0 ? `${(100 * (1 - a / b)).toFixed(1)}%` : '–');
+  return [`preservation: ${n} of ${entries.length} preserved with ${file}; update energy removed by the projection: new ${pct(nb, na)}, old ${pct(ob, oa)}`];
+}
