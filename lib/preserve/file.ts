@@ -127,6 +127,12 @@ function readSources(file: string): { sources: Map<string, StatSource>; shared: 
   return { sources, shared: parseShared(file, h.metadata) };
 }
 
+/** Every name the file gives statistics for: its own (W of W:cov, …) and the shared entries' keys. */
+export function statisticNames(file: string): Set<string> {
+  const { sources, shared } = readSources(file);
+  return new Set([...sources.keys(), ...shared.keys()]);
+}
+
 /** d fits the weight: n, or n + 1 with a bias. */
 function checkWidth(file: string, w: WeightInfo, src: StatSource, via: string | null): boolean {
   if (src.dim === w.cols) return false;

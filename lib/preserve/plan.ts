@@ -41,13 +41,13 @@ export interface JobPreservation {
  * a name not in the model, or shared entries naming one, are errors; an augmented statistic needs
  * its bias edited too. Warnings: weights edited without statistics; statistics of tensors not edited.
  */
-export function planJobPreservation(opt: PreserveFileOption, model: Map<string, WeightInfo>, edited: Set<string>, warnings: string[], strict = true): JobPreservation {
+export function planJobPreservation(opt: PreserveFileOption, model: Map<string, WeightInfo>, edited: Set<string>, warnings: string[], strict = true, augmentedNeedsBias = true): JobPreservation {
   const plan = planStatistics(opt, model, strict);
   const biasOfWeight = new Map<string, string>();
   const notEdited: string[] = [];
   for (const [w, ws] of plan.byWeight) {
     if (!edited.has(w)) { notEdited.push(w); plan.byWeight.delete(w); continue; }
-    if (ws.augmented) {
+    if (ws.augmented && augmentedNeedsBias) {
       if (!edited.has(ws.bias!)) {
         throw new GeoEditError('ERR_BAD_STATISTICS', `${plan.file}: the statistics of '${w}' are for the augmented input [x; 1] (width ${ws.source.dim}), which preserves its bias '${ws.bias}' with it, but '${ws.bias}' is not edited (select it too, or give [${ws.source.dim - 1}, ${ws.source.dim - 1}] statistics)`, { file: plan.file, tensor: w });
       }
