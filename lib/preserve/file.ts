@@ -154,11 +154,12 @@ export function planStatistics(opt: PreserveFileOption, model: Map<string, Weigh
   const { sources, shared } = readSources(file);
   const byWeight = new Map<string, WeightStats>();
   const unused: string[] = [];
+  const outside: string[] = []; // sources not in the model: used only through shared entries, else unused
   for (const [name, src] of sources) {
     const w = model.get(name);
     if (!w) {
       if (strict) throw bad('ERR_MISSING_TENSOR', file, name, `statistics for '${name}', which is not a weight of the model`);
-      if (![...shared.values()].includes(name)) unused.push(name);
+      outside.push(name);
       continue;
     }
     const augmented = checkWidth(file, w, src, null);
@@ -177,6 +178,8 @@ export function planStatistics(opt: PreserveFileOption, model: Map<string, Weigh
     const augmented = checkWidth(file, w, src, target);
     byWeight.set(k, { weight: k, source: src, shared: true, augmented, ...(augmented ? { bias: w.bias } : {}) });
   }
+  const viaShared = new Set([...byWeight.values()].filter((w) => w.shared).map((w) => w.source.name));
+  unused.push(...outside.filter((n) => !viaShared.has(n)));
   return { file, rho: opt.rho, mu: opt.mu, byWeight, sources, unused };
 }
 
