@@ -5,7 +5,9 @@
 import { GeoEditError } from '../errors';
 import { native, type NativePreserve } from '../native';
 import { nativeParams, type ResolvedParams } from '../options';
-import type { CanonicalSide } from '../lora-math';
+
+/** One side in the core's canonical form, tau = scale·L·R (lib/lora-math.ts CanonicalSide; structural, so no import circle). */
+interface CanonicalSide { L: Float32Array; R: Float32Array; r: number; scale: number; rows: number; cols: number }
 
 /** Σ‖τ‖² before/after per side, in τ = s·L·R terms. */
 export interface LoraPreserveEnergy { oldBefore: number; oldAfter: number; newBefore: number; newAfter: number }
@@ -37,9 +39,9 @@ function preserveFactor(s: CanonicalSide, p: NativePreserve, params: ResolvedPar
  * statistics ([n+1, n+1]) need the layer's bias, which an adapter does not carry; embeddings have
  * no input vectors: both are refused.
  */
-export function preserveLoraSides(
-  sides: { old: CanonicalSide | null; new: CanonicalSide | null }, embedding: boolean, p: NativePreserve, params: ResolvedParams, threads: number, name: string,
-): { old: CanonicalSide | null; new: CanonicalSide | null; energy: LoraPreserveEnergy } {
+export function preserveLoraSides<S extends CanonicalSide>(
+  sides: { old: S | null; new: S | null }, embedding: boolean, p: NativePreserve, params: ResolvedParams, threads: number, name: string,
+): { old: S | null; new: S | null; energy: LoraPreserveEnergy } {
   const ref = (sides.new ?? sides.old)!;
   if (embedding) throw new GeoEditError('ERR_UNSUPPORTED', `${name}: preservation statistics describe a linear layer's inputs; an Embedding module has none (leave it out of the statistics)`, { tensor: p.tensor ?? name });
   const d = p.covShape?.[1] ?? p.keysShape?.[1] ?? p.basisShape?.[1] ?? Math.round(Math.sqrt(p.cov?.length ?? 0));
@@ -47,7 +49,7 @@ export function preserveLoraSides(
     throw new GeoEditError('ERR_UNSUPPORTED', `${name}: the statistics are for the augmented input [x; 1] (width ${d}), which preserves the layer's bias with its weight; a LoRA adapter carries no bias update, so give [${ref.cols}, ${ref.cols}] statistics for adapters`, { tensor: p.tensor ?? name });
   }
   const energy: LoraPreserveEnergy = { oldBefore: 0, oldAfter: 0, newBefore: 0, newAfter: 0 };
-  const one = (s: CanonicalSide | null, key: 'old' | 'new'): CanonicalSide | null => {
+  const one = (s: S | null, key: 'old' | 'new'): S | null => {
     if (!s || s.r === 0) return s;
     const R = preserveFactor(s, p, params, threads, name);
     energy[`${key}Before`] = tauEnergy(s, s.R);
