@@ -8,6 +8,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO as ROOT } from '../support/paths';
 import { presStats, writePresModel, writeStats } from '../support/preserve-fixture';
+import { linearModule, writeAdapter } from '../support/lora';
+import { rng } from '../support/prng';
 
 const BIN = path.join(ROOT, 'bin', 'geoedit.js');
 let dir: string;
@@ -70,5 +72,23 @@ describe('geoedit --preserve', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('--preserve FILE');
     expect(fs.existsSync(out)).toBe(false);
+  });
+
+  it('the adapter forms take --preserve too (edit and analyze)', async () => {
+    const r = rng(5);
+    const mods = () => [linearModule(r, 'model.layers.0.self_attn.q_proj', 8, 6, 2), linearModule(r, 'model.layers.0.mlp.up_proj', 10, 6, 2)];
+    await writeAdapter(path.join(dir, 'ao'), { r: 2, lora_alpha: 4, target_modules: ['q_proj', 'up_proj'] }, mods());
+    await writeAdapter(path.join(dir, 'an'), { r: 2, lora_alpha: 4, target_modules: ['q_proj', 'up_proj'] }, mods());
+    const st = presStats();
+    const f = await writeStats(path.join(dir, 'ad-stats.safetensors'), [{ name: 'model.layers.0.self_attn.q_proj.weight:cov', dtype: 'F32', shape: [6, 6], data: st.cq }], null);
+    const out = path.join(dir, 'ad-out');
+    let res = run(['edit', '--old-adapter', path.join(dir, 'ao'), '--new-adapter', path.join(dir, 'an'), '--out', out, '--preserve', f, '--preserve-mu', '0']);
+    expect(res.code).toBe(0);
+    expect(res.stderr).toContain('warning: preservation: 1 module(s) have no statistics');
+    const man = JSON.parse(fs.readFileSync(path.join(out, 'geoedit-manifest.json'), 'utf8'));
+    expect(man.modules.find((x: { name: string }) => x.name === 'model.layers.0.self_attn.q_proj').preserve).toMatchObject({ mu: 0, rho: 0.3 });
+    res = run(['analyze', '--old-adapter', path.join(dir, 'ao'), '--new-adapter', path.join(dir, 'an'), '--preserve', f, '--json']);
+    expect(res.code).toBe(0);
+    expect(JSON.parse(res.stdout).modules[0].preserve === undefined).toBe(false);
   });
 });
