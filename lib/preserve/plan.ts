@@ -83,7 +83,8 @@ export async function validateStatisticValues(jp: JobPreservation, model: Map<st
       const z = new Float32Array(w.cols), zb = new Float32Array(1);
       await native.edit({
         rows: 1, cols: w.cols, base: z, baseDtype: 'f32', old: z, oldDtype: 'f32', new: z, newDtype: 'f32', outDtype: 'f32', wantOut: false,
-        threads, params, preserve, tensorName: ws.weight,
+        // Task arithmetic: the check needs no per-row coefficients, whatever the job's strategy.
+        threads, params: { ...params, strategy: 'task-arithmetic' }, preserve, tensorName: ws.weight,
         ...(ws.augmented ? { biasBase: zb, biasBaseDtype: 'f32', biasOld: zb, biasOldDtype: 'f32', biasNew: zb, biasNewDtype: 'f32' } : {}),
       }, site);
     }

@@ -104,8 +104,12 @@ describe('editAdapters with preservation statistics', () => {
       const merged = (await readCheckpointTensor(out, `${name}.weight`)).data as Float32Array;
       for (let k = 0; k < 48; k++) expect(Math.abs(merged[k]! - (b[k]! + delta[k]!))).toBeLessThanOrEqual(1e-5 * (Math.abs(b[k]!) + Math.abs(delta[k]!)) + 1e-7);
     }
-    const rep = await analyzeAdapters({ old: path.join(dir, 'old'), new: path.join(dir, 'new') }, { preserve: { file: stats, rho: 0.3, mu: 10 } });
+    const report = path.join(dir, 'adapters.html');
+    const rep = await analyzeAdapters({ old: path.join(dir, 'old'), new: path.join(dir, 'new') }, { preserve: { file: stats, rho: 0.3, mu: 10 }, report });
     expect(rep.modules.find((x) => x.name === V)!.preserve).toMatchObject({ statistics: `${Q}.weight`, shared: true });
+    const html = fs.readFileSync(report, 'utf8');
+    expect(html).toContain('<h2>Preservation</h2>');
+    expect(html).toMatch(/<tr><td>0<\/td><td>2 of 3<\/td>/);
   });
 
   it('bad input: coded errors before any work, nothing written', async () => {
@@ -123,5 +127,29 @@ describe('editAdapters with preservation statistics', () => {
     await expect(editAdapters({ ...io, base: path.join(dir, 'base') }, { preserve: { file: extra } })).rejects.toMatchObject({ code: 'ERR_MISSING_TENSOR', details: { tensor: 'model.layers.9.mlp.up_proj.weight' } });
     await expect(editAdapters(io, { preserve: { file: stats, rho: -1 } })).rejects.toBeInstanceOf(GeoEditError);
     expect(fs.existsSync(out)).toBe(false);
+  });
+
+  it('a GPT-2 Conv1D base (fan_in_fan_out): statistics over the input width; merged = base + (the preserved adapter)ᵀ', async () => {
+    const r = rng(33);
+    const name = 'transformer.h.0.attn.c_attn';
+    const o = [linearModule(r, name, 8, 6, 2)], n = [linearModule(r, name, 8, 6, 2)];
+    const cfg = { r: 2, lora_alpha: 16, fan_in_fan_out: true, target_modules: ['c_attn'] };
+    await writeAdapter(path.join(dir, 'c-old'), cfg, o);
+    await writeAdapter(path.join(dir, 'c-new'), cfg, n);
+    fs.mkdirSync(path.join(dir, 'c-base'));
+    const b = randn(r, 48);
+    await writeSafetensors(path.join(dir, 'c-base', 'model.safetensors'), [{ name: `${name}.weight`, dtype: 'F32', shape: [6, 8], data: b }], { format: 'pt' });
+    const f = await writeStats(path.join(dir, 'c-stats.safetensors'), [{ name: `${name}.weight:cov`, dtype: 'F32', shape: [6, 6], data: C0 }], null);
+    const io = { old: path.join(dir, 'c-old'), new: path.join(dir, 'c-new') };
+    const full = await editAdapters({ ...io, out: path.join(dir, 'c-full'), base: path.join(dir, 'c-base') }, { preserve: { file: f } });
+    expect(full.modules[0]!.preserve).toMatchObject({ statistics: `${name}.weight` });
+    await editAdapters({ ...io, out: path.join(dir, 'c-ad') }, { preserve: { file: f } });
+    const fac = await loadModuleFactors(readPeftAdapter(path.join(dir, 'c-ad')), name);
+    const delta = matmul(fac.B.data as Float32Array, fac.A.data as Float32Array, 8, fac.A.shape[0]!, 6).map((v) => v * fac.scale);
+    const merged = (await readCheckpointTensor(path.join(dir, 'c-full'), `${name}.weight`)).data as Float32Array;
+    for (let i = 0; i < 6; i++) for (let j = 0; j < 8; j++) {
+      const want = b[i * 8 + j]! + delta[j * 6 + i]!;
+      expect(Math.abs(merged[i * 8 + j]! - want)).toBeLessThanOrEqual(1e-5 * (Math.abs(b[i * 8 + j]!) + Math.abs(delta[j * 6 + i]!)) + 1e-7);
+    }
   });
 });
