@@ -75,6 +75,8 @@ export interface NativePreserve {
   mu?: number;
   source?: string;
   tensor?: string;
+  /** Check only (shapes, finite, symmetric, PSD, orthonormal, rho/mu): no operator is formed. */
+  validateOnly?: boolean;
 }
 
 /** What a preserved edit adds to its result (EXPORTS.md). */

@@ -71,7 +71,8 @@ export function usedSources(jp: JobPreservation): StatSource[] {
 /**
  * The values of every statistic the job uses, checked by the core before any work (finite,
  * symmetric, positive semi-definite, orthonormal basis, rho/mu): one statistic in memory at a time,
- * built on a one-row edit of the first weight that uses it.
+ * on a one-row edit of the first weight that uses it, with `validateOnly` (the PSD Cholesky, no solve:
+ * the operator itself is formed once, in the pass).
  */
 export async function validateStatisticValues(jp: JobPreservation, model: Map<string, WeightInfo>, params: NativeParams, threads: number, site: CallSite): Promise<void> {
   const fd = fs.openSync(jp.plan.file, 'r');
@@ -79,7 +80,7 @@ export async function validateStatisticValues(jp: JobPreservation, model: Map<st
     for (const src of usedSources(jp)) {
       const ws = [...jp.plan.byWeight.values()].find((w) => w.source === src)!;
       const w = model.get(ws.weight)!;
-      const preserve: NativePreserve = { ...loadSource(jp.plan, src, fd), tensor: ws.weight };
+      const preserve: NativePreserve = { ...loadSource(jp.plan, src, fd), tensor: ws.weight, validateOnly: true };
       const z = new Float32Array(w.cols), zb = new Float32Array(1);
       await native.edit({
         rows: 1, cols: w.cols, base: z, baseDtype: 'f32', old: z, oldDtype: 'f32', new: z, newDtype: 'f32', outDtype: 'f32', wantOut: false,

@@ -16,6 +16,8 @@ import { basisP, gram, ridgeP } from '../support/preserve-reference';
 import { F32_REL } from '../support/tolerances';
 import { presStats, writePresModel, writeStats, type PresStats } from '../support/preserve-fixture';
 import type { Tensor } from '../../lib/types';
+import { planJobPreservation, validateStatisticValues, weightInfos } from '../../lib/preserve/plan';
+import { openCheckpoint } from '../../lib/checkpoint';
 
 let root: string;
 let m: { base: string; old: string; new: string };
@@ -179,4 +181,15 @@ describe('bad statistics: a coded error naming the tensor, before any work, noth
       expect(Buffer.compare(fs.readFileSync(file), before)).toBe(0);
     });
   }
+
+  it('the values are checked by the core before the job starts (validateOnly: no operator formed)', async () => {
+    const model = weightInfos(openCheckpoint(m.base).tensors);
+    const edited = new Set(model.keys());
+    const params = { strategy: 'geoedit' } as never;
+    await expect(validateStatisticValues(planJobPreservation({ file: statsFile, rho: 0.3, mu: 10 }, model, edited, []), model, params, 0, undefined as never)).resolves.toBeUndefined();
+    const npsd = Float32Array.from({ length: 36 }, (_, k) => (k % 7 === 0 ? (k === 21 ? -1 : 1) : 0));
+    const f = await writeStats(path.join(root, 'v-npsd.safetensors'), [{ name: 'l0.key.weight:cov', dtype: 'F32', shape: [6, 6], data: npsd }], null);
+    await expect(validateStatisticValues(planJobPreservation({ file: f, rho: 0.3, mu: 10 }, model, edited, []), model, params, 0, undefined as never))
+      .rejects.toMatchObject({ code: 'ERR_BAD_STATISTICS', details: { tensor: 'l0.key.weight', file: f } });
+  });
 });
