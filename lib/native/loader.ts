@@ -9,6 +9,7 @@
 // what to do next.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { markAsUntransferable } from 'node:worker_threads';
 import { GeoEditError } from '../errors';
 import { flagSet, readEnv, type Env } from '../env';
 import type { NativeAddon } from './addon';
