@@ -10,6 +10,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   geoedit_binding::register_lora(env, exports);        // lora.cc
   geoedit_binding::register_safetensors(env, exports); // safetensors.cc
   geoedit_binding::register_probe(env, exports);       // probe.cc
+  geoedit_binding::register_hash(env, exports);        // hash.cc
   geoedit_binding::register_testing(env, exports);     // testing.cc (`_` exports)
   return exports;
 }

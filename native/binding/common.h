@@ -132,5 +132,6 @@ void register_lora(Napi::Env env, Napi::Object exports);
 void register_probe(Napi::Env env, Napi::Object exports);
 void register_safetensors(Napi::Env env, Napi::Object exports);
 void register_testing(Napi::Env env, Napi::Object exports);
+void register_hash(Napi::Env env, Napi::Object exports);
 
 }  // namespace geoedit_binding

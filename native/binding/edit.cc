@@ -4,10 +4,24 @@
 //           rowOffset?, tauGiven?, params, threads?, simd?, backend?, cudaMemoryLimit? }
 //   -> { out?, cos, region, coefNew, coefOld, deltaSq, na, nb }
 #include "common.h"
+#include "outpool.h"
 
 namespace geoedit_binding {
 
 namespace {
+
+// A fresh output (no outData): pooled, resident memory when large (outpool.cc), else a new array.
+void* fresh_output(Napi::Env env, Napi::Object result, DType dt, size_t count) {
+  const bool f32 = dt == DType::F32;
+  napi_value arr;
+  void* data = nullptr;
+  if (pooled_output(env, f32 ? napi_float32_array : napi_uint16_array, count, f32 ? 4 : 2, &arr, &data)) {
+    result.Set("out", Napi::Value(env, arr));
+    return data;
+  }
+  if (f32) return alloc_array<float>(env, result, "out", count);
+  return alloc_array<uint16_t>(env, result, "out", count);
+}
 
 // The job read on the JS thread; run off it (edit) or on it (editSync).
 struct EditBaton {
@@ -64,10 +78,8 @@ std::shared_ptr<EditBaton> read_edit(const Napi::CallbackInfo& info) {
       // A caller-provided output (reused across calls: no fresh pages to fault in and zero).
       job.out = const_cast<void*>(data_of(spec, "outData", count * geoedit::dtype_size(job.out_dtype), b->keep));
       result.Set("out", od);
-    } else if (job.out_dtype == DType::F32) {
-      job.out = alloc_array<float>(env, result, "out", count);
     } else {
-      job.out = alloc_array<uint16_t>(env, result, "out", count);
+      job.out = fresh_output(env, result, job.out_dtype, count);
     }
   }
   job.stats = alloc_row_stats(env, result, size_t(job.rows));

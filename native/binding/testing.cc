@@ -2,7 +2,9 @@
 //   _triad(n, threads, reps) -> Promise<number>            STREAM triad GB/s over the shared pool (bench/run.js)
 //   _cudaBench(spec) -> { kernelMs, kernelGBps, copyGBps, checksum }   device-resident kernel bench (bench/gpu/)
 //   _cudaLoraGeometry(spec) -> { dot, na, nb }              SPEC §4 LoRA sums on the CPU or the plugin (lib/lora-geometry.ts)
+//   _outputPool() -> { hits, misses, idleBytes, cap }       the fresh-output pool's counters (outpool.cc)
 #include "common.h"
+#include "outpool.h"
 
 namespace geoedit_binding {
 
@@ -79,7 +81,19 @@ Napi::Value CudaLoraGeometry(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// _outputPool() -> { hits, misses, idleBytes, cap }: the fresh-output pool's counters (outpool.cc).
+static Napi::Value OutputPool(const Napi::CallbackInfo& info) {
+  const OutputPoolStats st = output_pool_stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("hits", double(st.hits));
+  o.Set("misses", double(st.misses));
+  o.Set("idleBytes", double(st.idle_bytes));
+  o.Set("cap", double(st.cap));
+  return o;
+}
+
 void register_testing(Napi::Env env, Napi::Object exports) {
+  exports.Set("_outputPool", Napi::Function::New(env, OutputPool, "_outputPool"));
   exports.Set("_triad", Napi::Function::New(env, Triad, "_triad"));
   exports.Set("_cudaBench", Napi::Function::New(env, CudaBench, "_cudaBench"));
   exports.Set("_cudaLoraGeometry", Napi::Function::New(env, CudaLoraGeometry, "_cudaLoraGeometry"));

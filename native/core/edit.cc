@@ -224,11 +224,11 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     // Importance and trimming (SPEC §3.3, §3.4).
     double sa = 0, sb = 0;
     bool have_s = false;
+    // With magnitude importance the trim's kept sum of e^2 is the trimmed row's sum of squares
+    // (-1: that side was not trimmed by magnitude).
+    double kept_a = -1, kept_b = -1;
     // Trims row v by its magnitude (the default importance); returns the kept sum of squares.
-    auto trim_by_magnitude = [&](float* v, float* e) {
-      for (int64_t j = 0; j < n; ++j) e[j] = std::fabs(v[j]);
-      return K.trim(e, v, n, k, s.cand.data(), s.hist.data());
-    };
+    auto trim_by_magnitude = [&](float* v, float* e) { return K.trim_mag(v, n, k, s.cand.data(), s.hist.data(), e); };
     auto compute_s = [&]() {
       if (!trim && !has_imp) {
         sa = n > 0 ? std::sqrt(na / double(n)) : 0;
@@ -247,8 +247,8 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
           ssa = K.trim(ea, a, n, k, s.cand.data(), s.hist.data());
           ssb = K.trim(eb, b, n, k, s.cand.data(), s.hist.data());
         } else {
-          ssa = trim_by_magnitude(a, ea);
-          ssb = trim_by_magnitude(b, eb);
+          kept_a = ssa = trim_by_magnitude(a, ea);
+          kept_b = ssb = trim_by_magnitude(b, eb);
         }
         sa = k > 0 ? std::sqrt(ssa / double(k)) : 0;
         sb = k > 0 ? std::sqrt(ssb / double(k)) : 0;
@@ -270,8 +270,8 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     row_coefficients(p, region, custom ? double(job.c_new[i]) : 0.0, custom ? double(job.c_old[i]) : 0.0, w_old, &cn, &co);
     const float fcn = float(cn), fco = float(co);
     if (trim && !have_s) {
-      if (fco != 0.0f) trim_by_magnitude(a, s.ea.data());
-      if (fcn != 0.0f) trim_by_magnitude(b, s.eb.data());
+      if (fco != 0.0f) kept_a = trim_by_magnitude(a, s.ea.data());
+      if (fcn != 0.0f) kept_b = trim_by_magnitude(b, s.eb.data());
     }
 
     if (job.out) {
@@ -289,8 +289,16 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     if (job.stats.delta_sq) {
       double ta = na, tb = nb, td = dot;
       if (trim) {
-        // The SIMD stats kernel against a zero base: a - 0 and b - 0 are a and b exactly.
-        f32_stats(K, s.zero.data(), a, b, a, b, n, &td, &ta, &tb);
+        if (fco == 0.0f && kept_b >= 0) {
+          tb = kept_b;  // only cn^2 * tb counts: no pass over the row
+          ta = td = 0;
+        } else if (fcn == 0.0f && kept_a >= 0) {
+          ta = kept_a;
+          tb = td = 0;
+        } else {
+          // The SIMD stats kernel against a zero base: a - 0 and b - 0 are a and b exactly.
+          f32_stats(K, s.zero.data(), a, b, a, b, n, &td, &ta, &tb);
+        }
       }
       job.stats.delta_sq[i] = applied_energy(fcn, fco, td, ta, tb);
     }

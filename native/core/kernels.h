@@ -28,6 +28,9 @@ struct Kernels {
   // decoded base to base_out unless it is null; dot/na/nb in f64. Same values as decode + stats.
   void (*stats_raw)(DType bd, const void* base, DType od, const void* old_, DType nd, const void* new_,
                     int64_t n, float* base_out, float* a, float* b, double* dot, double* na, double* nb);
+  // trim with the magnitude as importance (e = |v|, the default): the same kept entries and sum as
+  // filling e_scratch (n floats) with |v| and calling trim, which the scalar reference does.
+  double (*trim_mag)(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e_scratch);
 };
 
 extern const Kernels kScalarKernels;

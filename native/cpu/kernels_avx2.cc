@@ -3,7 +3,7 @@
 #include <immintrin.h>
 #include "../core/kernels.h"
 #include "../core/dtype.h"
-#include "trim_impl.h"
+#include "trim_fast.h"
 
 namespace geoedit {
 namespace {
@@ -171,8 +171,217 @@ void stats_raw_avx2(DType bd, const void* base, DType od, const void* old_, DTyp
   *dot = d; *na = x; *nb = y;
 }
 
+// ---- top-k: the passes of the vectorised select (trim_fast.h), 8 lanes ----------------------
+// Keys are below 2^31 (a cleared sign bit), so signed compares order them; c >= t is c > t - 1.
+struct CompressTable {
+  uint64_t idx[256];  // for each 8-bit mask, the set lanes' indices packed one per byte
+  constexpr CompressTable() : idx() {
+    for (int m = 0; m < 256; ++m) {
+      uint64_t v = 0;
+      int o = 0;
+      for (int l = 0; l < 8; ++l)
+        if (m & (1 << l)) v |= uint64_t(l) << (8 * o++);
+      idx[m] = v;
+    }
+  }
+};
+constexpr CompressTable kCompress;
+
+inline __m256i compress8(__m256i v, int mask) {
+  return _mm256_permutevar8x32_epi32(v, _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(kCompress.idx[mask]))));
+}
+inline int mask8(__m256i cmp) { return _mm256_movemask_ps(_mm256_castsi256_ps(cmp)); }
+
+struct Avx2FastPasses {
+  template <bool Mag>
+  static inline __m256i raw_keys(__m256 x) {
+    return Mag ? _mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fffffff))
+               : _mm256_max_epi32(_mm256_castps_si256(x), _mm256_setzero_si256());
+  }
+  template <bool Mag>
+  static inline __m256i keys(__m256 x) {
+    const __m256i u = raw_keys<Mag>(x);
+    return _mm256_andnot_si256(_mm256_cmpgt_epi32(u, _mm256_set1_epi32(0x7f800000)), u);
+  }
+  static constexpr int64_t kSmall = 8;
+  static uint32_t small_rth(const uint32_t* c, int64_t n, int64_t r, int64_t* gt, int64_t* eq) {
+    alignas(32) int32_t xs[8] = {-1, -1, -1, -1, -1, -1, -1, -1}, gs[8], ges[8];
+    for (int64_t j = 0; j < n; ++j) xs[j] = int32_t(c[j]);
+    const __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(xs));
+    const __m256i rot = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+    __m256i ge = _mm256_setzero_si256(), g = ge, y = x;
+    for (int s = 0; s < 8; ++s) {
+      // y >= x is not (x > y)
+      ge = _mm256_sub_epi32(ge, _mm256_andnot_si256(_mm256_cmpgt_epi32(x, y), _mm256_set1_epi32(-1)));
+      g = _mm256_sub_epi32(g, _mm256_cmpgt_epi32(y, x));
+      y = _mm256_permutevar8x32_epi32(y, rot);
+    }
+    _mm256_store_si256(reinterpret_cast<__m256i*>(gs), g);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ges), ge);
+    for (int l = 0; l < n; ++l)
+      if (gs[l] < r && ges[l] >= r) {
+        *gt = gs[l];
+        *eq = ges[l] - gs[l];
+        return uint32_t(xs[l]);
+      }
+    *gt = 0;  // not reached: 1 <= r <= n
+    *eq = 0;
+    return 0;
+  }
+  static int64_t count_ge(const uint32_t* c, int64_t n, uint32_t t) {
+    if (t == 0) return n;
+    const __m256i vt = _mm256_set1_epi32(int(t - 1));
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+      s0 = _mm256_sub_epi32(s0, _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + j)), vt));
+      s1 = _mm256_sub_epi32(s1, _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + j + 8)), vt));
+    }
+    alignas(32) int32_t l[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(l), _mm256_add_epi32(s0, s1));
+    int64_t r = int64_t(l[0]) + l[1] + l[2] + l[3] + l[4] + l[5] + l[6] + l[7];
+    for (; j < n; ++j) r += c[j] >= t ? 1 : 0;
+    return r;
+  }
+  static void sample_bracket(const uint32_t* s, int64_t rh, int64_t rl, uint32_t* hi, uint32_t* lo) {
+    __m256i x[16];
+    for (int i = 0; i < 16; ++i) x[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 8 * i));
+    auto count = [&](uint32_t t) {
+      const __m256i vt = _mm256_set1_epi32(int(t - 1));  // t >= 1 here
+      int64_t c = 0;
+      for (int i = 0; i < 16; ++i) c += __builtin_popcount(unsigned(mask8(_mm256_cmpgt_epi32(x[i], vt))));
+      return c;
+    };
+    trim_fast_detail::sample_search(count, rh, rl, hi, lo);
+  }
+  static int64_t compact(uint32_t* c, int64_t n, uint32_t lo, uint32_t hi) {
+    const __m256i vlo = _mm256_set1_epi32(int(lo)), vw = _mm256_set1_epi32(int(hi - lo));
+    int64_t o = 0, j = 0;
+    for (; j + 8 <= n; j += 8) {
+      const __m256i k = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + j));
+      // lo <= k <= hi: k - lo (as unsigned) <= hi - lo; both below 2^31 after the shift by lo
+      const __m256i off = _mm256_sub_epi32(k, vlo);
+      const int in = 0xff & ~mask8(_mm256_or_si256(_mm256_cmpgt_epi32(off, vw), off));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + o), compress8(k, in));
+      o += __builtin_popcount(unsigned(in));
+    }
+    for (; j < n; ++j) {
+      const uint32_t k = c[j];
+      c[o] = k;
+      o += (k >= lo && k <= hi) ? 1 : 0;
+    }
+    return o;
+  }
+  // cand gets k - lo, as the AVX-512 version.
+  template <bool Mag>
+  static void bracket(const float* x, int64_t n, uint32_t lo, uint32_t hi, uint32_t* cand, int64_t* above, int64_t* nc) {
+    if (hi > 0x7f800000u) hi = 0x7f800000u;
+    if (lo > hi) lo = hi;
+    const __m256i vlo = _mm256_set1_epi32(int(lo)), vw = _mm256_set1_epi32(int(hi - lo));
+    const __m256i vh1 = _mm256_set1_epi32(int(hi + 1)), vinf = _mm256_set1_epi32(0x7f800000);
+    __m256i va = _mm256_setzero_si256();
+    int64_t c = 0, j = 0;
+    // with lo = 0 the NaN keys (0) are inside: map them; above that they never are
+    const bool map_nan = lo == 0;
+    for (; j + 8 <= n; j += 8) {
+      const __m256 xv = _mm256_loadu_ps(x + j);
+      const __m256i k = map_nan ? keys<Mag>(xv) : raw_keys<Mag>(xv);
+      // not above (hi < k <= +inf): (k - hi - 1) or (inf - k) is negative
+      va = _mm256_add_epi32(va, _mm256_srli_epi32(_mm256_or_si256(_mm256_sub_epi32(k, vh1), _mm256_sub_epi32(vinf, k)), 31));
+      const __m256i off = _mm256_sub_epi32(k, vlo);
+      // in: 0 <= off <= hi - lo (off is negative below lo; a NaN is above hi)
+      const int in = 0xff & ~mask8(_mm256_or_si256(_mm256_cmpgt_epi32(off, vw), off));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(cand + c), compress8(off, in));
+      c += __builtin_popcount(unsigned(in));
+    }
+    alignas(32) int32_t l[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(l), va);
+    int64_t not_above = int64_t(l[0]) + l[1] + l[2] + l[3] + l[4] + l[5] + l[6] + l[7];
+    int64_t a = j - not_above;
+    for (; j < n; ++j) {
+      const uint32_t kj = trim_detail::key_of(Mag ? __builtin_fabsf(x[j]) : x[j]);
+      a += kj > hi ? 1 : 0;
+      cand[c] = kj - lo;
+      c += (kj >= lo && kj <= hi) ? 1 : 0;
+    }
+    *above = hi >= 0x7f800000u ? 0 : a;
+    *nc = c;
+  }
+  template <bool Mag>
+  static void keys(const float* x, int64_t n, uint32_t* cand) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_si256(reinterpret_cast<__m256i*>(cand + j), keys<Mag>(_mm256_loadu_ps(x + j)));
+    for (; j < n; ++j) cand[j] = trim_detail::key_of(Mag ? __builtin_fabsf(x[j]) : x[j]);
+  }
+  template <bool Mag>
+  static int64_t nth_equal(const float* x, int64_t n, uint32_t kth, int64_t r) {
+    const __m256i vk = _mm256_set1_epi32(int(kth));
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      unsigned eq = unsigned(mask8(_mm256_cmpeq_epi32(keys<Mag>(_mm256_loadu_ps(x + j)), vk)));
+      const int c = __builtin_popcount(eq);
+      if (c < r) { r -= c; continue; }
+      for (; r > 1; --r) eq &= eq - 1;
+      return j + __builtin_ctz(eq);
+    }
+    for (; j < n; ++j)
+      if (trim_detail::key_of(Mag ? __builtin_fabsf(x[j]) : x[j]) == kth && --r == 0) return j;
+    return n;
+  }
+  // Keeps entries with thr <= key <= +inf in [j0, j1) (the tie rule: thr = kth up to the last kept
+  // tie, kth + 1 after it).
+  template <bool Mag>
+  static void apply_range(const float* x, float* v, int64_t j0, int64_t j1, uint32_t thr, __m256d* s, double* acc) {
+    const __m256i vk = _mm256_set1_epi32(int(thr)), vinf = _mm256_set1_epi32(0x7f800000);
+    int64_t j = j0;
+    // thr 0 keeps every entry (NaN too: its key is 0), which the range test below would not
+    for (; thr == 0 && j + 8 <= j1; j += 8) {
+      const __m256 e = _mm256_loadu_ps(x + j);
+      const __m256d e0 = _mm256_cvtps_pd(_mm256_castps256_ps128(e)), e1 = _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1));
+      s[0] = _mm256_fmadd_pd(e0, e0, s[0]);
+      s[1] = _mm256_fmadd_pd(e1, e1, s[1]);
+    }
+    for (; j + 8 <= j1; j += 8) {
+      const __m256 xv = _mm256_loadu_ps(x + j);
+      const __m256i k = raw_keys<Mag>(xv);
+      const __m256i drop = _mm256_srai_epi32(_mm256_or_si256(_mm256_sub_epi32(k, vk), _mm256_sub_epi32(vinf, k)), 31);
+      const __m256 e = _mm256_castsi256_ps(_mm256_andnot_si256(drop, _mm256_castps_si256(xv)));
+      if (Mag) _mm256_storeu_ps(v + j, e);
+      else _mm256_storeu_ps(v + j, _mm256_castsi256_ps(_mm256_andnot_si256(drop, _mm256_castps_si256(_mm256_loadu_ps(v + j)))));
+      const __m256d e0 = _mm256_cvtps_pd(_mm256_castps256_ps128(e)), e1 = _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1));
+      s[0] = _mm256_fmadd_pd(e0, e0, s[0]);
+      s[1] = _mm256_fmadd_pd(e1, e1, s[1]);
+    }
+    for (; j < j1; ++j) {
+      const uint32_t kj = trim_detail::key_of(Mag ? __builtin_fabsf(x[j]) : x[j]);
+      if (kj >= thr) acc[0] += double(x[j]) * double(x[j]);
+      else v[j] = 0.0f;
+    }
+  }
+  template <bool Mag>
+  static void apply(const float* x, float* v, int64_t n, uint32_t kth, int64_t last_tie, double* acc) {
+    __m256d s[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+    const int64_t split = last_tie >= n ? n : last_tie + 1;
+    apply_range<Mag>(x, v, 0, split, kth, s, acc);
+    if (split < n) apply_range<Mag>(x, v, split, n, kth + 1, s, acc);
+    alignas(32) double l[8];
+    _mm256_store_pd(l, s[0]);
+    _mm256_store_pd(l + 4, s[1]);
+    for (int i = 0; i < 8; ++i) acc[i] += l[i];
+  }
+};
+
+double trim_avx2(const float* e, float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist) {
+  if (n > (int64_t(1) << 30)) return trim_topk_impl(e, v, n, k, cand, hist);
+  return trim_fast<Avx2FastPasses, false>(e, v, n, k, cand);
+}
+double trim_mag_avx2(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e) {
+  if (n > (int64_t(1) << 30)) return trim_mag_impl(v, n, k, cand, hist, e);
+  return trim_fast<Avx2FastPasses, true>(v, v, n, k, cand);
+}
+
 }  // namespace
 
-const Kernels kAvx2Kernels = {"avx2", decode_avx2, output_avx2, encode_avx2, trim_topk_impl, output_nt_avx2, stats_raw_avx2};
+const Kernels kAvx2Kernels = {"avx2", decode_avx2, output_avx2, encode_avx2, trim_avx2, output_nt_avx2, stats_raw_avx2, trim_mag_avx2};
 
 }  // namespace geoedit

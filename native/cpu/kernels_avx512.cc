@@ -3,7 +3,7 @@
 #include <immintrin.h>
 #include "../core/kernels.h"
 #include "../core/dtype.h"
-#include "trim_impl.h"
+#include "trim_fast.h"
 
 namespace geoedit {
 namespace {
@@ -179,12 +179,216 @@ struct Avx512TrimPasses {
   }
 };
 
+// The passes of the vectorised select (trim_fast.h).
+struct Avx512FastPasses {
+  template <bool Mag>
+  static inline __m512i keys(__m512 x) {
+    // Mag: |x|; else negatives (and -0) -> 0 by a signed max. Then NaN (above +inf) -> 0.
+    const __m512i u = Mag ? _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff))
+                          : _mm512_max_epi32(_mm512_castps_si512(x), _mm512_setzero_si512());
+    return _mm512_mask_mov_epi32(u, _mm512_cmpgt_epi32_mask(u, _mm512_set1_epi32(0x7f800000)), _mm512_setzero_si512());
+  }
+  static constexpr int64_t kSmall = 16;
+  // The r-th largest of n <= 16 keys (all below 2^31): each key counts the keys >= it and > it,
+  // comparing against the vector rotated lane by lane; padding lanes are -1 (below every key).
+  static uint32_t small_rth(const uint32_t* c, int64_t n, int64_t r, int64_t* gt, int64_t* eq) {
+    const __mmask16 m = tail_mask(n);
+    const __m512i x = _mm512_mask_loadu_epi32(_mm512_set1_epi32(-1), m, c);
+    const __m512i rot = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0), one = _mm512_set1_epi32(1);
+    __m512i ge = _mm512_setzero_si512(), g = ge, y = x;
+    for (int s = 0; s < 16; ++s) {
+      ge = _mm512_mask_add_epi32(ge, _mm512_cmpge_epi32_mask(y, x), ge, one);
+      g = _mm512_mask_add_epi32(g, _mm512_cmpgt_epi32_mask(y, x), g, one);
+      y = _mm512_permutexvar_epi32(rot, y);
+    }
+    const __m512i vr = _mm512_set1_epi32(int(r));
+    const __mmask16 hit = m & _mm512_cmplt_epi32_mask(g, vr) & _mm512_cmpge_epi32_mask(ge, vr);
+    alignas(64) uint32_t xs[16], gs[16], ges[16];
+    _mm512_store_si512(xs, x);
+    _mm512_store_si512(gs, g);
+    _mm512_store_si512(ges, ge);
+    const int l = hit ? __builtin_ctz(hit) : 0;  // hit is never empty: 1 <= r <= n
+    *gt = gs[l];
+    *eq = int64_t(ges[l]) - int64_t(gs[l]);
+    return xs[l];
+  }
+  static int64_t count_ge(const uint32_t* c, int64_t n, uint32_t t) {
+    const __m512i vt = _mm512_set1_epi32(int(t)), one = _mm512_set1_epi32(1);
+    if (n <= 64) {  // a short set: mask popcounts have less latency than a vector reduction
+      int64_t s = 0;
+      for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 m = tail_mask(n - j);
+        s += __builtin_popcount(_mm512_mask_cmpge_epu32_mask(m, _mm512_maskz_loadu_epi32(m, c + j), vt));
+      }
+      return s;
+    }
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0;
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+      s0 = _mm512_mask_add_epi32(s0, _mm512_cmpge_epu32_mask(_mm512_loadu_si512(c + j), vt), s0, one);
+      s1 = _mm512_mask_add_epi32(s1, _mm512_cmpge_epu32_mask(_mm512_loadu_si512(c + j + 16), vt), s1, one);
+    }
+    for (; j < n; j += 16) {
+      const __mmask16 m = tail_mask(n - j);
+      s0 = _mm512_mask_add_epi32(s0, _mm512_mask_cmpge_epu32_mask(m, _mm512_maskz_loadu_epi32(m, c + j), vt), s0, one);
+    }
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1));
+  }
+  static void sample_bracket(const uint32_t* s, int64_t rh, int64_t rl, uint32_t* hi, uint32_t* lo) {
+    __m512i x[8];
+    for (int i = 0; i < 8; ++i) x[i] = _mm512_loadu_si512(s + 16 * i);
+    auto count = [&](uint32_t t) {
+      const __m512i vt = _mm512_set1_epi32(int(t));
+      uint64_t c = 0;
+      for (int i = 0; i < 8; i += 4) {
+        const __mmask64 a = _mm512_kunpackd(_mm512_kunpackw(_mm512_cmpge_epu32_mask(x[i + 3], vt), _mm512_cmpge_epu32_mask(x[i + 2], vt)),
+                                            _mm512_kunpackw(_mm512_cmpge_epu32_mask(x[i + 1], vt), _mm512_cmpge_epu32_mask(x[i], vt)));
+        c += uint64_t(__builtin_popcountll(a));
+      }
+      return int64_t(c);
+    };
+    trim_fast_detail::sample_search(count, rh, rl, hi, lo);
+  }
+  static int64_t compact(uint32_t* c, int64_t n, uint32_t lo, uint32_t hi) {
+    const __m512i vlo = _mm512_set1_epi32(int(lo)), vhi = _mm512_set1_epi32(int(hi));
+    int64_t o = 0;
+    for (int64_t j = 0; j < n; j += 16) {
+      const __mmask16 m = tail_mask(n - j);
+      const __m512i k = _mm512_maskz_loadu_epi32(m, c + j);
+      const __mmask16 in = _mm512_mask_cmple_epu32_mask(_mm512_mask_cmpge_epu32_mask(m, k, vlo), k, vhi);
+      _mm512_mask_storeu_epi32(c + o, tail_mask(__builtin_popcount(in)), _mm512_maskz_compress_epi32(in, k));
+      o += __builtin_popcount(in);
+    }
+    return o;
+  }
+  // Keys without the NaN mapping: NaN stays above +inf, and every comparison below is a range
+  // test against bounds <= +inf ((k - lo) <= (hi - lo) unsigned), so a NaN is never inside one.
+  template <bool Mag>
+  static inline __m512i raw_keys(__m512 x) {
+    return Mag ? _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff))
+               : _mm512_max_epi32(_mm512_castps_si512(x), _mm512_setzero_si512());
+  }
+  // cand gets k - lo (the offset in the bracket: spread evenly over [0, hi - lo], which the
+  // bit-by-bit select narrows fastest).
+  template <bool Mag>
+  static void bracket(const float* x, int64_t n, uint32_t lo, uint32_t hi, uint32_t* cand, int64_t* above, int64_t* nc) {
+    if (hi > 0x7f800000u) hi = 0x7f800000u;
+    if (lo > hi) lo = hi;
+    const __m512i vlo = _mm512_set1_epi32(int(lo)), vw = _mm512_set1_epi32(int(hi - lo));
+    const __m512i vh1 = _mm512_set1_epi32(int(hi + 1)), vinf = _mm512_set1_epi32(0x7f800000);
+    __m512i va = _mm512_setzero_si512(), vb = va;
+    int64_t c = 0, j = 0;
+    auto step = [&](__m512i k, __mmask16 m, __m512i& acc) {
+      // not above (hi < k <= +inf): (k - hi - 1) or (inf - k) is negative (keys are below 2^31)
+      const __m512i t = _mm512_or_si512(_mm512_sub_epi32(k, vh1), _mm512_sub_epi32(vinf, k));
+      acc = _mm512_add_epi32(acc, _mm512_srli_epi32(t, 31));
+      const __m512i off = _mm512_sub_epi32(k, vlo);
+      const __mmask16 in = _mm512_mask_cmple_epu32_mask(m, off, vw);
+      // register compress + plain store (the memory form is slow on some cores); cand has n+16 room
+      _mm512_storeu_si512(cand + c, _mm512_maskz_compress_epi32(in, off));
+      c += __builtin_popcount(in);
+    };
+    // with lo = 0 the NaN keys (0) are inside: map them; above that they never are
+    const bool map_nan = lo == 0;
+    auto key = [&](__m512 xv) { return map_nan ? keys<Mag>(xv) : raw_keys<Mag>(xv); };
+    for (; j + 32 <= n; j += 32) {
+      step(key(_mm512_loadu_ps(x + j)), 0xffff, va);
+      step(key(_mm512_loadu_ps(x + j + 16)), 0xffff, vb);
+    }
+    int64_t pad = 0;  // masked-off lanes of the tail count as "not above"
+    for (; j < n; j += 16) {
+      const __mmask16 m = tail_mask(n - j);
+      pad += 16 - __builtin_popcount(m);
+      step(key(_mm512_maskz_loadu_ps(m, x + j)), m, va);
+    }
+    const int64_t not_above = _mm512_reduce_add_epi32(_mm512_add_epi32(va, vb)) - pad;
+    *above = hi >= 0x7f800000u ? 0 : n - not_above;
+    *nc = c;
+  }
+  template <bool Mag>
+  static void keys(const float* x, int64_t n, uint32_t* cand) {
+    for (int64_t j = 0; j < n; j += 16) {
+      const __mmask16 m = tail_mask(n - j);
+      _mm512_mask_storeu_epi32(cand + j, m, keys<Mag>(_mm512_maskz_loadu_ps(m, x + j)));
+    }
+  }
+  template <bool Mag>
+  static int64_t nth_equal(const float* x, int64_t n, uint32_t kth, int64_t r) {
+    const __m512i vk = _mm512_set1_epi32(int(kth));
+    for (int64_t j = 0; j < n; j += 16) {
+      const __mmask16 m = tail_mask(n - j);
+      uint32_t eq = _mm512_mask_cmpeq_epi32_mask(m, keys<Mag>(_mm512_maskz_loadu_ps(m, x + j)), vk);
+      const int c = __builtin_popcount(eq);
+      if (c < r) { r -= c; continue; }
+      for (; r > 1; --r) eq &= eq - 1;  // drop the lowest r - 1 set bits
+      return j + __builtin_ctz(eq);
+    }
+    return n;  // not reached: there are at least r ties
+  }
+  template <bool Mag>
+  static void apply(const float* x, float* v, int64_t n, uint32_t kth, int64_t last_tie, double* acc) {
+    const __m512i vk = _mm512_set1_epi32(int(kth));
+    __m512d a0 = _mm512_loadu_pd(acc), a1 = _mm512_setzero_pd(), a2 = a1, a3 = a1;
+    auto sq = [](__m512 e, __mmask16 keep, __m512d& s0, __m512d& s1) {
+      const __m512d e0 = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
+      const __m512d e1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
+      s0 = _mm512_mask3_fmadd_pd(e0, e0, s0, __mmask8(keep));
+      s1 = _mm512_mask3_fmadd_pd(e1, e1, s1, __mmask8(keep >> 8));
+    };
+    int64_t j = 0;
+    if (last_tie >= n && kth > 0) {  // (kth 0 with k < n always has ties left out)
+      // every key equal to kth is kept: kth <= k <= +inf, i.e. (k - kth) or (inf - k) is not
+      // negative; drop is all ones where not, and no mask register is needed
+      const __m512i vinf = _mm512_set1_epi32(0x7f800000);
+      __m512d b0 = _mm512_setzero_pd(), b1 = b0, b2 = b0, b3 = b0;
+      auto one = [&](int64_t o, __m512d& s0, __m512d& s1) {
+        const __m512 xv = _mm512_loadu_ps(x + o);
+        const __m512i k = raw_keys<Mag>(xv);
+        const __m512i drop = _mm512_srai_epi32(_mm512_or_si512(_mm512_sub_epi32(k, vk), _mm512_sub_epi32(vinf, k)), 31);
+        const __m512 e = _mm512_castsi512_ps(_mm512_andnot_si512(drop, _mm512_castps_si512(xv)));
+        if (Mag) _mm512_storeu_ps(v + o, e);
+        else _mm512_storeu_ps(v + o, _mm512_castsi512_ps(_mm512_andnot_si512(drop, _mm512_castps_si512(_mm512_loadu_ps(v + o)))));
+        const __m512d e0 = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
+        const __m512d e1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1));
+        s0 = _mm512_fmadd_pd(e0, e0, s0);
+        s1 = _mm512_fmadd_pd(e1, e1, s1);
+      };
+      for (; j + 32 <= n; j += 32) {
+        one(j, b0, b1);
+        one(j + 16, b2, b3);
+      }
+      a0 = _mm512_add_pd(a0, _mm512_add_pd(_mm512_add_pd(b0, b1), _mm512_add_pd(b2, b3)));
+    }
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i vlast = _mm512_set1_epi32(int(last_tie > 0x7fffffff ? 0x7fffffff : last_tie));
+    for (; j < n; j += 16) {
+      const __mmask16 m = tail_mask(n - j);
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + j);
+      const __m512i k = keys<Mag>(xv);
+      const __m512i idx = _mm512_add_epi32(iota, _mm512_set1_epi32(int(j)));
+      const __mmask16 keep = (_mm512_cmpgt_epu32_mask(k, vk) | (_mm512_cmpeq_epi32_mask(k, vk) & _mm512_cmple_epi32_mask(idx, vlast))) & m;
+      _mm512_mask_storeu_ps(v + j, m & _knot_mask16(keep), _mm512_setzero_ps());
+      sq(xv, keep, a0, a1);
+    }
+    _mm512_storeu_pd(acc, _mm512_add_pd(_mm512_add_pd(a0, a1), _mm512_add_pd(a2, a3)));
+  }
+};
+
+// Rows past 2^30 columns (the tie pass compares 32-bit column indices) take the reference passes.
 double trim_avx512(const float* e, float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist) {
-  return trim_topk_with<Avx512TrimPasses>(e, v, n, k, cand, hist);
+  if (n > (int64_t(1) << 30)) return trim_topk_with<Avx512TrimPasses>(e, v, n, k, cand, hist);
+  return trim_fast<Avx512FastPasses, false>(e, v, n, k, cand);
+}
+double trim_mag_avx512(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e) {
+  if (n > (int64_t(1) << 30)) {
+    for (int64_t j = 0; j < n; ++j) e[j] = __builtin_fabsf(v[j]);
+    return trim_topk_with<Avx512TrimPasses>(e, v, n, k, cand, hist);
+  }
+  return trim_fast<Avx512FastPasses, true>(v, v, n, k, cand);
 }
 
 }  // namespace
 
-const Kernels kAvx512Kernels = {"avx512", decode_avx512, output_avx512, encode_avx512, trim_avx512, output_nt_avx512, stats_raw_avx512};
+const Kernels kAvx512Kernels = {"avx512", decode_avx512, output_avx512, encode_avx512, trim_avx512, output_nt_avx512, stats_raw_avx512, trim_mag_avx512};
 
 }  // namespace geoedit

@@ -62,6 +62,17 @@ inline uint32_t radix_kth(uint32_t* keys, int64_t n, int64_t k, uint32_t* hist, 
   return uint32_t(prefix);
 }
 
+// Sum of e^2 in f64 over 8 lanes (every entry kept), and the fixed order the lanes are combined in.
+inline void sum_squares8(const float* e, int64_t n, double* acc) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += double(e[j + l]) * double(e[j + l]);
+  for (; j < n; ++j) acc[0] += double(e[j]) * double(e[j]);
+}
+inline double combine8(const double* acc) {
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 // Descending order helpers on small arrays (no std:: templates, see above).
 inline void sort_desc(uint32_t* x, int64_t n) {
   for (int64_t i = 1; i < n; ++i) {
@@ -137,12 +148,9 @@ template <typename Passes>
 double trim_topk_with(const float* e, float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist) {
   using trim_detail::key_of;
   double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  auto finish = [&]() { return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); };
+  auto finish = [&]() { return trim_detail::combine8(acc); };
   if (k >= n) {
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8)
-      for (int l = 0; l < 8; ++l) acc[l] += double(e[j + l]) * double(e[j + l]);
-    for (; j < n; ++j) acc[0] += double(e[j]) * double(e[j]);
+    trim_detail::sum_squares8(e, n, acc);
     return finish();
   }
   uint32_t kth = 0;
@@ -202,6 +210,12 @@ double trim_topk_with(const float* e, float* v, int64_t n, int64_t k, uint32_t* 
 }
 
 [[maybe_unused]] double trim_topk_impl(const float* e, float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist) {
+  return trim_topk_with<ScalarTrimPasses>(e, v, n, k, cand, hist);
+}
+
+// The magnitude importance, by definition: e = |v|, then trim.
+[[maybe_unused]] double trim_mag_impl(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e) {
+  for (int64_t j = 0; j < n; ++j) e[j] = __builtin_fabsf(v[j]);
   return trim_topk_with<ScalarTrimPasses>(e, v, n, k, cand, hist);
 }
 

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/hash.h"
+#include "core/kernels.h"
 #include "core/stream.h"
 #include "geoedit/geoedit.h"
 
@@ -151,8 +154,143 @@ static void test_read_ahead() {
   close(fd);
 }
 
+
+// Top-k (SPEC §3.3) of every ISA's trim and trim_mag against a sort: keep the k largest keys, ties
+// by the lower column. The kept entries (v's bytes) must be identical; the kept sum of squares
+// equal up to the f64 summation order.
+static uint32_t ref_key(float e) {
+  uint32_t u;
+  std::memcpy(&u, &e, 4);
+  const uint32_t m = u & 0x7fffffffu;
+  return (m > 0x7f800000u || (u >> 31)) ? 0u : m;
+}
+static void ref_trim(const std::vector<float>& e, std::vector<float>& v, int64_t k, double* sum) {
+  const int64_t n = int64_t(e.size());
+  std::vector<int64_t> idx(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) idx[size_t(j)] = j;
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t x, int64_t y) { return ref_key(e[size_t(x)]) > ref_key(e[size_t(y)]); });
+  std::vector<char> keep(size_t(n), 0);
+  for (int64_t r = 0; r < std::min(k, n); ++r) keep[size_t(idx[size_t(r)])] = 1;
+  double s = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    if (keep[size_t(j)]) s += double(e[size_t(j)]) * double(e[size_t(j)]);
+    else v[size_t(j)] = 0.0f;
+  }
+  *sum = s;
+}
+static void test_trim_exact() {
+  std::mt19937 g(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::uniform_int_distribution<int> small(0, 3);
+  const int64_t widths[] = {1, 2, 7, 16, 17, 100, 511, 512, 513, 1000, 4096, 4099, 11008, 14336, 65537};
+  int cases = 0;
+  for (int64_t n : widths)
+    for (int dist = 0; dist < 11; ++dist) {
+      const int64_t stride = std::max<int64_t>(1, n / 128);
+      std::vector<float> v(static_cast<size_t>(n)), e(static_cast<size_t>(n));
+      for (int64_t j = 0; j < n; ++j) {
+        float x = 0.1f * nd(g);
+        switch (dist) {
+          case 1: x = 0.5f; break;                                         // all ties
+          case 2: x = float(small(g)) * (j % 2 ? -1.f : 1.f); break;        // few values, many ties
+          case 3: x = j % 5 == 0 ? 0.f : (j % 5 == 1 ? -0.f : x); break;    // zeros and -0
+          case 4: x = j < n / 2 ? x * 1e-30f : x * 1e30f; break;            // wide range
+          case 5: x = std::ldexp(1.0f + float(j % 3) * 0x1p-23f, int(j % 7)); break;  // adjacent floats
+          case 6: x = j % 97 == 3 ? INFINITY : (j % 89 == 5 ? NAN : x); break;  // inf and NaN (allowNonFinite)
+          case 7: x = float(j); break;                                      // sorted ascending
+          case 8: x = float(n - j); break;                                  // sorted descending
+          case 9: x = j % stride == 0 ? 100.f : x; break;                   // the sample sees only the largest
+          case 10: x = j % stride == 0 ? 0.f : x; break;                    // ... or only zeros
+        }
+        v[size_t(j)] = x;
+        e[size_t(j)] = dist == 6 || dist == 3 ? x : std::fabs(x) * (dist == 2 && j % 3 == 0 ? -1.f : 1.f);
+      }
+      for (double dens : {0.001, 0.05, 0.2, 0.5, 0.9, 0.999}) {
+        const int64_t k = std::max<int64_t>(1, int64_t(std::ceil(dens * double(n))));
+        for (int mag = 0; mag < 2; ++mag) {
+          std::vector<float> ev = e;
+          if (mag) for (int64_t j = 0; j < n; ++j) ev[size_t(j)] = std::fabs(v[size_t(j)]);
+          std::vector<float> want = v;
+          double ws = 0;
+          ref_trim(ev, want, k, &ws);
+          for (int lv = 0; lv < 3; ++lv) {
+            if (!cpu_supports(SimdLevel(lv))) continue;
+            const Kernels& K = kernels_for(SimdLevel(lv));
+            std::vector<float> got = v, scratch(static_cast<size_t>(n));
+            std::vector<uint32_t> cand(size_t(n) + 16), hist(2048);
+            const double gs = mag ? K.trim_mag(got.data(), n, k, cand.data(), hist.data(), scratch.data())
+                                  : K.trim(ev.data(), got.data(), n, k, cand.data(), hist.data());
+            ++cases;
+            CHECK(std::memcmp(got.data(), want.data(), size_t(n) * 4) == 0, "trim%s keeps other entries (%s, n %lld, k %lld, dist %d)",
+                  mag ? "_mag" : "", K.name, (long long)n, (long long)k, dist);
+            CHECK(std::isnan(ws) ? std::isnan(gs) : (ws == gs || std::fabs(gs - ws) <= 1e-12 * std::fabs(ws)),
+                  "trim%s sum %.17g vs %.17g (%s, n %lld, k %lld, dist %d)", mag ? "_mag" : "", gs, ws, K.name, (long long)n, (long long)k, dist);
+          }
+        }
+      }
+    }
+  std::printf("trim: %d cases against the sort\n", cases);
+}
+
+// SHA-256 through the platform's OpenSSL (core/hash.h): the FIPS 180 vectors, then hash_files on
+// files of awkward sizes (several at once) against one-shot digests, a short file and a cancel.
+static void test_sha256() {
+  if (!sha256_unavailable_reason().empty()) {
+    std::printf("sha256 checks skipped: %s\n", sha256_unavailable_reason().c_str());
+    return;
+  }
+  auto one = [](const std::string& s) { Sha256 h; h.update(s.data(), s.size()); return h.hex(); };
+  CHECK(one("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "sha256(abc)");
+  CHECK(one("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "sha256('')");
+  CHECK(one(std::string(1000000, 'a')) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0", "sha256(a x 1e6)");
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string dir = tmp && *tmp ? tmp : "/tmp";
+  std::vector<HashFile> files;
+  std::vector<std::string> want;
+  std::mt19937 g(3);
+  for (size_t size : {size_t(0), size_t(1), size_t(1 << 20), size_t((1 << 20) + 7), size_t(5 << 20) + 333}) {
+    std::string path = dir + "/geoedit-hash-XXXXXX";
+    const int fd = mkstemp(&path[0]);
+    CHECK(fd >= 0, "mkstemp for the hash test");
+    if (fd < 0) return;
+    unlink(path.c_str());
+    std::string data(size, '\0');
+    for (auto& c : data) c = char(g());
+    CHECK(pwrite(fd, data.data(), size, 0) == ssize_t(size), "writing the hash test file");
+    files.push_back({fd, uint64_t(size), path});
+    want.push_back(one(data));
+  }
+  for (int threads : {1, 2, 0}) {
+    const std::vector<HashResult> got = hash_files(files, threads);
+    for (size_t i = 0; i < files.size(); ++i)
+      CHECK(got[i].sha256 == want[i], "hash_files file %zu (%llu bytes, %d threads)", i, (unsigned long long)files[i].size, threads);
+  }
+  // A file shorter than its stated size (it shrank): ERR_IO naming the file.
+  std::vector<HashFile> short_one = {files[2]};
+  short_one[0].size += 10;
+  bool io = false;
+  try {
+    hash_files(short_one, 1);
+  } catch (const Error& e) {
+    io = e.code() == ErrorCode::Io && std::strstr(e.what(), files[2].path.c_str()) != nullptr && e.details().file == files[2].path;
+  }
+  CHECK(io, "a short file fails with Io naming it");
+  const double cancel = 1;
+  bool aborted = false;
+  try {
+    hash_files({files[4]}, 1, &cancel);
+  } catch (const Error& e) {
+    aborted = e.code() == ErrorCode::Aborted;
+  }
+  CHECK(aborted, "hash_files stops when cancelled");
+  for (auto& f : files) close(f.fd);
+  std::printf("sha256: %s\n", sha256_provider().c_str());
+}
+
 int main() {
   test_read_ahead();
+  test_sha256();
+  test_trim_exact();
   const int levels[3] = {0, 1, 2};
   for (int64_t cols : {1, 5, 16, 17, 63, 300, 4100}) {
     const Data d = make(37, cols, unsigned(cols));

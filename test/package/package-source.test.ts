@@ -43,5 +43,5 @@ describe.skipIf(!supported)('the tarball, built from source', () => {
     expect(r.out).toEqual([3, 2]);
     expect(r.path).toBe(path.join(fs.realpathSync(consumer), 'node_modules', 'geoedit', 'build', 'Release', 'geoedit.node'));
     expect(r.version).toBe(pkg.version);
-  });
+  }, 600_000); // a whole source build (addon, and the CUDA plugin where nvcc is found): over 120 s on a loaded 2-core machine
 });

@@ -1,0 +1,22 @@
+// Fresh edit outputs from recycled, already resident memory (outpool.cc).
+#pragma once
+#include <node_api.h>
+
+#include <cstddef>
+
+namespace geoedit_binding {
+
+// Outputs below this size take the ordinary allocation (their page faults cost little).
+constexpr size_t kMinPooledOutput = size_t(8) << 20;
+
+// A typed array of `count` elements of `elem` bytes over pooled memory: true with *array and
+// *data set, or false (too small, pool off, external buffers not allowed): allocate as usual.
+// The contents are not zeroed: the caller writes every element before JS reads any.
+bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t elem, napi_value* array, void** data);
+
+struct OutputPoolStats {
+  size_t hits, misses, idle_bytes, cap;
+};
+OutputPoolStats output_pool_stats();
+
+}  // namespace geoedit_binding

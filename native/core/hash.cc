@@ -1,0 +1,169 @@
+// SHA-256 through the platform's OpenSSL (see hash.h).
+#include "hash.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "geoedit/geoedit.h"
+
+namespace geoedit {
+
+namespace {
+
+// The few EVP entry points used; their signatures are the same in OpenSSL 1.1, 3.x and BoringSSL.
+struct Evp {
+  const void* (*sha256)() = nullptr;
+  void* (*ctx_new)() = nullptr;
+  void (*ctx_free)(void*) = nullptr;
+  int (*init)(void*, const void*, void*) = nullptr;
+  int (*update)(void*, const void*, size_t) = nullptr;
+  int (*final)(void*, unsigned char*, unsigned int*) = nullptr;
+  std::string why, provider;
+};
+
+template <class F>
+bool find(void* h, const char* name, F* f) {
+  *f = reinterpret_cast<F>(dlsym(h, name));
+  return *f != nullptr;
+}
+
+bool load(void* h, Evp* e) {
+  return find(h, "EVP_sha256", &e->sha256) && find(h, "EVP_MD_CTX_new", &e->ctx_new) && find(h, "EVP_MD_CTX_free", &e->ctx_free) &&
+         find(h, "EVP_DigestInit_ex", &e->init) && find(h, "EVP_DigestUpdate", &e->update) && find(h, "EVP_DigestFinal_ex", &e->final);
+}
+
+const Evp& evp() {
+  static const Evp e = [] {
+    Evp r;
+    // 1. Already in the process (Node exports its OpenSSL to addons; a program linked with libcrypto).
+    bool ok = load(RTLD_DEFAULT, &r);
+    void* h = RTLD_DEFAULT;
+    // 2. The system's libcrypto.
+    if (!ok) {
+      for (const char* lib : {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.dylib", "libcrypto.so"}) {
+        h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+        if (h && (ok = load(h, &r))) break;
+      }
+    }
+    if (!ok) {
+      r = Evp();
+      r.why = "no OpenSSL EVP SHA-256 in this process and no system libcrypto";
+      return r;
+    }
+    const char* (*version)(int) = nullptr;
+    if (find(h, "OpenSSL_version", &version) && version) r.provider = version(0);
+    else r.provider = "OpenSSL (EVP)";
+    return r;
+  }();
+  return e;
+}
+
+}  // namespace
+
+const std::string& sha256_unavailable_reason() { return evp().why; }
+const std::string& sha256_provider() { return evp().provider; }
+
+Sha256::Sha256() {
+  const Evp& e = evp();
+  if (!e.why.empty()) throw Error(ErrorCode::Internal, "SHA-256 unavailable: " + e.why);
+  ctx_ = e.ctx_new();
+  if (!ctx_ || e.init(ctx_, e.sha256(), nullptr) != 1) throw Error(ErrorCode::Internal, "SHA-256: EVP_DigestInit_ex failed");
+}
+
+Sha256::~Sha256() {
+  if (ctx_) evp().ctx_free(ctx_);
+}
+
+void Sha256::update(const void* p, size_t n) {
+  if (n && evp().update(ctx_, p, n) != 1) throw Error(ErrorCode::Internal, "SHA-256: EVP_DigestUpdate failed");
+}
+
+std::string Sha256::hex() {
+  unsigned char d[64];
+  unsigned int len = 0;
+  if (evp().final(ctx_, d, &len) != 1 || len != 32) throw Error(ErrorCode::Internal, "SHA-256: EVP_DigestFinal_ex failed");
+  static const char* k = "0123456789abcdef";
+  std::string s(64, '0');
+  for (int i = 0; i < 32; ++i) {
+    s[size_t(2 * i)] = k[d[i] >> 4];
+    s[size_t(2 * i + 1)] = k[d[i] & 15];
+  }
+  return s;
+}
+
+std::vector<HashResult> hash_files(const std::vector<HashFile>& files, int threads, const double* cancel) {
+  std::vector<HashResult> out(files.size());
+  if (files.empty()) return out;
+  if (!sha256_unavailable_reason().empty()) throw Error(ErrorCode::Internal, "SHA-256 unavailable: " + sha256_unavailable_reason());
+  // Larger files first, so the longest stream starts at once.
+  std::vector<size_t> order(files.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return files[a].size > files[b].size; });
+  if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  const size_t nt = std::min(files.size(), size_t(threads));
+  std::mutex m;
+  size_t next = 0;
+  bool failed = false;
+  size_t err_index = 0;
+  std::unique_ptr<Error> err;
+  auto cancelled = [&]() {
+    if (!cancel) return false;
+    double c;
+    __atomic_load(cancel, &c, __ATOMIC_RELAXED);
+    return c != 0;
+  };
+  auto worker = [&]() {
+    constexpr size_t kPiece = size_t(1) << 20;  // stays in L2 between the read and the hash
+    std::unique_ptr<char[]> buf(new char[kPiece]);
+    for (;;) {
+      size_t i;
+      {
+        std::lock_guard<std::mutex> g(m);
+        if (failed || next == order.size()) return;
+        i = order[next++];
+      }
+      const HashFile& f = files[i];
+      try {
+        const auto t0 = std::chrono::steady_clock::now();
+        Sha256 h;
+        uint64_t off = 0;
+        while (off < f.size) {
+          if (cancelled()) throw Error(ErrorCode::Aborted, "aborted while hashing " + f.path, file_details(f.path));
+          const size_t want = size_t(std::min<uint64_t>(kPiece, f.size - off));
+          const ssize_t r = ::pread(f.fd, buf.get(), want, off_t(off));
+          if (r < 0) {
+            if (errno == EINTR) continue;
+            throw Error(ErrorCode::Io, f.path + ": read failed while hashing: " + std::strerror(errno), file_details(f.path));
+          }
+          if (r == 0) throw Error(ErrorCode::Io, f.path + ": unexpected end of file while hashing (was it truncated?)", file_details(f.path));
+          h.update(buf.get(), size_t(r));
+          off += uint64_t(r);
+        }
+        out[i].sha256 = h.hex();
+        out[i].seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      } catch (const Error& e) {
+        std::lock_guard<std::mutex> g(m);
+        // Report the first file (in input order) that failed, whatever the thread timing.
+        if (!failed || i < err_index) { err.reset(new Error(e)); err_index = i; }
+        failed = true;
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < nt; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  if (err) throw *err;
+  return out;
+}
+
+}  // namespace geoedit
