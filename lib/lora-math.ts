@@ -283,6 +283,7 @@ export async function mergeLoraRows(
     const r = await loadNative().loraMerge({
       rows: prep.rows, cols: prep.cols, old: side(prep.old), new: side(prep.new), cNew: coefNew, cOld: coefOld,
       transposed, s0, s1, base: base.data, baseDtype: base.dtype, outDtype, threads: prep.threads, ...(tensorName ? { tensorName } : {}),
+      allowNonFiniteOutput: prep.params.allowNonFinite === true || (prep.params as { allowNonFiniteOutput?: boolean }).allowNonFiniteOutput === true,
     });
     return r.out;
   } catch (e) {

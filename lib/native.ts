@@ -9,6 +9,7 @@
 // what to do next.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { markAsUntransferable } from 'node:worker_threads';
 import { GeoEditError } from './errors';
 
 export interface NativeResult {
@@ -80,6 +81,8 @@ export interface NativeAddon {
   defaults(): Record<string, number> & { paper: Record<string, number> };
   convert(from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array;
   cudaProbe(refresh?: boolean): NativeCudaProbe;
+  /** Internal (lib/native.ts, once at load): Node's markAsUntransferable, for async calls' inputs. */
+  _setTransferGuard?(mark: (o: object) => void): void;
   /** Bench only: STREAM triad GB/s over the shared pool. */
   _triad(n: number, threads: number, reps: number): Promise<number>;
   /** Tests only: SPEC §4 dot/na/nb of two LoRA deltas on the CPU or the CUDA plugin (lib/lora-geometry.ts). */
@@ -95,7 +98,7 @@ export interface NativeAddon {
   loraMerge(spec: {
     rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null; cNew: Float32Array; cOld: Float32Array;
     transposed: boolean; s0: number; s1: number; base: Float32Array | Uint16Array; baseDtype: string; outDtype: string;
-    threads?: number; tensorName?: string;
+    threads?: number; tensorName?: string; allowNonFiniteOutput?: boolean;
   }): Promise<{ out: Float32Array | Uint16Array }>;
   /** safetensors header of a file (pread, validated); offsets relative to the data section. */
   stHeader(path: string): NativeStHeader;
@@ -382,6 +385,9 @@ export function loadNativeFrom(root: string, options: LoadOptions = {}): { addon
         attempts.push({ path: f, reason: 'loaded, but it is not the geoedit addon (no edit()/info() exports)' });
         continue;
       }
+      // Async calls use their typed-array inputs in place only when Node can keep them attached
+      // (native/binding/common.h, Keep); without this they copy them.
+      addon._setTransferGuard?.(markAsUntransferable);
       return { addon, path: f };
     } catch (e) {
       attempts.push({ path: f, reason: `failed to load: ${firstLines((e as Error).message)}` });
