@@ -185,7 +185,9 @@ export class CheckpointStream {
     for (const unit of pairBiases(list, jp)) {
       const ws = jp?.plan.byWeight.get(unit[0]!.item.name);
       const extra = ws && !sources.has(ws.source.name) ? sourceMemory(ws.source) : 0;
-      if (batch.length && extra && statBytes + extra > BATCH_PRESERVE_BYTES) { await this.runBatch(batch); batch = []; bytes = 0; statBytes = 0; sources.clear(); }
+      // A new shard starts a new call (the abort check and progress run between calls); so does a statistic over the budget.
+      const newShard = batch.length > 0 && unit[0]!.task.outFd !== batch[0]!.task.outFd;
+      if (batch.length && (newShard || (extra && statBytes + extra > BATCH_PRESERVE_BYTES))) { await this.runBatch(batch); batch = []; bytes = 0; statBytes = 0; sources.clear(); }
       if (ws && !sources.has(ws.source.name)) { sources.add(ws.source.name); statBytes += extra; }
       for (const x of unit) { batch.push(x); bytes += inputBytes(x.item); }
       if (bytes >= BATCH_BYTES || batch.length >= BATCH_TENSORS) { await this.runBatch(batch); batch = []; bytes = 0; statBytes = 0; sources.clear(); }

@@ -129,6 +129,18 @@ describe('editCheckpoint with preservation statistics', () => {
     }
   });
 
+  it('a shard per tensor (the bias in another shard than its weight): the same tensors as one file', async () => {
+    const one = path.join(root, 'out-one'), many = path.join(root, 'out-many');
+    await editCheckpoint({ ...m, out: one }, { preserve: { file: statsFile } });
+    const man = await editCheckpoint({ ...m, out: many }, { preserve: { file: statsFile }, maxShardSize: 100 });
+    expect(man.output!.files.length).toBe(7);
+    expect(man.tensors.map((t) => t.name)).toEqual((await import('../support/preserve-fixture')).PRES_SPECS.map((x) => x.name));
+    for (const name of ['l0.fc.weight', 'l0.fc.bias', 'l0.q.weight']) {
+      const [x, y] = [await tensorOf(one, name), await tensorOf(many, name)];
+      expect(Buffer.compare(Buffer.from(x.data.buffer, x.data.byteOffset, x.data.byteLength), Buffer.from(y.data.buffer, y.data.byteOffset, y.data.byteLength))).toBe(0);
+    }
+  });
+
   it('only the tensors selected: statistics of unselected tensors are reported unused', async () => {
     const man = await analyzeCheckpoint(m, { preserve: { file: statsFile }, include: ['l0.q.*', 'l0.k.*'] });
     expect(man.warnings.some((w) => w.includes('not edited are not used') && w.includes('l0.out.weight'))).toBe(true);
