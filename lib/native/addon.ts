@@ -14,6 +14,10 @@ export interface NativeResult {
   deltaSq: Float64Array;
   na: Float64Array;
   nb: Float64Array;
+  /** Preserved edits only (NativePreserveResult). */
+  preserveEnergy?: Float64Array;
+  biasTauOld?: Float32Array;
+  biasTauNew?: Float32Array;
 }
 
 export interface NativeSpec {
@@ -71,6 +75,16 @@ export interface NativePreserve {
   mu?: number;
   source?: string;
   tensor?: string;
+  /** Check only (shapes, finite, symmetric, PSD, orthonormal, rho/mu): no operator is formed. */
+  validateOnly?: boolean;
+}
+
+/** What a preserved edit adds to its result (EXPORTS.md). */
+export interface NativePreserveResult {
+  /** [oldBefore, oldAfter, newBefore, newAfter, biasOldBefore, biasOldAfter, biasNewBefore, biasNewAfter, rows, gpuRows] */
+  preserveEnergy?: Float64Array;
+  biasTauOld?: Float32Array;
+  biasTauNew?: Float32Array;
 }
 
 /** One side of a LoRA module in the core's canonical form: tau = scale * L * R, L [rows, r], R [r, cols]. */
@@ -216,6 +230,14 @@ export interface NativeStreamTask {
   outOffset?: number;
   outDtype?: string;
   stats?: boolean;
+  /** Index into spec.preserves (SPEC §3 step 0). */
+  preserve?: number;
+  /** The augmented form: the bias tensor's sources (rows elements). */
+  biasBase?: NativeStreamSrc;
+  biasOld?: NativeStreamSrc;
+  biasNew?: NativeStreamSrc;
+  /** Edit this bias task from the preserved bias task vectors of task `tauFrom` (no old/new). */
+  tauFrom?: number;
   /** kind 3: the two LoRA sides (canonical L/R form) and whether the base stores neurons as columns. */
   loraOld?: NativeLoraSide | null;
   loraNew?: NativeLoraSide | null;
@@ -224,6 +246,8 @@ export interface NativeStreamTask {
 
 export interface NativeStreamSpec {
   tasks: NativeStreamTask[];
+  /** Preservation statistics, each built once before any task runs (tasks name them by index). */
+  preserves?: NativePreserve[];
   params: NativeParams;
   threads?: number;
   /** Bytes per block of the widest edit input; 0 or absent: the backend's default (8 MiB on the CPU, 64 MiB on the GPU). */

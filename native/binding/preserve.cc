@@ -3,7 +3,7 @@
 //   spec.preserve (edit) / spec.preserves[i] (stream):
 //     { cov?: Float32Array, covShape?: [d, d], editCov?, editCovShape?,
 //       keys?: Float32Array, keysShape?: [N, d], editKeys?, editKeysShape?,
-//       basis?: Float32Array, basisShape?: [k, d], rho?, mu?, source?, tensor? }
+//       basis?: Float32Array, basisShape?: [k, d], rho?, mu?, source?, tensor?, validateOnly? }
 //   The operator is built (validated, factorised) off the JS thread, in the call's worker.
 //   preserveEnergy: Float64Array(10) [oldBefore, oldAfter, newBefore, newAfter, biasOldBefore,
 //     biasOldAfter, biasNewBefore, biasNewAfter, rows, gpuRows] (sums of squared task-vector entries;
@@ -74,6 +74,7 @@ bool read_preserve_spec(Napi::Value v, const std::string& tensor, geoedit::Prese
   s.mu = num(o, "mu", geoedit::kPreserveDefaultMu);
   s.source = str(o, "source");
   s.tensor = str(o, "tensor", tensor);
+  s.validate_only = o.Get("validateOnly").ToBoolean().Value();
   return true;
 }
 

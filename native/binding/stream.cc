@@ -150,6 +150,8 @@ geoedit::StreamTask read_task(Napi::Env env, Napi::Object to, StreamBaton& b, Na
     // sources; tauFrom: edit this (bias) task from task tauFrom's preserved bias task vectors.
     const int pi = edit && to.Get("preserve").IsNumber() ? int(num(to, "preserve", -1)) : -1;
     if (pi >= int(b.pspecs.size())) throw make_error(env, "ERR_INVALID_OPTION", "task '" + t.name + "': preserve index out of range");
+    if (lora && (pi >= 0 || to.Get("tauFrom").IsNumber()))
+      throw make_error(env, "ERR_INVALID_OPTION", "task '" + t.name + "': a LoRA merge task takes preserved factors (A·P), not preserve/tauFrom");
     b.task_pres[i] = pi;
     if (pi >= 0 && to.Get("biasBase").IsObject()) {
       t.bias_base = src_of(to, "biasBase");

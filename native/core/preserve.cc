@@ -189,6 +189,7 @@ std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& s, const Pres
           fail(ErrorCode::BadStatistics, s, os.str());
         }
       }
+    if (s.validate_only) { P.form = Preserve::Form::Identity; return out; }
     P.form = Preserve::Form::Basis;
     P.U.assign(s.basis, s.basis + k * d);
     return out;
@@ -258,7 +259,7 @@ std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& s, const Pres
   }
   P.trace_c0 = tr0;
   P.trace_c1 = tr1;
-  if (!(tr0 > 0)) {  // C0 = 0: nothing to preserve
+  if (!(tr0 > 0) || s.validate_only) {  // C0 = 0: nothing to preserve (or a check only: no operator)
     P.form = Preserve::Form::Identity;
     return out;
   }

@@ -62,6 +62,10 @@ struct PreserveSpec {
   double mu = kPreserveDefaultMu;    // >= 0
   std::string tensor;                // the weight's name, for messages
   std::string source;                // where the statistics come from (a file, "preserve.cov"), for messages
+  // Check only (lib/preserve: every statistic checked before a job does any work): shapes, finite,
+  // symmetric, PSD (the Cholesky of C + 1e-6·tr(C)·I), orthonormal, rho/mu; the operator is not
+  // formed (no solve) and the result is the Identity form.
+  bool validate_only = false;
 };
 
 struct PreserveBuildOptions {
