@@ -19,12 +19,12 @@ const { execFileSync } = require('node:child_process');
 
 const root = path.resolve(__dirname, '..');
 const dist = path.join(root, 'dist', 'cjs');
-if (!fs.existsSync(path.join(dist, 'lora.js'))) {
+if (!fs.existsSync(path.join(dist, 'lora', 'index.js'))) {
   console.error('bench/lora.js: the built package is missing; run `npm run build` first');
   process.exit(1);
 }
 const { analyzeLora, materializeLora } = require(path.join(dist, 'lora-math.js'));
-const { editAdapters, analyzeAdapters } = require(path.join(dist, 'lora.js'));
+const { editAdapters, analyzeAdapters } = require(path.join(dist, 'lora', 'index.js'));
 const { analyzeTensor, info } = require(path.join(dist, 'index.js'));
 const { writeSafetensors } = require(path.join(dist, 'safetensors.js'));
 

@@ -2,7 +2,9 @@
 // loads only when CUDA is asked for or probed. 'auto' uses a usable GPU, else the CPU; an explicit
 // 'cuda' that cannot run throws ERR_CUDA_UNAVAILABLE with the reason (never a silent fallback).
 import { GeoEditError, describe, typeError } from './errors';
-import { loadNative, type NativeCudaDevice } from './native';
+import { native, type NativeCudaDevice } from './native';
+import { readEnv } from './env';
+import { checkOption, optionSpec, parseSize } from './options';
 import type { Backend } from './types';
 
 export type CudaDevice = NativeCudaDevice;
@@ -27,7 +29,7 @@ let cached: CudaStatus | undefined;
 export function cudaStatus(refresh = false): CudaStatus {
   if (cached && !refresh) return cached;
   try {
-    const r = loadNative().cudaProbe(refresh);
+    const r = native.cudaProbe(refresh);
     cached = { available: r.available, reason: r.reason, kind: r.kind, pluginPath: r.pluginPath, tried: r.tried };
     if (r.device) cached.device = r.device;
   } catch (e) {
@@ -38,8 +40,9 @@ export function cudaStatus(refresh = false): CudaStatus {
 
 /** Resolves the backend option (or $GEOEDIT_BACKEND when the option is absent) to 'cpu' or 'cuda'. */
 export function selectBackend(b: unknown): 'cpu' | 'cuda' {
-  const fromEnv = b === undefined && process.env.GEOEDIT_BACKEND !== undefined && process.env.GEOEDIT_BACKEND !== '';
-  const v = b === undefined ? (fromEnv ? process.env.GEOEDIT_BACKEND : 'auto') : b;
+  const env = readEnv('GEOEDIT_BACKEND');
+  const fromEnv = b === undefined && env !== undefined;
+  const v = b === undefined ? (env ?? 'auto') : b;
   const where = fromEnv ? 'the environment variable GEOEDIT_BACKEND' : "option 'backend'";
   if (typeof v !== 'string') throw typeError(`Expected 'auto', 'cpu' or 'cuda' for ${where} but received ${describe(v)}`);
   if (v !== 'auto' && v !== 'cpu' && v !== 'cuda') {
@@ -57,14 +60,15 @@ export function selectBackend(b: unknown): 'cpu' | 'cuda' {
   return cuda.available ? 'cuda' : 'cpu';
 }
 
-/** Validates option 'cudaMemoryLimit' (bytes of device memory one call may use). 0 = default. */
-export function resolveCudaMemoryLimit(v: unknown): number {
-  if (v === undefined) return 0;
-  if (typeof v !== 'number') throw typeError(`Expected a number of bytes for option 'cudaMemoryLimit' but received ${describe(v)}`);
-  if (!Number.isInteger(v) || v < 0) {
-    throw new GeoEditError('ERR_INVALID_OPTION', `Expected an integer >= 0 (bytes) for option 'cudaMemoryLimit' but received ${v}`, { option: 'cudaMemoryLimit' });
-  }
-  return v;
+/**
+ * Option 'cudaMemoryLimit' (device bytes one call may use; 0 = the plugin's default). When it is
+ * absent and the call runs on CUDA, $GEOEDIT_CUDA_MEMORY is read here, with the one size parser,
+ * so '2GB' means the same in the variable as in every option.
+ */
+export function resolveCudaMemoryLimit(v: unknown, backend: 'cpu' | 'cuda' = 'cuda'): number {
+  if (v !== undefined) return checkOption(optionSpec('cudaMemoryLimit')!, v) as number;
+  const env = backend === 'cuda' ? readEnv('GEOEDIT_CUDA_MEMORY') : undefined;
+  return env === undefined ? 0 : parseSize(env, '$GEOEDIT_CUDA_MEMORY');
 }
 
 /**
@@ -74,8 +78,9 @@ export function resolveCudaMemoryLimit(v: unknown): number {
  * $GEOEDIT_BACKEND) throws ERR_UNSUPPORTED instead of running on the CPU behind the caller's back.
  */
 export function cpuOnlyBackend(b: unknown, what: string): 'cpu' {
-  const fromEnv = b === undefined && process.env.GEOEDIT_BACKEND !== undefined && process.env.GEOEDIT_BACKEND !== '';
-  const requested = b === undefined ? (fromEnv ? process.env.GEOEDIT_BACKEND : 'auto') : b;
+  const env = readEnv('GEOEDIT_BACKEND');
+  const fromEnv = b === undefined && env !== undefined;
+  const requested = b === undefined ? (env ?? 'auto') : b;
   if (requested === 'cuda') {
     selectBackend(b);
     throw new GeoEditError('ERR_UNSUPPORTED', `${what} runs on the CPU only; backend 'cuda' was requested${fromEnv ? ' (GEOEDIT_BACKEND)' : ''} (use 'auto' or 'cpu')`, { option: 'backend' });

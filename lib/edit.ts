@@ -1,10 +1,11 @@
 // editTensor / editTensorSync / analyzeTensor: validate everything in TS, then one coarse
 // native call that runs off the event loop (async) or inline (sync, for small tensors).
-import { GeoEditError, describe, fromNative, typeError } from './errors';
-import { loadNative, type NativeResult, type NativeSpec } from './native';
-import { EDIT_OPTION_KEYS, checkDtype, checkKnownKeys, resolveParams, resolveThreads, type ResolvedParams } from './options';
+import { GeoEditError, describe, typeError } from './errors';
+import { callSite, native, type NativeResult, type NativeSpec } from './native';
+import { checkCoefficients, checkDtype, nativeParams, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from './options';
 import { checkSameShape, checkTensor, matrixView } from './tensor';
 import { resolveCudaMemoryLimit, selectBackend } from './backend';
+import { summarizeRows, threshold } from './stats';
 import type { EditInputs, EditOptions, EditResult, Tensor, TensorStats } from './types';
 
 export interface PreparedEdit {
@@ -17,9 +18,7 @@ export interface PreparedEdit {
 
 export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined, wantOut: boolean): PreparedEdit {
   if (inputs === null || typeof inputs !== 'object') throw typeError(`Expected inputs { base, old, new } but received ${describe(inputs)}`);
-  const opts = (options ?? {}) as EditOptions;
-  if (typeof opts !== 'object') throw typeError(`Expected an options object but received ${describe(options)}`);
-  checkKnownKeys(opts, EDIT_OPTION_KEYS, 'editTensor');
+  const opts = validateOptions(options, 'tensor', 'editTensor') as EditOptions;
   const params = resolveParams(opts);
   const bd = checkTensor(inputs.base, 'base');
   const od = checkTensor(inputs.old, 'old');
@@ -44,7 +43,7 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
   }
   const threads = resolveThreads(opts.threads);
   const backend = selectBackend(opts.backend);
-  const cudaMemoryLimit = resolveCudaMemoryLimit(opts.cudaMemoryLimit);
+  const cudaMemoryLimit = resolveCudaMemoryLimit(opts.cudaMemoryLimit, backend);
   const spec: NativeSpec = {
     rows, cols,
     base: inputs.base.data, baseDtype: bd,
@@ -52,7 +51,7 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
     new: inputs.new.data, newDtype: nd,
     outDtype, wantOut, threads,
     ...(outData ? { outData } : {}),
-    params: params as unknown as Record<string, number | string | boolean>,
+    params: nativeParams(params),
     backend,
     cudaMemoryLimit,
   };
@@ -69,18 +68,7 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
     spec.impNew = inw.data;
   }
   if (params.strategy === 'custom') {
-    const c = opts.coefficients;
-    if (!c || typeof c !== 'object' || !(c.cNew instanceof Float32Array) || !(c.cOld instanceof Float32Array)) {
-      throw new GeoEditError('ERR_COEFFICIENTS', `Expected coefficients { cNew: Float32Array, cOld: Float32Array } with ${rows} values each for strategy 'custom' but received ${describe(c)}`, { option: 'coefficients' });
-    }
-    if (c.cNew.length !== rows || c.cOld.length !== rows) {
-      throw new GeoEditError('ERR_COEFFICIENTS', `Expected ${rows} values (one per row) in coefficients.cNew and coefficients.cOld but received ${c.cNew.length} and ${c.cOld.length}`, { option: 'coefficients' });
-    }
-    for (let i = 0; i < rows; i++) {
-      if (!Number.isFinite(c.cNew[i]!) || !Number.isFinite(c.cOld[i]!)) {
-        throw new GeoEditError('ERR_COEFFICIENTS', `Expected finite coefficients but row ${i} has cNew ${c.cNew[i]}, cOld ${c.cOld[i]}`, { option: 'coefficients', row: i });
-      }
-    }
+    const c = checkCoefficients(opts.coefficients, rows);
     spec.cNew = c.cNew;
     spec.cOld = c.cOld;
   } else if (opts.coefficients !== undefined) {
@@ -94,33 +82,11 @@ function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
   return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
 
-export function threshold(p: ResolvedParams, cols: number): number {
-  if (p.bandDegrees >= 0) return Math.sin((p.bandDegrees * Math.PI) / 180);
-  return cols > 0 ? p.kappa / Math.sqrt(cols) : Infinity;
-}
-
 export function makeStats(prep: PreparedEdit, r: NativeResult): TensorStats {
-  const counts = { orthogonal: 0, synergy: 0, conflict: 0 };
-  let eNew = 0, eOld = 0, eApplied = 0;
-  for (let i = 0; i < prep.rows; i++) {
-    const g = r.region[i];
-    if (g === 0) counts.orthogonal++;
-    else if (g === 1) counts.synergy++;
-    else counts.conflict++;
-    eNew += r.nb[i]!;
-    eOld += r.na[i]!;
-    eApplied += r.deltaSq[i]!;
-  }
+  const sum = summarizeRows(r, prep.rows);
   return {
-    rows: prep.rows,
-    cols: prep.cols,
-    cos: r.cos,
-    region: r.region,
-    counts,
-    threshold: threshold(prep.params, prep.cols),
-    coefNew: r.coefNew,
-    coefOld: r.coefOld,
-    energy: { new: eNew, old: eOld, applied: eApplied },
+    rows: prep.rows, cols: prep.cols, cos: r.cos, region: r.region, counts: sum.counts,
+    threshold: threshold(prep.params, prep.cols), coefNew: r.coefNew, coefOld: r.coefOld, energy: sum.energy,
   };
 }
 
@@ -133,30 +99,20 @@ function toResult(prep: PreparedEdit, r: NativeResult): EditResult {
 
 /** Edit one tensor off the event loop. Resolves to the edited tensor and per-row statistics. */
 export async function editTensor(inputs: EditInputs, options?: EditOptions): Promise<EditResult> {
+  const site = callSite(editTensor);
   const prep = prepareEdit(inputs, options, true);
-  try {
-    return toResult(prep, await loadNative().edit(prep.spec));
-  } catch (e) {
-    throw fromNative(e);
-  }
+  return toResult(prep, await native.edit(prep.spec, site));
 }
 
 /** Synchronous variant, for small tensors (it blocks the calling thread). */
 export function editTensorSync(inputs: EditInputs, options?: EditOptions): EditResult {
   const prep = prepareEdit(inputs, options, true);
-  try {
-    return toResult(prep, loadNative().editSync(prep.spec));
-  } catch (e) {
-    throw fromNative(e);
-  }
+  return toResult(prep, native.editSync(prep.spec));
 }
 
 /** Geometry and regions only: writes no weights. */
 export async function analyzeTensor(inputs: EditInputs, options?: EditOptions): Promise<TensorStats> {
+  const site = callSite(analyzeTensor);
   const prep = prepareEdit(inputs, options, false);
-  try {
-    return makeStats(prep, await loadNative().edit(prep.spec));
-  } catch (e) {
-    throw fromNative(e);
-  }
+  return makeStats(prep, await native.edit(prep.spec, site));
 }

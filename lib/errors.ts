@@ -77,14 +77,3 @@ export function describe(v: unknown): string {
   if (typeof v === 'function') return 'a function';
   return `an object (${Object.prototype.toString.call(v).slice(8, -1)})`;
 }
-
-/** Turn an error thrown by the native addon (an Error with a string `code`) into a GeoEditError. */
-export function fromNative(e: unknown): Error {
-  if (e instanceof GeoEditError) return e;
-  if (e && typeof e === 'object' && 'code' in e && typeof (e as { code: unknown }).code === 'string') {
-    const err = e as Error & { code: string; details?: Record<string, unknown> };
-    if (err instanceof TypeError) return err;
-    return new GeoEditError(err.code as GeoEditErrorCode, err.message, err.details);
-  }
-  return e instanceof Error ? e : new Error(String(e));
-}

@@ -1,5 +1,5 @@
 // geoedit: neuron-level knowledge editing (GeoEdit) over a native C++ core.
-import { loadNative, nativePath } from './native';
+import { native, nativePath } from './native';
 import { cudaStatus, selectBackend } from './backend';
 import type { InfoResult } from './types';
 
@@ -15,7 +15,7 @@ export type {
 
 /** Version, SIMD level in use, threads, backends, and why CUDA is or is not in use. */
 export function info(): InfoResult {
-  const n = loadNative().info();
+  const n = native.info();
   const cuda = cudaStatus();
   return {
     version: n.version,
@@ -52,7 +52,7 @@ export { editAdapters, analyzeAdapters, readPeftAdapter, loadModuleFactors } fro
 export type { AdapterManifest, AdapterReport, AdapterModuleReport, AdapterPaths, EditAdaptersOptions, PeftAdapter, AdapterModule } from './lora';
 export { analyzeLora, editLora, materializeLora } from './lora-math';
 export type { LoraFactors, LoraPair, LoraStats, LoraOptions, EditedLora } from './lora-math';
-export { writeAdapterReport } from './lora-report';
+export { writeAdapterReport } from './lora';
 export { sweepFrontier, summarizeSweeps, frontierOf, DEFAULT_GRIDS, FAMILIES } from './quality/frontier';
 export type { SweepOptions, SweepResult, SweepPoint, SweepGrids, Frontier, FrontierEntry, FrontierSummary, QualityScores, Family, Geometry, Stat } from './quality/frontier';
 export type { EditSource, CheckpointSource, AdapterSource, Weights } from './quality/edit-path';

@@ -3,9 +3,9 @@
 // LoRA path's own factor-space geometry (native/core/lora.cc, the same code lib/lora-math.ts runs).
 // A building block for a CUDA LoRA path (test-only, hence the `_`); not exported from the package index. The LoRA API
 // (analyzeLora/editLora, lib/lora-math.ts) runs on the CPU.
-import { GeoEditError, describe, fromNative, typeError } from './errors';
+import { GeoEditError, describe, typeError } from './errors';
 import { selectBackend } from './backend';
-import { loadNative } from './native';
+import { native } from './native';
 import type { Backend } from './types';
 
 export interface CudaLoraFactors {
@@ -41,11 +41,7 @@ export function _cudaLoraGeometry(m: number, n: number, old: CudaLoraFactors, nw
   checkFactors(old, 'old', m, n);
   checkFactors(nw, 'new', m, n);
   const backend = selectBackend(options?.backend);
-  try {
-    return loadNative()._cudaLoraGeometry({
-      m, n, rOld: old.r, rNew: nw.r, aOld: old.a, bOld: old.b, aNew: nw.a, bNew: nw.b, sOld: old.scale, sNew: nw.scale, backend,
-    });
-  } catch (e) {
-    throw fromNative(e);
-  }
+  return native._cudaLoraGeometry({
+    m, n, rOld: old.r, rNew: nw.r, aOld: old.a, bOld: old.b, aNew: nw.a, bNew: nw.b, sOld: old.scale, sNew: nw.scale, backend,
+  });
 }

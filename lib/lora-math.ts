@@ -6,12 +6,12 @@
 // lora_embedding_B [dim, r] and tau = scale * (B * A)^T [num_embeddings, dim]. The core works on
 // one canonical form, tau = scale * L * R with L [rows, r] and R [r, cols]: Linear L = B, R = A;
 // Embedding L = A^T, R = B^T.
-import { GeoEditError, describe, fromNative, typeError } from './errors';
-import { loadNative, type NativeLoraGeometry, type NativeLoraSide } from './native';
-import { EDIT_OPTION_KEYS, checkDtype, checkKnownKeys, resolveParams, resolveThreads, type ResolvedParams } from './options';
+import { GeoEditError, describe, typeError } from './errors';
+import { callSite, native, type CallSite, type NativeLoraGeometry, type NativeLoraSide } from './native';
+import { checkCoefficients, nativeParams, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from './options';
 import { checkTensor } from './tensor';
 import { cpuOnlyBackend } from './backend';
-import { threshold } from './edit';
+import { summarizeRows, threshold } from './stats';
 import type { DType, EditOptions, Tensor, TensorStats } from './types';
 
 /** One side (old or new) of one LoRA module. */
@@ -43,9 +43,6 @@ export interface LoraStats extends TensorStats {
 /** Options for the LoRA path: the edit options, less those that need materialised rows. */
 export type LoraOptions = Omit<EditOptions, 'importanceOld' | 'importanceNew' | 'outDtype'> & { outDtype?: DType };
 
-// The LoRA path runs on the CPU core: no importance tensors, no CUDA memory limit.
-const LORA_OPTION_KEYS = new Set<string>([...EDIT_OPTION_KEYS].filter((k) => k !== 'importanceOld' && k !== 'importanceNew' && k !== 'cudaMemoryLimit'));
-
 /** The canonical side the core takes, with tau's shape. */
 export interface CanonicalSide extends NativeLoraSide {
   rows: number;
@@ -55,7 +52,7 @@ export interface CanonicalSide extends NativeLoraSide {
 function f32Data(t: Tensor, name: string): Float32Array {
   const d = checkTensor(t, name);
   if (d === 'f32') return t.data as Float32Array;
-  return loadNative().convert(d, t.data, 'f32') as Float32Array;
+  return native.convert(d, t.data, 'f32') as Float32Array;
 }
 
 function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
@@ -110,14 +107,9 @@ export interface PreparedLora {
 export function prepareLora(pair: LoraPair, options: LoraOptions | undefined, what = 'analyzeLora'): PreparedLora {
   if (pair === null || typeof pair !== 'object') throw typeError(`Expected { old, new } LoRA factors but received ${describe(pair)}`);
   const opts = (options ?? {}) as LoraOptions & Record<string, unknown>;
-  if (opts.importanceOld !== undefined || opts.importanceNew !== undefined) {
-    throw new GeoEditError('ERR_UNSUPPORTED', `${what}: importance tensors need materialised rows; the LoRA path uses magnitude importance (pass task vectors to editTensor instead)`, { option: 'importanceOld' });
-  }
-  checkKnownKeys(opts, LORA_OPTION_KEYS, what);
+  checkLoraOptions(opts, what);
   const params = resolveParams(opts as EditOptions);
   const threads = resolveThreads(opts.threads);
-  cpuOnlyBackend(opts.backend, `${what} (the LoRA path)`);
-  if (opts.outDtype !== undefined) checkDtype(opts.outDtype, 'outDtype');
   const o = pair.old ? canonicalSide(pair.old, 'old') : null;
   const n = pair.new ? canonicalSide(pair.new, 'new') : null;
   if (!o && !n) throw new GeoEditError('ERR_INVALID_OPTION', `${what}: at least one of old and new LoRA factors is needed`);
@@ -130,10 +122,8 @@ export function prepareLora(pair: LoraPair, options: LoraOptions | undefined, wh
   const ref = (o ?? n)!;
   const prep: PreparedLora = { rows: ref.rows, cols: ref.cols, old: o, new: n, embedding: !!(pair.old ?? pair.new)!.embedding, params, threads };
   if (params.strategy === 'custom') {
-    const c = opts.coefficients;
-    if (!c || !(c.cNew instanceof Float32Array) || !(c.cOld instanceof Float32Array) || c.cNew.length !== ref.rows || c.cOld.length !== ref.rows) {
-      throw new GeoEditError('ERR_COEFFICIENTS', `Expected coefficients { cNew: Float32Array, cOld: Float32Array } with ${ref.rows} values each for strategy 'custom' but received ${describe(c)}`, { option: 'coefficients' });
-    }
+    // Finite, one per row: the same check as editTensor's.
+    const c = checkCoefficients(opts.coefficients, ref.rows);
     prep.cNew = c.cNew;
     prep.cOld = c.cOld;
   } else if (opts.coefficients !== undefined) {
@@ -147,38 +137,38 @@ function side(s: CanonicalSide | null): NativeLoraSide | null {
 }
 
 function statsOf(prep: PreparedLora, g: NativeLoraGeometry): LoraStats {
-  const counts = { orthogonal: 0, synergy: 0, conflict: 0 };
-  let eNew = 0, eOld = 0, eApplied = 0;
-  for (let i = 0; i < prep.rows; i++) {
-    const r = g.region[i];
-    if (r === 0) counts.orthogonal++;
-    else if (r === 1) counts.synergy++;
-    else counts.conflict++;
-    eNew += g.nb[i]!;
-    eOld += g.na[i]!;
-    eApplied += g.deltaSq[i]!;
-  }
+  const sum = summarizeRows(g, prep.rows);
   return {
-    rows: prep.rows, cols: prep.cols, cos: g.cos, region: g.region, counts, threshold: threshold(prep.params, prep.cols),
-    coefNew: g.coefNew, coefOld: g.coefOld, energy: { new: eNew, old: eOld, applied: eApplied }, dot: g.dot, na: g.na, nb: g.nb,
+    rows: prep.rows, cols: prep.cols, cos: g.cos, region: g.region, counts: sum.counts, threshold: threshold(prep.params, prep.cols),
+    coefNew: g.coefNew, coefOld: g.coefOld, energy: sum.energy, dot: g.dot, na: g.na, nb: g.nb,
   };
 }
 
+/**
+ * The options of the LoRA path, checked from the option table without any tensor: known keys,
+ * types and ranges, the parameters, the backend (CPU only) and dtype. Used by prepareLora and,
+ * before any I/O, by editAdapters/analyzeAdapters.
+ */
+export function checkLoraOptions(opts: Record<string, unknown>, what: string): ResolvedParams {
+  if (opts.importanceOld !== undefined || opts.importanceNew !== undefined) {
+    throw new GeoEditError('ERR_UNSUPPORTED', `${what}: importance tensors need materialised rows; the LoRA path uses magnitude importance (pass task vectors to editTensor instead)`, { option: 'importanceOld' });
+  }
+  validateOptions(opts, 'lora', what);
+  const params = resolveParams(opts);
+  cpuOnlyBackend(opts.backend, `${what} (the LoRA path)`);
+  return params;
+}
+
 /** Factor-space geometry of a prepared module (density must be 1). */
-export async function loraGeometry(prep: PreparedLora, tensorName?: string): Promise<LoraStats> {
+export async function loraGeometry(prep: PreparedLora, tensorName?: string, site?: CallSite): Promise<LoraStats> {
   if (prep.params.density !== 1) {
     throw new GeoEditError('ERR_UNSUPPORTED', `density ${prep.params.density} < 1 trims each row, which needs materialised rows: use materialised full output (outFormat 'full'), or density 1`, { option: 'density' });
   }
-  try {
-    const g = await loadNative().loraGeometry({
-      rows: prep.rows, cols: prep.cols, old: side(prep.old), new: side(prep.new),
-      params: prep.params as unknown as Record<string, number | string | boolean>,
-      ...(prep.cNew ? { cNew: prep.cNew, cOld: prep.cOld } : {}), threads: prep.threads, ...(tensorName ? { tensorName } : {}),
-    });
-    return statsOf(prep, g);
-  } catch (e) {
-    throw fromNative(e);
-  }
+  const g = await native.loraGeometry({
+    rows: prep.rows, cols: prep.cols, old: side(prep.old), new: side(prep.new), params: nativeParams(prep.params),
+    ...(prep.cNew ? { cNew: prep.cNew, cOld: prep.cOld } : {}), threads: prep.threads, ...(tensorName ? { tensorName } : {}),
+  }, site);
+  return statsOf(prep, g);
 }
 
 /**
@@ -186,16 +176,13 @@ export async function loraGeometry(prep: PreparedLora, tensorName?: string): Pro
  * Gram matrices (O(r^2 (m + n))) without forming B*A. Density must be 1.
  */
 export async function analyzeLora(pair: LoraPair, options?: LoraOptions): Promise<LoraStats> {
-  return loraGeometry(prepareLora(pair, options, 'analyzeLora'));
+  const site = callSite(analyzeLora);
+  return loraGeometry(prepareLora(pair, options, 'analyzeLora'), undefined, site);
 }
 
 /** Rows [r0, r1) of tau, formed off the event loop. */
 export async function materializeRowsAsync(s: CanonicalSide | null, r0: number, r1: number, threads = 0, rows?: number, cols?: number): Promise<Float32Array> {
-  try {
-    return (await loadNative().loraMaterializeAsync({ rows: rows ?? s!.rows, cols: cols ?? s!.cols, side: side(s), r0, r1, threads })).out;
-  } catch (e) {
-    throw fromNative(e);
-  }
+  return (await native.loraMaterializeAsync({ rows: rows ?? s!.rows, cols: cols ?? s!.cols, side: side(s), r0, r1, threads })).out;
 }
 
 /**
@@ -208,11 +195,7 @@ export function materializeLora(f: LoraFactors, threads = 0): Tensor {
 }
 
 export function materializeRows(s: CanonicalSide | null, r0: number, r1: number, threads = 0, rows?: number, cols?: number): Float32Array {
-  try {
-    return loadNative().loraMaterialize({ rows: rows ?? s!.rows, cols: cols ?? s!.cols, side: side(s), r0, r1, threads });
-  } catch (e) {
-    throw fromNative(e);
-  }
+  return native.loraMaterialize({ rows: rows ?? s!.rows, cols: cols ?? s!.cols, side: side(s), r0, r1, threads });
 }
 
 /** The edited module as an adapter: tau' = B' A' with scale 1 (SPEC §4). */
@@ -265,8 +248,9 @@ export function buildEditedAdapter(prep: PreparedLora, coefNew: Float32Array, co
 /** The GeoEdit edit of two LoRA task vectors, as an adapter (density 1), with its statistics. */
 export async function editLora(pair: LoraPair, options?: LoraOptions & { keepZeroBlocks?: boolean }): Promise<{ adapter: EditedLora; stats: LoraStats }> {
   const { keepZeroBlocks, ...rest } = (options ?? {}) as LoraOptions & { keepZeroBlocks?: boolean };
+  const site = callSite(editLora);
   const prep = prepareLora(pair, rest, 'editLora');
-  const stats = await loraGeometry(prep);
+  const stats = await loraGeometry(prep, undefined, site);
   return { adapter: buildEditedAdapter(prep, stats.coefNew, stats.coefOld, { keepZeroBlocks: keepZeroBlocks === true }), stats };
 }
 
@@ -279,15 +263,11 @@ export async function mergeLoraRows(
   prep: PreparedLora, coefNew: Float32Array, coefOld: Float32Array, transposed: boolean,
   base: { dtype: DType; data: Float32Array | Uint16Array }, s0: number, s1: number, outDtype: DType, tensorName?: string,
 ): Promise<Float32Array | Uint16Array> {
-  try {
-    const r = await loadNative().loraMerge({
-      rows: prep.rows, cols: prep.cols, old: side(prep.old), new: side(prep.new), cNew: coefNew, cOld: coefOld,
-      transposed, s0, s1, base: base.data, baseDtype: base.dtype, outDtype, threads: prep.threads, ...(tensorName ? { tensorName } : {}),
-    });
-    return r.out;
-  } catch (e) {
-    throw fromNative(e);
-  }
+  const r = await native.loraMerge({
+    rows: prep.rows, cols: prep.cols, old: side(prep.old), new: side(prep.new), cNew: coefNew, cOld: coefOld,
+    transposed, s0, s1, base: base.data, baseDtype: base.dtype, outDtype, threads: prep.threads, ...(tensorName ? { tensorName } : {}),
+  });
+  return r.out;
 }
 
 /**
@@ -322,16 +302,11 @@ export async function denseLoraRows(
   const spec = {
     rows, cols: n, base: baseRows, baseDtype: base.dtype, old: a, oldDtype: 'f32', new: b, newDtype: 'f32',
     outDtype, wantOut: true, threads: prep.threads, tauGiven: true, rowOffset: i0,
-    params: prep.params as unknown as Record<string, number | string | boolean>,
+    params: nativeParams(prep.params),
     ...(prep.cNew ? { cNew: prep.cNew.subarray(i0, i1), cOld: prep.cOld!.subarray(i0, i1) } : {}),
     ...(tensorName ? { tensorName } : {}),
   };
-  let r;
-  try {
-    r = await loadNative().edit(spec);
-  } catch (e) {
-    throw fromNative(e);
-  }
+  const r = await native.edit(spec);
   let out = r.out!;
   if (transposed) {
     const T = out instanceof Float32Array ? Float32Array : Uint16Array;

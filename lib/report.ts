@@ -2,8 +2,8 @@
 // network) with per-layer angle histograms, layers × modules heatmaps of region shares, and the
 // update energy kept, so a reviewer can approve an edit before it ships.
 import * as fs from 'node:fs';
-import { tempPathBeside } from './safetensors';
-import type { CheckpointManifest, TensorManifestEntry } from './checkpoint';
+import { tempPathBeside } from './job/cleanup';
+import { manifestVerb, type CheckpointManifest, type TensorManifestEntry } from './job/manifest';
 import { governanceSections, type GovernanceContext } from './governance/sections';
 
 function esc(s: unknown): string {
@@ -164,7 +164,7 @@ export function renderReport(m: CheckpointManifest, governance?: GovernanceConte
   const warn = m.warnings.length ? `<section><h2>Warnings</h2><ul>${m.warnings.map((w) => `<li>${esc(w)}</li>`).join('')}</ul></section>` : '';
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>geoedit ${esc(m.kind)} report</title>
+<title>geoedit ${esc(manifestVerb(m.kind))} report</title>
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px;border-bottom:1px solid #ddd}
@@ -173,7 +173,7 @@ table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;paddin
 .kpi{display:flex;gap:24px;flex-wrap:wrap}.kpi div{background:#f6f8fa;padding:8px 12px;border-radius:4px}
 .kpi b{display:block;font-size:18px}
 </style></head><body>
-<h1>geoedit ${esc(m.kind)} report</h1>
+<h1>geoedit ${esc(manifestVerb(m.kind))} report</h1>
 <p>Created ${esc(m.createdAt)} by geoedit ${esc(m.versions.geoedit)} (${esc(m.versions.platform)}, node ${esc(m.versions.node)}, ${esc(m.versions.simd)}) on ${runOn(m)}.
 Strategy <b>${esc(p.strategy)}</b>. Angles are between τold = old − base and τnew = new − base, per row (neuron); rows with |cos| ≤ t are orthogonal, others synergy (cos &gt; 0) or conflict (cos &lt; 0).</p>
 <div class="kpi">

@@ -4,8 +4,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
-import { GeoEditError, describe, fromNative, typeError } from './errors';
-import { loadNative, type NativeStHeader } from './native';
+import { GeoEditError, describe, typeError } from './errors';
+import { native, type NativeStHeader } from './native';
+import { tempPathBeside } from './job/cleanup';
 import type { DType, Tensor } from './types';
 
 /** Element types as safetensors writes them. */
@@ -90,9 +91,8 @@ export function readSafetensorsHeaderSync(file: string): SafetensorsHeader {
   }
   if (!st.isFile()) throw new GeoEditError('ERR_BAD_SAFETENSORS', `${file}: not a regular file`, { file });
   try {
-    return fromNativeHeader(file, loadNative().stHeader(file));
-  } catch (e) {
-    const err = fromNative(e);
+    return fromNativeHeader(file, native.stHeader(file));
+  } catch (err) {
     if (err instanceof GeoEditError && !err.details) (err as { details?: Record<string, unknown> }).details = { file };
     throw err;
   }
@@ -106,11 +106,7 @@ export async function readSafetensorsHeader(file: string): Promise<SafetensorsHe
 /** Validates a whole safetensors file held in memory; offsets are into `bytes`. */
 export function parseSafetensorsBytes(bytes: Uint8Array, name = '<bytes>'): SafetensorsHeader {
   if (!(bytes instanceof Uint8Array)) throw typeError(`Expected a Uint8Array but received ${describe(bytes)}`);
-  try {
-    return fromNativeHeader(name, loadNative().stHeaderBytes(bytes, name));
-  } catch (e) {
-    throw fromNative(e);
-  }
+  return fromNativeHeader(name, native.stHeaderBytes(bytes, name));
 }
 
 export function typedArrayFor(dtype: StDtype, buf: ArrayBuffer, byteOffset: number, byteLength: number): StTypedArray {
@@ -231,11 +227,7 @@ export function planSafetensors(
   return { header, dataOffset: 8 + padded, entries, size: 8 + padded + off };
 }
 
-/** A temporary path beside `target` (same directory, so rename is atomic). */
-export function tempPathBeside(target: string): string {
-  const dir = path.dirname(path.resolve(target));
-  return path.join(dir, `.${path.basename(target)}.geoedit-tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
-}
+export { tempPathBeside };
 
 /** Writes a safetensors file atomically: a temp file beside `file`, renamed into place when complete. */
 export async function writeSafetensors(file: string, tensors: TensorToWrite[], metadata?: Record<string, string> | null): Promise<void> {

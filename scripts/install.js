@@ -2,7 +2,7 @@
 // npm "install" lifecycle script. node-gyp-build's own install bin falls back to node-gyp, which
 // needs a binding.gyp; this package builds with cmake-js, so this script does the same job:
 //
-//   1. load the addon exactly as at run time (lib/native.ts: build/Release, then the prebuild
+//   1. load the addon exactly as at run time (lib/native/loader.ts: build/Release, then the prebuild
 //      that fits), in a child process so that a bad binary cannot take npm down;
 //   2. only when nothing loads, build from source with cmake-js, then check again.
 //
@@ -29,7 +29,7 @@ function log(msg) {
 
 /** Loads the addon in a fresh process. Returns { ok, path?, version?, simd?, message? }. */
 function probe() {
-  const loader = path.join(root, 'dist', 'cjs', 'native.js');
+  const loader = path.join(root, 'dist', 'cjs', 'native', 'loader.js');
   const load = fs.existsSync(loader)
     ? `const r = require(${JSON.stringify(loader)}).loadNativeFrom(${JSON.stringify(root)}); const p = r.path, a = r.addon;`
     : `const p = require('node-gyp-build').path(${JSON.stringify(root)}), a = require(p);`;

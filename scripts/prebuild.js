@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Builds the release addon with cmake-js and writes it where node-gyp-build (and lib/native.ts)
+// Builds the release addon with cmake-js and writes it where node-gyp-build (and lib/native/loader.ts)
 // look for prebuilds: prebuilds/<platform>-<arch>/geoedit.napi[.<libc>].node.
 //
 // prebuildify only drives node-gyp, so this small script does the same job over cmake-js:

@@ -6,6 +6,23 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
+
+// tsc never deletes: drop outputs in dist/cjs whose source in lib/ is gone (a module that became a
+// folder, e.g. lib/checkpoint.ts -> lib/checkpoint/index.ts, would otherwise shadow the folder).
+function dropStale(dir, src) {
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) {
+      if (fs.existsSync(path.join(src, e.name))) dropStale(p, path.join(src, e.name));
+      else fs.rmSync(p, { recursive: true, force: true });
+      continue;
+    }
+    const m = /^(.*?)(\.d\.ts|\.js)$/.exec(e.name);
+    if (m && !fs.existsSync(path.join(src, `${m[1]}.ts`))) fs.rmSync(p, { force: true });
+  }
+}
+dropStale(path.join(root, 'dist', 'cjs'), path.join(root, 'lib'));
+
 const cjs = require(path.join(root, 'dist', 'cjs', 'index.js'));
 const names = Object.keys(cjs).filter((k) => k !== 'default' && k !== '__esModule').sort();
 const out = path.join(root, 'dist', 'esm');

@@ -1,10 +1,11 @@
 // geoedit analyze --base P --old P --new P [options]: the edit's statistics and report, no weights.
 import { analyzeCheckpoint, type CheckpointManifest } from '../checkpoint';
-import { EDIT_FLAGS, EXIT, INPUT_FLAGS, UsageError, helpText, parse, progressPrinter, reportError, toOptions } from './common';
+import { EXIT, UsageError, checkInputKind, helpText, parse, progressPrinter, reportError, toOptions } from './common';
 import { printSummary, summaryOf } from './edit';
-import { LORA_FLAGS, isAdapterRun, runAnalyzeAdapters } from './lora';
+import { flagsFor } from './flags';
+import { isAdapterRun, runAnalyzeAdapters } from './lora';
 
-export const ANALYZE_FLAGS = [...INPUT_FLAGS, ...LORA_FLAGS.filter((f) => f.name !== 'out-format' && f.name !== 'keep-zero-blocks'), ...EDIT_FLAGS.filter((f) => f.name !== 'out-dtype')];
+export const ANALYZE_FLAGS = flagsFor('analyze');
 
 export async function runAnalyze(argv: string[]): Promise<number> {
   try {
@@ -14,7 +15,8 @@ export async function runAnalyze(argv: string[]): Promise<number> {
         'Computes what `geoedit edit` would do (angles, regions, update energy kept, per tensor) and writes no weights.\nRuns on the GPU with --backend auto (when a usable GPU is present) or cuda, else on the CPU;\nwith --old-adapter/--new-adapter (LoRA) on the CPU only.', ANALYZE_FLAGS));
       return EXIT.OK;
     }
-    if (isAdapterRun(values)) return await runAnalyzeAdapters(values);
+    if (isAdapterRun(values)) return await runAnalyzeAdapters(values, ANALYZE_FLAGS);
+    checkInputKind(values, ANALYZE_FLAGS, false);
     for (const k of ['base', 'old', 'new']) if (typeof values[k] !== 'string') throw new UsageError(`missing --${k}`);
     const opts = toOptions(values, ANALYZE_FLAGS);
     const pp = values.quiet ? null : progressPrinter(process.stderr);

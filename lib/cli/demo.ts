@@ -163,6 +163,113 @@ export async function runDemo(argv: string[]): Promise<number> {
   }
 }
 
+type SeedModels = Awaited<ReturnType<typeof buildSeed>>['models'];
+type Log = (s: string) => void;
+
+/** The demo models of every seed (built, or reused from the cache). */
+async function buildModels(buildCfg: SuiteConfig, cfg: SuiteConfig, root: string, log: Log): Promise<{ seedModels: SeedModels[]; buildCached: boolean }> {
+  let buildCached = true;
+  const seedModels: SeedModels[] = [];
+  for (const s of cfg.seeds) {
+    const r = await buildSeed(buildCfg, root, s, log);
+    if (!r.cached) buildCached = false;
+    else log(`seed ${s}: models reused from the cache`);
+    seedModels.push(r.models);
+  }
+  return { seedModels, buildCached };
+}
+
+/** Every regime of every seed edited (and scored) through sweepFrontier. */
+async function runSweeps(a: DemoArgs, buildCfg: SuiteConfig, cfg: SuiteConfig, seedModels: SeedModels[], log: Log): Promise<Record<string, SweepResult[]>> {
+  const sweeps: Record<string, SweepResult[]> = {};
+  for (const rn of cfg.regimes) sweeps[rn] = [];
+  for (const m of seedModels) {
+    const { score, scorer } = await makeSeedScorer(buildCfg, m);
+    if (scorer.baseAccuracy.train < 0.95) log(`warning: seed ${m.seed} base model knows only ${(scorer.baseAccuracy.train * 100).toFixed(1)}% of the facts`);
+    for (const rn of cfg.regimes) {
+      const reg = m.regimes[rn]!;
+      log(`seed ${m.seed}, ${rn}: ${a.full ? 'sweeping the knobs' : 'editing'}…`);
+      sweeps[rn]!.push(await sweepFrontier({ source: reg.source, score: async (w) => score(w), grids: a.full ? DEFAULT_GRIDS : quickGrids(), seed: m.seed * 1000 + 7 }));
+    }
+  }
+  return sweeps;
+}
+
+/** The edited checkpoint a user would ship: geoedit defaults, first regime, first seed. Returns its HTML report path, if any. */
+async function editShippable(src: SeedModels['regimes'][string]['source'], editedDir: string, outDir: string): Promise<string | null> {
+  if (src.kind === 'checkpoints') {
+    const htmlReport = path.join(outDir, 'edit-report.html');
+    await editCheckpoint({ base: src.base, old: src.old, new: src.new, out: editedDir }, { strategy: 'geoedit', force: true, report: htmlReport });
+    return htmlReport;
+  }
+  await editAdapters({ old: src.old, new: src.new, base: src.base, out: editedDir }, { strategy: 'geoedit', outFormat: 'full', force: true });
+  return null;
+}
+
+function meanScores(pts: QualityScores[]): QualityScores {
+  const mean = (k: keyof QualityScores): number => pts.reduce((s, p) => s + p[k], 0) / pts.length;
+  return { reliability: mean('reliability'), generality: mean('generality'), locality: mean('locality') };
+}
+
+/** Per regime and family: quick mode, the one point of each family (the defaults); --full, the family's best Locality at R >= 0.95x; and their mean over regimes. */
+function tablesOf(a: DemoArgs, regimes: string[], sweeps: Record<string, SweepResult[]>): { table: Record<string, QualityScores>; perRegime: Record<string, Record<string, QualityScores>> } {
+  const table: Record<string, QualityScores> = {};
+  const perRegime: Record<string, Record<string, QualityScores>> = {};
+  for (const rn of regimes) {
+    perRegime[rn] = {};
+    for (const fam of FAMILIES) {
+      const pts: QualityScores[] = a.full
+        ? sweeps[rn]!.map((r) => r.frontiers[fam].at095).filter((e): e is NonNullable<typeof e> => e !== null)
+        : sweeps[rn]!.map((r) => r.points.find((p) => p.family === fam)?.scores).filter((p): p is QualityScores => p !== undefined);
+      if (pts.length) perRegime[rn]![fam] = meanScores(pts);
+    }
+  }
+  for (const fam of FAMILIES) {
+    const rows = regimes.map((rn) => perRegime[rn]![fam]).filter((x): x is QualityScores => x !== undefined);
+    if (rows.length) table[fam] = meanScores(rows);
+  }
+  return { table, perRegime };
+}
+
+function quickLines(cfg: SuiteConfig, seedsNote: string, sweeps: Record<string, SweepResult[]>, summary: Record<string, FrontierSummary>, perRegime: Record<string, Record<string, QualityScores>>, table: Record<string, QualityScores>): string[] {
+  const lines: string[] = [`# geoedit demo: Reliability / Generality / Locality (${seedsNote}; defaults: kappa ${DEFAULTS.kappa}, keepOrthogonal ${DEFAULTS.keepOrthogonal}, lambda ${DEFAULTS.lambda})`, ''];
+  for (const rn of cfg.regimes) {
+    const reg = REGIMES.find((r) => r.name === rn)!;
+    const g = summary[rn]!.geometry;
+    lines.push(`## ${rn}: ${reg.description}`, '');
+    lines.push(`rows: ${(g.orthogonal.mean * 100).toFixed(0)}% orthogonal, ${(g.synergy.mean * 100).toFixed(0)}% synergy, ${(g.conflict.mean * 100).toFixed(0)}% conflict at kappa ${DEFAULTS.kappa} (holding ${(g.orthogonalEnergy.mean * 100).toFixed(0)}% of the update energy on the orthogonal rows); median |cos|·√n ${g.medianScaledAbsCos.mean.toFixed(2)}`, '');
+    lines.push('| strategy | setting | Reliability | Generality | Locality |', '|---|---|---|---|---|');
+    for (const fam of FAMILIES) {
+      const pt = sweeps[rn]![0]!.points.find((p) => p.family === fam);
+      const s = perRegime[rn]![fam];
+      if (!pt || !s) continue;
+      lines.push(`| ${LABEL[fam]} | ${pt.label} | ${f3(s.reliability)} | ${f3(s.generality)} | ${f3(s.locality)} |`);
+    }
+    lines.push('');
+  }
+  lines.push(`## mean over ${cfg.regimes.length} regime(s)`, '', '| strategy | Reliability | Generality | Locality |', '|---|---|---|---|');
+  for (const [fam, s] of Object.entries(table)) lines.push(`| ${LABEL[fam as Family]} | ${f3(s.reliability)} | ${f3(s.generality)} | ${f3(s.locality)} |`);
+  lines.push('');
+  return lines;
+}
+
+function fullLines(cfg: SuiteConfig, seedsNote: string, summary: Record<string, FrontierSummary>): string[] {
+  const lines: string[] = [`# geoedit demo --full: best Locality at matched Reliability (${seedsNote}, mean ± sd)`, ''];
+  for (const rn of cfg.regimes) {
+    const reg = REGIMES.find((r) => r.name === rn)!;
+    const su = summary[rn]!;
+    lines.push(`## ${rn}: ${reg.description}`, '');
+    lines.push(`plain fine-tuning: R ${pm(su.reference.reliability.mean, su.reference.reliability.sd, su.runs)}, G ${pm(su.reference.generality.mean, su.reference.generality.sd, su.runs)}, L ${pm(su.reference.locality.mean, su.reference.locality.sd, su.runs)}; rows at kappa ${DEFAULTS.kappa}: ${(su.geometry.orthogonal.mean * 100).toFixed(0)}% orthogonal / ${(su.geometry.synergy.mean * 100).toFixed(0)}% synergy / ${(su.geometry.conflict.mean * 100).toFixed(0)}% conflict (orthogonal rows hold ${(su.geometry.orthogonalEnergy.mean * 100).toFixed(0)}% of the update energy)`, '');
+    lines.push('| method | Locality at R ≥ 0.99× | Locality at R ≥ 0.95× |', '|---|---|---|');
+    for (const fam of FAMILIES) {
+      const f = su.families[fam];
+      lines.push(`| ${LABEL[fam].replace(' (defaults)', '')} | ${pm(f.at099.mean, f.at099.sd, f.at099.n)}${f.at099.n && f.at099.n < su.runs ? ` (${f.at099.n}/${su.runs} runs)` : ''} | ${pm(f.at095.mean, f.at095.sd, f.at095.n)}${f.at095.n && f.at095.n < su.runs ? ` (${f.at095.n}/${su.runs} runs)` : ''} |`);
+    }
+    lines.push('');
+  }
+  return lines;
+}
+
 async function demo(a: DemoArgs): Promise<number> {
   const t0 = Date.now();
   const log = (s: string): void => { if (!a.quiet) process.stderr.write(`[geoedit demo ${((Date.now() - t0) / 1000).toFixed(0)}s] ${s}\n`); };
@@ -172,112 +279,26 @@ async function demo(a: DemoArgs): Promise<number> {
   const root = path.join(a.cacheDir, `demo-${configHash(buildCfg)}`);
   fs.mkdirSync(root, { recursive: true });
   log(`cache: ${root}`);
-  let buildCached = true;
-  const seedModels = [];
-  for (const s of cfg.seeds) {
-    const r = await buildSeed(buildCfg, root, s, log);
-    if (!r.cached) buildCached = false;
-    else log(`seed ${s}: models reused from the cache`);
-    seedModels.push(r.models);
-  }
+  const { seedModels, buildCached } = await buildModels(buildCfg, cfg, root, log);
   const tBuild = (Date.now() - t0) / 1000;
-  const sweeps: Record<string, SweepResult[]> = {};
-  for (const rn of cfg.regimes) sweeps[rn] = [];
-  for (const m of seedModels) {
-    const { score, scorer } = await makeSeedScorer(buildCfg, m);
-    if (scorer.baseAccuracy.train < 0.95) log(`warning: seed ${m.seed} base model knows only ${(scorer.baseAccuracy.train * 100).toFixed(1)}% of the facts`);
-    for (const rn of cfg.regimes) {
-      const reg = m.regimes[rn]!;
-      log(`seed ${m.seed}, ${rn}: ${a.full ? 'sweeping the knobs' : 'editing'}…`);
-      const res = await sweepFrontier({
-        source: reg.source,
-        score: async (w) => score(w),
-        grids: a.full ? DEFAULT_GRIDS : quickGrids(),
-        seed: m.seed * 1000 + 7,
-      });
-      sweeps[rn]!.push(res);
-    }
-  }
+  const sweeps = await runSweeps(a, buildCfg, cfg, seedModels, log);
   const tEdits = (Date.now() - t0) / 1000 - tBuild;
 
-  // the edited checkpoint a user would ship: geoedit defaults, first regime, first seed
   const outDir = a.out ?? path.join(root, 'last-run');
   fs.mkdirSync(outDir, { recursive: true });
   const m0 = seedModels[0]!;
   const firstRegime = cfg.regimes[0]!;
-  const src = m0.regimes[firstRegime]!.source;
   const reportPath = path.join(outDir, 'report.md');
   const editedDir = path.join(outDir, 'edited');
   const ckptPath = path.join(editedDir, 'model.safetensors');
   const manifestPath = path.join(editedDir, 'geoedit-manifest.json');
-  let htmlReport: string | null = null;
-  if (src.kind === 'checkpoints') {
-    htmlReport = path.join(outDir, 'edit-report.html');
-    await editCheckpoint({ base: src.base, old: src.old, new: src.new, out: editedDir }, { strategy: 'geoedit', force: true, report: htmlReport });
-  } else {
-    await editAdapters({ old: src.old, new: src.new, base: src.base, out: editedDir }, { strategy: 'geoedit', outFormat: 'full', force: true });
-  }
+  const htmlReport = await editShippable(m0.regimes[firstRegime]!.source, editedDir, outDir);
 
   const summary: Record<string, FrontierSummary> = {};
   for (const rn of cfg.regimes) summary[rn] = summarizeSweeps(sweeps[rn]!);
-  // quick table: one point per family (the first point of each family), mean over seeds and regimes
-  const table: Record<string, QualityScores> = {};
-  const perRegime: Record<string, Record<string, QualityScores>> = {};
-  for (const rn of cfg.regimes) {
-    perRegime[rn] = {};
-    for (const fam of FAMILIES) {
-      // quick mode: the one point of each family (the defaults); --full: the family's best Locality at R >= 0.95x
-      const pts: QualityScores[] = a.full
-        ? sweeps[rn]!.map((r) => r.frontiers[fam].at095).filter((e): e is NonNullable<typeof e> => e !== null)
-        : sweeps[rn]!.map((r) => r.points.find((p) => p.family === fam)?.scores).filter((p): p is QualityScores => p !== undefined);
-      if (!pts.length) continue;
-      const mean = (k: keyof QualityScores): number => pts.reduce((s, p) => s + p[k], 0) / pts.length;
-      perRegime[rn]![fam] = { reliability: mean('reliability'), generality: mean('generality'), locality: mean('locality') };
-    }
-  }
-  for (const fam of FAMILIES) {
-    const rows = cfg.regimes.map((rn) => perRegime[rn]![fam]).filter((x): x is QualityScores => x !== undefined);
-    if (!rows.length) continue;
-    const mean = (k: keyof QualityScores): number => rows.reduce((s, p) => s + p[k], 0) / rows.length;
-    table[fam] = { reliability: mean('reliability'), generality: mean('generality'), locality: mean('locality') };
-  }
-
-  const lines: string[] = [];
+  const { table, perRegime } = tablesOf(a, cfg.regimes, sweeps);
   const seedsNote = `${cfg.seeds.length} seed${cfg.seeds.length > 1 ? 's' : ''}`;
-  if (!a.full) {
-    lines.push(`# geoedit demo: Reliability / Generality / Locality (${seedsNote}; defaults: kappa ${DEFAULTS.kappa}, keepOrthogonal ${DEFAULTS.keepOrthogonal}, lambda ${DEFAULTS.lambda})`, '');
-    for (const rn of cfg.regimes) {
-      const reg = REGIMES.find((r) => r.name === rn)!;
-      const g = summary[rn]!.geometry;
-      lines.push(`## ${rn}: ${reg.description}`, '');
-      lines.push(`rows: ${(g.orthogonal.mean * 100).toFixed(0)}% orthogonal, ${(g.synergy.mean * 100).toFixed(0)}% synergy, ${(g.conflict.mean * 100).toFixed(0)}% conflict at kappa ${DEFAULTS.kappa} (holding ${(g.orthogonalEnergy.mean * 100).toFixed(0)}% of the update energy on the orthogonal rows); median |cos|·√n ${g.medianScaledAbsCos.mean.toFixed(2)}`, '');
-      lines.push('| strategy | setting | Reliability | Generality | Locality |', '|---|---|---|---|---|');
-      for (const fam of FAMILIES) {
-        const pt = sweeps[rn]![0]!.points.find((p) => p.family === fam);
-        const s = perRegime[rn]![fam];
-        if (!pt || !s) continue;
-        lines.push(`| ${LABEL[fam]} | ${pt.label} | ${f3(s.reliability)} | ${f3(s.generality)} | ${f3(s.locality)} |`);
-      }
-      lines.push('');
-    }
-    lines.push(`## mean over ${cfg.regimes.length} regime(s)`, '', '| strategy | Reliability | Generality | Locality |', '|---|---|---|---|');
-    for (const [fam, s] of Object.entries(table)) lines.push(`| ${LABEL[fam as Family]} | ${f3(s.reliability)} | ${f3(s.generality)} | ${f3(s.locality)} |`);
-    lines.push('');
-  } else {
-    lines.push(`# geoedit demo --full: best Locality at matched Reliability (${seedsNote}, mean ± sd)`, '');
-    for (const rn of cfg.regimes) {
-      const reg = REGIMES.find((r) => r.name === rn)!;
-      const su = summary[rn]!;
-      lines.push(`## ${rn}: ${reg.description}`, '');
-      lines.push(`plain fine-tuning: R ${pm(su.reference.reliability.mean, su.reference.reliability.sd, su.runs)}, G ${pm(su.reference.generality.mean, su.reference.generality.sd, su.runs)}, L ${pm(su.reference.locality.mean, su.reference.locality.sd, su.runs)}; rows at kappa ${DEFAULTS.kappa}: ${(su.geometry.orthogonal.mean * 100).toFixed(0)}% orthogonal / ${(su.geometry.synergy.mean * 100).toFixed(0)}% synergy / ${(su.geometry.conflict.mean * 100).toFixed(0)}% conflict (orthogonal rows hold ${(su.geometry.orthogonalEnergy.mean * 100).toFixed(0)}% of the update energy)`, '');
-      lines.push('| method | Locality at R ≥ 0.99× | Locality at R ≥ 0.95× |', '|---|---|---|');
-      for (const fam of FAMILIES) {
-        const f = su.families[fam];
-        lines.push(`| ${LABEL[fam].replace(' (defaults)', '')} | ${pm(f.at099.mean, f.at099.sd, f.at099.n)}${f.at099.n && f.at099.n < su.runs ? ` (${f.at099.n}/${su.runs} runs)` : ''} | ${pm(f.at095.mean, f.at095.sd, f.at095.n)}${f.at095.n && f.at095.n < su.runs ? ` (${f.at095.n}/${su.runs} runs)` : ''} |`);
-      }
-      lines.push('');
-    }
-  }
+  const lines = a.full ? fullLines(cfg, seedsNote, summary) : quickLines(cfg, seedsNote, sweeps, summary, perRegime, table);
   const total = (Date.now() - t0) / 1000;
   lines.push(`Models: ${root} (${buildCached ? 'reused from the cache' : `built in ${tBuild.toFixed(0)} s`}); edits and scoring ${tEdits.toFixed(0)} s; total ${total.toFixed(0)} s.`);
   lines.push(`Edited checkpoint (geoedit defaults, ${firstRegime}, seed ${m0.seed}): ${ckptPath}`);
@@ -293,9 +314,7 @@ async function demo(a: DemoArgs): Promise<number> {
     outputs: { checkpoint: ckptPath, manifest: manifestPath, report: reportPath },
   };
   writeWhole(path.join(outDir, 'report.json'), JSON.stringify(report, null, 1) + '\n');
-  if (a.reportJson) {
-    writeWhole(a.reportJson, JSON.stringify(report, null, 1) + '\n');
-  }
+  if (a.reportJson) writeWhole(a.reportJson, JSON.stringify(report, null, 1) + '\n');
   if (a.json) process.stdout.write(JSON.stringify(table, null, 2) + '\n');
   else process.stdout.write(text);
   return 0;

@@ -1,9 +1,10 @@
 // geoedit edit --base P --old P --new P --out DIR [options]
 import { editCheckpoint, type CheckpointManifest } from '../checkpoint';
-import { EDIT_FLAGS, EXIT, INPUT_FLAGS, OUT_FLAGS, UsageError, fmtBytes, helpText, parse, progressPrinter, reportError, toOptions } from './common';
-import { LORA_FLAGS, isAdapterRun, runEditAdapters } from './lora';
+import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, progressPrinter, reportError, toOptions } from './common';
+import { flagsFor } from './flags';
+import { isAdapterRun, runEditAdapters } from './lora';
 
-export const EDIT_ALL_FLAGS = [...INPUT_FLAGS, ...LORA_FLAGS, ...OUT_FLAGS, ...EDIT_FLAGS];
+export const EDIT_ALL_FLAGS = flagsFor('edit');
 
 export function summaryOf(m: CheckpointManifest): Record<string, unknown> {
   return { kind: m.kind, output: m.output, totals: m.totals, timings: m.timings, parameters: m.parameters, backend: m.backend, warnings: m.warnings, versions: m.versions };
@@ -31,7 +32,8 @@ export async function runEdit(argv: string[]): Promise<number> {
         'Edits a checkpoint with GeoEdit: every float tensor present in base, old and new is combined per row\n(neuron) by the angle between τold and τnew; integer/bool and unselected tensors are copied from the base.\nWrites DIR/model.safetensors (or shards + index), geoedit-manifest.json and the base directory\'s other files.\nRuns on the GPU with --backend auto (when a usable GPU is present) or cuda, else on the CPU.\n\nLoRA: geoedit edit --old-adapter DIR --new-adapter DIR --out DIR [--base P] [--out-format adapter|full]\nedits two PEFT adapters in factor space; the output is an exact adapter, or merged weights with --base.\nThe LoRA path runs on the CPU only (\'auto\' means the CPU there; --backend cuda is refused).', EDIT_ALL_FLAGS));
       return EXIT.OK;
     }
-    if (isAdapterRun(values)) return await runEditAdapters(values);
+    if (isAdapterRun(values)) return await runEditAdapters(values, EDIT_ALL_FLAGS);
+    checkInputKind(values, EDIT_ALL_FLAGS, false);
     for (const k of ['base', 'old', 'new', 'out']) if (typeof values[k] !== 'string') throw new UsageError(`missing --${k}`);
     const opts = toOptions(values, EDIT_ALL_FLAGS);
     const pp = values.quiet ? null : progressPrinter(process.stderr);

@@ -1,36 +1,25 @@
 // `geoedit edit|analyze --old-adapter DIR --new-adapter DIR ...`: the LoRA path of the CLI.
 // edit.ts / analyze.ts hand over here when an adapter flag is present.
 import { analyzeAdapters, editAdapters, type AdapterReport, type EditAdaptersOptions } from '../lora';
-import { EDIT_FLAGS, EXIT, UsageError, type OptSpec, reportError, toOptions } from './common';
-import { writeAdapterReport } from '../lora-report';
+import { EXIT, UsageError, checkInputKind, type OptSpec, reportError, toOptions } from './common';
+import { LORA_FLAGS, flagsFor } from './flags';
 
-export const LORA_FLAGS: OptSpec[] = [
-  { name: 'old-adapter', type: 'string', kind: 'string', default: 'none', metavar: 'DIR', desc: 'PEFT LoRA directory trained on the old facts (adapter_config.json + adapter_model.safetensors); replaces --old' },
-  { name: 'new-adapter', type: 'string', kind: 'string', default: 'none', metavar: 'DIR', desc: 'PEFT LoRA directory trained on the new facts; replaces --new' },
-  { name: 'keep-zero-blocks', type: 'boolean', kind: 'boolean', default: 'off', desc: "with adapters: keep a side's all-zero block of B' (rank always r_new + r_old)" },
-  { name: 'out-format', type: 'string', kind: 'string', default: "adapter (full when --base is given or density < 1)", metavar: 'F', desc: "with adapters: 'adapter' writes an exact PEFT adapter (rank r_new + r_old), 'full' merges into --base" },
-];
-
-/** Flags that mean nothing for adapters (they name checkpoint files, sharding, or the GPU: the LoRA path runs on the CPU). */
-const NOT_FOR_ADAPTERS = ['old', 'new', 'include', 'exclude', 'importance-old', 'importance-new', 'max-shard-size', 'cuda-memory-limit'];
+export { LORA_FLAGS };
 
 export function isAdapterRun(values: Record<string, unknown>): boolean {
   return values['old-adapter'] !== undefined || values['new-adapter'] !== undefined;
 }
 
-export function adapterOptions(values: Record<string, unknown>): EditAdaptersOptions {
+/** The adapter options from parsed flags (`flags`: the command's, default `geoedit edit`'s). */
+export function adapterOptions(values: Record<string, unknown>, flags: OptSpec[] = flagsFor('edit')): EditAdaptersOptions {
   for (const k of ['old-adapter', 'new-adapter']) if (typeof values[k] !== 'string') throw new UsageError(`missing --${k} (adapters come in pairs: --old-adapter DIR --new-adapter DIR)`);
-  for (const k of NOT_FOR_ADAPTERS) if (values[k] !== undefined) throw new UsageError(`--${k} is not used with --old-adapter/--new-adapter`);
-  const o = toOptions(values, EDIT_FLAGS) as Record<string, unknown>;
+  checkInputKind(values, flags, true);
+  const o = toOptions(values, flags) as Record<string, unknown>;
   delete o.hash;
-  delete o.report;
   const f = values['out-format'];
-  if (f !== undefined) {
-    if (f !== 'adapter' && f !== 'full') throw new UsageError(`Expected 'adapter' or 'full' for --out-format but received '${String(f)}'`);
-    o.outFormat = f;
-  }
-  if (values.force) o.force = true;
-  if (values['keep-zero-blocks']) o.keepZeroBlocks = true;
+  if (f !== undefined && f !== 'adapter' && f !== 'full') throw new UsageError(`Expected 'adapter' or 'full' for --out-format but received '${String(f)}'`);
+  if (o.force === false) delete o.force;
+  if (o.keepZeroBlocks === false) delete o.keepZeroBlocks;
   return o as EditAdaptersOptions;
 }
 
@@ -49,14 +38,13 @@ function printReport(r: AdapterReport, head: string): void {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-export async function runEditAdapters(values: Record<string, unknown>): Promise<number> {
+export async function runEditAdapters(values: Record<string, unknown>, flags: OptSpec[]): Promise<number> {
   try {
     if (typeof values.out !== 'string') throw new UsageError('missing --out');
-    const opts = adapterOptions(values);
+    const opts = adapterOptions(values, flags);
     const base = typeof values.base === 'string' ? values.base : undefined;
     const t0 = Date.now();
     const m = await editAdapters({ old: values['old-adapter'] as string, new: values['new-adapter'] as string, out: values.out, ...(base ? { base } : {}) }, opts);
-    if (typeof values.report === 'string') await writeAdapterReport(values.report, m, 'edit');
     if (values.json) process.stdout.write(JSON.stringify({ outFormat: m.outFormat, outputs: m.outputs, totals: m.totals, modules: m.modules, extras: m.extras }, null, 2) + '\n');
     else printReport(m, `wrote ${m.outFormat === 'adapter' ? 'a PEFT adapter' : 'merged weights'} to ${values.out} (${m.outputs.map((o) => o.path.split('/').pop()).join(', ')}, geoedit-manifest.json) in ${((Date.now() - t0) / 1000).toFixed(2)} s`);
     return EXIT.OK;
@@ -65,13 +53,12 @@ export async function runEditAdapters(values: Record<string, unknown>): Promise<
   }
 }
 
-export async function runAnalyzeAdapters(values: Record<string, unknown>): Promise<number> {
+export async function runAnalyzeAdapters(values: Record<string, unknown>, flags: OptSpec[]): Promise<number> {
   try {
     if (values.base !== undefined) throw new UsageError('--base is not used by analyze with adapters (the geometry needs only the two adapters)');
-    const opts = adapterOptions(values);
+    const opts = adapterOptions(values, flags);
     delete (opts as Record<string, unknown>).outFormat;
     const r = await analyzeAdapters({ old: values['old-adapter'] as string, new: values['new-adapter'] as string }, opts);
-    if (typeof values.report === 'string') await writeAdapterReport(values.report, r, 'analyze');
     if (values.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
     else printReport(r, 'analysis only: no weights written');
     return EXIT.OK;

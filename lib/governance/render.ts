@@ -4,7 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError } from '../errors';
 import { renderReport } from '../report';
-import { adapterReportAsCheckpointManifest } from '../lora-report';
+import { adapterReportAsCheckpointManifest } from '../lora/report';
+import { isAdapterKind, isCheckpointKind } from '../job/manifest';
 import { REPORT_FILE, loadManifest, reviewSummaries } from './lineage';
 
 /** The HTML report of an output directory, from its manifest and review log. */
@@ -12,11 +13,11 @@ export async function renderDirReport(dir: string): Promise<string> {
   const lm = loadManifest(dir);
   const m = lm.manifest;
   const ctx = { dir: lm.dir, reviews: reviewSummaries(lm.dir) };
-  if (m.kind === 'edit-adapters') {
+  if (isAdapterKind(m.kind)) {
     const cm = adapterReportAsCheckpointManifest(m as never, 'edit');
     return renderReport(Object.assign(cm, { id: m.id, parent: m.parent, outputFiles: m.outputFiles, evaluations: m.evaluations, rollout: m.rollout }), ctx);
   }
-  if (m.kind !== 'edit' && m.kind !== 'analyze') throw new GeoEditError('ERR_MANIFEST_INVALID', `${lm.file}: unknown manifest kind ${JSON.stringify(m.kind)}`, { file: lm.file });
+  if (!isCheckpointKind(m.kind)) throw new GeoEditError('ERR_MANIFEST_INVALID', `${lm.file}: unknown manifest kind ${JSON.stringify(m.kind)}`, { file: lm.file });
   return renderReport(m as never, ctx);
 }
 

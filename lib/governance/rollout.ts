@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError } from '../errors';
 import { editCheckpoint, openCheckpoint, type CheckpointOptions } from '../checkpoint';
-import { editAdapters, inTempDir, type EditAdaptersOptions } from '../lora';
+import { editAdapters, type EditAdaptersOptions } from '../lora';
+import { inTempDir } from '../job/cleanup';
 import { MANIFEST_FILE, loadSealedManifest, parentRefOf, resealManifestFile, type Manifest } from './lineage';
 import {
   evaluate, findBaseline, parseGate, rebindEvaluations,

@@ -126,6 +126,85 @@ export function frontierOf(points: SweepPoint[], reference: QualityScores, facto
   return best;
 }
 
+type TensorGeo = Map<string, { cos: Float64Array; cols: number; active: Uint8Array; energy: Float64Array }>;
+
+/** Per tensor: cos per row, which rows carry an update (τnew ≠ 0) and its energy. */
+async function tensorGeometry(loaded: Awaited<ReturnType<typeof loadSource>>): Promise<TensorGeo> {
+  const geo: TensorGeo = new Map();
+  for (const [name, base] of loaded.base) {
+    const st = await analyzeTensor({ base, old: loaded.old.get(name)!, new: loaded.new.get(name)! }, { strategy: 'task-arithmetic' });
+    const { rows, cols } = matrixView(base.shape);
+    const nw = loaded.new.get(name)!.data as Float32Array, b0 = base.data as Float32Array;
+    const active = new Uint8Array(rows);
+    const energy = new Float64Array(rows);
+    if (base.dtype === 'f32' && loaded.new.get(name)!.dtype === 'f32') {
+      for (let i = 0; i < rows; i++) {
+        let e = 0;
+        for (let j = 0; j < cols; j++) { const d = nw[i * cols + j]! - b0[i * cols + j]!; e += d * d; }
+        energy[i] = e;
+        if (e > 0) active[i] = 1;
+      }
+    } else active.fill(1);
+    geo.set(name, { cos: st.cos, cols, active, energy });
+  }
+  return geo;
+}
+
+/** Region shares of the active rows at κ = kRef, and the median |cos|·√n. */
+function geometryOf(geo: TensorGeo, kRef: number): Geometry {
+  let nAct = 0, nOrth = 0, nSyn = 0, nCon = 0, eAll = 0, eOrth = 0;
+  const scaled: number[] = [];
+  for (const { cos, cols, active, energy } of geo.values()) {
+    const t = kRef / Math.sqrt(cols);
+    for (let i = 0; i < cos.length; i++) {
+      if (!active[i]) continue;
+      nAct++;
+      const c = cos[i]!;
+      scaled.push(Math.abs(c) * Math.sqrt(cols));
+      eAll += energy[i]!;
+      if (Math.abs(c) <= t) { nOrth++; eOrth += energy[i]!; }
+      else if (c > 0) nSyn++;
+      else nCon++;
+    }
+  }
+  scaled.sort((a, b) => a - b);
+  return {
+    orthogonal: nAct ? nOrth / nAct : 0, synergy: nAct ? nSyn / nAct : 0, conflict: nAct ? nCon / nAct : 0,
+    medianScaledAbsCos: scaled.length ? scaled[Math.floor(scaled.length / 2)]! : 0, orthogonalEnergy: eAll > 0 ? eOrth / eAll : 0, rows: nAct,
+  };
+}
+
+/** The active rows geoedit treats as orthogonal at κ = k, per tensor, and their share of all active rows. */
+function orthogonalCounts(geo: TensorGeo, k: number): { counts: Map<string, number>; share: number } {
+  let masked = 0, total = 0;
+  const counts = new Map<string, number>();
+  for (const [name, { cos, cols, active }] of geo) {
+    const t = k / Math.sqrt(cols);
+    let c = 0;
+    for (let i = 0; i < cos.length; i++) if (active[i] && Math.abs(cos[i]!) <= t) c++;
+    counts.set(name, c);
+    masked += c;
+    for (let i = 0; i < cos.length; i++) total += active[i]!;
+  }
+  return { counts, share: total ? masked / total : 0 };
+}
+
+/** The control: the same number of (active) rows per tensor, chosen at random, get keepOrthogonal. */
+function randomMask(geo: TensorGeo, counts: Map<string, number>, gamma: number, rng: Rng): Map<string, { cNew: Float32Array; cOld: Float32Array }> {
+  const coefficients = new Map<string, { cNew: Float32Array; cOld: Float32Array }>();
+  for (const [name, { cos, active }] of geo) {
+    const rows = cos.length;
+    const cNew = new Float32Array(rows).fill(1), cOld = new Float32Array(rows);
+    const idx: number[] = [];
+    for (let i = 0; i < rows; i++) if (active[i]) idx.push(i);
+    rng.shuffle(idx);
+    const c = counts.get(name)!;
+    for (let j = 0; j < c; j++) cNew[idx[j]!] = gamma;
+    coefficients.set(name, { cNew, cOld });
+  }
+  return coefficients;
+}
+
 /**
  * Runs the protocol on one (θ0, θold, θnew) — checkpoints or adapters. The caller's `score`
  * turns edited weights into { reliability, generality, locality } on their own model and data.
@@ -148,44 +227,8 @@ export async function sweepFrontier(o: SweepOptions): Promise<SweepResult> {
   };
 
   // geometry once per tensor (cos does not depend on the knobs)
-  const geo = new Map<string, { cos: Float64Array; cols: number; active: Uint8Array; energy: Float64Array }>();
-  for (const [name, base] of loaded.base) {
-    const st = await analyzeTensor({ base, old: loaded.old.get(name)!, new: loaded.new.get(name)! }, { strategy: 'task-arithmetic' });
-    const { rows, cols } = matrixView(base.shape);
-    const nw = loaded.new.get(name)!.data as Float32Array, b0 = base.data as Float32Array;
-    const active = new Uint8Array(rows);
-    const energy = new Float64Array(rows);
-    if (base.dtype === 'f32' && loaded.new.get(name)!.dtype === 'f32') {
-      for (let i = 0; i < rows; i++) {
-        let e = 0;
-        for (let j = 0; j < cols; j++) { const d = nw[i * cols + j]! - b0[i * cols + j]!; e += d * d; }
-        energy[i] = e;
-        if (e > 0) active[i] = 1;
-      }
-    } else active.fill(1);
-    geo.set(name, { cos: st.cos, cols, active, energy });
-  }
-  const kRef = o.geometryKappa ?? DEFAULTS.kappa;
-  let nAct = 0, nOrth = 0, nSyn = 0, nCon = 0, eAll = 0, eOrth = 0;
-  const scaled: number[] = [];
-  for (const { cos, cols, active, energy } of geo.values()) {
-    const t = kRef / Math.sqrt(cols);
-    for (let i = 0; i < cos.length; i++) {
-      if (!active[i]) continue;
-      nAct++;
-      const c = cos[i]!;
-      scaled.push(Math.abs(c) * Math.sqrt(cols));
-      eAll += energy[i]!;
-      if (Math.abs(c) <= t) { nOrth++; eOrth += energy[i]!; }
-      else if (c > 0) nSyn++;
-      else nCon++;
-    }
-  }
-  scaled.sort((a, b) => a - b);
-  const geometry: Geometry = {
-    orthogonal: nAct ? nOrth / nAct : 0, synergy: nAct ? nSyn / nAct : 0, conflict: nAct ? nCon / nAct : 0,
-    medianScaledAbsCos: scaled.length ? scaled[Math.floor(scaled.length / 2)]! : 0, orthogonalEnergy: eAll > 0 ? eOrth / eAll : 0, rows: nAct,
-  };
+  const geo = await tensorGeometry(loaded);
+  const geometry = geometryOf(geo, o.geometryKappa ?? DEFAULTS.kappa);
 
   const ref = await run('task-arithmetic', 'scale=1', { scale: 1 }, { strategy: 'task-arithmetic', scale: 1 });
   if (fams.has('shrinkage')) for (const s of g.scale) await run('shrinkage', `scale=${s}`, { scale: s }, { strategy: 'task-arithmetic', scale: s });
@@ -196,17 +239,7 @@ export async function sweepFrontier(o: SweepOptions): Promise<SweepResult> {
       for (const gamma of g.keepOrthogonal) {
         const label = `kappa=${k} keepOrthogonal=${gamma}`;
         // the rows geoedit treats as orthogonal at this κ, per tensor (rows with τnew = 0 do not matter)
-        let masked = 0, total = 0;
-        const counts = new Map<string, number>();
-        for (const [name, { cos, cols, active }] of geo) {
-          const t = k / Math.sqrt(cols);
-          let c = 0;
-          for (let i = 0; i < cos.length; i++) if (active[i] && Math.abs(cos[i]!) <= t) c++;
-          counts.set(name, c);
-          masked += c;
-          for (let i = 0; i < cos.length; i++) total += active[i]!;
-        }
-        const share = total ? masked / total : 0;
+        const { counts, share } = orthogonalCounts(geo, k);
         if (fams.has('geoedit')) await run('geoedit', label, { kappa: k, keepOrthogonal: gamma }, { strategy: 'geoedit', kappa: k, keepOrthogonal: gamma, fuseAligned: 0, forgetConflicting: 0 }, { rowShare: share });
         if (fams.has('shrinkage') && o.matchedShrinkage !== false) {
           const sc = Math.round((1 - share * (1 - gamma)) * 1e4) / 1e4;
@@ -214,18 +247,7 @@ export async function sweepFrontier(o: SweepOptions): Promise<SweepResult> {
         }
         if (fams.has('random-mask')) {
           for (let d = 0; d < g.maskDraws; d++) {
-            // the same number of (active) rows per tensor, chosen at random, get keepOrthogonal
-            const coefficients = new Map<string, { cNew: Float32Array; cOld: Float32Array }>();
-            for (const [name, { cos, active }] of geo) {
-              const rows = cos.length;
-              const cNew = new Float32Array(rows).fill(1), cOld = new Float32Array(rows);
-              const idx: number[] = [];
-              for (let i = 0; i < rows; i++) if (active[i]) idx.push(i);
-              rng.shuffle(idx);
-              const c = counts.get(name)!;
-              for (let j = 0; j < c; j++) cNew[idx[j]!] = gamma;
-              coefficients.set(name, { cNew, cOld });
-            }
+            const coefficients = randomMask(geo, counts, gamma, rng);
             await run('random-mask', `${label} (share ${share.toFixed(3)}${g.maskDraws > 1 ? `, draw ${d + 1}` : ''})`, { kappa: k, keepOrthogonal: gamma }, { strategy: 'custom' }, { coefficients, rowShare: share });
           }
         }

@@ -12,6 +12,7 @@ import { PARAM_NAMES, TENSOR_NAME, paramShape, type LoraFactor, type ModelConfig
 import { REGIMES, fineTunePair, pretrain, type PretrainConfig, type Regime } from './train';
 import { makeScorer, type Scorer } from './metrics';
 import { loadCheckpoint, saveCheckpoint, type EditSource, type Weights } from './edit-path';
+import { readEnv } from '../env';
 
 /** Bump when the model, data or training code changes what is built (invalidates caches). */
 export const MODEL_VERSION = 1;
@@ -48,9 +49,9 @@ export function regimeByName(name: string): Regime {
 }
 
 export function defaultCacheRoot(): string {
-  if (process.env.GEOEDIT_CACHE_DIR) return process.env.GEOEDIT_CACHE_DIR;
-  const xdg = process.env.XDG_CACHE_HOME;
-  return path.join(xdg && xdg.length ? xdg : path.join(os.homedir(), '.cache'), 'geoedit');
+  const dir = readEnv('GEOEDIT_CACHE_DIR');
+  if (dir) return dir;
+  return path.join(readEnv('XDG_CACHE_HOME') ?? path.join(os.homedir(), '.cache'), 'geoedit');
 }
 
 export function configHash(c: SuiteConfig): string {

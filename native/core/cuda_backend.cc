@@ -6,11 +6,13 @@
 #include <dlfcn.h>
 #include <sys/stat.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <sstream>
+#include <string>
 #include <vector>
 
 #include "geoedit/cuda_abi.h"
@@ -146,22 +148,29 @@ const Plugin& require_plugin() {
   throw Error(ErrorCode::Cuda, msg);
 }
 
+// $GEOEDIT_CUDA_MEMORY, read by the same rules as lib/options/size.ts (one meaning of a size
+// everywhere): decimal KB/MB/GB/TB and K/M/G/T are powers of 1000, binary KiB/MiB/GiB/TiB and
+// Ki/Mi/Gi/Ti powers of 1024, case-insensitive, a plain number is bytes; anything else is 0
+// (the default). lib/ resolves the variable itself and passes the bytes, so this matters for C++
+// callers only.
 uint64_t parse_bytes(const char* s) {
   if (!s || !*s) return 0;
   char* end = nullptr;
   const double v = std::strtod(s, &end);
   if (!(v > 0) || !std::isfinite(v)) return 0;
-  double mul = 1;
-  if (end && *end) {
-    switch (*end) {
-      case 'k': case 'K': mul = 1024.0; break;
-      case 'm': case 'M': mul = 1024.0 * 1024; break;
-      case 'g': case 'G': mul = 1024.0 * 1024 * 1024; break;
-      case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; break;
-      default: return 0;
-    }
+  std::string unit;
+  for (const char* p = end; p && *p; ++p) {
+    if (*p == ' ') continue;
+    unit += char(std::toupper(static_cast<unsigned char>(*p)));
   }
-  return uint64_t(v * mul);
+  static const struct { const char* name; double mul; } kUnits[] = {
+      {"", 1}, {"B", 1}, {"K", 1e3}, {"KB", 1e3}, {"M", 1e6}, {"MB", 1e6}, {"G", 1e9}, {"GB", 1e9}, {"T", 1e12}, {"TB", 1e12},
+      {"KI", 1024.0}, {"KIB", 1024.0}, {"MI", 1048576.0}, {"MIB", 1048576.0}, {"GI", 1073741824.0}, {"GIB", 1073741824.0},
+      {"TI", 1099511627776.0}, {"TIB", 1099511627776.0},
+  };
+  for (const auto& u : kUnits)
+    if (unit == u.name) return uint64_t(v * u.mul);
+  return 0;
 }
 
 }  // namespace

@@ -306,7 +306,7 @@ describe('governance walkthrough (CLI)', () => {
     const ad = run(['rollout', '--old-adapter', 'demo/old-adapter', '--new-adapter', 'demo/new-adapter', '--base', 'demo/base', '--out', 'r5', '--stages', '0.5,1', '--scorer', DEMO_SCORE, '--gate', 'locality>=0', '--json']);
     expect(ad.code, ad.stderr).toBe(0);
     const m5 = manifest(path.join(dir, 'r5'));
-    expect(m5.kind).toBe('edit-adapters');
+    expect(m5.kind).toBe('adapter-merge'); // the one manifest schema (lib/job/manifest.ts): merged adapter output
     expect(m5.rollout).toMatchObject({ form: 'adapter', chosen: 1, stoppedAt: null });
     expect(run(['verify', 'r5']).code).toBe(0);
   });

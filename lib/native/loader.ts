@@ -9,193 +9,9 @@
 // what to do next.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { GeoEditError } from './errors';
-
-export interface NativeResult {
-  out?: Float32Array | Uint16Array;
-  cos: Float64Array;
-  region: Uint8Array;
-  coefNew: Float32Array;
-  coefOld: Float32Array;
-  deltaSq: Float64Array;
-  na: Float64Array;
-  nb: Float64Array;
-}
-
-export interface NativeSpec {
-  rows: number;
-  cols: number;
-  base: Float32Array | Uint16Array;
-  baseDtype: string;
-  old: Float32Array | Uint16Array;
-  oldDtype: string;
-  new: Float32Array | Uint16Array;
-  newDtype: string;
-  impOld?: Float32Array | Uint16Array;
-  impOldDtype?: string;
-  impNew?: Float32Array | Uint16Array;
-  impNewDtype?: string;
-  cNew?: Float32Array;
-  cOld?: Float32Array;
-  outDtype: string;
-  outData?: Float32Array | Uint16Array;
-  wantOut: boolean;
-  threads: number;
-  simd?: number;
-  tensorName?: string;
-  rowOffset?: number;
-  /** 'cuda' runs on the CUDA plugin; anything else on the CPU core. */
-  backend?: 'cpu' | 'cuda';
-  /** Device bytes a CUDA call may use (0: $GEOEDIT_CUDA_MEMORY or the plugin's default). */
-  cudaMemoryLimit?: number;
-  params: Record<string, number | string | boolean>;
-  /** old/new hold task vectors (f32), not weights (materialised LoRA rows). */
-  tauGiven?: boolean;
-}
-
-/** One side of a LoRA module in the core's canonical form: tau = scale * L * R, L [rows, r], R [r, cols]. */
-export interface NativeLoraSide {
-  L: Float32Array;
-  R: Float32Array;
-  r: number;
-  scale: number;
-}
-
-export interface NativeLoraGeometry {
-  cos: Float64Array;
-  region: Uint8Array;
-  coefNew: Float32Array;
-  coefOld: Float32Array;
-  na: Float64Array;
-  nb: Float64Array;
-  dot: Float64Array;
-  deltaSq: Float64Array;
-}
-
-/** Exactly what the .node exports. */
-export interface NativeAddon {
-  edit(spec: NativeSpec): Promise<NativeResult>;
-  editSync(spec: NativeSpec): NativeResult;
-  info(): { version: string; simd: string; simdDetected: string; threads: number; simdSupported: string[] };
-  defaults(): Record<string, number> & { paper: Record<string, number> };
-  convert(from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array;
-  cudaProbe(refresh?: boolean): NativeCudaProbe;
-  /** Bench only: STREAM triad GB/s over the shared pool. */
-  _triad(n: number, threads: number, reps: number): Promise<number>;
-  /** Tests only: SPEC §4 dot/na/nb of two LoRA deltas on the CPU or the CUDA plugin (lib/lora-geometry.ts). */
-  _cudaLoraGeometry(spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array };
-  /** Bench only (bench/gpu/): device-resident kernel benchmark. */
-  _cudaBench(spec: NativeCudaBenchSpec): { kernelMs: number; kernelGBps: number; copyGBps: number; checksum: number };
-  loraGeometry(spec: {
-    rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null;
-    params: Record<string, number | string | boolean>; cNew?: Float32Array; cOld?: Float32Array; threads?: number; tensorName?: string;
-  }): Promise<NativeLoraGeometry>;
-  loraMaterialize(spec: { rows: number; cols: number; side: NativeLoraSide | null; r0: number; r1: number; threads?: number }): Float32Array;
-  loraMaterializeAsync(spec: { rows: number; cols: number; side: NativeLoraSide | null; r0: number; r1: number; threads?: number }): Promise<{ out: Float32Array }>;
-  loraMerge(spec: {
-    rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null; cNew: Float32Array; cOld: Float32Array;
-    transposed: boolean; s0: number; s1: number; base: Float32Array | Uint16Array; baseDtype: string; outDtype: string;
-    threads?: number; tensorName?: string;
-  }): Promise<{ out: Float32Array | Uint16Array }>;
-  /** safetensors header of a file (pread, validated); offsets relative to the data section. */
-  stHeader(path: string): NativeStHeader;
-  /** The same for a whole file held in memory. */
-  stHeaderBytes(bytes: Uint8Array, name?: string): NativeStHeader;
-  /** The checkpoint data path: edit / copy / convert tensors file to file in row blocks. */
-  stream(spec: NativeStreamSpec): Promise<(NativeResult | null)[]>;
-}
-
-export interface NativeCudaDevice {
-  name: string;
-  memory: number;
-  computeCapability: string;
-  driverVersion: string;
-  runtimeVersion: string;
-  multiprocessors: number;
-  deviceCount: number;
-  index: number;
-}
-
-export interface NativeCudaProbe {
-  available: boolean;
-  reason: string;
-  kind: string;
-  pluginPath: string;
-  tried: string[];
-  device: NativeCudaDevice | null;
-  versions?: { driverVersion: string; runtimeVersion: string };
-}
-
-export interface NativeLoraSpec {
-  m: number;
-  n: number;
-  rOld: number;
-  rNew: number;
-  aOld: Float32Array;
-  bOld: Float32Array;
-  aNew: Float32Array;
-  bNew: Float32Array;
-  sOld: number;
-  sNew: number;
-  backend?: 'cpu' | 'cuda';
-}
-
-export interface NativeCudaBenchSpec {
-  rows: number;
-  cols: number;
-  dtype: string;
-  reps: number;
-  params: Record<string, number | string | boolean>;
-  withImportance?: boolean;
-}
-
-export interface NativeStHeader {
-  fileSize: number;
-  headerLen: number;
-  dataOffset: number;
-  metadata: Record<string, string> | null;
-  tensors: Array<{ name: string; dtype: string; shape: number[]; begin: number; end: number }>;
-}
-
-export interface NativeStreamSrc {
-  fd: number;
-  offset: number;
-  dtype: string;
-  file?: string;
-}
-
-export interface NativeStreamTask {
-  kind: 0 | 1 | 2; // edit | copy | convert
-  name: string;
-  rows?: number;
-  cols?: number;
-  copyBytes?: number;
-  base: NativeStreamSrc;
-  old?: NativeStreamSrc;
-  new?: NativeStreamSrc;
-  impOld?: NativeStreamSrc;
-  impNew?: NativeStreamSrc;
-  cNew?: Float32Array;
-  cOld?: Float32Array;
-  outFd?: number;
-  outOffset?: number;
-  outDtype?: string;
-  stats?: boolean;
-}
-
-export interface NativeStreamSpec {
-  tasks: NativeStreamTask[];
-  params: Record<string, number | string | boolean>;
-  threads?: number;
-  /** Bytes per block of the widest edit input; 0 or absent: the backend's default (8 MiB on the CPU, 64 MiB on the GPU). */
-  blockBytes?: number;
-  /** Where edit blocks run (resolved by selectBackend); absent: the CPU. */
-  backend?: 'cpu' | 'cuda';
-  /** CUDA: device bytes one block call may use; 0 = default. */
-  cudaMemoryLimit?: number;
-  /** [bytesDone (written by the worker), cancel (set non-zero to stop), task index (written by the worker)] */
-  ctl?: Float64Array;
-}
+import { GeoEditError } from '../errors';
+import { flagSet, readEnv, type Env } from '../env';
+import type { NativeAddon } from './addon';
 
 /** The package root (where package.json is), from lib/ in source or dist/cjs/ when built. */
 export function packageRoot(): string {
@@ -211,7 +27,7 @@ export function packageRoot(): string {
     }
     dir = path.dirname(dir);
   }
-  return path.resolve(__dirname, '..');
+  return path.resolve(__dirname, '..', '..');
 }
 
 /** The N-API version the addon is built against (NAPI_VERSION in CMakeLists.txt). */
@@ -227,7 +43,7 @@ export interface LoadAttempt {
 
 export interface LoadOptions {
   /** Environment to read PREBUILDS_ONLY and GEOEDIT_ADDON from (default: process.env). */
-  env?: Record<string, string | undefined>;
+  env?: Env;
 }
 
 interface NodeGypBuild {
@@ -239,9 +55,6 @@ interface NodeGypBuild {
   compareTags(runtime: string): (a: unknown, b: unknown) => number;
 }
 
-function flag(v: string | undefined): boolean {
-  return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
-}
 
 /** Prebuilt files in `root/prebuilds/` that fit this process, best first; notes say why none fit. */
 function prebuildCandidates(root: string): { files: string[]; notes: LoadAttempt[] } {
@@ -303,11 +116,12 @@ function prebuildCandidates(root: string): { files: string[]; notes: LoadAttempt
  * that held nothing to try (listed in the error after the files, each with its reason).
  */
 export function addonCandidates(root: string, options: LoadOptions = {}): { files: string[]; notes: LoadAttempt[] } {
-  const env = options.env ?? process.env;
-  if (env.GEOEDIT_ADDON) return { files: [path.resolve(env.GEOEDIT_ADDON)], notes: [] };
+  const env = options.env;
+  const explicit = readEnv('GEOEDIT_ADDON', env);
+  if (explicit) return { files: [path.resolve(explicit)], notes: [] };
   const files: string[] = [];
   const notes: LoadAttempt[] = [];
-  if (!flag(env.PREBUILDS_ONLY)) {
+  if (!flagSet('PREBUILDS_ONLY', env)) {
     files.push(path.join(root, 'build', 'Release', `${ADDON_NAME}.node`), path.join(root, 'build', 'Debug', `${ADDON_NAME}.node`));
   } else {
     notes.push({ path: path.join(root, 'build') + path.sep, reason: 'skipped: PREBUILDS_ONLY is set' });
@@ -331,7 +145,7 @@ function glibcRuntime(): string | undefined {
 }
 
 /** The message of ERR_NATIVE_LOAD (exported for tests and for the install script). */
-export function loadErrorMessage(root: string, attempts: LoadAttempt[], env: Record<string, string | undefined> = process.env): string {
+export function loadErrorMessage(root: string, attempts: LoadAttempt[], env?: Env): string {
   const napi = process.versions.napi ?? 'unknown';
   const glibc = glibcRuntime();
   const platform = `${process.platform}-${process.arch}` + (process.platform === 'linux' ? (glibc ? ` (glibc ${glibc})` : ' (musl or unknown libc)') : '');
@@ -340,8 +154,9 @@ export function loadErrorMessage(root: string, attempts: LoadAttempt[], env: Rec
   if (napi !== 'unknown' && Number(napi) < ADDON_NAPI_VERSION) {
     next.push(`Upgrade Node.js: this Node offers N-API ${napi}, the addon needs N-API >= ${ADDON_NAPI_VERSION} (Node >= 20 is supported).`);
   }
-  if (env.GEOEDIT_ADDON) next.push('GEOEDIT_ADDON is set: unset it to let geoedit search its own folders, or point it at a working geoedit.node.');
-  if (env.GEOEDIT_ADDON) {
+  const explicit = readEnv('GEOEDIT_ADDON', env) !== undefined;
+  if (explicit) next.push('GEOEDIT_ADDON is set: unset it to let geoedit search its own folders, or point it at a working geoedit.node.');
+  if (explicit) {
     /* the hint above says it all */
   } else if (anyFound) {
     next.push('A binary was found but did not load (see the reason above: "GLIBC_x.y not found" means this system\'s C library is older than the one the prebuild was made for; "invalid ELF header" or "wrong ELF class" means another platform).');
@@ -358,7 +173,7 @@ export function loadErrorMessage(root: string, attempts: LoadAttempt[], env: Rec
     'Tried:',
     ...attempts.map((a) => `  - ${a.path}: ${a.reason}`),
     `Platform ${platform}, Node ${process.version}, N-API ${napi} (the addon needs N-API >= ${ADDON_NAPI_VERSION})` +
-      (flag(env.PREBUILDS_ONLY) ? ', PREBUILDS_ONLY=1' : '') + '.',
+      (flagSet('PREBUILDS_ONLY', env) ? ', PREBUILDS_ONLY=1' : '') + '.',
     'What to do next:',
     ...next.map((l) => (l.startsWith('  ') ? `  ${l}` : `  * ${l}`)),
   ].join('\n');
@@ -366,7 +181,7 @@ export function loadErrorMessage(root: string, attempts: LoadAttempt[], env: Rec
 
 /** Loads the addon from `root` (no cache). Throws GeoEditError ERR_NATIVE_LOAD listing every path tried. */
 export function loadNativeFrom(root: string, options: LoadOptions = {}): { addon: NativeAddon; path: string } {
-  const env = options.env ?? process.env;
+  const env = options.env;
   const { files, notes } = addonCandidates(root, options);
   // Skipped places first (they come first in the search order), then the files tried, then the rest.
   const attempts: LoadAttempt[] = notes.filter((n) => n.reason.startsWith('skipped'));

@@ -1,13 +1,11 @@
-// The checkpoint HTML report (lib/report.ts) for an adapter edit or analysis: the adapter
-// manifest is mapped onto the report's input (one "tensor" per LoRA module).
-import type { CheckpointManifest, TensorManifestEntry } from './checkpoint';
-import { loadNative } from './native';
-import { writeReport } from './report';
-import type { AdapterManifest, AdapterReport } from './lora';
+// The HTML report (lib/report.ts) of an adapter edit or analysis: the adapter manifest is mapped
+// onto the report's input (one "tensor" per LoRA module).
+import type { AdapterManifest, AdapterReport, CheckpointManifest, TensorManifestEntry } from '../job/manifest';
+import { versionsBlock } from '../job/versions';
+import { writeReport } from '../report';
 
 export function adapterReportAsCheckpointManifest(r: AdapterReport | AdapterManifest, kind: 'edit' | 'analyze'): CheckpointManifest {
   const m = r as Partial<AdapterManifest>;
-  const inf = loadNative().info();
   const tensors: TensorManifestEntry[] = r.modules.map((mod) => ({
     name: `${mod.name}.weight`, shape: [mod.rows, mod.cols], dtype: 'F32', outDtype: 'F32', action: 'edit',
     note: `LoRA r_old ${mod.rOld}, r_new ${mod.rNew}${mod.rOut !== undefined ? `, r_out ${mod.rOut}` : ''}`,
@@ -21,8 +19,8 @@ export function adapterReportAsCheckpointManifest(r: AdapterReport | AdapterMani
   };
   if (files('base').length) inputs.base = { path: files('base')[0]!.path, kind: 'file', files: files('base') };
   return {
-    tool: 'geoedit', kind, createdAt: m.createdAt ?? new Date().toISOString(),
-    versions: m.versions ?? { geoedit: inf.version, node: process.version, napi: process.versions.napi ?? 'unknown', simd: inf.simd, platform: `${process.platform}-${process.arch}` },
+    tool: 'geoedit', kind: kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', createdAt: m.createdAt ?? new Date().toISOString(),
+    versions: m.versions ?? versionsBlock(),
     backend: { name: 'cpu', device: null }, // the LoRA path runs on the CPU
     inputs, output: null, parameters: r.parameters as unknown as CheckpointManifest['parameters'], tensors,
     totals: {

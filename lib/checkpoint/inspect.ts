@@ -1,0 +1,33 @@
+// `inspect`: tensors, dtypes, shapes and bytes of a checkpoint (headers only).
+import type { StDtype } from '../safetensors';
+import { openCheckpoint, type Checkpoint } from './open';
+
+export interface InspectResult {
+  path: string;
+  kind: Checkpoint['kind'];
+  files: Array<{ path: string; size: number; tensors: number }>;
+  tensors: Array<{ name: string; dtype: StDtype; shape: number[]; bytes: number; file: string }>;
+  totalBytes: number;
+  dtypes: Record<string, { tensors: number; bytes: number }>;
+  metadata: Record<string, string> | null;
+}
+
+/** Tensors, dtypes, shapes and bytes of a checkpoint (reads headers only). */
+export async function inspectCheckpoint(p: string): Promise<InspectResult> {
+  const ck = openCheckpoint(p);
+  const dtypes: InspectResult['dtypes'] = {};
+  let total = 0;
+  const tensors = ck.tensors.map((t) => {
+    const bytes = t.end - t.begin;
+    total += bytes;
+    const d = (dtypes[t.dtype] ??= { tensors: 0, bytes: 0 });
+    d.tensors++;
+    d.bytes += bytes;
+    return { name: t.name, dtype: t.dtype, shape: t.shape, bytes, file: t.file };
+  });
+  return {
+    path: ck.path, kind: ck.kind,
+    files: ck.files.map((f) => ({ path: f.path, size: f.size, tensors: f.header.tensors.length })),
+    tensors, totalBytes: total, dtypes, metadata: ck.metadata,
+  };
+}

@@ -1,0 +1,108 @@
+// The options of editCheckpoint / analyzeCheckpoint: types, globs, and their resolution (keys,
+// types and ranges from the option table; the rules between options here).
+import { GeoEditError } from '../errors';
+import { checkDtype, optionSpec, parseSize, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from '../options';
+import { resolveCudaMemoryLimit, selectBackend } from '../backend';
+import type { DType, EditOptions } from '../types';
+
+export interface ProgressEvent {
+  phase: 'edit' | 'analyze';
+  bytesDone: number;
+  bytesTotal: number;
+  tensor: string;
+  tensorsDone: number;
+  tensorsTotal: number;
+  elapsedMs: number;
+}
+
+export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | 'importanceNew' | 'coefficients'> {
+  /** Checkpoints holding importance tensors (same names and shapes as the base). */
+  importanceOld?: string;
+  importanceNew?: string;
+  /** Glob patterns on tensor names (`*` any run of characters, `?` one); unselected tensors are copied from the base. */
+  include?: string | string[];
+  exclude?: string | string[];
+  /** Bytes, or a string like '5GB', '500MB', '2GiB'. Default '5GB'. */
+  maxShardSize?: number | string;
+  /** Write an HTML report to this path. */
+  report?: string;
+  /** Replace an existing output directory. */
+  force?: boolean;
+  /** Compute SHA-256 of every input file for the manifest (default true). */
+  hash?: boolean;
+  /** Copy the base directory's other files (config.json, tokenizer…) (default true). */
+  copyFiles?: boolean;
+  onProgress?: (e: ProgressEvent) => void;
+  signal?: AbortSignal;
+  /** Bytes per block of the widest input of an edited tensor (default 8 MiB on the CPU, 64 MiB
+   *  on the GPU, where each block is split into device chunks that stream through >= 2 CUDA streams). */
+  blockBytes?: number;
+}
+
+export const DEFAULT_MAX_SHARD_SIZE = optionSpec('maxShardSize')!.default as string;
+
+function globToRegExp(g: string): RegExp {
+  let re = '';
+  for (let i = 0; i < g.length; i++) {
+    const c = g[i]!;
+    if (c === '*') {
+      while (g[i + 1] === '*') i++;
+      re += '.*';
+    } else if (c === '?') re += '.';
+    else if (c === '[') {
+      const j = g.indexOf(']', i + 1);
+      if (j < 0) re += '\\[';
+      else {
+        let cls = g.slice(i + 1, j).replace(/\\/g, '\\\\');
+        if (cls.startsWith('!')) cls = '^' + cls.slice(1);
+        re += `[${cls}]`;
+        i = j;
+      }
+    } else re += c.replace(/[.+^${}()|\\\]]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+function globList(v: unknown): RegExp[] | null {
+  if (v === undefined) return null;
+  return (typeof v === 'string' ? [v] : (v as string[])).map(globToRegExp);
+}
+
+export interface Resolved {
+  params: ResolvedParams;
+  outDtype: DType | null;
+  threads: number;
+  include: RegExp[] | null;
+  exclude: RegExp[] | null;
+  maxShardSize: number;
+  /** 0: the backend's default (the core decides). */
+  blockBytes: number;
+  backend: 'cpu' | 'cuda';
+  cudaMemoryLimit: number;
+}
+
+export function resolveCheckpointOptions(o: CheckpointOptions | undefined, what: string): Resolved {
+  // Keys, types and ranges from the option table; then the rules between options.
+  const opts = validateOptions(o, 'checkpoint', what) as CheckpointOptions;
+  const params = resolveParams(opts);
+  if (params.strategy === 'custom') {
+    throw new GeoEditError('ERR_UNSUPPORTED', "strategy 'custom' needs per-row coefficients for every tensor; use editTensor for it (checkpoints support geoedit, forget-then-learn, task-arithmetic)", { option: 'strategy' });
+  }
+  if ((opts.importanceOld === undefined) !== (opts.importanceNew === undefined)) {
+    throw new GeoEditError('ERR_INVALID_OPTION', 'Expected both importanceOld and importanceNew (or neither) but received only one', { option: opts.importanceOld ? 'importanceNew' : 'importanceOld' });
+  }
+  // Last: every other option is checked before the CUDA probe (an explicit 'cuda' that cannot
+  // run throws ERR_CUDA_UNAVAILABLE with the reason; never a silent fallback to the CPU).
+  const backend = selectBackend(opts.backend);
+  return {
+    params,
+    outDtype: opts.outDtype === undefined ? null : checkDtype(opts.outDtype, 'outDtype'),
+    threads: resolveThreads(opts.threads),
+    include: globList(opts.include),
+    exclude: globList(opts.exclude),
+    maxShardSize: parseSize(opts.maxShardSize ?? DEFAULT_MAX_SHARD_SIZE),
+    blockBytes: opts.blockBytes ?? 0,
+    cudaMemoryLimit: resolveCudaMemoryLimit(opts.cudaMemoryLimit, backend),
+    backend,
+  };
+}

@@ -1,0 +1,188 @@
+// A checkpoint job, step by step: resolve the options, open and plan the inputs, check the
+// targets, lay the output out, then inside the output job (lib/job): hash the inputs beside the
+// data, stream every tensor through the core, build the manifest, copy the side files, finish.
+import * as fs from 'node:fs';
+import * as crypto from 'node:crypto';
+import { describe, typeError } from '../errors';
+import type { CallSite } from '../native';
+import { cudaStatus } from '../backend';
+import { runOutputJob, type OutputJob } from '../job/job';
+import { checkOutputTarget, checkReportTarget } from '../job/target';
+import { sha256Files } from '../job/hash';
+import { packageVersion, versionsBlock } from '../job/versions';
+import type { CheckpointManifest, CheckpointTotals, TensorManifestEntry } from '../job/manifest';
+import { openCheckpoint, type Checkpoint } from './open';
+import { resolveCheckpointOptions, type CheckpointOptions, type Resolved } from './options';
+import { inputBytes, plan, shardLayout, shardNames, type CheckpointInputs, type PlanItem } from './plan';
+import { CheckpointStream } from './stream';
+
+export interface CheckpointJob {
+  kind: 'edit' | 'analyze';
+  inputs: CheckpointInputs;
+  opts: CheckpointOptions;
+  out: string | null;
+  site: CallSite;
+}
+
+interface Inputs { base: Checkpoint; old: Checkpoint; new: Checkpoint; impOld?: Checkpoint; impNew?: Checkpoint }
+
+/** Everything decided before any output is written. */
+interface Prepared {
+  job: CheckpointJob;
+  r: Resolved;
+  ck: Inputs;
+  items: PlanItem[];
+  warnings: string[];
+  allInputFiles: Set<string>;
+  out: string | null;
+  report: string | undefined;
+  validateMs: number;
+  t0: number;
+}
+
+function openInputs(inputs: CheckpointInputs, opts: CheckpointOptions): Inputs {
+  return {
+    base: openCheckpoint(inputs.base, 'base'),
+    old: openCheckpoint(inputs.old, 'old'),
+    new: openCheckpoint(inputs.new, 'new'),
+    impOld: opts.importanceOld ? openCheckpoint(opts.importanceOld, 'importanceOld') : undefined,
+    impNew: opts.importanceNew ? openCheckpoint(opts.importanceNew, 'importanceNew') : undefined,
+  };
+}
+
+function present(ck: Inputs): Checkpoint[] {
+  return [ck.base, ck.old, ck.new, ck.impOld, ck.impNew].filter((c): c is Checkpoint => c !== undefined);
+}
+
+/** Options, inputs, plan and targets: every check that can fail before work starts. */
+function prepare(job: CheckpointJob): Prepared {
+  const t0 = Date.now();
+  const what = job.kind === 'edit' ? 'editCheckpoint' : 'analyzeCheckpoint';
+  if (!job.inputs || typeof job.inputs !== 'object') throw typeError(`Expected { base, old, new${job.kind === 'edit' ? ', out' : ''} } for ${what} but received ${describe(job.inputs)}`);
+  const opts = job.opts ?? {};
+  const r = resolveCheckpointOptions(opts, what);
+  const warnings: string[] = [];
+  const ck = openInputs(job.inputs, opts);
+  const items = plan(ck, r, warnings);
+  const allInputFiles = new Set<string>();
+  for (const c of present(ck)) for (const f of c.files) allInputFiles.add(f.path);
+  const out = job.kind === 'edit'
+    ? checkOutputTarget(job.out, present(ck).map((c) => ({ path: c.path, dir: c.dir, files: c.files.map((f) => f.path) })), opts.force === true, 'editCheckpoint')
+    : null;
+  const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, allInputFiles);
+  return { job, r, ck, items, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0 };
+}
+
+function parametersOf(p: Prepared): CheckpointManifest['parameters'] {
+  const o = p.job.opts;
+  return {
+    ...p.r.params, outDtype: p.r.outDtype,
+    include: o.include === undefined ? null : ([] as string[]).concat(o.include),
+    exclude: o.exclude === undefined ? null : ([] as string[]).concat(o.exclude),
+    maxShardSize: p.r.maxShardSize, threads: p.r.threads,
+  };
+}
+
+function totalsOf(items: PlanItem[], entries: TensorManifestEntry[], bytesRead: number, bytesWritten: number): CheckpointTotals {
+  const t: CheckpointTotals = {
+    tensors: items.length, edited: 0, copied: 0, converted: 0, rows: 0,
+    counts: { orthogonal: 0, synergy: 0, conflict: 0 }, energy: { new: 0, old: 0, applied: 0 }, energyKept: null, bytesRead, bytesWritten,
+  };
+  for (const e of entries) {
+    if (e.action === 'edit') {
+      t.edited++;
+      t.rows += e.rows!;
+      for (const k of ['orthogonal', 'synergy', 'conflict'] as const) t.counts[k] += e.counts![k];
+      t.energy.new += e.energy!.new;
+      t.energy.old += e.energy!.old;
+      t.energy.applied += e.energy!.applied;
+    } else if (e.action === 'copy') t.copied++;
+    else t.converted++;
+  }
+  t.energyKept = t.energy.new > 0 ? t.energy.applied / t.energy.new : null;
+  return t;
+}
+
+function inputsRecord(ck: Inputs, hashes: Map<string, string> | null, hash: boolean): CheckpointManifest['inputs'] {
+  const rec: CheckpointManifest['inputs'] = {};
+  for (const [role, c] of Object.entries(ck) as Array<[string, Checkpoint | undefined]>) {
+    if (!c) continue;
+    rec[role] = { path: c.path, kind: c.kind, files: c.files.map((f) => ({ path: f.path, size: f.size, sha256: hashes?.get(f.path) ?? null })) };
+    if (c.index) rec[role]!.files.push({ path: c.index, size: fs.statSync(c.index).size, sha256: hash ? crypto.createHash('sha256').update(fs.readFileSync(c.index)).digest('hex') : null });
+  }
+  return rec;
+}
+
+/** The data step: every tensor through the core, into the job's output (edit) or into statistics only (analyze). */
+async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>): Promise<{ stream: CheckpointStream; files: Array<{ name: string; size: number; tensors: number }> }> {
+  const edit = p.job.kind === 'edit';
+  const outItems = edit ? p.items : p.items.filter((i) => i.action === 'edit');
+  const stream = new CheckpointStream({
+    job, r: p.r, fds, site: p.job.site, phase: p.job.kind, onProgress: p.job.opts.onProgress, t0: p.t0,
+    bytesTotal: outItems.reduce((s, it) => s + inputBytes(it), 0), tensorsTotal: outItems.length,
+  });
+  try {
+    if (!edit) {
+      await stream.analyze(outItems);
+      return { stream, files: [] };
+    }
+    const shards = shardLayout(outItems, p.r.maxShardSize);
+    const names = shardNames(shards.length);
+    const meta: Record<string, string> = {
+      ...(p.ck.base.metadata ?? {}), format: 'pt', 'geoedit.version': packageVersion(), 'geoedit.strategy': p.r.params.strategy,
+      'geoedit.parameters': JSON.stringify(parametersOf(p)),
+    };
+    const { files, weightMap } = await stream.writeShards(shards, names, meta);
+    if (shards.length > 1) {
+      const totalSize = p.items.reduce((a, it) => a + it.outBytes, 0);
+      fs.writeFileSync(job.path('model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n');
+    }
+    return { stream, files };
+  } finally {
+    stream.stop();
+  }
+}
+
+async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
+  const opts = p.job.opts;
+  const fds = new Map<string, number>();
+  try {
+    for (const f of p.allInputFiles) fds.set(f, fs.openSync(f, 'r'));
+    // Hashing runs beside the data path, one file at a time (bounded memory, one core at most).
+    const hashStart = Date.now();
+    let hashMs = 0;
+    const hashing = opts.hash === false ? null : sha256Files(p.allInputFiles, opts.signal).then((m) => { hashMs = Date.now() - hashStart; return m; });
+    hashing?.catch(() => undefined);
+    const dataStart = Date.now();
+    const { stream, files } = await streamData(p, job, fds);
+    const dataMs = Date.now() - dataStart;
+    const hashes = hashing ? await hashing : null;
+    job.checkAborted();
+    const manifest: CheckpointManifest = {
+      tool: 'geoedit', kind: p.job.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', createdAt: new Date().toISOString(),
+      versions: versionsBlock(),
+      backend: { name: p.r.backend, device: p.r.backend === 'cuda' ? cudaStatus().device?.name ?? null : null },
+      inputs: inputsRecord(p.ck, hashes, opts.hash !== false),
+      output: p.out ? { path: p.out, files, totalSize: p.items.reduce((a, it) => a + it.outBytes, 0) } : null,
+      parameters: parametersOf(p),
+      tensors: stream.entries,
+      totals: totalsOf(p.items, stream.entries, stream.bytesRead, files.reduce((a, f) => a + f.size, 0)),
+      timings: { totalMs: Date.now() - p.t0, validateMs: p.validateMs, dataMs, hashMs, gbPerSecond: dataMs > 0 ? stream.bytesRead / 1e9 / (dataMs / 1000) : 0 },
+      warnings: p.warnings,
+    };
+    if (p.out && opts.copyFiles !== false && p.ck.base.kind !== 'file') {
+      job.copySideFiles(p.ck.base.dir, new Set([...p.ck.base.files.map((f) => f.path), p.ck.base.index ?? '']));
+    }
+    return await job.finish(manifest);
+  } finally {
+    for (const fd of fds.values()) { try { fs.closeSync(fd); } catch { /* closed */ } }
+  }
+}
+
+/** Runs a checkpoint edit or analysis: nothing appears at the target unless it completes. */
+export async function runCheckpointJob(cj: CheckpointJob): Promise<CheckpointManifest> {
+  const p = prepare(cj);
+  const lineage = [{ role: 'base', dir: p.ck.base.dir }, { role: 'new', dir: p.ck.new.dir }, { role: 'old', dir: p.ck.old.dir }];
+  return runOutputJob({ kind: cj.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', out: p.out, force: cj.opts?.force === true, signal: cj.opts?.signal, report: p.report, what: 'the checkpoint job', lineage },
+    (job) => work(p, job));
+}

@@ -1,0 +1,63 @@
+// Every environment variable geoedit reads, in one list: name, meaning, default and who reads it.
+// lib/ reads them only through readEnv()/flagSet() (a unit test fails on any other process.env
+// read in lib/, and on a GEOEDIT_* name read by native/ or scripts/ that is missing here);
+// `npm run docs:gen` fills the table in docs/environment.md from this list.
+//
+// Adding a variable: one entry here (and, when the C++ core or a script reads it, the getenv there).
+
+/** Who reads a variable: the TS library, the C++ core, the CUDA plugin or runtime, node-gyp-build, the install/pack scripts, the bench or test scripts. */
+export type EnvReader = 'lib' | 'core' | 'cuda-plugin' | 'cuda-runtime' | 'node-gyp-build' | 'install' | 'build' | 'bench' | 'tests';
+
+export interface EnvVar {
+  name: string;
+  /** What it does (one sentence, Markdown allowed). */
+  meaning: string;
+  /** What applies when it is unset. */
+  default: string;
+  readBy: readonly EnvReader[];
+}
+
+export const ENV_VARS = [
+  { name: 'GEOEDIT_BACKEND', meaning: 'Default for the `backend` option (CLI `--backend`) of every entry point: `auto`, `cpu` or `cuda`.', default: 'unset (`auto`)', readBy: ['lib'] },
+  { name: 'GEOEDIT_CUDA_MEMORY', meaning: 'GPU memory one call may use when `cudaMemoryLimit` (`--cuda-memory-limit`) is not given; a size read as everywhere in geoedit: `2GB` and `2G` are 2·10⁹ bytes, `2GiB` and `2Gi` 2·2³⁰, a plain number is bytes (earlier builds read `2G` as 2³¹ in this variable only).', default: 'unset (half the free device memory, at most 4 GiB)', readBy: ['lib', 'core'] },
+  { name: 'GEOEDIT_CUDA_PLUGIN', meaning: 'Load the CUDA plugin from this file instead of searching beside the addon (diagnostics, tests, the CPU emulator).', default: 'unset', readBy: ['core', 'tests', 'bench'] },
+  { name: 'GEOEDIT_CUDA_SKIP_DRIVER_CHECK', meaning: '`1`: skip the `libcuda.so.1` check before loading the plugin (the emulator; diagnostics and tests only).', default: 'unset', readBy: ['core', 'tests', 'bench'] },
+  { name: 'GEOEDIT_CUDA_COPY_THREADS', meaning: 'Threads for the host staging copies of the CUDA plugin (1 = serial).', default: 'unset (half the hardware threads, at most 8)', readBy: ['cuda-plugin'] },
+  { name: 'GEOEDIT_CUDA_NO_SMEM_CACHE', meaning: '`1`: force the read-twice CUDA kernel instead of the shared-memory row cache (benchmarks compare both).', default: 'unset', readBy: ['cuda-plugin', 'bench'] },
+  { name: 'GEOEDIT_CUDA_NO_FAST16', meaning: '`1`: use the f32-cache CUDA kernel for 16-bit inputs instead of the raw 16-bit cache (benchmarks).', default: 'unset', readBy: ['cuda-plugin', 'bench'] },
+  { name: 'CUDA_VISIBLE_DEVICES', meaning: 'The CUDA runtime\'s device list; the plugin uses the first visible device.', default: 'all devices', readBy: ['cuda-runtime'] },
+  { name: 'GEOEDIT_SIMD', meaning: 'Cap the CPU kernels: `scalar`, `avx2` or `avx512` (never above what the CPU supports).', default: 'unset (the widest the CPU supports)', readBy: ['core', 'tests', 'bench'] },
+  { name: 'GEOEDIT_STREAM_IO', meaning: '`pread`: the checkpoint data path reads blocks with `pread` instead of mapping the input files.', default: 'unset (mmap)', readBy: ['core', 'tests', 'bench'] },
+  { name: 'GEOEDIT_STREAM_READAHEAD', meaning: '`0`: no read-ahead of the next block; `1`: read-ahead on the CPU path too.', default: 'unset (read-ahead on the GPU path only)', readBy: ['core', 'bench'] },
+  { name: 'GEOEDIT_NO_COPY_FILE_RANGE', meaning: '`1`: copy unedited tensors with `pread`/`pwrite` instead of `copy_file_range`.', default: 'unset', readBy: ['core', 'tests'] },
+  { name: 'GEOEDIT_ADDON', meaning: 'Load this `geoedit.node` and nothing else (a binary built elsewhere).', default: 'unset (build/Release, then prebuilds/)', readBy: ['lib', 'install'] },
+  { name: 'PREBUILDS_ONLY', meaning: '`1`: never build from source (the install fails with the loader\'s message when no prebuild loads: for CI and locked-down machines), and skip `build/` at run time.', default: 'unset', readBy: ['lib', 'install'] },
+  { name: 'GEOEDIT_BUILD_FROM_SOURCE', meaning: '`1` (or `npm install --build-from-source`): build from source even when a prebuild loads.', default: 'unset', readBy: ['install'] },
+  { name: 'LIBC', meaning: '`musl` or `glibc`: override the libc guess `node-gyp-build` uses to pick a prebuild.', default: 'unset (detected)', readBy: ['node-gyp-build'] },
+  { name: 'GEOEDIT_PACK_WITHOUT_PREBUILDS', meaning: '`1`: `npm pack` (`scripts/prebuild.js --check`) packs a source-only package on purpose.', default: 'unset', readBy: ['build'] },
+  { name: 'GEOEDIT_CACHE_DIR', meaning: 'Where `geoedit demo` (and the quality suite) caches its models.', default: 'unset (`$XDG_CACHE_HOME/geoedit`, else `~/.cache/geoedit`)', readBy: ['lib'] },
+  { name: 'XDG_CACHE_HOME', meaning: 'The cache root used when `GEOEDIT_CACHE_DIR` is unset.', default: 'unset (`~/.cache`)', readBy: ['lib'] },
+  { name: 'GEOEDIT_BENCH_QUICK', meaning: '`1`: `npm run bench` runs only the smaller shape.', default: 'unset', readBy: ['bench'] },
+  { name: 'GEOEDIT_PYTHON', meaning: 'The Python with `safetensors` for the loadability tests (`test/package/loadable.test.ts`).', default: 'unset (`python3`)', readBy: ['tests'] },
+  { name: 'TEST_SHARED_DIR', meaning: 'Where the tests find `../shared` (the real-data corpus, SPEC.md, QUALITY.md), e.g. from a worktree.', default: 'unset (`../shared`)', readBy: ['tests'] },
+] as const satisfies readonly EnvVar[];
+
+export type EnvName = (typeof ENV_VARS)[number]['name'];
+
+/** An environment to read from (default: process.env). */
+export type Env = Readonly<Record<string, string | undefined>>;
+
+const KNOWN = new Set<string>(ENV_VARS.map((v) => v.name));
+
+/** The value of a listed variable, or undefined when it is unset or empty. */
+export function readEnv(name: EnvName, env: Env = process.env): string | undefined {
+  if (!KNOWN.has(name)) throw new Error(`lib/env.ts: ${name} is not in ENV_VARS`);
+  const v = env[name];
+  return v === undefined || v === '' ? undefined : v;
+}
+
+/** A boolean variable: set, non-empty and not '0' / 'false'. */
+export function flagSet(name: EnvName, env: Env = process.env): boolean {
+  const v = readEnv(name, env);
+  return v !== undefined && v !== '0' && v.toLowerCase() !== 'false';
+}

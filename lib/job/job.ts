@@ -1,0 +1,166 @@
+// The output-directory job every writer uses (checkpoint edits and analyses, adapter outputs,
+// merged adapters): a temporary directory beside the target, removed on error, abort, signal or
+// exit; output files opened and tracked there; the manifest finalised and written; the report
+// written inside the job (a failed report fails the job: nothing at the target); then the commit.
+//
+//   runOutputJob(spec, async (job) => {
+//     const fd = job.openOutput('model.safetensors');   // or job.path(name) for a file you write
+//     … job.ctl is the cancel/progress array native streams share; job.checkAborted() between steps
+//     return job.finish(manifest, reportView);            // manifest → report → commit
+//   });
+//
+// Steps a hardening or governance change touches, one place each: target checks (target.ts),
+// cleanup and signals (cleanup.ts), commit (commit below), manifest fields (finalizeManifest in
+// manifest.ts), side files (side-files.ts), hashing (hash.ts).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { GeoEditError } from '../errors';
+import { writeReport } from '../report';
+import { onCleanup, removeQuietly, tempPathBeside } from './cleanup';
+import { finalizeManifest, type CheckpointManifest, type ManifestKind } from './manifest';
+import { copySideFiles } from './side-files';
+import { sealManifest, type SealInput } from '../governance/lineage';
+
+export interface OutputJobSpec {
+  kind: ManifestKind;
+  /** The output directory (absolute, checked: checkOutputTarget); null: nothing is written but the report. */
+  out: string | null;
+  /** Replace an existing target. */
+  force?: boolean;
+  signal?: AbortSignal;
+  /** The HTML report (absolute, checked: checkReportTarget), written inside the job before the commit. */
+  report?: string;
+  /** Names the job in the ERR_ABORTED message ('the checkpoint job'). */
+  what: string;
+  /** Input directories that may hold a parent manifest (lineage), in order of preference. */
+  lineage?: SealInput[];
+}
+
+export class OutputJob {
+  /** [bytes done, cancel (non-zero: stop), task index]: shared with native streams. */
+  readonly ctl = new Float64Array(3);
+  /** The temporary directory (null for a job without output). */
+  tmp: string | null = null;
+  private readonly fds = new Set<number>();
+  private readonly written: string[] = [];
+  private release: (() => void) | null = null;
+  private readonly onAbort = () => { this.ctl[1] = 1; };
+
+  constructor(readonly spec: OutputJobSpec) {}
+
+  /** Registers the cleanup, then creates the temporary directory (a signal just after the mkdir finds the handlers installed). */
+  begin(): void {
+    this.spec.signal?.addEventListener('abort', this.onAbort);
+    this.release = onCleanup(() => { this.ctl[1] = 1; this.cleanup(); });
+    if (this.spec.out) {
+      this.tmp = tempPathBeside(this.spec.out);
+      fs.mkdirSync(this.tmp);
+    }
+  }
+
+  get aborted(): boolean {
+    return this.spec.signal?.aborted === true || this.ctl[1] !== 0;
+  }
+
+  abortedError(): GeoEditError {
+    return new GeoEditError('ERR_ABORTED', `${this.spec.what} was aborted; nothing was written at the target`);
+  }
+
+  checkAborted(): void {
+    if (this.aborted) throw this.abortedError();
+  }
+
+  /** The path of an output file inside the temporary directory (recorded as written). */
+  path(name: string): string {
+    if (!this.tmp) throw new GeoEditError('ERR_INTERNAL', `${this.spec.what}: no output directory to write ${name} into`);
+    this.written.push(name);
+    return path.join(this.tmp, name);
+  }
+
+  /** Opens a new output file for writing (closed by closeOutput, or on cleanup). */
+  openOutput(name: string): number {
+    const fd = fs.openSync(this.path(name), 'wx');
+    this.fds.add(fd);
+    return fd;
+  }
+
+  closeOutput(fd: number): void {
+    this.fds.delete(fd);
+    fs.closeSync(fd);
+  }
+
+  /** The base directory's other files, into the output. */
+  copySideFiles(dir: string, skip: Set<string>): void {
+    if (!this.tmp) return;
+    this.written.push(...copySideFiles(dir, this.tmp, skip));
+  }
+
+  /** Finalises and writes the manifest, writes the report, then commits. Resolves to the manifest. */
+  async finish<M extends object>(m: M, reportView?: (m: M) => CheckpointManifest): Promise<M> {
+    const json = finalizeManifest(m, { out: this.spec.out, tmp: this.tmp, files: [...this.written] });
+    if (this.tmp) {
+      // Lineage (id, output hashes, parent) over the finished output; writes MANIFEST_FILE.
+      const warnings = (m as { warnings?: string[] }).warnings;
+      const sealed = await sealManifest(this.tmp, json, this.spec.lineage ?? [], warnings ? { warnings } : undefined);
+      const { id, lineageVersion, outputFiles, parent, inputManifests } = sealed;
+      Object.assign(m, { id, lineageVersion, outputFiles, parent, inputManifests });
+    }
+    if (this.spec.report) await writeReportFile(this.spec.report, reportView ? reportView(m) : (m as unknown as CheckpointManifest));
+    this.checkAborted();
+    if (this.tmp && this.spec.out) {
+      commit(this.tmp, this.spec.out, this.spec.force === true);
+      this.tmp = null;
+    }
+    return m;
+  }
+
+  /** Closes what is open and removes the temporary directory (synchronous; safe to call twice). */
+  cleanup(): void {
+    for (const fd of this.fds) { try { fs.closeSync(fd); } catch { /* closed */ } }
+    this.fds.clear();
+    if (this.tmp) { removeQuietly(this.tmp); this.tmp = null; }
+  }
+
+  end(): void {
+    this.cleanup();
+    this.release?.();
+    this.release = null;
+    this.spec.signal?.removeEventListener('abort', this.onAbort);
+  }
+}
+
+/** Runs `work` as an output job: whole output at the target, or nothing (error, abort, signal, exit). */
+export async function runOutputJob<T>(spec: OutputJobSpec, work: (job: OutputJob) => Promise<T>): Promise<T> {
+  const job = new OutputJob(spec);
+  if (spec.signal?.aborted) throw job.abortedError();
+  try {
+    job.begin();
+    return await work(job);
+  } catch (e) {
+    if (job.aborted && !(e instanceof GeoEditError && e.code === 'ERR_ABORTED')) throw job.abortedError();
+    throw e;
+  } finally {
+    job.end();
+  }
+}
+
+/** Moves a finished temporary directory into place: an existing target (force) is moved aside first, then removed. */
+function commit(tmp: string, out: string, force: boolean): void {
+  if (!fs.existsSync(out)) {
+    fs.renameSync(tmp, out);
+    return;
+  }
+  if (!force) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} appeared during the job; pass --force (force: true) to replace it`, { file: out });
+  const aside = `${tmp}.old`;
+  fs.renameSync(out, aside);
+  fs.renameSync(tmp, out);
+  removeQuietly(aside);
+}
+
+async function writeReportFile(file: string, m: CheckpointManifest): Promise<void> {
+  try {
+    await writeReport(file, m);
+  } catch (e) {
+    throw new GeoEditError('ERR_IO', `${file}: cannot write the report: ${(e as Error).message}`, { file });
+  }
+}

@@ -1,0 +1,165 @@
+// The manifest: one schema for every output geoedit writes (geoedit-manifest.json), a common
+// envelope (tool, kind, createdAt, versions, parameters, warnings) and a body per kind. The report
+// (lib/report.ts) and the CLI read these types from here. finalizeManifest is the one step that
+// runs on every manifest just before it is written: fields computed from the finished job
+// (governance: `id`, output hashes, `parent`) are added there, once, for every kind.
+import type { StDtype } from '../safetensors';
+import type { ResolvedParams } from '../options';
+import type { DType, RegionCounts } from '../types';
+import type { VersionsBlock } from './versions';
+import type { LoraStats } from '../lora-math';
+import type { LineageFields } from '../governance/lineage';
+
+/** What wrote the manifest. */
+export type ManifestKind = 'checkpoint-edit' | 'checkpoint-analyze' | 'adapter-edit' | 'adapter-merge' | 'adapter-analyze';
+
+export const MANIFEST_FILE = 'geoedit-manifest.json';
+
+/** An adapter manifest (also the kind manifests had before the one schema: 'edit-adapters'). */
+export function isAdapterKind(kind: unknown): boolean {
+  return kind === 'adapter-edit' || kind === 'adapter-merge' || kind === 'edit-adapters';
+}
+
+/** A checkpoint manifest (also the kinds before the one schema: 'edit', 'analyze'). */
+export function isCheckpointKind(kind: unknown): boolean {
+  return kind === 'checkpoint-edit' || kind === 'checkpoint-analyze' || kind === 'edit' || kind === 'analyze';
+}
+
+/** 'edit' or 'analyze': what the job did, as the report and the progress lines say it. */
+export function manifestVerb(kind: ManifestKind | string): 'edit' | 'analyze' {
+  return kind.endsWith('analyze') ? 'analyze' : 'edit';
+}
+
+/** Fields every manifest has (lineage: outputs that were written, sealed by lib/governance/lineage.ts). */
+export interface ManifestEnvelope<K extends ManifestKind = ManifestKind> extends Partial<LineageFields> {
+  tool: 'geoedit';
+  kind: K;
+  createdAt: string;
+  versions: VersionsBlock;
+  warnings: string[];
+}
+
+// ---- checkpoints ---------------------------------------------------------------------------------
+
+export type TensorAction = 'edit' | 'copy' | 'convert';
+
+export interface TensorManifestEntry {
+  name: string;
+  shape: number[];
+  dtype: StDtype;
+  outDtype: StDtype;
+  action: TensorAction;
+  note?: string;
+  rows?: number;
+  cols?: number;
+  threshold?: number;
+  counts?: { orthogonal: number; synergy: number; conflict: number };
+  /** Rows where τold or τnew is zero (cos defined as 0). */
+  zeroRows?: number;
+  /** Angle between τold and τnew per row, 5° bins over [0°, 180°]. */
+  angleHistogram?: number[];
+  meanCos?: number;
+  energy?: { new: number; old: number; applied: number };
+  /** applied / new: share of the update energy (Σ‖τnew‖²) kept in the output. */
+  energyKept?: number | null;
+}
+
+export interface InputRecord {
+  path: string;
+  kind: 'file' | 'directory' | 'sharded';
+  files: Array<{ path: string; size: number; sha256: string | null }>;
+}
+
+export interface CheckpointTotals {
+  tensors: number; edited: number; copied: number; converted: number;
+  rows: number; counts: { orthogonal: number; synergy: number; conflict: number };
+  energy: { new: number; old: number; applied: number }; energyKept: number | null;
+  bytesRead: number; bytesWritten: number;
+}
+
+export interface CheckpointManifest extends ManifestEnvelope<'checkpoint-edit' | 'checkpoint-analyze'> {
+  /** Where the edit blocks ran: 'cpu', or 'cuda' with the device's name. */
+  backend: { name: 'cpu' | 'cuda'; device: string | null };
+  inputs: Record<string, InputRecord>;
+  output: null | { path: string; files: Array<{ name: string; size: number; tensors: number }>; totalSize: number };
+  parameters: ResolvedParams & { outDtype: DType | null; include: string[] | null; exclude: string[] | null; maxShardSize: number; threads: number };
+  tensors: TensorManifestEntry[];
+  totals: CheckpointTotals;
+  timings: { totalMs: number; validateMs: number; dataMs: number; hashMs: number; gbPerSecond: number };
+}
+
+// ---- adapters ------------------------------------------------------------------------------------
+
+export interface AdapterModuleReport {
+  name: string;
+  rows: number;
+  cols: number;
+  /** Rank and scale per side (0 / null: the module is absent on that side, a zero task vector). */
+  rOld: number;
+  rNew: number;
+  scaleOld: number | null;
+  scaleNew: number | null;
+  embedding: boolean;
+  counts: RegionCounts;
+  threshold: number;
+  energy: { new: number; old: number; applied: number };
+  /** Mean cos over rows where both sides are non-zero. */
+  meanCos: number;
+  /** Rows where tau_old or tau_new is zero (cos defined as 0): every row of a one-sided module. */
+  zeroRows: number;
+  /** Angle between tau_old and tau_new per row, 5° bins over [0°, 180°] (as in the checkpoint manifest). */
+  angleHistogram: number[];
+  /** applied / new: share of the new update's energy kept. */
+  energyKept: number | null;
+  /** Output adapter rank (adapter output only). */
+  rOut?: number;
+  /** Base tensor the module was merged into (full output only). */
+  baseTensor?: string;
+  transposed?: boolean;
+}
+
+export interface AdapterReport {
+  old: string;
+  new: string;
+  options: Record<string, unknown>;
+  /** The resolved edit parameters (defaults filled in), as in the checkpoint manifest. */
+  parameters: Record<string, unknown>;
+  modules: AdapterModuleReport[];
+  totals: { modules: number; rows: number; counts: RegionCounts; energy: { new: number; old: number; applied: number }; energyKept: number | null };
+  /** Things worth a look: one-sided modules, dropped tensors. */
+  warnings: string[];
+  /** Non-LoRA tensors and what was done with them. */
+  extras: Array<{ tensor: string; from: 'new' | 'old'; action: 'copied' | 'dropped' | 'replaced-in-base' | 'added-to-base' }>;
+}
+
+export interface AdapterManifest extends AdapterReport, ManifestEnvelope<'adapter-edit' | 'adapter-merge'> {
+  outFormat: 'adapter' | 'full';
+  timings: { totalMs: number };
+  inputs: Array<{ role: 'old' | 'new' | 'base'; path: string; sha256: string; bytes: number }>;
+  outputs: Array<{ path: string; sha256: string; bytes: number }>;
+  /** Per-row statistics, when perRow was asked for (never written to the file). */
+  perRow?: Record<string, LoraStats>;
+}
+
+export type Manifest = CheckpointManifest | AdapterManifest;
+
+/** What the job knows when the manifest is finalised. */
+export interface FinalizeContext {
+  /** The output directory (null: an analysis) and the temporary directory holding the output until the commit. */
+  out: string | null;
+  tmp: string | null;
+  /** Files written into the output, relative to it (the manifest itself excluded). */
+  files: string[];
+}
+
+/**
+ * The one finalisation step, run on every manifest just before it is written: what is written
+ * (perRow dropped). The job then seals it (lib/governance/lineage.ts sealManifest: output hashes,
+ * parent, id) when it has an output directory, and copies the lineage fields onto the manifest it returns.
+ */
+export function finalizeManifest<M extends object>(m: M, ctx: FinalizeContext): Record<string, unknown> {
+  void ctx;
+  const { perRow, ...rest } = m as M & { perRow?: unknown };
+  void perRow;
+  return rest;
+}

@@ -1,0 +1,150 @@
+// PEFT LoRA adapters: analyse and edit two adapters trained from the same base, neuron by neuron,
+// without forming B*A (SPEC §4). Output (through the output job, lib/job): an exact adapter
+// (density 1) or merged full weights (with a base checkpoint).
+import * as path from 'node:path';
+import { GeoEditError, describe, typeError } from '../errors';
+import { callSite, type CallSite } from '../native';
+import { loraGeometry, type LoraOptions, type LoraStats } from '../lora-math';
+import { openCheckpoint, type Checkpoint } from '../checkpoint/open';
+import { runOutputJob, type OutputJob } from '../job/job';
+import { checkOutputTarget, checkReportTarget, type InputFiles } from '../job/target';
+import { sha256FileSync } from '../job/hash';
+import { versionsBlock } from '../job/versions';
+import type { AdapterManifest, AdapterModuleReport, AdapterReport } from '../job/manifest';
+import { badAdapter, readPeftAdapter, type PeftAdapter } from './peft';
+import {
+  checkAdapterOptions, moduleReport, parametersOf, planModules, prepareModule, splitOptions, totalsOf, warningsOf,
+  type AdapterPaths, type EditAdaptersOptions, type ModulePlan,
+} from './modules';
+import { buildAdapterOutput, writeAdapterFiles } from './adapter-out';
+import { mergeIntoBase } from './merge';
+import { adapterReportAsCheckpointManifest } from './report';
+
+export { ADAPTER_CONFIG, ADAPTER_MODEL, loadModuleFactors, patternValue, readPeftAdapter, type AdapterModule, type PeftAdapter } from './peft';
+export type { AdapterPaths, EditAdaptersOptions } from './modules';
+export { adapterReportAsCheckpointManifest, writeAdapterReport } from './report';
+export type { AdapterManifest, AdapterModuleReport, AdapterReport } from '../job/manifest';
+export { MANIFEST_FILE as LORA_MANIFEST } from '../job/manifest';
+
+/**
+ * Geometry of two adapters, module by module, in factor space (density 1): regions, coefficients
+ * and energies per module, without writing anything (but the report, when asked for).
+ */
+export async function analyzeAdapters(paths: { old: string; new: string }, options?: LoraOptions & { perRow?: boolean; report?: string }): Promise<AdapterReport & { perRow?: Record<string, LoraStats> }> {
+  const site = callSite(analyzeAdapters);
+  if (!paths || typeof paths !== 'object') throw typeError(`Expected { old, new } adapter directories but received ${describe(paths)}`);
+  const { lora, own } = splitOptions(options as EditAdaptersOptions);
+  const oa = readPeftAdapter(paths.old), na = readPeftAdapter(paths.new);
+  const report = own.report === undefined ? undefined : checkReportTarget(own.report, new Set(adapterInputs(oa, na).flatMap((i) => i.files)));
+  const plans = planModules(oa, na);
+  const mods: AdapterModuleReport[] = [];
+  const perRow: Record<string, LoraStats> = {};
+  for (const mp of plans) {
+    const prep = await prepareModule(mp, oa, na, lora);
+    const st = await loraGeometry(prep, mp.name, site);
+    mods.push(moduleReport(mp, st));
+    if (own.perRow) perRow[mp.name] = st;
+  }
+  const extras: AdapterReport['extras'] = na.extras.map((t) => ({ tensor: t.name, from: 'new' as const, action: 'copied' as const }));
+  for (const t of oa.extras) if (!na.extras.some((x) => x.name === t.name)) extras.push({ tensor: t.name, from: 'old', action: 'dropped' });
+  const rep: AdapterReport & { perRow?: Record<string, LoraStats> } = {
+    old: paths.old, new: paths.new, options: { ...lora }, parameters: parametersOf(lora), modules: mods, totals: totalsOf(mods),
+    extras, warnings: warningsOf(mods, extras),
+  };
+  if (own.perRow) rep.perRow = perRow;
+  if (!report) return rep;
+  return runOutputJob({ kind: 'adapter-analyze', out: null, report, what: 'the adapter analysis' },
+    (job) => job.finish(rep, (r) => adapterReportAsCheckpointManifest(r, 'analyze')));
+}
+
+function adapterInputs(oa: PeftAdapter, na: PeftAdapter, base?: Checkpoint): InputFiles[] {
+  const list: InputFiles[] = [oa, na].map((a) => ({ path: a.dir, dir: a.dir, files: [a.modelPath, a.configPath] }));
+  if (base) list.push({ path: base.path, dir: base.dir, files: [...base.files.map((f) => f.path), ...(base.index ? [base.index] : [])] });
+  return list;
+}
+
+/** The output format, from the options and the paths (checked before any reading). */
+function outputFormat(paths: AdapterPaths, lora: LoraOptions, own: EditAdaptersOptions): 'adapter' | 'full' {
+  const density = (lora as { density?: number }).density ?? 1;
+  const fmt = own.outFormat ?? (density < 1 || paths.base !== undefined ? 'full' : 'adapter');
+  if (fmt !== 'adapter' && fmt !== 'full') throw new GeoEditError('ERR_INVALID_OPTION', `Expected 'adapter' or 'full' for option 'outFormat' but received ${describe(fmt)}`, { option: 'outFormat' });
+  if (fmt === 'adapter' && density < 1) {
+    throw new GeoEditError('ERR_UNSUPPORTED', `density ${density} < 1 cannot be written as an adapter: trimming keeps a different set of entries in every row, which no rank-(r_new + r_old) product B'A' can express; use outFormat 'full' with a base checkpoint`, { option: 'density' });
+  }
+  if (fmt === 'full' && !paths.base) throw new GeoEditError('ERR_INVALID_OPTION', `outFormat 'full' needs the base checkpoint (base: a .safetensors file)`, { option: 'base' });
+  if (fmt === 'adapter' && paths.base !== undefined) throw new GeoEditError('ERR_INVALID_OPTION', `a base checkpoint is only used with outFormat 'full'`, { option: 'base' });
+  return fmt;
+}
+
+interface AdapterJob {
+  t0: number; paths: AdapterPaths; lora: LoraOptions; own: EditAdaptersOptions; fmt: 'adapter' | 'full';
+  oa: PeftAdapter; na: PeftAdapter; base?: Checkpoint; plans: ModulePlan[]; out: string; report?: string;
+  inputs: AdapterManifest['inputs']; site: CallSite;
+}
+
+function manifestOf(a: AdapterJob, mods: AdapterModuleReport[], extras: AdapterReport['extras'], outputs: AdapterManifest['outputs'], perRow: Record<string, LoraStats>): AdapterManifest {
+  const m: AdapterManifest = {
+    tool: 'geoedit', kind: a.fmt === 'adapter' ? 'adapter-edit' : 'adapter-merge', createdAt: new Date().toISOString(), versions: versionsBlock(),
+    outFormat: a.fmt, timings: { totalMs: Date.now() - a.t0 },
+    old: a.paths.old, new: a.paths.new, options: { ...a.lora }, parameters: parametersOf(a.lora), modules: mods, totals: totalsOf(mods), extras,
+    warnings: warningsOf(mods, extras), inputs: a.inputs, outputs,
+  };
+  if (a.own.perRow) m.perRow = perRow;
+  return m;
+}
+
+async function writeAdapter(a: AdapterJob): Promise<AdapterManifest> {
+  const built = await buildAdapterOutput(a.plans, a.oa, a.na, a.lora, a.own, a.site);
+  const lineage = [{ role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
+  return runOutputJob({ kind: 'adapter-edit', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter edit', lineage }, async (job) => {
+    const outputs = await writeAdapterFiles(job, a.out, built);
+    const m = manifestOf(a, built.mods, built.extras, outputs, built.perRow);
+    for (const name of built.omitted) m.warnings.push(`module '${name}': every coefficient is 0, so the edit leaves it unchanged; it is left out of the adapter`);
+    return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'));
+  });
+}
+
+async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
+  const base = a.base!;
+  for (const f of base.files) a.inputs.push({ role: 'base', path: f.path, ...sha256FileSync(f.path) });
+  const lineage = [{ role: 'base', dir: base.dir }, { role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
+  return runOutputJob({ kind: 'adapter-merge', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter merge', lineage }, async (job: OutputJob) => {
+    const model = job.path('model.safetensors');
+    const res = await mergeIntoBase(base, model, a.plans, a.oa, a.na, a.lora, a.own, a.site);
+    const m = manifestOf(a, res.mods, res.extras, [{ path: path.join(a.out, 'model.safetensors'), ...sha256FileSync(model) }], res.perRow);
+    // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along.
+    if (a.own.copyFiles !== false && base.kind !== 'file') job.copySideFiles(base.dir, new Set([...base.files.map((f) => f.path), base.index ?? '']));
+    return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'));
+  });
+}
+
+/**
+ * Edit two PEFT adapters trained from the same base. outFormat 'adapter' writes a PEFT directory
+ * whose modules have rank r_new + r_old and compute exactly the GeoEdit edit (SPEC §4); 'full'
+ * merges the edit into the base checkpoint (`paths.base`: a .safetensors file, a directory, or index +
+ * shards) and writes out/model.safetensors. Resolves to the manifest (also written as
+ * out/geoedit-manifest.json).
+ */
+export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOptions): Promise<AdapterManifest> {
+  const site = callSite(editAdapters);
+  if (!paths || typeof paths !== 'object') throw typeError(`Expected { old, new, out, base? } but received ${describe(paths)}`);
+  const t0 = Date.now();
+  const { lora, own } = splitOptions(options);
+  const fmt = outputFormat(paths, lora, own);
+  if (typeof paths.out !== 'string' || paths.out.length === 0) throw typeError(`Expected an output path for out but received ${describe(paths.out)}`);
+  // Validate the options once before any reading.
+  checkAdapterOptions(lora, 'editAdapters');
+  const oa = readPeftAdapter(paths.old), na = readPeftAdapter(paths.new);
+  if (oa.fanInFanOut !== na.fanInFanOut) {
+    throw badAdapter(na.configPath, `fan_in_fan_out is ${na.fanInFanOut} but ${oa.configPath} says ${oa.fanInFanOut}: the adapters do not describe the same base layout`, { key: 'fan_in_fan_out' });
+  }
+  const base = fmt === 'full' ? openCheckpoint(paths.base!, 'base') : undefined;
+  const targets = adapterInputs(oa, na, base);
+  const out = checkOutputTarget(paths.out, targets, own.force === true, 'editAdapters');
+  const report = own.report === undefined ? undefined : checkReportTarget(own.report, new Set(targets.flatMap((i) => i.files)));
+  const a: AdapterJob = {
+    t0, paths, lora, own, fmt, oa, na, base, plans: planModules(oa, na), out, report, site,
+    inputs: [{ role: 'old', path: oa.modelPath, ...sha256FileSync(oa.modelPath) }, { role: 'new', path: na.modelPath, ...sha256FileSync(na.modelPath) }],
+  };
+  return fmt === 'adapter' ? writeAdapter(a) : writeMerged(a);
+}

@@ -1,0 +1,193 @@
+// The private interface of the addon: exactly what native/binding exports (native/binding/EXPORTS.md;
+// test/unit/native-wrapper.test.ts checks that the two lists agree). Only lib/native/ may use these types to call the addon;
+// the rest of lib/ goes through the wrapped `native` API (lib/native/api.ts).
+
+/** The core's edit parameters as they cross to the binding (built from the option table by lib/options). */
+export type NativeParams = Readonly<Record<string, number | string | boolean>>;
+
+export interface NativeResult {
+  out?: Float32Array | Uint16Array;
+  cos: Float64Array;
+  region: Uint8Array;
+  coefNew: Float32Array;
+  coefOld: Float32Array;
+  deltaSq: Float64Array;
+  na: Float64Array;
+  nb: Float64Array;
+}
+
+export interface NativeSpec {
+  rows: number;
+  cols: number;
+  base: Float32Array | Uint16Array;
+  baseDtype: string;
+  old: Float32Array | Uint16Array;
+  oldDtype: string;
+  new: Float32Array | Uint16Array;
+  newDtype: string;
+  impOld?: Float32Array | Uint16Array;
+  impOldDtype?: string;
+  impNew?: Float32Array | Uint16Array;
+  impNewDtype?: string;
+  cNew?: Float32Array;
+  cOld?: Float32Array;
+  outDtype: string;
+  outData?: Float32Array | Uint16Array;
+  wantOut: boolean;
+  threads: number;
+  simd?: number;
+  tensorName?: string;
+  rowOffset?: number;
+  /** 'cuda' runs on the CUDA plugin; anything else on the CPU core. */
+  backend?: 'cpu' | 'cuda';
+  /** Device bytes a CUDA call may use (0: $GEOEDIT_CUDA_MEMORY or the plugin's default). */
+  cudaMemoryLimit?: number;
+  params: NativeParams;
+  /** old/new hold task vectors (f32), not weights (materialised LoRA rows). */
+  tauGiven?: boolean;
+}
+
+/** One side of a LoRA module in the core's canonical form: tau = scale * L * R, L [rows, r], R [r, cols]. */
+export interface NativeLoraSide {
+  L: Float32Array;
+  R: Float32Array;
+  r: number;
+  scale: number;
+}
+
+export interface NativeLoraGeometry {
+  cos: Float64Array;
+  region: Uint8Array;
+  coefNew: Float32Array;
+  coefOld: Float32Array;
+  na: Float64Array;
+  nb: Float64Array;
+  dot: Float64Array;
+  deltaSq: Float64Array;
+}
+
+/** Exactly what the .node exports. */
+export interface NativeAddon {
+  edit(spec: NativeSpec): Promise<NativeResult>;
+  editSync(spec: NativeSpec): NativeResult;
+  info(): { version: string; simd: string; simdDetected: string; threads: number; simdSupported: string[] };
+  defaults(): Record<string, number> & { paper: Record<string, number> };
+  convert(from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array;
+  /** Bench only: STREAM triad GB/s over the shared pool. */
+  _triad(n: number, threads: number, reps: number): Promise<number>;
+  cudaProbe(refresh?: boolean): NativeCudaProbe;
+  /** Tests only: SPEC §4 dot/na/nb of two LoRA deltas on the CPU or the CUDA plugin (lib/lora-geometry.ts). */
+  _cudaLoraGeometry(spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array };
+  /** Bench only (bench/gpu/): device-resident kernel benchmark. */
+  _cudaBench(spec: NativeCudaBenchSpec): { kernelMs: number; kernelGBps: number; copyGBps: number; checksum: number };
+  loraGeometry(spec: {
+    rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null;
+    params: NativeParams; cNew?: Float32Array; cOld?: Float32Array; threads?: number; tensorName?: string;
+  }): Promise<NativeLoraGeometry>;
+  loraMaterialize(spec: { rows: number; cols: number; side: NativeLoraSide | null; r0: number; r1: number; threads?: number }): Float32Array;
+  loraMaterializeAsync(spec: { rows: number; cols: number; side: NativeLoraSide | null; r0: number; r1: number; threads?: number }): Promise<{ out: Float32Array }>;
+  loraMerge(spec: {
+    rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null; cNew: Float32Array; cOld: Float32Array;
+    transposed: boolean; s0: number; s1: number; base: Float32Array | Uint16Array; baseDtype: string; outDtype: string;
+    threads?: number; tensorName?: string;
+  }): Promise<{ out: Float32Array | Uint16Array }>;
+  /** safetensors header of a file (pread, validated); offsets relative to the data section. */
+  stHeader(path: string): NativeStHeader;
+  /** The same for a whole file held in memory. */
+  stHeaderBytes(bytes: Uint8Array, name?: string): NativeStHeader;
+  /** The checkpoint data path: edit / copy / convert tensors file to file in row blocks. */
+  stream(spec: NativeStreamSpec): Promise<(NativeResult | null)[]>;
+}
+
+export interface NativeCudaDevice {
+  name: string;
+  memory: number;
+  computeCapability: string;
+  driverVersion: string;
+  runtimeVersion: string;
+  multiprocessors: number;
+  deviceCount: number;
+  index: number;
+}
+
+export interface NativeCudaProbe {
+  available: boolean;
+  reason: string;
+  kind: string;
+  pluginPath: string;
+  tried: string[];
+  device: NativeCudaDevice | null;
+  versions?: { driverVersion: string; runtimeVersion: string };
+}
+
+export interface NativeLoraSpec {
+  m: number;
+  n: number;
+  rOld: number;
+  rNew: number;
+  aOld: Float32Array;
+  bOld: Float32Array;
+  aNew: Float32Array;
+  bNew: Float32Array;
+  sOld: number;
+  sNew: number;
+  backend?: 'cpu' | 'cuda';
+}
+
+export interface NativeCudaBenchSpec {
+  rows: number;
+  cols: number;
+  dtype: string;
+  reps: number;
+  params: NativeParams;
+  withImportance?: boolean;
+}
+
+export interface NativeStHeader {
+  fileSize: number;
+  headerLen: number;
+  dataOffset: number;
+  metadata: Record<string, string> | null;
+  tensors: Array<{ name: string; dtype: string; shape: number[]; begin: number; end: number }>;
+}
+
+export interface NativeStreamSrc {
+  fd: number;
+  offset: number;
+  dtype: string;
+  file?: string;
+}
+
+export interface NativeStreamTask {
+  kind: 0 | 1 | 2; // edit | copy | convert
+  name: string;
+  rows?: number;
+  cols?: number;
+  copyBytes?: number;
+  base: NativeStreamSrc;
+  old?: NativeStreamSrc;
+  new?: NativeStreamSrc;
+  impOld?: NativeStreamSrc;
+  impNew?: NativeStreamSrc;
+  cNew?: Float32Array;
+  cOld?: Float32Array;
+  outFd?: number;
+  outOffset?: number;
+  outDtype?: string;
+  stats?: boolean;
+}
+
+export interface NativeStreamSpec {
+  tasks: NativeStreamTask[];
+  params: NativeParams;
+  threads?: number;
+  /** Bytes per block of the widest edit input; 0 or absent: the backend's default (8 MiB on the CPU, 64 MiB on the GPU). */
+  blockBytes?: number;
+  /** Where edit blocks run (resolved by selectBackend); absent: the CPU. */
+  backend?: 'cpu' | 'cuda';
+  /** CUDA: device bytes one block call may use; 0 = default. */
+  cudaMemoryLimit?: number;
+  /** [bytesDone (written by the worker), cancel (set non-zero to stop), task index (written by the worker)] */
+  ctl?: Float64Array;
+}
+
