@@ -14,7 +14,10 @@ import type { CheckpointManifest, CheckpointTotals, TensorManifestEntry } from '
 import { openCheckpoint, type Checkpoint } from './open';
 import { resolveCheckpointOptions, type CheckpointOptions, type Resolved } from './options';
 import { inputBytes, plan, shardLayout, shardNames, type CheckpointInputs, type PlanItem } from './plan';
-import { CheckpointStream } from './stream';
+import { CheckpointStream, degenerateThreshold } from './stream';
+import { readModelFamily, type ModelFamily } from './layout';
+import { findTies, type TieRecord } from './ties';
+import { openCoefficients, type CoefficientsFile } from './coefficients';
 
 export interface CheckpointJob {
   kind: 'edit' | 'analyze';
@@ -32,6 +35,9 @@ interface Prepared {
   r: Resolved;
   ck: Inputs;
   items: PlanItem[];
+  family: ModelFamily;
+  ties: TieRecord[];
+  coefficients: CoefficientsFile | null;
   warnings: string[];
   allInputFiles: Set<string>;
   out: string | null;
@@ -63,14 +69,33 @@ function prepare(job: CheckpointJob): Prepared {
   const r = resolveCheckpointOptions(opts, what);
   const warnings: string[] = [];
   const ck = openInputs(job.inputs, opts);
-  const items = plan(ck, r, warnings);
+  const family = readModelFamily(ck.base.dir, warnings);
+  const ties = findTies(ck, family, warnings);
+  const items = plan(ck, r, warnings, { family, ties });
+  const coefficients = r.coefficients ? openCoefficients(r.coefficients, items, warnings) : null;
+  warnDegenerate(items, r, warnings);
   const allInputFiles = new Set<string>();
   for (const c of present(ck)) for (const f of c.files) allInputFiles.add(f.path);
   const out = job.kind === 'edit'
     ? checkOutputTarget(job.out, present(ck).map((c) => ({ path: c.path, dir: c.dir, files: c.files.map((f) => f.path) })), opts.force === true, 'editCheckpoint')
     : null;
   const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, allInputFiles);
-  return { job, r, ck, items, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0 };
+  if (coefficients) allInputFiles.add(coefficients.path);
+  return { job, r, ck, items, family, ties, coefficients, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0 };
+}
+
+/** SPEC §3.2 with κ/√n ≥ 1: the adaptive band holds every row; said per tensor, not applied silently. */
+function warnDegenerate(items: PlanItem[], r: Resolved, warnings: string[]): void {
+  for (const it of items) {
+    if (it.action !== 'edit' || !degenerateThreshold(r.params, it.layout.cols)) continue;
+    const n = it.layout.cols;
+    warnings.push(`tensor '${it.name}': its neurons (layout ${it.layout.kind}) have n = ${n} element${n === 1 ? '' : 's'}, so the adaptive threshold κ/√n = ${(r.params.kappa / Math.sqrt(n)).toFixed(3)} ≥ 1 and every row counts as orthogonal (keepOrthogonal ${r.params.keepOrthogonal} applies to the whole tensor); pass bandDegrees, a kappa below √n = ${Math.sqrt(n).toFixed(3)}, or exclude it`);
+  }
+}
+
+function modelRecord(p: Prepared): NonNullable<CheckpointManifest['model']> {
+  const f = p.family;
+  return { config: f.config, modelType: f.modelType, architectures: f.architectures, family: f.family, layoutRule: f.rule, tieWordEmbeddings: f.tieWordEmbeddings, ties: p.ties };
 }
 
 function parametersOf(p: Prepared): CheckpointManifest['parameters'] {
@@ -80,12 +105,13 @@ function parametersOf(p: Prepared): CheckpointManifest['parameters'] {
     include: o.include === undefined ? null : ([] as string[]).concat(o.include),
     exclude: o.exclude === undefined ? null : ([] as string[]).concat(o.exclude),
     maxShardSize: p.r.maxShardSize, threads: p.r.threads,
+    layout: o.layout === undefined ? null : { ...o.layout }, coefficients: p.r.coefficients,
   };
 }
 
 function totalsOf(items: PlanItem[], entries: TensorManifestEntry[], bytesRead: number, bytesWritten: number): CheckpointTotals {
   const t: CheckpointTotals = {
-    tensors: items.length, edited: 0, copied: 0, converted: 0, rows: 0,
+    tensors: items.length, edited: 0, copied: 0, converted: 0, tied: 0, rows: 0,
     counts: { orthogonal: 0, synergy: 0, conflict: 0 }, energy: { new: 0, old: 0, applied: 0 }, energyKept: null, bytesRead, bytesWritten,
   };
   for (const e of entries) {
@@ -97,6 +123,7 @@ function totalsOf(items: PlanItem[], entries: TensorManifestEntry[], bytesRead: 
       t.energy.old += e.energy!.old;
       t.energy.applied += e.energy!.applied;
     } else if (e.action === 'copy') t.copied++;
+    else if (e.action === 'tied') t.tied!++;
     else t.converted++;
   }
   t.energyKept = t.energy.new > 0 ? t.energy.applied / t.energy.new : null;
@@ -119,7 +146,7 @@ async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>)
   const outItems = edit ? p.items : p.items.filter((i) => i.action === 'edit');
   const stream = new CheckpointStream({
     job, r: p.r, fds, site: p.job.site, phase: p.job.kind, onProgress: p.job.opts.onProgress, t0: p.t0,
-    bytesTotal: outItems.reduce((s, it) => s + inputBytes(it), 0), tensorsTotal: outItems.length,
+    bytesTotal: outItems.reduce((s, it) => s + inputBytes(it), 0), tensorsTotal: outItems.length, coefficients: p.coefficients,
   });
   try {
     if (!edit) {
@@ -141,6 +168,11 @@ async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>)
   } finally {
     stream.stop();
   }
+}
+
+function inPlanOrder(entries: TensorManifestEntry[], items: PlanItem[]): TensorManifestEntry[] {
+  const at = new Map(items.map((it, k) => [it.name, k]));
+  return [...entries].sort((a, b) => at.get(a.name)! - at.get(b.name)!);
 }
 
 async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
@@ -165,10 +197,11 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
       inputs: inputsRecord(p.ck, hashes, opts.hash !== false),
       output: p.out ? { path: p.out, files, totalSize: p.items.reduce((a, it) => a + it.outBytes, 0) } : null,
       parameters: parametersOf(p),
-      tensors: stream.entries,
+      tensors: inPlanOrder(stream.entries, p.items),
       totals: totalsOf(p.items, stream.entries, stream.bytesRead, files.reduce((a, f) => a + f.size, 0)),
       timings: { totalMs: Date.now() - p.t0, validateMs: p.validateMs, dataMs, hashMs, gbPerSecond: dataMs > 0 ? stream.bytesRead / 1e9 / (dataMs / 1000) : 0 },
       warnings: p.warnings,
+      model: modelRecord(p),
     };
     if (p.out && opts.copyFiles !== false && p.ck.base.kind !== 'file') {
       job.copySideFiles(p.ck.base.dir, new Set([...p.ck.base.files.map((f) => f.path), p.ck.base.index ?? '']));

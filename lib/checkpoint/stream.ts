@@ -7,8 +7,8 @@ import { GeoEditError } from '../errors';
 import { native, type CallSite, type NativeResult, type NativeStreamSrc, type NativeStreamTask } from '../native';
 import { nativeParams, type ResolvedParams } from '../options';
 import { EDITABLE_ST_DTYPES, planSafetensors } from '../safetensors';
-import { matrixView } from '../tensor';
 import { summarizeRows, threshold } from '../stats';
+import { readCoefficients, type CoefficientsFile } from './coefficients';
 import type { OutputJob } from '../job/job';
 import type { TensorManifestEntry } from '../job/manifest';
 import type { CheckpointTensor } from './open';
@@ -29,24 +29,47 @@ export interface StreamSetup {
   t0: number;
   bytesTotal: number;
   tensorsTotal: number;
+  /** strategy 'custom': where each edited tensor's cNew / cOld are. */
+  coefficients?: CoefficientsFile | null;
 }
 
 interface Batched { item: PlanItem; task: NativeStreamTask }
 
+function layoutFields(item: PlanItem): Pick<TensorManifestEntry, 'layout' | 'layoutSource' | 'layoutWhy'> {
+  return { layout: item.layout.kind, layoutSource: item.layout.source, layoutWhy: item.layout.why };
+}
+
+/** κ/√n ≥ 1 (bandDegrees unset): every row lies in the adaptive band, so every row is 'orthogonal'. */
+export function degenerateThreshold(p: ResolvedParams, cols: number): boolean {
+  return p.strategy === 'geoedit' && p.bandDegrees < 0 && threshold(p, cols) >= 1;
+}
+
 function summarise(item: PlanItem, r: NativeResult, p: ResolvedParams): TensorManifestEntry {
-  const { rows, cols } = matrixView(item.shape);
+  const { rows, cols } = item.layout;
   const sum = summarizeRows(r, rows);
-  return {
-    name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: 'edit',
+  const e: TensorManifestEntry = {
+    name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: 'edit', ...layoutFields(item),
     rows, cols, threshold: threshold(p, cols), counts: sum.counts, zeroRows: sum.zeroRows, angleHistogram: sum.angleHistogram,
     meanCos: sum.meanCos, energy: sum.energy, energyKept: sum.energyKept,
   };
+  if (degenerateThreshold(p, cols)) e.degenerateThreshold = true;
+  return e;
 }
+
+function otherEntry(item: PlanItem): TensorManifestEntry {
+  const e: TensorManifestEntry = { name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: item.action, note: item.why, ...layoutFields(item) };
+  if (item.tiedTo) e.tiedTo = item.tiedTo;
+  return e;
+}
+
+/** Where a tensor's bytes are in the output (for tied tensors). */
+interface Placement { shard: string; offset: number; bytes: number }
 
 export class CheckpointStream {
   /** Input bytes done by finished batches. */
   bytesRead = 0;
   readonly entries: TensorManifestEntry[] = [];
+  private readonly placed = new Map<string, Placement>();
   private tensorsDone = 0;
   private batchNames: string[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -66,17 +89,20 @@ export class CheckpointStream {
   }
 
   task(item: PlanItem, outFd: number, outOffset: number): NativeStreamTask {
-    const { rows, cols } = matrixView(item.shape);
+    const { rows, cols, groups, columns } = item.layout;
     const outDtype = EDITABLE_ST_DTYPES[item.outDtype];
     if (item.action === 'edit') {
       const t: NativeStreamTask = {
         kind: 0, name: item.name, rows, cols, base: this.src(item.base), old: this.src(item.old!), new: this.src(item.new!),
         outFd, outOffset, outDtype, stats: true,
       };
+      if (columns) { t.layout = 1; t.groups = groups; }
       if (item.impOld && item.impNew) { t.impOld = this.src(item.impOld); t.impNew = this.src(item.impNew); }
+      if (this.s.coefficients) Object.assign(t, readCoefficients(this.s.coefficients, item.name));
       return t;
     }
-    if (item.action === 'convert') return { kind: 2, name: item.name, rows: rows * cols, cols: 1, base: this.src(item.base), outFd, outOffset, outDtype };
+    const count = item.shape.reduce((a, b) => a * b, 1);
+    if (item.action === 'convert') return { kind: 2, name: item.name, rows: count, cols: 1, base: this.src(item.base), outFd, outOffset, outDtype };
     return { kind: 1, name: item.name, copyBytes: item.base.end - item.base.begin, base: { ...this.src(item.base), dtype: 'f32' }, outFd, outOffset };
   }
 
@@ -101,7 +127,7 @@ export class CheckpointStream {
     this.tensorsDone += batch.length;
     batch.forEach(({ item }, k) => {
       if (item.action === 'edit') this.entries.push(summarise(item, res[k]!, r.params));
-      else this.entries.push({ name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: item.action, note: item.why });
+      else this.entries.push(otherEntry(item));
     });
     this.emit();
   }
@@ -128,17 +154,44 @@ export class CheckpointStream {
       const fd = this.s.job.openOutput(names[s]!);
       fs.ftruncateSync(fd, sp.size);
       fs.writeSync(fd, sp.header, 0, sp.header.length, 0);
-      await this.run(items.map((it, k) => ({ item: it, task: this.task(it, fd, sp.dataOffset + sp.entries[k]!.begin) })));
+      items.forEach((it, k) => this.placed.set(it.name, { shard: names[s]!, offset: sp.dataOffset + sp.entries[k]!.begin, bytes: it.outBytes }));
+      const tasks = items.map((it, k) => ({ item: it, task: this.task(it, fd, sp.dataOffset + sp.entries[k]!.begin) }));
+      await this.run(tasks.filter((x) => x.item.action !== 'tied'));
       for (const it of items) weightMap[it.name] = names[s]!;
       this.s.job.closeOutput(fd);
       files.push({ name: names[s]!, size: sp.size, tensors: items.length });
     }
+    await this.writeTied(shards.flat().filter((it) => it.action === 'tied'));
     return { files, weightMap };
+  }
+
+  /** Tied tensors: their primary's output bytes, copied file to file once every shard is written. */
+  private async writeTied(tied: PlanItem[]): Promise<void> {
+    for (const it of tied) {
+      const from = this.placed.get(it.tiedTo!)!, to = this.placed.get(it.name)!;
+      const src = fs.openSync(this.s.job.path(from.shard), 'r');
+      const dst = fs.openSync(this.s.job.path(to.shard), 'r+');
+      try {
+        await native.stream({
+          tasks: [{ kind: 1, name: it.name, copyBytes: from.bytes, base: { fd: src, offset: from.offset, dtype: 'f32', file: this.s.job.path(from.shard) }, outFd: dst, outOffset: to.offset }],
+          params: nativeParams(this.s.r.params), threads: 1, ctl: this.s.job.ctl,
+        }, this.s.site);
+      } finally {
+        fs.closeSync(src);
+        fs.closeSync(dst);
+      }
+      this.entries.push(otherEntry(it));
+    }
   }
 
   /** Analysis: edit tasks without output. */
   async analyze(items: PlanItem[]): Promise<void> {
     await this.run(items.map((it) => ({ item: it, task: this.task(it, -1, 0) })));
+  }
+
+  /** Entries of tensors that are not streamed (analysis: copied and tied ones). */
+  note(items: PlanItem[]): void {
+    for (const it of items) this.entries.push(otherEntry(it));
   }
 
   stop(): void {

@@ -26,7 +26,7 @@ export function parse(argv: string[], flags: OptSpec[], allowPositionals: boolea
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
   for (const f of flags) {
     options[f.name] = { type: f.type };
-    if (f.kind === 'list') options[f.name]!.multiple = true;
+    if (f.kind === 'list' || f.kind === 'pairs') options[f.name]!.multiple = true;
     if (f.short) options[f.name]!.short = f.short;
   }
   try {
@@ -55,6 +55,15 @@ export function toOptions(values: Record<string, unknown>, flags: OptSpec[]): Ch
       } catch {
         throw new UsageError(`Expected a size such as 2GiB, 512MiB, 1GB or a number of bytes for --${f.name} but received '${String(v)}'`);
       }
+    } else if (f.kind === 'pairs') {
+      // --layout GLOB=KIND, repeatable -> { GLOB: KIND } in the given order (the value is split at its last '=')
+      const obj: Record<string, string> = {};
+      for (const item of v as string[]) {
+        const at = item.lastIndexOf('=');
+        if (at <= 0 || at === item.length - 1) throw new UsageError(`Expected ${f.metavar ?? 'KEY=VALUE'} for --${f.name} but received '${item}'`);
+        obj[item.slice(0, at)] = item.slice(at + 1);
+      }
+      o[f.key] = obj;
     } else if (f.kind === 'negate') {
       if (v === true) o[f.key] = false;
     } else {

@@ -175,6 +175,9 @@ export interface NativeStreamTask {
   outOffset?: number;
   outDtype?: string;
   stats?: boolean;
+  /** 0 rows (default), 1 columns: `groups` stored matrices [cols, rows/groups], neurons = their columns. */
+  layout?: 0 | 1;
+  groups?: number;
 }
 
 export interface NativeStreamSpec {

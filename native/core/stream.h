@@ -38,6 +38,15 @@ struct StreamTask {
   uint64_t out_offset = 0;
   DType out_dtype = DType::F32;
   RowStats stats{};                    // per-row results (Edit), each optional, `rows` entries
+  // Edit: how the neurons lie in the files (SPEC §2 layouts). Rows: `rows` neurons of `cols`
+  // contiguous elements ([out, in], and [E, out, in] fused experts: E·out rows). Columns: `groups`
+  // matrices [cols, rows/groups] stored one after the other (Conv1D [in, out]; [E, in, out]); neuron
+  // k is column k % (rows/groups) of matrix k / (rows/groups), of length cols. Columns are streamed in
+  // blocks: gathered into a row-major tile in cache-sized pieces, edited by the same per-row
+  // pipeline, scattered back (strided pwrites from the writer thread): never a transposed copy of
+  // the tensor. Stats, c_new/c_old and error positions are per neuron.
+  enum Layout : uint8_t { RowsLayout = 0, ColumnsLayout = 1 } layout = RowsLayout;
+  int64_t groups = 1;
 };
 
 struct StreamControl {
