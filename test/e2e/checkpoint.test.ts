@@ -360,7 +360,7 @@ describe('editCheckpoint', () => {
     await expect(editCheckpoint({ ...tri, out }, { kappa: -1 })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     await expect(editCheckpoint({ ...tri, out }, { nope: 1 } as never)).rejects.toMatchObject({ code: 'ERR_UNKNOWN_OPTION' });
     await expect(editCheckpoint({ ...tri, out }, { maxShardSize: 'lots' })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
-    await expect(editCheckpoint({ ...tri, out }, { strategy: 'custom' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED' });
+    await expect(editCheckpoint({ ...tri, out }, { strategy: 'custom' })).rejects.toMatchObject({ code: 'ERR_COEFFICIENTS' }); // custom needs the coefficients file (issue 13)
     await expect(editCheckpoint({ ...tri, out }, { backend: 'gpu' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     await expect(editCheckpoint({ ...tri, out }, { cudaMemoryLimit: -1 })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     await expect(editCheckpoint({ ...tri, out }, { cudaMemoryLimit: '1G' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });

@@ -45,8 +45,9 @@ describe('the option table', () => {
       'backend', 'allowNonFinite', 'cudaMemoryLimit'];
     expect([...keysFor('tensor')].sort()).toEqual([...edit].sort());
     expect([...keysFor('lora')].sort()).toEqual(edit.filter((k) => !['importanceOld', 'importanceNew', 'cudaMemoryLimit'].includes(k)).sort());
-    expect([...keysFor('checkpoint')].sort()).toEqual([...edit.filter((k) => k !== 'coefficients' && k !== 'out'),
-      'include', 'exclude', 'maxShardSize', 'report', 'force', 'hash', 'copyFiles', 'onProgress', 'signal', 'blockBytes'].sort());
+    // issue 13 added `layout` and `coefficients` (strategy 'custom' from a safetensors file) to checkpoints
+    expect([...keysFor('checkpoint')].sort()).toEqual([...edit.filter((k) => k !== 'out'),
+      'include', 'exclude', 'maxShardSize', 'report', 'force', 'hash', 'copyFiles', 'onProgress', 'signal', 'blockBytes', 'layout'].sort());
     expect([...keysFor('adapters')].sort()).toEqual([...keysFor('lora'), 'outFormat', 'force', 'perRow', 'blockRows', 'keepZeroBlocks', 'copyFiles', 'report'].sort());
   });
 
