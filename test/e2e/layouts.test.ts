@@ -9,12 +9,15 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { analyzeCheckpoint, editCheckpoint, inspectCheckpoint, type CheckpointManifest } from '../../lib/checkpoint';
-import { toTensor, writeSafetensors, type TensorToWrite } from '../../lib/safetensors';
+import { readTensor, toTensor, writeSafetensors, type TensorToWrite } from '../../lib/safetensors';
+import { editAdapters } from '../../lib/lora';
+import { sweepFrontier } from '../../lib/quality/frontier';
+import { runEdit, type Weights } from '../../lib/quality/edit-path';
 import type { EditOptions, Tensor } from '../../lib/types';
 import { REAL, REPO, haveReal } from '../support/paths';
 import { readCheckpointTensor } from '../support/ckpt';
 import { rnd } from '../support/prng';
-import { expectLayoutOutput, layoutReference } from '../support/layouts';
+import { expectLayoutOutput, layoutReference, neuronOfElement } from '../support/layouts';
 
 const ROOT = fs.mkdtempSync(path.join(os.tmpdir(), 'geoedit-layouts-'));
 afterAll(() => fs.rmSync(ROOT, { recursive: true, force: true }));
@@ -117,6 +120,88 @@ if (!haveReal) {
       for (const d of deg) expect(m.warnings.some((w) => w.includes(`'${d}'`) && /κ\/√n = 1\.414 ≥ 1/.test(w))).toBe(true);
       const fixed = await analyzeCheckpoint(io, { bandDegrees: 10 });
       expect(fixed.tensors.some((t) => t.degenerateThreshold)).toBe(false);
+    });
+
+    it('the two real LoRAs (fan_in_fan_out, r 8 > width 2) merged into the Conv1D base: geometry and output per output unit', async () => {
+      const L1 = path.join(REAL, 'Ali-Hamas__Project-Three-ML/models/fine_tuned'), L2 = path.join(REAL, 'Ali-Hamas__Project-Three-ML/models/qa_fine_tuned');
+      const out = outDir('lora');
+      const kappa = 0.5;
+      const m = await editAdapters({ base: BASE, old: L1, new: L2, out }, { outFormat: 'full', kappa });
+      const factors = async (dir: string, mod: string) => {
+        const f = path.join(dir, 'adapter_model.safetensors');
+        const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8')) as { lora_alpha: number; r: number };
+        const A = toTensor(await readTensor(f, `base_model.model.${mod}.lora_A.weight`)), B = toTensor(await readTensor(f, `base_model.model.${mod}.lora_B.weight`));
+        const [r, inn] = A.shape as [number, number], outN = B.shape[0]!, sc = cfg.lora_alpha / cfg.r;
+        const tau = new Float64Array(outN * inn); // [out, in]: rows are output units
+        for (let i = 0; i < outN; i++) for (let q = 0; q < r; q++) for (let j = 0; j < inn; j++) tau[i * inn + j] += sc * B.data[i * r + q]! * A.data[q * inn + j]!;
+        return { tau, outN, inn };
+      };
+      let checked = 0;
+      for (const l of [0, 1]) {
+        const mod = `transformer.h.${l}.attn.c_attn`;
+        const rep = m.modules.find((x) => x.name === mod)!;
+        expect(rep).toMatchObject({ rows: 6, cols: 2, transposed: true });
+        const o = await factors(L1, mod), n = await factors(L2, mod);
+        const W = (await tensorOf(BASE, `${mod}.weight`)).data as Float32Array; // [in 2, out 6]
+        const got = (await tensorOf(out, `${mod}.weight`)).data as Float32Array;
+        const counts = { orthogonal: 0, synergy: 0, conflict: 0 };
+        for (let i = 0; i < o.outN; i++) {
+          let dot = 0, na = 0, nb = 0;
+          for (let j = 0; j < o.inn; j++) { const a = o.tau[i * o.inn + j]!, b = n.tau[i * o.inn + j]!; dot += a * b; na += a * a; nb += b * b; }
+          const cos = dot / Math.sqrt(na * nb), t = kappa / Math.sqrt(o.inn);
+          if (Math.abs(Math.abs(cos) - t) < 1e-6) continue;
+          const region = Math.abs(cos) <= t ? 'orthogonal' : cos > 0 ? 'synergy' : 'conflict';
+          counts[region]++;
+          const cNew = region === 'orthogonal' ? 0.75 : 1; // defaults: keepOrthogonal 0.75, fuseAligned = forgetConflicting = 0
+          for (let j = 0; j < o.inn; j++) {
+            const want = W[j * o.outN + i]! + cNew * n.tau[i * o.inn + j]!;
+            expect(Math.abs(got[j * o.outN + i]! - want), `${mod} unit ${i} input ${j}`).toBeLessThanOrEqual(4e-6 * (Math.abs(W[j * o.outN + i]!) + Math.abs(n.tau[i * o.inn + j]!)) + 1e-12);
+            checked++;
+          }
+        }
+        expect(rep.counts).toEqual(counts);
+      }
+      expect(checked).toBeGreaterThan(12);
+    });
+
+    it('sweepFrontier and the quality edit path use the same neurons: geometry over columns, custom coefficients per output unit', async () => {
+      const src = { kind: 'checkpoints' as const, base: path.join(BASE, 'model.safetensors'), old: path.join(FT_A, 'model.safetensors'), new: path.join(FT_B, 'model.safetensors') };
+      const seen: Weights[] = [];
+      const r = await sweepFrontier({ source: src, families: ['task-arithmetic'], matchedShrinkage: false, score: async (w) => { seen.push(w); return { reliability: 1, generality: 1, locality: 1 }; } });
+      // active neurons: every neuron whose τnew ≠ 0 (the fine-tunes moved every weight), counted in each tensor's layout
+      const m = await analyzeCheckpoint({ base: BASE, old: FT_A, new: FT_B });
+      let active = 0, activeRows = 0;
+      for (const t of m.tensors) {
+        const [b, n] = await Promise.all([tensorOf(BASE, t.name), tensorOf(FT_B, t.name)]);
+        const hit = new Set<number>(), hitRows = new Set<number>();
+        for (let e = 0; e < b.data.length; e++) {
+          if (b.data[e] === n.data[e]) continue;
+          hit.add(neuronOfElement(t.layout as 'rows' | 'columns', t.shape, e));
+          hitRows.add(neuronOfElement('rows', t.shape, e));
+        }
+        active += hit.size;
+        activeRows += hitRows.size;
+      }
+      expect(r.geometry.rows).toBe(active);
+      expect(active).not.toBe(activeRows); // a rows reading would count other units
+      // custom through editTensor (the random-mask control) = custom through editCheckpoint with the same per-neuron coefficients
+      const name = 'transformer.h.1.mlp.c_fc.weight'; // columns: 8 neurons of 2
+      const cNew = Float32Array.from([0, 1, 0.5, 1, 0, 0.25, 1, 1]), cOld = new Float32Array(8);
+      const viaTensor = await runEdit(src, { strategy: 'custom' }, { coefficients: new Map([[name, { cNew, cOld }]]) });
+      const cfile = path.join(ROOT, 'coef-real.safetensors');
+      const all = m.tensors.flatMap((t) => {
+        const c = t.name === name ? { n: cNew, o: cOld } : { n: new Float32Array(t.rows!).fill(1), o: new Float32Array(t.rows!) };
+        return [{ name: `${t.name}.cNew`, dtype: 'F32' as const, shape: [t.rows!], data: c.n }, { name: `${t.name}.cOld`, dtype: 'F32' as const, shape: [t.rows!], data: c.o }];
+      });
+      await writeSafetensors(cfile, all);
+      const out = outDir('custom-real');
+      await editCheckpoint({ ...io, out }, { strategy: 'custom', coefficients: cfile });
+      const a = viaTensor.weights.get(name)!, b = await tensorOf(out, name);
+      expect(a.shape).toEqual([2, 8]);
+      expect(Buffer.from((a.data as Float32Array).buffer).equals(Buffer.from((b.data as Float32Array).buffer))).toBe(true);
+      const base = await tensorOf(BASE, name);
+      for (let j = 0; j < 2 * 8; j++) if (cNew[j % 8] === 0) expect(b.data[j]).toBe(base.data[j]); // column j % 8 kept at the base
+      expect(seen.length).toBe(1);
     });
 
     it('CLI: analyze shows the layouts and the family, warnings go to stderr; --layout overrides', () => {
