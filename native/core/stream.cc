@@ -1,6 +1,8 @@
 // The checkpoint data path (see stream.h).
 #include "stream.h"
 
+#include "pool.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -307,12 +309,20 @@ void transpose(size_t es, const char* src, size_t src_ld, int64_t R, int64_t C, 
   }
 }
 
+// transpose() on the shared pool, in chunks of 64 source rows (each chunk its own destination columns).
+void ptranspose(int threads, size_t es, const char* src, size_t src_ld, int64_t R, int64_t C, char* dst, size_t dst_ld) {
+  if (R * C < (int64_t(1) << 16)) return transpose(es, src, src_ld, R, C, dst, dst_ld);
+  parallel_for(R, 64, threads, [&](int64_t b, int64_t e) {
+    transpose(es, src + size_t(b) * src_ld * es, src_ld, e - b, C, dst + size_t(b) * es, dst_ld);
+  });
+}
+
 // Columns [c0, c0 + w) of the stored matrix [in, out] at byte `rel` of s, as a row-major tile
 // [w, in] (one neuron per row) in s's dtype. The matrix is read in bands of whole stored rows of
 // about band_bytes (mapped, or pread piece by piece when the tensor is misaligned or
 // GEOEDIT_STREAM_IO=pread): memory stays at one band and one tile, whatever the tensor's size.
 void gather_columns(const StreamSrc& s, uint64_t rel, int64_t in, int64_t out, int64_t c0, int64_t w, size_t band_bytes,
-                    char* tile, Window& win, AlignedBuf& stage) {
+                    char* tile, Window& win, AlignedBuf& stage, int threads) {
   const size_t es = dtype_size(s.dtype);
   const size_t row_bytes = size_t(out) * es;
   static const bool kPread = [] {
@@ -329,7 +339,7 @@ void gather_columns(const StreamSrc& s, uint64_t rel, int64_t in, int64_t out, i
       else
         for (int64_t r = r0; r < r1; ++r)
           pread_all(s, p + size_t(r - r0) * size_t(w) * es, size_t(w) * es, s.offset + rel + uint64_t(r) * row_bytes + uint64_t(c0) * es);
-      transpose(es, p, size_t(w), r1 - r0, w, tile + size_t(r0) * es, size_t(in));
+      ptranspose(threads, es, p, size_t(w), r1 - r0, w, tile + size_t(r0) * es, size_t(in));
     }
     return;
   }
@@ -337,7 +347,7 @@ void gather_columns(const StreamSrc& s, uint64_t rel, int64_t in, int64_t out, i
   for (int64_t r0 = 0; r0 < in; r0 += band) {
     const int64_t r1 = std::min(in, r0 + band);
     const char* p = win.open(s, rel + uint64_t(r0) * row_bytes, size_t(r1 - r0) * row_bytes, stage);
-    transpose(es, p + size_t(c0) * es, size_t(out), r1 - r0, w, tile + size_t(r0) * es, size_t(in));
+    ptranspose(threads, es, p + size_t(c0) * es, size_t(out), r1 - r0, w, tile + size_t(r0) * es, size_t(in));
   }
   win.release();
 }
@@ -400,7 +410,7 @@ void run_columns_task(const StreamTask& t, const Params& params, const RunOption
         const StreamSrc& s = *srcs[q];
         const size_t es = dtype_size(s.dtype);
         char* tile = tiles[q].get(size_t(nc) * size_t(in) * es);
-        gather_columns(s, uint64_t(g) * uint64_t(in) * uint64_t(out) * es, in, out, c0, nc, block_bytes, tile, win, fb[q]);
+        gather_columns(s, uint64_t(g) * uint64_t(in) * uint64_t(out) * es, in, out, c0, nc, block_bytes, tile, win, fb[q], ro.threads);
         views[q]->dtype = s.dtype;
         views[q]->data = tile;
       }
@@ -422,7 +432,7 @@ void run_columns_task(const StreamTask& t, const Params& params, const RunOption
       }
       if (job.out) {
         char* dst = w.acquire(n * outs);
-        transpose(outs, static_cast<const char*>(job.out), size_t(in), nc, in, dst, size_t(nc));
+        ptranspose(ro.threads, outs, static_cast<const char*>(job.out), size_t(in), nc, in, dst, size_t(nc));
         const uint64_t row_bytes = uint64_t(out) * outs;
         const uint64_t off = t.out_offset + uint64_t(g) * uint64_t(in) * row_bytes + uint64_t(c0) * outs;
         if (nc == out) w.submit(t.out_fd, n * outs, off, t.name);
