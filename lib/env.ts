@@ -6,7 +6,7 @@
 // Adding a variable: one entry here (and, when the C++ core or a script reads it, the getenv there).
 
 /** Who reads a variable: the TS library, the C++ core, the CUDA plugin or runtime, node-gyp-build, the install/pack scripts, the bench or test scripts. */
-export type EnvReader = 'lib' | 'core' | 'cuda-plugin' | 'cuda-runtime' | 'node-gyp-build' | 'install' | 'build' | 'bench' | 'tests';
+export type EnvReader = 'lib' | 'binding' | 'core' | 'cuda-plugin' | 'cuda-runtime' | 'node-gyp-build' | 'install' | 'build' | 'bench' | 'tests';
 
 export interface EnvVar {
   name: string;
@@ -29,7 +29,9 @@ export const ENV_VARS = [
   { name: 'GEOEDIT_SIMD', meaning: 'Cap the CPU kernels: `scalar`, `avx2` or `avx512` (never above what the CPU supports).', default: 'unset (the widest the CPU supports)', readBy: ['core', 'tests', 'bench'] },
   { name: 'GEOEDIT_STREAM_IO', meaning: '`pread`: the checkpoint data path reads blocks with `pread` instead of mapping the input files.', default: 'unset (mmap)', readBy: ['core', 'tests', 'bench'] },
   { name: 'GEOEDIT_STREAM_READAHEAD', meaning: '`0`: no read-ahead of the next block; `1`: read-ahead on the CPU path too.', default: 'unset (read-ahead on the GPU path only)', readBy: ['core', 'bench'] },
+  { name: 'GEOEDIT_TEST_TRUNCATE_MAPPED', meaning: 'Tests only: shrink each input file right after mapping a block (exercises the guard against inputs that change under an edit).', default: 'unset', readBy: ['core', 'tests'] },
   { name: 'GEOEDIT_NO_COPY_FILE_RANGE', meaning: '`1`: copy unedited tensors with `pread`/`pwrite` instead of `copy_file_range`.', default: 'unset', readBy: ['core', 'tests'] },
+  { name: 'GEOEDIT_OUTPUT_POOL_MB', meaning: 'MiB of idle buffers the addon keeps for fresh outputs of 8 MiB or more (`0` turns the pool off).', default: 'unset (1/8 of physical memory, at most 4 GiB)', readBy: ['binding'] },
   { name: 'GEOEDIT_ADDON', meaning: 'Load this `geoedit.node` and nothing else (a binary built elsewhere).', default: 'unset (build/Release, then prebuilds/)', readBy: ['lib', 'install'] },
   { name: 'PREBUILDS_ONLY', meaning: '`1`: never build from source (the install fails with the loader\'s message when no prebuild loads: for CI and locked-down machines), and skip `build/` at run time.', default: 'unset', readBy: ['lib', 'install'] },
   { name: 'GEOEDIT_BUILD_FROM_SOURCE', meaning: '`1` (or `npm install --build-from-source`): build from source even when a prebuild loads.', default: 'unset', readBy: ['install'] },

@@ -266,6 +266,7 @@ export async function mergeLoraRows(
   const r = await native.loraMerge({
     rows: prep.rows, cols: prep.cols, old: side(prep.old), new: side(prep.new), cNew: coefNew, cOld: coefOld,
     transposed, s0, s1, base: base.data, baseDtype: base.dtype, outDtype, threads: prep.threads, ...(tensorName ? { tensorName } : {}),
+    allowNonFiniteOutput: prep.params.allowNonFinite || prep.params.allowNonFiniteOutput,
   });
   return r.out;
 }

@@ -73,9 +73,17 @@ export interface NativeAddon {
   info(): { version: string; simd: string; simdDetected: string; threads: number; simdSupported: string[] };
   defaults(): Record<string, number> & { paper: Record<string, number> };
   convert(from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array;
+  /** SHA-256 of the first `size` bytes of each open file, several files at once on native threads (OpenSSL). */
+  hashFiles(spec: { files: Array<{ fd: number; size: number; file?: string }>; threads?: number; ctl?: Float64Array }): Promise<{ sha256: string[]; seconds: number[] }>;
+  /** Whether hashFiles can run here. */
+  sha256Info(): { available: boolean; provider: string; reason: string };
+  /** Tests only: counters of the fresh-output pool. */
+  _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number };
   /** Bench only: STREAM triad GB/s over the shared pool. */
   _triad(n: number, threads: number, reps: number): Promise<number>;
   cudaProbe(refresh?: boolean): NativeCudaProbe;
+  /** Internal (lib/native/loader.ts, once at load): Node's markAsUntransferable, for async calls' inputs. */
+  _setTransferGuard(mark: (o: object) => void): void;
   /** Tests only: SPEC §4 dot/na/nb of two LoRA deltas on the CPU or the CUDA plugin (lib/lora-geometry.ts). */
   _cudaLoraGeometry(spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array };
   /** Bench only (bench/gpu/): device-resident kernel benchmark. */
@@ -89,7 +97,7 @@ export interface NativeAddon {
   loraMerge(spec: {
     rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null; cNew: Float32Array; cOld: Float32Array;
     transposed: boolean; s0: number; s1: number; base: Float32Array | Uint16Array; baseDtype: string; outDtype: string;
-    threads?: number; tensorName?: string;
+    threads?: number; tensorName?: string; allowNonFiniteOutput?: boolean;
   }): Promise<{ out: Float32Array | Uint16Array }>;
   /** safetensors header of a file (pread, validated); offsets relative to the data section. */
   stHeader(path: string): NativeStHeader;

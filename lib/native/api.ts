@@ -15,7 +15,7 @@ export interface LoraMaterializeSpec { rows: number; cols: number; side: NativeL
 export interface LoraMergeSpec {
   rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null; cNew: Float32Array; cOld: Float32Array;
   transposed: boolean; s0: number; s1: number; base: Float32Array | Uint16Array; baseDtype: string; outDtype: string;
-  threads?: number; tensorName?: string;
+  threads?: number; tensorName?: string; allowNonFiniteOutput?: boolean;
 }
 export type NativeInfo = ReturnType<NativeAddon['info']>;
 

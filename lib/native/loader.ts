@@ -9,6 +9,7 @@
 // what to do next.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { markAsUntransferable } from 'node:worker_threads';
 import { GeoEditError } from '../errors';
 import { flagSet, readEnv, type Env } from '../env';
 import type { NativeAddon } from './addon';
@@ -197,6 +198,9 @@ export function loadNativeFrom(root: string, options: LoadOptions = {}): { addon
         attempts.push({ path: f, reason: 'loaded, but it is not the geoedit addon (no edit()/info() exports)' });
         continue;
       }
+      // Async calls use their typed-array inputs in place only when Node can keep them attached
+      // (native/binding/common.h, Keep); without this they copy them.
+      addon._setTransferGuard?.(markAsUntransferable);
       return { addon, path: f };
     } catch (e) {
       attempts.push({ path: f, reason: `failed to load: ${firstLines((e as Error).message)}` });

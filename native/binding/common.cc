@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <cmath>
+#include <cstring>
 #include <new>
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -81,7 +82,16 @@ void PromiseWorker::Execute() {
 }
 
 void PromiseWorker::OnOK() {
-  deferred_.Resolve(finish_ ? finish_(Env()) : result_.Value());
+  Napi::HandleScope scope(Env());
+  if (!finish_) {
+    deferred_.Resolve(result_.Value());
+    return;
+  }
+  try {
+    deferred_.Resolve(finish_(Env()));
+  } catch (const Napi::Error& e) {
+    deferred_.Reject(e.Value());
+  }
 }
 
 void PromiseWorker::OnError(const Napi::Error& e) {
@@ -122,9 +132,55 @@ DType dtype_of(Napi::Object o, const char* key) {
 }
 
 void typed_bytes(Napi::TypedArray ta, const char* key, char** data, size_t* bytes) {
-  (void)key;
-  *data = static_cast<char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  // napi_get_typedarray_info's data pointer works for ArrayBuffer and SharedArrayBuffer backing
+  // alike (ta.ArrayBuffer() refuses a SharedArrayBuffer with a bare "Invalid argument").
+  napi_typedarray_type type;
+  size_t length, offset;
+  void* p = nullptr;
+  napi_value ab;
+  if (napi_get_typedarray_info(ta.Env(), ta, &type, &length, &p, &ab, &offset) != napi_ok)
+    throw make_error(ta.Env(), "ERR_INVALID_ARG_TYPE", std::string("Cannot read the typed array ") + key);
+  *data = static_cast<char*>(p);
   *bytes = ta.ByteLength();
+  if (!*data) *bytes = 0;  // detached
+}
+
+namespace {
+
+Napi::FunctionReference g_mark;       // markAsUntransferable, from lib/native.ts
+Napi::FunctionReference g_resizable;  // the ArrayBuffer.prototype.resizable getter (own properties can lie)
+bool g_engine_can_transfer = true;     // ArrayBuffer.prototype.transfer exists: marking is not enough
+
+}  // namespace
+
+Napi::Value set_transfer_guard(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsFunction()) throw_type(env, "Expected _setTransferGuard(markAsUntransferable)");
+  g_mark = Napi::Persistent(info[0].As<Napi::Function>());
+  g_mark.SuppressDestruct();
+  Napi::Object proto = env.Global().Get("ArrayBuffer").As<Napi::Object>().Get("prototype").As<Napi::Object>();
+  g_engine_can_transfer = proto.Get("transfer").IsFunction() || proto.Get("transferToFixedLength").IsFunction();
+  Napi::Object object = env.Global().Get("Object").As<Napi::Object>();
+  Napi::Value desc = object.Get("getOwnPropertyDescriptor").As<Napi::Function>().Call(object, {proto, Napi::String::New(env, "resizable")});
+  if (desc.IsObject() && desc.As<Napi::Object>().Get("get").IsFunction()) {
+    g_resizable = Napi::Persistent(desc.As<Napi::Object>().Get("get").As<Napi::Function>());
+    g_resizable.SuppressDestruct();
+  }
+  return env.Undefined();
+}
+
+bool pin_in_place(Napi::TypedArray ta) {
+  napi_typedarray_type type;
+  size_t length, offset;
+  void* p = nullptr;
+  napi_value ab;
+  if (napi_get_typedarray_info(ta.Env(), ta, &type, &length, &p, &ab, &offset) != napi_ok) return false;
+  Napi::Value buf(ta.Env(), ab);  // the real buffer (a `buffer` property could be spoofed)
+  if (!buf.IsArrayBuffer()) return buf.IsObject();  // a SharedArrayBuffer: cannot be detached or shrunk
+  if (g_mark.IsEmpty() || g_engine_can_transfer) return false;
+  if (g_resizable.IsEmpty() || g_resizable.Call(buf, {}).ToBoolean().Value()) return false;
+  g_mark.Call({buf});
+  return true;
 }
 
 const void* data_of(Napi::Object spec, const char* key, size_t bytes, Keep& keep, bool optional) {
@@ -139,7 +195,11 @@ const void* data_of(Napi::Object spec, const char* key, size_t bytes, Keep& keep
     throw make_error(spec.Env(), "ERR_DATA_LENGTH", std::string(key) + " holds " + std::to_string(have) + " bytes but " +
                                                         std::to_string(bytes) + " are needed");
   keep.hold(ta);
-  return p;
+  if (!keep.async || bytes == 0 || pin_in_place(ta)) return p;
+  std::unique_ptr<char[]> copy(new char[bytes]);
+  std::memcpy(copy.get(), p, bytes);
+  keep.copies.push_back(std::move(copy));
+  return keep.copies.back().get();
 }
 
 void read_dims(Napi::Object spec, int64_t* rows, int64_t* cols) {
@@ -167,6 +227,7 @@ void read_params(Napi::Env env, Napi::Object p, geoedit::Params& P) {
   P.density = num(p, "density", P.density);
   P.temperature = num(p, "temperature", P.temperature);
   P.allow_non_finite = p.Get("allowNonFinite").ToBoolean().Value();
+  P.allow_non_finite_output = p.Get("allowNonFiniteOutput").ToBoolean().Value();
 }
 
 void read_params_into(Napi::Env env, Napi::Object spec, geoedit::Params& P) {

@@ -87,11 +87,27 @@ class PromiseWorker : public Napi::AsyncWorker {
 
 // ---- argument readers -----------------------------------------------------------------------------
 
+// Holds JS objects alive while native code uses their memory. An async call's Keep (async = true)
+// also makes sure that memory stays valid while JS runs (issue 14 class 6b): a JS caller can detach
+// an ArrayBuffer (structuredClone/postMessage with transfer) or shrink a resizable one, and once the
+// new owner is collected the memory is freed. N-API offers no way to hold a backing store, so
+// each input typed array of an async call is one of:
+//   - backed by a SharedArrayBuffer (never detached, never shrinks): used in place;
+//   - a plain, fixed-length ArrayBuffer, when lib/ has handed the binding Node's own
+//     `markAsUntransferable` (_setTransferGuard) and the engine has no other way to detach
+//     (no ArrayBuffer.prototype.transfer): marked, so a transfer clones it instead, and used in place;
+//   - otherwise copied (the call's own copy, freed when the call settles).
 struct Keep {
-  // Holds JS objects alive while native code uses their memory.
   std::vector<Napi::ObjectReference> refs;
+  std::vector<std::unique_ptr<char[]>> copies;
+  bool async = false;
   void hold(Napi::Object o) { refs.push_back(Napi::Persistent(o)); }
 };
+
+// Whether `ta`'s memory can be used in place by an async call (see Keep); marks it if needed.
+bool pin_in_place(Napi::TypedArray ta);
+// _setTransferGuard(markAsUntransferable): lib/native.ts hands over Node's function once, at load.
+Napi::Value set_transfer_guard(const Napi::CallbackInfo& info);
 
 // The spec object of a call (argument 0), or an ERR_INVALID_ARG_TYPE TypeError naming `what`.
 Napi::Object spec_arg(const Napi::CallbackInfo& info, const char* what);
@@ -101,7 +117,8 @@ std::string str(Napi::Object o, const char* key, const std::string& dflt = std::
 DType dtype_of(Napi::Object o, const char* key);
 // A typed array's bytes (start pointer and length).
 void typed_bytes(Napi::TypedArray ta, const char* key, char** data, size_t* bytes);
-// A typed array's data pointer, checked to hold at least `bytes` bytes; held in `keep`.
+// A typed array's data pointer, checked to hold at least `bytes` bytes; held in `keep` (and, for
+// an async call, used in place or copied: see Keep).
 const void* data_of(Napi::Object spec, const char* key, size_t bytes, Keep& keep, bool optional = false);
 // rows/cols: non-negative integers (ERR_INVALID_OPTION otherwise).
 void read_dims(Napi::Object spec, int64_t* rows, int64_t* cols);

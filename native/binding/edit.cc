@@ -6,6 +6,8 @@
 #include "common.h"
 #include "outpool.h"
 
+#include <cstring>
+
 namespace geoedit_binding {
 
 namespace {
@@ -32,16 +34,19 @@ struct EditBaton {
   geoedit::CudaRunOptions cuda_opts;
   Keep keep;
   Napi::ObjectReference result;
+  Napi::ObjectReference out_data;  // outData to copy the output into when the edit is done
+  size_t out_bytes = 0;
   void run() const {
     if (cuda) geoedit::run_edit_cuda(job, params, cuda_opts);
     else geoedit::run_edit(job, params, ro);
   }
 };
 
-std::shared_ptr<EditBaton> read_edit(const Napi::CallbackInfo& info) {
+std::shared_ptr<EditBaton> read_edit(const Napi::CallbackInfo& info, bool async) {
   Napi::Env env = info.Env();
   Napi::Object spec = spec_arg(info, "an edit specification object");
   auto b = std::make_shared<EditBaton>();
+  b->keep.async = async;
   geoedit::EditJob& job = b->job;
   read_dims(spec, &job.rows, &job.cols);
   const size_t count = size_t(job.rows) * size_t(job.cols);
@@ -74,10 +79,21 @@ std::shared_ptr<EditBaton> read_edit(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   if (spec.Get("wantOut").ToBoolean().Value()) {
     Napi::Value od = spec.Get("outData");
-    if (od.IsTypedArray()) {
+    const size_t out_bytes = count * geoedit::dtype_size(job.out_dtype);
+    if (od.IsTypedArray() && (!async || pin_in_place(od.As<Napi::TypedArray>()))) {
       // A caller-provided output (reused across calls: no fresh pages to fault in and zero).
-      job.out = const_cast<void*>(data_of(spec, "outData", count * geoedit::dtype_size(job.out_dtype), b->keep));
+      Keep direct;  // written in place: never a copy
+      job.out = const_cast<void*>(data_of(spec, "outData", out_bytes, direct));
+      b->keep.hold(od.As<Napi::Object>());
       result.Set("out", od);
+    } else if (od.IsTypedArray()) {
+      // An async call whose outData could be detached meanwhile: written to the call's own
+      // array, copied into outData when the edit is done (finish_edit).
+      Keep check;
+      data_of(spec, "outData", out_bytes, check);  // the length check, now
+      b->out_data = Napi::Persistent(od.As<Napi::Object>());
+      b->out_bytes = out_bytes;
+      job.out = out_bytes ? static_cast<void*>(alloc_array<uint8_t>(env, result, "out", out_bytes)) : nullptr;
     } else {
       job.out = fresh_output(env, result, job.out_dtype, count);
     }
@@ -88,14 +104,36 @@ std::shared_ptr<EditBaton> read_edit(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EditSync(const Napi::CallbackInfo& info) {
-  std::shared_ptr<EditBaton> b = read_edit(info);
+  std::shared_ptr<EditBaton> b = read_edit(info, false);
   call_sync(info.Env(), "editing", [&]() { b->run(); });
   return b->result.Value();
 }
 
+// The result; when the output went to the call's own array, copied into outData first.
+Napi::Value finish_edit(Napi::Env env, EditBaton& b) {
+  Napi::Object result = b.result.Value();
+  if (b.out_data.IsEmpty()) return result;
+  Napi::Object od = b.out_data.Value();
+  char* dst;
+  size_t have;
+  typed_bytes(od.As<Napi::TypedArray>(), "outData", &dst, &have);
+  if (have < b.out_bytes)
+    throw make_error(env, "ERR_DATA_LENGTH", "outData was detached or shrunk while the edit ran (" + std::to_string(have) +
+                                                 " bytes, " + std::to_string(b.out_bytes) + " needed); nothing was written to it");
+  if (b.out_bytes) {
+    char* src;
+    size_t n;
+    typed_bytes(result.Get("out").As<Napi::TypedArray>(), "out", &src, &n);
+    std::memcpy(dst, src, b.out_bytes);
+  }
+  result.Set("out", od);
+  return result;
+}
+
 Napi::Value Edit(const Napi::CallbackInfo& info) {
-  std::shared_ptr<EditBaton> b = read_edit(info);
-  return PromiseWorker::queue(info.Env(), "geoedit:edit", "editing", [b]() { b->run(); }, b, b->result.Value());
+  std::shared_ptr<EditBaton> b = read_edit(info, true);
+  return PromiseWorker::queue(info.Env(), "geoedit:edit", "editing", [b]() { b->run(); }, b, b->result.Value(),
+                              [b](Napi::Env env) { return finish_edit(env, *b); });
 }
 
 }  // namespace

@@ -56,6 +56,7 @@ Napi::Value LoraGeometry(const Napi::CallbackInfo& info) {
     Keep keep;
   };
   auto b = std::make_shared<Baton>();
+  b->keep.async = true;
   geoedit::LoraJob& job = b->job;
   read_factors(spec, job, b->keep);
   job.c_new = static_cast<const float*>(data_of(spec, "cNew", size_t(job.rows) * 4, b->keep, true));
@@ -80,9 +81,10 @@ struct Materialize {
   void run() const { geoedit::lora_materialize(side, cols, r0, r1, out, ro); }
 };
 
-std::shared_ptr<Materialize> read_materialize(const Napi::CallbackInfo& info) {
+std::shared_ptr<Materialize> read_materialize(const Napi::CallbackInfo& info, bool async) {
   Napi::Object spec = spec_arg(info, "a LoRA materialise specification object");
   auto m = std::make_shared<Materialize>();
+  m->keep.async = async;
   int64_t rows;
   read_dims(spec, &rows, &m->cols);
   m->side = read_lora_side(spec, "side", rows, m->cols, m->keep);
@@ -94,7 +96,7 @@ std::shared_ptr<Materialize> read_materialize(const Napi::CallbackInfo& info) {
 // loraMaterialize({ rows, cols, side, r0, r1, threads? }) -> Float32Array [(r1-r0)*cols] (sync; rows of s*L*R)
 Napi::Value LoraMaterialize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::shared_ptr<Materialize> m = read_materialize(info);
+  std::shared_ptr<Materialize> m = read_materialize(info, false);
   const size_t count = size_t(m->r1 - m->r0) * size_t(m->cols);
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, count * 4);
   m->out = static_cast<float*>(ab.Data());
@@ -105,7 +107,7 @@ Napi::Value LoraMaterialize(const Napi::CallbackInfo& info) {
 // loraMaterializeAsync({ rows, cols, side, r0, r1, threads? }) -> Promise<{ out: Float32Array }> (off the event loop)
 Napi::Value LoraMaterializeAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::shared_ptr<Materialize> m = read_materialize(info);
+  std::shared_ptr<Materialize> m = read_materialize(info, true);
   Napi::Object result = Napi::Object::New(env);
   m->out = alloc_array<float>(env, result, "out", size_t(m->r1 - m->r0) * size_t(m->cols));
   return PromiseWorker::queue(env, "geoedit:loraMaterialize", "in the LoRA path", [m]() { m->run(); }, m, result);
@@ -122,6 +124,7 @@ Napi::Value LoraMerge(const Napi::CallbackInfo& info) {
     Keep keep;
   };
   auto b = std::make_shared<Baton>();
+  b->keep.async = true;
   geoedit::LoraMergeJob& job = b->job;
   read_factors(spec, job, b->keep);
   job.c_new = static_cast<const float*>(data_of(spec, "cNew", size_t(job.rows) * 4, b->keep));
@@ -134,6 +137,7 @@ Napi::Value LoraMerge(const Napi::CallbackInfo& info) {
   job.base.data = data_of(spec, "base", count * geoedit::dtype_size(job.base.dtype), b->keep);
   job.out_dtype = dtype_of(spec, "outDtype");
   job.tensor_name = str(spec, "tensorName");
+  job.allow_non_finite_output = spec.Get("allowNonFiniteOutput").ToBoolean().Value();
   b->ro = read_run_options(spec);
   Napi::Object result = Napi::Object::New(env);
   if (job.out_dtype == DType::F32) job.out = alloc_array<float>(env, result, "out", count);

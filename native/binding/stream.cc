@@ -46,6 +46,9 @@ void read_ctl(Napi::Object spec, StreamBaton& b) {
   size_t bytes;
   typed_bytes(ta, "ctl", &p, &bytes);
   double* d = reinterpret_cast<double*>(p);
+  // Shared with the caller while the worker runs (progress, cancel): never copied. lib/ creates it
+  // and never hands it out; pinned (marked untransferable) when the transfer guard is installed.
+  pin_in_place(ta);
   b.keep.hold(ta);
   b.ctl.bytes_done = d;
   b.ctl.cancel = d + 1;
@@ -102,6 +105,7 @@ Napi::Value Stream(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object spec = spec_arg(info, "a stream specification object");
   auto b = std::make_shared<StreamBaton>();
+  b->keep.async = true;
   Napi::Value pv = spec.Get("params");
   if (pv.IsObject()) read_params(env, pv.As<Napi::Object>(), b->params);
   call_sync(env, "validating options", [&]() { geoedit::validate_params(b->params); });

@@ -226,6 +226,7 @@ void run_edit_cuda(const EditJob& job, const Params& params, const CudaRunOption
   p.forget_conflicting = params.forget_conflicting; p.lambda = params.lambda;
   p.density = params.density; p.temperature = params.temperature;
   p.allow_non_finite = params.allow_non_finite ? 1 : 0;
+  p.allow_non_finite_output = params.allow_non_finite_output ? 1 : 0;
 
   geoedit_cuda_options o;
   o.memory_limit = opts.memory_limit ? opts.memory_limit : parse_bytes(std::getenv("GEOEDIT_CUDA_MEMORY"));
@@ -250,7 +251,11 @@ void run_edit_cuda(const EditJob& job, const Params& params, const CudaRunOption
     one.imp_old = shift(job.imp_old); one.imp_new = shift(job.imp_new);
     one.c_new = job.c_new ? job.c_new + r : nullptr;
     one.c_old = job.c_old ? job.c_old + r : nullptr;
-    one.out = nullptr;
+    // With an output, so that an overflowing output (bad_kind 3) fails the same way.
+    std::vector<char> scratch(size_t(n) * dtype_size(job.out_dtype));
+    one.out_dtype = job.out_dtype;
+    one.out = job.out ? scratch.data() : nullptr;
+    one.tau_given = job.tau_given;
     one.tensor_name = job.tensor_name;
     one.row_offset = job.row_offset + r;
     RunOptions ro;

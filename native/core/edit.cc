@@ -63,6 +63,7 @@ const char* error_code_name(ErrorCode c) {
     case ErrorCode::Cuda: return "ERR_CUDA";
     case ErrorCode::Internal: return "ERR_INTERNAL";
     case ErrorCode::Aborted: return "ERR_ABORTED";
+    case ErrorCode::NonFiniteOutput: return "ERR_NON_FINITE_OUTPUT";
   }
   return "ERR_INTERNAL";
 }
@@ -149,6 +150,26 @@ const char* which_name(int w) { return w == 0 ? "base" : (w == 1 ? "old" : "new"
   throw Error(ErrorCode::NonFinite, os.str(), tensor_details(job.tensor_name, i + job.row_offset));
 }
 
+// SPEC §5: an output that overflows its dtype. Recomputes the row as the output kernel does
+// (f32, no FMA) to name the first column.
+[[noreturn]] void throw_non_finite_output(const EditJob& job, int64_t i, const float* fb, const float* a, const float* b,
+                                          float cn, float co) {
+  const int64_t n = job.cols;
+  const uint32_t lim = non_finite_bits(job.out_dtype);
+  int64_t col = 0;
+  float v = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float o = (cn == 0.0f && co == 0.0f) ? fb[j] : (fb[j] + cn * b[j]) + co * a[j];
+    if (abs_bits(o) >= lim) { col = j; v = o; break; }
+  }
+  std::ostringstream os;
+  if (!job.tensor_name.empty()) os << "tensor '" << job.tensor_name << "': ";
+  os << "the output overflows " << dtype_name(job.out_dtype) << " at row " << (i + job.row_offset) << ", column " << col
+     << " (" << v << ", with coefficients " << cn << " and " << co
+     << "); lower scale, choose a wider outDtype, or pass allowNonFiniteOutput to write it anyway";
+  throw Error(ErrorCode::NonFiniteOutput, os.str(), tensor_details(job.tensor_name, i + job.row_offset, col));
+}
+
 void check_importance(const EditJob& job, const char* which, const float* e, int64_t n, int64_t i) {
   for (int64_t j = 0; j < n; ++j)
     if (!(e[j] >= 0) || !std::isfinite(e[j])) {
@@ -179,6 +200,9 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
   const size_t outs = dtype_size(job.out_dtype);
   // Outputs far larger than the caches get streaming stores (no read-for-ownership).
   const bool nt = uint64_t(job.rows) * uint64_t(n) * outs >= (uint64_t(32) << 20);
+  // SPEC §5: outputs that overflow their dtype are an error unless the caller opts in
+  // (allowNonFinite accepts non-finite inputs and so the non-finite outputs they lead to).
+  const bool check_out = !p.allow_non_finite && !p.allow_non_finite_output;
   auto row_ptr = [&](const View& v, size_t es, int64_t i, float* tmp) -> const float* {
     const char* src = static_cast<const char*>(v.data) + size_t(i) * size_t(n) * es;
     if (v.dtype == DType::F32) return reinterpret_cast<const float*>(src);
@@ -276,14 +300,18 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
 
     if (job.out) {
       char* dst = static_cast<char*>(job.out) + size_t(i) * size_t(n) * outs;
+      uint32_t mx = 0;
       if (fcn == 0.0f && fco == 0.0f) {
-        if (job.base.dtype == job.out_dtype)
+        if (job.base.dtype == job.out_dtype) {
           std::memcpy(dst, static_cast<const char*>(job.base.data) + size_t(i) * size_t(n) * bs, size_t(n) * bs);
-        else
+        } else {
           K.encode(fb, job.out_dtype, dst, n);
+          if (check_out) mx = max_abs_bits(fb, n);  // e.g. f32 values above the f16 range
+        }
       } else {
-        (nt ? K.output_nt : K.output)(fb, a, b, fcn, fco, n, job.out_dtype, dst);
+        mx = (nt ? K.output_nt : K.output)(fb, a, b, fcn, fco, n, job.out_dtype, dst);
       }
+      if (check_out && mx >= non_finite_bits(job.out_dtype)) throw_non_finite_output(job, i, fb, a, b, fcn, fco);
     }
     put_row(job.stats, i, cosv, uint8_t(region), fcn, fco, na, nb);
     if (job.stats.delta_sq) {

@@ -11,8 +11,10 @@ struct Kernels {
   // src (n values of dtype) -> dst f32. Exact.
   void (*decode)(DType dtype, const void* src, float* dst, int64_t n);
   // out = (base + cn*b) + co*a in f32 (no FMA contraction), then rounded to out_dtype (RNE).
-  void (*output)(const float* base, const float* a, const float* b, float cn, float co,
-                 int64_t n, DType out_dtype, void* dst);
+  // Returns the largest |out| over the row as f32 bits (abs_bits: NaN above +inf), for the
+  // overflow check (SPEC §5: compare with non_finite_bits(out_dtype)).
+  uint32_t (*output)(const float* base, const float* a, const float* b, float cn, float co,
+                     int64_t n, DType out_dtype, void* dst);
   // f32 -> out_dtype (RNE), used for coefficient-free rows and conversions.
   void (*encode)(const float* src, DType dtype, void* dst, int64_t n);
   // Top-k by importance e (SPEC §3.3): zeroes the non-kept entries of v, returns sum of kept e^2.
@@ -21,8 +23,8 @@ struct Kernels {
   // As output, with non-temporal (streaming) stores where dst is aligned: for outputs far larger
   // than the caches, it skips the read-for-ownership of every output line. Same bytes as output.
   // The caller issues a store fence before publishing the results.
-  void (*output_nt)(const float* base, const float* a, const float* b, float cn, float co,
-                    int64_t n, DType out_dtype, void* dst);
+  uint32_t (*output_nt)(const float* base, const float* a, const float* b, float cn, float co,
+                        int64_t n, DType out_dtype, void* dst);
   // The fused first pass: decodes base, old and new (each in its stored dtype) in one loop, so
   // the three input streams are read together; writes a = old - base, b = new - base, and the
   // decoded base to base_out unless it is null; dot/na/nb in f64. Same values as decode + stats.
@@ -32,6 +34,24 @@ struct Kernels {
   // filling e_scratch (n floats) with |v| and calling trim, which the scalar reference does.
   double (*trim_mag)(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e_scratch);
 };
+
+// |f| as f32 bits: monotonic in |f| for finite values, +inf above them, NaN above +inf.
+inline uint32_t abs_bits(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  return u & 0x7FFFFFFFu;
+}
+// The smallest abs_bits an f32 value may have and round (RNE) to a non-finite value of `d`:
+// +inf for f32, 65520 for f16 (halfway above 65504), 0x7F7F8000 for bf16 (halfway above its max).
+inline uint32_t non_finite_bits(DType d) {
+  return d == DType::F32 ? 0x7F800000u : d == DType::F16 ? 0x477FF000u : 0x7F7F8000u;
+}
+// max abs_bits over n values (the rows that are re-encoded, not computed).
+inline uint32_t max_abs_bits(const float* v, int64_t n) {
+  uint32_t m = 0;
+  for (int64_t j = 0; j < n; ++j) m = abs_bits(v[j]) > m ? abs_bits(v[j]) : m;
+  return m;
+}
 
 extern const Kernels kScalarKernels;
 #if defined(GEOEDIT_X86)

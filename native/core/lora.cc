@@ -205,6 +205,16 @@ void run_lora_merge(const LoraMergeJob& job, const RunOptions& ro) {
                 tensor_details(job.tensor_name));
   const Kernels& K = kernels_for(active_simd());
   const size_t bs = dtype_size(job.base.dtype), os = dtype_size(job.out_dtype);
+  const uint32_t lim = job.allow_non_finite_output ? 0xFFFFFFFFu : non_finite_bits(job.out_dtype);
+  // Stored row `row` overflowed out_dtype: name its first such column (v holds the f32 values).
+  auto overflow = [&](int64_t row, const float* v, int64_t len) {
+    int64_t col = 0;
+    while (col + 1 < len && abs_bits(v[col]) < lim) ++col;
+    std::ostringstream msg;
+    msg << "tensor '" << job.tensor_name << "': the merged output overflows " << dtype_name(job.out_dtype) << " at row " << row
+        << ", column " << col << " (" << v[col] << "); lower scale, choose a wider outDtype, or pass allowNonFiniteOutput to write it anyway";
+    throw Error(ErrorCode::NonFiniteOutput, msg.str(), tensor_details(job.tensor_name, row, col));
+  };
   const int64_t rsum = (job.old_.present() ? job.old_.r : 0) + (job.new_.present() ? job.new_.r : 0);
 
   if (!job.transposed) {
@@ -223,6 +233,7 @@ void run_lora_merge(const LoraMergeJob& job, const RunOptions& ro) {
           if (job.base.dtype == job.out_dtype) { std::memcpy(dst, src, size_t(n) * bs); continue; }
           K.decode(job.base.dtype, src, fb.data(), n);
           K.encode(fb.data(), job.out_dtype, dst, n);
+          if (max_abs_bits(fb.data(), n) >= lim) overflow(i, fb.data(), n);
           continue;
         }
         K.decode(job.base.dtype, src, fb.data(), n);
@@ -233,7 +244,10 @@ void run_lora_merge(const LoraMergeJob& job, const RunOptions& ro) {
           row_times_R(s.L + i * s.r, s.R, s.r, n, acc.data());
           for (int64_t j = 0; j < n; ++j) v[j] = float(s.scale * acc[j]);
         }
-        K.output(fb.data(), a.data(), b.data(), fcn, fco, n, job.out_dtype, dst);
+        if (K.output(fb.data(), a.data(), b.data(), fcn, fco, n, job.out_dtype, dst) >= lim) {
+          for (int64_t j = 0; j < n; ++j) fb[size_t(j)] = (fb[size_t(j)] + fcn * b[size_t(j)]) + fco * a[size_t(j)];
+          overflow(i, fb.data(), n);
+        }
       }
     });
     return;
@@ -277,6 +291,7 @@ void run_lora_merge(const LoraMergeJob& job, const RunOptions& ro) {
         o[size_t(i)] = t0 + fco * a[size_t(i)];
       }
       K.encode(o.data(), job.out_dtype, dst, m);
+      if (max_abs_bits(o.data(), m) >= lim) overflow(j, o.data(), m);
     }
   });
 }

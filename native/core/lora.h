@@ -57,6 +57,9 @@ struct LoraMergeJob {
   DType out_dtype = DType::F32;
   void* out = nullptr;           // stored rows [s0, s1) in out_dtype
   std::string tensor_name;
+  // SPEC §5: an output that overflows out_dtype is Error(NonFiniteOutput) naming the stored row
+  // and column, unless this is set (the Params' allow_non_finite or allow_non_finite_output).
+  bool allow_non_finite_output = false;
 };
 void run_lora_merge(const LoraMergeJob& job, const RunOptions& ro = RunOptions());
 

@@ -4,12 +4,17 @@
 #include "pool.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <atomic>
 #include <cerrno>
+#include <map>
+#include <mutex>
 #include <cstdlib>
 #include <cstring>
 #include <future>
@@ -75,17 +80,131 @@ void pwrite_all(int fd, const char* src, size_t len, uint64_t off) {
   }
 }
 
+// ---- Inputs that change under the edit (issue 14 class 6a) ----------------------------------------
+// A mapped input that another process truncates (or rewrites through O_TRUNC) makes any read of
+// the pages past the new end raise SIGBUS, in whichever thread reads them: the core's pool threads
+// read mapped blocks directly. A sigsetjmp/siglongjmp guard would have to jump out of the middle
+// of a pool task (locks, counters, other threads still inside the block), so instead the handler
+// repairs the fault: when the address lies in a registered window, it maps anonymous zero pages
+// over the rest of that window (mmap MAP_FIXED, a plain system call) and marks the window; the
+// faulting read resumes, reads zeros, and the block finishes. The stream thread then sees the mark
+// and throws ERR_IO naming the file and tensor, so the zeros never reach a committed output. Any
+// other SIGBUS goes to the previous handler (or the default action). In addition every block
+// checks the file with fstat (size and mtime against the first look in this run): a truncation
+// before a block is mapped, or an in-place rewrite, is ERR_IO too.
+namespace bus {
+
+struct Slot {
+  std::atomic<uintptr_t> lo{0}, hi{0};
+  std::atomic<int> hit{0};
+};
+constexpr int kSlots = 512;
+Slot g_slots[kSlots];
+struct sigaction g_prev;
+uintptr_t g_page = 4096;
+
+void on_sigbus(int sig, siginfo_t* si, void* uc) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(si->si_addr);
+  for (Slot& s : g_slots) {
+    const uintptr_t lo = s.lo.load(std::memory_order_acquire), hi = s.hi.load(std::memory_order_acquire);
+    if (lo == 0 || a < lo || a >= hi) continue;
+    const uintptr_t from = a & ~(g_page - 1);
+    void* r = ::mmap(reinterpret_cast<void*>(from), hi - from, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (r != MAP_FAILED) {
+      s.hit.store(1, std::memory_order_release);
+      return;  // the read is retried on the zero pages
+    }
+    break;
+  }
+  // Not a window of ours (or the repair failed): what would have happened without us.
+  if (g_prev.sa_flags & SA_SIGINFO) {
+    if (g_prev.sa_sigaction) { g_prev.sa_sigaction(sig, si, uc); return; }
+  } else if (g_prev.sa_handler == SIG_IGN) {
+    return;
+  } else if (g_prev.sa_handler != SIG_DFL && g_prev.sa_handler) {
+    g_prev.sa_handler(sig);
+    return;
+  }
+  ::signal(SIGBUS, SIG_DFL);  // the fault repeats with the default action (core dump)
+}
+
+void install() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    g_page = uintptr_t(page_size());
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGBUS, &sa, &g_prev);
+  });
+}
+
+// A slot for [p, p + len), or nullptr when all are taken (the window is then read with pread).
+Slot* claim(const void* p, size_t len) {
+  for (Slot& s : g_slots) {
+    uintptr_t z = 0;
+    if (s.lo.load(std::memory_order_relaxed) == 0 && s.hi.compare_exchange_strong(z, 1)) {
+      s.hit.store(0, std::memory_order_relaxed);
+      s.hi.store(reinterpret_cast<uintptr_t>(p) + len, std::memory_order_release);
+      s.lo.store(reinterpret_cast<uintptr_t>(p), std::memory_order_release);
+      return &s;
+    }
+  }
+  return nullptr;
+}
+
+void release(Slot* s) {
+  s->lo.store(0, std::memory_order_release);
+  s->hi.store(0, std::memory_order_release);
+}
+
+}  // namespace bus
+
+// Size and mtime of each input file at its first block in this run; every later block compares.
+class FileWatch {
+ public:
+  void check(const StreamSrc& s, uint64_t need_end) {
+    struct stat st;
+    if (::fstat(s.fd, &st) != 0) return;  // not a file we can stat: pread reports short reads
+    if (!S_ISREG(st.st_mode)) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = seen_.find(s.fd);
+    if (it == seen_.end()) it = seen_.emplace(s.fd, Look{uint64_t(st.st_size), st.st_mtim}).first;
+    const Look& first = it->second;
+    if (uint64_t(st.st_size) < need_end || uint64_t(st.st_size) != first.size || st.st_mtim.tv_sec != first.mtime.tv_sec ||
+        st.st_mtim.tv_nsec != first.mtime.tv_nsec)
+      throw changed(s);
+  }
+  static Error changed(const StreamSrc& s) {
+    return Error(ErrorCode::Io, s.file + ": the file changed while being read (truncated or rewritten by another process?)",
+                 file_details(s.file));
+  }
+
+ private:
+  struct Look {
+    uint64_t size;
+    struct timespec mtime;
+  };
+  std::mutex mu_;
+  std::map<int, Look> seen_;
+};
+
 // One input block: a mapped window of the file, or an aligned copy when the tensor is misaligned.
 class Window {
  public:
   Window() = default;
   Window(const Window&) = delete;
   ~Window() { release(); }
-  const char* open(const StreamSrc& s, uint64_t rel, size_t len, AlignedBuf& fallback) {
+  const char* open(const StreamSrc& s, uint64_t rel, size_t len, AlignedBuf& fallback, FileWatch& watch) {
     release();
     static const char kEmpty[64] = {0};
     if (len == 0) return kEmpty;
     const uint64_t abs = s.offset + rel;
+    watch.check(s, abs + len);
+    src_ = &s;
+    end_ = abs + len;
     static const int mode = [] {
       const char* e = std::getenv("GEOEDIT_STREAM_IO");
       return e && std::strcmp(e, "pread") == 0 ? 1 : 0;  // GEOEDIT_STREAM_IO=pread: never map
@@ -104,25 +223,53 @@ class Window {
       pread_all(s, p, len, abs);
       return p;
     }
+    bus::Slot* slot = bus::claim(m, maplen);
+    if (!slot) {  // every guard slot in use (hundreds of concurrent streams): read this block instead
+      ::munmap(m, maplen);
+      char* p = fallback.get(len);
+      pread_all(s, p, len, abs);
+      return p;
+    }
     ::madvise(m, maplen, MADV_SEQUENTIAL);
     map_ = m;
     map_len_ = maplen;
+    slot_ = slot;
+    // Tests only (test/native/hostile-memory.test.ts): the file shrinks right after it is mapped,
+    // the one moment a real truncation cannot be timed from outside.
+    static const bool kTruncateMapped = std::getenv("GEOEDIT_TEST_TRUNCATE_MAPPED") != nullptr;
+    if (kTruncateMapped && ::ftruncate(s.fd, off_t(start)) != 0) {}
     return static_cast<const char*>(m) + (abs - start);
   }
+  // After the block's work: ERR_IO if a read of the mapping faulted (the file shrank under it).
+  // And ERR_IO if the file's size or mtime changed meanwhile.
+  void verify(FileWatch& watch) const {
+    if (slot_ && slot_->hit.load(std::memory_order_acquire))
+      throw Error(ErrorCode::Io, src_->file + ": the file shrank while being read (truncated by another process?)",
+                  file_details(src_->file));
+    if (src_) watch.check(*src_, end_);
+  }
   void release() {
+    src_ = nullptr;
+    if (slot_) bus::release(slot_);
     if (map_) ::munmap(map_, map_len_);
     map_ = nullptr;
     map_len_ = 0;
+    slot_ = nullptr;
   }
 
  private:
   void* map_ = nullptr;
   size_t map_len_ = 0;
+  bus::Slot* slot_ = nullptr;
+  const StreamSrc* src_ = nullptr;
+  uint64_t end_ = 0;
 };
 
 struct Ctx {
+  explicit Ctx(const StreamControl& c) : ctl(c) {}
   const StreamControl& ctl;
   double done = 0;
+  FileWatch watch;
   void check_cancel(const std::string& name) const {
     if (ctl.cancel) {
       double c;
@@ -253,15 +400,15 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
     job.base.dtype = t.base.dtype;
     job.old_.dtype = t.old_.dtype;
     job.new_.dtype = t.new_.dtype;
-    job.base.data = wb.open(t.base, uint64_t(r0) * cols * bs, n * bs, fb[0]);
-    job.old_.data = wo.open(t.old_, uint64_t(r0) * cols * os, n * os, fb[1]);
-    job.new_.data = wn.open(t.new_, uint64_t(r0) * cols * ns, n * ns, fb[2]);
+    job.base.data = wb.open(t.base, uint64_t(r0) * cols * bs, n * bs, fb[0], ctx.watch);
+    job.old_.data = wo.open(t.old_, uint64_t(r0) * cols * os, n * os, fb[1], ctx.watch);
+    job.new_.data = wn.open(t.new_, uint64_t(r0) * cols * ns, n * ns, fb[2], ctx.watch);
     if (has_imp) {
       const size_t ios = dtype_size(t.imp_old.dtype), ins = dtype_size(t.imp_new.dtype);
       job.imp_old.dtype = t.imp_old.dtype;
       job.imp_new.dtype = t.imp_new.dtype;
-      job.imp_old.data = wio.open(t.imp_old, uint64_t(r0) * cols * ios, n * ios, fb[3]);
-      job.imp_new.data = win.open(t.imp_new, uint64_t(r0) * cols * ins, n * ins, fb[4]);
+      job.imp_old.data = wio.open(t.imp_old, uint64_t(r0) * cols * ios, n * ios, fb[3], ctx.watch);
+      job.imp_new.data = win.open(t.imp_new, uint64_t(r0) * cols * ins, n * ins, fb[4], ctx.watch);
     }
     if (t.c_new) job.c_new = t.c_new + r0;
     if (t.c_old) job.c_old = t.c_old + r0;
@@ -274,6 +421,7 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
     job.row_offset = r0;
     if (be.cuda) run_edit_cuda(job, params, be.cuda_opts);
     else run_edit(job, params, ro);
+    for (const Window* w : {&wb, &wo, &wn, &wio, &win}) w->verify(ctx.watch);
     if (out) w.submit(t.out_fd, n * outs, t.out_offset + uint64_t(r0) * cols * outs, t.name);
     ctx.add(double(n * (bs + os + ns)));
   }
@@ -322,7 +470,7 @@ void ptranspose(int threads, size_t es, const char* src, size_t src_ld, int64_t 
 // about band_bytes (mapped, or pread piece by piece when the tensor is misaligned or
 // GEOEDIT_STREAM_IO=pread): memory stays at one band and one tile, whatever the tensor's size.
 void gather_columns(const StreamSrc& s, uint64_t rel, int64_t in, int64_t out, int64_t c0, int64_t w, size_t band_bytes,
-                    char* tile, Window& win, AlignedBuf& stage, int threads) {
+                    char* tile, Window& win, AlignedBuf& stage, int threads, FileWatch& watch) {
   const size_t es = dtype_size(s.dtype);
   const size_t row_bytes = size_t(out) * es;
   static const bool kPread = [] {
@@ -330,6 +478,7 @@ void gather_columns(const StreamSrc& s, uint64_t rel, int64_t in, int64_t out, i
     return e && std::strcmp(e, "pread") == 0;
   }();
   if (kPread || s.offset % es != 0) {
+    watch.check(s, s.offset + rel + uint64_t(in) * row_bytes);
     // One pread per stored row (one for the whole block when it spans every column).
     const int64_t band = w == out ? in : std::max<int64_t>(1, int64_t(band_bytes / std::max<size_t>(1, size_t(w) * es)));
     for (int64_t r0 = 0; r0 < in; r0 += band) {
@@ -346,8 +495,9 @@ void gather_columns(const StreamSrc& s, uint64_t rel, int64_t in, int64_t out, i
   const int64_t band = std::max<int64_t>(1, int64_t(band_bytes / std::max<size_t>(1, row_bytes)));
   for (int64_t r0 = 0; r0 < in; r0 += band) {
     const int64_t r1 = std::min(in, r0 + band);
-    const char* p = win.open(s, rel + uint64_t(r0) * row_bytes, size_t(r1 - r0) * row_bytes, stage);
+    const char* p = win.open(s, rel + uint64_t(r0) * row_bytes, size_t(r1 - r0) * row_bytes, stage, watch);
     ptranspose(threads, es, p + size_t(c0) * es, size_t(out), r1 - r0, w, tile + size_t(r0) * es, size_t(in));
+    win.verify(watch);  // ERR_IO if the file shrank or changed under the band (issue 14 class 6)
   }
   win.release();
 }
@@ -410,7 +560,7 @@ void run_columns_task(const StreamTask& t, const Params& params, const RunOption
         const StreamSrc& s = *srcs[q];
         const size_t es = dtype_size(s.dtype);
         char* tile = tiles[q].get(size_t(nc) * size_t(in) * es);
-        gather_columns(s, uint64_t(g) * uint64_t(in) * uint64_t(out) * es, in, out, c0, nc, block_bytes, tile, win, fb[q], ro.threads);
+        gather_columns(s, uint64_t(g) * uint64_t(in) * uint64_t(out) * es, in, out, c0, nc, block_bytes, tile, win, fb[q], ro.threads, ctx.watch);
         views[q]->dtype = s.dtype;
         views[q]->data = tile;
       }
@@ -453,6 +603,7 @@ void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w)
     ctx.check_cancel(t.name);
     loff_t in_off = loff_t(t.base.offset + off), out_off = loff_t(t.out_offset + off);
     const size_t len = size_t(std::min<uint64_t>(chunk, t.copy_bytes - off));
+    ctx.watch.check(t.base, t.base.offset + off + len);
     const ssize_t r = ::copy_file_range(t.base.fd, &in_off, t.out_fd, &out_off, len, 0);
     if (r <= 0) {
       if (r < 0 && errno == EINTR) continue;
@@ -467,11 +618,13 @@ void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w)
     const size_t len = size_t(std::min<uint64_t>(chunk, t.copy_bytes - off));
     if (t.out_fd >= 0) {
       char* p = w.acquire(len);
+      ctx.watch.check(t.base, t.base.offset + off + len);
       pread_all(t.base, p, len, t.base.offset + off);
       w.submit(t.out_fd, len, t.out_offset + off, t.name);
     }
     ctx.add(double(len));
   }
+  if (t.copy_bytes) ctx.watch.check(t.base, t.base.offset + t.copy_bytes);  // a rewrite during the last chunk
 }
 
 void run_convert_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w, AlignedBuf& in) {
@@ -482,6 +635,7 @@ void run_convert_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer&
     ctx.check_cancel(t.name);
     const size_t n = size_t(std::min(per, count - e0));
     char* src = in.get(n * is);
+    ctx.watch.check(t.base, t.base.offset + (e0 + n) * is);
     pread_all(t.base, src, n * is, t.base.offset + e0 * is);
     if (t.out_fd >= 0) {
       char* dst = w.acquire(n * os);
@@ -501,7 +655,8 @@ void run_stream(const std::vector<StreamTask>& tasks, const Params& params, cons
   // Copy and convert blocks stay at the CPU size: they never reach the device.
   const size_t edit_block = block_bytes ? block_bytes : backend.cuda ? kDefaultCudaBlockBytes : kDefaultBlockBytes;
   if (block_bytes == 0) block_bytes = kDefaultBlockBytes;
-  Ctx ctx{ctl};
+  bus::install();
+  Ctx ctx(ctl);
   Writer w;
   AlignedBuf fb[5];
   AlignedBuf tiles[6];  // columns tasks: the five input tiles and the output tile

@@ -59,15 +59,35 @@ void encode_avx2(const float* src, DType dtype, void* dst, int64_t n) {
   }
 }
 
-void output_avx2(const float* base, const float* a, const float* b, float cn, float co,
-                 int64_t n, DType out_dtype, void* dst) {
+// The running max of |o| as f32 bits (unsigned compare: NaN above +inf), and its reduction.
+inline __m256i max_abs8(__m256i acc, __m256 o) {
+  return _mm256_max_epu32(acc, _mm256_and_si256(_mm256_castps_si256(o), _mm256_set1_epi32(0x7FFFFFFF)));
+}
+inline uint32_t hmax8(__m256i v) {
+  __m128i m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
+  return uint32_t(_mm_cvtsi128_si32(m));
+}
+
+uint32_t output_avx2(const float* base, const float* a, const float* b, float cn, float co,
+                     int64_t n, DType out_dtype, void* dst) {
   const __m256 vcn = _mm256_set1_ps(cn), vco = _mm256_set1_ps(co);
   int64_t j = 0;
+  __m256i acc = _mm256_setzero_si256();
+  uint32_t mx = 0;
   auto row = [&](int64_t k) {
     __m256 o = _mm256_add_ps(_mm256_loadu_ps(base + k), _mm256_mul_ps(vcn, _mm256_loadu_ps(b + k)));
-    return _mm256_add_ps(o, _mm256_mul_ps(vco, _mm256_loadu_ps(a + k)));
+    o = _mm256_add_ps(o, _mm256_mul_ps(vco, _mm256_loadu_ps(a + k)));
+    acc = max_abs8(acc, o);
+    return o;
   };
-  auto tail = [&](int64_t k) { float o = base[k] + cn * b[k]; return o + co * a[k]; };
+  auto tail = [&](int64_t k) {
+    float o = base[k] + cn * b[k];
+    const float v = o + co * a[k];
+    mx = abs_bits(v) > mx ? abs_bits(v) : mx;
+    return v;
+  };
   switch (out_dtype) {
     case DType::F32: {
       float* d = static_cast<float*>(dst);
@@ -88,17 +108,21 @@ void output_avx2(const float* base, const float* a, const float* b, float cn, fl
       break;
     }
   }
+  const uint32_t v = hmax8(acc);
+  return v > mx ? v : mx;
 }
 
-void output_nt_avx2(const float* base, const float* a, const float* b, float cn, float co,
-                    int64_t n, DType out_dtype, void* dst) {
+uint32_t output_nt_avx2(const float* base, const float* a, const float* b, float cn, float co,
+                        int64_t n, DType out_dtype, void* dst) {
   const size_t es = out_dtype == DType::F32 ? 4 : 2;
   const size_t align = es * 8;
   const uintptr_t addr = reinterpret_cast<uintptr_t>(dst);
   // Plain stores up to the first aligned vector, streaming stores for the body, plain for the tail.
   const int64_t head = addr % es != 0 ? n : int64_t(((align - addr % align) % align) / es);
-  if (head + 8 > n) { output_avx2(base, a, b, cn, co, n, out_dtype, dst); return; }
-  if (head > 0) output_avx2(base, a, b, cn, co, head, out_dtype, dst);
+  if (head + 8 > n) return output_avx2(base, a, b, cn, co, n, out_dtype, dst);
+  uint32_t mx = 0;
+  if (head > 0) mx = output_avx2(base, a, b, cn, co, head, out_dtype, dst);
+  __m256i acc = _mm256_setzero_si256();
   base += head; a += head; b += head; n -= head;
   dst = static_cast<char*>(dst) + head * es;
   const __m256 vcn = _mm256_set1_ps(cn), vco = _mm256_set1_ps(co);
@@ -106,6 +130,7 @@ void output_nt_avx2(const float* base, const float* a, const float* b, float cn,
   for (int64_t j = 0; j < body; j += 8) {
     __m256 o = _mm256_add_ps(_mm256_loadu_ps(base + j), _mm256_mul_ps(vcn, _mm256_loadu_ps(b + j)));
     o = _mm256_add_ps(o, _mm256_mul_ps(vco, _mm256_loadu_ps(a + j)));
+    acc = max_abs8(acc, o);
     if (out_dtype == DType::F32) {
       _mm256_stream_ps(static_cast<float*>(dst) + j, o);
     } else {
@@ -115,8 +140,11 @@ void output_nt_avx2(const float* base, const float* a, const float* b, float cn,
     }
   }
   if (body < n) {
-    output_avx2(base + body, a + body, b + body, cn, co, n - body, out_dtype, static_cast<char*>(dst) + body * es);
+    const uint32_t t = output_avx2(base + body, a + body, b + body, cn, co, n - body, out_dtype, static_cast<char*>(dst) + body * es);
+    mx = t > mx ? t : mx;
   }
+  const uint32_t v = hmax8(acc);
+  return v > mx ? v : mx;
 }
 
 inline __m256 load8(DType d, const void* p, int64_t j) {

@@ -34,29 +34,36 @@ void decode_avx512(DType dtype, const void* src, float* dst, int64_t n) {
   }
 }
 
+// The running max of |o| as f32 bits (unsigned compare: NaN above +inf).
+inline __m512i max_abs16(__m512i acc, __m512 o) {
+  return _mm512_max_epu32(acc, _mm512_and_si512(_mm512_castps_si512(o), _mm512_set1_epi32(0x7FFFFFFF)));
+}
+
+// Returns the max |o| bits (lanes past n load as 0, so they add nothing).
 template <typename Store>
-inline void output_loop(const float* base, const float* a, const float* b, float cn, float co, int64_t n, Store store) {
+inline uint32_t output_loop(const float* base, const float* a, const float* b, float cn, float co, int64_t n, Store store) {
   const __m512 vcn = _mm512_set1_ps(cn), vco = _mm512_set1_ps(co);
+  __m512i acc = _mm512_setzero_si512();
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = tail_mask(n - j);
     __m512 o = _mm512_add_ps(_mm512_maskz_loadu_ps(m, base + j), _mm512_mul_ps(vcn, _mm512_maskz_loadu_ps(m, b + j)));
     o = _mm512_add_ps(o, _mm512_mul_ps(vco, _mm512_maskz_loadu_ps(m, a + j)));
+    acc = _mm512_mask_mov_epi32(acc, m, max_abs16(acc, o));
     store(j, m, o);
   }
+  return _mm512_reduce_max_epu32(acc);
 }
 
-void output_avx512(const float* base, const float* a, const float* b, float cn, float co,
-                   int64_t n, DType out_dtype, void* dst) {
+uint32_t output_avx512(const float* base, const float* a, const float* b, float cn, float co,
+                       int64_t n, DType out_dtype, void* dst) {
   if (out_dtype == DType::F32) {
     float* d = static_cast<float*>(dst);
-    output_loop(base, a, b, cn, co, n, [&](int64_t j, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(d + j, m, v); });
-  } else {
-    uint16_t* d = static_cast<uint16_t*>(dst);
-    if (out_dtype == DType::F16)
-      output_loop(base, a, b, cn, co, n, [&](int64_t j, __mmask16 m, __m512 v) { _mm256_mask_storeu_epi16(d + j, m, to_f16(v)); });
-    else
-      output_loop(base, a, b, cn, co, n, [&](int64_t j, __mmask16 m, __m512 v) { _mm256_mask_storeu_epi16(d + j, m, to_bf16(v)); });
+    return output_loop(base, a, b, cn, co, n, [&](int64_t j, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(d + j, m, v); });
   }
+  uint16_t* d = static_cast<uint16_t*>(dst);
+  if (out_dtype == DType::F16)
+    return output_loop(base, a, b, cn, co, n, [&](int64_t j, __mmask16 m, __m512 v) { _mm256_mask_storeu_epi16(d + j, m, to_f16(v)); });
+  return output_loop(base, a, b, cn, co, n, [&](int64_t j, __mmask16 m, __m512 v) { _mm256_mask_storeu_epi16(d + j, m, to_bf16(v)); });
 }
 
 void encode_avx512(const float* src, DType dtype, void* dst, int64_t n) {
@@ -69,15 +76,17 @@ void encode_avx512(const float* src, DType dtype, void* dst, int64_t n) {
   }
 }
 
-void output_nt_avx512(const float* base, const float* a, const float* b, float cn, float co,
-                      int64_t n, DType out_dtype, void* dst) {
+uint32_t output_nt_avx512(const float* base, const float* a, const float* b, float cn, float co,
+                          int64_t n, DType out_dtype, void* dst) {
   const size_t es = out_dtype == DType::F32 ? 4 : 2;
   const size_t align = es * 16;
   const uintptr_t addr = reinterpret_cast<uintptr_t>(dst);
   // Plain stores up to the first aligned vector, streaming stores for the body, plain for the tail.
   const int64_t head = addr % es != 0 ? n : int64_t(((align - addr % align) % align) / es);
-  if (head + 16 > n) { output_avx512(base, a, b, cn, co, n, out_dtype, dst); return; }
-  if (head > 0) output_avx512(base, a, b, cn, co, head, out_dtype, dst);
+  if (head + 16 > n) return output_avx512(base, a, b, cn, co, n, out_dtype, dst);
+  uint32_t mx = 0;
+  if (head > 0) mx = output_avx512(base, a, b, cn, co, head, out_dtype, dst);
+  __m512i acc = _mm512_setzero_si512();
   base += head; a += head; b += head; n -= head;
   dst = static_cast<char*>(dst) + head * es;
   const __m512 vcn = _mm512_set1_ps(cn), vco = _mm512_set1_ps(co);
@@ -85,12 +94,16 @@ void output_nt_avx512(const float* base, const float* a, const float* b, float c
   for (int64_t j = 0; j < body; j += 16) {
     __m512 o = _mm512_add_ps(_mm512_loadu_ps(base + j), _mm512_mul_ps(vcn, _mm512_loadu_ps(b + j)));
     o = _mm512_add_ps(o, _mm512_mul_ps(vco, _mm512_loadu_ps(a + j)));
+    acc = max_abs16(acc, o);
     if (out_dtype == DType::F32) _mm512_stream_ps(static_cast<float*>(dst) + j, o);
     else _mm256_stream_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(dst) + j), out_dtype == DType::F16 ? to_f16(o) : to_bf16(o));
   }
   if (body < n) {
-    output_avx512(base + body, a + body, b + body, cn, co, n - body, out_dtype, static_cast<char*>(dst) + body * es);
+    const uint32_t t = output_avx512(base + body, a + body, b + body, cn, co, n - body, out_dtype, static_cast<char*>(dst) + body * es);
+    mx = t > mx ? t : mx;
   }
+  const uint32_t v = _mm512_reduce_max_epu32(acc);
+  return v > mx ? v : mx;
 }
 
 inline __m512 load16(DType d, const void* p, int64_t j, __mmask16 m) {

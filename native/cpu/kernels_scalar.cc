@@ -42,34 +42,34 @@ void encode_scalar(const float* src, DType dtype, void* dst, int64_t n) {
   }
 }
 
-void output_scalar(const float* base, const float* a, const float* b, float cn, float co,
-                   int64_t n, DType out_dtype, void* dst) {
+uint32_t output_scalar(const float* base, const float* a, const float* b, float cn, float co,
+                       int64_t n, DType out_dtype, void* dst) {
+  uint32_t mx = 0;
+  auto val = [&](int64_t j) {
+    const float o = base[j] + cn * b[j];
+    const float v = o + co * a[j];
+    const uint32_t ab = abs_bits(v);
+    mx = ab > mx ? ab : mx;
+    return v;
+  };
   switch (out_dtype) {
     case DType::F32: {
       float* d = static_cast<float*>(dst);
-      for (int64_t j = 0; j < n; ++j) {
-        float o = base[j] + cn * b[j];
-        d[j] = o + co * a[j];
-      }
+      for (int64_t j = 0; j < n; ++j) d[j] = val(j);
       break;
     }
     case DType::F16: {
       uint16_t* d = static_cast<uint16_t*>(dst);
-      for (int64_t j = 0; j < n; ++j) {
-        float o = base[j] + cn * b[j];
-        d[j] = f32_to_f16(o + co * a[j]);
-      }
+      for (int64_t j = 0; j < n; ++j) d[j] = f32_to_f16(val(j));
       break;
     }
     case DType::BF16: {
       uint16_t* d = static_cast<uint16_t*>(dst);
-      for (int64_t j = 0; j < n; ++j) {
-        float o = base[j] + cn * b[j];
-        d[j] = f32_to_bf16(o + co * a[j]);
-      }
+      for (int64_t j = 0; j < n; ++j) d[j] = f32_to_bf16(val(j));
       break;
     }
   }
+  return mx;
 }
 
 inline float load_one(DType d, const void* p, int64_t j) {

@@ -647,6 +647,29 @@ __global__ void __launch_bounds__(kThreads) edit_general_kernel(DevJob J, Params
 
 // ---- LoRA Gram path (SPEC §4) -----------------------------------------------------------------
 // G[p·ry + q] = Σ_j X[p·n + j]·Y[q·n + j] in f64: one block per Gram entry (r×r is small).
+// One block per row (grid-stride): any element whose exponent bits are all ones is inf or NaN.
+__global__ void __launch_bounds__(kThreads) check_out_kernel(const void* out, int dt, int64_t rows, int64_t cols, int* status) {
+  __shared__ int s_bad;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    if (threadIdx.x == 0) s_bad = 0;
+    __syncthreads();
+    const int64_t off = row * cols;
+    int bad = 0;
+    if (dt == 0) {
+      const uint32_t* p = static_cast<const uint32_t*>(out) + off;
+      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) bad |= (p[j] & 0x7F800000u) == 0x7F800000u;
+    } else {
+      const unsigned short* p = static_cast<const unsigned short*>(out) + off;
+      const unsigned short e = dt == 1 ? 0x7C00 : 0x7F80;  // f16 / bf16 exponent bits
+      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) bad |= (p[j] & e) == e;
+    }
+    if (bad) s_bad = 1;
+    __syncthreads();
+    if (threadIdx.x == 0 && s_bad && status[row] == kRowOk) status[row] = kRowNonFiniteOutput;
+    __syncthreads();
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) gram_kernel(const float* X, const float* Y, int64_t n, int64_t ry, double* G) {
   __shared__ double red[32];
   const int64_t e = blockIdx.x;
@@ -769,6 +792,13 @@ cudaError_t launch_edit(const DevJob& job, const Params& p, double t, int64_t k,
     const int g2 = int(std::min<int64_t>(grid, fit));
     GEOEDIT_LAUNCH(edit_fast_kernel<false>, g2, kThreads, 0, stream)(job, p, t);
   }
+  return cudaGetLastError();
+}
+
+cudaError_t launch_check_out(const void* out, int out_dt, int64_t rows, int64_t cols, int* status, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0 || out == nullptr) return cudaSuccess;
+  const int grid = int(std::min<int64_t>(rows, 4096));
+  GEOEDIT_LAUNCH(check_out_kernel, grid, kThreads, 0, stream)(out, out_dt, rows, cols, status);
   return cudaGetLastError();
 }
 

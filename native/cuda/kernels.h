@@ -10,7 +10,7 @@ namespace geoedit {
 namespace cuda {
 
 // Per-row status written by the edit kernels.
-enum : int { kRowOk = 0, kRowNonFinite = 1, kRowBadImportance = 2 };
+enum : int { kRowOk = 0, kRowNonFinite = 1, kRowBadImportance = 2, kRowNonFiniteOutput = 3 };
 
 // One chunk of rows on the device. dtype fields hold geoedit::DType values.
 struct DevJob {
@@ -50,6 +50,10 @@ int64_t fast16_cache_cols(int smem_optin);
 // Launches SPEC §3 on every row of the job on `stream`. t = region threshold, k = kept entries.
 cudaError_t launch_edit(const DevJob& job, const Params& p, double t, int64_t k, cudaStream_t stream, int sms,
                         int smem_optin);
+
+// SPEC §5: marks rows (status kRowOk -> kRowNonFiniteOutput) whose encoded output holds an
+// infinity or NaN (the output overflowed its dtype). Run after launch_edit on the same stream.
+cudaError_t launch_check_out(const void* out, int out_dt, int64_t rows, int64_t cols, int* status, cudaStream_t stream);
 
 // LoRA (SPEC §4): G = X·Yᵀ in f64 (X: rx×n, Y: ry×n, f32 row-major), then per row i
 // out[i] = s · x_i G y_iᵀ with x_i = Bx[i] (rx), y_i = By[i] (ry).

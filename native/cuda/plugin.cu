@@ -70,6 +70,7 @@ Params to_params(const geoedit_cuda_params& q) {
   p.density = q.density;
   p.temperature = q.temperature;
   p.allow_non_finite = q.allow_non_finite != 0;
+  p.allow_non_finite_output = q.allow_non_finite_output != 0;
   return p;
 }
 
@@ -343,6 +344,8 @@ int run_edit_impl(const geoedit_cuda_job& J, const geoedit_cuda_params& q, const
       d.ws = general ? reinterpret_cast<float*>(s.dev + L.ws) : nullptr;
       d.ws_blocks = ws_blocks;
       ck(gc::launch_edit(d, P, t, k, s.stream, caps.sms, caps.smem_optin), "edit kernel launch");
+      if (d.out && !P.allow_non_finite && !P.allow_non_finite_output)
+        ck(gc::launch_check_out(d.out, d.out_dt, nr, n, d.status, s.stream), "output check launch");
       // Outputs: one D2H of the out rows, then the per-row arrays (contiguous from L.cos).
       if (J.out) ck(cudaMemcpyAsync(s.pin + L.out, s.dev + L.out, size_t(nr) * nn * dsize(J.out_dtype), cudaMemcpyDeviceToHost, s.stream), "cudaMemcpyAsync D2H");
       ck(cudaMemcpyAsync(s.pin + L.cos, s.dev + L.cos, L.out_end - L.cos, cudaMemcpyDeviceToHost, s.stream), "cudaMemcpyAsync D2H");

@@ -154,6 +154,84 @@ static void test_read_ahead() {
   close(fd);
 }
 
+// SPEC §5: an output that overflows its dtype is Error(NonFiniteOutput) naming tensor, row and
+// column, on every SIMD level (plain and streaming-store outputs), unless the caller opts in.
+static void test_non_finite_output(const int levels[3]) {
+  struct Case {
+    const char* what;
+    int64_t rows, cols;
+    DType out;
+    double scale;
+    int64_t bad_row, bad_col;  // where the base holds 1e6 (an f16 overflow), or -1
+  };
+  const Case cases[] = {
+      {"f32 1e6 -> f16", 9, 37, DType::F16, 1.0, 5, 29},
+      {"f32 -> bf16, scale 1e40", 6, 40, DType::BF16, 1e40, -1, -1},
+      {"f32 -> f32, scale 1e40", 6, 21, DType::F32, 1e40, -1, -1},
+      {"f32 1e6 -> f16, streaming stores (32 MiB out)", 512, 32768, DType::F16, 1.0, 300, 20000},
+  };
+  for (const Case& c : cases) {
+    Data d = make(c.rows, c.cols, 77);
+    Params p;
+    p.scale = c.scale;
+    if (c.bad_row >= 0) {
+      const size_t k = size_t(c.bad_row * c.cols + c.bad_col);
+      d.base[k] = 1e6f;
+      d.old_[k] = 1e6f + 0.01f;
+      d.new_[k] = 1e6f + 0.02f;
+    }
+    std::string ref;
+    int64_t ref_row = -2, ref_col = -2;
+    for (int lv : {0, 1, 2}) {
+      if (!cpu_supports(SimdLevel(lv)) || levels[lv] != lv) continue;
+      std::string msg;
+      int64_t row = -1, col = -1;
+      try {
+        run(d, p, c.out, lv, 0);
+      } catch (const Error& e) {
+        if (e.code() == ErrorCode::NonFiniteOutput) {
+          msg = e.what();
+          row = e.details().row;
+          col = e.details().column;
+        }
+      }
+      CHECK(!msg.empty(), "%s (%s): expected NonFiniteOutput", c.what, simd_name(SimdLevel(lv)));
+      if (c.bad_row >= 0) CHECK(row == c.bad_row && col == c.bad_col, "%s (%s): row %lld column %lld", c.what, simd_name(SimdLevel(lv)), (long long)row, (long long)col);
+      if (lv == 0) { ref = msg; ref_row = row; ref_col = col; }
+      else CHECK(msg == ref && row == ref_row && col == ref_col, "%s (%s): '%s' vs scalar '%s'", c.what, simd_name(SimdLevel(lv)), msg.c_str(), ref.c_str());
+      // Opted in: no error, and the overflow is written as it rounds.
+      Params q = p;
+      q.allow_non_finite_output = true;
+      bool ok = true;
+      Out o;
+      try {
+        o = run(d, q, c.out, lv, 0);
+      } catch (const Error&) {
+        ok = false;
+      }
+      bool inf = false;
+      for (uint16_t v : o.out16) inf = inf || (v & 0x7fff) >= (c.out == DType::F16 ? 0x7c00 : 0x7f80);
+      for (float v : o.out32) inf = inf || !std::isfinite(v);
+      CHECK(ok && inf, "%s (%s): allow_non_finite_output writes the non-finite values", c.what, simd_name(SimdLevel(lv)));
+    }
+  }
+  // Just below the f16 limit (65504, and 65519.99 which rounds to it): no error.
+  {
+    Data d = make(2, 16, 5);
+    for (float& v : d.old_) v = 0;
+    for (float& v : d.new_) v = 0;
+    for (float& v : d.base) v = 0;
+    d.base[3] = 65504.f;
+    d.base[7] = 65519.99f;
+    Params p;
+    for (int lv : {0, 1, 2}) {
+      if (!cpu_supports(SimdLevel(lv))) continue;
+      bool ok = true;
+      try { run(d, p, DType::F16, lv, 1); } catch (const Error&) { ok = false; }
+      CHECK(ok, "65519.99 rounds to the largest finite f16 (%s)", simd_name(SimdLevel(lv)));
+    }
+  }
+}
 
 // Top-k (SPEC §3.3) of every ISA's trim and trim_mag against a sort: keep the k largest keys, ties
 // by the lower column. The kept entries (v's bytes) must be identical; the kept sum of squares
@@ -341,6 +419,7 @@ int main() {
     }
     CHECK(thrown, "NaN input must throw NonFinite naming row 2");
   }
+  test_non_finite_output(levels);
   std::printf("core_test: %d checks, %d passed, %d failed\n", checks, checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }

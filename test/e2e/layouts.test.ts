@@ -112,8 +112,14 @@ if (!haveReal) {
       expect((await inspectCheckpoint(out)).model.family).toBe('gpt2');
     });
 
-    it('degenerate thresholds (n = 2 < κ²) are warned per tensor, not applied silently', async () => {
-      const m = await analyzeCheckpoint(io);
+    it('degenerate thresholds (n = 2 < κ²) are warned per tensor, not applied silently; the report shows layouts, family and warnings', async () => {
+      const report = path.join(ROOT, `report-${k++}.html`);
+      const m = await analyzeCheckpoint(io, { report });
+      const html = fs.readFileSync(report, 'utf8');
+      expect(html).toContain('Model and neuron layouts');
+      expect(html).toMatch(/<td title="gpt2 family[^"]*">columns \(detected\) ⚠ κ\/√n ≥ 1<\/td>/);
+      expect(html).toContain('lm_head.weight</code> = <code>transformer.wte.weight');
+      expect(html).toMatch(/<li>tensor &#39;transformer\.h\.0\.attn\.c_attn\.weight&#39;: its neurons|<li>tensor 'transformer\.h\.0\.attn\.c_attn\.weight': its neurons/);
       const deg = m.tensors.filter((t) => t.degenerateThreshold).map((t) => t.name);
       expect(deg).toContain('transformer.h.0.attn.c_attn.weight'); // neurons of n = 2
       expect(deg).not.toContain('transformer.h.0.mlp.c_proj.weight'); // neurons of n = 8: 2/√8 < 1

@@ -353,6 +353,40 @@ export function gpuSuite(title: string, enabled: boolean, opts: { emulator?: boo
     expect(() => loadNative().editSync({ ...spec, backend: 'cpu' } as never)).not.toThrow();
   });
 
+  it('an output that overflows its dtype is the CPU error (ERR_NON_FINITE_OUTPUT: message, row, column) on every kernel', async () => {
+    // [label, input dtype, cols, params, where 1e6 sits (row, col) or null for a huge scale]
+    const cases: Array<[string, DType, number, Record<string, number | string | boolean>, [number, number] | null, string]> = [
+      ['fast, f32 -> f16', 'f32', 40, {}, [13, 5], 'f16'],
+      ['raw-cache 16-bit, bf16 -> f16', 'bf16', 64, {}, [7, 60], 'f16'],
+      ['general (density 0.5), f32 -> f16', 'f32', 48, { density: 0.5 }, [18, 0], 'f16'],
+      ['scale 1e40, f32 -> f32', 'f32', 24, { scale: 1e40 }, null, 'f32'],
+      ['scale 1e40, bf16 -> bf16', 'bf16', 32, { scale: 1e40 }, null, 'bf16'],
+    ];
+    for (const [label, dt, cols, params, at, outDtype] of cases) {
+      const rows = 20;
+      const c = makeCase(rows, cols, 43, 'f32');
+      if (at) {
+        const k = at[0] * cols + at[1];
+        c.f32.base[k] = 1e6; c.f32.old[k] = 1e6 + 0.5; c.f32.new[k] = 1e6 + 1;
+      }
+      const spec = (backend: 'cpu' | 'cuda', extra: Record<string, boolean> = {}) => ({
+        rows, cols, base: toDtype(c.f32.base, dt), baseDtype: dt, old: toDtype(c.f32.old, dt), oldDtype: dt, new: toDtype(c.f32.new, dt), newDtype: dt,
+        outDtype, wantOut: true, threads: 1, params: { ...params, ...extra }, tensorName: 'layer.w', backend,
+      });
+      const ec = await loadNative().edit(spec('cpu') as never).then(() => null, (e) => e);
+      const eg = await loadNative().edit(spec('cuda') as never).then(() => null, (e) => e);
+      expect(ec?.code, label).toBe('ERR_NON_FINITE_OUTPUT');
+      expect(eg?.code, label).toBe('ERR_NON_FINITE_OUTPUT');
+      expect(eg.message, label).toBe(ec.message);
+      expect(eg.details, label).toEqual(ec.details);
+      if (at) expect(ec.details, label).toMatchObject({ tensor: 'layer.w', row: at[0], column: at[1] });
+      // Opted in: both write the same (non-finite) output.
+      const oc = await loadNative().edit(spec('cpu', { allowNonFiniteOutput: true }) as never);
+      const og = await loadNative().edit(spec('cuda', { allowNonFiniteOutput: true }) as never);
+      expect(Array.from(og.region), label).toEqual(Array.from(oc.region));
+    }
+  });
+
   it("the LoRA API runs on the CPU: 'auto' works, an explicit 'cuda' is refused (ERR_UNSUPPORTED)", async () => {
     const r = rng(5);
     const f = (rows: number, cols: number): Tensor => ({ dtype: 'f32', shape: [rows, cols], data: Float32Array.from({ length: rows * cols }, () => r() - 0.5) });

@@ -42,7 +42,7 @@ describe('the option table', () => {
   it('entry points accept what they accepted before the table (no option gained or lost)', () => {
     const edit = ['strategy', 'preset', 'scale', 'kappa', 'bandDegrees', 'keepOrthogonal', 'fuseAligned', 'forgetConflicting',
       'lambda', 'density', 'temperature', 'importanceOld', 'importanceNew', 'coefficients', 'outDtype', 'out', 'threads',
-      'backend', 'allowNonFinite', 'cudaMemoryLimit'];
+      'backend', 'allowNonFinite', 'allowNonFiniteOutput', 'cudaMemoryLimit'];
     expect([...keysFor('tensor')].sort()).toEqual([...edit].sort());
     expect([...keysFor('lora')].sort()).toEqual(edit.filter((k) => !['importanceOld', 'importanceNew', 'cudaMemoryLimit'].includes(k)).sort());
     // issue 13 added `layout` and `coefficients` (strategy 'custom' from a safetensors file) to checkpoints

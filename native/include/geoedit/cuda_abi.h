@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define GEOEDIT_CUDA_ABI_VERSION 2
+#define GEOEDIT_CUDA_ABI_VERSION 3
 
 /* Status codes returned by the plugin's functions. */
 enum {
@@ -68,6 +68,7 @@ typedef struct geoedit_cuda_params {
   double scale, kappa, band_degrees, keep_orthogonal, fuse_aligned, forget_conflicting;
   double lambda, density, temperature;
   int allow_non_finite;
+  int allow_non_finite_output; /* 0: a row whose output overflows its dtype fails (bad_kind 3) */
 } geoedit_cuda_params;
 
 typedef struct geoedit_cuda_options {
@@ -77,7 +78,7 @@ typedef struct geoedit_cuda_options {
 
 typedef struct geoedit_cuda_run_info {
   int64_t bad_row;             /* GEOEDIT_CUDA_ROW_ERROR: the lowest failing row (block-relative) */
-  int bad_kind;                /* 1 non-finite, 2 bad importance */
+  int bad_kind;                /* 1 non-finite input, 2 bad importance, 3 output overflows its dtype */
   int64_t chunk_rows;          /* rows per device chunk used */
   int chunks;
   double seconds;              /* wall time of the call */

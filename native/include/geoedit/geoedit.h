@@ -77,6 +77,7 @@ enum class ErrorCode : uint8_t {
   Cuda,             // ERR_CUDA
   Internal,         // ERR_INTERNAL
   Aborted,          // ERR_ABORTED (a checkpoint job was cancelled)
+  NonFiniteOutput,  // ERR_NON_FINITE_OUTPUT (an output overflows its dtype: SPEC §5)
 };
 const char* error_code_name(ErrorCode c);
 
@@ -124,7 +125,8 @@ struct Params {
   double lambda = 1.0;            // F-Learning forgetting strength
   double density = 1.0;           // rho in (0, 1]
   double temperature = 1.0;       // T > 0
-  bool allow_non_finite = false;
+  bool allow_non_finite = false;         // non-finite inputs (and the non-finite outputs they lead to)
+  bool allow_non_finite_output = false;  // outputs that overflow their dtype (a large scale, a narrow out dtype)
 };
 
 // The paper preset (SPEC §3): keepOrthogonal 0, fuseAligned 1, forgetConflicting 1, kappa 1.
