@@ -161,24 +161,29 @@ export class CheckpointStream {
       this.s.job.closeOutput(fd);
       files.push({ name: names[s]!, size: sp.size, tensors: items.length });
     }
-    await this.writeTied(shards.flat().filter((it) => it.action === 'tied'));
+    this.writeTied(shards.flat().filter((it) => it.action === 'tied'));
     return { files, weightMap };
   }
 
-  /** Tied tensors: their primary's output bytes, copied file to file once every shard is written. */
-  private async writeTied(tied: PlanItem[]): Promise<void> {
+  /** Tied tensors: their primary's output bytes, copied once every shard is written (1 MiB at a
+   *  time; in TS, as the source and the target may be the same file, which the native stream's
+   *  changed-input guard would rightly refuse). */
+  private writeTied(tied: PlanItem[]): void {
+    const buf = Buffer.allocUnsafe(1 << 20);
     for (const it of tied) {
+      this.s.job.checkAborted();
       const from = this.placed.get(it.tiedTo!)!, to = this.placed.get(it.name)!;
-      const src = fs.openSync(this.s.job.path(from.shard), 'r');
-      const dst = fs.openSync(this.s.job.path(to.shard), 'r+');
+      const rfd = fs.openSync(this.s.job.path(from.shard), 'r');
+      const wfd = fs.openSync(this.s.job.path(to.shard), 'r+'); // may be the same file: two descriptors
       try {
-        await native.stream({
-          tasks: [{ kind: 1, name: it.name, copyBytes: from.bytes, base: { fd: src, offset: from.offset, dtype: 'f32', file: this.s.job.path(from.shard) }, outFd: dst, outOffset: to.offset }],
-          params: nativeParams(this.s.r.params), threads: 1, ctl: this.s.job.ctl,
-        }, this.s.site);
+        for (let off = 0; off < from.bytes; off += buf.length) {
+          const n = Math.min(buf.length, from.bytes - off);
+          if (fs.readSync(rfd, buf, 0, n, from.offset + off) !== n) throw new GeoEditError('ERR_IO', `short read of '${it.tiedTo}' in ${this.s.job.path(from.shard)}`, { tensor: it.name });
+          fs.writeSync(wfd, buf, 0, n, to.offset + off);
+        }
       } finally {
-        fs.closeSync(src);
-        fs.closeSync(dst);
+        fs.closeSync(rfd);
+        fs.closeSync(wfd);
       }
       this.entries.push(otherEntry(it));
     }

@@ -429,19 +429,28 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
 
 // ---- columns layouts ----
 
-// dst[c * dst_ld + r] = src[r * src_ld + c] for r < R, c < C (elements of es bytes), in 32 x 32
-// tiles so that both sides stay in cache.
+// dst[c * dst_ld + r] = src[r * src_ld + c] for r < R, c < C (elements of es bytes). Strides are
+// often powers of two (4096 columns...), so the lines of a naive tile all fall into one cache set
+// and evict each other on every element. Instead: a chunk of RB source rows x CB columns is copied
+// row by row (contiguous) into a small stage whose stride is not a power of two, then each of its
+// columns is written as RB contiguous elements (one full 64-byte line) of a destination row.
 template <typename T>
 void transpose_t(const char* src, size_t src_ld, int64_t R, int64_t C, char* dst, size_t dst_ld) {
   const T* s = reinterpret_cast<const T*>(src);
   T* d = reinterpret_cast<T*>(dst);
-  constexpr int64_t B = 32;
-  for (int64_t r0 = 0; r0 < R; r0 += B) {
-    const int64_t r1 = std::min(R, r0 + B);
-    for (int64_t c0 = 0; c0 < C; c0 += B) {
-      const int64_t c1 = std::min(C, c0 + B);
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t r = r0; r < r1; ++r) d[size_t(c) * dst_ld + size_t(r)] = s[size_t(r) * src_ld + size_t(c)];
+  constexpr int64_t RB = 64 / int64_t(sizeof(T)), CB = 256, SLD = CB + 8;
+  thread_local std::vector<T> stage_v;
+  if (stage_v.size() < size_t(RB * SLD)) stage_v.resize(size_t(RB * SLD));
+  T* stage = stage_v.data();
+  for (int64_t r0 = 0; r0 < R; r0 += RB) {
+    const int64_t rb = std::min(RB, R - r0);
+    for (int64_t c0 = 0; c0 < C; c0 += CB) {
+      const int64_t cb = std::min(CB, C - c0);
+      for (int64_t i = 0; i < rb; ++i) std::memcpy(stage + i * SLD, s + size_t(r0 + i) * src_ld + size_t(c0), size_t(cb) * sizeof(T));
+      for (int64_t c = 0; c < cb; ++c) {
+        T* drow = d + size_t(c0 + c) * dst_ld + size_t(r0);
+        for (int64_t i = 0; i < rb; ++i) drow[i] = stage[i * SLD + c];
+      }
     }
   }
 }
