@@ -167,7 +167,7 @@ export interface NativeStreamSrc {
 }
 
 export interface NativeStreamTask {
-  kind: 0 | 1 | 2; // edit | copy | convert
+  kind: 0 | 1 | 2 | 3; // edit | copy | convert | merged LoRA (base + c_new·tau_new + c_old·tau_old, EXPORTS.md)
   name: string;
   rows?: number;
   cols?: number;
@@ -186,6 +186,10 @@ export interface NativeStreamTask {
   /** 0 rows (default), 1 columns: `groups` stored matrices [cols, rows/groups], neurons = their columns. */
   layout?: 0 | 1;
   groups?: number;
+  /** kind 3: the two LoRA sides (canonical L/R form) and whether the base stores neurons as columns. */
+  loraOld?: NativeLoraSide | null;
+  loraNew?: NativeLoraSide | null;
+  transposed?: boolean;
 }
 
 export interface NativeStreamSpec {

@@ -2,6 +2,8 @@
 // and the one allocator of the per-row statistics.
 #include "common.h"
 
+#include "core/lora.h"
+
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -147,25 +149,35 @@ void typed_bytes(Napi::TypedArray ta, const char* key, char** data, size_t* byte
 
 namespace {
 
-Napi::FunctionReference g_mark;       // markAsUntransferable, from lib/native.ts
-Napi::FunctionReference g_resizable;  // the ArrayBuffer.prototype.resizable getter (own properties can lie)
-bool g_engine_can_transfer = true;     // ArrayBuffer.prototype.transfer exists: marking is not enough
+// Per JS environment (the main thread and each worker thread load their own instance of the
+// addon; a function of one isolate must never be called from another): napi instance data.
+struct Guard {
+  Napi::FunctionReference mark;       // markAsUntransferable, from lib/native.ts
+  Napi::FunctionReference resizable;  // the ArrayBuffer.prototype.resizable getter (own properties can lie)
+  bool engine_can_transfer = true;    // ArrayBuffer.prototype.transfer exists: marking is not enough
+};
+
+Guard* guard_of(Napi::Env env) { return env.GetInstanceData<Guard>(); }
 
 }  // namespace
 
 Napi::Value set_transfer_guard(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsFunction()) throw_type(env, "Expected _setTransferGuard(markAsUntransferable)");
-  g_mark = Napi::Persistent(info[0].As<Napi::Function>());
-  g_mark.SuppressDestruct();
+  Guard* g = guard_of(env);
+  const bool fresh = g == nullptr;
+  if (fresh) g = new Guard();  // once per environment; a later call replaces the function
+  g->mark = Napi::Persistent(info[0].As<Napi::Function>());
+  g->mark.SuppressDestruct();  // the environment may be going away when the Guard is freed
   Napi::Object proto = env.Global().Get("ArrayBuffer").As<Napi::Object>().Get("prototype").As<Napi::Object>();
-  g_engine_can_transfer = proto.Get("transfer").IsFunction() || proto.Get("transferToFixedLength").IsFunction();
+  g->engine_can_transfer = proto.Get("transfer").IsFunction() || proto.Get("transferToFixedLength").IsFunction();
   Napi::Object object = env.Global().Get("Object").As<Napi::Object>();
   Napi::Value desc = object.Get("getOwnPropertyDescriptor").As<Napi::Function>().Call(object, {proto, Napi::String::New(env, "resizable")});
   if (desc.IsObject() && desc.As<Napi::Object>().Get("get").IsFunction()) {
-    g_resizable = Napi::Persistent(desc.As<Napi::Object>().Get("get").As<Napi::Function>());
-    g_resizable.SuppressDestruct();
+    g->resizable = Napi::Persistent(desc.As<Napi::Object>().Get("get").As<Napi::Function>());
+    g->resizable.SuppressDestruct();
   }
+  if (fresh) env.SetInstanceData<Guard>(g);  // freed with the environment
   return env.Undefined();
 }
 
@@ -177,9 +189,10 @@ bool pin_in_place(Napi::TypedArray ta) {
   if (napi_get_typedarray_info(ta.Env(), ta, &type, &length, &p, &ab, &offset) != napi_ok) return false;
   Napi::Value buf(ta.Env(), ab);  // the real buffer (a `buffer` property could be spoofed)
   if (!buf.IsArrayBuffer()) return buf.IsObject();  // a SharedArrayBuffer: cannot be detached or shrunk
-  if (g_mark.IsEmpty() || g_engine_can_transfer) return false;
-  if (g_resizable.IsEmpty() || g_resizable.Call(buf, {}).ToBoolean().Value()) return false;
-  g_mark.Call({buf});
+  Guard* g = guard_of(ta.Env());
+  if (!g || g->mark.IsEmpty() || g->engine_can_transfer) return false;
+  if (g->resizable.IsEmpty() || g->resizable.Call(buf, {}).ToBoolean().Value()) return false;
+  g->mark.Call({buf});
   return true;
 }
 
@@ -246,6 +259,24 @@ void read_backend(Napi::Object spec, bool* cuda, geoedit::CudaRunOptions* opts) 
     throw make_error(spec.Env(), "ERR_INVALID_OPTION", "Expected an integer >= 0 (bytes) for cudaMemoryLimit", d);
   }
   opts->memory_limit = uint64_t(lim);
+}
+
+// { L, R, r, scale } | null: one LoRA side (tau = scale*L*R, L [rows, r], R [r, cols]).
+geoedit::LoraSide read_lora_side(Napi::Object spec, const char* key, int64_t rows, int64_t cols, Keep& keep) {
+  geoedit::LoraSide side;
+  Napi::Value v = spec.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return side;
+  if (!v.IsObject()) throw_type(spec.Env(), std::string("Expected an object { L, R, r, scale } or null for ") + key);
+  Napi::Object o = v.As<Napi::Object>();
+  const double r = num(o, "r", -1);
+  if (!(r >= 0) || r != std::floor(r) || r > 1e6)
+    throw make_error(spec.Env(), "ERR_INVALID_OPTION", std::string("Expected a non-negative integer rank for ") + key + ".r");
+  side.r = int64_t(r);
+  side.scale = num(o, "scale", 0);
+  if (side.r == 0) return side;
+  side.L = static_cast<const float*>(data_of(o, "L", size_t(rows) * size_t(side.r) * 4, keep));
+  side.R = static_cast<const float*>(data_of(o, "R", size_t(side.r) * size_t(cols) * 4, keep));
+  return side;
 }
 
 geoedit::RunOptions read_run_options(Napi::Object spec) {

@@ -18,6 +18,10 @@
 #include "geoedit/cuda.h"
 #include "geoedit/geoedit.h"
 
+namespace geoedit {
+struct LoraSide;
+}
+
 namespace geoedit_binding {
 
 using geoedit::DType;
@@ -129,6 +133,9 @@ void read_params_into(Napi::Env env, Napi::Object spec, geoedit::Params& P);
 // Backend choice as a spec carries it (lib/backend.ts resolved it): backend 'cuda' | other,
 // cudaMemoryLimit (bytes, 0 = default).
 void read_backend(Napi::Object spec, bool* cuda, geoedit::CudaRunOptions* opts);
+// spec[key]: a LoRA side { L: Float32Array [rows*r], R: Float32Array [r*cols], r, scale } or null
+// (absent: r = 0). The factors are held in `keep` (pinned or copied for an async call).
+geoedit::LoraSide read_lora_side(Napi::Object spec, const char* key, int64_t rows, int64_t cols, Keep& keep);
 // RunOptions.threads from spec.threads (0: the whole pool).
 geoedit::RunOptions read_run_options(Napi::Object spec);
 

@@ -10,23 +10,6 @@ namespace geoedit_binding {
 
 namespace {
 
-geoedit::LoraSide read_lora_side(Napi::Object spec, const char* key, int64_t rows, int64_t cols, Keep& keep) {
-  geoedit::LoraSide side;
-  Napi::Value v = spec.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return side;
-  if (!v.IsObject()) throw_type(spec.Env(), std::string("Expected an object { L, R, r, scale } or null for ") + key);
-  Napi::Object o = v.As<Napi::Object>();
-  const double r = num(o, "r", -1);
-  if (!(r >= 0) || r != std::floor(r) || r > 1e6)
-    throw make_error(spec.Env(), "ERR_INVALID_OPTION", std::string("Expected a non-negative integer rank for ") + key + ".r");
-  side.r = int64_t(r);
-  side.scale = num(o, "scale", 0);
-  if (side.r == 0) return side;
-  side.L = static_cast<const float*>(data_of(o, "L", size_t(rows) * size_t(side.r) * 4, keep));
-  side.R = static_cast<const float*>(data_of(o, "R", size_t(side.r) * size_t(cols) * 4, keep));
-  return side;
-}
-
 // rows, cols and both sides' factors (old, new).
 template <class J>
 void read_factors(Napi::Object spec, J& job, Keep& keep) {

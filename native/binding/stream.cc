@@ -5,7 +5,7 @@
 //   spec: { tasks, params, threads?, blockBytes? (0: the backend's default), backend?, cudaMemoryLimit?,
 //           ctl?: Float64Array(2 or 3) [bytesDone, cancel, taskIndex] }
 //   -> Promise<(stats | null)[]> (stats: { cos, region, coefNew, coefOld, deltaSq, na, nb } for edit
-//      tasks that asked for them)
+//      and merged-LoRA tasks that asked for them; + dot for merged LoRA at density 1)
 #include "common.h"
 
 #include "core/stream.h"
@@ -59,7 +59,7 @@ void read_ctl(Napi::Object spec, StreamBaton& b) {
 geoedit::StreamTask read_task(Napi::Env env, Napi::Object to, StreamBaton& b, Napi::Array results, uint32_t i) {
   geoedit::StreamTask t;
   const int kind = int(num(to, "kind", 0));
-  if (kind < 0 || kind > 2) throw make_error(env, "ERR_INVALID_OPTION", "unknown task kind");
+  if (kind < 0 || kind > 3) throw make_error(env, "ERR_INVALID_OPTION", "unknown task kind");
   t.kind = geoedit::StreamTask::Kind(kind);
   t.name = str(to, "name");
   t.rows = int64_t(num(to, "rows", 0));
@@ -68,7 +68,8 @@ geoedit::StreamTask read_task(Napi::Env env, Napi::Object to, StreamBaton& b, Na
   if (t.rows < 0 || t.cols < 0) throw make_error(env, "ERR_INVALID_OPTION", "rows and cols must be >= 0");
   t.base = src_of(to, "base");
   results.Set(i, env.Null());
-  if (t.kind == geoedit::StreamTask::Edit) {
+  const bool edit = t.kind == geoedit::StreamTask::Edit, lora = t.kind == geoedit::StreamTask::LoraMerge;
+  if (edit) {
     t.old_ = src_of(to, "old");
     t.new_ = src_of(to, "new");
     if (to.Get("impOld").IsObject()) {
@@ -82,6 +83,14 @@ geoedit::StreamTask read_task(Napi::Env env, Napi::Object to, StreamBaton& b, Na
     if (t.groups < 1 || t.rows % t.groups != 0)
       throw make_error(env, "ERR_INVALID_OPTION", "task groups must be >= 1 and divide rows (tensor '" + t.name + "')");
     t.layout = geoedit::StreamTask::Layout(layout);
+  }
+  if (lora) {
+    // { rows: m, cols: n (tau's neuron view), base, loraOld, loraNew, transposed, cNew?, cOld?, stats? }
+    t.lora_old = read_lora_side(to, "loraOld", t.rows, t.cols, b.keep);
+    t.lora_new = read_lora_side(to, "loraNew", t.rows, t.cols, b.keep);
+    t.transposed = to.Get("transposed").ToBoolean().Value();
+  }
+  if (edit || lora) {
     const size_t r = size_t(t.rows);
     t.c_new = static_cast<const float*>(data_of(to, "cNew", r * 4, b.keep, true));
     t.c_old = static_cast<const float*>(data_of(to, "cOld", r * 4, b.keep, true));
@@ -91,12 +100,13 @@ geoedit::StreamTask read_task(Napi::Env env, Napi::Object to, StreamBaton& b, Na
     if (to.Get("stats").ToBoolean().Value()) {
       Napi::Object st = Napi::Object::New(env);
       t.stats = alloc_row_stats(env, st, r);
+      if (lora && b.params.density == 1.0) t.dot = alloc_array<double>(env, st, "dot", r);  // factor-space geometry
       results.Set(i, st);
     }
   }
   t.out_fd = int(num(to, "outFd", -1));
   t.out_offset = uint64_t(num(to, "outOffset", 0));
-  if (t.out_fd >= 0 || t.kind == geoedit::StreamTask::Edit)
+  if (t.out_fd >= 0 || edit || lora)
     t.out_dtype = to.Get("outDtype").IsString() ? dtype_of(to, "outDtype") : t.base.dtype;
   return t;
 }

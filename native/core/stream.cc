@@ -602,6 +602,128 @@ void run_columns_task(const StreamTask& t, const Params& params, const RunOption
   }
 }
 
+// A LoRA merge task (see stream.h). fb[0] is the base window's pread fallback.
+void run_lora_task(const StreamTask& t, const Params& params, const RunOptions& ro, size_t block_bytes, Ctx& ctx,
+                   Writer& w, AlignedBuf fb[5]) {
+  const int64_t m = t.rows, n = t.cols;
+  const int64_t stored_rows = t.transposed ? n : m, stored_cols = t.transposed ? m : n;
+  const size_t bs = dtype_size(t.base.dtype), outs = dtype_size(t.out_dtype);
+  const size_t row_in = size_t(stored_cols) * bs, row_out = size_t(stored_cols) * outs;
+  const bool allow_out = params.allow_non_finite || params.allow_non_finite_output;
+  Window wb;
+  if (params.density == 1.0) {
+    // Geometry for every neuron first (cheap: Gram matrices of the factors), then blocks of stored rows.
+    LoraJob g;
+    g.rows = m;
+    g.cols = n;
+    g.old_ = t.lora_old;
+    g.new_ = t.lora_new;
+    g.c_new = t.c_new;
+    g.c_old = t.c_old;
+    g.tensor_name = t.name;
+    std::vector<float> cn, co;
+    g.stats = t.stats;
+    g.dot = t.dot;
+    if (!g.stats.coef_new || !g.stats.coef_old) {
+      cn.resize(size_t(m));
+      co.resize(size_t(m));
+      g.stats.coef_new = cn.data();
+      g.stats.coef_old = co.data();
+    }
+    run_lora_geometry(g, params, ro);
+    const int64_t per = std::max<int64_t>(1, int64_t(block_bytes / std::max<size_t>(1, std::max(row_in, row_out))));
+    for (int64_t s0 = 0; s0 < stored_rows; s0 += per) {
+      ctx.check_cancel(t.name);
+      const int64_t s1 = std::min(stored_rows, s0 + per);
+      const size_t nr = size_t(s1 - s0);
+      LoraMergeJob j;
+      j.rows = m;
+      j.cols = n;
+      j.old_ = t.lora_old;
+      j.new_ = t.lora_new;
+      j.c_new = g.stats.coef_new;
+      j.c_old = g.stats.coef_old;
+      j.transposed = t.transposed;
+      j.s0 = s0;
+      j.s1 = s1;
+      j.base.dtype = t.base.dtype;
+      j.base.data = wb.open(t.base, uint64_t(s0) * row_in, nr * row_in, fb[0], ctx.watch);
+      j.out_dtype = t.out_dtype;
+      j.tensor_name = t.name;
+      j.allow_non_finite_output = allow_out;
+      std::vector<char> sink;
+      if (t.out_fd >= 0) {
+        j.out = w.acquire(nr * row_out);
+      } else {
+        sink.resize(nr * row_out);
+        j.out = sink.data();
+      }
+      run_lora_merge(j, ro);
+      wb.verify(ctx.watch);
+      if (t.out_fd >= 0) w.submit(t.out_fd, nr * row_out, t.out_offset + uint64_t(s0) * row_out, t.name);
+      ctx.add(double(nr * row_in));
+    }
+    return;
+  }
+  // density < 1: materialised task-vector rows through the dense core.
+  auto edit_rows = [&](int64_t i0, int64_t i1, const void* base_rows, void* out_rows) {
+    const size_t nr = size_t(i1 - i0);
+    std::vector<float> a(nr * size_t(n)), b(nr * size_t(n));
+    lora_materialize(t.lora_old, n, i0, i1, a.data(), ro);
+    lora_materialize(t.lora_new, n, i0, i1, b.data(), ro);
+    EditJob job;
+    job.rows = int64_t(nr);
+    job.cols = n;
+    job.base.dtype = t.base.dtype;
+    job.base.data = base_rows;
+    job.old_.dtype = DType::F32;
+    job.old_.data = a.data();
+    job.new_.dtype = DType::F32;
+    job.new_.data = b.data();
+    job.tau_given = true;
+    if (t.c_new) job.c_new = t.c_new + i0;
+    if (t.c_old) job.c_old = t.c_old + i0;
+    job.out_dtype = t.out_dtype;
+    job.out = out_rows;
+    job.stats = rows_from(t.stats, i0);
+    job.tensor_name = t.name;
+    job.row_offset = i0;
+    run_edit(job, params, ro);
+  };
+  if (!t.transposed) {
+    const int64_t per = std::max<int64_t>(1, int64_t(block_bytes / std::max<size_t>(1, std::max(row_in, row_out))));
+    for (int64_t i0 = 0; i0 < m; i0 += per) {
+      ctx.check_cancel(t.name);
+      const int64_t i1 = std::min(m, i0 + per);
+      const size_t nr = size_t(i1 - i0);
+      const void* base_rows = wb.open(t.base, uint64_t(i0) * row_in, nr * row_in, fb[0], ctx.watch);
+      std::vector<char> sink;
+      void* out = nullptr;
+      if (t.out_fd >= 0) out = w.acquire(nr * row_out);
+      else { sink.resize(nr * row_out); out = sink.data(); }
+      edit_rows(i0, i1, base_rows, out);
+      wb.verify(ctx.watch);
+      if (t.out_fd >= 0) w.submit(t.out_fd, nr * row_out, t.out_offset + uint64_t(i0) * row_out, t.name);
+      ctx.add(double(nr * row_in));
+    }
+    return;
+  }
+  // Transposed: neuron i is stored column i, so the whole tensor is edited at once (as lib/ did).
+  ctx.check_cancel(t.name);
+  const size_t count = size_t(m) * size_t(n);
+  const char* stored = static_cast<const char*>(wb.open(t.base, 0, count * bs, fb[0], ctx.watch));
+  std::vector<char> base_rows(count * bs), out_rows(count * outs);
+  ptranspose(ro.threads, bs, stored, size_t(m), n, m, base_rows.data(), size_t(n));  // stored [n, m] -> neuron rows [m, n]
+  edit_rows(0, m, base_rows.data(), out_rows.data());
+  wb.verify(ctx.watch);
+  if (t.out_fd >= 0) {
+    char* out = w.acquire(count * outs);
+    ptranspose(ro.threads, outs, out_rows.data(), size_t(n), m, n, out, size_t(m));  // neuron rows [m, n] -> stored [n, m]
+    w.submit(t.out_fd, count * outs, t.out_offset, t.name);
+  }
+  ctx.add(double(count * bs));
+}
+
 void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w) {
   const size_t chunk = std::max<size_t>(block_bytes, 1 << 16);
   uint64_t off = 0;
@@ -685,6 +807,7 @@ void run_stream(const std::vector<StreamTask>& tasks, const Params& params, cons
           break;
         case StreamTask::Copy: run_copy_task(t, block_bytes, ctx, w); break;
         case StreamTask::Convert: run_convert_task(t, block_bytes, ctx, w, fb[0]); break;
+        case StreamTask::LoraMerge: run_lora_task(t, params, ro, edit_block, ctx, w, fb); break;
       }
     } catch (const Error& e) {
       with_name(t, e);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/lora.h"
 #include "geoedit/cuda.h"
 #include "geoedit/geoedit.h"
 
@@ -26,9 +27,18 @@ struct StreamSrc {
 };
 
 struct StreamTask {
-  enum Kind : uint8_t { Edit = 0, Copy = 1, Convert = 2 } kind = Edit;
+  // LoraMerge: a base tensor merged with two LoRA task vectors (issue 11: merged adapters stream
+  // like checkpoint edits). rows x cols is tau's neuron view [m, n]; the base is stored [m, n], or
+  // [n, m] when `transposed` (fan_in_fan_out). The task vectors come from the factors lora_old /
+  // lora_new (tau = s*L*R, SPEC §4), formed inside the core one block at a time:
+  //   density 1: factor-space geometry for all rows (run_lora_geometry), then each block of stored
+  //     rows is merged with those coefficients (run_lora_merge);
+  //   density < 1: each block of neuron rows is materialised and edited by run_edit as task vectors
+  //     (tau_given); a transposed base is edited whole (a neuron is a stored column).
+  // The same bytes as lib/lora-math.ts's loraGeometry + mergeLoraRows / denseLoraRows. Always on the CPU.
+  enum Kind : uint8_t { Edit = 0, Copy = 1, Convert = 2, LoraMerge = 3 } kind = Edit;
   std::string name;
-  int64_t rows = 0, cols = 0;          // Edit / Convert (Convert: rows*cols elements)
+  int64_t rows = 0, cols = 0;          // Edit / Convert (Convert: rows*cols elements) / LoraMerge (tau [m, n])
   uint64_t copy_bytes = 0;             // Copy
   StreamSrc base, old_, new_;          // Copy / Convert use base only
   StreamSrc imp_old, imp_new;          // optional (fd < 0: magnitude importance)
@@ -37,7 +47,11 @@ struct StreamTask {
   int out_fd = -1;                     // < 0: analyse only
   uint64_t out_offset = 0;
   DType out_dtype = DType::F32;
-  RowStats stats{};                    // per-row results (Edit), each optional, `rows` entries
+  RowStats stats{};                    // per-row results (Edit, LoraMerge), each optional, `rows` entries
+  // LoraMerge only.
+  LoraSide lora_old, lora_new;
+  bool transposed = false;
+  double* dot = nullptr;               // tau_old . tau_new per row (density 1 only), optional
   // Edit: how the neurons lie in the files (SPEC §2 layouts). Rows: `rows` neurons of `cols`
   // contiguous elements ([out, in], and [E, out, in] fused experts: E·out rows). Columns: `groups`
   // matrices [cols, rows/groups] stored one after the other (Conv1D [in, out]; [E, in, out]); neuron

@@ -8,8 +8,12 @@
 #include <random>
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "geoedit/geoedit.h"
 #include "core/lora.h"
+#include "core/stream.h"
 
 using namespace geoedit;
 
@@ -154,7 +158,108 @@ static void test_merge(bool transposed, DType dt, unsigned seed) {
   CHECK(bad == 0, "merge %s %s: %d elements differ from the dense core", transposed ? "transposed" : "rows", dtype_name(dt), bad);
 }
 
+// The stream's LoraMerge task (a merged adapter written file to file in blocks) gives the same
+// bytes and row statistics as the in-memory LoRA path: factor-space geometry + run_lora_merge at
+// density 1, materialised rows through run_edit (tau given) below it; both layouts, f32 and bf16.
+static void test_stream_lora(bool transposed, DType dt, double density, unsigned seed) {
+  std::mt19937 g(seed);
+  const int64_t m = 45, n = 37;
+  Side o = make_side(m, n, 6, 2.0, g), nw = make_side(m, n, 4, 1.5, g, nullptr);
+  std::normal_distribution<float> nd(0.f, 0.3f);
+  std::vector<float> baseN(size_t(m * n));
+  for (auto& v : baseN) v = nd(g);
+  const size_t es = dtype_size(dt);
+  std::vector<char> bN(baseN.size() * es);
+  convert(DType::F32, baseN.data(), dt, bN.data(), baseN.size());
+  std::vector<char> stored(bN.size());
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const size_t src = size_t(i * n + j), dst = transposed ? size_t(j * m + i) : src;
+      std::memcpy(stored.data() + dst * es, bN.data() + src * es, es);
+    }
+  char in_path[] = "/tmp/geoedit-lora-in-XXXXXX", out_path[] = "/tmp/geoedit-lora-out-XXXXXX";
+  const int in = mkstemp(in_path), out = mkstemp(out_path);
+  const uint64_t off = 64;
+  CHECK(pwrite(in, stored.data(), stored.size(), off_t(off)) == ssize_t(stored.size()), "write the base file");
+  Params p;
+  p.density = density;
+  p.fuse_aligned = 0.5;
+  p.forget_conflicting = 0.5;
+  StreamTask t;
+  t.kind = StreamTask::LoraMerge;
+  t.name = "model.w";
+  t.rows = m;
+  t.cols = n;
+  t.base.fd = in;
+  t.base.offset = off;
+  t.base.dtype = dt;
+  t.base.file = in_path;
+  t.lora_old = o.view();
+  t.lora_new = nw.view();
+  t.transposed = transposed;
+  t.out_fd = out;
+  t.out_offset = 8;
+  t.out_dtype = dt;
+  std::vector<double> cos(static_cast<size_t>(m)), dsq(static_cast<size_t>(m));
+  std::vector<float> cn(static_cast<size_t>(m)), co(static_cast<size_t>(m));
+  t.stats.cos = cos.data();
+  t.stats.coef_new = cn.data();
+  t.stats.coef_old = co.data();
+  t.stats.delta_sq = dsq.data();
+  StreamControl ctl;
+  run_stream({t}, p, RunOptions(), 300, ctl);  // 300-byte blocks: many of them
+  std::vector<char> got(stored.size());
+  CHECK(pread(out, got.data(), got.size(), 8) == ssize_t(got.size()), "read the output file");
+  // Reference: the in-memory path (what lib/lora-math.ts runs).
+  std::vector<char> ref(stored.size());
+  std::vector<double> rcos(static_cast<size_t>(m)), rdsq(static_cast<size_t>(m));
+  std::vector<float> rcn(static_cast<size_t>(m)), rco(static_cast<size_t>(m));
+  if (density == 1.0) {
+    LoraJob gj;
+    gj.rows = m; gj.cols = n; gj.old_ = o.view(); gj.new_ = nw.view(); gj.tensor_name = "model.w";
+    gj.stats.cos = rcos.data(); gj.stats.coef_new = rcn.data(); gj.stats.coef_old = rco.data(); gj.stats.delta_sq = rdsq.data();
+    run_lora_geometry(gj, p);
+    LoraMergeJob mj;
+    mj.rows = m; mj.cols = n; mj.old_ = o.view(); mj.new_ = nw.view(); mj.c_new = rcn.data(); mj.c_old = rco.data();
+    mj.transposed = transposed; mj.s0 = 0; mj.s1 = transposed ? n : m; mj.base.dtype = dt; mj.base.data = stored.data();
+    mj.out_dtype = dt; mj.out = ref.data(); mj.tensor_name = "model.w";
+    run_lora_merge(mj);
+  } else {
+    std::vector<float> to(static_cast<size_t>(m * n)), tn(static_cast<size_t>(m * n));
+    lora_materialize(o.view(), n, 0, m, to.data());
+    lora_materialize(nw.view(), n, 0, m, tn.data());
+    EditJob e;
+    e.rows = m; e.cols = n; e.tau_given = true;
+    e.base.dtype = dt; e.base.data = bN.data(); e.old_.data = to.data(); e.new_.data = tn.data();
+    e.out_dtype = dt;
+    std::vector<char> rowsOut(stored.size());
+    e.out = rowsOut.data();
+    e.stats.cos = rcos.data(); e.stats.coef_new = rcn.data(); e.stats.coef_old = rco.data(); e.stats.delta_sq = rdsq.data();
+    run_edit(e, p);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        const size_t src = size_t(i * n + j), dst = transposed ? size_t(j * m + i) : src;
+        std::memcpy(ref.data() + dst * es, rowsOut.data() + src * es, es);
+      }
+  }
+  const char* what = transposed ? "transposed" : "rows";
+  CHECK(std::memcmp(got.data(), ref.data(), ref.size()) == 0, "stream LoRA %s %s density %g: bytes differ from the in-memory path", what, dtype_name(dt), density);
+  CHECK(std::memcmp(cos.data(), rcos.data(), cos.size() * 8) == 0 && std::memcmp(cn.data(), rcn.data(), cn.size() * 4) == 0 &&
+            std::memcmp(co.data(), rco.data(), co.size() * 4) == 0 && std::memcmp(dsq.data(), rdsq.data(), dsq.size() * 8) == 0,
+        "stream LoRA %s %s density %g: row statistics differ", what, dtype_name(dt), density);
+  bool moved = false;
+  for (size_t k = 0; k < got.size() && !moved; ++k) moved = got[k] != stored[k];
+  CHECK(moved, "stream LoRA %s: the output differs from the base", what);
+  close(in);
+  close(out);
+  unlink(in_path);
+  unlink(out_path);
+}
+
 int main() {
+  for (bool tr : {false, true})
+    for (DType d : {DType::F32, DType::BF16})
+      for (double density : {1.0, 0.5}) test_stream_lora(tr, d, density, 40 + unsigned(d) + (tr ? 3 : 0));
   test_geometry(96, 80, 1, 1, 1);
   test_geometry(96, 80, 8, 8, 2);
   test_geometry(64, 130, 64, 64, 3);
