@@ -91,7 +91,8 @@ describe('geoedit CLI', () => {
     const i = run(['inspect', tri.base]);
     expect(i.code).toBe(0);
     expect(i.stdout).toContain('model.layers.1.mlp.down_proj.weight');
-    expect(i.stdout).toMatch(/BF16\s+\[16, 32\]\s+1024/);
+    expect(i.stdout).toMatch(/BF16\s+\[16, 32\]\s+rows\s+1024/); // the layout column (issue 13)
+    expect(i.stdout).toMatch(/model family: not known \(model_type llama\)/);
     const ij = JSON.parse(run(['inspect', tri.base, '--json']).stdout);
     expect(ij.tensors.length).toBe(specs.length);
   });
