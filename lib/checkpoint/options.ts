@@ -6,6 +6,7 @@ import { chooseBackend, resolveCudaMemoryLimit, type BackendChoice } from '../ba
 import type { DType, EditOptions } from '../types';
 import { globToRegExp } from './globs';
 import { parseLayoutOption, type LayoutKind } from './layout';
+import { checkPreserveFileOption, type PreserveFileOption } from '../preserve/option';
 
 export interface ProgressEvent {
   phase: 'edit' | 'analyze';
@@ -17,7 +18,7 @@ export interface ProgressEvent {
   elapsedMs: number;
 }
 
-export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | 'importanceNew' | 'coefficients'> {
+export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | 'importanceNew' | 'coefficients' | 'preserve'> {
   /** Neuron layout per tensor: { glob: 'rows' | 'columns' | 'experts' | 'experts-columns' } (first matching glob wins; SPEC §2). Unmatched tensors: the layout detected from the base's config.json, else rows. */
   layout?: Record<string, LayoutKind>;
   /** strategy 'custom': a safetensors file with `<tensor>.cNew` and `<tensor>.cOld` (F32, one value per neuron in the tensor's layout) for every edited tensor. */
@@ -40,6 +41,8 @@ export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | '
   copyFiles?: boolean;
   onProgress?: (e: ProgressEvent) => void;
   signal?: AbortSignal;
+  /** Preservation statistics (SPEC §3 step 0; docs/preservation.md). */
+  preserve?: { file: string; rho?: number; mu?: number };
   /** Bytes per block of the widest input of an edited tensor (default 8 MiB on the CPU, 64 MiB
    *  on the GPU, where each block is split into device chunks that stream through >= 2 CUDA streams). */
   blockBytes?: number;
@@ -68,12 +71,14 @@ export interface Resolved {
   layout: ReturnType<typeof parseLayoutOption>;
   /** strategy 'custom': the coefficients file. */
   coefficients: string | null;
+  preserve: PreserveFileOption | null;
 }
 
 export function resolveCheckpointOptions(o: CheckpointOptions | undefined, what: string): Resolved {
   // Keys, types and ranges from the option table; then the rules between options.
   const opts = validateOptions(o, 'checkpoint', what) as CheckpointOptions;
   const params = resolveParams(opts);
+  const preserve = checkPreserveFileOption(opts.preserve, what);
   if (params.strategy === 'custom' && opts.coefficients === undefined) {
     throw new GeoEditError('ERR_COEFFICIENTS', "strategy 'custom' needs per-neuron coefficients for every edited tensor: pass coefficients (a safetensors file with '<tensor>.cNew' and '<tensor>.cOld', F32, one value per neuron)", { option: 'coefficients' });
   }
@@ -104,5 +109,6 @@ export function resolveCheckpointOptions(o: CheckpointOptions | undefined, what:
     layout,
     coefficients: opts.coefficients ?? null,
     backendChoice: choice,
+    preserve,
   };
 }

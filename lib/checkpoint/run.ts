@@ -2,7 +2,7 @@
 // targets, lay the output out, then inside the output job (lib/job): hash the inputs beside the
 // data, stream every tensor through the core, build the manifest, copy the side files, finish.
 import * as fs from 'node:fs';
-import { describe, typeError } from '../errors';
+import { describe, GeoEditError, typeError } from '../errors';
 import type { CallSite } from '../native';
 import { cudaStatus } from '../backend';
 import { runOutputJob, type OutputJob } from '../job/job';
@@ -17,6 +17,9 @@ import { CheckpointStream, degenerateThreshold } from './stream';
 import { readModelFamily, type ModelFamily } from './layout';
 import { findTies, type TieRecord } from './ties';
 import { openCoefficients, type CoefficientsFile } from './coefficients';
+import { nativeParams } from '../options';
+import { planJobPreservation, validateStatisticValues, weightInfos, type JobPreservation } from '../preserve/plan';
+import type { WeightInfo } from '../preserve/file';
 
 export interface CheckpointJob {
   kind: 'edit' | 'analyze';
@@ -43,6 +46,7 @@ interface Prepared {
   report: string | undefined;
   validateMs: number;
   t0: number;
+  pres?: { jp: JobPreservation; model: Map<string, WeightInfo> };
 }
 
 function openInputs(inputs: CheckpointInputs, opts: CheckpointOptions): Inputs {
@@ -73,6 +77,13 @@ function prepare(job: CheckpointJob): Prepared {
   const items = plan(ck, r, warnings, { family, ties });
   const coefficients = r.coefficients ? openCoefficients(r.coefficients, items, warnings) : null;
   warnDegenerate(items, r, warnings);
+  let pres: Prepared['pres'];
+  if (r.preserve) {
+    const layouts = new Map(items.map((i) => [i.name, i.layout]));
+    const model = weightInfos(ck.base.tensors.map((t) => ({ name: t.name, shape: t.shape, layout: layouts.get(t.name) })));
+    pres = { jp: planJobPreservation(r.preserve, model, new Set(items.filter((i) => i.action === 'edit').map((i) => i.name)), warnings), model };
+    refuseColumnsPreservation(items, pres.jp);
+  }
   const allInputFiles = new Set<string>();
   for (const c of present(ck)) for (const f of c.files) allInputFiles.add(f.path);
   const out = job.kind === 'edit'
@@ -80,7 +91,15 @@ function prepare(job: CheckpointJob): Prepared {
     : null;
   const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, allInputFiles);
   if (coefficients) allInputFiles.add(coefficients.path);
-  return { job, r, ck, items, family, ties, coefficients, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0 };
+  return { job, r, ck, items, family, ties, coefficients, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0, ...(pres ? { pres } : {}) };
+}
+
+/** Preservation is not wired into columns-layout stream tasks yet: a coded refusal naming the tensor, before any work. */
+function refuseColumnsPreservation(items: PlanItem[], jp: JobPreservation): void {
+  for (const it of items) {
+    if (it.action !== 'edit' || !it.layout.columns || !jp.plan.byWeight.has(it.name)) continue;
+    throw new GeoEditError('ERR_UNSUPPORTED', `tensor '${it.name}': preservation on a columns-layout tensor is not supported yet (layout ${it.layout.kind}: ${it.layout.why}); exclude it, or leave it out of the statistics file`, { tensor: it.name });
+  }
 }
 
 /** SPEC §3.2 with κ/√n ≥ 1: the adaptive band holds every row; said per tensor, not applied silently. */
@@ -105,6 +124,7 @@ function parametersOf(p: Prepared): CheckpointManifest['parameters'] {
     exclude: o.exclude === undefined ? null : ([] as string[]).concat(o.exclude),
     maxShardSize: p.r.maxShardSize, threads: p.r.threads,
     layout: o.layout === undefined ? null : { ...o.layout }, coefficients: p.r.coefficients,
+    ...(p.r.preserve ? { preserve: { file: p.r.preserve.file, rho: p.r.preserve.rho, mu: p.r.preserve.mu } } : {}),
   };
 }
 
@@ -153,9 +173,11 @@ function filesToHash(p: Prepared): string[] {
 async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>): Promise<{ stream: CheckpointStream; files: Array<{ name: string; size: number; tensors: number }> }> {
   const edit = p.job.kind === 'edit';
   const outItems = edit ? p.items : p.items.filter((i) => i.action === 'edit');
+  const presFd = p.pres ? fs.openSync(p.pres.jp.plan.file, 'r') : -1;
   const stream = new CheckpointStream({
     job, r: p.r, fds, site: p.job.site, phase: p.job.kind, onProgress: p.job.opts.onProgress, t0: p.t0,
     bytesTotal: outItems.reduce((s, it) => s + inputBytes(it), 0), tensorsTotal: outItems.length, coefficients: p.coefficients,
+    ...(p.pres ? { pres: { jp: p.pres.jp, fd: presFd } } : {}),
   });
   try {
     if (!edit) {
@@ -176,6 +198,7 @@ async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>)
     return { stream, files };
   } finally {
     stream.stop();
+    if (presFd >= 0) fs.closeSync(presFd);
   }
 }
 
@@ -226,6 +249,8 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
 /** Runs a checkpoint edit or analysis: nothing appears at the target unless it completes. */
 export async function runCheckpointJob(cj: CheckpointJob): Promise<CheckpointManifest> {
   const p = prepare(cj);
+  // The statistics' values, checked by the core before any output exists (one statistic at a time).
+  if (p.pres) await validateStatisticValues(p.pres.jp, p.pres.model, nativeParams(p.r.params), p.r.threads, cj.site);
   const lineage = [{ role: 'base', dir: p.ck.base.dir }, { role: 'new', dir: p.ck.new.dir }, { role: 'old', dir: p.ck.old.dir }];
   return runOutputJob({ kind: cj.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', out: p.out, force: cj.opts?.force === true, signal: cj.opts?.signal, report: p.report, what: 'the checkpoint job', lineage },
     (job) => work(p, job));

@@ -1,6 +1,6 @@
 // geoedit edit --base P --old P --new P --out DIR [options]
 import { editCheckpoint, type CheckpointManifest } from '../checkpoint';
-import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, progressPrinter, reportError, toOptions } from './common';
+import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, preservationLine, progressPrinter, reportError, splitPreservationWarnings, toOptions } from './common';
 import { flagsFor } from './flags';
 import { isAdapterRun, runEditAdapters } from './lora';
 
@@ -20,9 +20,10 @@ export function printSummary(m: CheckpointManifest): void {
     `update energy kept: ${t.energyKept === null ? '–' : `${(100 * t.energyKept).toFixed(1)}%`}`,
     `time: ${(m.timings.totalMs / 1000).toFixed(2)} s (data ${(m.timings.dataMs / 1000).toFixed(2)} s, ${m.timings.gbPerSecond.toFixed(2)} GB/s of input) on ${m.backend.name === 'cuda' ? `the GPU (${m.backend.device ?? 'cuda'})` : 'the CPU'}`,
     ...layoutLines(m),
+    ...preservationLine(m.tensors.filter((e) => e.action === 'edit'), m.parameters.preserve?.file),
   ];
   process.stdout.write(lines.join('\n') + '\n');
-  // Warnings (per tensor: degenerate thresholds, unmatched layout globs, ties that disagree) on stderr.
+  // Warnings (per tensor: degenerate thresholds, unmatched layout globs, ties that disagree, preservation) on stderr.
   if (m.warnings.length) process.stderr.write(m.warnings.map((w) => `warning: ${w}`).join('\n') + '\n');
 }
 
@@ -57,8 +58,10 @@ export async function runEdit(argv: string[]): Promise<number> {
     } finally {
       pp?.done();
     }
-    if (values.json) process.stdout.write(JSON.stringify(summaryOf(m), null, 2) + '\n');
-    else printSummary(m);
+    if (values.json) {
+      splitPreservationWarnings(m.warnings);
+      process.stdout.write(JSON.stringify(summaryOf(m), null, 2) + '\n');
+    } else printSummary(m);
     return EXIT.OK;
   } catch (e) {
     return reportError(e, 'edit');
