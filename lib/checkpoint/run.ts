@@ -66,10 +66,9 @@ function prepare(job: CheckpointJob): Prepared {
   const items = plan(ck, r, warnings);
   const allInputFiles = new Set<string>();
   for (const c of present(ck)) for (const f of c.files) allInputFiles.add(f.path);
-  const out = job.kind === 'edit'
-    ? checkOutputTarget(job.out, present(ck).map((c) => ({ path: c.path, dir: c.dir, files: c.files.map((f) => f.path) })), opts.force === true, 'editCheckpoint')
-    : null;
-  const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, allInputFiles);
+  const inputs = present(ck).map((c) => ({ path: c.path, dir: c.dir, files: [...c.files.map((f) => f.path), ...(c.index ? [c.index] : [])] }));
+  const out = job.kind === 'edit' ? checkOutputTarget(job.out, inputs, opts.force === true, 'editCheckpoint') : null;
+  const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, inputs);
   return { job, r, ck, items, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0 };
 }
 

@@ -6,6 +6,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 
+/** Bytes a temporary directory or lock name adds to the target's name (checked up front). */
+export const TEMP_SUFFIX_MAX = 64;
+
 export const CLEANUP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
 
 /** A temporary path beside `target` (same directory, so the rename into place is atomic). */

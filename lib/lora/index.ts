@@ -35,7 +35,7 @@ export async function analyzeAdapters(paths: { old: string; new: string }, optio
   if (!paths || typeof paths !== 'object') throw typeError(`Expected { old, new } adapter directories but received ${describe(paths)}`);
   const { lora, own } = splitOptions(options as EditAdaptersOptions);
   const oa = readPeftAdapter(paths.old), na = readPeftAdapter(paths.new);
-  const report = own.report === undefined ? undefined : checkReportTarget(own.report, new Set(adapterInputs(oa, na).flatMap((i) => i.files)));
+  const report = own.report === undefined ? undefined : checkReportTarget(own.report, adapterInputs(oa, na));
   const plans = planModules(oa, na);
   const mods: AdapterModuleReport[] = [];
   const perRow: Record<string, LoraStats> = {};
@@ -141,7 +141,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   const base = fmt === 'full' ? openCheckpoint(paths.base!, 'base') : undefined;
   const targets = adapterInputs(oa, na, base);
   const out = checkOutputTarget(paths.out, targets, own.force === true, 'editAdapters');
-  const report = own.report === undefined ? undefined : checkReportTarget(own.report, new Set(targets.flatMap((i) => i.files)));
+  const report = own.report === undefined ? undefined : checkReportTarget(own.report, targets);
   const a: AdapterJob = {
     t0, paths, lora, own, fmt, oa, na, base, plans: planModules(oa, na), out, report, site,
     inputs: [{ role: 'old', path: oa.modelPath, ...sha256FileSync(oa.modelPath) }, { role: 'new', path: na.modelPath, ...sha256FileSync(na.modelPath) }],
