@@ -130,7 +130,7 @@ export function checkOutputTarget(out: unknown, inputs: InputFiles[], force: boo
   if (lst && !force) {
     throw new GeoEditError('ERR_OUTPUT_EXISTS', `the output ${abs} already exists; pass --force (force: true) to replace it`, { file: abs });
   }
-  // (class 2) if (lst) checkForceable(abs);
+  if (lst) checkForceable(abs);
   if (!statOrNull(path.dirname(abs))?.isDirectory()) {
     throw new GeoEditError('ERR_NOT_FOUND', `the parent directory of the output (${path.dirname(abs)}) does not exist`, { file: abs });
   }

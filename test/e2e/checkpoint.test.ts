@@ -183,6 +183,9 @@ describe('editCheckpoint', () => {
     const forced = outDir('out-force');
     fs.mkdirSync(forced);
     fs.writeFileSync(path.join(forced, 'stale.txt'), 'x');
+    // --force replaces only a previous geoedit output (a directory holding a manifest): refused without one.
+    await expect(editCheckpoint({ ...tri, out: forced }, { force: true, hash: false })).rejects.toMatchObject({ code: 'ERR_OUTPUT_EXISTS', message: expect.stringMatching(/not a previous geoedit output/) });
+    fs.writeFileSync(path.join(forced, 'geoedit-manifest.json'), '{}');
     await editCheckpoint({ ...tri, out: forced }, { force: true, hash: false });
     expect(fs.existsSync(path.join(forced, 'stale.txt'))).toBe(false);
     expect(fs.existsSync(path.join(forced, 'model.safetensors'))).toBe(true);
