@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError } from '../errors';
 import { writeReport } from '../report';
-import { onCleanup, removeQuietly, tempPathBeside } from './cleanup';
+import { onCleanup, removeQuietly, sweepDeadTemps, tempPathBeside } from './cleanup';
 import { acquireTargetLock } from './lock';
 import { forceRefusal } from './target';
 import { finalizeManifest, type CheckpointManifest, type ManifestKind } from './manifest';
@@ -59,6 +59,7 @@ export class OutputJob {
     this.release = onCleanup(() => { this.ctl[1] = 1; this.cleanup(); this.releaseLock(); });
     if (this.spec.out) {
       this.unlock = acquireTargetLock(this.spec.out);
+      sweepDeadTemps(this.spec.out);
       this.existedAtStart = lstatOrNull(this.spec.out) !== null;
       this.tmp = tempPathBeside(this.spec.out);
       fs.mkdirSync(this.tmp);
