@@ -20,7 +20,7 @@ import { onCleanup, removeQuietly, sweepDeadTemps, tempPathBeside } from './clea
 import { acquireTargetLock } from './lock';
 import { forceRefusal } from './target';
 import { finalizeManifest, type CheckpointManifest, type ManifestKind } from './manifest';
-import { copySideFiles } from './side-files';
+import { copySideFiles, type SkippedSideFile } from './side-files';
 import { sealManifest, type SealInput } from '../governance/lineage';
 
 export interface OutputJobSpec {
@@ -45,6 +45,8 @@ export class OutputJob {
   tmp: string | null = null;
   private readonly fds = new Set<number>();
   private readonly written: string[] = [];
+  /** Side files not copied (links, special files, other weight formats): listed in the manifest (`skippedFiles`) and its warnings. */
+  private readonly skipped: SkippedSideFile[] = [];
   private release: (() => void) | null = null;
   private unlock: (() => void) | null = null;
   /** Whether something was at the target when the job began (only that may be replaced, and only with force). */
@@ -100,11 +102,19 @@ export class OutputJob {
   /** The base directory's other files, into the output. */
   copySideFiles(dir: string, skip: Set<string>): void {
     if (!this.tmp) return;
-    this.written.push(...copySideFiles(dir, this.tmp, skip));
+    const r = copySideFiles(dir, this.tmp, skip);
+    this.written.push(...r.copied);
+    for (const x of r.skipped) process.stderr.write(`geoedit: not copied from ${dir}: ${x.name}: ${x.reason}\n`);
+    this.skipped.push(...r.skipped);
   }
 
   /** Finalises and writes the manifest, writes the report, then commits. Resolves to the manifest. */
   async finish<M extends object>(m: M, reportView?: (m: M) => CheckpointManifest): Promise<M> {
+    if (this.skipped.length) {
+      Object.assign(m, { skippedFiles: [...this.skipped] });
+      const w = (m as { warnings?: string[] }).warnings;
+      for (const x of this.skipped) w?.push(`side file '${x.name}' not copied: ${x.reason}`);
+    }
     const json = finalizeManifest(m, { out: this.spec.out, tmp: this.tmp, files: [...this.written] });
     if (this.tmp) {
       // Lineage (id, output hashes, parent) over the finished output; writes MANIFEST_FILE.
