@@ -1,6 +1,6 @@
 // geoedit edit --base P --old P --new P --out DIR [options]
 import { editCheckpoint, type CheckpointManifest } from '../checkpoint';
-import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, progressPrinter, reportError, toOptions } from './common';
+import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, progressPrinter, reportError, safeLines, toOptions } from './common';
 import { flagsFor } from './flags';
 import { isAdapterRun, runEditAdapters } from './lora';
 
@@ -21,7 +21,7 @@ export function printSummary(m: CheckpointManifest): void {
     `time: ${(m.timings.totalMs / 1000).toFixed(2)} s (data ${(m.timings.dataMs / 1000).toFixed(2)} s, ${m.timings.gbPerSecond.toFixed(2)} GB/s of input) on ${m.backend.name === 'cuda' ? `the GPU (${m.backend.device ?? 'cuda'})` : 'the CPU'}`,
     ...m.warnings.map((w) => `warning: ${w}`),
   ];
-  process.stdout.write(lines.join('\n') + '\n');
+  process.stdout.write(safeLines(lines));
 }
 
 export async function runEdit(argv: string[]): Promise<number> {
