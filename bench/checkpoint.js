@@ -130,7 +130,7 @@ function runEdit(dir, extra, cmd = 'edit', env = {}) {
   const outBytes = cmd !== 'edit' ? 0 : fs.readdirSync(out).filter((f) => f.endsWith('.safetensors')).reduce((a, f) => a + fs.statSync(path.join(out, f)).size, 0);
   fs.rmSync(out, { recursive: true, force: true });
   const hashFrom = [];
-  for (const rec of Object.values(summary.inputs ?? {})) for (const f of rec.files ?? []) hashFrom.push(f.sha256Source ?? (f.sha256 ? 'computed' : null));
+  const hs = summary.hashing; if (hs) { for (let i = 0; i < hs.fromCache; i++) hashFrom.push('cache'); for (let i = 0; i < hs.computed; i++) hashFrom.push('computed'); }
   return { wallS: wall, maxRssMiB: ru.maxRSS / 1024, userS: ru.userCPUTime / 1e6, systemS: ru.systemCPUTime / 1e6, dataS: summary.timings.dataMs / 1000, hashS: summary.timings.hashMs / 1000, outBytes, hashFrom };
 }
 

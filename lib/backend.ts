@@ -1,6 +1,8 @@
 // Backend choice. The CUDA backend is a plugin (geoedit_cuda.so next to the addon) that the core
-// loads only when CUDA is asked for or probed. 'auto' uses a usable GPU, else the CPU; an explicit
-// 'cuda' that cannot run throws ERR_CUDA_UNAVAILABLE with the reason (never a silent fallback).
+// loads only when CUDA is asked for or probed. 'auto' picks the backend that is faster for the job
+// from what is known (chooseBackend: where the data is, whether the work is compute-bound), and
+// says why; an explicit 'cuda' that cannot run throws ERR_CUDA_UNAVAILABLE with the reason (never
+// a silent fallback).
 import { GeoEditError, describe, typeError } from './errors';
 import { native, type NativeCudaDevice } from './native';
 import { readEnv } from './env';
@@ -38,8 +40,8 @@ export function cudaStatus(refresh = false): CudaStatus {
   return cached;
 }
 
-/** Resolves the backend option (or $GEOEDIT_BACKEND when the option is absent) to 'cpu' or 'cuda'. */
-export function selectBackend(b: unknown): 'cpu' | 'cuda' {
+/** The backend asked for: the option, else $GEOEDIT_BACKEND, else 'auto' (validated). */
+function requestedBackend(b: unknown): { requested: Backend; fromEnv: boolean } {
   const env = readEnv('GEOEDIT_BACKEND');
   const fromEnv = b === undefined && env !== undefined;
   const v = b === undefined ? (env ?? 'auto') : b;
@@ -48,16 +50,62 @@ export function selectBackend(b: unknown): 'cpu' | 'cuda' {
   if (v !== 'auto' && v !== 'cpu' && v !== 'cuda') {
     throw new GeoEditError('ERR_INVALID_OPTION', `Expected 'auto', 'cpu' or 'cuda' for ${where} but received ${describe(v)}`, { option: 'backend' });
   }
-  const backend = v as Backend;
-  if (backend === 'cpu') return 'cpu';
-  const cuda = cudaStatus();
-  if (backend === 'cuda') {
+  return { requested: v as Backend, fromEnv };
+}
+
+/** What a job is, for the 'auto' backend choice (chooseBackend). */
+export interface BackendJob {
+  /** 'tensor': editTensor/analyzeTensor; 'checkpoint': the checkpoint pipeline; 'lora-geometry'; 'preserve': projection GEMMs. */
+  kind: 'tensor' | 'checkpoint' | 'lora-geometry' | 'preserve';
+  /** Where the data lives: 'host' (JS typed arrays, files: every entry point today) or 'device'. */
+  location?: 'host' | 'device';
+  /** Many FLOPs per byte moved (the preservation projection GEMMs): the GPU's compute pays off. */
+  computeBound?: boolean;
+}
+
+/** The backend a call runs on, and why. */
+export interface BackendChoice {
+  name: 'cpu' | 'cuda';
+  /** What was asked for: the option, else $GEOEDIT_BACKEND, else 'auto'. */
+  requested: Backend;
+  /** One sentence: why this backend (for info(), the manifest and the CLI's --json). */
+  reason: string;
+}
+
+/** The measurement the host-memory rule rests on (docs/performance.md, "CUDA on an H200"). */
+export const HOST_MEMORY_RULE =
+  "host-memory streaming job (memory-bound): on the H200 machine (bench/results/h200-2026-11-28) the CPU was 2.5-3x faster " +
+  'for host-memory checkpoint edits and editTensor, the PCIe copies and host staging costing more than the GPU kernels save';
+
+/**
+ * Resolves the backend option (or $GEOEDIT_BACKEND when the option is absent) for a job. An explicit
+ * 'cpu'/'cuda' is obeyed ('cuda' unusable: ERR_CUDA_UNAVAILABLE). 'auto' picks the backend that is
+ * faster for the job from what is known: no usable GPU -> the CPU; compute-bound work (GEMMs) or
+ * data already on the device -> the GPU; a memory-bound job over host memory (every edit and
+ * checkpoint job today) -> the CPU, as measured on an H200 machine. Not re-measured on a GPU since
+ * this rule was written (no GPU machine was available); the rule is tested with a mocked probe.
+ */
+export function chooseBackend(b: unknown, job: BackendJob = { kind: 'tensor' }, status?: CudaStatus): BackendChoice {
+  const { requested, fromEnv } = requestedBackend(b);
+  if (requested === 'cpu') return { name: 'cpu', requested, reason: `backend 'cpu' was requested${fromEnv ? ' (GEOEDIT_BACKEND)' : ''}` };
+  const cuda = status ?? cudaStatus();
+  if (requested === 'cuda') {
     if (!cuda.available) {
       throw new GeoEditError('ERR_CUDA_UNAVAILABLE', `backend 'cuda' was requested${fromEnv ? ' (GEOEDIT_BACKEND)' : ''} but CUDA is unavailable: ${cuda.reason}`, { reason: cuda.reason, kind: cuda.kind });
     }
-    return 'cuda';
+    return { name: 'cuda', requested, reason: `backend 'cuda' was requested${fromEnv ? ' (GEOEDIT_BACKEND)' : ''}` };
   }
-  return cuda.available ? 'cuda' : 'cpu';
+  if (!cuda.available) return { name: 'cpu', requested, reason: `auto: no usable GPU (${cuda.reason})` };
+  // Test and device-check runs of the whole suite on the GPU: 'auto' = CUDA wherever it can run.
+  if (readEnv('GEOEDIT_AUTO_BACKEND') === 'cuda') return { name: 'cuda', requested, reason: 'auto: GEOEDIT_AUTO_BACKEND=cuda' };
+  if (job.computeBound) return { name: 'cuda', requested, reason: 'auto: compute-bound work (projection GEMMs): the GPU\'s FLOP/s pay for the copies (not measured on a GPU yet)' };
+  if (job.location === 'device') return { name: 'cuda', requested, reason: 'auto: the data is on the device already' };
+  return { name: 'cpu', requested, reason: `auto: ${HOST_MEMORY_RULE}` };
+}
+
+/** chooseBackend's backend alone (for a host-memory edit unless `job` says otherwise). */
+export function selectBackend(b: unknown, job?: BackendJob): 'cpu' | 'cuda' {
+  return chooseBackend(b, job).name;
 }
 
 /**

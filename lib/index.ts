@@ -1,6 +1,6 @@
 // geoedit: neuron-level knowledge editing (GeoEdit) over a native C++ core.
 import { native, nativePath } from './native';
-import { cudaStatus, selectBackend } from './backend';
+import { chooseBackend, cudaStatus } from './backend';
 import type { InfoResult } from './types';
 
 export { editTensor, editTensorSync, analyzeTensor } from './edit';
@@ -22,7 +22,7 @@ export function info(): InfoResult {
     simd: n.simd,
     threads: n.threads,
     backends: cuda.available ? ['cpu', 'cuda'] : ['cpu'],
-    backend: autoBackend(cuda.available),
+    ...autoBackend(cuda.available),
     cuda: cuda.available ? ({ ...cuda.device } as Record<string, unknown>) : null,
     cudaStatus: cuda.available ? 'available' : cuda.reason,
     simdSupported: n.simdSupported,
@@ -33,11 +33,12 @@ export function info(): InfoResult {
   };
 }
 
-function autoBackend(available: boolean): 'cpu' | 'cuda' {
+function autoBackend(available: boolean): { backend: 'cpu' | 'cuda'; backendReason: string } {
   try {
-    return selectBackend(undefined);
-  } catch {
-    return available ? 'cuda' : 'cpu';
+    const c = chooseBackend(undefined, { kind: 'tensor', location: 'host' });
+    return { backend: c.name, backendReason: c.reason };
+  } catch (e) {
+    return { backend: available ? 'cuda' : 'cpu', backendReason: `$GEOEDIT_BACKEND cannot be used: ${(e as Error).message}` };
   }
 }
 

@@ -90,8 +90,10 @@ export interface InfoResult {
   /** Why CUDA is not in use, when cuda is null. */
   cudaStatus: string;
   simdSupported: string[];
-  /** The backend 'auto' (and $GEOEDIT_BACKEND when set) resolves to now. */
+  /** The backend 'auto' (and $GEOEDIT_BACKEND when set) resolves to now, for an edit of data in host memory. */
   backend?: 'cpu' | 'cuda';
+  /** Why (lib/backend.ts chooseBackend): e.g. the host-memory rule, or that no GPU is usable. */
+  backendReason?: string;
   platform: string;
   node: string;
   napi: string;

@@ -120,8 +120,8 @@ if [ "$ONLY_SUITE" = 0 ]; then
 fi
 RC_SUITE=0
 if [ "$SUITE" = 1 ]; then
-  step "the whole suite with backend 'auto' (= cuda here)"
-  timeout 400 node node_modules/vitest/vitest.mjs run --reporter=default --reporter=json --outputFile="$RES/gpu-suite-$STAMP.json"
+  step "the whole suite with backend 'auto' = cuda (GEOEDIT_AUTO_BACKEND=cuda)"
+  GEOEDIT_AUTO_BACKEND=cuda timeout 400 node node_modules/vitest/vitest.mjs run --reporter=default --reporter=json --outputFile="$RES/gpu-suite-$STAMP.json"
   RC_SUITE=$?
   save
 fi

@@ -1,8 +1,8 @@
 // Checkpoints: open (file, directory, index + shards), validate base/old/new against each other,
 // then stream every tensor through the native core into the output job (lib/job): a temporary
 // directory beside the target, renamed into place only when complete. Memory stays bounded: the
-// core reads row blocks. Edit blocks run on the backend selectBackend picks ('auto': a usable GPU,
-// else the CPU).
+// core reads row blocks. Edit blocks run on the backend chooseBackend picks ('auto': the CPU for
+// this memory-bound job over host memory, as measured; the manifest records the reason).
 import { callSite } from '../native';
 import type { CheckpointManifest } from '../job/manifest';
 import type { CheckpointOptions } from './options';

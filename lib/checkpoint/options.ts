@@ -2,7 +2,7 @@
 // types and ranges from the option table; the rules between options here).
 import { GeoEditError } from '../errors';
 import { checkDtype, optionSpec, parseSize, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from '../options';
-import { resolveCudaMemoryLimit, selectBackend } from '../backend';
+import { chooseBackend, resolveCudaMemoryLimit, type BackendChoice } from '../backend';
 import type { DType, EditOptions } from '../types';
 
 export interface ProgressEvent {
@@ -78,6 +78,8 @@ export interface Resolved {
   /** 0: the backend's default (the core decides). */
   blockBytes: number;
   backend: 'cpu' | 'cuda';
+  /** What was asked for and why `backend` runs the job (the manifest's backend record). */
+  backendChoice: BackendChoice;
   cudaMemoryLimit: number;
 }
 
@@ -93,7 +95,8 @@ export function resolveCheckpointOptions(o: CheckpointOptions | undefined, what:
   }
   // Last: every other option is checked before the CUDA probe (an explicit 'cuda' that cannot
   // run throws ERR_CUDA_UNAVAILABLE with the reason; never a silent fallback to the CPU).
-  const backend = selectBackend(opts.backend);
+  const choice = chooseBackend(opts.backend, { kind: 'checkpoint', location: 'host' });
+  const backend = choice.name;
   return {
     params,
     outDtype: opts.outDtype === undefined ? null : checkDtype(opts.outDtype, 'outDtype'),
@@ -104,5 +107,6 @@ export function resolveCheckpointOptions(o: CheckpointOptions | undefined, what:
     blockBytes: opts.blockBytes ?? 0,
     cudaMemoryLimit: resolveCudaMemoryLimit(opts.cudaMemoryLimit, backend),
     backend,
+    backendChoice: choice,
   };
 }

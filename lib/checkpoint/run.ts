@@ -2,13 +2,12 @@
 // targets, lay the output out, then inside the output job (lib/job): hash the inputs beside the
 // data, stream every tensor through the core, build the manifest, copy the side files, finish.
 import * as fs from 'node:fs';
-import * as crypto from 'node:crypto';
 import { describe, typeError } from '../errors';
 import type { CallSite } from '../native';
 import { cudaStatus } from '../backend';
 import { runOutputJob, type OutputJob } from '../job/job';
 import { checkOutputTarget, checkReportTarget } from '../job/target';
-import { sha256Files } from '../job/hash';
+import { hashInputs, type InputHashes } from '../job/hash';
 import { packageVersion, versionsBlock } from '../job/versions';
 import type { CheckpointManifest, CheckpointTotals, TensorManifestEntry } from '../job/manifest';
 import { openCheckpoint, type Checkpoint } from './open';
@@ -103,14 +102,24 @@ function totalsOf(items: PlanItem[], entries: TensorManifestEntry[], bytesRead: 
   return t;
 }
 
-function inputsRecord(ck: Inputs, hashes: Map<string, string> | null, hash: boolean): CheckpointManifest['inputs'] {
+function inputsRecord(ck: Inputs, hashes: InputHashes['hashes'] | null): CheckpointManifest['inputs'] {
   const rec: CheckpointManifest['inputs'] = {};
+  const file = (p: string, size: number) => {
+    const h = hashes?.get(p);
+    return { path: p, size, sha256: h?.sha256 ?? null, sha256Source: h?.source ?? null };
+  };
   for (const [role, c] of Object.entries(ck) as Array<[string, Checkpoint | undefined]>) {
     if (!c) continue;
-    rec[role] = { path: c.path, kind: c.kind, files: c.files.map((f) => ({ path: f.path, size: f.size, sha256: hashes?.get(f.path) ?? null })) };
-    if (c.index) rec[role]!.files.push({ path: c.index, size: fs.statSync(c.index).size, sha256: hash ? crypto.createHash('sha256').update(fs.readFileSync(c.index)).digest('hex') : null });
+    rec[role] = { path: c.path, kind: c.kind, files: c.files.map((f) => file(f.path, f.size)) };
+    if (c.index) rec[role]!.files.push(file(c.index, fs.statSync(c.index).size));
   }
   return rec;
+}
+
+/** Every input file the manifest lists: the safetensors files and the index files. */
+function filesToHash(p: Prepared): string[] {
+  const idx = (Object.values(p.ck) as Array<Checkpoint | undefined>).map((c) => c?.index).filter((x): x is string => !!x);
+  return [...p.allInputFiles, ...idx];
 }
 
 /** The data step: every tensor through the core, into the job's output (edit) or into statistics only (analyze). */
@@ -148,10 +157,11 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
   const fds = new Map<string, number>();
   try {
     for (const f of p.allInputFiles) fds.set(f, fs.openSync(f, 'r'));
-    // Hashing runs beside the data path, one file at a time (bounded memory, one core at most).
+    // Hashing runs beside the data path: the files not in the hash cache, all at once on native
+    // threads (lib/job/hash.ts).
     const hashStart = Date.now();
     let hashMs = 0;
-    const hashing = opts.hash === false ? null : sha256Files(p.allInputFiles, opts.signal).then((m) => { hashMs = Date.now() - hashStart; return m; });
+    const hashing = opts.hash === false ? null : hashInputs(filesToHash(p), opts.signal).then((m) => { hashMs = Date.now() - hashStart; return m; });
     hashing?.catch(() => undefined);
     const dataStart = Date.now();
     const { stream, files } = await streamData(p, job, fds);
@@ -161,13 +171,14 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     const manifest: CheckpointManifest = {
       tool: 'geoedit', kind: p.job.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', createdAt: new Date().toISOString(),
       versions: versionsBlock(),
-      backend: { name: p.r.backend, device: p.r.backend === 'cuda' ? cudaStatus().device?.name ?? null : null },
-      inputs: inputsRecord(p.ck, hashes, opts.hash !== false),
+      backend: { name: p.r.backend, device: p.r.backend === 'cuda' ? cudaStatus().device?.name ?? null : null, requested: p.r.backendChoice.requested, reason: p.r.backendChoice.reason },
+      inputs: inputsRecord(p.ck, hashes?.hashes ?? null),
       output: p.out ? { path: p.out, files, totalSize: p.items.reduce((a, it) => a + it.outBytes, 0) } : null,
       parameters: parametersOf(p),
       tensors: stream.entries,
       totals: totalsOf(p.items, stream.entries, stream.bytesRead, files.reduce((a, f) => a + f.size, 0)),
       timings: { totalMs: Date.now() - p.t0, validateMs: p.validateMs, dataMs, hashMs, gbPerSecond: dataMs > 0 ? stream.bytesRead / 1e9 / (dataMs / 1000) : 0 },
+      hashing: hashes ? { provider: hashes.provider, bytesHashed: hashes.bytesHashed, fromCache: [...hashes.hashes.values()].filter((h) => h.source === 'cache').length, computed: [...hashes.hashes.values()].filter((h) => h.source === 'computed').length } : null,
       warnings: p.warnings,
     };
     if (p.out && opts.copyFiles !== false && p.ck.base.kind !== 'file') {

@@ -12,7 +12,7 @@ export async function runAnalyze(argv: string[]): Promise<number> {
     const { values } = parse(argv, ANALYZE_FLAGS, false);
     if (values.help) {
       process.stdout.write(helpText('geoedit analyze --base P --old P --new P [--report FILE.html] [options]',
-        'Computes what `geoedit edit` would do (angles, regions, update energy kept, per tensor) and writes no weights.\nRuns on the GPU with --backend auto (when a usable GPU is present) or cuda, else on the CPU;\nwith --old-adapter/--new-adapter (LoRA) on the CPU only.', ANALYZE_FLAGS));
+        'Computes what `geoedit edit` would do (angles, regions, update energy kept, per tensor) and writes no weights.\nRuns on the CPU with --backend auto (the faster one measured for host-memory jobs), on the GPU with --backend cuda;\nwith --old-adapter/--new-adapter (LoRA) on the CPU only.', ANALYZE_FLAGS));
       return EXIT.OK;
     }
     if (isAdapterRun(values)) return await runAnalyzeAdapters(values, ANALYZE_FLAGS);

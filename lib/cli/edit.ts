@@ -7,7 +7,7 @@ import { isAdapterRun, runEditAdapters } from './lora';
 export const EDIT_ALL_FLAGS = flagsFor('edit');
 
 export function summaryOf(m: CheckpointManifest): Record<string, unknown> {
-  return { kind: m.kind, output: m.output, totals: m.totals, timings: m.timings, parameters: m.parameters, backend: m.backend, warnings: m.warnings, versions: m.versions };
+  return { kind: m.kind, output: m.output, totals: m.totals, timings: m.timings, hashing: m.hashing ?? null, parameters: m.parameters, backend: m.backend, warnings: m.warnings, versions: m.versions };
 }
 
 export function printSummary(m: CheckpointManifest): void {
@@ -29,7 +29,7 @@ export async function runEdit(argv: string[]): Promise<number> {
     const { values } = parse(argv, EDIT_ALL_FLAGS, false);
     if (values.help) {
       process.stdout.write(helpText('geoedit edit --base P --old P --new P --out DIR [options]',
-        'Edits a checkpoint with GeoEdit: every float tensor present in base, old and new is combined per row\n(neuron) by the angle between τold and τnew; integer/bool and unselected tensors are copied from the base.\nWrites DIR/model.safetensors (or shards + index), geoedit-manifest.json and the base directory\'s other files.\nRuns on the GPU with --backend auto (when a usable GPU is present) or cuda, else on the CPU.\n\nLoRA: geoedit edit --old-adapter DIR --new-adapter DIR --out DIR [--base P] [--out-format adapter|full]\nedits two PEFT adapters in factor space; the output is an exact adapter, or merged weights with --base.\nThe LoRA path runs on the CPU only (\'auto\' means the CPU there; --backend cuda is refused).', EDIT_ALL_FLAGS));
+        'Edits a checkpoint with GeoEdit: every float tensor present in base, old and new is combined per row\n(neuron) by the angle between τold and τnew; integer/bool and unselected tensors are copied from the base.\nWrites DIR/model.safetensors (or shards + index), geoedit-manifest.json and the base directory\'s other files.\nRuns on the CPU with --backend auto (a memory-bound job over host memory: the CPU was faster in every\nmeasurement; the manifest says why), on the GPU with --backend cuda.\n\nLoRA: geoedit edit --old-adapter DIR --new-adapter DIR --out DIR [--base P] [--out-format adapter|full]\nedits two PEFT adapters in factor space; the output is an exact adapter, or merged weights with --base.\nThe LoRA path runs on the CPU only (\'auto\' means the CPU there; --backend cuda is refused).', EDIT_ALL_FLAGS));
       return EXIT.OK;
     }
     if (isAdapterRun(values)) return await runEditAdapters(values, EDIT_ALL_FLAGS);

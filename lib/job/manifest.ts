@@ -67,7 +67,9 @@ export interface TensorManifestEntry {
 export interface InputRecord {
   path: string;
   kind: 'file' | 'directory' | 'sharded';
-  files: Array<{ path: string; size: number; sha256: string | null }>;
+  /** sha256Source: 'cache' when the hash came from the hash cache (the file was not read), 'computed'
+   *  when it was hashed now, null when hashing was off (lib/job/hash.ts). */
+  files: Array<{ path: string; size: number; sha256: string | null; sha256Source?: 'cache' | 'computed' | null }>;
 }
 
 export interface CheckpointTotals {
@@ -78,14 +80,18 @@ export interface CheckpointTotals {
 }
 
 export interface CheckpointManifest extends ManifestEnvelope<'checkpoint-edit' | 'checkpoint-analyze'> {
-  /** Where the edit blocks ran: 'cpu', or 'cuda' with the device's name. */
-  backend: { name: 'cpu' | 'cuda'; device: string | null };
+  /** Where the edit blocks ran: 'cpu', or 'cuda' with the device's name; what was asked for and why
+   *  this backend ran the job (lib/backend.ts chooseBackend). */
+  backend: { name: 'cpu' | 'cuda'; device: string | null; requested?: string; reason?: string };
   inputs: Record<string, InputRecord>;
   output: null | { path: string; files: Array<{ name: string; size: number; tensors: number }>; totalSize: number };
   parameters: ResolvedParams & { outDtype: DType | null; include: string[] | null; exclude: string[] | null; maxShardSize: number; threads: number };
   tensors: TensorManifestEntry[];
   totals: CheckpointTotals;
   timings: { totalMs: number; validateMs: number; dataMs: number; hashMs: number; gbPerSecond: number };
+  /** How the input hashes were obtained (null: hashing off): the SHA-256 implementation, bytes
+   *  read and hashed now, and how many files' hashes came from the cache or were computed. */
+  hashing?: { provider: string; bytesHashed: number; fromCache: number; computed: number } | null;
 }
 
 // ---- adapters ------------------------------------------------------------------------------------

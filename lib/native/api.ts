@@ -35,4 +35,7 @@ export const native = {
   loraMaterializeAsync: (spec: LoraMaterializeSpec, site?: CallSite): Promise<{ out: Float32Array }> => callAsync((a) => a.loraMaterializeAsync(spec), site),
   loraMerge: (spec: LoraMergeSpec, site?: CallSite): Promise<{ out: Float32Array | Uint16Array }> => callAsync((a) => a.loraMerge(spec), site),
   stream: (spec: NativeStreamSpec, site?: CallSite): Promise<(NativeResult | null)[]> => callAsync((a) => a.stream(spec), site),
+  /** SHA-256 of open files on native threads (lib/job/hash.ts). */
+  hashFiles: (spec: Parameters<NativeAddon['hashFiles']>[0], site?: CallSite): ReturnType<NativeAddon['hashFiles']> => callAsync((a) => a.hashFiles(spec), site),
+  sha256Info: (): ReturnType<NativeAddon['sha256Info']> => callSync((a) => a.sha256Info()),
 };

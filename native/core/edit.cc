@@ -120,6 +120,7 @@ namespace {
 struct Scratch {
   std::vector<float> base, a, b, ea, eb, zero;
   std::vector<uint32_t> hist, cand;
+  TrimHint hint_a, hint_b;
   void ensure(int64_t n) {
     const size_t s = size_t(std::max<int64_t>(n, 1));
     if (a.size() < s) { base.resize(s); a.resize(s); b.resize(s); ea.resize(s); eb.resize(s); zero.assign(s, 0.0f); cand.resize(s + 16); }
@@ -252,7 +253,12 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     // (-1: that side was not trimmed by magnitude).
     double kept_a = -1, kept_b = -1;
     // Trims row v by its magnitude (the default importance); returns the kept sum of squares.
-    auto trim_by_magnitude = [&](float* v, float* e) { return K.trim_mag(v, n, k, s.cand.data(), s.hist.data(), e); };
+    // The hints carry each side's threshold to the thread's next row (kernels.h TrimHint).
+    auto trim_by_magnitude = [&](float* v, float* e) {
+      TrimHint& h = v == a ? s.hint_a : s.hint_b;
+      h.rms = float(std::sqrt((v == a ? na : nb) / double(n)));
+      return K.trim_mag(v, n, k, s.cand.data(), s.hist.data(), e, &h);
+    };
     auto compute_s = [&]() {
       if (!trim && !has_imp) {
         sa = n > 0 ? std::sqrt(na / double(n)) : 0;

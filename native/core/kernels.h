@@ -6,6 +6,14 @@
 
 namespace geoedit {
 
+// Where the previous row of the same side put its top-k threshold, relative to that row's RMS:
+// the next select starts from a narrow bracket around rel * rms instead of a sample (rows of one
+// tensor are alike). Only a start: a miss costs one more pass, never a different result.
+struct TrimHint {
+  float rel = 0;  // kept by the kernel: the last threshold / its row's RMS (0: none yet)
+  float rms = 0;  // set by the caller: this row's RMS (sqrt(sum of squares / n))
+};
+
 struct Kernels {
   const char* name;
   // src (n values of dtype) -> dst f32. Exact.
@@ -32,7 +40,8 @@ struct Kernels {
                     int64_t n, float* base_out, float* a, float* b, double* dot, double* na, double* nb);
   // trim with the magnitude as importance (e = |v|, the default): the same kept entries and sum as
   // filling e_scratch (n floats) with |v| and calling trim, which the scalar reference does.
-  double (*trim_mag)(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e_scratch);
+  // hint: may be null; the scalar reference ignores it.
+  double (*trim_mag)(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e_scratch, TrimHint* hint);
 };
 
 // |f| as f32 bits: monotonic in |f| for finite values, +inf above them, NaN above +inf.

@@ -403,9 +403,9 @@ double trim_avx2(const float* e, float* v, int64_t n, int64_t k, uint32_t* cand,
   if (n > (int64_t(1) << 30)) return trim_topk_impl(e, v, n, k, cand, hist);
   return trim_fast<Avx2FastPasses, false>(e, v, n, k, cand);
 }
-double trim_mag_avx2(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e) {
+double trim_mag_avx2(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e, TrimHint* hint) {
   if (n > (int64_t(1) << 30)) return trim_mag_impl(v, n, k, cand, hist, e);
-  return trim_fast<Avx2FastPasses, true>(v, v, n, k, cand);
+  return trim_fast<Avx2FastPasses, true>(v, v, n, k, cand, hint);
 }
 
 }  // namespace

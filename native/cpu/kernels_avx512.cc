@@ -392,12 +392,12 @@ double trim_avx512(const float* e, float* v, int64_t n, int64_t k, uint32_t* can
   if (n > (int64_t(1) << 30)) return trim_topk_with<Avx512TrimPasses>(e, v, n, k, cand, hist);
   return trim_fast<Avx512FastPasses, false>(e, v, n, k, cand);
 }
-double trim_mag_avx512(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e) {
+double trim_mag_avx512(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e, TrimHint* hint) {
   if (n > (int64_t(1) << 30)) {
     for (int64_t j = 0; j < n; ++j) e[j] = __builtin_fabsf(v[j]);
     return trim_topk_with<Avx512TrimPasses>(e, v, n, k, cand, hist);
   }
-  return trim_fast<Avx512FastPasses, true>(v, v, n, k, cand);
+  return trim_fast<Avx512FastPasses, true>(v, v, n, k, cand, hint);
 }
 
 }  // namespace

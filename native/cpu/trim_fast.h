@@ -93,7 +93,7 @@ void sample_search(Count count, int64_t rh, int64_t rl, uint32_t* hi, uint32_t* 
 // Keeps the k entries of v with the largest importance (x = e, or x = v with Mag: |v|), zeroes
 // the others, returns the f64 sum of the kept importance squared. cand: n + 16 uint32 of scratch.
 template <class P, bool Mag>
-double trim_fast(const float* x, float* v, int64_t n, int64_t k, uint32_t* cand) {
+double trim_fast(const float* x, float* v, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint = nullptr) {
   using trim_detail::key_of;
   double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   auto finish = [&]() { return trim_detail::combine8(acc); };
@@ -106,7 +106,21 @@ double trim_fast(const float* x, float* v, int64_t n, int64_t k, uint32_t* cand)
   int64_t gt = 0, eq = 0;
   bool found = false;
   const int64_t S = 128;
-  if (n >= 4 * S && k >= 1) {
+  // 0. The previous row's threshold, scaled by the RMS ratio: a bracket of +-6% around it.
+  const bool hinted = hint && hint->rel > 0 && hint->rms > 0 && hint->rel * hint->rms < 3e38f && n >= 4 * S;
+  if (hinted) {
+    const float g = hint->rel * hint->rms;
+    const uint32_t lo = key_of(g * 0.94f), hi = key_of(g * 1.06f);
+    int64_t above = 0, nc = 0;
+    P::template bracket<Mag>(x, n, lo, hi, cand, &above, &nc);
+    const int64_t need = k - above;
+    if (need >= 1 && need <= nc) {
+      kth = lo + trim_fast_detail::select_rth<P>(cand, nc, need, 0u, (hi > kMaxKey ? kMaxKey : hi) - lo, &gt, &eq);
+      gt += above;
+      found = true;
+    }
+  }
+  if (!found && n >= 4 * S && k >= 1) {
     alignas(64) uint32_t sample[S + 16];
     const int64_t stride = n / S;
     for (int64_t s = 0; s < S; ++s) {
@@ -132,6 +146,11 @@ double trim_fast(const float* x, float* v, int64_t n, int64_t k, uint32_t* cand)
   if (!found) {
     P::template keys<Mag>(x, n, cand);
     kth = trim_fast_detail::select_rth<P>(cand, n, k, 0u, kMaxKey, &gt, &eq);
+  }
+  if (hint) {
+    float t;
+    std::memcpy(&t, &kth, 4);
+    hint->rel = hint->rms > 0 && t > 0 && t < 3e38f ? t / hint->rms : 0;
   }
   const int64_t ties_kept = k - gt;  // >= 1: kth is the k-th largest
   const int64_t last_tie = eq > ties_kept ? P::template nth_equal<Mag>(x, n, kth, ties_kept) : n;

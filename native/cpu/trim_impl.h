@@ -214,7 +214,7 @@ double trim_topk_with(const float* e, float* v, int64_t n, int64_t k, uint32_t* 
 }
 
 // The magnitude importance, by definition: e = |v|, then trim.
-[[maybe_unused]] double trim_mag_impl(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e) {
+[[maybe_unused]] double trim_mag_impl(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e, TrimHint* = nullptr) {
   for (int64_t j = 0; j < n; ++j) e[j] = __builtin_fabsf(v[j]);
   return trim_topk_with<ScalarTrimPasses>(e, v, n, k, cand, hist);
 }

@@ -262,6 +262,7 @@ static void test_trim_exact() {
   std::uniform_int_distribution<int> small(0, 3);
   const int64_t widths[] = {1, 2, 7, 16, 17, 100, 511, 512, 513, 1000, 4096, 4099, 11008, 14336, 65537};
   int cases = 0;
+  TrimHint last_hint;
   for (int64_t n : widths)
     for (int dist = 0; dist < 11; ++dist) {
       const int64_t stride = std::max<int64_t>(1, n / 128);
@@ -296,8 +297,12 @@ static void test_trim_exact() {
             const Kernels& K = kernels_for(SimdLevel(lv));
             std::vector<float> got = v, scratch(static_cast<size_t>(n));
             std::vector<uint32_t> cand(size_t(n) + 16), hist(2048);
-            const double gs = mag ? K.trim_mag(got.data(), n, k, cand.data(), hist.data(), scratch.data())
+            TrimHint hint;  // a fresh one, then one left by the previous distribution's rows
+            if (dist % 2) hint = last_hint;
+            hint.rms = float(std::sqrt(std::max(0.0, ws) / double(k)));
+            const double gs = mag ? K.trim_mag(got.data(), n, k, cand.data(), hist.data(), scratch.data(), &hint)
                                   : K.trim(ev.data(), got.data(), n, k, cand.data(), hist.data());
+            if (mag) last_hint = hint;
             ++cases;
             CHECK(std::memcmp(got.data(), want.data(), size_t(n) * 4) == 0, "trim%s keeps other entries (%s, n %lld, k %lld, dist %d)",
                   mag ? "_mag" : "", K.name, (long long)n, (long long)k, dist);

@@ -404,15 +404,16 @@ describe('editCheckpoint', () => {
       const file = (d: string) => fs.readFileSync(path.join(outDir(d), 'model.safetensors'));
       for (const [d, m] of [['out-be-auto', auto], ['out-be-env', env]] as const) {
         expect(file(d).equals(file('out-be-cpu')), d).toBe(true);
-        expect(m.backend).toEqual({ name: 'cpu', device: null });
+        expect(m.backend).toMatchObject({ name: 'cpu', device: null, requested: 'auto' });
+        expect(m.backend.reason).toMatch(/^auto: no usable GPU/);
       }
-      expect(cpu.backend).toEqual({ name: 'cpu', device: null });
+      expect(cpu.backend).toEqual({ name: 'cpu', device: null, requested: 'cpu', reason: "backend 'cpu' was requested" });
     });
 
     it("GEOEDIT_BACKEND=cpu is honoured and the manifest says where the edit ran", async () => {
       process.env.GEOEDIT_BACKEND = 'cpu';
       const m = await analyzeCheckpoint(tri, { hash: false });
-      expect(m.backend).toEqual({ name: 'cpu', device: null });
+      expect(m.backend).toEqual({ name: 'cpu', device: null, requested: 'cpu', reason: "backend 'cpu' was requested (GEOEDIT_BACKEND)" });
       process.env.GEOEDIT_BACKEND = 'metal';
       await expect(analyzeCheckpoint(tri, { hash: false })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION', message: expect.stringContaining('GEOEDIT_BACKEND') });
     });

@@ -114,7 +114,7 @@ describe('geoedit CLI', () => {
       expect(fs.existsSync(path.join(dir, 'o-cuda'))).toBe(false);
       const a = run(['analyze', ...io, '--quiet', '--json', '--backend', 'auto'], env);
       expect(a.code).toBe(0);
-      expect(JSON.parse(a.stdout).backend).toEqual({ name: 'cpu', device: null });
+      expect(JSON.parse(a.stdout).backend).toMatchObject({ name: 'cpu', device: null, requested: 'auto' });
     }
   });
 

@@ -99,6 +99,9 @@ describe('governance walkthrough (CLI)', () => {
     const chain = JSON.parse(run(['log', 'a2', '--json']).stdout);
     expect(chain.map((e: { id: string; parent: string | null }) => [e.id, e.parent])).toEqual([[a2.id, a1.id], [a1.id, null]]);
     expect(run(['verify', 'a2']).code).toBe(0);
+    expect(run(['report', 'a1']).code).toBe(0); // the adapter form of the page
+    expect(fs.readFileSync(path.join(dir, 'a1', 'geoedit-report.html'), 'utf8')).toContain(a1.id);
+    expect(run(['verify', 'a1']).code).toBe(0); // the report is not an output file
   });
 
   it('evaluate: gates passing exit 0, a failing gate exits 4 naming it with the value; both are in the manifest and the log', () => {

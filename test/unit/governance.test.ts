@@ -318,6 +318,15 @@ describe('evaluate', () => {
     expect(v.problems.map((p) => p.code)).toContain('ERR_EVALUATION_INVALID');
   });
 
+  it('concurrent evaluations of one directory keep every entry, in one chain', async () => {
+    const d = await fakeOutput('out');
+    await Promise.all(Array.from({ length: 10 }, (_, i) => evaluate(d, { score: async () => { await new Promise((r) => setTimeout(r, (i * 7) % 13)); return { k: i }; }, gates: [] })));
+    const ev = loadManifest(d).manifest.evaluations as Array<{ seq: number; metrics: { k: number } }>;
+    expect(ev.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(ev.map((e) => e.metrics.k).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect((await verifyOutput(d)).ok).toBe(true);
+  });
+
   it('a gate on a missing metric, a NaN, a throwing score function: coded errors and the directory untouched', async () => {
     const d = await fakeOutput('out');
     const before = snapshot(d);

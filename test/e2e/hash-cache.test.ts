@@ -1,0 +1,85 @@
+// Input hashes of the checkpoint pipeline (lib/job/hash.ts, issue 17): computed on native threads
+// (the same digests as node:crypto), cached by (device, inode, size, mtime) so a repeated edit of
+// the same inputs re-hashes nothing, the manifest saying where each hash came from; a changed file
+// (new mtime) is hashed again; GEOEDIT_HASH_CACHE=off keeps no cache.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { editCheckpoint } from '../../lib/checkpoint';
+import { hashInputs } from '../../lib/job/hash';
+import { llamaSpecs, makeTriple } from '../support/ckpt';
+
+let root: string;
+let tri: { base: string; old: string; new: string };
+const prevEnv = process.env.GEOEDIT_HASH_CACHE;
+let cacheFile: string;
+
+beforeAll(async () => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'geoedit-hash-cache-'));
+  tri = await makeTriple(path.join(root, 'in'), llamaSpecs(2));
+  cacheFile = path.join(root, 'cache.json');
+  process.env.GEOEDIT_HASH_CACHE = cacheFile;
+  // Inputs modified just now are never cached (racily clean, as git's index): age them.
+  const old = new Date(Date.now() - 60_000);
+  for (const dir of Object.values(tri)) for (const f of fs.readdirSync(dir)) fs.utimesSync(path.join(dir, f), old, old);
+});
+afterAll(() => {
+  if (prevEnv === undefined) delete process.env.GEOEDIT_HASH_CACHE; else process.env.GEOEDIT_HASH_CACHE = prevEnv;
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+const sha = (f: string) => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
+type Files = Array<{ path: string; sha256: string | null; sha256Source?: string }>;
+const allFiles = (m: { inputs: Record<string, { files: Files } | undefined> }) => Object.values(m.inputs).flatMap((r) => r!.files);
+
+describe('input hashes', () => {
+  it('a cold edit computes every hash (node:crypto digests), a repeated one takes them all from the cache', async () => {
+    fs.rmSync(cacheFile, { force: true });
+    const a = await editCheckpoint({ ...tri, out: path.join(root, 'out-a') });
+    const fa = allFiles(a).filter((f) => f.path.endsWith('.safetensors'));
+    expect(fa.length).toBeGreaterThan(0);
+    for (const f of fa) {
+      expect(f.sha256).toBe(sha(f.path));
+      expect(f.sha256Source).toBe('computed');
+    }
+    expect(fs.existsSync(cacheFile)).toBe(true);
+    const b = await editCheckpoint({ ...tri, out: path.join(root, 'out-b') });
+    const fb = allFiles(b).filter((f) => f.path.endsWith('.safetensors'));
+    for (const f of fb) {
+      expect(f.sha256).toBe(sha(f.path));
+      expect(f.sha256Source).toBe('cache');
+    }
+  });
+
+  it('a file whose mtime changed is hashed again; the others still come from the cache', async () => {
+    const files = fs.readdirSync(tri.old).filter((f) => f.endsWith('.safetensors')).map((f) => path.join(tri.old, f));
+    const touched = files[0]!;
+    const t = new Date(Date.now() - 30_000);
+    fs.utimesSync(touched, t, t);
+    const r = await hashInputs(files.concat(touched));
+    expect(r.hashes.get(touched)).toEqual({ sha256: sha(touched), source: 'computed' });
+    for (const f of files.slice(1)) expect(r.hashes.get(f)!.source).toBe('cache');
+    expect(r.bytesHashed).toBe(fs.statSync(touched).size);
+  });
+
+  it('a file modified just now is hashed but not cached; GEOEDIT_HASH_CACHE=off keeps no cache', async () => {
+    const f = path.join(root, 'fresh.bin');
+    fs.writeFileSync(f, crypto.randomBytes(12345));
+    expect((await hashInputs([f])).hashes.get(f)!.source).toBe('computed');
+    expect((await hashInputs([f])).hashes.get(f)!.source).toBe('computed');
+    process.env.GEOEDIT_HASH_CACHE = 'off';
+    try {
+      const g = path.join(root, 'g.bin');
+      fs.writeFileSync(g, 'x');
+      const old = new Date(Date.now() - 60_000);
+      fs.utimesSync(g, old, old);
+      const r = await hashInputs([g]);
+      expect(r.cacheFile).toBeNull();
+      expect((await hashInputs([g])).hashes.get(g)).toEqual({ sha256: sha(g), source: 'computed' });
+    } finally {
+      process.env.GEOEDIT_HASH_CACHE = cacheFile;
+    }
+  });
+});
