@@ -7,7 +7,9 @@
 // one canonical form, tau = scale * L * R with L [rows, r] and R [r, cols]: Linear L = B, R = A;
 // Embedding L = A^T, R = B^T.
 import { GeoEditError, describe, typeError } from './errors';
-import { callSite, native, type CallSite, type NativeLoraSide, type NativeResult } from './native';
+import { callSite, native, type CallSite, type NativeLoraSide, type NativePreserve, type NativeResult } from './native';
+import { checkPreserveTensorOption, type PreserveTensorOption } from './preserve/option';
+import { preserveLoraSides, type LoraPreserveEnergy } from './preserve/lora';
 import { checkCoefficients, nativeParams, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from './options';
 import { checkTensor } from './tensor';
 import { cpuOnlyBackend } from './backend';
@@ -38,10 +40,16 @@ export interface LoraStats extends TensorStats {
   dot: Float64Array;
   na: Float64Array;
   nb: Float64Array;
+  /** Preservation: Σ‖τ‖² before/after the projection per side, and the share removed (1 − after/before; null when before is 0). */
+  preserve?: { energy: LoraPreserveEnergy; removed: { old: number | null; new: number | null } };
 }
 
 /** Options for the LoRA path: the edit options, less those that need materialised rows. */
-export type LoraOptions = Omit<EditOptions, 'importanceOld' | 'importanceNew' | 'outDtype'> & { outDtype?: DType };
+export type LoraOptions = Omit<EditOptions, 'importanceOld' | 'importanceNew' | 'outDtype'> & {
+  outDtype?: DType;
+  /** Preservation statistics of the module's inputs (SPEC §3 step 0, §4): A ← A·P per side; the edited adapter keeps its rank. */
+  preserve?: PreserveTensorOption;
+};
 
 /** The canonical side the core takes, with tau's shape. */
 export interface CanonicalSide extends NativeLoraSide {
@@ -102,9 +110,11 @@ export interface PreparedLora {
   threads: number;
   cNew?: Float32Array;
   cOld?: Float32Array;
+  /** Preservation (SPEC §4): the sides' R are already R·P; Σ‖τ‖² before/after per side. */
+  preserveEnergy?: LoraPreserveEnergy;
 }
 
-export function prepareLora(pair: LoraPair, options: LoraOptions | undefined, what = 'analyzeLora'): PreparedLora {
+export function prepareLora(pair: LoraPair, options: LoraOptions | undefined, what = 'analyzeLora', statistics?: NativePreserve): PreparedLora {
   if (pair === null || typeof pair !== 'object') throw typeError(`Expected { old, new } LoRA factors but received ${describe(pair)}`);
   const opts = (options ?? {}) as LoraOptions & Record<string, unknown>;
   checkLoraOptions(opts, what);
@@ -120,7 +130,16 @@ export function prepareLora(pair: LoraPair, options: LoraOptions | undefined, wh
     throw new GeoEditError('ERR_SHAPE_MISMATCH', `Expected both sides to be Linear or both Embedding LoRA factors`);
   }
   const ref = (o ?? n)!;
-  const prep: PreparedLora = { rows: ref.rows, cols: ref.cols, old: o, new: n, embedding: !!(pair.old ?? pair.new)!.embedding, params, threads };
+  const embedding = !!(pair.old ?? pair.new)!.embedding;
+  const prep: PreparedLora = { rows: ref.rows, cols: ref.cols, old: o, new: n, embedding, params, threads };
+  // Preservation: the tensor form (editLora/analyzeLora) or a file's statistics (editAdapters).
+  const pres = statistics ?? checkPreserveTensorOption(opts.preserve, what);
+  if (pres) {
+    const ps = preserveLoraSides({ old: o, new: n }, embedding, pres, params, threads, what);
+    prep.old = ps.old;
+    prep.new = ps.new;
+    prep.preserveEnergy = ps.energy;
+  }
   if (params.strategy === 'custom') {
     // Finite, one per row: the same check as editTensor's.
     const c = checkCoefficients(opts.coefficients, ref.rows);
@@ -134,6 +153,10 @@ export function prepareLora(pair: LoraPair, options: LoraOptions | undefined, wh
 
 function side(s: CanonicalSide | null): NativeLoraSide | null {
   return s && s.r > 0 ? { L: s.L, R: s.R, r: s.r, scale: s.scale } : null;
+}
+
+function removedShares(e: LoraPreserveEnergy): { old: number | null; new: number | null } {
+  return { old: e.oldBefore > 0 ? 1 - e.oldAfter / e.oldBefore : null, new: e.newBefore > 0 ? 1 - e.newAfter / e.newBefore : null };
 }
 
 /**
@@ -151,6 +174,7 @@ export function loraStatsOf(prep: PreparedLora, g: NativeResult & { dot?: Float6
   return {
     rows: m, cols: prep.cols, cos: g.cos, region: g.region, counts: sum.counts, threshold: threshold(prep.params, prep.cols),
     coefNew: g.coefNew, coefOld: g.coefOld, energy: sum.energy, dot, na: g.na, nb: g.nb,
+    ...(prep.preserveEnergy ? { preserve: { energy: prep.preserveEnergy, removed: removedShares(prep.preserveEnergy) } } : {}),
   };
 }
 

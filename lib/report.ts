@@ -148,7 +148,7 @@ export function renderReport(m: CheckpointManifest, governance?: GovernanceConte
     return a && a.rows > 0 ? a[key] / a.rows : null;
   };
   const p = m.parameters;
-  const params = Object.entries(p).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v === null || (k === 'bandDegrees' && typeof v === 'number' && v < 0) ? '–' : Array.isArray(v) ? v.join(', ') : v)}</td></tr>`).join(''); // bandDegrees < 0: unset (kappa is used)
+  const params = Object.entries(p).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v === null || (k === 'bandDegrees' && typeof v === 'number' && v < 0) ? '–' : Array.isArray(v) ? v.join(', ') : typeof v === 'object' ? JSON.stringify(v) : v)}</td></tr>`).join(''); // bandDegrees < 0: unset (kappa is used)
   const inputs = Object.entries(m.inputs).map(([role, i]) =>
     i.files.map((f) => `<tr><th>${esc(role)}</th><td><code>${esc(f.path)}</code></td><td>${esc(bytes(f.size))}</td><td><code>${esc(f.sha256 ? f.sha256.slice(0, 16) + '…' : '–')}</code></td></tr>`).join(''),
   ).join('');
@@ -157,8 +157,8 @@ export function renderReport(m: CheckpointManifest, governance?: GovernanceConte
   const tensorRows = m.tensors.map((e) =>
     `<tr><td><code>${esc(e.name)}</code></td><td>${esc(e.dtype)}→${esc(e.outDtype)}</td><td>[${esc(e.shape.join(', '))}]</td><td>${esc(e.action)}</td>` +
     (e.action === 'edit'
-      ? `<td>${e.counts!.orthogonal}</td><td>${e.counts!.synergy}</td><td>${e.counts!.conflict}</td><td>${fmt(e.meanCos)}</td><td>${fmt(e.energyKept)}</td></tr>`
-      : `<td colspan="5">${esc(e.note ?? '')}</td></tr>`),
+      ? `<td>${e.counts!.orthogonal}</td><td>${e.counts!.synergy}</td><td>${e.counts!.conflict}</td><td>${fmt(e.meanCos)}</td><td>${fmt(e.energyKept)}</td>${presCell(m, e)}</tr>`
+      : `<td colspan="${m.parameters.preserve ? 6 : 5}">${esc(e.note ?? '')}</td></tr>`),
   ).join('');
   const layerHists = layers.map((l) => histogramSvg(`layer ${l}`, byLayer.get(l)!.hist)).join('');
   const warn = m.warnings.length ? `<section><h2>Warnings</h2><ul>${m.warnings.map((w) => `<li>${esc(w)}</li>`).join('')}</ul></section>` : '';
@@ -192,14 +192,46 @@ ${heatmapSvg('conflict share', layers, modules, share('c'), '#c0392b')}
 ${heatmapSvg('synergy share', layers, modules, share('s'), '#2e8b57')}
 ${heatmapSvg('orthogonal share', layers, modules, share('o'), '#555555')}
 </div></section>
+${preservationSection(m, layers)}
 <section><h2>Update energy kept</h2><div class="grid">${energySvg(layers, byLayer)}</div></section>
 <section><h2>Angle histograms per layer</h2><div class="grid">${layerHists}</div></section>
 <section><h2>Inputs</h2><table><tr><th>role</th><th>file</th><th>size</th><th>SHA-256</th></tr>${inputs}</table></section>
 <section><h2>Parameters</h2><table>${params}</table></section>
-<section><h2>Tensors</h2><table><tr><th>name</th><th>dtype</th><th>shape</th><th>action</th><th>orthogonal</th><th>synergy</th><th>conflict</th><th>mean cos</th><th>energy kept</th></tr>${tensorRows}</table></section>
+<section><h2>Tensors</h2><table><tr><th>name</th><th>dtype</th><th>shape</th><th>action</th><th>orthogonal</th><th>synergy</th><th>conflict</th><th>mean cos</th><th>energy kept</th>${m.parameters.preserve ? '<th>preserved with (removed new / old)</th>' : ''}</tr>${tensorRows}</table></section>
 <p>Timings: total ${fmt(m.timings.totalMs / 1000, 2)} s, data ${fmt(m.timings.dataMs / 1000, 2)} s (${fmt(m.timings.gbPerSecond, 2)} GB/s of input), hashing ${fmt(m.timings.hashMs / 1000, 2)} s.</p>
 </body></html>
 `;
+}
+
+/** Preservation (SPEC §3 step 0) per layer: tensors with statistics, and the share of the update's energy the projection removed. */
+function presCell(m: CheckpointManifest, e: TensorManifestEntry): string {
+  if (!m.parameters.preserve) return '';
+  const p = e.preserve;
+  return p ? `<td><code>${esc(p.statistics)}</code> (${fmt(p.removed.new)} / ${fmt(p.removed.old)})</td>` : '<td>none</td>';
+}
+
+function preservationSection(m: CheckpointManifest, layers: string[]): string {
+  const file = m.parameters.preserve?.file;
+  if (!file) return '';
+  const rows = new Map<string, { n: number; pres: number; ob: number; oa: number; nb: number; na: number; none: string[] }>();
+  for (const e of m.tensors) {
+    if (e.action !== 'edit') continue;
+    const { layer } = layerAndModule(e.name);
+    const r = rows.get(layer) ?? { n: 0, pres: 0, ob: 0, oa: 0, nb: 0, na: 0, none: [] };
+    r.n++;
+    if (e.preserve) {
+      r.pres++;
+      r.ob += e.preserve.energy.oldBefore; r.oa += e.preserve.energy.oldAfter; r.nb += e.preserve.energy.newBefore; r.na += e.preserve.energy.newAfter;
+    } else r.none.push(e.name);
+    rows.set(layer, r);
+  }
+  const pct = (b: number, a: number) => (b > 0 ? `${(100 * (1 - a / b)).toFixed(1)}%` : '–');
+  const body = layers.filter((l) => rows.has(l)).map((l) => {
+    const r = rows.get(l)!;
+    return `<tr><td>${esc(l)}</td><td>${r.pres} of ${r.n}</td><td>${pct(r.nb, r.na)}</td><td>${pct(r.ob, r.oa)}</td><td>${r.none.map((n) => `<code>${esc(n)}</code>`).join(' ') || '–'}</td></tr>`;
+  }).join('');
+  return `<section><h2>Preservation</h2><p>Statistics <code>${esc(file)}</code>, rho ${esc(m.parameters.preserve!.rho)}, mu ${esc(m.parameters.preserve!.mu)}. Every preserved row of τold and τnew was replaced by x·P before the geometry (SPEC §3 step 0); "removed" is 1 − Σ‖x·P‖² / Σ‖x‖² over the layer's preserved tensors. Tensors without statistics were edited without preservation.</p>
+<table><tr><th>layer</th><th>tensors preserved</th><th>energy removed (new)</th><th>energy removed (old)</th><th>without statistics</th></tr>${body}</table></section>`;
 }
 
 /** Writes the report atomically (temp file beside it, then rename). */

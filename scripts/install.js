@@ -65,7 +65,39 @@ function resolveTool(id) {
   }
 }
 
+/**
+ * Eigen's headers (the preservation linear algebra, native/cpu/preserve_la_*.cc) are needed by a
+ * source build only; prebuilds have them compiled in. Where they are missing and this is root on a
+ * Debian-like system, installs libeigen3-dev with apt-get (quietly); otherwise says which package to
+ * install. Returns false when the build cannot work.
+ */
+function ensureEigen() {
+  const dirs = [env.EIGEN3_INCLUDE_DIR, '/usr/include/eigen3', '/usr/local/include/eigen3', '/opt/homebrew/include/eigen3'];
+  if (dirs.some((d) => d && fs.existsSync(path.join(d, 'Eigen', 'Cholesky')))) return true;
+  const hasApt = spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status === 0;
+  const root_ = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (hasApt && root_) {
+    log('Eigen 3 headers not found; installing libeigen3-dev with apt-get');
+    const opts = { stdio: ['ignore', 'ignore', 'inherit'], env: { ...env, DEBIAN_FRONTEND: 'noninteractive' } };
+    let r = spawnSync('apt-get', ['install', '-y', '-qq', 'libeigen3-dev'], opts);
+    if (r.status !== 0) {
+      spawnSync('apt-get', ['update', '-qq'], opts);
+      r = spawnSync('apt-get', ['install', '-y', '-qq', 'libeigen3-dev'], opts);
+    }
+    if (r.status === 0) return true;
+  }
+  console.error(
+    [
+      'geoedit: cannot build from source: the Eigen 3 headers (header-only linear algebra) are not installed.',
+      '  Debian/Ubuntu: apt-get install libeigen3-dev   Fedora: dnf install eigen3-devel   macOS: brew install eigen',
+      '  or point EIGEN3_INCLUDE_DIR at a directory holding Eigen/Core.',
+    ].join('\n'),
+  );
+  return false;
+}
+
 function buildFromSource() {
+  if (!ensureEigen()) return false;
   const cmakeJs = resolveTool('cmake-js/bin/cmake-js');
   const napi = resolveTool('node-addon-api');
   if (!cmakeJs || !napi) {

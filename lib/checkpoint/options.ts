@@ -4,6 +4,7 @@ import { GeoEditError } from '../errors';
 import { checkDtype, optionSpec, parseSize, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from '../options';
 import { chooseBackend, resolveCudaMemoryLimit, type BackendChoice } from '../backend';
 import type { DType, EditOptions } from '../types';
+import { checkPreserveFileOption, type PreserveFileOption } from '../preserve/option';
 
 export interface ProgressEvent {
   phase: 'edit' | 'analyze';
@@ -34,6 +35,8 @@ export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | '
   copyFiles?: boolean;
   onProgress?: (e: ProgressEvent) => void;
   signal?: AbortSignal;
+  /** Preservation statistics (SPEC §3 step 0; docs/preservation.md). */
+  preserve?: { file: string; rho?: number; mu?: number };
   /** Bytes per block of the widest input of an edited tensor (default 8 MiB on the CPU, 64 MiB
    *  on the GPU, where each block is split into device chunks that stream through >= 2 CUDA streams). */
   blockBytes?: number;
@@ -81,12 +84,14 @@ export interface Resolved {
   /** What was asked for and why `backend` runs the job (the manifest's backend record). */
   backendChoice: BackendChoice;
   cudaMemoryLimit: number;
+  preserve: PreserveFileOption | null;
 }
 
 export function resolveCheckpointOptions(o: CheckpointOptions | undefined, what: string): Resolved {
   // Keys, types and ranges from the option table; then the rules between options.
   const opts = validateOptions(o, 'checkpoint', what) as CheckpointOptions;
   const params = resolveParams(opts);
+  const preserve = checkPreserveFileOption(opts.preserve, what);
   if (params.strategy === 'custom') {
     throw new GeoEditError('ERR_UNSUPPORTED', "strategy 'custom' needs per-row coefficients for every tensor; use editTensor for it (checkpoints support geoedit, forget-then-learn, task-arithmetic)", { option: 'strategy' });
   }
@@ -108,5 +113,6 @@ export function resolveCheckpointOptions(o: CheckpointOptions | undefined, what:
     cudaMemoryLimit: resolveCudaMemoryLimit(opts.cudaMemoryLimit, backend),
     backend,
     backendChoice: choice,
+    preserve,
   };
 }

@@ -14,6 +14,9 @@ import { openCheckpoint, type Checkpoint } from './open';
 import { resolveCheckpointOptions, type CheckpointOptions, type Resolved } from './options';
 import { inputBytes, plan, shardLayout, shardNames, type CheckpointInputs, type PlanItem } from './plan';
 import { CheckpointStream } from './stream';
+import { nativeParams } from '../options';
+import { planJobPreservation, validateStatisticValues, weightInfos, type JobPreservation } from '../preserve/plan';
+import type { WeightInfo } from '../preserve/file';
 
 export interface CheckpointJob {
   kind: 'edit' | 'analyze';
@@ -37,6 +40,7 @@ interface Prepared {
   report: string | undefined;
   validateMs: number;
   t0: number;
+  pres?: { jp: JobPreservation; model: Map<string, WeightInfo> };
 }
 
 function openInputs(inputs: CheckpointInputs, opts: CheckpointOptions): Inputs {
@@ -63,13 +67,18 @@ function prepare(job: CheckpointJob): Prepared {
   const warnings: string[] = [];
   const ck = openInputs(job.inputs, opts);
   const items = plan(ck, r, warnings);
+  let pres: Prepared['pres'];
+  if (r.preserve) {
+    const model = weightInfos(ck.base.tensors);
+    pres = { jp: planJobPreservation(r.preserve, model, new Set(items.filter((i) => i.action === 'edit').map((i) => i.name)), warnings), model };
+  }
   const allInputFiles = new Set<string>();
   for (const c of present(ck)) for (const f of c.files) allInputFiles.add(f.path);
   const out = job.kind === 'edit'
     ? checkOutputTarget(job.out, present(ck).map((c) => ({ path: c.path, dir: c.dir, files: c.files.map((f) => f.path) })), opts.force === true, 'editCheckpoint')
     : null;
   const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, allInputFiles);
-  return { job, r, ck, items, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0 };
+  return { job, r, ck, items, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0, ...(pres ? { pres } : {}) };
 }
 
 function parametersOf(p: Prepared): CheckpointManifest['parameters'] {
@@ -79,6 +88,7 @@ function parametersOf(p: Prepared): CheckpointManifest['parameters'] {
     include: o.include === undefined ? null : ([] as string[]).concat(o.include),
     exclude: o.exclude === undefined ? null : ([] as string[]).concat(o.exclude),
     maxShardSize: p.r.maxShardSize, threads: p.r.threads,
+    ...(p.r.preserve ? { preserve: { file: p.r.preserve.file, rho: p.r.preserve.rho, mu: p.r.preserve.mu } } : {}),
   };
 }
 
@@ -126,9 +136,11 @@ function filesToHash(p: Prepared): string[] {
 async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>): Promise<{ stream: CheckpointStream; files: Array<{ name: string; size: number; tensors: number }> }> {
   const edit = p.job.kind === 'edit';
   const outItems = edit ? p.items : p.items.filter((i) => i.action === 'edit');
+  const presFd = p.pres ? fs.openSync(p.pres.jp.plan.file, 'r') : -1;
   const stream = new CheckpointStream({
     job, r: p.r, fds, site: p.job.site, phase: p.job.kind, onProgress: p.job.opts.onProgress, t0: p.t0,
     bytesTotal: outItems.reduce((s, it) => s + inputBytes(it), 0), tensorsTotal: outItems.length,
+    ...(p.pres ? { pres: { jp: p.pres.jp, fd: presFd } } : {}),
   });
   try {
     if (!edit) {
@@ -149,6 +161,7 @@ async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>)
     return { stream, files };
   } finally {
     stream.stop();
+    if (presFd >= 0) fs.closeSync(presFd);
   }
 }
 
@@ -193,6 +206,8 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
 /** Runs a checkpoint edit or analysis: nothing appears at the target unless it completes. */
 export async function runCheckpointJob(cj: CheckpointJob): Promise<CheckpointManifest> {
   const p = prepare(cj);
+  // The statistics' values, checked by the core before any output exists (one statistic at a time).
+  if (p.pres) await validateStatisticValues(p.pres.jp, p.pres.model, nativeParams(p.r.params), p.r.threads, cj.site);
   const lineage = [{ role: 'base', dir: p.ck.base.dir }, { role: 'new', dir: p.ck.new.dir }, { role: 'old', dir: p.ck.old.dir }];
   return runOutputJob({ kind: cj.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', out: p.out, force: cj.opts?.force === true, signal: cj.opts?.signal, report: p.report, what: 'the checkpoint job', lineage },
     (job) => work(p, job));

@@ -4,7 +4,7 @@
 // are summarised per batch; progress is reported about every 200 ms.
 import * as fs from 'node:fs';
 import { GeoEditError } from '../errors';
-import { native, type CallSite, type NativeResult, type NativeStreamSrc, type NativeStreamTask } from '../native';
+import { native, type CallSite, type NativePreserve, type NativeResult, type NativeStreamSrc, type NativeStreamTask } from '../native';
 import { nativeParams, type ResolvedParams } from '../options';
 import { EDITABLE_ST_DTYPES, planSafetensors } from '../safetensors';
 import { matrixView } from '../tensor';
@@ -14,9 +14,13 @@ import type { TensorManifestEntry } from '../job/manifest';
 import type { CheckpointTensor } from './open';
 import type { ProgressEvent, Resolved } from './options';
 import { inputBytes, type PlanItem } from './plan';
+import { loadSource, sourceMemory } from '../preserve/file';
+import { preserveEntries, type JobPreservation } from '../preserve/plan';
 
 const BATCH_BYTES = 2 ** 30;
 const BATCH_TENSORS = 256;
+/** Statistics (values + operators) one stream call may hold: the batch is cut before more. */
+const BATCH_PRESERVE_BYTES = 2 ** 29;
 
 export interface StreamSetup {
   job: OutputJob;
@@ -29,9 +33,25 @@ export interface StreamSetup {
   t0: number;
   bytesTotal: number;
   tensorsTotal: number;
+  /** Preservation: the planned statistics and the open statistics file. */
+  pres?: { jp: JobPreservation; fd: number };
 }
 
 interface Batched { item: PlanItem; task: NativeStreamTask }
+
+/** Each augmented bias moved right after its weight (the weight's pass hands the bias its preserved task vectors). */
+function pairBiases(list: Batched[], jp: JobPreservation | undefined): Batched[][] {
+  if (!jp || jp.biasOfWeight.size === 0) return list.map((x) => [x]);
+  const biases = new Map<string, Batched>();
+  for (const x of list) if (jp.biasOfWeight.has(x.item.name)) biases.set(jp.biasOfWeight.get(x.item.name)!, x);
+  const units: Batched[][] = [];
+  for (const x of list) {
+    if (jp.biasOfWeight.has(x.item.name)) continue;
+    const b = biases.get(x.item.name);
+    units.push(b ? [x, b] : [x]);
+  }
+  return units;
+}
 
 function summarise(item: PlanItem, r: NativeResult, p: ResolvedParams): TensorManifestEntry {
   const { rows, cols } = matrixView(item.shape);
@@ -41,6 +61,40 @@ function summarise(item: PlanItem, r: NativeResult, p: ResolvedParams): TensorMa
     rows, cols, threshold: threshold(p, cols), counts: sum.counts, zeroRows: sum.zeroRows, angleHistogram: sum.angleHistogram,
     meanCos: sum.meanCos, energy: sum.energy, energyKept: sum.energyKept,
   };
+}
+
+/** The batch's statistics: each source loaded once (tasks name it by index), augmented weights given their bias's sources. */
+function attachPreserves(batch: Batched[], pres: NonNullable<StreamSetup['pres']>, src: (t: CheckpointTensor) => NativeStreamSrc): NativePreserve[] {
+  const { jp, fd } = pres;
+  const preserves: NativePreserve[] = [];
+  const index = new Map<string, number>();
+  const pos = new Map(batch.map((b, k) => [b.item.name, k]));
+  for (const { item, task } of batch) {
+    const ws = jp.plan.byWeight.get(item.name);
+    const weight = jp.biasOfWeight.get(item.name);
+    if (ws) {
+      let k = index.get(ws.source.name);
+      if (k === undefined) {
+        k = preserves.length;
+        preserves.push({ ...loadSource(jp.plan, ws.source, fd), tensor: item.name });
+        index.set(ws.source.name, k);
+      }
+      task.preserve = k;
+      if (ws.augmented) {
+        const b = batch[pos.get(ws.bias!)!]!.item;
+        task.biasBase = src(b.base);
+        task.biasOld = src(b.old!);
+        task.biasNew = src(b.new!);
+      }
+    } else if (weight !== undefined) {
+      task.tauFrom = pos.get(weight)!;
+      delete task.old;
+      delete task.new;
+      delete task.impOld;
+      delete task.impNew;
+    }
+  }
+  return preserves;
 }
 
 export class CheckpointStream {
@@ -86,11 +140,13 @@ export class CheckpointStream {
     this.batchNames = batch.map((b) => b.item.name);
     job.ctl[0] = 0;
     job.ctl[2] = 0;
+    const preserves = this.s.pres ? attachPreserves(batch, this.s.pres, (t) => this.src(t)) : [];
     let res: (NativeResult | null)[];
     try {
       res = await native.stream({
         tasks: batch.map((b) => b.task), params: nativeParams(r.params), threads: r.threads,
         blockBytes: r.blockBytes, backend: r.backend, cudaMemoryLimit: r.cudaMemoryLimit, ctl: job.ctl,
+        ...(preserves.length ? { preserves } : {}),
       }, this.s.site);
     } catch (err) {
       if (err instanceof GeoEditError && err.code === 'ERR_ABORTED') throw job.abortedError();
@@ -99,40 +155,71 @@ export class CheckpointStream {
     this.bytesRead += job.ctl[0]!;
     job.ctl[0] = 0;
     this.tensorsDone += batch.length;
+    const biasEntries = new Map<string, TensorManifestEntry['preserve']>();
     batch.forEach(({ item }, k) => {
-      if (item.action === 'edit') this.entries.push(summarise(item, res[k]!, r.params));
-      else this.entries.push({ name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: item.action, note: item.why });
+      if (item.action !== 'edit') {
+        this.entries.push({ name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: item.action, note: item.why });
+        return;
+      }
+      const e = summarise(item, res[k]!, r.params);
+      const jp = this.s.pres?.jp;
+      if (jp) {
+        const ws = jp.plan.byWeight.get(item.name);
+        if (ws) {
+          const pe = preserveEntries(jp, ws, res[k]!.preserveEnergy!);
+          e.preserve = pe.weight;
+          if (pe.bias) biasEntries.set(ws.bias!, pe.bias);
+        } else e.preserve = biasEntries.get(item.name) ?? null;
+      }
+      this.entries.push(e);
     });
     this.emit();
   }
 
-  /** Runs the tasks in batches, in order. */
+  /** Runs the tasks in batches, in order (an augmented bias right after its weight, in the same batch). */
   async run(list: Batched[]): Promise<void> {
     if (this.s.onProgress && !this.timer) this.timer = setInterval(() => this.emit(), 200);
-    let batch: Batched[] = [], bytes = 0;
-    for (const x of list) {
-      batch.push(x);
-      bytes += inputBytes(x.item);
-      if (bytes >= BATCH_BYTES || batch.length >= BATCH_TENSORS) { await this.runBatch(batch); batch = []; bytes = 0; }
+    const jp = this.s.pres?.jp;
+    let batch: Batched[] = [], bytes = 0, statBytes = 0;
+    const sources = new Set<string>();
+    for (const unit of pairBiases(list, jp)) {
+      const ws = jp?.plan.byWeight.get(unit[0]!.item.name);
+      const extra = ws && !sources.has(ws.source.name) ? sourceMemory(ws.source) : 0;
+      // A new shard starts a new call (the abort check and progress run between calls); so does a statistic over the budget.
+      const newShard = batch.length > 0 && unit[0]!.task.outFd !== batch[0]!.task.outFd;
+      if (batch.length && (newShard || (extra && statBytes + extra > BATCH_PRESERVE_BYTES))) { await this.runBatch(batch); batch = []; bytes = 0; statBytes = 0; sources.clear(); }
+      if (ws && !sources.has(ws.source.name)) { sources.add(ws.source.name); statBytes += extra; }
+      for (const x of unit) { batch.push(x); bytes += inputBytes(x.item); }
+      if (bytes >= BATCH_BYTES || batch.length >= BATCH_TENSORS) { await this.runBatch(batch); batch = []; bytes = 0; statBytes = 0; sources.clear(); }
     }
     if (batch.length) await this.runBatch(batch);
+    if (jp && jp.biasOfWeight.size) {
+      const order = new Map(list.map((x, k) => [x.item.name, k]));
+      const start = this.entries.length - list.length;
+      const mine = this.entries.splice(start).sort((a, b) => order.get(a.name)! - order.get(b.name)!);
+      this.entries.push(...mine);
+    }
   }
 
-  /** Writes each shard into the job's output: header, then every tensor streamed to its offset. */
+  /** Writes each shard into the job's output: every header, then every tensor streamed to its offset (one task list, so a bias may follow its weight across shards). */
   async writeShards(shards: PlanItem[][], names: string[], meta: Record<string, string>): Promise<{ files: Array<{ name: string; size: number; tensors: number }>; weightMap: Record<string, string> }> {
     const files: Array<{ name: string; size: number; tensors: number }> = [];
     const weightMap: Record<string, string> = {};
+    const fds: number[] = [];
+    const list: Batched[] = [];
     for (let s = 0; s < shards.length; s++) {
       const items = shards[s]!;
       const sp = planSafetensors(items.map((it) => ({ name: it.name, dtype: it.outDtype, shape: it.shape })), meta);
       const fd = this.s.job.openOutput(names[s]!);
+      fds.push(fd);
       fs.ftruncateSync(fd, sp.size);
       fs.writeSync(fd, sp.header, 0, sp.header.length, 0);
-      await this.run(items.map((it, k) => ({ item: it, task: this.task(it, fd, sp.dataOffset + sp.entries[k]!.begin) })));
+      items.forEach((it, k) => list.push({ item: it, task: this.task(it, fd, sp.dataOffset + sp.entries[k]!.begin) }));
       for (const it of items) weightMap[it.name] = names[s]!;
-      this.s.job.closeOutput(fd);
       files.push({ name: names[s]!, size: sp.size, tensors: items.length });
     }
+    await this.run(list);
+    for (const fd of fds) this.s.job.closeOutput(fd);
     return { files, weightMap };
   }
 

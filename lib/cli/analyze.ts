@@ -2,6 +2,7 @@
 import { analyzeCheckpoint, type CheckpointManifest } from '../checkpoint';
 import { EXIT, UsageError, checkInputKind, helpText, parse, progressPrinter, reportError, toOptions } from './common';
 import { printSummary, summaryOf } from './edit';
+import { splitPreservationWarnings } from './common';
 import { flagsFor } from './flags';
 import { isAdapterRun, runAnalyzeAdapters } from './lora';
 
@@ -27,8 +28,10 @@ export async function runAnalyze(argv: string[]): Promise<number> {
     } finally {
       pp?.done();
     }
-    if (values.json) process.stdout.write(JSON.stringify({ ...summaryOf(m), inputs: m.inputs, tensors: m.tensors }, null, 2) + '\n');
-    else printSummary(m);
+    if (values.json) {
+      splitPreservationWarnings(m.warnings);
+      process.stdout.write(JSON.stringify({ ...summaryOf(m), inputs: m.inputs, tensors: m.tensors }, null, 2) + '\n');
+    } else printSummary(m);
     return EXIT.OK;
   } catch (e) {
     return reportError(e, 'analyze');

@@ -48,7 +48,8 @@ export function toOptions(values: Record<string, unknown>, flags: OptSpec[]): Ch
       if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n) || (f.kind === 'int' && !Number.isInteger(n))) {
         throw new UsageError(`Expected ${f.kind === 'int' ? 'an integer' : 'a number'} for --${f.name} but received '${String(v)}'`);
       }
-      o[f.key] = n;
+      if (f.sub) o[f.key] = { ...(o[f.key] as object | undefined), [f.sub]: n };
+      else o[f.key] = n;
     } else if (f.kind === 'size') {
       try {
         o[f.key] = parseSize(v, `--${f.name}`);
@@ -57,10 +58,14 @@ export function toOptions(values: Record<string, unknown>, flags: OptSpec[]): Ch
       }
     } else if (f.kind === 'negate') {
       if (v === true) o[f.key] = false;
+    } else if (f.sub) {
+      o[f.key] = { ...(o[f.key] as object | undefined), [f.sub]: v };
     } else {
       o[f.key] = v;
     }
   }
+  const pres = o.preserve as { file?: unknown } | undefined;
+  if (pres && pres.file === undefined) throw new UsageError('--preserve-rho and --preserve-mu need --preserve FILE');
   return o as CheckpointOptions;
 }
 
@@ -75,7 +80,7 @@ export function checkInputKind(values: Record<string, unknown>, flags: OptSpec[]
 
 const USAGE_CODES = new Set(['ERR_INVALID_ARG_TYPE', 'ERR_INVALID_OPTION', 'ERR_UNKNOWN_OPTION', 'ERR_UNKNOWN_STRATEGY', 'ERR_UNKNOWN_DTYPE', 'ERR_COEFFICIENTS']);
 const INPUT_CODES = new Set([
-  'ERR_BAD_SAFETENSORS', 'ERR_SHAPE_MISMATCH', 'ERR_MISSING_TENSOR', 'ERR_NOT_FOUND', 'ERR_NON_FINITE', 'ERR_BAD_IMPORTANCE',
+  'ERR_BAD_SAFETENSORS', 'ERR_SHAPE_MISMATCH', 'ERR_MISSING_TENSOR', 'ERR_NOT_FOUND', 'ERR_NON_FINITE', 'ERR_BAD_IMPORTANCE', 'ERR_BAD_STATISTICS',
   'ERR_UNSUPPORTED', 'ERR_OUTPUT_EXISTS', 'ERR_DATA_LENGTH', 'ERR_BAD_ADAPTER',
 ]);
 
@@ -137,4 +142,27 @@ export function progressPrinter(stream: NodeJS.WriteStream): { onProgress: (e: P
       if (tty && drawn) stream.write('\n');
     },
   };
+}
+
+/** Preservation's warnings (weights edited without statistics, unused statistics) go to stderr, whatever the output mode. */
+export function splitPreservationWarnings(warnings: readonly string[]): string[] {
+  const rest: string[] = [];
+  for (const w of warnings) {
+    if (w.startsWith('preservation: ')) process.stderr.write(`warning: ${w}\n`);
+    else rest.push(w);
+  }
+  return rest;
+}
+
+/** One summary line for the preserved tensors: how many, and the share of the update's energy the projection removed. */
+export function preservationLine(entries: ReadonlyArray<{ preserve?: { energy: { oldBefore: number; oldAfter: number; newBefore: number; newAfter: number } } | null }>, file: string | undefined): string[] {
+  if (!file) return [];
+  let n = 0, ob = 0, oa = 0, nb = 0, na = 0;
+  for (const e of entries) {
+    if (!e.preserve) continue;
+    n++;
+    ob += e.preserve.energy.oldBefore; oa += e.preserve.energy.oldAfter; nb += e.preserve.energy.newBefore; na += e.preserve.energy.newAfter;
+  }
+  const pct = (b: number, a: number) => (b > 0 ? `${(100 * (1 - a / b)).toFixed(1)}%` : '–');
+  return [`preservation: ${n} of ${entries.length} preserved with ${file}; update energy removed by the projection: new ${pct(nb, na)}, old ${pct(ob, oa)}`];
 }

@@ -1,6 +1,6 @@
 // geoedit edit --base P --old P --new P --out DIR [options]
 import { editCheckpoint, type CheckpointManifest } from '../checkpoint';
-import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, progressPrinter, reportError, toOptions } from './common';
+import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, preservationLine, progressPrinter, reportError, splitPreservationWarnings, toOptions } from './common';
 import { flagsFor } from './flags';
 import { isAdapterRun, runEditAdapters } from './lora';
 
@@ -19,7 +19,8 @@ export function printSummary(m: CheckpointManifest): void {
     `rows: ${t.rows}: orthogonal ${pct(t.counts.orthogonal)}, synergy ${pct(t.counts.synergy)}, conflict ${pct(t.counts.conflict)}`,
     `update energy kept: ${t.energyKept === null ? '–' : `${(100 * t.energyKept).toFixed(1)}%`}`,
     `time: ${(m.timings.totalMs / 1000).toFixed(2)} s (data ${(m.timings.dataMs / 1000).toFixed(2)} s, ${m.timings.gbPerSecond.toFixed(2)} GB/s of input) on ${m.backend.name === 'cuda' ? `the GPU (${m.backend.device ?? 'cuda'})` : 'the CPU'}`,
-    ...m.warnings.map((w) => `warning: ${w}`),
+    ...preservationLine(m.tensors.filter((e) => e.action === 'edit'), m.parameters.preserve?.file),
+    ...splitPreservationWarnings(m.warnings).map((w) => `warning: ${w}`),
   ];
   process.stdout.write(lines.join('\n') + '\n');
 }
@@ -44,8 +45,10 @@ export async function runEdit(argv: string[]): Promise<number> {
     } finally {
       pp?.done();
     }
-    if (values.json) process.stdout.write(JSON.stringify(summaryOf(m), null, 2) + '\n');
-    else printSummary(m);
+    if (values.json) {
+      splitPreservationWarnings(m.warnings);
+      process.stdout.write(JSON.stringify(summaryOf(m), null, 2) + '\n');
+    } else printSummary(m);
     return EXIT.OK;
   } catch (e) {
     return reportError(e, 'edit');

@@ -19,6 +19,8 @@ export interface OptSpec {
   /** Taken with --old-adapter/--new-adapter; with checkpoints (--old/--new) (absent: true). */
   adapters?: boolean;
   checkpoints?: boolean;
+  /** The key inside the option `key` that the flag sets (--preserve-rho: preserve.rho). */
+  sub?: string;
 }
 
 function kindOf(o: OptionSpec): OptSpec['kind'] {
@@ -42,6 +44,8 @@ export function toFlag(o: OptionSpec): OptSpec {
     adapters: c.adapters !== false, checkpoints: c.checkpoints !== false,
   };
   if (o.name) f.key = o.name;
+  else if (c.of) f.key = c.of;
+  if (c.sets) f.sub = c.sets;
   if (c.metavar) f.metavar = c.metavar;
   if (c.short) f.short = c.short;
   return f;

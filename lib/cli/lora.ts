@@ -1,7 +1,7 @@
 // `geoedit edit|analyze --old-adapter DIR --new-adapter DIR ...`: the LoRA path of the CLI.
 // edit.ts / analyze.ts hand over here when an adapter flag is present.
 import { analyzeAdapters, editAdapters, type AdapterReport, type EditAdaptersOptions } from '../lora';
-import { EXIT, UsageError, checkInputKind, type OptSpec, reportError, toOptions } from './common';
+import { EXIT, UsageError, checkInputKind, type OptSpec, preservationLine, reportError, splitPreservationWarnings, toOptions } from './common';
 import { LORA_FLAGS, flagsFor } from './flags';
 
 export { LORA_FLAGS };
@@ -33,7 +33,8 @@ function printReport(r: AdapterReport, head: string): void {
     `rows: ${t.rows}: orthogonal ${pct(t.counts.orthogonal)}, synergy ${pct(t.counts.synergy)}, conflict ${pct(t.counts.conflict)}`,
     `update energy applied / offered by the new adapter: ${kept}`,
     ...r.extras.map((e) => `non-LoRA tensor ${e.tensor} (${e.from}): ${e.action}`),
-    ...r.warnings.map((w) => `warning: ${w}`),
+    ...preservationLine(r.modules, (r.parameters.preserve as { file?: string } | undefined)?.file),
+    ...splitPreservationWarnings(r.warnings).map((w) => `warning: ${w}`),
   ];
   process.stdout.write(lines.join('\n') + '\n');
 }
@@ -45,6 +46,7 @@ export async function runEditAdapters(values: Record<string, unknown>, flags: Op
     const base = typeof values.base === 'string' ? values.base : undefined;
     const t0 = Date.now();
     const m = await editAdapters({ old: values['old-adapter'] as string, new: values['new-adapter'] as string, out: values.out, ...(base ? { base } : {}) }, opts);
+    if (values.json) splitPreservationWarnings(m.warnings);
     if (values.json) process.stdout.write(JSON.stringify({ outFormat: m.outFormat, outputs: m.outputs, totals: m.totals, modules: m.modules, extras: m.extras }, null, 2) + '\n');
     else printReport(m, `wrote ${m.outFormat === 'adapter' ? 'a PEFT adapter' : 'merged weights'} to ${values.out} (${m.outputs.map((o) => o.path.split('/').pop()).join(', ')}, geoedit-manifest.json) in ${((Date.now() - t0) / 1000).toFixed(2)} s`);
     return EXIT.OK;
@@ -59,8 +61,10 @@ export async function runAnalyzeAdapters(values: Record<string, unknown>, flags:
     const opts = adapterOptions(values, flags);
     delete (opts as Record<string, unknown>).outFormat;
     const r = await analyzeAdapters({ old: values['old-adapter'] as string, new: values['new-adapter'] as string }, opts);
-    if (values.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
-    else printReport(r, 'analysis only: no weights written');
+    if (values.json) {
+      splitPreservationWarnings(r.warnings);
+      process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    } else printReport(r, 'analysis only: no weights written');
     return EXIT.OK;
   } catch (e) {
     return reportError(e, 'analyze');

@@ -62,7 +62,30 @@ export interface TensorManifestEntry {
   energy?: { new: number; old: number; applied: number };
   /** applied / new: share of the update energy (Σ‖τnew‖²) kept in the output. */
   energyKept?: number | null;
+  /** Preservation (SPEC §3 step 0): the statistics used, or null (edited without; listed in warnings). Absent without option preserve. */
+  preserve?: PreserveEntry | null;
 }
+
+/** What preservation did to one tensor (or module). */
+export interface PreserveEntry {
+  /** The name in the statistics file whose statistics were used (the tensor's own, or a shared entry's target). */
+  statistics: string;
+  shared: boolean;
+  form: 'ridge' | 'basis';
+  /** Augmented [x; 1]: the bias preserved with the weight (on the weight: the bias's name; on the bias: the weight's). */
+  bias?: string;
+  withWeight?: string;
+  /** null for the basis form. */
+  rho: number | null;
+  mu: number | null;
+  /** Σ‖τ‖² before and after the projection, per side. */
+  energy: { oldBefore: number; oldAfter: number; newBefore: number; newAfter: number };
+  /** Share of the update's energy the projection removed, 1 − after/before (null when before is 0). */
+  removed: { old: number | null; new: number | null };
+}
+
+/** The run's preservation settings (parameters.preserve). */
+export interface PreserveParameters { file: string; rho: number; mu: number }
 
 export interface InputRecord {
   path: string;
@@ -85,7 +108,7 @@ export interface CheckpointManifest extends ManifestEnvelope<'checkpoint-edit' |
   backend: { name: 'cpu' | 'cuda'; device: string | null; requested?: string; reason?: string };
   inputs: Record<string, InputRecord>;
   output: null | { path: string; files: Array<{ name: string; size: number; tensors: number }>; totalSize: number };
-  parameters: ResolvedParams & { outDtype: DType | null; include: string[] | null; exclude: string[] | null; maxShardSize: number; threads: number };
+  parameters: ResolvedParams & { outDtype: DType | null; include: string[] | null; exclude: string[] | null; maxShardSize: number; threads: number; preserve?: PreserveParameters | null };
   tensors: TensorManifestEntry[];
   totals: CheckpointTotals;
   timings: { totalMs: number; validateMs: number; dataMs: number; hashMs: number; gbPerSecond: number };
@@ -121,6 +144,8 @@ export interface AdapterModuleReport {
   rOut?: number;
   /** Base tensor the module was merged into (full output only). */
   baseTensor?: string;
+  /** Preservation: the statistics used for the module's base weight, or null (absent without option preserve). */
+  preserve?: PreserveEntry | null;
   transposed?: boolean;
 }
 

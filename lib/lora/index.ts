@@ -19,6 +19,29 @@ import {
 import { buildAdapterOutput, writeAdapterFiles } from './adapter-out';
 import { mergeIntoBase } from './merge';
 import { adapterReportAsCheckpointManifest } from './report';
+import { checkPreserveFileOption, type PreserveFileOption } from '../preserve/option';
+import { planAdapterPreservation, validateAdapterStatistics } from '../preserve/adapters';
+import { nativeParams, resolveParams } from '../options';
+import type { EditOptions } from '../types';
+
+/** Option preserve (the file form) taken out of the LoRA options: the modules get their statistics from the file. */
+function takePreserve(lora: LoraOptions, what: string): PreserveFileOption | null {
+  const o = lora as Record<string, unknown>;
+  const p = checkPreserveFileOption(o.preserve, what);
+  delete o.preserve;
+  return p;
+}
+
+/** Plans the statistics (every check, the values by the core) and hands every module the plan. */
+async function attachPreservation(p: PreserveFileOption | null, plans: ModulePlan[], lora: LoraOptions, base: Checkpoint | undefined, warnings: string[], site: CallSite): Promise<void> {
+  if (!p) return;
+  const mods = plans.map((mp) => { const m = (mp.n ?? mp.o)!; return { name: mp.name, rows: m.rows, cols: m.cols, embedding: m.embedding }; });
+  const ap = planAdapterPreservation(p, mods, base, warnings);
+  const o = { ...lora } as Record<string, unknown>;
+  delete o.coefficients;
+  await validateAdapterStatistics(ap, nativeParams(resolveParams(o as EditOptions)), (lora as { threads?: number }).threads ?? 0, site);
+  for (const mp of plans) mp.pres = ap;
+}
 
 export { ADAPTER_CONFIG, ADAPTER_MODEL, loadModuleFactors, patternValue, readPeftAdapter, type AdapterModule, type PeftAdapter } from './peft';
 export type { AdapterPaths, EditAdaptersOptions } from './modules';
@@ -34,9 +57,12 @@ export async function analyzeAdapters(paths: { old: string; new: string }, optio
   const site = callSite(analyzeAdapters);
   if (!paths || typeof paths !== 'object') throw typeError(`Expected { old, new } adapter directories but received ${describe(paths)}`);
   const { lora, own } = splitOptions(options as EditAdaptersOptions);
+  const pres = takePreserve(lora, 'analyzeAdapters');
   const oa = readPeftAdapter(paths.old), na = readPeftAdapter(paths.new);
   const report = own.report === undefined ? undefined : checkReportTarget(own.report, new Set(adapterInputs(oa, na).flatMap((i) => i.files)));
   const plans = planModules(oa, na);
+  const presWarnings: string[] = [];
+  await attachPreservation(pres, plans, lora, undefined, presWarnings, site);
   const mods: AdapterModuleReport[] = [];
   const perRow: Record<string, LoraStats> = {};
   for (const mp of plans) {
@@ -49,8 +75,9 @@ export async function analyzeAdapters(paths: { old: string; new: string }, optio
   for (const t of oa.extras) if (!na.extras.some((x) => x.name === t.name)) extras.push({ tensor: t.name, from: 'old', action: 'dropped' });
   const rep: AdapterReport & { perRow?: Record<string, LoraStats> } = {
     old: paths.old, new: paths.new, options: { ...lora }, parameters: parametersOf(lora), modules: mods, totals: totalsOf(mods),
-    extras, warnings: warningsOf(mods, extras),
+    extras, warnings: [...warningsOf(mods, extras), ...presWarnings],
   };
+  if (pres) rep.parameters.preserve = { file: pres.file, rho: pres.rho, mu: pres.mu };
   if (own.perRow) rep.perRow = perRow;
   if (!report) return rep;
   return runOutputJob({ kind: 'adapter-analyze', out: null, report, what: 'the adapter analysis' },
@@ -80,6 +107,7 @@ interface AdapterJob {
   t0: number; paths: AdapterPaths; lora: LoraOptions; own: EditAdaptersOptions; fmt: 'adapter' | 'full';
   oa: PeftAdapter; na: PeftAdapter; base?: Checkpoint; plans: ModulePlan[]; out: string; report?: string;
   inputs: AdapterManifest['inputs']; site: CallSite;
+  pres: PreserveFileOption | null; presWarnings: string[];
 }
 
 function manifestOf(a: AdapterJob, mods: AdapterModuleReport[], extras: AdapterReport['extras'], outputs: AdapterManifest['outputs'], perRow: Record<string, LoraStats>): AdapterManifest {
@@ -87,8 +115,9 @@ function manifestOf(a: AdapterJob, mods: AdapterModuleReport[], extras: AdapterR
     tool: 'geoedit', kind: a.fmt === 'adapter' ? 'adapter-edit' : 'adapter-merge', createdAt: new Date().toISOString(), versions: versionsBlock(),
     outFormat: a.fmt, timings: { totalMs: Date.now() - a.t0 },
     old: a.paths.old, new: a.paths.new, options: { ...a.lora }, parameters: parametersOf(a.lora), modules: mods, totals: totalsOf(mods), extras,
-    warnings: warningsOf(mods, extras), inputs: a.inputs, outputs,
+    warnings: [...warningsOf(mods, extras), ...a.presWarnings], inputs: a.inputs, outputs,
   };
+  if (a.pres) m.parameters.preserve = { file: a.pres.file, rho: a.pres.rho, mu: a.pres.mu };
   if (a.own.perRow) m.perRow = perRow;
   return m;
 }
@@ -129,6 +158,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   if (!paths || typeof paths !== 'object') throw typeError(`Expected { old, new, out, base? } but received ${describe(paths)}`);
   const t0 = Date.now();
   const { lora, own } = splitOptions(options);
+  const pres = takePreserve(lora, 'editAdapters');
   const fmt = outputFormat(paths, lora, own);
   if (typeof paths.out !== 'string' || paths.out.length === 0) throw typeError(`Expected an output path for out but received ${describe(paths.out)}`);
   // Validate the options once before any reading.
@@ -141,8 +171,11 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   const targets = adapterInputs(oa, na, base);
   const out = checkOutputTarget(paths.out, targets, own.force === true, 'editAdapters');
   const report = own.report === undefined ? undefined : checkReportTarget(own.report, new Set(targets.flatMap((i) => i.files)));
+  const plans = planModules(oa, na);
+  const presWarnings: string[] = [];
+  await attachPreservation(pres, plans, lora, base, presWarnings, site);
   const a: AdapterJob = {
-    t0, paths, lora, own, fmt, oa, na, base, plans: planModules(oa, na), out, report, site,
+    t0, paths, lora, own, fmt, oa, na, base, plans, out, report, site, pres, presWarnings,
     inputs: [{ role: 'old', path: oa.modelPath, ...sha256FileSync(oa.modelPath) }, { role: 'new', path: na.modelPath, ...sha256FileSync(na.modelPath) }],
   };
   return fmt === 'adapter' ? writeAdapter(a) : writeMerged(a);

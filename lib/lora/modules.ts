@@ -8,6 +8,7 @@ import { checkLoraOptions, prepareLora, type LoraOptions, type LoraStats, type P
 import type { AdapterModuleReport, AdapterReport } from '../job/manifest';
 import type { DType, EditOptions } from '../types';
 import { loadModuleFactors, type AdapterModule, type PeftAdapter } from './peft';
+import { moduleStatistics, modulePreserveEntry, type AdapterPreservation } from '../preserve/adapters';
 
 export interface AdapterPaths {
   old: string;
@@ -50,6 +51,8 @@ export interface ModulePlan {
   name: string;
   o?: AdapterModule;
   n?: AdapterModule;
+  /** Preservation (option preserve): the job's planned statistics (the module's own are looked up by name). */
+  pres?: AdapterPreservation;
 }
 
 export function planModules(oa: PeftAdapter, na: PeftAdapter): ModulePlan[] {
@@ -73,6 +76,7 @@ export function moduleReport(mp: ModulePlan, st: LoraStats): AdapterModuleReport
     scaleOld: mp.o ? mp.o.scale : null, scaleNew: mp.n ? mp.n.scale : null, embedding: m.embedding,
     counts: { ...st.counts }, threshold: st.threshold, energy: { ...st.energy }, meanCos: sum.meanCosNonZero,
     zeroRows: sum.zeroRows, angleHistogram: sum.angleHistogram, energyKept: st.energy.new > 0 ? st.energy.applied / st.energy.new : null,
+    ...(mp.pres ? { preserve: modulePreserveEntry(mp.pres, mp.name, st) } : {}),
   };
 }
 
@@ -111,7 +115,8 @@ export function totalsOf(mods: AdapterModuleReport[]): AdapterReport['totals'] {
 export async function prepareModule(mp: ModulePlan, oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions): Promise<PreparedLora> {
   const anf = { allowNonFinite: (lora as { allowNonFinite?: boolean }).allowNonFinite === true };
   const [o, n] = await Promise.all([mp.o ? loadModuleFactors(oa, mp.name, anf) : null, mp.n ? loadModuleFactors(na, mp.name, anf) : null]);
-  return prepareLora({ old: o, new: n }, lora, `module '${mp.name}'`);
+  const stats = moduleStatistics(mp.pres, mp.name);
+  return prepareLora({ old: o, new: n }, lora, `module '${mp.name}'`, stats?.preserve);
 }
 
 /** The adapter options, checked from the option table before any I/O (no tensor needed). */

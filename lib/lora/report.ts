@@ -11,6 +11,7 @@ export function adapterReportAsCheckpointManifest(r: AdapterReport | AdapterMani
     note: `LoRA r_old ${mod.rOld}, r_new ${mod.rNew}${mod.rOut !== undefined ? `, r_out ${mod.rOut}` : ''}`,
     rows: mod.rows, cols: mod.cols, threshold: mod.threshold, counts: mod.counts, zeroRows: mod.zeroRows,
     angleHistogram: mod.angleHistogram, meanCos: mod.meanCos, energy: mod.energy, energyKept: mod.energyKept,
+    ...(mod.preserve !== undefined ? { preserve: mod.preserve } : {}),
   }));
   const files = (role: 'old' | 'new' | 'base') => (m.inputs ?? []).filter((i) => i.role === role).map((i) => ({ path: i.path, size: i.bytes, sha256: i.sha256 }));
   const inputs: CheckpointManifest['inputs'] = {

@@ -14,6 +14,10 @@ export interface NativeResult {
   deltaSq: Float64Array;
   na: Float64Array;
   nb: Float64Array;
+  /** Preserved edits only (NativePreserveResult). */
+  preserveEnergy?: Float64Array;
+  biasTauOld?: Float32Array;
+  biasTauNew?: Float32Array;
 }
 
 export interface NativeSpec {
@@ -45,6 +49,42 @@ export interface NativeSpec {
   params: NativeParams;
   /** old/new hold task vectors (f32), not weights (materialised LoRA rows). */
   tauGiven?: boolean;
+  /** SPEC §3 step 0 (native/binding/EXPORTS.md): preservation statistics; with a bias, the augmented form. */
+  preserve?: NativePreserve;
+  biasBase?: Float32Array | Uint16Array;
+  biasBaseDtype?: string;
+  biasOld?: Float32Array | Uint16Array;
+  biasOldDtype?: string;
+  biasNew?: Float32Array | Uint16Array;
+  biasNewDtype?: string;
+}
+
+/** Preservation statistics as the binding reads them (exactly one of cov, keys, basis). */
+export interface NativePreserve {
+  cov?: Float32Array;
+  covShape?: [number, number];
+  editCov?: Float32Array;
+  editCovShape?: [number, number];
+  keys?: Float32Array;
+  keysShape?: [number, number];
+  editKeys?: Float32Array;
+  editKeysShape?: [number, number];
+  basis?: Float32Array;
+  basisShape?: [number, number];
+  rho?: number;
+  mu?: number;
+  source?: string;
+  tensor?: string;
+  /** Check only (shapes, finite, symmetric, PSD, orthonormal, rho/mu): no operator is formed. */
+  validateOnly?: boolean;
+}
+
+/** What a preserved edit adds to its result (EXPORTS.md). */
+export interface NativePreserveResult {
+  /** [oldBefore, oldAfter, newBefore, newAfter, biasOldBefore, biasOldAfter, biasNewBefore, biasNewAfter, rows] */
+  preserveEnergy?: Float64Array;
+  biasTauOld?: Float32Array;
+  biasTauNew?: Float32Array;
 }
 
 /** One side of a LoRA module in the core's canonical form: tau = scale * L * R, L [rows, r], R [r, cols]. */
@@ -88,6 +128,11 @@ export interface NativeAddon {
   _cudaLoraGeometry(spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array };
   /** Bench only (bench/gpu/): device-resident kernel benchmark. */
   _cudaBench(spec: NativeCudaBenchSpec): { kernelMs: number; kernelGBps: number; copyGBps: number; checksum: number };
+  /** Bench only (bench/preserve.js): preservation build + row GEMM timings and the ISA's FMA peak. */
+  _preserveBench(spec: { n: number; rows: number; form?: 'ridge' | 'basis'; k?: number; withC1?: boolean; threads?: number; simd?: number; reps?: number; peakSeconds?: number }): {
+    buildMs: number; applyMs: number; applyGflops: number; gemmFlops: number; peakGflops: number; peakGflops1: number;
+    threads: number; simd: string; la: string; statBytes: number; workBytes: number; checksum: number;
+  };
   loraGeometry(spec: {
     rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null;
     params: NativeParams; cNew?: Float32Array; cOld?: Float32Array; threads?: number; tensorName?: string;
@@ -183,6 +228,14 @@ export interface NativeStreamTask {
   outOffset?: number;
   outDtype?: string;
   stats?: boolean;
+  /** Index into spec.preserves (SPEC §3 step 0). */
+  preserve?: number;
+  /** The augmented form: the bias tensor's sources (rows elements). */
+  biasBase?: NativeStreamSrc;
+  biasOld?: NativeStreamSrc;
+  biasNew?: NativeStreamSrc;
+  /** Edit this bias task from the preserved bias task vectors of task `tauFrom` (no old/new). */
+  tauFrom?: number;
   /** kind 3: the two LoRA sides (canonical L/R form) and whether the base stores neurons as columns. */
   loraOld?: NativeLoraSide | null;
   loraNew?: NativeLoraSide | null;
@@ -191,6 +244,8 @@ export interface NativeStreamTask {
 
 export interface NativeStreamSpec {
   tasks: NativeStreamTask[];
+  /** Preservation statistics, each built once before any task runs (tasks name them by index). */
+  preserves?: NativePreserve[];
   params: NativeParams;
   threads?: number;
   /** Bytes per block of the widest edit input; 0 or absent: the backend's default (8 MiB on the CPU, 64 MiB on the GPU). */

@@ -51,6 +51,10 @@ export interface CliSpec {
   helpDefault?: string;
   /** The meaning as --help shows it, when it differs from `doc`. */
   help?: string;
+  /** The key inside the option this flag sets ('file': --preserve sets preserve.file); CLI-only entries name the option in `of`. */
+  sets?: string;
+  /** CLI-only entries: the API option whose `sets` key the flag fills (--preserve-rho fills preserve.rho). */
+  of?: string;
 }
 
 export interface OptionSpec {
@@ -122,6 +126,10 @@ export const OPTIONS = [
   { name: 'importanceNew', type: 'structured', defaultDoc: 'none (magnitude |tau|)', doc: 'importance of new, as importanceOld', accepts: NOT_LORA, cli: { flag: 'importance-new', metavar: 'P', adapters: false, help: 'checkpoint of importance tensors for new' } },
   { name: 'coefficients', type: 'structured', defaultDoc: '—', doc: "strategy 'custom': { cNew, cOld } Float32Arrays of one finite value per row", accepts: ['tensor', 'lora', 'adapters'] },
   { name: 'out', type: 'structured', defaultDoc: 'a new array', doc: 'write into this tensor (same shape; its dtype is the output dtype) instead of allocating; must not overlap an input', accepts: ['tensor', 'lora', 'adapters'] },
+  // ---- preservation statistics (SPEC §3 step 0; docs/preservation.md) ----
+  { name: 'preserve', type: 'structured', defaultDoc: 'none (no preservation)', doc: "preservation statistics (SPEC §3 step 0): { file, rho?, mu? } for checkpoints and adapters (a safetensors file of W:cov / W:edit_cov / W:keys / W:basis per weight W, docs/preservation.md); { cov, editCov?, rho?, mu? } | { basis } (tensors) for the per-module LoRA API", accepts: ['lora', 'checkpoint', 'adapters'], cli: { flag: 'preserve', metavar: 'FILE', sets: 'file', help: 'preservation statistics: a safetensors file of W:cov / W:edit_cov / W:keys / W:basis per weight (docs/preservation.md); weights without statistics are edited without preservation (warning)' } },
+  { name: '', type: 'number', default: 0.3, defaultDoc: '0.3', min: 0, minOpen: true, symbol: 'ρ (preserve)', doc: 'preserve.rho: ridge λ = ρ·tr(C0)/n (> 0)', accepts: [], cli: { flag: 'preserve-rho', metavar: 'R', of: 'preserve', sets: 'rho', help: 'with --preserve: ridge lambda = R * tr(C0) / n (> 0)' } },
+  { name: '', type: 'number', default: 10, defaultDoc: '10', min: 0, symbol: 'μ (preserve)', doc: "preserve.mu: weight of the edit prompts' statistics C1, μ' = μ·tr(C0)/tr(C1) (≥ 0)", accepts: [], cli: { flag: 'preserve-mu', metavar: 'M', of: 'preserve', sets: 'mu', help: "with --preserve: weight M of the edit prompts' statistics (>= 0)" } },
   // ---- checkpoints ----
   { name: 'include', type: 'globs', defaultDoc: 'all tensors', doc: 'edit only tensors whose name matches (* any run, ? one char, [abc] a class); unselected tensors are copied from the base', accepts: ['checkpoint'], cli: { flag: 'include', metavar: 'GLOB', adapters: false, help: 'edit only tensors whose name matches (repeatable; * any run, ? one char)' } },
   { name: 'exclude', type: 'globs', defaultDoc: 'none', doc: 'never edit tensors whose name matches', accepts: ['checkpoint'], cli: { flag: 'exclude', metavar: 'GLOB', adapters: false, help: 'never edit tensors whose name matches (repeatable); unselected tensors are copied from the base' } },

@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   geoedit_binding::register_probe(env, exports);       // probe.cc
   geoedit_binding::register_hash(env, exports);        // hash.cc
   geoedit_binding::register_testing(env, exports);     // testing.cc (`_` exports)
+  geoedit_binding::register_preserve(env, exports);    // preserve.cc (_preserveBench)
   // common.cc: lib/native.ts hands over markAsUntransferable (async calls' inputs, see Keep).
   exports.Set("_setTransferGuard", Napi::Function::New(env, geoedit_binding::set_transfer_guard, "_setTransferGuard"));
   return exports;

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/preserve.h"
 #include "geoedit/cuda.h"
 #include "geoedit/geoedit.h"
 
@@ -148,6 +149,16 @@ T* alloc_array(Napi::Env env, Napi::Object result, const char* key, size_t count
 // JS-owned arrays set on `obj`: the one allocator of geoedit::RowStats.
 geoedit::RowStats alloc_row_stats(Napi::Env env, Napi::Object obj, size_t rows);
 
+// ---- preservation statistics (preserve.cc) ------------------------------------------------------------
+
+// v = { cov?, covShape?, editCov?, keys?, keysShape?, editKeys?, basis?, basisShape?, rho?, mu?, source?,
+// tensor? } read into *out (arrays held in keep; checked against their shapes); false when v is
+// undefined/null. The operator is built later, off the JS thread (geoedit::build_preserve).
+bool read_preserve_spec(Napi::Value v, const std::string& tensor, geoedit::PreserveSpec* out, Keep& keep);
+// result.preserveEnergy = Float64Array(9); filled by put_preserve_energy after the run.
+double* alloc_preserve_energy(Napi::Env env, Napi::Object result);
+void put_preserve_energy(const geoedit::PreserveStats& st, double* dst);
+
 // ---- the areas (each file registers its exports) --------------------------------------------------------
 
 void register_edit(Napi::Env env, Napi::Object exports);
@@ -156,6 +167,7 @@ void register_lora(Napi::Env env, Napi::Object exports);
 void register_probe(Napi::Env env, Napi::Object exports);
 void register_safetensors(Napi::Env env, Napi::Object exports);
 void register_testing(Napi::Env env, Napi::Object exports);
+void register_preserve(Napi::Env env, Napi::Object exports);
 void register_hash(Napi::Env env, Napi::Object exports);
 
 }  // namespace geoedit_binding

@@ -36,9 +36,31 @@ struct EditBaton {
   Napi::ObjectReference result;
   Napi::ObjectReference out_data;  // outData to copy the output into when the edit is done
   size_t out_bytes = 0;
-  void run() const {
-    if (cuda) geoedit::run_edit_cuda(job, params, cuda_opts);
+  // Preservation (SPEC §3 step 0): the spec read here, the operator built in run() (off the JS thread).
+  bool has_preserve = false;
+  geoedit::PreserveSpec pspec;
+  geoedit::PreserveBias bias;
+  bool has_bias = false;
+  geoedit::PreserveStats pstats;
+  double* energy = nullptr;
+  void run() {
+    std::shared_ptr<const geoedit::Preserve> P;
+    if (has_preserve) {
+      geoedit::PreserveBuildOptions bo;
+      bo.cols = job.cols;
+      bo.has_bias = has_bias;
+      bo.threads = ro.threads;
+      bo.simd = ro.simd;
+      P = geoedit::build_preserve(pspec, bo);
+      job.preserve = P.get();
+      job.preserve_bias = has_bias ? &bias : nullptr;
+      job.preserve_stats = &pstats;
+    }
+    // The CUDA plugin takes weights without preservation; preserved edits run on the CPU core.
+    if (cuda && !job.preserve) geoedit::run_edit_cuda(job, params, cuda_opts);
     else geoedit::run_edit(job, params, ro);
+    if (energy) geoedit_binding::put_preserve_energy(pstats, energy);
+    job.preserve = nullptr;
   }
 };
 
@@ -99,6 +121,24 @@ std::shared_ptr<EditBaton> read_edit(const Napi::CallbackInfo& info, bool async)
     }
   }
   job.stats = alloc_row_stats(env, result, size_t(job.rows));
+  // preserve: { cov, … } (preserve.cc); the augmented form's bias: biasBase/biasOld/biasNew (+ dtypes),
+  // whose preserved task vectors come back as biasTauOld/biasTauNew (Float32Array, rows).
+  b->has_preserve = read_preserve_spec(spec.Get("preserve"), job.tensor_name.empty() ? "tensor" : job.tensor_name, &b->pspec, b->keep);
+  if (b->has_preserve) {
+    if (!spec.Get("biasBase").IsUndefined()) {
+      b->has_bias = true;
+      geoedit::View* v[3] = {&b->bias.base, &b->bias.old_, &b->bias.new_};
+      const char* keys[3] = {"biasBase", "biasOld", "biasNew"};
+      const char* dkeys[3] = {"biasBaseDtype", "biasOldDtype", "biasNewDtype"};
+      for (int q = 0; q < 3; ++q) {
+        v[q]->dtype = spec.Get(dkeys[q]).IsString() ? dtype_of(spec, dkeys[q]) : DType::F32;
+        v[q]->data = data_of(spec, keys[q], size_t(job.rows) * geoedit::dtype_size(v[q]->dtype), b->keep);
+      }
+      b->bias.tau_old_out = alloc_array<float>(env, result, "biasTauOld", size_t(job.rows));
+      b->bias.tau_new_out = alloc_array<float>(env, result, "biasTauNew", size_t(job.rows));
+    }
+    b->energy = alloc_preserve_energy(env, result);
+  }
   b->result = Napi::Persistent(result);
   return b;
 }

@@ -20,7 +20,61 @@ struct StreamBaton {
   geoedit::StreamControl ctl;
   geoedit::StreamBackend backend;
   Keep keep;
+  // Preservation: spec.preserves[i] read on the JS thread, built in the worker before any task runs.
+  std::vector<geoedit::PreserveSpec> pspecs;
+  std::vector<std::shared_ptr<const geoedit::Preserve>> pres;
+  std::vector<int> task_pres;                     // per task: index into pres, or -1
+  std::vector<int> tau_from;                      // per task: the weight task whose preserved bias it edits, or -1
+  std::vector<std::vector<float>> bias_tau;       // per task with a bias: [old rows, new rows] (native-owned)
+  std::vector<geoedit::PreserveStats> pstats;     // per task
+  std::vector<double*> energy;                    // per task: preserveEnergy (JS-owned) or null
+  void run();
 };
+
+void StreamBaton::run() {
+  // Every operator is built and checked against every task that uses it before any task runs:
+  // bad statistics are an error naming the tensor with nothing written.
+  pres.resize(pspecs.size());
+  for (size_t k = 0; k < pspecs.size(); ++k) {
+    geoedit::PreserveBuildOptions bo;
+    bo.cols = -1;
+    for (size_t i = 0; i < tasks.size(); ++i)
+      if (task_pres[i] == int(k)) {
+        if (bo.cols < 0) bo.cols = tasks[i].cols;
+        bo.has_bias = bo.has_bias || tasks[i].bias_base.fd >= 0;
+      }
+    if (bo.cols < 0) continue;  // not used by any task
+    bo.threads = ro.threads;
+    pres[k] = geoedit::build_preserve(pspecs[k], bo);
+  }
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    geoedit::StreamTask& t = tasks[i];
+    if (task_pres[i] >= 0) {
+      t.preserve = pres[size_t(task_pres[i])].get();
+      geoedit::check_preserve_fits(*t.preserve, t.cols, t.bias_base.fd >= 0, t.name);
+      t.preserve_stats = &pstats[i];
+      if (t.preserve->augmented()) {
+        bias_tau[i].assign(size_t(2 * t.rows), 0.0f);
+        t.bias_tau_old_out = bias_tau[i].data();
+        t.bias_tau_new_out = bias_tau[i].data() + t.rows;
+      }
+    }
+  }
+  for (size_t i = 0; i < tasks.size(); ++i)
+    if (tau_from[i] >= 0) {
+      const size_t w = size_t(tau_from[i]);
+      if (bias_tau[w].empty() || size_t(tasks[i].rows * tasks[i].cols) != bias_tau[w].size() / 2)
+        throw geoedit::Error(geoedit::ErrorCode::InvalidArgument,
+                             "task '" + tasks[i].name + "' edits the preserved bias of task '" + tasks[w].name +
+                                 "', which has no augmented statistics or another length",
+                             geoedit::tensor_details(tasks[i].name));
+      tasks[i].tau_old_mem = bias_tau[w].data();
+      tasks[i].tau_new_mem = bias_tau[w].data() + tasks[w].rows;
+    }
+  geoedit::run_stream(tasks, params, ro, block_bytes, ctl, backend);
+  for (size_t i = 0; i < tasks.size(); ++i)
+    if (energy[i]) put_preserve_energy(pstats[i], energy[i]);
+}
 
 // { fd, offset, dtype, file? }
 geoedit::StreamSrc src_of(Napi::Object o, const char* key) {
@@ -68,8 +122,10 @@ geoedit::StreamTask read_task(Napi::Env env, Napi::Object to, StreamBaton& b, Na
   results.Set(i, env.Null());
   const bool edit = t.kind == geoedit::StreamTask::Edit, lora = t.kind == geoedit::StreamTask::LoraMerge;
   if (edit) {
-    t.old_ = src_of(to, "old");
-    t.new_ = src_of(to, "new");
+    if (!to.Get("tauFrom").IsNumber()) {  // a tauFrom task reads its task vectors from memory
+      t.old_ = src_of(to, "old");
+      t.new_ = src_of(to, "new");
+    }
     if (to.Get("impOld").IsObject()) {
       t.imp_old = src_of(to, "impOld");
       t.imp_new = src_of(to, "impNew");
@@ -88,10 +144,27 @@ geoedit::StreamTask read_task(Napi::Env env, Napi::Object to, StreamBaton& b, Na
     if (b.params.strategy == geoedit::Strategy::Custom && (!t.c_new || !t.c_old))
       throw make_error(env, "ERR_COEFFICIENTS", "strategy 'custom' needs cNew and cOld for tensor '" + t.name + "'",
                        geoedit::tensor_details(t.name));
-    if (to.Get("stats").ToBoolean().Value()) {
+    const bool want_stats = to.Get("stats").ToBoolean().Value();
+    // preserve: an index into spec.preserves; biasBase/biasOld/biasNew: the augmented form's bias
+    // sources; tauFrom: edit this (bias) task from task tauFrom's preserved bias task vectors.
+    const int pi = to.Get("preserve").IsNumber() ? int(num(to, "preserve", -1)) : -1;
+    if (pi >= int(b.pspecs.size())) throw make_error(env, "ERR_INVALID_OPTION", "task '" + t.name + "': preserve index out of range");
+    if (lora && (pi >= 0 || to.Get("tauFrom").IsNumber()))
+      throw make_error(env, "ERR_INVALID_OPTION", "task '" + t.name + "': a LoRA merge task takes preserved factors (A·P), not preserve/tauFrom");
+    b.task_pres[i] = pi;
+    if (pi >= 0 && to.Get("biasBase").IsObject()) {
+      t.bias_base = src_of(to, "biasBase");
+      t.bias_old = src_of(to, "biasOld");
+      t.bias_new = src_of(to, "biasNew");
+    }
+    const int tf = to.Get("tauFrom").IsNumber() ? int(num(to, "tauFrom", -1)) : -1;
+    if (tf >= int(i)) throw make_error(env, "ERR_INVALID_OPTION", "task '" + t.name + "': tauFrom must name an earlier task");
+    b.tau_from[i] = tf;
+    if (want_stats || pi >= 0) {
       Napi::Object st = Napi::Object::New(env);
-      t.stats = alloc_row_stats(env, st, r);
-      if (lora && b.params.density == 1.0) t.dot = alloc_array<double>(env, st, "dot", r);  // factor-space geometry
+      if (want_stats) t.stats = alloc_row_stats(env, st, r);
+      if (want_stats && lora && b.params.density == 1.0) t.dot = alloc_array<double>(env, st, "dot", r);  // factor-space geometry
+      if (pi >= 0) b.energy[i] = alloc_preserve_energy(env, st);
       results.Set(i, st);
     }
   }
@@ -118,13 +191,24 @@ Napi::Value Stream(const Napi::CallbackInfo& info) {
   if (!tv.IsArray()) throw_type(env, "Expected an array of tasks");
   Napi::Array tasks = tv.As<Napi::Array>();
   Napi::Array results = Napi::Array::New(env, tasks.Length());
+  Napi::Value pv2 = spec.Get("preserves");
+  if (pv2.IsArray()) {
+    Napi::Array pa = pv2.As<Napi::Array>();
+    b->pspecs.resize(pa.Length());
+    for (uint32_t k = 0; k < pa.Length(); ++k) read_preserve_spec(pa.Get(k), "preserves[" + std::to_string(k) + "]", &b->pspecs[k], b->keep);
+  }
+  b->task_pres.assign(tasks.Length(), -1);
+  b->tau_from.assign(tasks.Length(), -1);
+  b->bias_tau.resize(tasks.Length());
+  b->pstats.resize(tasks.Length());
+  b->energy.assign(tasks.Length(), nullptr);
   for (uint32_t i = 0; i < tasks.Length(); ++i) {
     Napi::Value v = tasks.Get(i);
     if (!v.IsObject()) throw_type(env, "Expected a task object");
     b->tasks.push_back(read_task(env, v.As<Napi::Object>(), *b, results, i));
   }
   return PromiseWorker::queue(env, "geoedit:stream", "streaming a checkpoint",
-                              [b]() { geoedit::run_stream(b->tasks, b->params, b->ro, b->block_bytes, b->ctl, b->backend); }, b,
+                              [b]() { b->run(); }, b,
                               results.As<Napi::Object>());
 }
 

@@ -198,6 +198,11 @@ void run_edit_cuda(const EditJob& job, const Params& params, const CudaRunOption
   if (job.tau_given)
     throw Error(ErrorCode::InvalidArgument,
                 "the CUDA backend does not take task vectors as old/new (tau_given); use backend 'cpu' for this job");
+  // Preservation (SPEC §3 step 0) runs on the CPU core (the stream sends such blocks there).
+  if (job.preserve)
+    throw Error(ErrorCode::InvalidArgument,
+                "the CUDA backend does not run preservation statistics (preserve) yet; use backend 'cpu' for this job",
+                tensor_details(job.tensor_name));
   const Plugin& P = require_plugin();
   if (job.rows == 0) return;
   // Zero-column rows carry no data (no sums, no output bytes): the plugin refuses cols == 0, so

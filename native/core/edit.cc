@@ -15,6 +15,7 @@
 #include "dtype.h"
 #include "kernels.h"
 #include "pool.h"
+#include "preserve.h"
 #include "rules.h"
 
 #ifndef GEOEDIT_VERSION
@@ -63,6 +64,7 @@ const char* error_code_name(ErrorCode c) {
     case ErrorCode::Cuda: return "ERR_CUDA";
     case ErrorCode::Internal: return "ERR_INTERNAL";
     case ErrorCode::Aborted: return "ERR_ABORTED";
+    case ErrorCode::BadStatistics: return "ERR_BAD_STATISTICS";
     case ErrorCode::NonFiniteOutput: return "ERR_NON_FINITE_OUTPUT";
   }
   return "ERR_INTERNAL";
@@ -340,6 +342,126 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
   if (nt) std::atomic_thread_fence(std::memory_order_seq_cst);  // order the streaming stores
 }
 
+// SPEC §3 step 0 fused into the row pipeline: per block of kPreserveBlockRows rows (fixed from the
+// job's first row, the last zero-padded), the raw task vectors of both sides are formed in one
+// scratch [2R, d] (old rows, then new rows; d = n + 1 with the bias element last in the augmented
+// form), multiplied by P in one GEMM, and the preserved rows go through process_rows as task
+// vectors (tau_given): geometry, regions, trim, weights and output on the preserved rows, the base
+// untouched. The energy sums go to per-block slots, added in block order.
+struct PreserveScratch {
+  std::vector<float> x, y, zero;
+};
+
+void run_edit_preserved(const EditJob& job, const Params& p, const Kernels& K, SimdLevel level, int threads) {
+  const Preserve& P = *job.preserve;
+  const int64_t n = job.cols, d = P.dim, R = kPreserveBlockRows;
+  const bool aug = P.augmented();
+  const PreserveBias* bias = job.preserve_bias;
+  const int64_t nblocks = (job.rows + R - 1) / R;
+  const size_t bs = dtype_size(job.base.dtype), os_ = dtype_size(job.old_.dtype), ns = dtype_size(job.new_.dtype);
+  const size_t outs = dtype_size(job.out_dtype);
+  std::vector<PreserveStats> part(static_cast<size_t>(nblocks));
+  auto bias_tau = [&](const View& v, int64_t i) {
+    float x;
+    K.decode(v.dtype, static_cast<const char*>(v.data) + size_t(i) * dtype_size(v.dtype), &x, 1);
+    return x;
+  };
+  auto at = [](const View& v, size_t es, int64_t r0, int64_t n_) {
+    View o = v;
+    if (o.data) o.data = static_cast<const char*>(v.data) + size_t(r0) * size_t(n_) * es;
+    return o;
+  };
+  parallel_for(nblocks, 1, threads, [&](int64_t b0, int64_t b1) {
+    thread_local PreserveScratch s;
+    const size_t need = size_t(2 * R * d);
+    if (s.x.size() < need) { s.x.resize(need); s.y.resize(need); }
+    if (s.zero.size() < size_t(n)) s.zero.assign(size_t(n), 0.0f);
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t r0 = blk * R, nr = std::min(R, job.rows - r0);
+      float* X = s.x.data();
+      float* Y = s.y.data();
+      PreserveStats& st = part[size_t(blk)];
+      st.rows = nr;
+      if (nr < R) {
+        std::fill(X + nr * d, X + R * d, 0.0f);
+        std::fill(X + (R + nr) * d, X + 2 * R * d, 0.0f);
+      }
+      for (int64_t ii = 0; ii < nr; ++ii) {
+        const int64_t i = r0 + ii;
+        float* a = X + ii * d;
+        float* b = X + (R + ii) * d;
+        const char* rb = static_cast<const char*>(job.base.data) + size_t(i) * size_t(n) * bs;
+        const char* ro = static_cast<const char*>(job.old_.data) + size_t(i) * size_t(n) * os_;
+        const char* rn = static_cast<const char*>(job.new_.data) + size_t(i) * size_t(n) * ns;
+        double dot = 0, na = 0, nb = 0;
+        if (job.tau_given) K.stats_raw(DType::F32, s.zero.data(), job.old_.dtype, ro, job.new_.dtype, rn, n, nullptr, a, b, &dot, &na, &nb);
+        else K.stats_raw(job.base.dtype, rb, job.old_.dtype, ro, job.new_.dtype, rn, n, nullptr, a, b, &dot, &na, &nb);
+        if (!sums_finite(dot, na, nb) && !p.allow_non_finite) {
+          const size_t nn = size_t(n);
+          std::vector<float> db(nn, 0.0f), dol(nn), dnw(nn);
+          if (!job.tau_given) kScalarKernels.decode(job.base.dtype, rb, db.data(), n);
+          kScalarKernels.decode(job.old_.dtype, ro, dol.data(), n);
+          kScalarKernels.decode(job.new_.dtype, rn, dnw.data(), n);
+          const float* rows[3] = {db.data(), dol.data(), dnw.data()};
+          throw_non_finite(job, i, rows);
+        }
+        st.old_before += na;
+        st.new_before += nb;
+        if (aug) {
+          const float bb = bias_tau(bias->base, i);
+          const float ab = bias_tau(bias->old_, i) - bb, nbv = bias_tau(bias->new_, i) - bb;
+          if ((!std::isfinite(ab) || !std::isfinite(nbv)) && !p.allow_non_finite) {
+            std::ostringstream m;
+            m << "tensor '" << job.tensor_name << "': non-finite bias task vector at element " << (i + job.row_offset)
+              << " (the bias is preserved with the weight's row); pass allowNonFinite to edit it anyway";
+            throw Error(ErrorCode::NonFinite, m.str(), tensor_details(job.tensor_name, i + job.row_offset));
+          }
+          a[n] = ab;
+          b[n] = nbv;
+          st.bias_old_before += double(ab) * ab;
+          st.bias_new_before += double(nbv) * nbv;
+        }
+      }
+      preserve_rows_block(P, X, 2 * R, Y, level);
+      for (int64_t ii = 0; ii < nr; ++ii) {
+        const float* ya = Y + ii * d;
+        const float* yb = Y + (R + ii) * d;
+        double sa = 0, sb = 0;
+        for (int64_t j = 0; j < n; ++j) { sa += double(ya[j]) * ya[j]; sb += double(yb[j]) * yb[j]; }
+        st.old_after += sa;
+        st.new_after += sb;
+        if (aug) {
+          st.bias_old_after += double(ya[n]) * ya[n];
+          st.bias_new_after += double(yb[n]) * yb[n];
+          if (bias->tau_old_out) bias->tau_old_out[r0 + ii] = ya[n];
+          if (bias->tau_new_out) bias->tau_new_out[r0 + ii] = yb[n];
+        }
+      }
+      if (aug)  // rows of d = n + 1 -> rows of n (forward, in place)
+        for (int64_t r = 1; r < 2 * R; ++r) std::memmove(Y + r * n, Y + r * d, size_t(n) * 4);
+      EditJob sub = job;
+      sub.rows = nr;
+      sub.base = at(job.base, bs, r0, n);
+      sub.old_ = {DType::F32, Y};
+      sub.new_ = {DType::F32, Y + R * n};
+      sub.imp_old = at(job.imp_old, dtype_size(job.imp_old.dtype), r0, n);
+      sub.imp_new = at(job.imp_new, dtype_size(job.imp_new.dtype), r0, n);
+      if (job.c_new) sub.c_new = job.c_new + r0;
+      if (job.c_old) sub.c_old = job.c_old + r0;
+      if (job.out) sub.out = static_cast<char*>(job.out) + size_t(r0) * size_t(n) * outs;
+      sub.stats = rows_from(job.stats, r0);
+      sub.row_offset = job.row_offset + r0;
+      sub.tau_given = true;
+      sub.preserve = nullptr;
+      sub.preserve_bias = nullptr;
+      sub.preserve_stats = nullptr;
+      process_rows(sub, p, K, 0, nr);
+    }
+  });
+  if (job.preserve_stats)
+    for (const PreserveStats& st : part) job.preserve_stats->add(st);
+}
+
 }  // namespace
 
 void validate_job(const EditJob& job, const Params& params) {
@@ -352,6 +474,11 @@ void validate_job(const EditJob& job, const Params& params) {
                 tensor_details(job.tensor_name));
   if ((job.imp_old.data == nullptr) != (job.imp_new.data == nullptr))
     throw Error(ErrorCode::InvalidArgument, "importanceOld and importanceNew must be given together");
+  if (job.preserve) {
+    const PreserveBias* b = job.preserve_bias;
+    const bool has_bias = b && b->base.data && b->old_.data && b->new_.data;
+    check_preserve_fits(*job.preserve, job.cols, has_bias, job.tensor_name);
+  }
 }
 
 void run_edit(const EditJob& job, const Params& params, const RunOptions& ro) {
@@ -362,6 +489,10 @@ void run_edit(const EditJob& job, const Params& params, const RunOptions& ro) {
   const int64_t cols = std::max<int64_t>(job.cols, 1);
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / cols);
   int threads = ro.threads;
+  if (job.preserve) {
+    run_edit_preserved(job, params, K, level, threads);
+    return;
+  }
   if (job.rows * cols < (int64_t(1) << 15)) threads = 1;
   parallel_for(job.rows, grain, threads, [&](int64_t r0, int64_t r1) { process_rows(job, params, K, r0, r1); });
 }

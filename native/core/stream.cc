@@ -379,7 +379,22 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
   const size_t bs = dtype_size(t.base.dtype), os = dtype_size(t.old_.dtype), ns = dtype_size(t.new_.dtype);
   const size_t outs = dtype_size(t.out_dtype);
   const bool has_imp = t.imp_old.fd >= 0;
-  const int64_t per_block = rows_per_block(t, block_bytes);
+  int64_t per_block = rows_per_block(t, block_bytes);
+  // Preservation: whole GEMM blocks (the bytes do not depend on the caller's blocking), a few per call.
+  if (t.preserve) per_block = std::max<int64_t>(4, (per_block + kPreserveBlockRows - 1) / kPreserveBlockRows) * kPreserveBlockRows;
+  const bool tau_mem = t.tau_old_mem != nullptr;
+  std::vector<char> bias_raw[3];
+  PreserveBias bias;
+  const bool aug = t.preserve && t.preserve->augmented();
+  if (aug) {
+    const StreamSrc* src[3] = {&t.bias_base, &t.bias_old, &t.bias_new};
+    View* dst[3] = {&bias.base, &bias.old_, &bias.new_};
+    for (int q = 0; q < 3; ++q) {
+      bias_raw[q].resize(size_t(t.rows) * dtype_size(src[q]->dtype));
+      pread_all(*src[q], bias_raw[q].data(), bias_raw[q].size(), src[q]->offset);
+      dst[q]->dtype = src[q]->dtype;
+    }
+  }
   Window wb, wo, wn, wio, win;
   for (int64_t r0 = 0; r0 < t.rows; r0 += per_block) {
     ctx.check_cancel(t.name);
@@ -395,8 +410,29 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
     job.old_.dtype = t.old_.dtype;
     job.new_.dtype = t.new_.dtype;
     job.base.data = wb.open(t.base, uint64_t(r0) * cols * bs, n * bs, fb[0], ctx.watch);
-    job.old_.data = wo.open(t.old_, uint64_t(r0) * cols * os, n * os, fb[1], ctx.watch);
-    job.new_.data = wn.open(t.new_, uint64_t(r0) * cols * ns, n * ns, fb[2], ctx.watch);
+    if (tau_mem) {
+      job.old_ = {DType::F32, t.tau_old_mem + size_t(r0) * size_t(cols)};
+      job.new_ = {DType::F32, t.tau_new_mem + size_t(r0) * size_t(cols)};
+      job.tau_given = true;
+    } else {
+      job.old_.data = wo.open(t.old_, uint64_t(r0) * cols * os, n * os, fb[1], ctx.watch);
+      job.new_.data = wn.open(t.new_, uint64_t(r0) * cols * ns, n * ns, fb[2], ctx.watch);
+    }
+    PreserveBias blk_bias;
+    if (t.preserve) {
+      job.preserve = t.preserve;
+      job.preserve_stats = t.preserve_stats;
+      if (aug) {
+        blk_bias = bias;
+        for (int q = 0; q < 3; ++q) {
+          View* v = q == 0 ? &blk_bias.base : q == 1 ? &blk_bias.old_ : &blk_bias.new_;
+          v->data = bias_raw[q].data() + size_t(r0) * dtype_size(v->dtype);
+        }
+        if (t.bias_tau_old_out) blk_bias.tau_old_out = t.bias_tau_old_out + r0;
+        if (t.bias_tau_new_out) blk_bias.tau_new_out = t.bias_tau_new_out + r0;
+        job.preserve_bias = &blk_bias;
+      }
+    }
     if (has_imp) {
       const size_t ios = dtype_size(t.imp_old.dtype), ins = dtype_size(t.imp_new.dtype);
       job.imp_old.dtype = t.imp_old.dtype;
@@ -413,7 +449,9 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
     job.stats = rows_from(t.stats, r0);
     job.tensor_name = t.name;
     job.row_offset = r0;
-    if (be.cuda) run_edit_cuda(job, params, be.cuda_opts);
+    // The CUDA kernels take weights, not task vectors: preserved and in-memory-tau blocks run on the
+    // CPU core (the projection on the GPU: core/cuda_backend.cc's preserve path, when available).
+    if (be.cuda && !job.preserve && !job.tau_given) run_edit_cuda(job, params, be.cuda_opts);
     else run_edit(job, params, ro);
     for (const Window* w : {&wb, &wo, &wn, &wio, &win}) w->verify(ctx.watch);
     if (out) w.submit(t.out_fd, n * outs, t.out_offset + uint64_t(r0) * cols * outs, t.name);

@@ -16,6 +16,7 @@
 #include "core/lora.h"
 #include "geoedit/cuda.h"
 #include "geoedit/geoedit.h"
+#include "preserve.h"
 
 namespace geoedit {
 
@@ -52,6 +53,19 @@ struct StreamTask {
   LoraSide lora_old, lora_new;
   bool transposed = false;
   double* dot = nullptr;               // tau_old . tau_new per row (density 1 only), optional
+  // SPEC §3 step 0 (core/preserve.h; Edit): the tensor's operator (owned by the caller, may be
+  // shared by several tasks), and where its energy sums go (added to). Blocks are then a multiple
+  // of kPreserveBlockRows rows. The augmented form reads the bias (bias_base/old/new: [rows]
+  // tensors) and writes its preserved task vectors to bias_tau_old_out/new_out ([rows] f32, owned
+  // by the caller), for a later task that edits the bias from them (tau_old_mem/tau_new_mem).
+  const Preserve* preserve = nullptr;
+  PreserveStats* preserve_stats = nullptr;
+  StreamSrc bias_base, bias_old, bias_new;
+  float* bias_tau_old_out = nullptr;
+  float* bias_tau_new_out = nullptr;
+  // Edit from f32 task vectors in memory ([rows, cols], tau_given): old_/new_ are not read.
+  const float* tau_old_mem = nullptr;
+  const float* tau_new_mem = nullptr;
 };
 
 struct StreamControl {

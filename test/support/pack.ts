@@ -34,8 +34,8 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 // 540 s: a source build compiles the CUDA plugin for four architectures; on the shared 2-core
 // machine under load (load average ~13) it took over 180 s (test/package/package-source.test.ts
 // allows 600 s for the whole test).
-export function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): SpawnSyncReturns<string> {
-  return spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout: 540_000 });
+export function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs = 540_000): SpawnSyncReturns<string> {
+  return spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout: timeoutMs });
 }
 
 export function ok(r: SpawnSyncReturns<string>, what: string): string {

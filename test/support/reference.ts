@@ -53,6 +53,7 @@ export function toF16(x: number): number {
 export function decode(t: Tensor): Float64Array {
   const n = t.data.length;
   const out = new Float64Array(n);
+  if ((t.dtype as string) === 'f64') return Float64Array.from(t.data); // f64 values (referencePreservedEdit)
   if (t.dtype === 'f32') for (let i = 0; i < n; i++) out[i] = t.data[i]!;
   else if (t.dtype === 'f16') for (let i = 0; i < n; i++) out[i] = f16ToF32(t.data[i]!);
   else for (let i = 0; i < n; i++) out[i] = bf16ToF32(t.data[i]!);
@@ -174,4 +175,44 @@ export function makeTriple(rows: number, cols: number, seed: number, dtypes: [DT
 /** Ordered integer of f16/bf16 bits, so |ord(x) − ord(y)| counts units in the last place. */
 export function ord16(bits: number): number {
   return bits & 0x8000 ? -(bits & 0x7fff) : bits;
+}
+
+/**
+ * SPEC §3 step 0 then the edit, in f64: every row of τold and τnew replaced by x·P (P [d, d], d = n,
+ * or n + 1 with a bias: the augmented [row_i, bias_i]) before referenceEdit's steps 1–6. Returns the
+ * weight's reference and, with a bias, the bias's (edited as its own [1, m] tensor from the preserved
+ * bias task vectors). `pre` holds the preserved rows (f64) per side, for SPEC §5's 1e-5·‖x‖₂ bound.
+ */
+export function referencePreservedEdit(
+  base: Tensor, old: Tensor, nw: Tensor, P: ArrayLike<number>, opts: EditOptions = {},
+  bias?: { base: Tensor; old: Tensor; new: Tensor },
+): { weight: ReturnType<typeof referenceEdit>; bias?: ReturnType<typeof referenceEdit>; xNorm: { old: Float64Array; new: Float64Array } } {
+  const m = base.shape[0]!, n = base.shape.slice(1).reduce((a, b) => a * b, 1), d = bias ? n + 1 : n;
+  const B = decode(base), O = decode(old), N = decode(nw);
+  const bb = bias ? decode(bias.base) : null, bo = bias ? decode(bias.old) : null, bn = bias ? decode(bias.new) : null;
+  const tauO = new Float64Array(m * n), tauN = new Float64Array(m * n), biasO = new Float64Array(m), biasN = new Float64Array(m);
+  const xNorm = { old: new Float64Array(m), new: new Float64Array(m) };
+  for (let i = 0; i < m; i++) {
+    for (const [src, tau, tb, bsrc, key] of [[O, tauO, biasO, bo, 'old'], [N, tauN, biasN, bn, 'new']] as const) {
+      const x = new Float64Array(d);
+      for (let j = 0; j < n; j++) x[j] = Math.fround(src[i * n + j]! - B[i * n + j]!);
+      if (bias) x[n] = Math.fround(bsrc![i]! - bb![i]!);
+      let nx = 0;
+      for (let j = 0; j < d; j++) nx += x[j]! * x[j]!;
+      xNorm[key][i] = Math.sqrt(nx);
+      for (let j = 0; j < d; j++) {
+        let y = 0;
+        for (let q = 0; q < d; q++) y += x[q]! * P[q * d + j]!;
+        if (j < n) tau[i * n + j] = y;
+        else tb[i] = y;
+      }
+    }
+  }
+  // referenceEdit takes weights: base + preserved τ, exactly in f64 (decode(base) is exact).
+  const asWeights = (tau: Float64Array, baseVals: Float64Array, shape: number[]): Tensor => ({ dtype: 'f64' as DType, shape, data: Float64Array.from(tau, (t, k) => baseVals[k]! + t) as unknown as Float32Array });
+  const f64Base = (vals: Float64Array, shape: number[]): Tensor => ({ dtype: 'f64' as DType, shape, data: vals as unknown as Float32Array });
+  const weight = referenceEdit(f64Base(B, base.shape), asWeights(tauO, B, base.shape), asWeights(tauN, B, base.shape), opts);
+  if (!bias) return { weight, xNorm };
+  const ref = referenceEdit(f64Base(bb!, [1, m]), asWeights(biasO, bb!, [1, m]), asWeights(biasN, bb!, [1, m]), opts);
+  return { weight, bias: ref, xNorm };
 }

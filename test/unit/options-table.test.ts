@@ -44,8 +44,9 @@ describe('the option table', () => {
       'lambda', 'density', 'temperature', 'importanceOld', 'importanceNew', 'coefficients', 'outDtype', 'out', 'threads',
       'backend', 'allowNonFinite', 'allowNonFiniteOutput', 'cudaMemoryLimit'];
     expect([...keysFor('tensor')].sort()).toEqual([...edit].sort());
-    expect([...keysFor('lora')].sort()).toEqual(edit.filter((k) => !['importanceOld', 'importanceNew', 'cudaMemoryLimit'].includes(k)).sort());
-    expect([...keysFor('checkpoint')].sort()).toEqual([...edit.filter((k) => k !== 'coefficients' && k !== 'out'),
+    // Gained since: preserve (issue 12) on the LoRA, checkpoint and adapter entry points.
+    expect([...keysFor('lora')].sort()).toEqual([...edit.filter((k) => !['importanceOld', 'importanceNew', 'cudaMemoryLimit'].includes(k)), 'preserve'].sort());
+    expect([...keysFor('checkpoint')].sort()).toEqual([...edit.filter((k) => k !== 'coefficients' && k !== 'out'), 'preserve',
       'include', 'exclude', 'maxShardSize', 'report', 'force', 'hash', 'copyFiles', 'onProgress', 'signal', 'blockBytes'].sort());
     expect([...keysFor('adapters')].sort()).toEqual([...keysFor('lora'), 'outFormat', 'force', 'perRow', 'blockRows', 'keepZeroBlocks', 'copyFiles', 'report'].sort());
   });
@@ -84,7 +85,8 @@ describe('the option table', () => {
     const edit = flagsFor('edit');
     for (const f of edit) {
       const o = (OPTIONS as readonly OptionSpec[]).find((x) => x.cli?.flag === f.name)!;
-      expect(f.key ?? '', f.name).toBe(o.name);
+      // CLI-only entries that fill a key of an API option (--preserve-rho: preserve.rho) name it in cli.of.
+      expect(f.key ?? '', f.name).toBe(o.name || o.cli!.of || '');
     }
     expect(edit.map((f) => f.name)).toContain('kappa');
     expect(flagsFor('analyze').map((f) => f.name)).not.toContain('out-dtype');

@@ -77,6 +77,7 @@ enum class ErrorCode : uint8_t {
   Cuda,             // ERR_CUDA
   Internal,         // ERR_INTERNAL
   Aborted,          // ERR_ABORTED (a checkpoint job was cancelled)
+  BadStatistics,    // ERR_BAD_STATISTICS (preservation statistics: not symmetric, not PSD, basis not orthonormal)
   NonFiniteOutput,  // ERR_NON_FINITE_OUTPUT (an output overflows its dtype: SPEC §5)
 };
 const char* error_code_name(ErrorCode c);
@@ -140,6 +141,10 @@ struct View {
   const void* data = nullptr;
 };
 
+struct Preserve;       // core/preserve.h (SPEC §3 step 0)
+struct PreserveBias;
+struct PreserveStats;
+
 // A whole edit of one tensor (or a block of its rows: everything is row-local).
 struct EditJob {
   int64_t rows = 0;
@@ -158,6 +163,13 @@ struct EditJob {
   // old_/new_ hold the task vectors themselves (tau, e.g. materialised LoRA rows), not weights:
   // geometry uses them as they are and the output is base + c_new*b + c_old*a.
   bool tau_given = false;
+  // SPEC §3 step 0 (core/preserve.h): the tensor's preservation operator, or nullptr. The job's
+  // rows must be the tensor's rows from a multiple of kPreserveBlockRows on (row_offset) for the
+  // bytes to be independent of the caller's blocking. bias: the augmented form's bias (required when
+  // preserve->augmented()). stats: the energy removed, added to (not reset) by the call.
+  const Preserve* preserve = nullptr;
+  const PreserveBias* preserve_bias = nullptr;
+  PreserveStats* preserve_stats = nullptr;
 };
 
 enum class SimdLevel : uint8_t { Scalar = 0, AVX2 = 1, AVX512 = 2 };

@@ -1,0 +1,137 @@
+// SPEC §3 step 0: preservation statistics. Plain C++ (no Node headers).
+//
+// A tensor's preservation operator is built once (build_preserve: validation, then the f64
+// factorisation) and shared, read-only, by every row block of the tensor and by every tensor that
+// uses the same statistics (q/k/v, gate/up). run_edit applies it to blocks of task-vector rows
+// (EditJob::preserve) before the geometry; the stream tasks carry it too (StreamTask::preserve).
+//
+//   ridge:  P = (mu'·C1 + lambda·I)·(C0 + mu'·C1 + lambda·I)^-1,  x <- x·P
+//           lambda = rho·tr(C0)/d, mu' = mu·tr(C0)/tr(C1) (0 without C1, or when tr(C1) = 0)
+//   basis:  x <- x − (x·U^T)·U   (U: k×d, orthonormal rows)
+//
+// d is the row length n of the weight, or n + 1 for the augmented input [x; 1] of a layer with a
+// bias: row i of the weight and element i of the bias are then preserved together,
+// [a_i, a^β_i] <- [a_i, a^β_i]·P. The weight's pass takes the bias task vectors in
+// (EditJob::bias) and hands the preserved bias task vectors out (bias.tau_old_out / tau_new_out);
+// the caller then edits the bias as its own tensor [1, m] from those (tau_given), after the
+// weight. The bias is never a separate projection: its preserved value depends on the weight row.
+//
+// Numerics: the operator is formed in f64 (Cholesky of C0 + mu'C1 + lambda·I, the solve for P,
+// all in f64; the condition number of the ridge system reaches d/rho) and rounded once to f32;
+// rows are multiplied in f32 with f32 accumulation (GEMM), which SPEC §5 allows (each element
+// within 1e-5·||x||_2 of the f64 x·P). Linear algebra: Eigen (header-only), compiled per ISA
+// (native/cpu/preserve_la_*.cc, each copy in its own namespace), picked at run time like the row
+// kernels. Determinism: rows go through the GEMM in blocks of kPreserveBlockRows fixed from the
+// tensor's first row (the last block zero-padded), so a row's bytes never depend on the thread
+// count, on the caller's block size (a multiple of kPreserveBlockRows), or on the run.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "geoedit/geoedit.h"
+
+namespace geoedit {
+
+// Provisional defaults (issue 12's fixed setting on the fact-memory benchmark); the quality
+// benchmark calibrates them. The binding and lib/ read them from here (preserve_defaults()).
+constexpr double kPreserveDefaultRho = 0.3;
+constexpr double kPreserveDefaultMu = 10.0;
+
+// Rows per GEMM block (a multiple of every ISA's Eigen register tile: 48 AVX-512, 24 AVX2, 12 SSE2).
+constexpr int64_t kPreserveBlockRows = 192;
+
+// The caller's statistics for one tensor: views, not owned, all f32 row-major. Exactly one of
+// cov, keys or basis; edit_cov / edit_keys optional (ridge only).
+struct PreserveSpec {
+  const float* cov = nullptr;        // C0 [cov_rows, cov_cols]
+  int64_t cov_rows = 0, cov_cols = 0;
+  const float* edit_cov = nullptr;   // C1
+  int64_t edit_cov_rows = 0, edit_cov_cols = 0;
+  const float* keys = nullptr;       // K0 [keys_rows, keys_cols]: C0 = K0^T K0 / N0, formed in the core
+  int64_t keys_rows = 0, keys_cols = 0;
+  const float* edit_keys = nullptr;  // K1: C1 = K1^T K1 / N1
+  int64_t edit_keys_rows = 0, edit_keys_cols = 0;
+  const float* basis = nullptr;      // U [basis_rows (k), basis_cols (d)]
+  int64_t basis_rows = 0, basis_cols = 0;
+  double rho = kPreserveDefaultRho;  // > 0
+  double mu = kPreserveDefaultMu;    // >= 0
+  std::string tensor;                // the weight's name, for messages
+  std::string source;                // where the statistics come from (a file, "preserve.cov"), for messages
+  // Check only (lib/preserve: every statistic checked before a job does any work): shapes, finite,
+  // symmetric, PSD (the Cholesky of C + 1e-6·tr(C)·I), orthonormal, rho/mu; the operator is not
+  // formed (no solve) and the result is the Identity form.
+  bool validate_only = false;
+};
+
+struct PreserveBuildOptions {
+  int64_t cols = 0;           // n, the weight's row length in its layout
+  bool has_bias = false;      // a bias beside the weight: d = n + 1 is allowed
+  int threads = 0;            // 0: the shared pool
+  int simd = -1;              // -1: active_simd()
+  bool keep_f64 = false;      // keep the f64 operator for apply_f64 (tests and the bench's reference)
+};
+
+// The built operator; immutable, shareable across threads and tensors.
+struct Preserve {
+  enum class Form : uint8_t { Identity = 0, Ridge = 1, Basis = 2 };
+  Form form = Form::Identity;   // Identity: tr(C0) = 0 or an empty basis (x·P = x; rows still re-blocked)
+  int64_t cols = 0;             // n
+  int64_t dim = 0;              // d = n or n + 1
+  int64_t k = 0;                // basis rows
+  double rho = 0, mu = 0, lambda = 0, mu_prime = 0, trace_c0 = 0, trace_c1 = 0;
+  std::vector<float> P;         // Ridge: d×d row-major f32 (y = x·P)
+  std::vector<float> U;         // Basis: k×d row-major f32
+  std::vector<double> P64;      // Ridge with keep_f64: the f64 operator before rounding
+  std::string tensor;
+  bool augmented() const { return dim == cols + 1; }
+  size_t bytes() const { return P.size() * 4 + U.size() * 4 + P64.size() * 8; }
+  // The f64 reference (plain loops, no SIMD): y[rows, d] = x[rows, d]·P64 (Ridge, keep_f64 only),
+  // x − (x·U^T)·U in f64 (Basis), or x (Identity).
+  void apply_f64(const double* x, int64_t rows, double* y) const;
+  // The fast path on rows [rows, d] f32: y = x·P (any row count; internally blocked and padded as
+  // run_edit does, so the same bytes as run_edit's preserved rows). x and y may not alias.
+  void apply(const float* x, int64_t rows, float* y, int threads = 0, int simd = -1) const;
+};
+
+// Validates and builds. Throws geoedit::Error naming the tensor (and the statistic), before any
+// work on rows: ERR_SHAPE_MISMATCH (wrong shape, naming both shapes), ERR_NON_FINITE,
+// ERR_BAD_STATISTICS (not symmetric beyond 1e-4·sqrt(C_ii·C_jj) + 1e-6·max C_ii; not positive
+// semi-definite: an eigenvalue below −1e-6·tr(C), found by a Cholesky of C + 1e-6·tr(C)·I; basis rows
+// not orthonormal beyond 1e-4; no statistic; more than one form), ERR_INVALID_OPTION (rho <= 0,
+// mu < 0, non-finite rho or mu).
+std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& spec, const PreserveBuildOptions& bo);
+
+// How much of the update's energy the projection removed, summed over the rows of the calls that
+// share one PreserveStats (run_edit adds to it; deterministic: summed in row-block order).
+struct PreserveStats {
+  double old_before = 0, old_after = 0;    // sum_i ||tau_old[i]||^2 (weight rows only)
+  double new_before = 0, new_after = 0;
+  double bias_old_before = 0, bias_old_after = 0;  // the bias elements (augmented form)
+  double bias_new_before = 0, bias_new_after = 0;
+  int64_t rows = 0;
+  void add(const PreserveStats& o) {
+    old_before += o.old_before; old_after += o.old_after; new_before += o.new_before; new_after += o.new_after;
+    bias_old_before += o.bias_old_before; bias_old_after += o.bias_old_after;
+    bias_new_before += o.bias_new_before; bias_new_after += o.bias_new_after;
+    rows += o.rows;
+  }
+};
+
+// The bias of an augmented layer, for the weight's pass (rows of the job = elements of the bias).
+struct PreserveBias {
+  View base, old_, new_;            // [rows] each in their stored dtype (same offsets as the job's rows)
+  float* tau_old_out = nullptr;     // [rows] the preserved bias task vectors (written by the pass)
+  float* tau_new_out = nullptr;
+};
+
+// The block step behind run_edit and Preserve::apply: Y[rows, d] = X[rows, d]·P with rows a
+// multiple of kPreserveBlockRows (the caller zero-pads), on the given ISA's table.
+void preserve_rows_block(const Preserve& p, const float* X, int64_t rows, float* Y, SimdLevel level);
+
+// Validation helpers shared with the stream and the binding.
+// Throws unless p fits a weight with rows of length cols (d == cols, or cols + 1 with a bias).
+void check_preserve_fits(const Preserve& p, int64_t cols, bool has_bias, const std::string& tensor);
+
+}  // namespace geoedit
