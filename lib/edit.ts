@@ -6,6 +6,8 @@ import { checkCoefficients, checkDtype, nativeParams, resolveParams, resolveThre
 import { checkSameShape, checkTensor, matrixView } from './tensor';
 import { resolveCudaMemoryLimit, selectBackend } from './backend';
 import { summarizeRows, threshold } from './stats';
+import { checkPreserveTensorOption } from './preserve/option';
+import { removedShares } from './preserve/lora';
 import type { EditInputs, EditOptions, EditResult, Tensor, TensorStats } from './types';
 
 export interface PreparedEdit {
@@ -16,9 +18,9 @@ export interface PreparedEdit {
   cols: number;
 }
 
-export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined, wantOut: boolean): PreparedEdit {
+export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined, wantOut: boolean, what = 'editTensor'): PreparedEdit {
   if (inputs === null || typeof inputs !== 'object') throw typeError(`Expected inputs { base, old, new } but received ${describe(inputs)}`);
-  const opts = validateOptions(options, 'tensor', 'editTensor') as EditOptions;
+  const opts = validateOptions(options, 'tensor', what) as EditOptions;
   const params = resolveParams(opts);
   const bd = checkTensor(inputs.base, 'base');
   const od = checkTensor(inputs.old, 'old');
@@ -74,6 +76,9 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
   } else if (opts.coefficients !== undefined) {
     throw new GeoEditError('ERR_INVALID_OPTION', `Option 'coefficients' is only used by strategy 'custom' (strategy is '${params.strategy}')`, { option: 'coefficients' });
   }
+  // SPEC §3 step 0: the core checks the statistics' values and their width against cols
+  const preserve = checkPreserveTensorOption(opts.preserve, what);
+  if (preserve) spec.preserve = preserve;
   return { spec, params, shape, rows, cols };
 }
 
@@ -84,10 +89,16 @@ function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
 
 export function makeStats(prep: PreparedEdit, r: NativeResult): TensorStats {
   const sum = summarizeRows(r, prep.rows);
-  return {
+  const st: TensorStats = {
     rows: prep.rows, cols: prep.cols, cos: r.cos, region: r.region, counts: sum.counts,
     threshold: threshold(prep.params, prep.cols), coefNew: r.coefNew, coefOld: r.coefOld, energy: sum.energy,
   };
+  const e = r.preserveEnergy;
+  if (prep.spec.preserve && e) {
+    const energy = { oldBefore: e[0]!, oldAfter: e[1]!, newBefore: e[2]!, newAfter: e[3]! };
+    st.preserve = { energy, removed: removedShares(energy) };
+  }
+  return st;
 }
 
 function toResult(prep: PreparedEdit, r: NativeResult): EditResult {
@@ -106,13 +117,13 @@ export async function editTensor(inputs: EditInputs, options?: EditOptions): Pro
 
 /** Synchronous variant, for small tensors (it blocks the calling thread). */
 export function editTensorSync(inputs: EditInputs, options?: EditOptions): EditResult {
-  const prep = prepareEdit(inputs, options, true);
+  const prep = prepareEdit(inputs, options, true, 'editTensorSync');
   return toResult(prep, native.editSync(prep.spec));
 }
 
 /** Geometry and regions only: writes no weights. */
 export async function analyzeTensor(inputs: EditInputs, options?: EditOptions): Promise<TensorStats> {
   const site = callSite(analyzeTensor);
-  const prep = prepareEdit(inputs, options, false);
+  const prep = prepareEdit(inputs, options, false, 'analyzeTensor');
   return makeStats(prep, await native.edit(prep.spec, site));
 }

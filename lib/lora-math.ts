@@ -9,7 +9,7 @@
 import { GeoEditError, describe, typeError } from './errors';
 import { callSite, native, type CallSite, type NativeLoraSide, type NativePreserve, type NativeResult } from './native';
 import { checkPreserveTensorOption, type PreserveTensorOption } from './preserve/option';
-import { preserveLoraSides, type LoraPreserveEnergy } from './preserve/lora';
+import { preserveLoraSides, removedShares, type LoraPreserveEnergy } from './preserve/lora';
 import { checkCoefficients, nativeParams, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from './options';
 import { checkTensor } from './tensor';
 import { cpuOnlyBackend } from './backend';
@@ -153,10 +153,6 @@ export function prepareLora(pair: LoraPair, options: LoraOptions | undefined, wh
 
 function side(s: CanonicalSide | null): NativeLoraSide | null {
   return s && s.r > 0 ? { L: s.L, R: s.R, r: s.r, scale: s.scale } : null;
-}
-
-function removedShares(e: LoraPreserveEnergy): { old: number | null; new: number | null } {
-  return { old: e.oldBefore > 0 ? 1 - e.oldAfter / e.oldBefore : null, new: e.newBefore > 0 ? 1 - e.newAfter / e.newBefore : null };
 }
 
 /**

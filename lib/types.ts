@@ -44,7 +44,12 @@ export interface EditOptions {
   /** CUDA backend: device bytes one call may use (all streams together). Default:
    *  $GEOEDIT_CUDA_MEMORY (e.g. '2G') or half the free device memory, at most 4 GiB. */
   cudaMemoryLimit?: number;
+  /** SPEC §3 step 0: statistics of the tensor's inputs (C0 = cov [n,n] f32, C1 = editCov), or an orthonormal basis [k,n] to protect. */
+  preserve?: PreserveTensorOption;
 }
+
+/** Option `preserve` of the in-memory API (rho, mu default to the option table's --preserve-rho / --preserve-mu). */
+export type PreserveTensorOption = { cov: Tensor; editCov?: Tensor; rho?: number; mu?: number } | { basis: Tensor };
 
 export interface EditInputs {
   base: Tensor;
@@ -73,6 +78,11 @@ export interface TensorStats {
   coefOld: Float32Array;
   /** Σ‖τnew[i]‖² over rows, and Σ‖c_new·b̃ + c_old·ã‖²: the update energy offered and applied. */
   energy: { new: number; old: number; applied: number };
+  /** With option `preserve` (SPEC §3 step 0): Σ‖τ‖² per side before and after the projection, and the share removed (1 − after/before; null when before is 0). */
+  preserve?: {
+    energy: { oldBefore: number; oldAfter: number; newBefore: number; newAfter: number };
+    removed: { old: number | null; new: number | null };
+  };
 }
 
 export interface EditResult {

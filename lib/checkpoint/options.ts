@@ -16,7 +16,7 @@ export interface ProgressEvent {
   elapsedMs: number;
 }
 
-export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | 'importanceNew' | 'coefficients'> {
+export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | 'importanceNew' | 'coefficients' | 'preserve'> {
   /** Checkpoints holding importance tensors (same names and shapes as the base). */
   importanceOld?: string;
   importanceNew?: string;

@@ -7,8 +7,10 @@ import { DEFAULTS } from '../options';
 import { EXIT, reportError } from './common';
 import { GeoEditError } from '../errors';
 import {
-  DEMO_CONFIG, FAST_CONFIG, buildSeed, configHash, defaultCacheRoot, makeSeedScorer, type SuiteConfig,
+  DEMO_CONFIG, FAST_CONFIG, buildSeed, configHash, defaultCacheRoot, makeSeedScorer, preservationStatistics, type SuiteConfig,
 } from '../quality/suite';
+import { quickPreserveGrids } from '../quality/preserve';
+import { PRESERVE_DEFAULTS } from '../preserve/option';
 import { REGIMES } from '../quality/train';
 import {
   DEFAULT_GRIDS, FAMILIES, summarizeSweeps, sweepFrontier, type Family, type FrontierSummary, type QualityScores, type SweepGrids, type SweepResult,
@@ -110,6 +112,10 @@ const LABEL: Record<Family, string> = {
   'geoedit-paper': "geoedit preset 'paper'",
   'random-mask': 'control: random row mask',
   shrinkage: 'control: uniform shrinkage',
+  preserve: 'preserve (C0 + C1, task arithmetic)',
+  'preserve-no-c1': 'preserve without C1 (plain ridge)',
+  'preserve+geoedit': 'preserve + geoedit (defaults)',
+  'random-subspace': 'control: random subspace (basis form)',
 };
 
 function f3(x: number): string {
@@ -123,7 +129,7 @@ function pm(m: number, sd: number, n: number): string {
 
 /** The grids of the quick (default) run: one point per method, at the package's defaults. */
 function quickGrids(): Partial<SweepGrids> {
-  return { scale: [], lambda: [DEFAULTS.lambda], kappa: [DEFAULTS.kappa], keepOrthogonal: [DEFAULTS.keepOrthogonal], paperKappa: [1], maskDraws: 1 };
+  return { scale: [], lambda: [DEFAULTS.lambda], kappa: [DEFAULTS.kappa], keepOrthogonal: [DEFAULTS.keepOrthogonal], paperKappa: [1], maskDraws: 1, preserve: quickPreserveGrids() };
 }
 
 export interface DemoReport {
@@ -139,6 +145,8 @@ export interface DemoReport {
   /** Quick mode: per strategy, mean R/G/L over regimes and seeds. */
   table: Record<string, QualityScores>;
   seconds: { build: number; edits: number; total: number };
+  /** Per seed: the preserved sample (C0) and the edit prompts (C1). */
+  preservedSample: PreservedSampleInfo[];
   buildCached: boolean;
   outputs: { checkpoint: string; manifest: string; report: string };
 }
@@ -180,16 +188,22 @@ async function buildModels(buildCfg: SuiteConfig, cfg: SuiteConfig, root: string
 }
 
 /** Every regime of every seed edited (and scored) through sweepFrontier. */
-async function runSweeps(a: DemoArgs, buildCfg: SuiteConfig, cfg: SuiteConfig, seedModels: SeedModels[], log: Log): Promise<Record<string, SweepResult[]>> {
+/** The preserved sample behind each seed's C0 (facts disjoint from the Locality prompts' facts). */
+export interface PreservedSampleInfo { seed: number; facts: number; prompts: number; editPrompts: number }
+
+async function runSweeps(a: DemoArgs, buildCfg: SuiteConfig, cfg: SuiteConfig, seedModels: SeedModels[], log: Log, samples: PreservedSampleInfo[]): Promise<Record<string, SweepResult[]>> {
   const sweeps: Record<string, SweepResult[]> = {};
   for (const rn of cfg.regimes) sweeps[rn] = [];
   for (const m of seedModels) {
     const { score, scorer } = await makeSeedScorer(buildCfg, m);
     if (scorer.baseAccuracy.train < 0.95) log(`warning: seed ${m.seed} base model knows only ${(scorer.baseAccuracy.train * 100).toFixed(1)}% of the facts`);
+    const preserve = await preservationStatistics(buildCfg, m);
+    log(`seed ${m.seed}: preservation statistics C0 from ${preserve.facts} unrelated facts (${preserve.prompts} prompts, disjoint from the Locality prompts), C1 from ${preserve.editPrompts} edit prompts`);
+    samples.push({ seed: m.seed, facts: preserve.facts, prompts: preserve.prompts, editPrompts: preserve.editPrompts });
     for (const rn of cfg.regimes) {
       const reg = m.regimes[rn]!;
       log(`seed ${m.seed}, ${rn}: ${a.full ? 'sweeping the knobs' : 'editing'}…`);
-      sweeps[rn]!.push(await sweepFrontier({ source: reg.source, score: async (w) => score(w), grids: a.full ? DEFAULT_GRIDS : quickGrids(), seed: m.seed * 1000 + 7 }));
+      sweeps[rn]!.push(await sweepFrontier({ source: reg.source, score: async (w) => score(w), grids: a.full ? DEFAULT_GRIDS : quickGrids(), seed: m.seed * 1000 + 7, preserve }));
     }
   }
   return sweeps;
@@ -253,7 +267,12 @@ function quickLines(cfg: SuiteConfig, seedsNote: string, sweeps: Record<string, 
   return lines;
 }
 
-function fullLines(cfg: SuiteConfig, seedsNote: string, summary: Record<string, FrontierSummary>): string[] {
+function sampleLine(samples: PreservedSampleInfo[]): string {
+  const r = (k: 'facts' | 'prompts' | 'editPrompts'): string => { const v = samples.map((x) => x[k]); const lo = Math.min(...v), hi = Math.max(...v); return lo === hi ? `${lo}` : `${lo}–${hi}`; };
+  return `Preservation: C0 from ${r('facts')} unrelated facts × the training templates (${r('prompts')} prompts; disjoint from the Locality prompts' facts), C1 from ${r('editPrompts')} edit prompts; defaults rho ${PRESERVE_DEFAULTS.rho}, mu ${PRESERVE_DEFAULTS.mu}.`;
+}
+
+function fullLines(cfg: SuiteConfig, seedsNote: string, summary: Record<string, FrontierSummary>, sweeps: Record<string, SweepResult[]>): string[] {
   const lines: string[] = [`# geoedit demo --full: best Locality at matched Reliability (${seedsNote}, mean ± sd)`, ''];
   for (const rn of cfg.regimes) {
     const reg = REGIMES.find((r) => r.name === rn)!;
@@ -263,6 +282,7 @@ function fullLines(cfg: SuiteConfig, seedsNote: string, summary: Record<string, 
     lines.push('| method | Locality at R ≥ 0.99× | Locality at R ≥ 0.95× |', '|---|---|---|');
     for (const fam of FAMILIES) {
       const f = su.families[fam];
+      if (!sweeps[rn]!.some((r) => r.points.some((p) => p.family === fam))) continue;
       lines.push(`| ${LABEL[fam].replace(' (defaults)', '')} | ${pm(f.at099.mean, f.at099.sd, f.at099.n)}${f.at099.n && f.at099.n < su.runs ? ` (${f.at099.n}/${su.runs} runs)` : ''} | ${pm(f.at095.mean, f.at095.sd, f.at095.n)}${f.at095.n && f.at095.n < su.runs ? ` (${f.at095.n}/${su.runs} runs)` : ''} |`);
     }
     lines.push('');
@@ -281,7 +301,8 @@ async function demo(a: DemoArgs): Promise<number> {
   log(`cache: ${root}`);
   const { seedModels, buildCached } = await buildModels(buildCfg, cfg, root, log);
   const tBuild = (Date.now() - t0) / 1000;
-  const sweeps = await runSweeps(a, buildCfg, cfg, seedModels, log);
+  const samples: PreservedSampleInfo[] = [];
+  const sweeps = await runSweeps(a, buildCfg, cfg, seedModels, log, samples);
   const tEdits = (Date.now() - t0) / 1000 - tBuild;
 
   const outDir = a.out ?? path.join(root, 'last-run');
@@ -298,7 +319,8 @@ async function demo(a: DemoArgs): Promise<number> {
   for (const rn of cfg.regimes) summary[rn] = summarizeSweeps(sweeps[rn]!);
   const { table, perRegime } = tablesOf(a, cfg.regimes, sweeps);
   const seedsNote = `${cfg.seeds.length} seed${cfg.seeds.length > 1 ? 's' : ''}`;
-  const lines = a.full ? fullLines(cfg, seedsNote, summary) : quickLines(cfg, seedsNote, sweeps, summary, perRegime, table);
+  const lines = a.full ? fullLines(cfg, seedsNote, summary, sweeps) : quickLines(cfg, seedsNote, sweeps, summary, perRegime, table);
+  lines.push(sampleLine(samples), '');
   const total = (Date.now() - t0) / 1000;
   lines.push(`Models: ${root} (${buildCached ? 'reused from the cache' : `built in ${tBuild.toFixed(0)} s`}); edits and scoring ${tEdits.toFixed(0)} s; total ${total.toFixed(0)} s.`);
   lines.push(`Edited checkpoint (geoedit defaults, ${firstRegime}, seed ${m0.seed}): ${ckptPath}`);
@@ -310,7 +332,7 @@ async function demo(a: DemoArgs): Promise<number> {
     date: new Date().toISOString(),
     machine: { cpus: (await import('node:os')).cpus().length, platform: `${process.platform}-${process.arch}`, node: process.version },
     config: cfg, cacheDir: root, mode: a.full ? 'full' : 'quick', defaults: { ...DEFAULTS }, sweeps, summary, table,
-    seconds: { build: tBuild, edits: tEdits, total }, buildCached,
+    seconds: { build: tBuild, edits: tEdits, total }, preservedSample: samples, buildCached,
     outputs: { checkpoint: ckptPath, manifest: manifestPath, report: reportPath },
   };
   writeWhole(path.join(outDir, 'report.json'), JSON.stringify(report, null, 1) + '\n');

@@ -12,6 +12,11 @@ interface CanonicalSide { L: Float32Array; R: Float32Array; r: number; scale: nu
 /** Σ‖τ‖² before/after per side, in τ = s·L·R terms. */
 export interface LoraPreserveEnergy { oldBefore: number; oldAfter: number; newBefore: number; newAfter: number }
 
+/** The share of each side's update energy the projection removed, 1 − after/before (null when before is 0). */
+export function removedShares(e: LoraPreserveEnergy): { old: number | null; new: number | null } {
+  return { old: e.oldBefore > 0 ? 1 - e.oldAfter / e.oldBefore : null, new: e.newBefore > 0 ? 1 - e.newAfter / e.newBefore : null };
+}
+
 /** ‖s·L·R‖²_F = s²·Σ_pq (LᵀL)_pq (R·Rᵀ)_pq, in f64. */
 function tauEnergy(s: CanonicalSide, R: Float32Array): number {
   const { r, rows, cols } = s;

@@ -5,7 +5,7 @@
 import { GeoEditError, describe, typeError } from '../errors';
 import { OPTIONS, type OptionSpec } from '../options/table';
 import type { NativePreserve } from '../native';
-import type { Tensor } from '../types';
+import type { PreserveTensorOption, Tensor } from '../types';
 
 function cliEntry(sets: string): OptionSpec {
   return (OPTIONS as readonly OptionSpec[]).find((o) => o.cli?.of === 'preserve' && o.cli.sets === sets)!;
@@ -15,7 +15,7 @@ function cliEntry(sets: string): OptionSpec {
 export const PRESERVE_DEFAULTS = Object.freeze({ rho: cliEntry('rho').default as number, mu: cliEntry('mu').default as number });
 
 export interface PreserveFileOption { file: string; rho: number; mu: number }
-export type PreserveTensorOption = { cov: Tensor; editCov?: Tensor; rho?: number; mu?: number } | { basis: Tensor };
+export type { PreserveTensorOption };
 
 function invalid(msg: string, option: string): GeoEditError {
   return new GeoEditError('ERR_INVALID_OPTION', msg, { option });

@@ -138,3 +138,29 @@ export function editSet(w: World, which: 'old' | 'new'): { prompts: Prompt[]; ta
   }
   return { prompts, targets };
 }
+
+/**
+ * The preserved sample (QUALITY.md step 4): unrelated facts (subjects not edited) that are NOT among
+ * the Locality prompts' facts, each with every training template. `maxFacts` draws a smaller sample
+ * (deterministic from the world's seed). Locality is never measured on these facts.
+ */
+export function preservedSample(w: World, maxFacts?: number): { prompts: Prompt[]; facts: number } {
+  const R = w.config.relations;
+  const edited = new Uint8Array(w.config.subjects);
+  for (const e of w.edits) edited[e.subject] = 1;
+  const inLocality = new Uint8Array(w.config.subjects * R);
+  for (const p of w.locality) inLocality[p.subject * R + p.relation] = 1;
+  const facts: number[] = [];
+  for (let s = 0; s < w.config.subjects; s++) {
+    if (edited[s]) continue;
+    for (let r = 0; r < R; r++) if (!inLocality[s * R + r]) facts.push(s * R + r);
+  }
+  if (maxFacts !== undefined && maxFacts < facts.length) {
+    new Rng(w.seed * 6007 + 29).shuffle(facts);
+    facts.length = Math.max(1, maxFacts);
+    facts.sort((a, b) => a - b);
+  }
+  const prompts: Prompt[] = [];
+  for (const f of facts) for (const t of w.trainTemplates) prompts.push({ subject: Math.floor(f / R), relation: f % R, template: t });
+  return { prompts, facts: facts.length };
+}

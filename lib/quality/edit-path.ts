@@ -3,7 +3,8 @@
 // checkpoint, outFormat 'full'), and the edited file is read back for scoring. The one exception
 // is strategy 'custom' (the random-mask control): its coefficients are per tensor, which
 // editCheckpoint / editAdapters do not take, so it runs editTensor on every tensor of the same
-// files (adapters materialised as base + s·B·A).
+// files (adapters materialised as base + s·B·A); likewise preservation with in-memory statistics
+// (editTensor's `preserve`; on a LoRA pair (s·B·A)·P = s·B·(A·P), SPEC §4, so materialised rows give the same edit).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -12,7 +13,7 @@ import { editCheckpoint, type CheckpointManifest } from '../checkpoint';
 import { editAdapters, type AdapterManifest } from '../lora';
 import { GeoEditError } from '../errors';
 import { readSafetensorsHeaderSync, readTensor, toTensor, writeSafetensors } from '../safetensors';
-import type { EditOptions, Tensor, TensorStats } from '../types';
+import type { EditOptions, PreserveTensorOption, Tensor, TensorStats } from '../types';
 
 export type Weights = Map<string, Tensor>;
 
@@ -104,8 +105,10 @@ export interface RunEditOptions {
   coefficients?: Map<string, { cNew: Float32Array; cOld: Float32Array }>;
   /** Write the edited checkpoint (a .safetensors file) here; default: a temporary file, removed after reading. */
   outFile?: string;
-  /** The loaded source (the sweep edits the same files many times; only 'custom' uses it). */
+  /** The loaded source (the sweep edits the same files many times; 'custom' and preserve use it). */
   loaded?: { base: Weights; old: Weights; new: Weights };
+  /** Option `preserve` per tensor name (SPEC §3 step 0): runs editTensor per tensor with it (tensors not listed: no preservation). */
+  preserve?: Map<string, PreserveTensorOption>;
 }
 
 export interface EditRunResult extends EditRun {
@@ -128,7 +131,7 @@ let tmpCount = 0;
 
 /** Edit θ0 with τold / τnew from `src` through the package's path; returns the edited weights. */
 export async function runEdit(src: EditSource, options: EditOptions, extra: RunEditOptions = {}): Promise<EditRunResult> {
-  if (options.strategy === 'custom') {
+  if (options.strategy === 'custom' || extra.preserve) {
     const w = extra.loaded ?? (await loadSource(src));
     const weights: Weights = new Map();
     const stats = new Map<string, TensorStats>();
@@ -136,7 +139,9 @@ export async function runEdit(src: EditSource, options: EditOptions, extra: RunE
       const old = w.old.get(name), nw = w.new.get(name);
       if (!old || !nw) throw new GeoEditError('ERR_MISSING_TENSOR', `tensor '${name}' of ${src.base} is missing from the ${!old ? 'old' : 'new'} weights`, { tensor: name });
       const c = extra.coefficients?.get(name);
-      const opts: EditOptions = c ? { ...options, coefficients: c } : { ...options, strategy: 'task-arithmetic' };
+      let opts: EditOptions = options.strategy !== 'custom' ? options : c ? { ...options, coefficients: c } : { ...options, strategy: 'task-arithmetic' };
+      const p = extra.preserve?.get(name);
+      if (p) opts = { ...opts, preserve: p };
       const r = await editTensor({ base, old, new: nw }, opts);
       weights.set(name, r.out);
       stats.set(name, r.stats);

@@ -8,6 +8,8 @@ import { matrixView } from '../tensor';
 import type { EditOptions, Tensor } from '../types';
 import { Rng } from './prng';
 import { loadSource, runEdit, type EditSource, type Weights } from './edit-path';
+import { DEFAULT_PRESERVE_GRIDS, PRESERVE_FAMILIES, sweepPreservation, type PreserveFamily, type PreserveGrids, type SweepPreservation } from './preserve';
+import type { PreserveTensorOption } from '../types';
 
 export interface QualityScores {
   reliability: number;
@@ -15,9 +17,9 @@ export interface QualityScores {
   locality: number;
 }
 
-/** The method families a sweep reports. The last two are the controls. */
-export type Family = 'task-arithmetic' | 'forget-then-learn' | 'geoedit' | 'geoedit-paper' | 'random-mask' | 'shrinkage';
-export const FAMILIES: readonly Family[] = ['task-arithmetic', 'forget-then-learn', 'geoedit', 'geoedit-paper', 'random-mask', 'shrinkage'];
+/** The method families a sweep reports: random-mask, shrinkage and random-subspace are controls; the preservation families run when the sweep has statistics. */
+export type Family = 'task-arithmetic' | 'forget-then-learn' | 'geoedit' | 'geoedit-paper' | 'random-mask' | 'shrinkage' | PreserveFamily;
+export const FAMILIES: readonly Family[] = ['task-arithmetic', 'forget-then-learn', 'geoedit', 'geoedit-paper', 'random-mask', 'shrinkage', ...PRESERVE_FAMILIES];
 
 export interface SweepGrids {
   /** `task-arithmetic` scale < 1: the uniform-shrinkage control. */
@@ -31,6 +33,8 @@ export interface SweepGrids {
   paperKappa: number[];
   /** Random masks per geoedit point (different row draws). */
   maskDraws: number;
+  /** The preservation families' knobs (with `preserve` statistics). */
+  preserve: PreserveGrids;
 }
 
 export const DEFAULT_GRIDS: Readonly<SweepGrids> = Object.freeze({
@@ -40,6 +44,7 @@ export const DEFAULT_GRIDS: Readonly<SweepGrids> = Object.freeze({
   keepOrthogonal: [0, 0.25, 0.5, 0.6, 0.75, 0.9],
   paperKappa: [0.5, 1, 1.5, 2],
   maskDraws: 1,
+  preserve: DEFAULT_PRESERVE_GRIDS,
 });
 
 export interface SweepPoint {
@@ -91,9 +96,11 @@ export interface SweepOptions {
   source: EditSource;
   /** Scores an edited model (all tensors of the checkpoint, edited). */
   score: (weights: Weights, point: { family: Family; label: string }) => Promise<QualityScores>;
-  grids?: Partial<SweepGrids>;
+  grids?: Partial<Omit<SweepGrids, 'preserve'>> & { preserve?: Partial<PreserveGrids> };
   /** Seed of the random-mask control. */
   seed?: number;
+  /** Preservation statistics per tensor (C0 on a preserved sample disjoint from the Locality prompts, C1 on the edit prompts): runs the preservation families. */
+  preserve?: SweepPreservation;
   /** Families to run (default: all). task-arithmetic always runs (it is the reference). */
   families?: Family[];
   /** Reference κ for the geometry summary (default: the package default, DEFAULTS.kappa). */
@@ -212,12 +219,12 @@ function randomMask(geo: TensorGeo, counts: Map<string, number>, gamma: number, 
 export async function sweepFrontier(o: SweepOptions): Promise<SweepResult> {
   if (!o || typeof o !== 'object') throw typeError(`Expected sweepFrontier options but received ${describe(o)}`);
   if (typeof o.score !== 'function') throw typeError(`Expected a function for option 'score' but received ${describe(o.score)}`);
-  const g: SweepGrids = { ...DEFAULT_GRIDS, ...(o.grids ?? {}) };
+  const g: SweepGrids = { ...DEFAULT_GRIDS, ...(o.grids ?? {}), preserve: { ...DEFAULT_PRESERVE_GRIDS, ...(o.grids?.preserve ?? {}) } };
   const fams = new Set<Family>(o.families ?? FAMILIES);
   const loaded = await loadSource(o.source);
   const points: SweepPoint[] = [];
-  const run = async (family: Family, label: string, knobs: Record<string, number>, options: EditOptions, extra: { coefficients?: Map<string, { cNew: Float32Array; cOld: Float32Array }>; rowShare?: number } = {}): Promise<SweepPoint> => {
-    const { weights } = await runEdit(o.source, options, { loaded, coefficients: extra.coefficients });
+  const run = async (family: Family, label: string, knobs: Record<string, number>, options: EditOptions, extra: { coefficients?: Map<string, { cNew: Float32Array; cOld: Float32Array }>; rowShare?: number; preserve?: Map<string, PreserveTensorOption> } = {}): Promise<SweepPoint> => {
+    const { weights } = await runEdit(o.source, options, { loaded, coefficients: extra.coefficients, preserve: extra.preserve });
     const scores = checkScores(await o.score(weights, { family, label }), `${family} ${label}`);
     const p: SweepPoint = { family, label, knobs, options, scores };
     if (extra.rowShare !== undefined) p.rowShare = extra.rowShare;
@@ -255,6 +262,7 @@ export async function sweepFrontier(o: SweepOptions): Promise<SweepResult> {
     }
   }
   if (fams.has('geoedit-paper')) for (const k of g.paperKappa) await run('geoedit-paper', `preset=paper kappa=${k}`, { kappa: k }, { strategy: 'geoedit', preset: 'paper', kappa: k });
+  if (o.preserve) await sweepPreservation(run, o.preserve, g.preserve, fams, o.seed ?? 1);
 
   const frontiers = {} as Record<Family, Frontier>;
   for (const f of FAMILIES) {

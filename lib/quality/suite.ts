@@ -7,8 +7,8 @@ import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { writeSafetensors } from '../safetensors';
 import type { Tensor } from '../types';
-import { makeWorld, type World, type WorldConfig } from './data';
-import { PARAM_NAMES, TENSOR_NAME, paramShape, type LoraFactor, type ModelConfig, type Params } from './model';
+import { editSet, makeBatch, makeWorld, preservedSample, type Prompt, type World, type WorldConfig } from './data';
+import { PARAM_NAMES, TENSOR_NAME, embedBatch, matmulABt, paramShape, type LoraFactor, type ModelConfig, type Params } from './model';
 import { REGIMES, fineTunePair, pretrain, type PretrainConfig, type Regime } from './train';
 import { makeScorer, type Scorer } from './metrics';
 import { loadCheckpoint, saveCheckpoint, type EditSource, type Weights } from './edit-path';
@@ -189,6 +189,62 @@ export async function makeSeedScorer(c: SuiteConfig, models: SeedModels): Promis
   const base = weightsToParams(await loadCheckpoint(models.base));
   const scorer = makeScorer(w, mc, base);
   return { scorer, score: async (weights: Weights) => scorer.score(weightsToParams(weights)) };
+}
+
+/** Statistics of one edited layer's inputs: C0 on the preserved sample, C1 on the edit prompts (SPEC §3 step 0). */
+export interface LayerStatistics { cov: Tensor; editCov: Tensor }
+
+export interface PreservationStatistics {
+  /** Per tensor name (ffn.up.weight: the block input x [d]; ffn.down.weight: relu(W_up·x) [h]; the model has no biases). */
+  layers: Map<string, LayerStatistics>;
+  /** The preserved sample: unrelated facts disjoint from the Locality prompts' facts, × the training templates. */
+  facts: number;
+  prompts: number;
+  /** Edit prompts behind C1. */
+  editPrompts: number;
+}
+
+/** Σ xᵀx / N over rows of X [N, n], in f64, returned as f32 [n, n]. */
+function secondMoment(X: Float32Array, N: number, n: number): Tensor {
+  const C = new Float64Array(n * n);
+  for (let b = 0; b < N; b++) {
+    const o = b * n;
+    for (let i = 0; i < n; i++) {
+      const xi = X[o + i]!;
+      if (xi === 0) continue;
+      const ci = i * n;
+      for (let j = i; j < n; j++) C[ci + j] = C[ci + j]! + xi * X[o + j]!;
+    }
+  }
+  const out = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) out[i * n + j] = out[j * n + i] = C[i * n + j]! / Math.max(1, N);
+  return { dtype: 'f32', shape: [n, n], data: out };
+}
+
+/** The inputs of W_up (x) and of W_down (relu(W_up·x)) on prompts, under the base model. */
+function layerInputs(w: World, mc: ModelConfig, base: Params, prompts: Prompt[]): { x: Float32Array; a: Float32Array; n: number } {
+  const b = makeBatch(w, prompts, prompts.map(() => 0));
+  const x = new Float32Array(b.size * mc.d);
+  embedBatch(mc, base, b, x);
+  const a = new Float32Array(b.size * mc.h);
+  matmulABt(x, base.up, a, b.size, mc.h, mc.d);
+  for (let i = 0; i < a.length; i++) if (!(a[i]! > 0)) a[i] = 0;
+  return { x, a, n: b.size };
+}
+
+/** C0 / C1 of every edited layer from the base model (the package's own demo computes them in TS). */
+export async function preservationStatistics(c: SuiteConfig, models: SeedModels, opts: { facts?: number } = {}): Promise<PreservationStatistics> {
+  const w = makeWorld(c.world, models.seed);
+  const mc = modelConfig(c, w);
+  const base = weightsToParams(await loadCheckpoint(models.base));
+  const sample = preservedSample(w, opts.facts);
+  const p0 = layerInputs(w, mc, base, sample.prompts);
+  const p1 = layerInputs(w, mc, base, editSet(w, 'new').prompts);
+  const layers = new Map<string, LayerStatistics>([
+    [TENSOR_NAME.up, { cov: secondMoment(p0.x, p0.n, mc.d), editCov: secondMoment(p1.x, p1.n, mc.d) }],
+    [TENSOR_NAME.down, { cov: secondMoment(p0.a, p0.n, mc.h), editCov: secondMoment(p1.a, p1.n, mc.h) }],
+  ]);
+  return { layers, facts: sample.facts, prompts: p0.n, editPrompts: p1.n };
 }
 
 export type { Tensor };

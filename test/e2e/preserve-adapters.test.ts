@@ -12,6 +12,7 @@ import { linearModule, tauOf, tmpDir, writeAdapter, type SynthModule } from '../
 import { readCheckpointTensor } from '../support/ckpt';
 import { referenceEdit } from '../support/reference';
 import { gram, matmul, ridgeP } from '../support/preserve-reference';
+import { PRESERVE_DEFAULTS } from '../../lib/preserve/option';
 import { randn, rng } from '../support/prng';
 import { F32_REL } from '../support/tolerances';
 import { writeStats } from '../support/preserve-fixture';
@@ -55,7 +56,7 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 /** The reference of the default edit on the preserved task vectors (θ0 = 0): rows with their bound. */
 function reference(mi: number): ReturnType<typeof referenceEdit> & { P: Float64Array } {
-  const P = ridgeP(C0, C1, 6, 0.3, 10);
+  const P = ridgeP(C0, C1, 6, PRESERVE_DEFAULTS.rho, PRESERVE_DEFAULTS.mu);
   const rows = oldM[mi]!.rows;
   const t = (v: Float64Array): Tensor => ({ dtype: 'f64' as 'f32', shape: [rows, 6], data: v as unknown as Float32Array });
   const to = matmul(tauOf(oldM[mi]!, SCALE), P, rows, 6, 6), tn = matmul(tauOf(newM[mi]!, SCALE), P, rows, 6, 6);
@@ -72,7 +73,7 @@ describe('editAdapters with preservation statistics', () => {
       const mod = man.modules.find((x) => x.name === name)!;
       expect(mod.rOut).toBe(plain.modules.find((x) => x.name === name)!.rOut);
       expect(mod.rOut).toBe(4);
-      expect(mod.preserve).toMatchObject({ statistics: `${Q}.weight`, shared: mi === 1, rho: 0.3, mu: 10 });
+      expect(mod.preserve).toMatchObject({ statistics: `${Q}.weight`, shared: mi === 1, rho: PRESERVE_DEFAULTS.rho, mu: PRESERVE_DEFAULTS.mu });
       expect(mod.preserve!.removed.new!).toBeGreaterThan(0);
       const f = await loadModuleFactors(ad, name);
       const got = matmul(f.B.data as Float32Array, f.A.data as Float32Array, 8, 4, 6).map((v) => v * f.scale);
@@ -88,7 +89,7 @@ describe('editAdapters with preservation statistics', () => {
     expect(man.modules.find((x) => x.name === UP)!.preserve).toBeNull();
     expect(man.warnings.some((w) => w.includes('without preservation') && w.includes(UP))).toBe(true);
     expect(man.warnings.some((w) => w.includes('down_proj') && w.includes('not used'))).toBe(true);
-    expect(man.parameters.preserve).toEqual({ file: stats, rho: 0.3, mu: 10 });
+    expect(man.parameters.preserve).toEqual({ file: stats, rho: PRESERVE_DEFAULTS.rho, mu: PRESERVE_DEFAULTS.mu });
   });
 
   it('merged output equals the base plus the preserved adapter; analyzeAdapters records the same statistics', async () => {

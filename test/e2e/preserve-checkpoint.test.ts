@@ -7,6 +7,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { PRESERVE_DEFAULTS } from '../../lib/preserve/option';
 import { analyzeCheckpoint, editCheckpoint } from '../../lib/checkpoint';
 import { toTensor, type TensorToWrite } from '../../lib/safetensors';
 import { GeoEditError } from '../../lib/errors';
@@ -112,8 +113,8 @@ describe('editCheckpoint with preservation statistics', () => {
   it('uses the default rho and mu when none are given, and analyzeCheckpoint records the same', async () => {
     const man = await analyzeCheckpoint(m, { preserve: { file: statsFile } });
     const q = man.tensors.find((t) => t.name === 'l0.q.weight')!;
-    expect(q.preserve).toMatchObject({ rho: 0.3, mu: 10 });
-    const ed = await editCheckpoint({ ...m, out: path.join(root, 'out-def') }, { preserve: { file: statsFile, rho: 0.3, mu: 10 } });
+    expect(q.preserve).toMatchObject({ rho: PRESERVE_DEFAULTS.rho, mu: PRESERVE_DEFAULTS.mu });
+    const ed = await editCheckpoint({ ...m, out: path.join(root, 'out-def') }, { preserve: { file: statsFile, ...PRESERVE_DEFAULTS } });
     expect(ed.tensors.find((t) => t.name === 'l0.q.weight')!.preserve!.energy).toEqual(q.preserve!.energy);
   });
 

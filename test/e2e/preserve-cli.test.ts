@@ -10,6 +10,7 @@ import { REPO as ROOT } from '../support/paths';
 import { presStats, writePresModel, writeStats } from '../support/preserve-fixture';
 import { linearModule, writeAdapter } from '../support/lora';
 import { rng } from '../support/prng';
+import { PRESERVE_DEFAULTS } from '../../lib/preserve/option';
 
 const BIN = path.join(ROOT, 'bin', 'geoedit.js');
 let dir: string;
@@ -53,7 +54,7 @@ describe('geoedit --preserve', () => {
     const r = run(['analyze', '--base', m.base, '--old', m.old, '--new', m.new, '--preserve', stats, '--json']);
     expect(r.code).toBe(0);
     const j = JSON.parse(r.stdout);
-    expect(j.tensors.find((t: { name: string }) => t.name === 'l0.fc.bias').preserve).toMatchObject({ withWeight: 'l0.fc.weight', rho: 0.3, mu: 10 });
+    expect(j.tensors.find((t: { name: string }) => t.name === 'l0.fc.bias').preserve).toMatchObject({ withWeight: 'l0.fc.weight', rho: PRESERVE_DEFAULTS.rho, mu: PRESERVE_DEFAULTS.mu });
     expect(r.stderr).toContain('warning: preservation:');
   });
 

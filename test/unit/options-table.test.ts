@@ -43,8 +43,8 @@ describe('the option table', () => {
     const edit = ['strategy', 'preset', 'scale', 'kappa', 'bandDegrees', 'keepOrthogonal', 'fuseAligned', 'forgetConflicting',
       'lambda', 'density', 'temperature', 'importanceOld', 'importanceNew', 'coefficients', 'outDtype', 'out', 'threads',
       'backend', 'allowNonFinite', 'allowNonFiniteOutput', 'cudaMemoryLimit'];
-    expect([...keysFor('tensor')].sort()).toEqual([...edit].sort());
-    // Gained since: preserve (issue 12) on the LoRA, checkpoint and adapter entry points.
+    // Gained since: preserve (issue 12) on the tensor, LoRA, checkpoint and adapter entry points.
+    expect([...keysFor('tensor')].sort()).toEqual([...edit, 'preserve'].sort());
     expect([...keysFor('lora')].sort()).toEqual([...edit.filter((k) => !['importanceOld', 'importanceNew', 'cudaMemoryLimit'].includes(k)), 'preserve'].sort());
     expect([...keysFor('checkpoint')].sort()).toEqual([...edit.filter((k) => k !== 'coefficients' && k !== 'out'), 'preserve',
       'include', 'exclude', 'maxShardSize', 'report', 'force', 'hash', 'copyFiles', 'onProgress', 'signal', 'blockBytes'].sort());
