@@ -10,6 +10,7 @@ import { Rng } from './prng';
 import { loadSource, runEdit, type EditSource, type Weights } from './edit-path';
 import { DEFAULT_PRESERVE_GRIDS, PRESERVE_FAMILIES, sweepPreservation, type PreserveFamily, type PreserveGrids, type SweepPreservation } from './preserve';
 import type { PreserveTensorOption } from '../types';
+import { statisticNames } from '../preserve/file';
 
 export interface QualityScores {
   reliability: number;
@@ -99,7 +100,11 @@ export interface SweepOptions {
   grids?: Partial<Omit<SweepGrids, 'preserve'>> & { preserve?: Partial<PreserveGrids> };
   /** Seed of the random-mask control. */
   seed?: number;
-  /** Preservation statistics per tensor (C0 on a preserved sample disjoint from the Locality prompts, C1 on the edit prompts): runs the preservation families. */
+  /**
+   * Preservation statistics (C0 on a preserved sample disjoint from the Locality prompts, C1 on the edit prompts): in memory
+   * `{ layers }` (edits through editTensor's `preserve`) or a statistics file `{ file }` (edits through editCheckpoint /
+   * editAdapters' `preserve: { file, rho, mu }`, docs/preservation.md). Runs the preservation families.
+   */
   preserve?: SweepPreservation;
   /** Families to run (default: all). task-arithmetic always runs (it is the reference). */
   families?: Family[];
@@ -118,6 +123,14 @@ function checkScores(s: unknown, where: string): QualityScores {
     }
   }
   return { reliability: o.reliability, generality: o.generality, locality: o.locality };
+}
+
+/** Row length n of every tensor the statistics cover (in memory: C0's width; a file: the weights it names, as in the base). */
+function statisticWidths(p: SweepPreservation, base: Weights): Map<string, number> {
+  const w = new Map<string, number>();
+  if ('layers' in p) { for (const [name, l] of p.layers) w.set(name, l.cov.shape[1]!); return w; }
+  for (const name of statisticNames(p.file)) { const t = base.get(name); if (t) w.set(name, matrixView(t.shape).cols); }
+  return w;
 }
 
 /** Best Locality at Reliability ≥ factor × reference, among the points of one family. */
@@ -262,7 +275,7 @@ export async function sweepFrontier(o: SweepOptions): Promise<SweepResult> {
     }
   }
   if (fams.has('geoedit-paper')) for (const k of g.paperKappa) await run('geoedit-paper', `preset=paper kappa=${k}`, { kappa: k }, { strategy: 'geoedit', preset: 'paper', kappa: k });
-  if (o.preserve) await sweepPreservation(run, o.preserve, g.preserve, fams, o.seed ?? 1);
+  if (o.preserve) await sweepPreservation(run, o.preserve, g.preserve, fams, o.seed ?? 1, statisticWidths(o.preserve, loaded.base));
 
   const frontiers = {} as Record<Family, Frontier>;
   for (const f of FAMILIES) {
