@@ -44,7 +44,7 @@ export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | '
 
 export const DEFAULT_MAX_SHARD_SIZE = optionSpec('maxShardSize')!.default as string;
 
-function globToRegExp(g: string): RegExp {
+function globToRegExp(g: string, option: string): RegExp {
   let re = '';
   for (let i = 0; i < g.length; i++) {
     const c = g[i]!;
@@ -63,12 +63,16 @@ function globToRegExp(g: string): RegExp {
       }
     } else re += c.replace(/[.+^${}()|\\\]]/g, '\\$&');
   }
-  return new RegExp(`^${re}$`);
+  try {
+    return new RegExp(`^${re}$`);
+  } catch (e) {
+    throw new GeoEditError('ERR_INVALID_OPTION', `the glob ${JSON.stringify(g)} (option '${option}') is not valid: ${(e as Error).message.replace(/^Invalid regular expression: /, '')}`, { option });
+  }
 }
 
-function globList(v: unknown): RegExp[] | null {
+function globList(v: unknown, option: string): RegExp[] | null {
   if (v === undefined) return null;
-  return (typeof v === 'string' ? [v] : (v as string[])).map(globToRegExp);
+  return (typeof v === 'string' ? [v] : (v as string[])).map((g) => globToRegExp(g, option));
 }
 
 export interface Resolved {
@@ -106,8 +110,8 @@ export function resolveCheckpointOptions(o: CheckpointOptions | undefined, what:
     params,
     outDtype: opts.outDtype === undefined ? null : checkDtype(opts.outDtype, 'outDtype'),
     threads: resolveThreads(opts.threads),
-    include: globList(opts.include),
-    exclude: globList(opts.exclude),
+    include: globList(opts.include, 'include'),
+    exclude: globList(opts.exclude, 'exclude'),
     maxShardSize: parseSize(opts.maxShardSize ?? DEFAULT_MAX_SHARD_SIZE),
     blockBytes: opts.blockBytes ?? 0,
     cudaMemoryLimit: resolveCudaMemoryLimit(opts.cudaMemoryLimit, backend),

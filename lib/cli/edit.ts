@@ -1,6 +1,6 @@
 // geoedit edit --base P --old P --new P --out DIR [options]
 import { editCheckpoint, type CheckpointManifest } from '../checkpoint';
-import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, preservationLine, progressPrinter, reportError, splitPreservationWarnings, toOptions } from './common';
+import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, preservationLine, progressPrinter, reportError, safeLines, splitPreservationWarnings, toOptions } from './common';
 import { flagsFor } from './flags';
 import { isAdapterRun, runEditAdapters } from './lora';
 
@@ -22,7 +22,7 @@ export function printSummary(m: CheckpointManifest): void {
     ...preservationLine(m.tensors.filter((e) => e.action === 'edit'), m.parameters.preserve?.file),
     ...splitPreservationWarnings(m.warnings).map((w) => `warning: ${w}`),
   ];
-  process.stdout.write(lines.join('\n') + '\n');
+  process.stdout.write(safeLines(lines));
 }
 
 export async function runEdit(argv: string[]): Promise<number> {

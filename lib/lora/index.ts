@@ -59,7 +59,7 @@ export async function analyzeAdapters(paths: { old: string; new: string }, optio
   const { lora, own } = splitOptions(options as EditAdaptersOptions);
   const pres = takePreserve(lora, 'analyzeAdapters');
   const oa = readPeftAdapter(paths.old), na = readPeftAdapter(paths.new);
-  const report = own.report === undefined ? undefined : checkReportTarget(own.report, new Set(adapterInputs(oa, na).flatMap((i) => i.files)));
+  const report = own.report === undefined ? undefined : checkReportTarget(own.report, adapterInputs(oa, na));
   const plans = planModules(oa, na);
   const presWarnings: string[] = [];
   await attachPreservation(pres, plans, lora, undefined, presWarnings, site);
@@ -169,8 +169,9 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   }
   const base = fmt === 'full' ? openCheckpoint(paths.base!, 'base') : undefined;
   const targets = adapterInputs(oa, na, base);
+  if (pres?.file) targets.push({ path: path.resolve(pres.file), dir: path.dirname(path.resolve(pres.file)), files: [path.resolve(pres.file)] });
   const out = checkOutputTarget(paths.out, targets, own.force === true, 'editAdapters');
-  const report = own.report === undefined ? undefined : checkReportTarget(own.report, new Set(targets.flatMap((i) => i.files)));
+  const report = own.report === undefined ? undefined : checkReportTarget(own.report, targets);
   const plans = planModules(oa, na);
   const presWarnings: string[] = [];
   await attachPreservation(pres, plans, lora, base, presWarnings, site);
