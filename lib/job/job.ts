@@ -181,10 +181,12 @@ function lstatOrNull(p: string): fs.Stats | null {
  * the old one removed.
  */
 function commit(tmp: string, out: string, force: boolean, existedAtStart: boolean): void {
+  syncTree(tmp);
   const exists = (e: unknown) => new GeoEditError('ERR_OUTPUT_EXISTS', `${out} appeared during the job; it is left as it is and nothing was written (${(e as Error).message ?? e})`, { file: out });
   if (!lstatOrNull(out)) {
     try {
       fs.renameSync(tmp, out);
+      syncPath(path.dirname(out));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR' || code === 'EISDIR') throw exists(e);
@@ -199,12 +201,30 @@ function commit(tmp: string, out: string, force: boolean, existedAtStart: boolea
   const aside = `${tmp}.old`;
   fs.renameSync(out, aside);
   fs.renameSync(tmp, out);
+  syncPath(path.dirname(out));
   removeQuietly(aside);
+}
+
+/** fsync of one file or directory (durability: the commit's rename must not land before the data). */
+export function syncPath(p: string): void {
+  const fd = fs.openSync(p, 'r');
+  try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+}
+
+/** fsync of every file under dir, then of each directory (deepest first), before the rename into place. */
+export function syncTree(dir: string): void {
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) syncTree(p);
+    else if (e.isFile()) syncPath(p);
+  }
+  syncPath(dir);
 }
 
 async function writeReportFile(file: string, m: CheckpointManifest): Promise<void> {
   try {
     await writeReport(file, m);
+    syncPath(file);
   } catch (e) {
     throw new GeoEditError('ERR_IO', `${file}: cannot write the report: ${(e as Error).message}`, { file });
   }

@@ -138,9 +138,8 @@ async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
   for (const f of base.files) a.inputs.push({ role: 'base', path: f.path, ...sha256FileSync(f.path) });
   const lineage = [{ role: 'base', dir: base.dir }, { role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
   return runOutputJob({ kind: 'adapter-merge', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter merge', lineage }, async (job: OutputJob) => {
-    const model = job.path('model.safetensors');
-    const res = await mergeIntoBase(base, model, a.plans, a.oa, a.na, a.lora, a.own, a.site);
-    const m = manifestOf(a, res.mods, res.extras, [{ path: path.join(a.out, 'model.safetensors'), ...sha256FileSync(model) }], res.perRow);
+    const res = await mergeIntoBase(job, base, a.plans, a.oa, a.na, a.lora, a.own, a.site);
+    const m = manifestOf(a, res.mods, res.extras, [{ path: path.join(a.out, 'model.safetensors'), ...sha256FileSync(res.file) }], res.perRow);
     // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along.
     if (a.own.copyFiles !== false && base.kind !== 'file') job.copySideFiles(base.dir, new Set([...base.files.map((f) => f.path), base.index ?? '']));
     return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'));
