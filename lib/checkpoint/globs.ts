@@ -1,7 +1,8 @@
 // Glob patterns on tensor names: `*` any run of characters, `?` one, `[abc]` / `[!abc]` a class.
+import { GeoEditError } from '../errors';
 
-/** A glob as an anchored RegExp. */
-export function globToRegExp(g: string): RegExp {
+/** A glob as an anchored RegExp; an invalid one is ERR_INVALID_OPTION naming the option. */
+export function globToRegExp(g: string, option: string): RegExp {
   let re = '';
   for (let i = 0; i < g.length; i++) {
     const c = g[i]!;
@@ -20,5 +21,9 @@ export function globToRegExp(g: string): RegExp {
       }
     } else re += c.replace(/[.+^${}()|\\\]]/g, '\\$&');
   }
-  return new RegExp(`^${re}$`);
+  try {
+    return new RegExp(`^${re}$`);
+  } catch (e) {
+    throw new GeoEditError('ERR_INVALID_OPTION', `the glob ${JSON.stringify(g)} (option '${option}') is not valid: ${(e as Error).message.replace(/^Invalid regular expression: /, '')}`, { option });
+  }
 }

@@ -124,7 +124,7 @@ export function parseLayoutOption(v: unknown): Array<{ glob: string; re: RegExp;
     if (typeof kind !== 'string' || !(LAYOUT_KINDS as readonly string[]).includes(kind)) {
       throw new GeoEditError('ERR_INVALID_OPTION', `option 'layout': '${glob}' maps to ${describe(kind)}; expected one of ${LAYOUT_KINDS.join(', ')}`, { option: 'layout' });
     }
-    return { glob, re: globToRegExp(glob), kind: kind as LayoutKind };
+    return { glob, re: globToRegExp(glob, 'layout'), kind: kind as LayoutKind };
   });
 }
 

@@ -50,9 +50,9 @@ export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | '
 
 export const DEFAULT_MAX_SHARD_SIZE = optionSpec('maxShardSize')!.default as string;
 
-function globList(v: unknown): RegExp[] | null {
+function globList(v: unknown, option: string): RegExp[] | null {
   if (v === undefined) return null;
-  return (typeof v === 'string' ? [v] : (v as string[])).map(globToRegExp);
+  return (typeof v === 'string' ? [v] : (v as string[])).map((g) => globToRegExp(g, option));
 }
 
 export interface Resolved {
@@ -100,8 +100,8 @@ export function resolveCheckpointOptions(o: CheckpointOptions | undefined, what:
     params,
     outDtype: opts.outDtype === undefined ? null : checkDtype(opts.outDtype, 'outDtype'),
     threads: resolveThreads(opts.threads),
-    include: globList(opts.include),
-    exclude: globList(opts.exclude),
+    include: globList(opts.include, 'include'),
+    exclude: globList(opts.exclude, 'exclude'),
     maxShardSize: parseSize(opts.maxShardSize ?? DEFAULT_MAX_SHARD_SIZE),
     blockBytes: opts.blockBytes ?? 0,
     cudaMemoryLimit: resolveCudaMemoryLimit(opts.cudaMemoryLimit, backend),

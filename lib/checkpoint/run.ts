@@ -2,6 +2,7 @@
 // targets, lay the output out, then inside the output job (lib/job): hash the inputs beside the
 // data, stream every tensor through the core, build the manifest, copy the side files, finish.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { describe, GeoEditError, typeError } from '../errors';
 import type { CallSite } from '../native';
 import { cudaStatus } from '../backend';
@@ -86,10 +87,11 @@ function prepare(job: CheckpointJob): Prepared {
   }
   const allInputFiles = new Set<string>();
   for (const c of present(ck)) for (const f of c.files) allInputFiles.add(f.path);
-  const out = job.kind === 'edit'
-    ? checkOutputTarget(job.out, present(ck).map((c) => ({ path: c.path, dir: c.dir, files: c.files.map((f) => f.path) })), opts.force === true, 'editCheckpoint')
-    : null;
-  const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, allInputFiles);
+  const inputs = present(ck).map((c) => ({ path: c.path, dir: c.dir, files: [...c.files.map((f) => f.path), ...(c.index ? [c.index] : [])] }));
+  if (r.preserve?.file) inputs.push({ path: path.resolve(r.preserve.file), dir: path.dirname(path.resolve(r.preserve.file)), files: [path.resolve(r.preserve.file)] });
+  if (coefficients) inputs.push({ path: coefficients.path, dir: path.dirname(coefficients.path), files: [coefficients.path] });
+  const out = job.kind === 'edit' ? checkOutputTarget(job.out, inputs, opts.force === true, 'editCheckpoint') : null;
+  const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, inputs);
   if (coefficients) allInputFiles.add(coefficients.path);
   return { job, r, ck, items, family, ties, coefficients, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0, ...(pres ? { pres } : {}) };
 }

@@ -1,6 +1,6 @@
 // geoedit edit --base P --old P --new P --out DIR [options]
 import { editCheckpoint, type CheckpointManifest } from '../checkpoint';
-import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, preservationLine, progressPrinter, reportError, splitPreservationWarnings, toOptions } from './common';
+import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, preservationLine, progressPrinter, reportError, safeLines, splitPreservationWarnings, toOptions } from './common';
 import { flagsFor } from './flags';
 import { isAdapterRun, runEditAdapters } from './lora';
 
@@ -22,9 +22,9 @@ export function printSummary(m: CheckpointManifest): void {
     ...layoutLines(m),
     ...preservationLine(m.tensors.filter((e) => e.action === 'edit'), m.parameters.preserve?.file),
   ];
-  process.stdout.write(lines.join('\n') + '\n');
+  process.stdout.write(safeLines(lines));
   // Warnings (per tensor: degenerate thresholds, unmatched layout globs, ties that disagree, preservation) on stderr.
-  if (m.warnings.length) process.stderr.write(m.warnings.map((w) => `warning: ${w}`).join('\n') + '\n');
+  if (m.warnings.length) process.stderr.write(safeLines(m.warnings.map((w) => `warning: ${w}`)));
 }
 
 /** The neuron layouts used (SPEC §2): counts per kind and why, and the model family of config.json. */

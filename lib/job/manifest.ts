@@ -37,6 +37,8 @@ export interface ManifestEnvelope<K extends ManifestKind = ManifestKind> extends
   createdAt: string;
   versions: VersionsBlock;
   warnings: string[];
+  /** Files of the base directory not copied into the output (symlinks, special files, other weight formats), with why. */
+  skippedFiles?: Array<{ name: string; reason: string }>;
 }
 
 // ---- checkpoints ---------------------------------------------------------------------------------

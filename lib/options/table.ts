@@ -142,7 +142,7 @@ export const OPTIONS = [
   { name: 'blockBytes', type: 'int', default: 0, defaultDoc: '8 MiB on the CPU, 64 MiB on the GPU', min: 1, rangeDoc: 'a positive integer', doc: 'bytes per block of the widest input of an edited tensor', accepts: ['checkpoint'] },
   // ---- adapters ----
   { name: 'perRow', type: 'boolean', default: false, defaultDoc: 'off', doc: 'keep per-row statistics (cos, region, coefficients per module) in the result', accepts: ['adapters'] },
-  { name: 'blockRows', type: 'int', defaultDoc: '~16 MiB of base per block', min: 1, doc: 'rows per block when merging into full weights', accepts: ['adapters'] },
+  { name: 'blockRows', type: 'int', defaultDoc: '~16 MiB of base per block', min: 1, doc: 'rows per block of the widest adapted tensor when merging into full weights', accepts: ['adapters'] },
   // ---- CLI only ----
   { name: '', type: 'boolean', defaultDoc: 'off', doc: 'print the summary as JSON on stdout', accepts: [], cli: { flag: 'json' } },
   { name: '', type: 'boolean', defaultDoc: 'off', doc: 'no progress display', accepts: [], cli: { flag: 'quiet' } },

@@ -9,6 +9,7 @@ import { Rng } from './prng';
 import { loadSource, neuronView, runEdit, sourceLayouts, type EditSource, type Weights } from './edit-path';
 import { DEFAULT_PRESERVE_GRIDS, PRESERVE_FAMILIES, sweepPreservation, type PreserveFamily, type PreserveGrids, type SweepPreservation } from './preserve';
 import type { PreserveTensorOption } from '../types';
+import { statisticNames } from '../preserve/file';
 
 export interface QualityScores {
   reliability: number;
@@ -98,7 +99,11 @@ export interface SweepOptions {
   grids?: Partial<Omit<SweepGrids, 'preserve'>> & { preserve?: Partial<PreserveGrids> };
   /** Seed of the random-mask control. */
   seed?: number;
-  /** Preservation statistics per tensor (C0 on a preserved sample disjoint from the Locality prompts, C1 on the edit prompts): runs the preservation families. */
+  /**
+   * Preservation statistics (C0 on a preserved sample disjoint from the Locality prompts, C1 on the edit prompts): in memory
+   * `{ layers }` (edits through editTensor's `preserve`) or a statistics file `{ file }` (edits through editCheckpoint /
+   * editAdapters' `preserve: { file, rho, mu }`, docs/preservation.md). Runs the preservation families.
+   */
   preserve?: SweepPreservation;
   /** Families to run (default: all). task-arithmetic always runs (it is the reference). */
   families?: Family[];
@@ -117,6 +122,15 @@ function checkScores(s: unknown, where: string): QualityScores {
     }
   }
   return { reliability: o.reliability, generality: o.generality, locality: o.locality };
+}
+
+/** Row length n of every tensor the statistics cover (in memory: C0's width; a file: the weights it names, as in the base, per neuron of their layout). */
+function statisticWidths(p: SweepPreservation, base: Weights, source: EditSource): Map<string, number> {
+  const w = new Map<string, number>();
+  if ('layers' in p) { for (const [name, l] of p.layers) w.set(name, l.cov.shape[1]!); return w; }
+  const layouts = sourceLayouts(source, base);
+  for (const name of statisticNames(p.file)) { const l = layouts.get(name); if (l) w.set(name, l.cols); }
+  return w;
 }
 
 /** Best Locality at Reliability ≥ factor × reference, among the points of one family. */
@@ -265,7 +279,7 @@ export async function sweepFrontier(o: SweepOptions): Promise<SweepResult> {
     }
   }
   if (fams.has('geoedit-paper')) for (const k of g.paperKappa) await run('geoedit-paper', `preset=paper kappa=${k}`, { kappa: k }, { strategy: 'geoedit', preset: 'paper', kappa: k });
-  if (o.preserve) await sweepPreservation(run, o.preserve, g.preserve, fams, o.seed ?? 1);
+  if (o.preserve) await sweepPreservation(run, o.preserve, g.preserve, fams, o.seed ?? 1, statisticWidths(o.preserve, loaded.base, o.source));
 
   const frontiers = {} as Record<Family, Frontier>;
   for (const f of FAMILIES) {

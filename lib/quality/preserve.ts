@@ -12,13 +12,15 @@ import { Rng } from './prng';
 export type PreserveFamily = 'preserve' | 'preserve-no-c1' | 'preserve+geoedit' | 'random-subspace';
 export const PRESERVE_FAMILIES: readonly PreserveFamily[] = ['preserve', 'preserve-no-c1', 'preserve+geoedit', 'random-subspace'];
 
-/** In-memory statistics per tensor name: C0 (`cov`) and optionally C1 (`editCov`), f32 [n, n]. */
-export interface SweepPreservation {
-  layers: Map<string, { cov: Tensor; editCov?: Tensor }>;
-  /** Size of the preserved sample (reported with the results). */
-  prompts?: number;
-  facts?: number;
-}
+/**
+ * The statistics: in memory per tensor name (C0 `cov`, optionally C1 `editCov`, f32 [n, n]; edits go
+ * through editTensor), or a statistics file (`{ file }`, docs/preservation.md; edits go through
+ * editCheckpoint / editAdapters with `preserve: { file, rho, mu }`; the random-subspace control then
+ * uses editTensor on the weights the file names).
+ */
+export type SweepPreservation =
+  | { layers: Map<string, { cov: Tensor; editCov?: Tensor }>; prompts?: number; facts?: number }
+  | { file: string };
 
 export interface PreserveGrids {
   /** `preserve`: rho × mu. */
@@ -68,31 +70,35 @@ export function randomBasis(k: number, n: number, rng: Rng): Tensor {
   return { dtype: 'f32', shape: [k, n], data: Float32Array.from(U) };
 }
 
-type Run = (family: PreserveFamily, label: string, knobs: Record<string, number>, options: EditOptions, extra: { preserve: Map<string, PreserveTensorOption> }) => Promise<unknown>;
+type Run = (family: PreserveFamily, label: string, knobs: Record<string, number>, options: EditOptions, extra: { preserve?: Map<string, PreserveTensorOption> }) => Promise<unknown>;
 
-function ridge(s: SweepPreservation, rho: number, mu: number): Map<string, PreserveTensorOption> {
+/** The ridge form at (rho, mu): per-tensor options (in memory) or the file form in the edit options. */
+function ridge(s: SweepPreservation, base: EditOptions, rho: number, mu: number): [EditOptions, { preserve?: Map<string, PreserveTensorOption> }] {
+  if ('file' in s) return [{ ...base, preserve: { file: s.file, rho, mu } as never }, {}];
   const m = new Map<string, PreserveTensorOption>();
   for (const [name, l] of s.layers) m.set(name, mu > 0 && l.editCov ? { cov: l.cov, editCov: l.editCov, rho, mu } : { cov: l.cov, rho, mu: 0 });
-  return m;
+  return [base, { preserve: m }];
 }
 
-/** Runs the preservation families through the sweep's `run` (editTensor with `preserve` per tensor). */
-export async function sweepPreservation(run: Run, s: SweepPreservation, g: PreserveGrids, fams: ReadonlySet<string>, seed: number): Promise<void> {
+/**
+ * Runs the preservation families through the sweep's `run`. `widths`: each statistic's row length n by
+ * tensor name (for the random-subspace control).
+ */
+export async function sweepPreservation(run: Run, s: SweepPreservation, g: PreserveGrids, fams: ReadonlySet<string>, seed: number, widths: Map<string, number>): Promise<void> {
   const ta: EditOptions = { strategy: 'task-arithmetic', scale: 1 };
   if (fams.has('preserve')) {
-    for (const rho of g.rho) for (const mu of g.mu) await run('preserve', `rho=${rho} mu=${mu}`, { rho, mu }, ta, { preserve: ridge(s, rho, mu) });
+    for (const rho of g.rho) for (const mu of g.mu) await run('preserve', `rho=${rho} mu=${mu}`, { rho, mu }, ...ridge(s, ta, rho, mu));
   }
-  if (fams.has('preserve-no-c1')) for (const rho of g.noC1Rho) await run('preserve-no-c1', `rho=${rho} mu=0`, { rho, mu: 0 }, ta, { preserve: ridge(s, rho, 0) });
+  if (fams.has('preserve-no-c1')) for (const rho of g.noC1Rho) await run('preserve-no-c1', `rho=${rho} mu=0`, { rho, mu: 0 }, ...ridge(s, ta, rho, 0));
   if (fams.has('preserve+geoedit')) {
     const geo: EditOptions = { strategy: 'geoedit', kappa: DEFAULTS.kappa, keepOrthogonal: DEFAULTS.keepOrthogonal, fuseAligned: 0, forgetConflicting: 0 };
-    for (const rho of g.geoRho) for (const mu of g.geoMu) await run('preserve+geoedit', `rho=${rho} mu=${mu} kappa=${DEFAULTS.kappa} keepOrthogonal=${DEFAULTS.keepOrthogonal}`, { rho, mu }, geo, { preserve: ridge(s, rho, mu) });
+    for (const rho of g.geoRho) for (const mu of g.geoMu) await run('preserve+geoedit', `rho=${rho} mu=${mu} kappa=${DEFAULTS.kappa} keepOrthogonal=${DEFAULTS.keepOrthogonal}`, { rho, mu }, ...ridge(s, geo, rho, mu));
   }
   if (fams.has('random-subspace')) {
     const rng = new Rng(seed * 7717 + 5);
     for (const share of g.subspace) {
       const m = new Map<string, PreserveTensorOption>();
-      for (const [name, l] of s.layers) {
-        const n = l.cov.shape[1]!;
+      for (const [name, n] of widths) {
         m.set(name, { basis: randomBasis(Math.min(n - 1, Math.max(1, Math.round(share * n))), n, rng) });
       }
       await run('random-subspace', `k=${share}·n`, { subspace: share }, ta, { preserve: m });
