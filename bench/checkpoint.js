@@ -16,6 +16,10 @@
 //                         hashed run); --density 0.1 adds that option to every run; --tag NAME
 //                         names the results file (checkpoint-<date>-NAME.json). The GPU device
 //                         check (bench/gpu/run.sh) runs it this way.
+//   --layouts             issue 13: the same checkpoint edited (--no-hash) with every weight in layout
+//                         rows and again in layout columns (--layout '*.weight=columns': the tensors are
+//                         square, so both are valid and read/write the same bytes); wall time, GB/s,
+//                         peak RSS and the columns/rows ratio, in one run (combine with --backends).
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -30,7 +34,7 @@ const { planSafetensors } = require(path.join(ROOT, 'dist', 'cjs', 'safetensors.
 const { values } = parseArgs({
   options: {
     sizes: { type: 'string', default: '2,0.5' }, dir: { type: 'string', default: os.tmpdir() }, reps: { type: 'string', default: '2' },
-    backends: { type: 'string' }, density: { type: 'string' }, tag: { type: 'string' },
+    backends: { type: 'string' }, density: { type: 'string' }, tag: { type: 'string' }, layouts: { type: 'boolean' },
   },
 });
 const sizes = values.sizes.split(',').map(Number);
@@ -134,6 +138,40 @@ function runEdit(dir, extra, cmd = 'edit', env = {}) {
   return { wallS: wall, maxRssMiB: ru.maxRSS / 1024, userS: ru.userCPUTime / 1e6, systemS: ru.systemCPUTime / 1e6, dataS: summary.timings.dataMs / 1000, hashS: summary.timings.hashMs / 1000, outBytes, hashFrom };
 }
 
+// --layouts: rows vs columns edits of the same checkpoint, alternated rep by rep (same page cache, same load).
+function layoutsRow(dir, g, row) {
+  const bs = backends ?? [null];
+  row.layouts = {};
+  for (const b of bs) for (const kind of ['rows', 'columns']) row.layouts[`${b ?? 'default'} ${kind}`] = [];
+  for (let i = 0; i < reps; i++) {
+    row.cat.push(timeCat(dir));
+    for (const b of bs) {
+      for (const kind of ['rows', 'columns']) {
+        const args = ['--no-hash', ...common, '--layout', `*.weight=${kind}`, ...(b ? ['--backend', b] : [])];
+        row.layouts[`${b ?? 'default'} ${kind}`].push(runEdit(dir, args));
+      }
+    }
+  }
+  const cat = Math.min(...row.cat), inBytes = 3 * g.bytesPerInput;
+  row.loadavgAfter = os.loadavg();
+  row.summary = { catS: cat, catGBps: inBytes / 1e9 / cat, layouts: {} };
+  console.log(`cat (read only, warm): ${cat.toFixed(2)} s  ${(inBytes / 1e9 / cat).toFixed(2)} GB/s`);
+  console.log('| backend | layout | edit --no-hash s (best) | GB/s of input | peak RSS MiB | columns / rows |');
+  console.log('|---|---|---|---|---|---|');
+  for (const b of bs) {
+    const k = (kind) => `${b ?? 'default'} ${kind}`;
+    const best = (kind) => Math.min(...row.layouts[k(kind)].map((x) => x.wallS));
+    const rss = (kind) => Math.max(...row.layouts[k(kind)].map((x) => x.maxRssMiB));
+    const ratio = best('columns') / best('rows');
+    row.summary.layouts[b ?? 'default'] = { rowsS: best('rows'), columnsS: best('columns'), columnsOverRows: ratio, rssRowsMiB: rss('rows'), rssColumnsMiB: rss('columns') };
+    for (const kind of ['rows', 'columns']) {
+      console.log(`| ${b ?? 'default'} | ${kind} | ${best(kind).toFixed(2)} | ${(inBytes / 1e9 / best(kind)).toFixed(2)} | ${rss(kind).toFixed(0)} | ${kind === 'columns' ? ratio.toFixed(2) : ''} |`);
+    }
+  }
+  console.log(`load average after: ${row.loadavgAfter.map((x) => x.toFixed(1)).join(' ')}`);
+  return row;
+}
+
 const results = [];
 try {
   console.log(`machine: ${os.cpus()[0].model}, ${os.cpus().length} CPUs, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, node ${process.version}`);
@@ -149,6 +187,11 @@ try {
     if (backends) {
       row.backends = {};
       for (const v of variants) row.backends[v.key] = { analyze: [], noHash: [] };
+    }
+    if (values.layouts) {
+      results.push(layoutsRow(dir, g, row));
+      fs.rmSync(dir, { recursive: true, force: true });
+      continue;
     }
     for (let i = 0; i < reps; i++) {
       execSync('sync'); // each run starts with no dirty pages of a previous one (not timed)

@@ -18,6 +18,8 @@ export type GeoEditErrorCode =
   | 'ERR_MISSING_TENSOR'
   | 'ERR_NOT_FOUND'
   | 'ERR_OUTPUT_EXISTS'
+  | 'ERR_OUTPUT_IS_INPUT'
+  | 'ERR_TARGET_BUSY'
   | 'ERR_IO'
   | 'ERR_ABORTED'
   | 'ERR_CUDA_UNAVAILABLE'

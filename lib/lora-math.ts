@@ -7,7 +7,7 @@
 // one canonical form, tau = scale * L * R with L [rows, r] and R [r, cols]: Linear L = B, R = A;
 // Embedding L = A^T, R = B^T.
 import { GeoEditError, describe, typeError } from './errors';
-import { callSite, native, type CallSite, type NativeLoraGeometry, type NativeLoraSide, type NativePreserve } from './native';
+import { callSite, native, type CallSite, type NativeLoraSide, type NativePreserve, type NativeResult } from './native';
 import { checkPreserveTensorOption, type PreserveTensorOption } from './preserve/option';
 import { preserveLoraSides, removedShares, type LoraPreserveEnergy } from './preserve/lora';
 import { checkCoefficients, nativeParams, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from './options';
@@ -155,11 +155,21 @@ function side(s: CanonicalSide | null): NativeLoraSide | null {
   return s && s.r > 0 ? { L: s.L, R: s.R, r: s.r, scale: s.scale } : null;
 }
 
-function statsOf(prep: PreparedLora, g: NativeLoraGeometry): LoraStats {
-  const sum = summarizeRows(g, prep.rows);
+/**
+ * A module's LoraStats from the core's per-row results (loraGeometry, or a kind-3 stream task): `dot`
+ * as the core gives it (density 1), else cos·sqrt(na·nb) per row (the materialised path has no dot).
+ */
+export function loraStatsOf(prep: PreparedLora, g: NativeResult & { dot?: Float64Array }): LoraStats {
+  const m = prep.rows;
+  const sum = summarizeRows(g, m);
+  let dot = g.dot;
+  if (!dot) {
+    dot = new Float64Array(m);
+    for (let i = 0; i < m; i++) dot[i] = g.cos[i]! * Math.sqrt(g.na[i]! * g.nb[i]!);
+  }
   return {
-    rows: prep.rows, cols: prep.cols, cos: g.cos, region: g.region, counts: sum.counts, threshold: threshold(prep.params, prep.cols),
-    coefNew: g.coefNew, coefOld: g.coefOld, energy: sum.energy, dot: g.dot, na: g.na, nb: g.nb,
+    rows: m, cols: prep.cols, cos: g.cos, region: g.region, counts: sum.counts, threshold: threshold(prep.params, prep.cols),
+    coefNew: g.coefNew, coefOld: g.coefOld, energy: sum.energy, dot, na: g.na, nb: g.nb,
     ...(prep.preserveEnergy ? { preserve: { energy: prep.preserveEnergy, removed: removedShares(prep.preserveEnergy) } } : {}),
   };
 }
@@ -188,7 +198,7 @@ export async function loraGeometry(prep: PreparedLora, tensorName?: string, site
     rows: prep.rows, cols: prep.cols, old: side(prep.old), new: side(prep.new), params: nativeParams(prep.params),
     ...(prep.cNew ? { cNew: prep.cNew, cOld: prep.cOld } : {}), threads: prep.threads, ...(tensorName ? { tensorName } : {}),
   }, site);
-  return statsOf(prep, g);
+  return loraStatsOf(prep, g);
 }
 
 /**
@@ -275,6 +285,8 @@ export async function editLora(pair: LoraPair, options?: LoraOptions & { keepZer
 }
 
 /**
+ * (In memory; editAdapters' merged output runs the same core code as stream task kind 3, and
+ * test/native/lora-stream.test.ts checks the two agree.)
  * Merged full weights for stored rows [s0, s1) of the base tensor: base + c_new*tau_new + c_old*tau_old
  * per neuron, in f32, rounded to outDtype. `transposed`: the base stores neurons as columns
  * (GPT-2 Conv1D, fan_in_fan_out), i.e. it is [cols, rows].

@@ -124,6 +124,15 @@ function energySvg(layers: string[], byLayer: Map<string, Agg>): string {
     `<text x="4" y="12" font-size="12" font-weight="bold">Update energy kept per layer (Σ‖applied‖² / Σ‖τnew‖²)</text>${body}</svg>`;
 }
 
+/** The model family of the base's config.json, the layout rule it gave (SPEC §2) and the tied tensors. */
+function modelSection(m: CheckpointManifest): string {
+  const md = m.model;
+  if (!md) return '';
+  const fam = md.family ? `${esc(md.family)}: ${esc(md.layoutRule ?? '')}` : md.config ? `not a known family (model_type ${esc(md.modelType ?? '–')}): every tensor in layout rows unless the layout option says otherwise` : 'no config.json: every tensor in layout rows unless the layout option says otherwise';
+  const ties = md.ties.map((t) => `<li><code>${esc(t.with)}</code> = <code>${esc(t.tensor)}</code>: ${esc(t.why)}</li>`).join('');
+  return `<section><h2>Model and neuron layouts</h2><p>${fam}</p>${ties ? `<ul>${ties}</ul>` : ''}</section>`;
+}
+
 /** Renders the report for a manifest. */
 export function renderReport(m: CheckpointManifest, governance?: GovernanceContext): string {
   const edited = m.tensors.filter((t) => t.action === 'edit');
@@ -155,7 +164,8 @@ export function renderReport(m: CheckpointManifest, governance?: GovernanceConte
   const t = m.totals;
   const pct = (a: number) => (t.rows ? ((100 * a) / t.rows).toFixed(1) + '%' : '–');
   const tensorRows = m.tensors.map((e) =>
-    `<tr><td><code>${esc(e.name)}</code></td><td>${esc(e.dtype)}→${esc(e.outDtype)}</td><td>[${esc(e.shape.join(', '))}]</td><td>${esc(e.action)}</td>` +
+    `<tr><td><code>${esc(e.name)}</code></td><td>${esc(e.dtype)}→${esc(e.outDtype)}</td><td>[${esc(e.shape.join(', '))}]</td>` +
+    `<td title="${esc(e.layoutWhy ?? '')}">${esc(e.layout ?? 'rows')}${e.layoutSource && e.layoutSource !== 'default' ? ` (${esc(e.layoutSource)})` : ''}${e.degenerateThreshold ? ' ⚠ κ/√n ≥ 1' : ''}</td><td>${esc(e.action)}</td>` +
     (e.action === 'edit'
       ? `<td>${e.counts!.orthogonal}</td><td>${e.counts!.synergy}</td><td>${e.counts!.conflict}</td><td>${fmt(e.meanCos)}</td><td>${fmt(e.energyKept)}</td>${presCell(m, e)}</tr>`
       : `<td colspan="${m.parameters.preserve ? 6 : 5}">${esc(e.note ?? '')}</td></tr>`),
@@ -196,8 +206,9 @@ ${preservationSection(m, layers)}
 <section><h2>Update energy kept</h2><div class="grid">${energySvg(layers, byLayer)}</div></section>
 <section><h2>Angle histograms per layer</h2><div class="grid">${layerHists}</div></section>
 <section><h2>Inputs</h2><table><tr><th>role</th><th>file</th><th>size</th><th>SHA-256</th></tr>${inputs}</table></section>
+${modelSection(m)}
 <section><h2>Parameters</h2><table>${params}</table></section>
-<section><h2>Tensors</h2><table><tr><th>name</th><th>dtype</th><th>shape</th><th>action</th><th>orthogonal</th><th>synergy</th><th>conflict</th><th>mean cos</th><th>energy kept</th>${m.parameters.preserve ? '<th>preserved with (removed new / old)</th>' : ''}</tr>${tensorRows}</table></section>
+<section><h2>Tensors</h2><table><tr><th>name</th><th>dtype</th><th>shape</th><th>layout (neurons)</th><th>action</th><th>orthogonal</th><th>synergy</th><th>conflict</th><th>mean cos</th><th>energy kept</th>${m.parameters.preserve ? '<th>preserved with (removed new / old)</th>' : ''}</tr>${tensorRows}</table></section>
 <p>Timings: total ${fmt(m.timings.totalMs / 1000, 2)} s, data ${fmt(m.timings.dataMs / 1000, 2)} s (${fmt(m.timings.gbPerSecond, 2)} GB/s of input), hashing ${fmt(m.timings.hashMs / 1000, 2)} s.</p>
 </body></html>
 `;

@@ -4,6 +4,8 @@ import { GeoEditError } from '../errors';
 import { checkDtype, optionSpec, parseSize, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from '../options';
 import { chooseBackend, resolveCudaMemoryLimit, type BackendChoice } from '../backend';
 import type { DType, EditOptions } from '../types';
+import { globToRegExp } from './globs';
+import { parseLayoutOption, type LayoutKind } from './layout';
 import { checkPreserveFileOption, type PreserveFileOption } from '../preserve/option';
 
 export interface ProgressEvent {
@@ -17,6 +19,10 @@ export interface ProgressEvent {
 }
 
 export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | 'importanceNew' | 'coefficients' | 'preserve'> {
+  /** Neuron layout per tensor: { glob: 'rows' | 'columns' | 'experts' | 'experts-columns' } (first matching glob wins; SPEC §2). Unmatched tensors: the layout detected from the base's config.json, else rows. */
+  layout?: Record<string, LayoutKind>;
+  /** strategy 'custom': a safetensors file with `<tensor>.cNew` and `<tensor>.cOld` (F32, one value per neuron in the tensor's layout) for every edited tensor. */
+  coefficients?: string;
   /** Checkpoints holding importance tensors (same names and shapes as the base). */
   importanceOld?: string;
   importanceNew?: string;
@@ -44,31 +50,9 @@ export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | '
 
 export const DEFAULT_MAX_SHARD_SIZE = optionSpec('maxShardSize')!.default as string;
 
-function globToRegExp(g: string): RegExp {
-  let re = '';
-  for (let i = 0; i < g.length; i++) {
-    const c = g[i]!;
-    if (c === '*') {
-      while (g[i + 1] === '*') i++;
-      re += '.*';
-    } else if (c === '?') re += '.';
-    else if (c === '[') {
-      const j = g.indexOf(']', i + 1);
-      if (j < 0) re += '\\[';
-      else {
-        let cls = g.slice(i + 1, j).replace(/\\/g, '\\\\');
-        if (cls.startsWith('!')) cls = '^' + cls.slice(1);
-        re += `[${cls}]`;
-        i = j;
-      }
-    } else re += c.replace(/[.+^${}()|\\\]]/g, '\\$&');
-  }
-  return new RegExp(`^${re}$`);
-}
-
-function globList(v: unknown): RegExp[] | null {
+function globList(v: unknown, option: string): RegExp[] | null {
   if (v === undefined) return null;
-  return (typeof v === 'string' ? [v] : (v as string[])).map(globToRegExp);
+  return (typeof v === 'string' ? [v] : (v as string[])).map((g) => globToRegExp(g, option));
 }
 
 export interface Resolved {
@@ -84,6 +68,9 @@ export interface Resolved {
   /** What was asked for and why `backend` runs the job (the manifest's backend record). */
   backendChoice: BackendChoice;
   cudaMemoryLimit: number;
+  layout: ReturnType<typeof parseLayoutOption>;
+  /** strategy 'custom': the coefficients file. */
+  coefficients: string | null;
   preserve: PreserveFileOption | null;
 }
 
@@ -92,9 +79,16 @@ export function resolveCheckpointOptions(o: CheckpointOptions | undefined, what:
   const opts = validateOptions(o, 'checkpoint', what) as CheckpointOptions;
   const params = resolveParams(opts);
   const preserve = checkPreserveFileOption(opts.preserve, what);
-  if (params.strategy === 'custom') {
-    throw new GeoEditError('ERR_UNSUPPORTED', "strategy 'custom' needs per-row coefficients for every tensor; use editTensor for it (checkpoints support geoedit, forget-then-learn, task-arithmetic)", { option: 'strategy' });
+  if (params.strategy === 'custom' && opts.coefficients === undefined) {
+    throw new GeoEditError('ERR_COEFFICIENTS', "strategy 'custom' needs per-neuron coefficients for every edited tensor: pass coefficients (a safetensors file with '<tensor>.cNew' and '<tensor>.cOld', F32, one value per neuron)", { option: 'coefficients' });
   }
+  if (params.strategy !== 'custom' && opts.coefficients !== undefined) {
+    throw new GeoEditError('ERR_INVALID_OPTION', "option 'coefficients' is used only with strategy 'custom'", { option: 'coefficients' });
+  }
+  if (opts.coefficients !== undefined && (typeof opts.coefficients !== 'string' || opts.coefficients === '')) {
+    throw new GeoEditError('ERR_INVALID_OPTION', `Expected a path to a safetensors file for option 'coefficients' of ${what} but received ${typeof opts.coefficients}`, { option: 'coefficients' });
+  }
+  const layout = parseLayoutOption(opts.layout);
   if ((opts.importanceOld === undefined) !== (opts.importanceNew === undefined)) {
     throw new GeoEditError('ERR_INVALID_OPTION', 'Expected both importanceOld and importanceNew (or neither) but received only one', { option: opts.importanceOld ? 'importanceNew' : 'importanceOld' });
   }
@@ -106,12 +100,14 @@ export function resolveCheckpointOptions(o: CheckpointOptions | undefined, what:
     params,
     outDtype: opts.outDtype === undefined ? null : checkDtype(opts.outDtype, 'outDtype'),
     threads: resolveThreads(opts.threads),
-    include: globList(opts.include),
-    exclude: globList(opts.exclude),
+    include: globList(opts.include, 'include'),
+    exclude: globList(opts.exclude, 'exclude'),
     maxShardSize: parseSize(opts.maxShardSize ?? DEFAULT_MAX_SHARD_SIZE),
     blockBytes: opts.blockBytes ?? 0,
     cudaMemoryLimit: resolveCudaMemoryLimit(opts.cudaMemoryLimit, backend),
     backend,
+    layout,
+    coefficients: opts.coefficients ?? null,
     backendChoice: choice,
     preserve,
   };

@@ -6,6 +6,8 @@ import type { TensorAction } from '../job/manifest';
 import { sameShape } from '../tensor';
 import type { Checkpoint, CheckpointTensor } from './open';
 import type { Resolved } from './options';
+import { resolveLayouts, type ModelFamily, type TensorLayout } from './layout';
+import type { TieRecord } from './ties';
 
 export interface PlanItem {
   name: string;
@@ -19,6 +21,10 @@ export interface PlanItem {
   outDtype: StDtype;
   outBytes: number;
   why?: string; // why it is not edited
+  /** The neurons (SPEC §2 layout) and why that layout. */
+  layout: TensorLayout;
+  /** action 'tied': the tensor whose output bytes this one gets. */
+  tiedTo?: string;
 }
 
 export interface CheckpointInputs {
@@ -32,7 +38,8 @@ export function listNames(names: string[], max = 40): string {
   return names.length > max ? `${shown}, … and ${names.length - max} more` : shown;
 }
 
-export function plan(ck: { base: Checkpoint; old: Checkpoint; new: Checkpoint; impOld?: Checkpoint; impNew?: Checkpoint }, r: Resolved, warnings: string[]): PlanItem[] {
+export function plan(ck: { base: Checkpoint; old: Checkpoint; new: Checkpoint; impOld?: Checkpoint; impNew?: Checkpoint }, r: Resolved, warnings: string[],
+  model: { family: ModelFamily; ties: TieRecord[] }): PlanItem[] {
   const missing: string[] = [];
   const shapes: string[] = [];
   for (const t of ck.base.tensors) {
@@ -57,6 +64,8 @@ export function plan(ck: { base: Checkpoint; old: Checkpoint; new: Checkpoint; i
     (!r.include || r.include.some((re) => re.test(name))) && !(r.exclude && r.exclude.some((re) => re.test(name)));
   const items: PlanItem[] = [];
   const impProblems: string[] = [];
+  const layouts = resolveLayouts(ck.base.tensors, r.layout, model.family, warnings);
+  const tiedTo = new Map(model.ties.filter((x) => x.stored).map((x) => [x.with, x.tensor]));
   for (const t of ck.base.tensors) {
     const old = ck.old.byName.get(t.name)!;
     const nw = ck.new.byName.get(t.name)!;
@@ -77,12 +86,19 @@ export function plan(ck: { base: Checkpoint; old: Checkpoint; new: Checkpoint; i
     } else if (!EDITABLE_ST_DTYPES[old.dtype] || !EDITABLE_ST_DTYPES[nw.dtype]) {
       throw new GeoEditError('ERR_UNSUPPORTED', `tensor '${t.name}': base is ${t.dtype} but old is ${old.dtype} and new is ${nw.dtype}; only F32, F16, BF16 can be edited`, { tensor: t.name });
     }
-    const item: PlanItem = { name: t.name, shape: t.shape, base: t, action, outDtype: t.dtype, outBytes: t.end - t.begin, why };
+    const item: PlanItem = { name: t.name, shape: t.shape, base: t, action, outDtype: t.dtype, outBytes: t.end - t.begin, why, layout: layouts.get(t.name)! };
     if (editable && r.outDtype) item.outDtype = stDtypeOf(r.outDtype);
     if (action === 'copy' && editable && item.outDtype !== t.dtype) item.action = 'convert';
     let n = 1;
     for (const s of t.shape) n *= s;
     item.outBytes = n * ST_DTYPE_SIZE[item.outDtype];
+    const primary = tiedTo.get(t.name);
+    if (primary !== undefined) {
+      // Tied: the primary's output bytes (its edit, copy or conversion), written once more.
+      item.action = 'tied';
+      item.tiedTo = primary;
+      item.why = `tied to '${primary}': the same bytes as its output`;
+    }
     if (item.action === 'edit') {
       item.old = old;
       item.new = nw;
@@ -127,5 +143,6 @@ export function shardNames(n: number): string[] {
 /** Bytes of input the job reads for an item (edit: base, old and new; copy/convert: the base). */
 export function inputBytes(it: PlanItem): number {
   if (it.action === 'edit') return (it.base.end - it.base.begin) + (it.old!.end - it.old!.begin) + (it.new!.end - it.new!.begin);
+  if (it.action === 'tied') return 0;
   return it.base.end - it.base.begin;
 }

@@ -2,7 +2,8 @@
 // targets, lay the output out, then inside the output job (lib/job): hash the inputs beside the
 // data, stream every tensor through the core, build the manifest, copy the side files, finish.
 import * as fs from 'node:fs';
-import { describe, typeError } from '../errors';
+import * as path from 'node:path';
+import { describe, GeoEditError, typeError } from '../errors';
 import type { CallSite } from '../native';
 import { cudaStatus } from '../backend';
 import { runOutputJob, type OutputJob } from '../job/job';
@@ -13,7 +14,10 @@ import type { CheckpointManifest, CheckpointTotals, TensorManifestEntry } from '
 import { openCheckpoint, type Checkpoint } from './open';
 import { resolveCheckpointOptions, type CheckpointOptions, type Resolved } from './options';
 import { inputBytes, plan, shardLayout, shardNames, type CheckpointInputs, type PlanItem } from './plan';
-import { CheckpointStream } from './stream';
+import { CheckpointStream, degenerateThreshold } from './stream';
+import { readModelFamily, type ModelFamily } from './layout';
+import { findTies, type TieRecord } from './ties';
+import { openCoefficients, type CoefficientsFile } from './coefficients';
 import { nativeParams } from '../options';
 import { planJobPreservation, validateStatisticValues, weightInfos, type JobPreservation } from '../preserve/plan';
 import type { WeightInfo } from '../preserve/file';
@@ -34,6 +38,9 @@ interface Prepared {
   r: Resolved;
   ck: Inputs;
   items: PlanItem[];
+  family: ModelFamily;
+  ties: TieRecord[];
+  coefficients: CoefficientsFile | null;
   warnings: string[];
   allInputFiles: Set<string>;
   out: string | null;
@@ -66,19 +73,49 @@ function prepare(job: CheckpointJob): Prepared {
   const r = resolveCheckpointOptions(opts, what);
   const warnings: string[] = [];
   const ck = openInputs(job.inputs, opts);
-  const items = plan(ck, r, warnings);
+  const family = readModelFamily(ck.base.dir, warnings);
+  const ties = findTies(ck, family, warnings);
+  const items = plan(ck, r, warnings, { family, ties });
+  const coefficients = r.coefficients ? openCoefficients(r.coefficients, items, warnings) : null;
+  warnDegenerate(items, r, warnings);
   let pres: Prepared['pres'];
   if (r.preserve) {
-    const model = weightInfos(ck.base.tensors);
+    const layouts = new Map(items.map((i) => [i.name, i.layout]));
+    const model = weightInfos(ck.base.tensors.map((t) => ({ name: t.name, shape: t.shape, layout: layouts.get(t.name) })));
     pres = { jp: planJobPreservation(r.preserve, model, new Set(items.filter((i) => i.action === 'edit').map((i) => i.name)), warnings), model };
+    refuseColumnsPreservation(items, pres.jp);
   }
   const allInputFiles = new Set<string>();
   for (const c of present(ck)) for (const f of c.files) allInputFiles.add(f.path);
-  const out = job.kind === 'edit'
-    ? checkOutputTarget(job.out, present(ck).map((c) => ({ path: c.path, dir: c.dir, files: c.files.map((f) => f.path) })), opts.force === true, 'editCheckpoint')
-    : null;
-  const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, allInputFiles);
-  return { job, r, ck, items, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0, ...(pres ? { pres } : {}) };
+  const inputs = present(ck).map((c) => ({ path: c.path, dir: c.dir, files: [...c.files.map((f) => f.path), ...(c.index ? [c.index] : [])] }));
+  if (r.preserve?.file) inputs.push({ path: path.resolve(r.preserve.file), dir: path.dirname(path.resolve(r.preserve.file)), files: [path.resolve(r.preserve.file)] });
+  if (coefficients) inputs.push({ path: coefficients.path, dir: path.dirname(coefficients.path), files: [coefficients.path] });
+  const out = job.kind === 'edit' ? checkOutputTarget(job.out, inputs, opts.force === true, 'editCheckpoint') : null;
+  const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, inputs);
+  if (coefficients) allInputFiles.add(coefficients.path);
+  return { job, r, ck, items, family, ties, coefficients, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0, ...(pres ? { pres } : {}) };
+}
+
+/** Preservation is not wired into columns-layout stream tasks yet: a coded refusal naming the tensor, before any work. */
+function refuseColumnsPreservation(items: PlanItem[], jp: JobPreservation): void {
+  for (const it of items) {
+    if (it.action !== 'edit' || !it.layout.columns || !jp.plan.byWeight.has(it.name)) continue;
+    throw new GeoEditError('ERR_UNSUPPORTED', `tensor '${it.name}': preservation on a columns-layout tensor is not supported yet (layout ${it.layout.kind}: ${it.layout.why}); exclude it, or leave it out of the statistics file`, { tensor: it.name });
+  }
+}
+
+/** SPEC §3.2 with κ/√n ≥ 1: the adaptive band holds every row; said per tensor, not applied silently. */
+function warnDegenerate(items: PlanItem[], r: Resolved, warnings: string[]): void {
+  for (const it of items) {
+    if (it.action !== 'edit' || !degenerateThreshold(r.params, it.layout.cols)) continue;
+    const n = it.layout.cols;
+    warnings.push(`tensor '${it.name}': its neurons (layout ${it.layout.kind}) have n = ${n} element${n === 1 ? '' : 's'}, so the adaptive threshold κ/√n = ${(r.params.kappa / Math.sqrt(n)).toFixed(3)} ≥ 1 and every row counts as orthogonal (keepOrthogonal ${r.params.keepOrthogonal} applies to the whole tensor); pass bandDegrees, a kappa below √n = ${Math.sqrt(n).toFixed(3)}, or exclude it`);
+  }
+}
+
+function modelRecord(p: Prepared): NonNullable<CheckpointManifest['model']> {
+  const f = p.family;
+  return { config: f.config, modelType: f.modelType, architectures: f.architectures, family: f.family, layoutRule: f.rule, tieWordEmbeddings: f.tieWordEmbeddings, ties: p.ties };
 }
 
 function parametersOf(p: Prepared): CheckpointManifest['parameters'] {
@@ -88,13 +125,14 @@ function parametersOf(p: Prepared): CheckpointManifest['parameters'] {
     include: o.include === undefined ? null : ([] as string[]).concat(o.include),
     exclude: o.exclude === undefined ? null : ([] as string[]).concat(o.exclude),
     maxShardSize: p.r.maxShardSize, threads: p.r.threads,
+    layout: o.layout === undefined ? null : { ...o.layout }, coefficients: p.r.coefficients,
     ...(p.r.preserve ? { preserve: { file: p.r.preserve.file, rho: p.r.preserve.rho, mu: p.r.preserve.mu } } : {}),
   };
 }
 
 function totalsOf(items: PlanItem[], entries: TensorManifestEntry[], bytesRead: number, bytesWritten: number): CheckpointTotals {
   const t: CheckpointTotals = {
-    tensors: items.length, edited: 0, copied: 0, converted: 0, rows: 0,
+    tensors: items.length, edited: 0, copied: 0, converted: 0, tied: 0, rows: 0,
     counts: { orthogonal: 0, synergy: 0, conflict: 0 }, energy: { new: 0, old: 0, applied: 0 }, energyKept: null, bytesRead, bytesWritten,
   };
   for (const e of entries) {
@@ -106,6 +144,7 @@ function totalsOf(items: PlanItem[], entries: TensorManifestEntry[], bytesRead: 
       t.energy.old += e.energy!.old;
       t.energy.applied += e.energy!.applied;
     } else if (e.action === 'copy') t.copied++;
+    else if (e.action === 'tied') t.tied!++;
     else t.converted++;
   }
   t.energyKept = t.energy.new > 0 ? t.energy.applied / t.energy.new : null;
@@ -139,7 +178,7 @@ async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>)
   const presFd = p.pres ? fs.openSync(p.pres.jp.plan.file, 'r') : -1;
   const stream = new CheckpointStream({
     job, r: p.r, fds, site: p.job.site, phase: p.job.kind, onProgress: p.job.opts.onProgress, t0: p.t0,
-    bytesTotal: outItems.reduce((s, it) => s + inputBytes(it), 0), tensorsTotal: outItems.length,
+    bytesTotal: outItems.reduce((s, it) => s + inputBytes(it), 0), tensorsTotal: outItems.length, coefficients: p.coefficients,
     ...(p.pres ? { pres: { jp: p.pres.jp, fd: presFd } } : {}),
   });
   try {
@@ -165,6 +204,11 @@ async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>)
   }
 }
 
+function inPlanOrder(entries: TensorManifestEntry[], items: PlanItem[]): TensorManifestEntry[] {
+  const at = new Map(items.map((it, k) => [it.name, k]));
+  return [...entries].sort((a, b) => at.get(a.name)! - at.get(b.name)!);
+}
+
 async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
   const opts = p.job.opts;
   const fds = new Map<string, number>();
@@ -188,11 +232,12 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
       inputs: inputsRecord(p.ck, hashes?.hashes ?? null),
       output: p.out ? { path: p.out, files, totalSize: p.items.reduce((a, it) => a + it.outBytes, 0) } : null,
       parameters: parametersOf(p),
-      tensors: stream.entries,
+      tensors: inPlanOrder(stream.entries, p.items),
       totals: totalsOf(p.items, stream.entries, stream.bytesRead, files.reduce((a, f) => a + f.size, 0)),
       timings: { totalMs: Date.now() - p.t0, validateMs: p.validateMs, dataMs, hashMs, gbPerSecond: dataMs > 0 ? stream.bytesRead / 1e9 / (dataMs / 1000) : 0 },
       hashing: hashes ? { provider: hashes.provider, bytesHashed: hashes.bytesHashed, fromCache: [...hashes.hashes.values()].filter((h) => h.source === 'cache').length, computed: [...hashes.hashes.values()].filter((h) => h.source === 'computed').length } : null,
       warnings: p.warnings,
+      model: modelRecord(p),
     };
     if (p.out && opts.copyFiles !== false && p.ck.base.kind !== 'file') {
       job.copySideFiles(p.ck.base.dir, new Set([...p.ck.base.files.map((f) => f.path), p.ck.base.index ?? '']));

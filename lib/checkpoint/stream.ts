@@ -7,8 +7,8 @@ import { GeoEditError } from '../errors';
 import { native, type CallSite, type NativePreserve, type NativeResult, type NativeStreamSrc, type NativeStreamTask } from '../native';
 import { nativeParams, type ResolvedParams } from '../options';
 import { EDITABLE_ST_DTYPES, planSafetensors } from '../safetensors';
-import { matrixView } from '../tensor';
 import { summarizeRows, threshold } from '../stats';
+import { readCoefficients, type CoefficientsFile } from './coefficients';
 import type { OutputJob } from '../job/job';
 import type { TensorManifestEntry } from '../job/manifest';
 import type { CheckpointTensor } from './open';
@@ -33,11 +33,22 @@ export interface StreamSetup {
   t0: number;
   bytesTotal: number;
   tensorsTotal: number;
+  /** strategy 'custom': where each edited tensor's cNew / cOld are. */
+  coefficients?: CoefficientsFile | null;
   /** Preservation: the planned statistics and the open statistics file. */
   pres?: { jp: JobPreservation; fd: number };
 }
 
 interface Batched { item: PlanItem; task: NativeStreamTask }
+
+function layoutFields(item: PlanItem): Pick<TensorManifestEntry, 'layout' | 'layoutSource' | 'layoutWhy'> {
+  return { layout: item.layout.kind, layoutSource: item.layout.source, layoutWhy: item.layout.why };
+}
+
+/** κ/√n ≥ 1 (bandDegrees unset): every row lies in the adaptive band, so every row is 'orthogonal'. */
+export function degenerateThreshold(p: ResolvedParams, cols: number): boolean {
+  return p.strategy === 'geoedit' && p.bandDegrees < 0 && threshold(p, cols) >= 1;
+}
 
 /** Each augmented bias moved right after its weight (the weight's pass hands the bias its preserved task vectors). */
 function pairBiases(list: Batched[], jp: JobPreservation | undefined): Batched[][] {
@@ -54,14 +65,25 @@ function pairBiases(list: Batched[], jp: JobPreservation | undefined): Batched[]
 }
 
 function summarise(item: PlanItem, r: NativeResult, p: ResolvedParams): TensorManifestEntry {
-  const { rows, cols } = matrixView(item.shape);
+  const { rows, cols } = item.layout;
   const sum = summarizeRows(r, rows);
-  return {
-    name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: 'edit',
+  const e: TensorManifestEntry = {
+    name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: 'edit', ...layoutFields(item),
     rows, cols, threshold: threshold(p, cols), counts: sum.counts, zeroRows: sum.zeroRows, angleHistogram: sum.angleHistogram,
     meanCos: sum.meanCos, energy: sum.energy, energyKept: sum.energyKept,
   };
+  if (degenerateThreshold(p, cols)) e.degenerateThreshold = true;
+  return e;
 }
+
+function otherEntry(item: PlanItem): TensorManifestEntry {
+  const e: TensorManifestEntry = { name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: item.action, note: item.why, ...layoutFields(item) };
+  if (item.tiedTo) e.tiedTo = item.tiedTo;
+  return e;
+}
+
+/** Where a tensor's bytes are in the output (for tied tensors). */
+interface Placement { shard: string; offset: number; bytes: number }
 
 /** The batch's statistics: each source loaded once (tasks name it by index), augmented weights given their bias's sources. */
 function attachPreserves(batch: Batched[], pres: NonNullable<StreamSetup['pres']>, src: (t: CheckpointTensor) => NativeStreamSrc): NativePreserve[] {
@@ -101,6 +123,7 @@ export class CheckpointStream {
   /** Input bytes done by finished batches. */
   bytesRead = 0;
   readonly entries: TensorManifestEntry[] = [];
+  private readonly placed = new Map<string, Placement>();
   private tensorsDone = 0;
   private batchNames: string[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -120,17 +143,20 @@ export class CheckpointStream {
   }
 
   task(item: PlanItem, outFd: number, outOffset: number): NativeStreamTask {
-    const { rows, cols } = matrixView(item.shape);
+    const { rows, cols, groups, columns } = item.layout;
     const outDtype = EDITABLE_ST_DTYPES[item.outDtype];
     if (item.action === 'edit') {
       const t: NativeStreamTask = {
         kind: 0, name: item.name, rows, cols, base: this.src(item.base), old: this.src(item.old!), new: this.src(item.new!),
         outFd, outOffset, outDtype, stats: true,
       };
+      if (columns) { t.layout = 1; t.groups = groups; }
       if (item.impOld && item.impNew) { t.impOld = this.src(item.impOld); t.impNew = this.src(item.impNew); }
+      if (this.s.coefficients) Object.assign(t, readCoefficients(this.s.coefficients, item.name));
       return t;
     }
-    if (item.action === 'convert') return { kind: 2, name: item.name, rows: rows * cols, cols: 1, base: this.src(item.base), outFd, outOffset, outDtype };
+    const count = item.shape.reduce((a, b) => a * b, 1);
+    if (item.action === 'convert') return { kind: 2, name: item.name, rows: count, cols: 1, base: this.src(item.base), outFd, outOffset, outDtype };
     return { kind: 1, name: item.name, copyBytes: item.base.end - item.base.begin, base: { ...this.src(item.base), dtype: 'f32' }, outFd, outOffset };
   }
 
@@ -158,7 +184,7 @@ export class CheckpointStream {
     const biasEntries = new Map<string, TensorManifestEntry['preserve']>();
     batch.forEach(({ item }, k) => {
       if (item.action !== 'edit') {
-        this.entries.push({ name: item.name, shape: item.shape, dtype: item.base.dtype, outDtype: item.outDtype, action: item.action, note: item.why });
+        this.entries.push(otherEntry(item));
         return;
       }
       const e = summarise(item, res[k]!, r.params);
@@ -214,18 +240,49 @@ export class CheckpointStream {
       fds.push(fd);
       fs.ftruncateSync(fd, sp.size);
       fs.writeSync(fd, sp.header, 0, sp.header.length, 0);
-      items.forEach((it, k) => list.push({ item: it, task: this.task(it, fd, sp.dataOffset + sp.entries[k]!.begin) }));
+      items.forEach((it, k) => this.placed.set(it.name, { shard: names[s]!, offset: sp.dataOffset + sp.entries[k]!.begin, bytes: it.outBytes }));
+      items.forEach((it, k) => { if (it.action !== 'tied') list.push({ item: it, task: this.task(it, fd, sp.dataOffset + sp.entries[k]!.begin) }); });
       for (const it of items) weightMap[it.name] = names[s]!;
       files.push({ name: names[s]!, size: sp.size, tensors: items.length });
     }
     await this.run(list);
     for (const fd of fds) this.s.job.closeOutput(fd);
+    this.writeTied(shards.flat().filter((it) => it.action === 'tied'));
     return { files, weightMap };
+  }
+
+  /** Tied tensors: their primary's output bytes, copied once every shard is written (1 MiB at a
+   *  time; in TS, as the source and the target may be the same file, which the native stream's
+   *  changed-input guard would rightly refuse). */
+  private writeTied(tied: PlanItem[]): void {
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (const it of tied) {
+      this.s.job.checkAborted();
+      const from = this.placed.get(it.tiedTo!)!, to = this.placed.get(it.name)!;
+      const rfd = fs.openSync(this.s.job.path(from.shard), 'r');
+      const wfd = fs.openSync(this.s.job.path(to.shard), 'r+'); // may be the same file: two descriptors
+      try {
+        for (let off = 0; off < from.bytes; off += buf.length) {
+          const n = Math.min(buf.length, from.bytes - off);
+          if (fs.readSync(rfd, buf, 0, n, from.offset + off) !== n) throw new GeoEditError('ERR_IO', `short read of '${it.tiedTo}' in ${this.s.job.path(from.shard)}`, { tensor: it.name });
+          fs.writeSync(wfd, buf, 0, n, to.offset + off);
+        }
+      } finally {
+        fs.closeSync(rfd);
+        fs.closeSync(wfd);
+      }
+      this.entries.push(otherEntry(it));
+    }
   }
 
   /** Analysis: edit tasks without output. */
   async analyze(items: PlanItem[]): Promise<void> {
     await this.run(items.map((it) => ({ item: it, task: this.task(it, -1, 0) })));
+  }
+
+  /** Entries of tensors that are not streamed (analysis: copied and tied ones). */
+  note(items: PlanItem[]): void {
+    for (const it of items) this.entries.push(otherEntry(it));
   }
 
   stop(): void {

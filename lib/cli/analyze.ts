@@ -1,7 +1,7 @@
 // geoedit analyze --base P --old P --new P [options]: the edit's statistics and report, no weights.
 import { analyzeCheckpoint, type CheckpointManifest } from '../checkpoint';
 import { EXIT, UsageError, checkInputKind, helpText, parse, progressPrinter, reportError, toOptions } from './common';
-import { printSummary, summaryOf } from './edit';
+import { layoutLines, printSummary, summaryOf } from './edit';
 import { splitPreservationWarnings } from './common';
 import { flagsFor } from './flags';
 import { isAdapterRun, runAnalyzeAdapters } from './lora';
@@ -31,7 +31,11 @@ export async function runAnalyze(argv: string[]): Promise<number> {
     if (values.json) {
       splitPreservationWarnings(m.warnings);
       process.stdout.write(JSON.stringify({ ...summaryOf(m), inputs: m.inputs, tensors: m.tensors }, null, 2) + '\n');
-    } else printSummary(m);
+    } else {
+      printSummary(m);
+      const per = layoutLines(m, true).filter((l) => l.startsWith('  '));
+      if (per.length) process.stdout.write(`tensors not in rows layout:\n${per.join('\n')}\n`);
+    }
     return EXIT.OK;
   } catch (e) {
     return reportError(e, 'analyze');

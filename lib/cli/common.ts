@@ -13,6 +13,24 @@ export const EXIT = Object.freeze({ OK: 0, USAGE: 1, BAD_INPUT: 2, RUNTIME: 3 })
 
 export class UsageError extends Error {}
 
+/**
+ * An untrusted string (tensor names, paths, metadata, messages that quote them) made safe for a
+ * terminal: C0/C1 control characters (ESC, CR, LF, BS…), DEL and the bidirectional overrides are
+ * written as \\xHH / \\uHHHH escapes, so a
+ * crafted file can neither forge lines nor rewrite the terminal.
+ */
+export function safeText(s: string): string {
+  return s.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/** Lines of output, each made safe (safeText), joined with newlines. */
+export function safeLines(lines: string[]): string {
+  return lines.map(safeText).join('\n') + '\n';
+}
+
 export function helpText(usage: string, about: string, flags: OptSpec[]): string {
   const rows = flags.map((f) => {
     const left = `  ${f.short ? `-${f.short}, ` : ''}--${f.name}${f.metavar ? ` ${f.metavar}` : ''}`;
@@ -26,15 +44,33 @@ export function parse(argv: string[], flags: OptSpec[], allowPositionals: boolea
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
   for (const f of flags) {
     options[f.name] = { type: f.type };
-    if (f.kind === 'list') options[f.name]!.multiple = true;
+    if (f.kind === 'list' || f.kind === 'pairs') options[f.name]!.multiple = true;
     if (f.short) options[f.name]!.short = f.short;
   }
   try {
-    const r = parseArgs({ args: argv, options, allowPositionals, strict: true });
+    const r = parseArgs({ args: joinNegativeValues(argv, options), allowPositionals, options, strict: true });
     return { values: r.values as Record<string, unknown>, positionals: r.positionals };
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+}
+
+const NEGATIVE_NUMBER = /^-(?:\d|\.\d|inf|Infinity|nan|NaN)/;
+
+/** `--scale -1` as `--scale=-1`: parseArgs would call a value starting with '-' ambiguous; a negative number is a value. */
+function joinNegativeValues(argv: string[], options: Record<string, { type: 'string' | 'boolean'; short?: string }>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') { out.push(...argv.slice(i)); break; }
+    const m = /^--([^=]+)$/.exec(a);
+    const next = argv[i + 1];
+    if (m && options[m[1]!]?.type === 'string' && next !== undefined && NEGATIVE_NUMBER.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
 }
 
 /** Turns parsed flags into options (numbers checked here: a bad number is a usage error). */
@@ -56,6 +92,15 @@ export function toOptions(values: Record<string, unknown>, flags: OptSpec[]): Ch
       } catch {
         throw new UsageError(`Expected a size such as 2GiB, 512MiB, 1GB or a number of bytes for --${f.name} but received '${String(v)}'`);
       }
+    } else if (f.kind === 'pairs') {
+      // --layout GLOB=KIND, repeatable -> { GLOB: KIND } in the given order (the value is split at its last '=')
+      const obj: Record<string, string> = {};
+      for (const item of v as string[]) {
+        const at = item.lastIndexOf('=');
+        if (at <= 0 || at === item.length - 1) throw new UsageError(`Expected ${f.metavar ?? 'KEY=VALUE'} for --${f.name} but received '${item}'`);
+        obj[item.slice(0, at)] = item.slice(at + 1);
+      }
+      o[f.key] = obj;
     } else if (f.kind === 'negate') {
       if (v === true) o[f.key] = false;
     } else if (f.sub) {
@@ -78,7 +123,7 @@ export function checkInputKind(values: Record<string, unknown>, flags: OptSpec[]
   }
 }
 
-const USAGE_CODES = new Set(['ERR_INVALID_ARG_TYPE', 'ERR_INVALID_OPTION', 'ERR_UNKNOWN_OPTION', 'ERR_UNKNOWN_STRATEGY', 'ERR_UNKNOWN_DTYPE', 'ERR_COEFFICIENTS']);
+const USAGE_CODES = new Set(['ERR_INVALID_ARG_TYPE', 'ERR_INVALID_OPTION', 'ERR_UNKNOWN_OPTION', 'ERR_UNKNOWN_STRATEGY', 'ERR_UNKNOWN_DTYPE', 'ERR_COEFFICIENTS', 'ERR_OUTPUT_IS_INPUT']);
 const INPUT_CODES = new Set([
   'ERR_BAD_SAFETENSORS', 'ERR_SHAPE_MISMATCH', 'ERR_MISSING_TENSOR', 'ERR_NOT_FOUND', 'ERR_NON_FINITE', 'ERR_BAD_IMPORTANCE', 'ERR_BAD_STATISTICS',
   'ERR_UNSUPPORTED', 'ERR_OUTPUT_EXISTS', 'ERR_DATA_LENGTH', 'ERR_BAD_ADAPTER',
@@ -87,13 +132,13 @@ const INPUT_CODES = new Set([
 /** Prints an error and returns the exit code: 1 usage, 2 bad input, 3 runtime failure. */
 export function reportError(e: unknown, cmd: string): number {
   if (e instanceof UsageError) {
-    process.stderr.write(`geoedit ${cmd}: ${e.message}\nRun 'geoedit ${cmd} --help' for the options.\n`);
+    process.stderr.write(`geoedit ${cmd}: ${safeText(e.message)}\nRun 'geoedit ${cmd} --help' for the options.\n`);
     return EXIT.USAGE;
   }
   const code = (e as { code?: unknown })?.code;
   const msg = e instanceof Error ? e.message : String(e);
   if (typeof code === 'string') {
-    process.stderr.write(`geoedit ${cmd}: ${code}: ${msg}\n`);
+    process.stderr.write(`geoedit ${cmd}: ${safeText(code)}: ${safeText(msg)}\n`);
     if (USAGE_CODES.has(code)) return EXIT.USAGE;
     if (INPUT_CODES.has(code)) return EXIT.BAD_INPUT;
     return EXIT.RUNTIME;
@@ -127,7 +172,8 @@ export function progressPrinter(stream: NodeJS.WriteStream): { onProgress: (e: P
         const cols = (stream.columns ?? 120) - 1;
         const head = `[${'#'.repeat(full)}${'-'.repeat(width - full)}] ${(100 * frac).toFixed(0).padStart(3)}% ${fmtBytes(e.bytesDone)}/${fmtBytes(e.bytesTotal)} ${gbps.toFixed(2)} GB/s ETA ${etaS} `;
         const room = cols - head.length;
-        const name = room <= 1 ? '' : e.tensor.length <= room ? e.tensor : '…' + e.tensor.slice(e.tensor.length - room + 1);
+        const tensor = safeText(e.tensor);
+        const name = room <= 1 ? '' : tensor.length <= room ? tensor : '…' + tensor.slice(tensor.length - room + 1);
         stream.write(`\r${(head + name).padEnd(cols).slice(0, cols)}`);
         drawn = true;
       } else {

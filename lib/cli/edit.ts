@@ -1,6 +1,6 @@
 // geoedit edit --base P --old P --new P --out DIR [options]
 import { editCheckpoint, type CheckpointManifest } from '../checkpoint';
-import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, preservationLine, progressPrinter, reportError, splitPreservationWarnings, toOptions } from './common';
+import { EXIT, UsageError, checkInputKind, fmtBytes, helpText, parse, preservationLine, progressPrinter, reportError, safeLines, splitPreservationWarnings, toOptions } from './common';
 import { flagsFor } from './flags';
 import { isAdapterRun, runEditAdapters } from './lora';
 
@@ -15,14 +15,27 @@ export function printSummary(m: CheckpointManifest): void {
   const pct = (n: number) => (t.rows ? `${((100 * n) / t.rows).toFixed(1)}%` : '–');
   const lines = [
     m.output ? `wrote ${m.output.path} (${m.output.files.length} file${m.output.files.length === 1 ? '' : 's'}, ${fmtBytes(t.bytesWritten)}) and geoedit-manifest.json` : 'analysis only: no weights written',
-    `tensors: ${t.edited} edited, ${t.copied} copied, ${t.converted} converted (of ${t.tensors})`,
+    `tensors: ${t.edited} edited, ${t.copied} copied, ${t.converted} converted${t.tied ? `, ${t.tied} tied` : ''} (of ${t.tensors})`,
     `rows: ${t.rows}: orthogonal ${pct(t.counts.orthogonal)}, synergy ${pct(t.counts.synergy)}, conflict ${pct(t.counts.conflict)}`,
     `update energy kept: ${t.energyKept === null ? '–' : `${(100 * t.energyKept).toFixed(1)}%`}`,
     `time: ${(m.timings.totalMs / 1000).toFixed(2)} s (data ${(m.timings.dataMs / 1000).toFixed(2)} s, ${m.timings.gbPerSecond.toFixed(2)} GB/s of input) on ${m.backend.name === 'cuda' ? `the GPU (${m.backend.device ?? 'cuda'})` : 'the CPU'}`,
+    ...layoutLines(m),
     ...preservationLine(m.tensors.filter((e) => e.action === 'edit'), m.parameters.preserve?.file),
-    ...splitPreservationWarnings(m.warnings).map((w) => `warning: ${w}`),
   ];
-  process.stdout.write(lines.join('\n') + '\n');
+  process.stdout.write(safeLines(lines));
+  // Warnings (per tensor: degenerate thresholds, unmatched layout globs, ties that disagree, preservation) on stderr.
+  if (m.warnings.length) process.stderr.write(safeLines(m.warnings.map((w) => `warning: ${w}`)));
+}
+
+/** The neuron layouts used (SPEC §2): counts per kind and why, and the model family of config.json. */
+export function layoutLines(m: CheckpointManifest, perTensor = false): string[] {
+  const by = new Map<string, number>();
+  for (const t of m.tensors) if (t.layout && t.action !== 'copy') by.set(`${t.layout} (${t.layoutSource})`, (by.get(`${t.layout} (${t.layoutSource})`) ?? 0) + 1);
+  const out: string[] = [];
+  if (by.size) out.push(`layouts: ${[...by].map(([k, n]) => `${n} ${k}`).join(', ')}${m.model?.family ? `; model family ${m.model.family} (${m.model.layoutRule})` : m.model?.config ? `; config.json names no known family (${m.model.modelType ?? 'no model_type'})` : '; no config.json'}`);
+  for (const t of m.model?.ties ?? []) out.push(`tied: ${t.with} = ${t.tensor} (${t.why})`);
+  if (perTensor) for (const t of m.tensors) if (t.layout && t.layout !== 'rows') out.push(`  ${t.name}: ${t.layout}, ${t.rows} neurons of ${t.cols} (${t.layoutWhy})`);
+  return out;
 }
 
 export async function runEdit(argv: string[]): Promise<number> {

@@ -8,7 +8,7 @@ export interface OptSpec {
   name: string;
   type: 'string' | 'boolean';
   /** How the value is read: number, int, string, size (bytes: '2GiB', '500MB', 1234), list (repeatable), boolean, or negate (--no-x sets x: false). */
-  kind: 'number' | 'string' | 'list' | 'boolean' | 'int' | 'size' | 'negate';
+  kind: 'number' | 'string' | 'list' | 'boolean' | 'int' | 'size' | 'negate' | 'pairs';
   /** The option key it sets (none for CLI-only flags). */
   key?: string;
   /** Shown in --help; what applies when the flag is absent. */
@@ -26,6 +26,7 @@ export interface OptSpec {
 function kindOf(o: OptionSpec): OptSpec['kind'] {
   if (o.cli?.parse === 'size') return 'size';
   if (o.cli?.parse === 'negate') return 'negate';
+  if (o.cli?.parse === 'pairs') return 'pairs';
   switch (o.type) {
     case 'number': return 'number';
     case 'int': return 'int';

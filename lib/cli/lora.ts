@@ -1,7 +1,7 @@
 // `geoedit edit|analyze --old-adapter DIR --new-adapter DIR ...`: the LoRA path of the CLI.
 // edit.ts / analyze.ts hand over here when an adapter flag is present.
 import { analyzeAdapters, editAdapters, type AdapterReport, type EditAdaptersOptions } from '../lora';
-import { EXIT, UsageError, checkInputKind, type OptSpec, preservationLine, reportError, splitPreservationWarnings, toOptions } from './common';
+import { EXIT, UsageError, checkInputKind, type OptSpec, preservationLine, reportError, safeLines, splitPreservationWarnings, toOptions } from './common';
 import { LORA_FLAGS, flagsFor } from './flags';
 
 export { LORA_FLAGS };
@@ -36,7 +36,7 @@ function printReport(r: AdapterReport, head: string): void {
     ...preservationLine(r.modules, (r.parameters.preserve as { file?: string } | undefined)?.file),
     ...splitPreservationWarnings(r.warnings).map((w) => `warning: ${w}`),
   ];
-  process.stdout.write(lines.join('\n') + '\n');
+  process.stdout.write(safeLines(lines));
 }
 
 export async function runEditAdapters(values: Record<string, unknown>, flags: OptSpec[]): Promise<number> {

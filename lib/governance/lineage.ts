@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { GeoEditError } from '../errors';
 import { DEFAULTS } from '../options';
+import { sha256Files } from './hashing';
 
 export const MANIFEST_FILE = 'geoedit-manifest.json';
 export const REVIEW_LOG = 'geoedit-reviews.jsonl';
@@ -106,17 +107,7 @@ export function isGovernanceFile(name: string): boolean {
   return base === MANIFEST_FILE || base === REVIEW_LOG || base === REPORT_FILE || base.endsWith('.lock') || (base.startsWith('.') && base.includes('.geoedit-'));
 }
 
-/** Streams a file through SHA-256 (1 MiB reads: bounded memory). */
-export async function sha256File(file: string): Promise<{ sha256: string; size: number }> {
-  const h = crypto.createHash('sha256');
-  let size = 0;
-  const s = fs.createReadStream(file, { highWaterMark: 1 << 20 });
-  for await (const chunk of s) {
-    h.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { sha256: h.digest('hex'), size };
-}
+export { sha256File, sha256Files, sha256FilesNative, sha256FileStream, outputHashProvider, type FileHash } from './hashing';
 
 /** Every regular file under dir (relative names, sorted), governance files left out. */
 export function listOutputFiles(dir: string): string[] {
@@ -132,13 +123,11 @@ export function listOutputFiles(dir: string): string[] {
   return out.sort();
 }
 
+/** Every output file of dir (listOutputFiles) with its size and SHA-256, sorted by name. */
 export async function hashOutputFiles(dir: string): Promise<OutputFile[]> {
-  const files: OutputFile[] = [];
-  for (const name of listOutputFiles(dir)) {
-    const { sha256, size } = await sha256File(path.join(dir, name));
-    files.push({ name, size, sha256 });
-  }
-  return files;
+  const names = listOutputFiles(dir);
+  const hashes = await sha256Files(names.map((n) => path.join(dir, n)));
+  return names.map((name, i) => ({ name, size: hashes[i]!.size, sha256: hashes[i]!.sha256 }));
 }
 
 // ---- reading ------------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 // verifyOutput(): is this directory the output its manifest describes? Re-hashes every output
-// file (streamed, 1 MiB reads, one file at a time: bounded memory), names each file that changed,
-// is missing or is extra; optionally re-checks the recorded input hashes where those paths still
+// file the way the seal hashed it (lineage sha256Files: native and parallel, 1 MiB reads per
+// thread, else node:crypto one file at a time; bounded memory, never the input-hash cache), names
+// each file that changed, is missing or is extra; optionally re-checks the recorded input hashes where those paths still
 // exist; checks the manifest against its id, the evaluation log, and the review log (hash chain,
 // manifest id, signatures, and with trusted keys which reviewers signed with which key).
 // Read-only: nothing in the directory is touched.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError, type GeoEditErrorCode } from '../errors';
-import { listOutputFiles, loadManifest, sha256File, type LoadedManifest, type Manifest, type OutputFile } from './lineage';
+import { listOutputFiles, loadManifest, sha256File, sha256Files, type LoadedManifest, type Manifest, type OutputFile } from './lineage';
 import { checkReviewLog, loadTrustedKeys, type TrustedKey } from './review';
 import { checkEvaluationLog } from './evaluate';
 
@@ -96,6 +97,10 @@ async function checkOutputFiles(lm: LoadedManifest, res: VerifyResult, onFile: V
   }
   const present = new Set(listOutputFiles(lm.dir));
   const known = new Set(recorded.map((f) => f.name));
+  // Present files hashed the way sealManifest hashed them (sha256Files: native and parallel, or
+  // node:crypto), in one batch; bounded memory either way, read-only, no hash cache.
+  const toHash = recorded.filter((f) => present.has(f.name));
+  const hashed = await sha256Files(toHash.map((f) => path.join(lm.dir, f.name)));
   let index = 0;
   for (const f of recorded) {
     const file = path.join(lm.dir, f.name);
@@ -104,10 +109,11 @@ async function checkOutputFiles(lm: LoadedManifest, res: VerifyResult, onFile: V
       problems.push({ code: 'ERR_OUTPUT_MISSING', message: `${file} is missing (the manifest lists it, ${f.size} bytes)`, file });
       continue;
     }
-    const got = await sha256File(file);
+    const got = hashed[index]!; // index counts the present files, in toHash's order
     res.files.checked++;
     res.files.bytes += got.size;
-    onFile?.({ name: f.name, bytes: got.size, index: index++, total: recorded.length });
+    onFile?.({ name: f.name, bytes: got.size, index, total: recorded.length });
+    index++;
     if (got.sha256 !== f.sha256) {
       res.files.changed.push({ name: f.name, expected: f.sha256, actual: got.sha256, expectedSize: f.size, actualSize: got.size });
       problems.push({ code: 'ERR_OUTPUT_CHANGED', message: `${file} changed: SHA-256 ${got.sha256} (${got.size} bytes), the manifest says ${f.sha256} (${f.size} bytes)`, file });

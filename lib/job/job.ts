@@ -16,9 +16,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError } from '../errors';
 import { writeReport } from '../report';
-import { onCleanup, removeQuietly, tempPathBeside } from './cleanup';
+import { onCleanup, removeQuietly, sweepDeadTemps, tempPathBeside } from './cleanup';
+import { acquireTargetLock } from './lock';
+import { forceRefusal } from './target';
 import { finalizeManifest, type CheckpointManifest, type ManifestKind } from './manifest';
-import { copySideFiles } from './side-files';
+import { copySideFiles, type SkippedSideFile } from './side-files';
 import { sealManifest, type SealInput } from '../governance/lineage';
 
 export interface OutputJobSpec {
@@ -43,7 +45,12 @@ export class OutputJob {
   tmp: string | null = null;
   private readonly fds = new Set<number>();
   private readonly written: string[] = [];
+  /** Side files not copied (links, special files, other weight formats): listed in the manifest (`skippedFiles`) and its warnings. */
+  private readonly skipped: SkippedSideFile[] = [];
   private release: (() => void) | null = null;
+  private unlock: (() => void) | null = null;
+  /** Whether something was at the target when the job began (only that may be replaced, and only with force). */
+  private existedAtStart = false;
   private readonly onAbort = () => { this.ctl[1] = 1; };
 
   constructor(readonly spec: OutputJobSpec) {}
@@ -51,8 +58,11 @@ export class OutputJob {
   /** Registers the cleanup, then creates the temporary directory (a signal just after the mkdir finds the handlers installed). */
   begin(): void {
     this.spec.signal?.addEventListener('abort', this.onAbort);
-    this.release = onCleanup(() => { this.ctl[1] = 1; this.cleanup(); });
+    this.release = onCleanup(() => { this.ctl[1] = 1; this.cleanup(); this.releaseLock(); });
     if (this.spec.out) {
+      this.unlock = acquireTargetLock(this.spec.out);
+      sweepDeadTemps(this.spec.out);
+      this.existedAtStart = lstatOrNull(this.spec.out) !== null;
       this.tmp = tempPathBeside(this.spec.out);
       fs.mkdirSync(this.tmp);
     }
@@ -92,11 +102,19 @@ export class OutputJob {
   /** The base directory's other files, into the output. */
   copySideFiles(dir: string, skip: Set<string>): void {
     if (!this.tmp) return;
-    this.written.push(...copySideFiles(dir, this.tmp, skip));
+    const r = copySideFiles(dir, this.tmp, skip);
+    this.written.push(...r.copied);
+    for (const x of r.skipped) process.stderr.write(`geoedit: not copied from ${dir}: ${x.name}: ${x.reason}\n`);
+    this.skipped.push(...r.skipped);
   }
 
   /** Finalises and writes the manifest, writes the report, then commits. Resolves to the manifest. */
   async finish<M extends object>(m: M, reportView?: (m: M) => CheckpointManifest): Promise<M> {
+    if (this.skipped.length) {
+      Object.assign(m, { skippedFiles: [...this.skipped] });
+      const w = (m as { warnings?: string[] }).warnings;
+      for (const x of this.skipped) w?.push(`side file '${x.name}' not copied: ${x.reason}`);
+    }
     const json = finalizeManifest(m, { out: this.spec.out, tmp: this.tmp, files: [...this.written] });
     if (this.tmp) {
       // Lineage (id, output hashes, parent) over the finished output; writes MANIFEST_FILE.
@@ -108,7 +126,7 @@ export class OutputJob {
     if (this.spec.report) await writeReportFile(this.spec.report, reportView ? reportView(m) : (m as unknown as CheckpointManifest));
     this.checkAborted();
     if (this.tmp && this.spec.out) {
-      commit(this.tmp, this.spec.out, this.spec.force === true);
+      commit(this.tmp, this.spec.out, this.spec.force === true, this.existedAtStart);
       this.tmp = null;
     }
     return m;
@@ -121,8 +139,14 @@ export class OutputJob {
     if (this.tmp) { removeQuietly(this.tmp); this.tmp = null; }
   }
 
+  private releaseLock(): void {
+    this.unlock?.();
+    this.unlock = null;
+  }
+
   end(): void {
     this.cleanup();
+    this.releaseLock();
     this.release?.();
     this.release = null;
     this.spec.signal?.removeEventListener('abort', this.onAbort);
@@ -144,22 +168,63 @@ export async function runOutputJob<T>(spec: OutputJobSpec, work: (job: OutputJob
   }
 }
 
-/** Moves a finished temporary directory into place: an existing target (force) is moved aside first, then removed. */
-function commit(tmp: string, out: string, force: boolean): void {
-  if (!fs.existsSync(out)) {
-    fs.renameSync(tmp, out);
+function lstatOrNull(p: string): fs.Stats | null {
+  try { return fs.lstatSync(p); } catch { return null; }
+}
+
+/**
+ * Moves a finished temporary directory into place, under the target's lock (lock.ts): no other
+ * geoedit job writes this target meanwhile. Nothing at the target: one rename (rename(2) of a
+ * directory fails on anything there but an empty directory). Something there: replaced only with
+ * `force`, only if it was there when the job began, and only if --force may replace it (a previous
+ * geoedit output or a regular file, checked again now): moved aside, the new output renamed in,
+ * the old one removed.
+ */
+function commit(tmp: string, out: string, force: boolean, existedAtStart: boolean): void {
+  syncTree(tmp);
+  const exists = (e: unknown) => new GeoEditError('ERR_OUTPUT_EXISTS', `${out} appeared during the job; it is left as it is and nothing was written (${(e as Error).message ?? e})`, { file: out });
+  if (!lstatOrNull(out)) {
+    try {
+      fs.renameSync(tmp, out);
+      syncPath(path.dirname(out));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR' || code === 'EISDIR') throw exists(e);
+      throw e;
+    }
     return;
   }
-  if (!force) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} appeared during the job; pass --force (force: true) to replace it`, { file: out });
+  if (!force) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} appeared during the job; it is left as it is and nothing was written (pass --force to replace a previous output)`, { file: out });
+  if (!existedAtStart) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} appeared during the job; --force replaces only what was there when the job began, so it is left as it is and nothing was written`, { file: out });
+  const why = forceRefusal(out);
+  if (why) throw new GeoEditError('ERR_OUTPUT_EXISTS', `the output ${out} changed during the job and --force (force: true) will not replace it now: ${why}`, { file: out });
   const aside = `${tmp}.old`;
   fs.renameSync(out, aside);
   fs.renameSync(tmp, out);
+  syncPath(path.dirname(out));
   removeQuietly(aside);
+}
+
+/** fsync of one file or directory (durability: the commit's rename must not land before the data). */
+export function syncPath(p: string): void {
+  const fd = fs.openSync(p, 'r');
+  try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+}
+
+/** fsync of every file under dir, then of each directory (deepest first), before the rename into place. */
+export function syncTree(dir: string): void {
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) syncTree(p);
+    else if (e.isFile()) syncPath(p);
+  }
+  syncPath(dir);
 }
 
 async function writeReportFile(file: string, m: CheckpointManifest): Promise<void> {
   try {
     await writeReport(file, m);
+    syncPath(file);
   } catch (e) {
     throw new GeoEditError('ERR_IO', `${file}: cannot write the report: ${(e as Error).message}`, { file });
   }

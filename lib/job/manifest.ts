@@ -37,11 +37,13 @@ export interface ManifestEnvelope<K extends ManifestKind = ManifestKind> extends
   createdAt: string;
   versions: VersionsBlock;
   warnings: string[];
+  /** Files of the base directory not copied into the output (symlinks, special files, other weight formats), with why. */
+  skippedFiles?: Array<{ name: string; reason: string }>;
 }
 
 // ---- checkpoints ---------------------------------------------------------------------------------
 
-export type TensorAction = 'edit' | 'copy' | 'convert';
+export type TensorAction = 'edit' | 'copy' | 'convert' | 'tied';
 
 export interface TensorManifestEntry {
   name: string;
@@ -50,6 +52,14 @@ export interface TensorManifestEntry {
   outDtype: StDtype;
   action: TensorAction;
   note?: string;
+  /** The neuron layout (SPEC §2) and why: 'option', 'detected' (config.json's model family) or 'default'. */
+  layout?: string;
+  layoutSource?: 'option' | 'detected' | 'default';
+  layoutWhy?: string;
+  /** action 'tied': the tensor whose output bytes it holds. */
+  tiedTo?: string;
+  /** κ/√n ≥ 1: the adaptive band holds every row (each is treated as orthogonal). */
+  degenerateThreshold?: boolean;
   rows?: number;
   cols?: number;
   threshold?: number;
@@ -96,7 +106,7 @@ export interface InputRecord {
 }
 
 export interface CheckpointTotals {
-  tensors: number; edited: number; copied: number; converted: number;
+  tensors: number; edited: number; copied: number; converted: number; tied?: number;
   rows: number; counts: { orthogonal: number; synergy: number; conflict: number };
   energy: { new: number; old: number; applied: number }; energyKept: number | null;
   bytesRead: number; bytesWritten: number;
@@ -108,10 +118,16 @@ export interface CheckpointManifest extends ManifestEnvelope<'checkpoint-edit' |
   backend: { name: 'cpu' | 'cuda'; device: string | null; requested?: string; reason?: string };
   inputs: Record<string, InputRecord>;
   output: null | { path: string; files: Array<{ name: string; size: number; tensors: number }>; totalSize: number };
-  parameters: ResolvedParams & { outDtype: DType | null; include: string[] | null; exclude: string[] | null; maxShardSize: number; threads: number; preserve?: PreserveParameters | null };
+  parameters: ResolvedParams & { outDtype: DType | null; include: string[] | null; exclude: string[] | null; maxShardSize: number; threads: number; layout?: Record<string, string> | null; coefficients?: string | null; preserve?: PreserveParameters | null };
   tensors: TensorManifestEntry[];
   totals: CheckpointTotals;
   timings: { totalMs: number; validateMs: number; dataMs: number; hashMs: number; gbPerSecond: number };
+  /** What the base's config.json says (model family, the layout rule applied, tied embeddings); absent in older manifests. */
+  model?: {
+    config: string | null; modelType: string | null; architectures: string[]; family: string | null; layoutRule: string | null;
+    tieWordEmbeddings: boolean | null;
+    ties: Array<{ tensor: string; with: string; stored: boolean; why: string }>;
+  };
   /** How the input hashes were obtained (null: hashing off): the SHA-256 implementation, bytes
    *  read and hashed now, and how many files' hashes came from the cache or were computed. */
   hashing?: { provider: string; bytesHashed: number; fromCache: number; computed: number } | null;

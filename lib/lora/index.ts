@@ -59,7 +59,7 @@ export async function analyzeAdapters(paths: { old: string; new: string }, optio
   const { lora, own } = splitOptions(options as EditAdaptersOptions);
   const pres = takePreserve(lora, 'analyzeAdapters');
   const oa = readPeftAdapter(paths.old), na = readPeftAdapter(paths.new);
-  const report = own.report === undefined ? undefined : checkReportTarget(own.report, new Set(adapterInputs(oa, na).flatMap((i) => i.files)));
+  const report = own.report === undefined ? undefined : checkReportTarget(own.report, adapterInputs(oa, na));
   const plans = planModules(oa, na);
   const presWarnings: string[] = [];
   await attachPreservation(pres, plans, lora, undefined, presWarnings, site);
@@ -138,9 +138,8 @@ async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
   for (const f of base.files) a.inputs.push({ role: 'base', path: f.path, ...sha256FileSync(f.path) });
   const lineage = [{ role: 'base', dir: base.dir }, { role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
   return runOutputJob({ kind: 'adapter-merge', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter merge', lineage }, async (job: OutputJob) => {
-    const model = job.path('model.safetensors');
-    const res = await mergeIntoBase(base, model, a.plans, a.oa, a.na, a.lora, a.own, a.site);
-    const m = manifestOf(a, res.mods, res.extras, [{ path: path.join(a.out, 'model.safetensors'), ...sha256FileSync(model) }], res.perRow);
+    const res = await mergeIntoBase(job, base, a.plans, a.oa, a.na, a.lora, a.own, a.site);
+    const m = manifestOf(a, res.mods, res.extras, [{ path: path.join(a.out, 'model.safetensors'), ...sha256FileSync(res.file) }], res.perRow);
     // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along.
     if (a.own.copyFiles !== false && base.kind !== 'file') job.copySideFiles(base.dir, new Set([...base.files.map((f) => f.path), base.index ?? '']));
     return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'));
@@ -170,8 +169,9 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   }
   const base = fmt === 'full' ? openCheckpoint(paths.base!, 'base') : undefined;
   const targets = adapterInputs(oa, na, base);
+  if (pres?.file) targets.push({ path: path.resolve(pres.file), dir: path.dirname(path.resolve(pres.file)), files: [path.resolve(pres.file)] });
   const out = checkOutputTarget(paths.out, targets, own.force === true, 'editAdapters');
-  const report = own.report === undefined ? undefined : checkReportTarget(own.report, new Set(targets.flatMap((i) => i.files)));
+  const report = own.report === undefined ? undefined : checkReportTarget(own.report, targets);
   const plans = planModules(oa, na);
   const presWarnings: string[] = [];
   await attachPreservation(pres, plans, lora, base, presWarnings, site);

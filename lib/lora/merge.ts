@@ -1,15 +1,18 @@
 // Merged output: the edit of two adapters applied to the base checkpoint, written as one
 // model.safetensors in the output job. Each LoRA module maps to its base tensor (directly, or
 // transposed for a Conv1D base with fan_in_fan_out); unedited tensors are copied byte for byte;
-// the new adapter's non-LoRA tensors replace or join base tensors. Blocks of stored rows are
-// merged by the core (density 1: factor-space geometry, merged rows; density < 1: materialised
-// rows through the dense core).
+// the new adapter's non-LoRA tensors replace or join base tensors. The whole file after the header
+// is ONE native stream call (native/binding/EXPORTS.md `stream`): copy tasks (kind 1) for base
+// tensors and extras, merged-LoRA tasks (kind 3) for adapted tensors (density 1: factor-space
+// geometry, merged rows; density < 1: materialised rows through the dense core; a transposed base
+// is edited whole). The job's ctl block carries cancel and progress.
 import * as fs from 'node:fs';
 import { GeoEditError } from '../errors';
-import type { CallSite } from '../native';
-import { readTensor, planSafetensors, EDITABLE_ST_DTYPES, ST_DTYPE_SIZE, type SafetensorsPlan, type SafetensorsTensorInfo } from '../safetensors';
-import { denseLoraRows, loraGeometry, mergeLoraRows, type LoraOptions, type LoraStats, type PreparedLora } from '../lora-math';
-import { summarizeRows, threshold } from '../stats';
+import { native, type CallSite, type NativeResult, type NativeStreamTask } from '../native';
+import { nativeParams, resolveParams } from '../options';
+import { planSafetensors, EDITABLE_ST_DTYPES, ST_DTYPE_SIZE, type SafetensorsPlan, type SafetensorsTensorInfo } from '../safetensors';
+import { loraStatsOf, type LoraOptions, type LoraStats, type PreparedLora } from '../lora-math';
+import type { OutputJob } from '../job/job';
 import type { AdapterModuleReport, AdapterReport } from '../job/manifest';
 import type { Checkpoint, CheckpointTensor } from '../checkpoint/open';
 import type { DType } from '../types';
@@ -18,10 +21,11 @@ import { moduleReport, prepareModule, type EditAdaptersOptions, type ModulePlan 
 
 interface MergeJob { mp: ModulePlan; transposed: boolean }
 interface ExtraOut { info: SafetensorsTensorInfo; baseName?: string }
-type RowStats = { region: Uint8Array; cos: Float64Array; coefNew: Float32Array; coefOld: Float32Array; deltaSq: Float64Array; na: Float64Array; nb: Float64Array };
 
-export interface MergeResult { mods: AdapterModuleReport[]; extras: AdapterReport['extras']; perRow: Record<string, LoraStats> }
+export interface MergeResult { mods: AdapterModuleReport[]; extras: AdapterReport['extras']; perRow: Record<string, LoraStats>; file: string }
 
+/** Default bytes per block of an adapted tensor (the TS path used ~16 MiB of base rows). */
+const BLOCK_BYTES = 16 << 20;
 /** Resolves a module to its base tensor: `<module>.weight`, else the longest suffix of the path that names one. */
 function baseTensorFor(name: string, byName: Map<string, CheckpointTensor>): CheckpointTensor | undefined {
   const parts = name.split('.');
@@ -91,130 +95,89 @@ function layoutOf(ck: Checkpoint, jobs: Map<string, MergeJob>, extraOut: Map<str
   return planSafetensors(layout as never, ck.metadata);
 }
 
-/** Sequential writes into the output file, and positioned reads from the base's shards. */
-class MergeIO {
-  private pos: number;
-  private readonly fds = new Map<string, fs.promises.FileHandle>();
-  constructor(private readonly out: fs.promises.FileHandle, start: number) { this.pos = start; }
-
-  async write(b: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < b.length) {
-      const { bytesWritten } = await this.out.write(b, done, b.length - done, this.pos + done);
-      done += bytesWritten;
-    }
-    this.pos += b.length;
-  }
-
-  async read(file: string, pos: number, len: number): Promise<Buffer> {
-    let f = this.fds.get(file);
-    if (!f) { f = await fs.promises.open(file, 'r'); this.fds.set(file, f); }
-    const buf = Buffer.allocUnsafe(len);
-    let got = 0;
-    while (got < len) {
-      const { bytesRead } = await f.read(buf, got, len - got, pos + got);
-      if (bytesRead === 0) throw new GeoEditError('ERR_BAD_SAFETENSORS', `${file}: unexpected end of file`, { file });
-      got += bytesRead;
-    }
-    return buf;
-  }
-
-  async close(): Promise<void> {
-    for (const f of this.fds.values()) await f.close().catch(() => undefined);
-  }
-}
-
-function typed(buf: Buffer, dtype: DType): Float32Array | Uint16Array {
-  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-  return dtype === 'f32' ? new Float32Array(ab) : new Uint16Array(ab);
-}
-
-function concatStats(prep: PreparedLora, parts: RowStats[]): LoraStats {
-  const m = prep.rows;
-  const cat = <T extends Float64Array | Float32Array | Uint8Array>(C: new (n: number) => T, get: (p: RowStats) => T): T => {
-    const out = new C(m);
-    let o = 0;
-    for (const p of parts) { out.set(get(p) as never, o); o += get(p).length; }
-    return out;
-  };
-  const cos = cat(Float64Array, (p) => p.cos), region = cat(Uint8Array, (p) => p.region);
-  const na = cat(Float64Array, (p) => p.na), nb = cat(Float64Array, (p) => p.nb), deltaSq = cat(Float64Array, (p) => p.deltaSq);
-  const sum = summarizeRows({ cos, region, na, nb, deltaSq }, m);
-  const dot = new Float64Array(m);
-  for (let i = 0; i < m; i++) dot[i] = cos[i]! * Math.sqrt(na[i]! * nb[i]!);
-  return {
-    rows: m, cols: prep.cols, cos, region, counts: sum.counts, threshold: threshold(prep.params, prep.cols),
-    coefNew: cat(Float32Array, (q) => q.coefNew), coefOld: cat(Float32Array, (q) => q.coefOld), energy: sum.energy, dot, na, nb,
-  };
-}
-
-/** One edited base tensor, in blocks of stored rows; returns its per-row statistics. */
-async function mergeTensor(io: MergeIO, bt: CheckpointTensor, job: MergeJob, prep: PreparedLora, outDtype: DType | undefined, blockRows: number | undefined, site: CallSite): Promise<LoraStats> {
+/** One adapted tensor as a kind-3 stream task. */
+function loraTask(bt: CheckpointTensor, job: MergeJob, prep: PreparedLora, fd: number, outFd: number, outOffset: number, outDtype: DType | undefined): NativeStreamTask {
+  const side = (s: PreparedLora['old']) => (s && s.r > 0 ? { L: s.L, R: s.R, r: s.r, scale: s.scale } : null);
   const bdt = EDITABLE_ST_DTYPES[bt.dtype]!;
-  const odt: DType = outDtype ?? bdt;
-  const storedRows = bt.shape[0]!, storedCols = bt.shape[1]!;
-  const rowBytes = storedCols * ST_DTYPE_SIZE[bt.dtype];
-  const defaultBlk = Math.max(1, Math.floor((16 << 20) / Math.max(1, rowBytes)));
-  const block = async (s0: number, s1: number) => ({ dtype: bdt, data: typed(await io.read(bt.file, bt.begin + s0 * rowBytes, (s1 - s0) * rowBytes), bdt) });
-  if (prep.params.density === 1) {
-    const st = await loraGeometry(prep, job.mp.name, site);
-    const blk = blockRows ?? defaultBlk;
-    for (let s0 = 0; s0 < storedRows; s0 += blk) {
-      const s1 = Math.min(storedRows, s0 + blk);
-      const o = await mergeLoraRows(prep, st.coefNew, st.coefOld, job.transposed, await block(s0, s1), s0, s1, odt, bt.name);
-      await io.write(new Uint8Array(o.buffer, o.byteOffset, o.byteLength));
-    }
-    return st;
-  }
-  // density < 1: materialised rows, edited by the dense core (the whole tensor when transposed).
-  const blk = job.transposed ? storedRows : (blockRows ?? defaultBlk);
-  const parts: RowStats[] = [];
-  for (let s0 = 0; s0 < storedRows; s0 += blk) {
-    const s1 = Math.min(storedRows, s0 + blk);
-    const d = await denseLoraRows(prep, job.transposed, await block(s0, s1), s0, s1, odt, bt.name);
-    await io.write(new Uint8Array(d.out.buffer, d.out.byteOffset, d.out.byteLength));
-    parts.push(d.stats);
-  }
-  return concatStats(prep, parts);
+  return {
+    kind: 3, name: bt.name, rows: prep.rows, cols: prep.cols, base: { fd, offset: bt.begin, dtype: bdt, file: bt.file },
+    loraOld: side(prep.old), loraNew: side(prep.new), transposed: job.transposed, outFd, outOffset, outDtype: outDtype ?? bdt, stats: true,
+    ...(prep.cNew ? { cNew: prep.cNew, cOld: prep.cOld } : {}),
+  };
 }
 
-/** Writes the merged model to `out` (a new file); every check happens before the first byte. */
+function copyTask(name: string, file: string, fd: number, begin: number, end: number, outFd: number, outOffset: number): NativeStreamTask {
+  return { kind: 1, name, copyBytes: end - begin, base: { fd, offset: begin, dtype: 'f32', file }, outFd, outOffset };
+}
+
+/** Bytes per block: `blockRows` rows of the widest adapted tensor (base or output row), else ~16 MiB. */
+function blockBytesOf(tasks: Array<{ bt: CheckpointTensor; outDtype: DType | undefined }>, blockRows: number | undefined): number {
+  if (blockRows === undefined) return BLOCK_BYTES;
+  let widest = 1;
+  for (const { bt, outDtype } of tasks) {
+    const cols = bt.shape[1]!;
+    widest = Math.max(widest, cols * ST_DTYPE_SIZE[bt.dtype], cols * (outDtype ? (outDtype === 'f32' ? 4 : 2) : ST_DTYPE_SIZE[bt.dtype]));
+  }
+  return blockRows * widest;
+}
+
+/** Writes the merged model into the job (model.safetensors); every check happens before the first byte. */
 export async function mergeIntoBase(
-  ck: Checkpoint, out: string, plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions, own: EditAdaptersOptions, site: CallSite,
+  job: OutputJob, ck: Checkpoint, plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions, own: EditAdaptersOptions, site: CallSite,
 ): Promise<MergeResult> {
   const outDtype = (lora as { outDtype?: DType }).outDtype;
   const jobs = mapModules(ck, plans, oa);
   const { extraOut, extras } = mapExtras(ck, oa, na, jobs);
   const plan = layoutOf(ck, jobs, extraOut, outDtype);
-  const res: MergeResult = { mods: [], extras, perRow: {} };
-  const outFd = await fs.promises.open(out, 'wx');
-  const io = new MergeIO(outFd, plan.dataOffset);
+  // The factors of every module, checked and in the core's form, before anything is written.
+  const preps = new Map<string, PreparedLora>();
+  for (const [name, j] of jobs) { job.checkAborted(); preps.set(name, await prepareModule(j.mp, oa, na, lora)); }
+  const res: MergeResult = { mods: [], extras, perRow: {}, file: job.path('model.safetensors') };
+  const fds = new Map<string, number>();
+  const fdOf = (file: string) => { let fd = fds.get(file); if (fd === undefined) { fd = fs.openSync(file, 'r'); fds.set(file, fd); } return fd; };
+  const outFd = fs.openSync(res.file, 'wx');
   try {
-    await outFd.write(plan.header, 0, plan.header.length, 0);
+    fs.ftruncateSync(outFd, plan.size);
+    fs.writeSync(outFd, plan.header, 0, plan.header.length, 0);
+    const tasks: NativeStreamTask[] = [];
+    const adapted: Array<{ k: number; bt: CheckpointTensor; j: MergeJob; prep: PreparedLora; outDtype: DType | undefined }> = [];
     for (const e of plan.entries) {
-      const bt = ck.byName.get(e.name);
-      const ex = extraOut.get(e.name);
-      const job = jobs.get(e.name);
-      if (ex) {
-        const raw = await readTensor(na.modelPath, ex.info.name, na.header);
-        await io.write(new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength));
-      } else if (!job) {
-        // Copied byte for byte, in blocks.
-        const len = bt!.end - bt!.begin;
-        for (let off = 0; off < len; off += 64 << 20) await io.write(await io.read(bt!.file, bt!.begin + off, Math.min(64 << 20, len - off)));
-      } else {
-        const prep = await prepareModule(job.mp, oa, na, lora);
-        const st = await mergeTensor(io, bt!, job, prep, outDtype, own.blockRows, site);
-        const rep = moduleReport(job.mp, st);
-        rep.baseTensor = e.name;
-        rep.transposed = job.transposed;
-        res.mods.push(rep);
-        if (own.perRow) res.perRow[job.mp.name] = st;
+      const bt = ck.byName.get(e.name), ex = extraOut.get(e.name), j = jobs.get(e.name);
+      const at = plan.dataOffset + e.begin;
+      if (ex) tasks.push(copyTask(e.name, na.modelPath, fdOf(na.modelPath), ex.info.begin, ex.info.end, outFd, at));
+      else if (!j) tasks.push(copyTask(e.name, bt!.file, fdOf(bt!.file), bt!.begin, bt!.end, outFd, at));
+      else {
+        const prep = preps.get(e.name)!;
+        adapted.push({ k: tasks.length, bt: bt!, j, prep, outDtype });
+        tasks.push(loraTask(bt!, j, prep, fdOf(bt!.file), outFd, at, outDtype));
       }
     }
+    const params = nativeParams(adapted[0]?.prep.params ?? resolveParams(lora));
+    const out = await runStream(job, { tasks, params, threads: adapted[0]?.prep.threads ?? 0, blockBytes: blockBytesOf(adapted, own.blockRows) }, site);
+    for (const { k, bt, j, prep } of adapted) {
+      const st = loraStatsOf(prep, out[k]!);
+      const rep = moduleReport(j.mp, st);
+      rep.baseTensor = bt.name;
+      rep.transposed = j.transposed;
+      res.mods.push(rep);
+      if (own.perRow) res.perRow[j.mp.name] = st;
+    }
   } finally {
-    await outFd.close().catch(() => undefined);
-    await io.close();
+    fs.closeSync(outFd);
+    for (const fd of fds.values()) fs.closeSync(fd);
   }
   return res;
+}
+
+/** The one native call; the job's ctl block: [bytes done, cancel, task index]. */
+async function runStream(job: OutputJob, spec: { tasks: NativeStreamTask[]; params: ReturnType<typeof nativeParams>; threads: number; blockBytes: number }, site: CallSite): Promise<(NativeResult | null)[]> {
+  job.checkAborted();
+  job.ctl[0] = 0;
+  job.ctl[2] = 0;
+  try {
+    return await native.stream({ ...spec, ctl: job.ctl }, site);
+  } catch (err) {
+    if (err instanceof GeoEditError && err.code === 'ERR_ABORTED') throw job.abortedError();
+    throw err;
+  }
 }

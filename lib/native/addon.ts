@@ -230,6 +230,9 @@ export interface NativeStreamTask {
   outOffset?: number;
   outDtype?: string;
   stats?: boolean;
+  /** 0 rows (default), 1 columns: `groups` stored matrices [cols, rows/groups], neurons = their columns. */
+  layout?: 0 | 1;
+  groups?: number;
   /** Index into spec.preserves (SPEC §3 step 0). */
   preserve?: number;
   /** The augmented form: the bias tensor's sources (rows elements). */

@@ -46,7 +46,7 @@ export interface CliSpec {
   /** Taken with checkpoints (--old/--new) (default true). */
   checkpoints?: boolean;
   /** How the flag's text becomes the option's value: as the API type (default), a size, or the negation of a boolean (--no-hash sets hash: false). */
-  parse?: 'size' | 'negate';
+  parse?: 'size' | 'negate' | 'pairs';
   /** The default as --help shows it, when it differs from the docs' default. */
   helpDefault?: string;
   /** The meaning as --help shows it, when it differs from `doc`. */
@@ -103,7 +103,7 @@ export const OPTIONS = [
   { name: 'maxShardSize', type: 'size', default: '5GB', defaultDoc: '5GB', doc: 'shard the output above this size (5GB, 500MB, 2GiB or bytes)', accepts: ['checkpoint'], cli: { flag: 'max-shard-size', metavar: 'SIZE', commands: ['edit'], adapters: false } },
   { name: 'force', type: 'boolean', default: false, defaultDoc: 'off', doc: 'replace an existing output directory', accepts: ['checkpoint', 'adapters'], cli: { flag: 'force', commands: ['edit'] } },
   // ---- the edit (the core's Params) ----
-  { name: 'strategy', type: 'enum', values: ['geoedit', 'forget-then-learn', 'task-arithmetic', 'custom'], default: 'geoedit', defaultDoc: 'geoedit', code: 'ERR_UNKNOWN_STRATEGY', param: true, doc: "'geoedit', 'forget-then-learn' (F-Learning: (α, −λ) everywhere), 'task-arithmetic' (plain fine-tuning: (α, 0)), 'custom' (per-row (α·cNew[i], cOld[i]); editTensor and the LoRA API only)", accepts: ALL, cli: { flag: 'strategy', metavar: 'S', help: 'geoedit | forget-then-learn | task-arithmetic' } },
+  { name: 'strategy', type: 'enum', values: ['geoedit', 'forget-then-learn', 'task-arithmetic', 'custom'], default: 'geoedit', defaultDoc: 'geoedit', code: 'ERR_UNKNOWN_STRATEGY', param: true, doc: "'geoedit', 'forget-then-learn' (F-Learning: (α, −λ) everywhere), 'task-arithmetic' (plain fine-tuning: (α, 0)), 'custom' (per-row (α·cNew[i], cOld[i]) from `coefficients`)", accepts: ALL, cli: { flag: 'strategy', metavar: 'S', help: 'geoedit | forget-then-learn | task-arithmetic | custom (checkpoints, with --coefficients)' } },
   { name: 'preset', type: 'enum', values: ['paper'], defaultDoc: 'none', doc: "'paper': the paper's literal reading — keepOrthogonal 0, fuseAligned 1, forgetConflicting 1, kappa 1 (explicit options still win)", accepts: ALL, cli: { flag: 'preset', metavar: 'paper', help: "'paper': keepOrthogonal 0, fuseAligned 1, forgetConflicting 1, kappa 1 (explicit flags win)" } },
   { name: 'scale', type: 'number', default: 1, defaultDoc: '1', symbol: 'α', param: true, doc: 'edit strength, every strategy', accepts: ALL, cli: { flag: 'scale', metavar: 'X', help: 'edit strength alpha' } },
   { name: 'kappa', type: 'number', default: 2, defaultDoc: '2', min: 0, symbol: 'κ', param: true, paper: 1, doc: 'adaptive threshold t = κ/√n on |cos|', accepts: ALL, cli: { flag: 'kappa', metavar: 'X', help: 'adaptive threshold t = kappa / sqrt(n) on |cos|' } },
@@ -124,7 +124,8 @@ export const OPTIONS = [
   // ---- per-row inputs ----
   { name: 'importanceOld', type: 'structured', defaultDoc: 'none (magnitude |tau|)', doc: 'importance of old per element: a tensor of the base\'s shape (editTensor) or a checkpoint of such tensors (same names and shapes; editCheckpoint); finite, ≥ 0', accepts: NOT_LORA, cli: { flag: 'importance-old', metavar: 'P', adapters: false, help: 'checkpoint of importance tensors for old (same names/shapes)' } },
   { name: 'importanceNew', type: 'structured', defaultDoc: 'none (magnitude |tau|)', doc: 'importance of new, as importanceOld', accepts: NOT_LORA, cli: { flag: 'importance-new', metavar: 'P', adapters: false, help: 'checkpoint of importance tensors for new' } },
-  { name: 'coefficients', type: 'structured', defaultDoc: '—', doc: "strategy 'custom': { cNew, cOld } Float32Arrays of one finite value per row", accepts: ['tensor', 'lora', 'adapters'] },
+  { name: 'coefficients', type: 'structured', defaultDoc: '—', doc: "strategy 'custom': { cNew, cOld } Float32Arrays of one finite value per row; for checkpoints a safetensors file holding `<tensor>.cNew` and `<tensor>.cOld` (F32, one value per neuron in the tensor's layout) for every edited tensor", accepts: ['tensor', 'lora', 'checkpoint', 'adapters'], cli: { flag: 'coefficients', metavar: 'FILE', adapters: false, help: "strategy custom: safetensors file of <tensor>.cNew / <tensor>.cOld (F32, one per neuron)" } },
+  { name: 'layout', type: 'structured', defaultDoc: "detected from the base's config.json, else rows", doc: "neuron layout per tensor: { glob: 'rows' | 'columns' | 'experts' | 'experts-columns' } (first matching glob wins); unmatched tensors get the layout of the model family in the base's config.json (GPT-2 Conv1D weights: columns), else rows", accepts: ['checkpoint'], cli: { flag: 'layout', metavar: 'GLOB=KIND', adapters: false, parse: 'pairs', help: "neuron layout of matching tensors: rows | columns ([in, out], Conv1D) | experts ([E, out, in]) | experts-columns ([E, in, out]) (repeatable)" } },
   { name: 'out', type: 'structured', defaultDoc: 'a new array', doc: 'write into this tensor (same shape; its dtype is the output dtype) instead of allocating; must not overlap an input', accepts: ['tensor', 'lora', 'adapters'] },
   // ---- preservation statistics (SPEC §3 step 0; docs/preservation.md) ----
   { name: 'preserve', type: 'structured', defaultDoc: 'none (no preservation)', doc: "preservation statistics (SPEC §3 step 0): { file, rho?, mu? } for checkpoints and adapters (a safetensors file of W:cov / W:edit_cov / W:keys / W:basis per weight W, docs/preservation.md); { cov, editCov?, rho?, mu? } | { basis } (tensors) for editTensor/editTensorSync/analyzeTensor and the per-module LoRA API", accepts: ['tensor', 'lora', 'checkpoint', 'adapters'], cli: { flag: 'preserve', metavar: 'FILE', sets: 'file', help: 'preservation statistics: a safetensors file of W:cov / W:edit_cov / W:keys / W:basis per weight (docs/preservation.md); weights without statistics are edited without preservation (warning)' } },
@@ -141,7 +142,7 @@ export const OPTIONS = [
   { name: 'blockBytes', type: 'int', default: 0, defaultDoc: '8 MiB on the CPU, 64 MiB on the GPU', min: 1, rangeDoc: 'a positive integer', doc: 'bytes per block of the widest input of an edited tensor', accepts: ['checkpoint'] },
   // ---- adapters ----
   { name: 'perRow', type: 'boolean', default: false, defaultDoc: 'off', doc: 'keep per-row statistics (cos, region, coefficients per module) in the result', accepts: ['adapters'] },
-  { name: 'blockRows', type: 'int', defaultDoc: '~16 MiB of base per block', min: 1, doc: 'rows per block when merging into full weights', accepts: ['adapters'] },
+  { name: 'blockRows', type: 'int', defaultDoc: '~16 MiB of base per block', min: 1, doc: 'rows per block of the widest adapted tensor when merging into full weights', accepts: ['adapters'] },
   // ---- CLI only ----
   { name: '', type: 'boolean', defaultDoc: 'off', doc: 'print the summary as JSON on stdout', accepts: [], cli: { flag: 'json' } },
   { name: '', type: 'boolean', defaultDoc: 'off', doc: 'no progress display', accepts: [], cli: { flag: 'quiet' } },

@@ -19,11 +19,12 @@ export function biasOf(name: string, rows: number, shapeOf: (n: string) => numbe
 }
 
 /** Weight infos for tensors given by name and shape (rows layout: n = product of shape[1:]). */
-export function weightInfos(tensors: Array<{ name: string; shape: number[] }>): Map<string, WeightInfo> {
+export function weightInfos(tensors: Array<{ name: string; shape: number[]; layout?: { rows: number; cols: number } }>): Map<string, WeightInfo> {
   const shapes = new Map(tensors.map((t) => [t.name, t.shape]));
   const out = new Map<string, WeightInfo>();
   for (const t of tensors) {
-    const { rows, cols } = matrixView(t.shape);
+    // The neuron view: the tensor's layout where the job planned one (columns: cols = the input width), else rows.
+    const { rows, cols } = t.layout ?? matrixView(t.shape);
     const bias = t.shape.length >= 2 ? biasOf(t.name, rows, (n) => shapes.get(n)) : undefined;
     out.set(t.name, { name: t.name, shape: t.shape, rows, cols, ...(bias ? { bias } : {}) });
   }

@@ -13,6 +13,7 @@ import { editCheckpoint, type CheckpointManifest } from '../checkpoint';
 import { editAdapters, type AdapterManifest } from '../lora';
 import { GeoEditError } from '../errors';
 import { readSafetensorsHeaderSync, readTensor, toTensor, writeSafetensors } from '../safetensors';
+import { readModelFamily, resolveLayouts, type TensorLayout } from '../checkpoint/layout';
 import type { EditOptions, PreserveTensorOption, Tensor, TensorStats } from '../types';
 
 export type Weights = Map<string, Tensor>;
@@ -55,6 +56,7 @@ interface AdapterConfig {
   r: number;
   lora_alpha: number;
   use_rslora?: boolean;
+  fan_in_fan_out?: boolean;
   target_modules: string[];
 }
 
@@ -82,11 +84,13 @@ export async function materialiseAdapter(base: Weights, dir: string): Promise<We
     const [r, inn] = A.shape as [number, number];
     const outDim = B.shape[0]!;
     const a = A.data as Float32Array, b = B.data as Float32Array, w = W.data as Float32Array;
+    // fan_in_fan_out (GPT-2 Conv1D): the base stores the layer [in, out], so B·A lands transposed.
+    const at = cfg.fan_in_fan_out === true ? (i: number, j: number) => j * outDim + i : (i: number, j: number) => i * inn + j;
     for (let i = 0; i < outDim; i++) {
       for (let k = 0; k < r; k++) {
         const c = s * b[i * r + k]!;
         if (c === 0) continue;
-        for (let j = 0; j < inn; j++) w[i * inn + j] = w[i * inn + j]! + c * a[k * inn + j]!;
+        for (let j = 0; j < inn; j++) w[at(i, j)] = w[at(i, j)]! + c * a[k * inn + j]!;
       }
     }
   }
@@ -98,6 +102,27 @@ export async function loadSource(src: EditSource): Promise<{ base: Weights; old:
   const base = await loadCheckpoint(src.base);
   if (src.kind === 'checkpoints') return { base, old: await loadCheckpoint(src.old), new: await loadCheckpoint(src.new) };
   return { base, old: await materialiseAdapter(base, src.old), new: await materialiseAdapter(base, src.new) };
+}
+
+/** The neuron layout of every tensor of a source (SPEC §2: detected from the base's config.json, as editCheckpoint does). */
+export function sourceLayouts(src: EditSource, base: Weights): Map<string, TensorLayout> {
+  const fam = readModelFamily(path.dirname(path.resolve(src.base)));
+  return resolveLayouts([...base].map(([name, t]) => ({ name, shape: t.shape })), [], fam, []);
+}
+
+/** A tensor as the matrix of its neurons [rows, cols] (columns layouts: each stored matrix transposed), or back (`inverse`). */
+export function neuronView(t: Tensor, l: TensorLayout, inverse = false): Tensor {
+  if (!l.columns) return inverse ? t : { ...t, shape: [l.rows, l.cols] };
+  const per = l.rows / l.groups, n = l.cols; // stored [n, per] per group; neurons [per, n]
+  const src = t.data, out = new (src.constructor as new (len: number) => typeof src)(src.length);
+  for (let g = 0; g < l.groups; g++) {
+    const o = g * per * n;
+    for (let i = 0; i < n; i++) for (let j = 0; j < per; j++) {
+      if (inverse) out[o + i * per + j] = src[o + j * n + i]!;
+      else out[o + j * n + i] = src[o + i * per + j]!;
+    }
+  }
+  return { dtype: t.dtype, shape: inverse ? [] : [l.rows, l.cols], data: out } as Tensor;
 }
 
 export interface RunEditOptions {
@@ -133,6 +158,7 @@ let tmpCount = 0;
 export async function runEdit(src: EditSource, options: EditOptions, extra: RunEditOptions = {}): Promise<EditRunResult> {
   if (options.strategy === 'custom' || extra.preserve) {
     const w = extra.loaded ?? (await loadSource(src));
+    const layouts = sourceLayouts(src, w.base);
     const weights: Weights = new Map();
     const stats = new Map<string, TensorStats>();
     for (const [name, base] of w.base) {
@@ -142,8 +168,9 @@ export async function runEdit(src: EditSource, options: EditOptions, extra: RunE
       let opts: EditOptions = options.strategy !== 'custom' ? options : c ? { ...options, coefficients: c } : { ...options, strategy: 'task-arithmetic' };
       const p = extra.preserve?.get(name);
       if (p) opts = { ...opts, preserve: p };
-      const r = await editTensor({ base, old, new: nw }, opts);
-      weights.set(name, r.out);
+      const l = layouts.get(name)!; // per neuron, as editCheckpoint: columns tensors are edited transposed (statistics: [in, in])
+      const r = await editTensor({ base: neuronView(base, l), old: neuronView(old, l), new: neuronView(nw, l) }, opts);
+      weights.set(name, l.columns ? { ...neuronView(r.out, l, true), shape: base.shape } : { ...r.out, shape: base.shape });
       stats.set(name, r.stats);
     }
     if (extra.outFile) await saveCheckpoint(extra.outFile, weights);

@@ -4,10 +4,9 @@
 import { analyzeTensor } from '../edit';
 import { DEFAULTS } from '../options';
 import { GeoEditError, typeError, describe } from '../errors';
-import { matrixView } from '../tensor';
 import type { EditOptions, Tensor } from '../types';
 import { Rng } from './prng';
-import { loadSource, runEdit, type EditSource, type Weights } from './edit-path';
+import { loadSource, neuronView, runEdit, sourceLayouts, type EditSource, type Weights } from './edit-path';
 import { DEFAULT_PRESERVE_GRIDS, PRESERVE_FAMILIES, sweepPreservation, type PreserveFamily, type PreserveGrids, type SweepPreservation } from './preserve';
 import type { PreserveTensorOption } from '../types';
 import { statisticNames } from '../preserve/file';
@@ -125,11 +124,12 @@ function checkScores(s: unknown, where: string): QualityScores {
   return { reliability: o.reliability, generality: o.generality, locality: o.locality };
 }
 
-/** Row length n of every tensor the statistics cover (in memory: C0's width; a file: the weights it names, as in the base). */
-function statisticWidths(p: SweepPreservation, base: Weights): Map<string, number> {
+/** Row length n of every tensor the statistics cover (in memory: C0's width; a file: the weights it names, as in the base, per neuron of their layout). */
+function statisticWidths(p: SweepPreservation, base: Weights, source: EditSource): Map<string, number> {
   const w = new Map<string, number>();
   if ('layers' in p) { for (const [name, l] of p.layers) w.set(name, l.cov.shape[1]!); return w; }
-  for (const name of statisticNames(p.file)) { const t = base.get(name); if (t) w.set(name, matrixView(t.shape).cols); }
+  const layouts = sourceLayouts(source, base);
+  for (const name of statisticNames(p.file)) { const l = layouts.get(name); if (l) w.set(name, l.cols); }
   return w;
 }
 
@@ -149,15 +149,19 @@ export function frontierOf(points: SweepPoint[], reference: QualityScores, facto
 type TensorGeo = Map<string, { cos: Float64Array; cols: number; active: Uint8Array; energy: Float64Array }>;
 
 /** Per tensor: cos per row, which rows carry an update (τnew ≠ 0) and its energy. */
-async function tensorGeometry(loaded: Awaited<ReturnType<typeof loadSource>>): Promise<TensorGeo> {
+async function tensorGeometry(loaded: Awaited<ReturnType<typeof loadSource>>, source: EditSource): Promise<TensorGeo> {
   const geo: TensorGeo = new Map();
-  for (const [name, base] of loaded.base) {
-    const st = await analyzeTensor({ base, old: loaded.old.get(name)!, new: loaded.new.get(name)! }, { strategy: 'task-arithmetic' });
-    const { rows, cols } = matrixView(base.shape);
-    const nw = loaded.new.get(name)!.data as Float32Array, b0 = base.data as Float32Array;
+  // Per neuron in the tensor's layout (SPEC §2), as editCheckpoint computes it.
+  const layouts = sourceLayouts(source, loaded.base);
+  for (const [name, base0] of loaded.base) {
+    const l = layouts.get(name)!;
+    const base = neuronView(base0, l), nwT = neuronView(loaded.new.get(name)!, l);
+    const st = await analyzeTensor({ base, old: neuronView(loaded.old.get(name)!, l), new: nwT }, { strategy: 'task-arithmetic' });
+    const { rows, cols } = l;
+    const nw = nwT.data as Float32Array, b0 = base.data as Float32Array;
     const active = new Uint8Array(rows);
     const energy = new Float64Array(rows);
-    if (base.dtype === 'f32' && loaded.new.get(name)!.dtype === 'f32') {
+    if (base.dtype === 'f32' && nwT.dtype === 'f32') {
       for (let i = 0; i < rows; i++) {
         let e = 0;
         for (let j = 0; j < cols; j++) { const d = nw[i * cols + j]! - b0[i * cols + j]!; e += d * d; }
@@ -247,7 +251,7 @@ export async function sweepFrontier(o: SweepOptions): Promise<SweepResult> {
   };
 
   // geometry once per tensor (cos does not depend on the knobs)
-  const geo = await tensorGeometry(loaded);
+  const geo = await tensorGeometry(loaded, o.source);
   const geometry = geometryOf(geo, o.geometryKappa ?? DEFAULTS.kappa);
 
   const ref = await run('task-arithmetic', 'scale=1', { scale: 1 }, { strategy: 'task-arithmetic', scale: 1 });
@@ -275,7 +279,7 @@ export async function sweepFrontier(o: SweepOptions): Promise<SweepResult> {
     }
   }
   if (fams.has('geoedit-paper')) for (const k of g.paperKappa) await run('geoedit-paper', `preset=paper kappa=${k}`, { kappa: k }, { strategy: 'geoedit', preset: 'paper', kappa: k });
-  if (o.preserve) await sweepPreservation(run, o.preserve, g.preserve, fams, o.seed ?? 1, statisticWidths(o.preserve, loaded.base));
+  if (o.preserve) await sweepPreservation(run, o.preserve, g.preserve, fams, o.seed ?? 1, statisticWidths(o.preserve, loaded.base, o.source));
 
   const frontiers = {} as Record<Family, Frontier>;
   for (const f of FAMILIES) {

@@ -1,5 +1,7 @@
 // stream(spec): the checkpoint data path (native/core/stream.h): edit / copy / convert tensors file
 // to file in row blocks.
+//   task: { kind, name, rows, cols, base, old, new, impOld?, impNew?, cNew?, cOld?, outFd, outOffset,
+//           outDtype?, stats?, layout? (0 rows, 1 columns), groups? (columns: stored matrices) }
 //   spec: { tasks, params, threads?, blockBytes? (0: the backend's default), backend?, cudaMemoryLimit?,
 //           ctl?: Float64Array(2 or 3) [bytesDone, cancel, taskIndex] }
 //   -> Promise<(stats | null)[]> (stats: { cos, region, coefNew, coefOld, deltaSq, na, nb } for edit
@@ -131,6 +133,13 @@ geoedit::StreamTask read_task(Napi::Env env, Napi::Object to, StreamBaton& b, Na
       t.imp_old = src_of(to, "impOld");
       t.imp_new = src_of(to, "impNew");
     }
+    // layout: 0 rows (default), 1 columns ([groups ×] [cols, rows/groups] stored; neurons are columns)
+    const int layout = int(num(to, "layout", 0));
+    t.groups = int64_t(num(to, "groups", 1));
+    if (layout < 0 || layout > 1) throw make_error(env, "ERR_INVALID_OPTION", "unknown task layout for tensor '" + t.name + "'");
+    if (t.groups < 1 || t.rows % t.groups != 0)
+      throw make_error(env, "ERR_INVALID_OPTION", "task groups must be >= 1 and divide rows (tensor '" + t.name + "')");
+    t.layout = geoedit::StreamTask::Layout(layout);
   }
   if (lora) {
     // { rows: m, cols: n (tau's neuron view), base, loraOld, loraNew, transposed, cNew?, cOld?, stats? }

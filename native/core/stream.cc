@@ -1,6 +1,8 @@
 // The checkpoint data path (see stream.h).
 #include "stream.h"
 
+#include "pool.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -8,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <cerrno>
 #include <map>
@@ -289,11 +292,14 @@ struct Writer {
     if (pending[next].valid()) pending[next].get();
     return buf[next].get(n);
   }
-  void submit(int fd, size_t n, uint64_t off, const std::string& name) {
+  void submit(int fd, size_t n, uint64_t off, const std::string& name) { submit_strided(fd, 1, n, off, 0, name); }
+  // `count` pieces of `piece` bytes, packed in the buffer, to file offsets off + k * file_stride
+  // (a block of columns: one piece per stored row).
+  void submit_strided(int fd, size_t count, size_t piece, uint64_t off, uint64_t file_stride, const std::string& name) {
     const char* p = buf[next].p;
-    pending[next] = std::async(std::launch::async, [fd, p, n, off, name] {
+    pending[next] = std::async(std::launch::async, [fd, p, count, piece, off, file_stride, name] {
       try {
-        pwrite_all(fd, p, n, off);
+        for (size_t k = 0; k < count; ++k) pwrite_all(fd, p + k * piece, piece, off + k * file_stride);
       } catch (const Error& e) {
         ErrorDetails d = e.details();
         d.tensor = name;
@@ -346,7 +352,7 @@ class ReadAhead {
   ~ReadAhead() { wait(); }
   // Rows [r0, r1) of every input of edit task t (t outlives the call: it is one of run_stream's tasks).
   void start(const StreamTask& t, int64_t r0, int64_t r1) {
-    if (!on_ || r1 <= r0) return;
+    if (!on_ || r1 <= r0 || t.layout != StreamTask::RowsLayout) return;  // columns blocks are strided
     wait();
     pending_ = std::async(std::launch::async, [&t, r0, r1] { advise(t, r0, r1); });
   }
@@ -462,6 +468,184 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
   }
 }
 
+// ---- columns layouts ----
+
+// dst[c * dst_ld + r] = src[r * src_ld + c] for r < R, c < C (elements of es bytes). Strides are
+// often powers of two (4096 columns...), so the lines of a naive tile all fall into one cache set
+// and evict each other on every element. Instead: a chunk of RB source rows x CB columns is copied
+// row by row (contiguous) into a small stage whose stride is not a power of two, then each of its
+// columns is written as RB contiguous elements (one full 64-byte line) of a destination row.
+template <typename T>
+void transpose_t(const char* src, size_t src_ld, int64_t R, int64_t C, char* dst, size_t dst_ld) {
+  const T* s = reinterpret_cast<const T*>(src);
+  T* d = reinterpret_cast<T*>(dst);
+  constexpr int64_t RB = 64 / int64_t(sizeof(T)), CB = 256, SLD = CB + 8;
+  thread_local std::vector<T> stage_v;
+  if (stage_v.size() < size_t(RB * SLD)) stage_v.resize(size_t(RB * SLD));
+  T* stage = stage_v.data();
+  for (int64_t r0 = 0; r0 < R; r0 += RB) {
+    const int64_t rb = std::min(RB, R - r0);
+    for (int64_t c0 = 0; c0 < C; c0 += CB) {
+      const int64_t cb = std::min(CB, C - c0);
+      for (int64_t i = 0; i < rb; ++i) std::memcpy(stage + i * SLD, s + size_t(r0 + i) * src_ld + size_t(c0), size_t(cb) * sizeof(T));
+      for (int64_t c = 0; c < cb; ++c) {
+        T* drow = d + size_t(c0 + c) * dst_ld + size_t(r0);
+        for (int64_t i = 0; i < rb; ++i) drow[i] = stage[i * SLD + c];
+      }
+    }
+  }
+}
+
+void transpose(size_t es, const char* src, size_t src_ld, int64_t R, int64_t C, char* dst, size_t dst_ld) {
+  switch (es) {
+    case 2: transpose_t<uint16_t>(src, src_ld, R, C, dst, dst_ld); return;
+    case 4: transpose_t<uint32_t>(src, src_ld, R, C, dst, dst_ld); return;
+    case 8: transpose_t<uint64_t>(src, src_ld, R, C, dst, dst_ld); return;
+    default:
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t c = 0; c < C; ++c) std::memcpy(dst + (size_t(c) * dst_ld + size_t(r)) * es, src + (size_t(r) * src_ld + size_t(c)) * es, es);
+  }
+}
+
+// transpose() on the shared pool, in chunks of 64 source rows (each chunk its own destination columns).
+void ptranspose(int threads, size_t es, const char* src, size_t src_ld, int64_t R, int64_t C, char* dst, size_t dst_ld) {
+  if (R * C < (int64_t(1) << 16)) return transpose(es, src, src_ld, R, C, dst, dst_ld);
+  parallel_for(R, 64, threads, [&](int64_t b, int64_t e) {
+    transpose(es, src + size_t(b) * src_ld * es, src_ld, e - b, C, dst + size_t(b) * es, dst_ld);
+  });
+}
+
+// Columns [c0, c0 + w) of the stored matrix [in, out] at byte `rel` of s, as a row-major tile
+// [w, in] (one neuron per row) in s's dtype. The matrix is read in bands of whole stored rows of
+// about band_bytes (mapped, or pread piece by piece when the tensor is misaligned or
+// GEOEDIT_STREAM_IO=pread): memory stays at one band and one tile, whatever the tensor's size.
+void gather_columns(const StreamSrc& s, uint64_t rel, int64_t in, int64_t out, int64_t c0, int64_t w, size_t band_bytes,
+                    char* tile, Window& win, AlignedBuf& stage, int threads, FileWatch& watch) {
+  const size_t es = dtype_size(s.dtype);
+  const size_t row_bytes = size_t(out) * es;
+  static const bool kPread = [] {
+    const char* e = std::getenv("GEOEDIT_STREAM_IO");
+    return e && std::strcmp(e, "pread") == 0;
+  }();
+  if (kPread || s.offset % es != 0) {
+    watch.check(s, s.offset + rel + uint64_t(in) * row_bytes);
+    // One pread per stored row (one for the whole block when it spans every column).
+    const int64_t band = w == out ? in : std::max<int64_t>(1, int64_t(band_bytes / std::max<size_t>(1, size_t(w) * es)));
+    for (int64_t r0 = 0; r0 < in; r0 += band) {
+      const int64_t r1 = std::min(in, r0 + band);
+      char* p = stage.get(size_t(r1 - r0) * size_t(w) * es);
+      if (w == out) pread_all(s, p, size_t(r1 - r0) * row_bytes, s.offset + rel + uint64_t(r0) * row_bytes);
+      else
+        for (int64_t r = r0; r < r1; ++r)
+          pread_all(s, p + size_t(r - r0) * size_t(w) * es, size_t(w) * es, s.offset + rel + uint64_t(r) * row_bytes + uint64_t(c0) * es);
+      ptranspose(threads, es, p, size_t(w), r1 - r0, w, tile + size_t(r0) * es, size_t(in));
+    }
+    return;
+  }
+  const int64_t band = std::max<int64_t>(1, int64_t(band_bytes / std::max<size_t>(1, row_bytes)));
+  for (int64_t r0 = 0; r0 < in; r0 += band) {
+    const int64_t r1 = std::min(in, r0 + band);
+    const char* p = win.open(s, rel + uint64_t(r0) * row_bytes, size_t(r1 - r0) * row_bytes, stage, watch);
+    ptranspose(threads, es, p + size_t(c0) * es, size_t(out), r1 - r0, w, tile + size_t(r0) * es, size_t(in));
+    win.verify(watch);  // ERR_IO if the file shrank or changed under the band (issue 14 class 6)
+  }
+  win.release();
+}
+
+// The core names positions as "row R, column C" of the tile: neuron R, element C. Said as a user
+// of a columns tensor looks it up: the neuron, and the stored index [element, column] (with the
+// expert first for [E, in, out]); details.row / column index the stored matrix [E·in, out].
+[[noreturn]] void rethrow_at_columns(const StreamTask& t, const Error& e, int64_t out) {
+  const ErrorDetails& d = e.details();
+  if (d.row < 0) throw e;
+  const int64_t g = d.row / out, j = d.row % out;
+  std::string m = e.what();
+  std::ostringstream pos;
+  pos << "neuron " << d.row << " (column " << j;
+  if (t.groups > 1) pos << " of expert " << g;
+  pos << " of the stored " << (t.groups > 1 ? "[E, in, out]" : "[in, out]") << " tensor";
+  if (d.column >= 0) {
+    pos << "), element " << d.column << " (stored index [";
+    if (t.groups > 1) pos << g << ", ";
+    pos << d.column << ", " << j << "]";
+  }
+  pos << ")";
+  const std::string rc = "row " + std::to_string(d.row) + (d.column >= 0 ? ", column " + std::to_string(d.column) : "");
+  size_t at = m.find(rc);
+  while (at != std::string::npos && at + rc.size() < m.size() && std::isdigit(static_cast<unsigned char>(m[at + rc.size()])))
+    at = m.find(rc, at + 1);
+  if (at != std::string::npos) m.replace(at, rc.size(), pos.str());
+  else m += " (at " + pos.str() + ")";
+  ErrorDetails nd = d;
+  nd.row = d.column >= 0 ? g * t.cols + d.column : -1;
+  nd.column = j;
+  throw Error(e.code(), m, nd);
+}
+
+// A columns task (see StreamTask::Layout): blocks of whole columns, each gathered into a tile
+// [w, in] per input, edited as w rows, scattered back into the writer's buffer as [in, w] and
+// written as `in` strided pieces (one pwrite when the block spans every column).
+void run_columns_task(const StreamTask& t, const Params& params, const RunOptions& ro, size_t block_bytes,
+                      const StreamBackend& be, Ctx& ctx, Writer& w, AlignedBuf fb[5], AlignedBuf tiles[6]) {
+  const int64_t in = t.cols, groups = std::max<int64_t>(1, t.groups);
+  if (t.rows % groups != 0)
+    throw Error(ErrorCode::InvalidArgument, "columns task: rows must be a multiple of groups", tensor_details(t.name));
+  // Preservation (SPEC §3 step 0) is not wired into columns tasks yet (lib/ refuses it with ERR_UNSUPPORTED first).
+  if (t.preserve || t.tau_old_mem || t.tau_new_mem)
+    throw Error(ErrorCode::InvalidArgument, "preservation on a columns-layout tensor is not supported yet", tensor_details(t.name));
+  const int64_t out = t.rows / groups;
+  const size_t outs = dtype_size(t.out_dtype);
+  const bool has_imp = t.imp_old.fd >= 0;
+  const StreamSrc* srcs[5] = {&t.base, &t.old_, &t.new_, &t.imp_old, &t.imp_new};
+  View* views[5];
+  int64_t per_block = std::min(out, rows_per_block(t, block_bytes));
+  // Whole 32-column tiles where the block does not span every column (the transposes' tile).
+  if (per_block < out && per_block > 32) per_block -= per_block % 32;
+  Window win;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t c0 = 0; c0 < out; c0 += per_block) {
+      ctx.check_cancel(t.name);
+      const int64_t nc = std::min(per_block, out - c0);
+      const int64_t k0 = g * out + c0;  // first neuron of the block
+      EditJob job;
+      views[0] = &job.base; views[1] = &job.old_; views[2] = &job.new_; views[3] = &job.imp_old; views[4] = &job.imp_new;
+      for (int q = 0; q < (has_imp ? 5 : 3); ++q) {
+        const StreamSrc& s = *srcs[q];
+        const size_t es = dtype_size(s.dtype);
+        char* tile = tiles[q].get(size_t(nc) * size_t(in) * es);
+        gather_columns(s, uint64_t(g) * uint64_t(in) * uint64_t(out) * es, in, out, c0, nc, block_bytes, tile, win, fb[q], ro.threads, ctx.watch);
+        views[q]->dtype = s.dtype;
+        views[q]->data = tile;
+      }
+      job.rows = nc;
+      job.cols = in;
+      if (t.c_new) job.c_new = t.c_new + k0;
+      if (t.c_old) job.c_old = t.c_old + k0;
+      job.out_dtype = t.out_dtype;
+      const size_t n = size_t(nc) * size_t(in);
+      job.out = t.out_fd >= 0 ? tiles[5].get(n * outs) : nullptr;
+      job.stats = rows_from(t.stats, k0);
+      job.tensor_name = t.name;
+      job.row_offset = k0;
+      try {
+        if (be.cuda) run_edit_cuda(job, params, be.cuda_opts);
+        else run_edit(job, params, ro);
+      } catch (const Error& e) {
+        rethrow_at_columns(t, e, out);
+      }
+      if (job.out) {
+        char* dst = w.acquire(n * outs);
+        ptranspose(ro.threads, outs, static_cast<const char*>(job.out), size_t(in), nc, in, dst, size_t(nc));
+        const uint64_t row_bytes = uint64_t(out) * outs;
+        const uint64_t off = t.out_offset + uint64_t(g) * uint64_t(in) * row_bytes + uint64_t(c0) * outs;
+        if (nc == out) w.submit(t.out_fd, n * outs, off, t.name);
+        else w.submit_strided(t.out_fd, size_t(in), size_t(nc) * outs, off, row_bytes, t.name);
+      }
+      ctx.add(double(n * (dtype_size(t.base.dtype) + dtype_size(t.old_.dtype) + dtype_size(t.new_.dtype))));
+    }
+  }
+}
+
 // A LoRA merge task (see stream.h). fb[0] is the base window's pread fallback.
 void run_lora_task(const StreamTask& t, const Params& params, const RunOptions& ro, size_t block_bytes, Ctx& ctx,
                    Writer& w, AlignedBuf fb[5]) {
@@ -573,16 +757,12 @@ void run_lora_task(const StreamTask& t, const Params& params, const RunOptions& 
   const size_t count = size_t(m) * size_t(n);
   const char* stored = static_cast<const char*>(wb.open(t.base, 0, count * bs, fb[0], ctx.watch));
   std::vector<char> base_rows(count * bs), out_rows(count * outs);
-  auto transpose = [](const char* src, char* dst, int64_t r, int64_t c, size_t es) {  // src [r, c] -> dst [c, r]
-    for (int64_t i = 0; i < r; ++i)
-      for (int64_t j = 0; j < c; ++j) std::memcpy(dst + (size_t(j) * size_t(r) + size_t(i)) * es, src + (size_t(i) * size_t(c) + size_t(j)) * es, es);
-  };
-  transpose(stored, base_rows.data(), n, m, bs);  // stored [n, m] -> neuron rows [m, n]
+  ptranspose(ro.threads, bs, stored, size_t(m), n, m, base_rows.data(), size_t(n));  // stored [n, m] -> neuron rows [m, n]
   edit_rows(0, m, base_rows.data(), out_rows.data());
   wb.verify(ctx.watch);
   if (t.out_fd >= 0) {
     char* out = w.acquire(count * outs);
-    transpose(out_rows.data(), out, m, n, outs);  // neuron rows [m, n] -> stored [n, m]
+    ptranspose(ro.threads, outs, out_rows.data(), size_t(n), m, n, out, size_t(m));  // neuron rows [m, n] -> stored [n, m]
     w.submit(t.out_fd, count * outs, t.out_offset, t.name);
   }
   ctx.add(double(count * bs));
@@ -654,6 +834,7 @@ void run_stream(const std::vector<StreamTask>& tasks, const Params& params, cons
   Ctx ctx(ctl);
   Writer w;
   AlignedBuf fb[5];
+  AlignedBuf tiles[6];  // columns tasks: the five input tiles and the output tile
   ReadAhead ahead(backend.cuda);
   for (size_t k = 0; k < tasks.size(); ++k) {
     const StreamTask& t = tasks[k];
@@ -664,7 +845,10 @@ void run_stream(const std::vector<StreamTask>& tasks, const Params& params, cons
     }
     try {
       switch (t.kind) {
-        case StreamTask::Edit: run_edit_task(t, next, params, ro, edit_block, backend, ctx, w, fb, ahead); break;
+        case StreamTask::Edit:
+          if (t.layout == StreamTask::ColumnsLayout) run_columns_task(t, params, ro, edit_block, backend, ctx, w, fb, tiles);
+          else run_edit_task(t, next, params, ro, edit_block, backend, ctx, w, fb, ahead);
+          break;
         case StreamTask::Copy: run_copy_task(t, block_bytes, ctx, w); break;
         case StreamTask::Convert: run_convert_task(t, block_bytes, ctx, w, fb[0]); break;
         case StreamTask::LoraMerge: run_lora_task(t, params, ro, edit_block, ctx, w, fb); break;

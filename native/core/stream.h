@@ -53,6 +53,15 @@ struct StreamTask {
   LoraSide lora_old, lora_new;
   bool transposed = false;
   double* dot = nullptr;               // tau_old . tau_new per row (density 1 only), optional
+  // Edit: how the neurons lie in the files (SPEC §2 layouts). Rows: `rows` neurons of `cols`
+  // contiguous elements ([out, in], and [E, out, in] fused experts: E·out rows). Columns: `groups`
+  // matrices [cols, rows/groups] stored one after the other (Conv1D [in, out]; [E, in, out]); neuron
+  // k is column k % (rows/groups) of matrix k / (rows/groups), of length cols. Columns are streamed in
+  // blocks: gathered into a row-major tile in cache-sized pieces, edited by the same per-row
+  // pipeline, scattered back (strided pwrites from the writer thread): never a transposed copy of
+  // the tensor. Stats, c_new/c_old and error positions are per neuron.
+  enum Layout : uint8_t { RowsLayout = 0, ColumnsLayout = 1 } layout = RowsLayout;
+  int64_t groups = 1;
   // SPEC §3 step 0 (core/preserve.h; Edit): the tensor's operator (owned by the caller, may be
   // shared by several tasks), and where its energy sums go (added to). Blocks are then a multiple
   // of kPreserveBlockRows rows. The augmented form reads the bias (bias_base/old/new: [rows]

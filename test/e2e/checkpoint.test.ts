@@ -176,13 +176,16 @@ describe('editCheckpoint', () => {
     const stamp = fs.statSync(path.join(out, 'model.safetensors')).mtimeMs;
     await expect(editCheckpoint({ ...tri, out }, {})).rejects.toMatchObject({ code: 'ERR_OUTPUT_EXISTS' });
     expect(fs.statSync(path.join(out, 'model.safetensors')).mtimeMs).toBe(stamp);
-    await expect(editCheckpoint({ ...tri, out: tri.old }, { force: true })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION', message: expect.stringMatching(/is \(or holds\) an input/) });
+    await expect(editCheckpoint({ ...tri, out: tri.old }, { force: true })).rejects.toMatchObject({ code: 'ERR_OUTPUT_IS_INPUT', message: expect.stringMatching(/(is|holds) the input/) });
     fs.symlinkSync(tri.new, outDir('link-to-new'));
-    await expect(editCheckpoint({ ...tri, out: outDir('link-to-new') }, { force: true })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
+    await expect(editCheckpoint({ ...tri, out: outDir('link-to-new') }, { force: true })).rejects.toMatchObject({ code: 'ERR_OUTPUT_IS_INPUT' });
     expect(fs.readdirSync(tri.new).sort()).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json']);
     const forced = outDir('out-force');
     fs.mkdirSync(forced);
     fs.writeFileSync(path.join(forced, 'stale.txt'), 'x');
+    // --force replaces only a previous geoedit output (a directory holding a manifest): refused without one.
+    await expect(editCheckpoint({ ...tri, out: forced }, { force: true, hash: false })).rejects.toMatchObject({ code: 'ERR_OUTPUT_EXISTS', message: expect.stringMatching(/not a previous geoedit output/) });
+    fs.writeFileSync(path.join(forced, 'geoedit-manifest.json'), '{}');
     await editCheckpoint({ ...tri, out: forced }, { force: true, hash: false });
     expect(fs.existsSync(path.join(forced, 'stale.txt'))).toBe(false);
     expect(fs.existsSync(path.join(forced, 'model.safetensors'))).toBe(true);
@@ -360,7 +363,7 @@ describe('editCheckpoint', () => {
     await expect(editCheckpoint({ ...tri, out }, { kappa: -1 })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     await expect(editCheckpoint({ ...tri, out }, { nope: 1 } as never)).rejects.toMatchObject({ code: 'ERR_UNKNOWN_OPTION' });
     await expect(editCheckpoint({ ...tri, out }, { maxShardSize: 'lots' })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
-    await expect(editCheckpoint({ ...tri, out }, { strategy: 'custom' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED' });
+    await expect(editCheckpoint({ ...tri, out }, { strategy: 'custom' })).rejects.toMatchObject({ code: 'ERR_COEFFICIENTS' }); // custom needs the coefficients file (issue 13)
     await expect(editCheckpoint({ ...tri, out }, { backend: 'gpu' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     await expect(editCheckpoint({ ...tri, out }, { cudaMemoryLimit: -1 })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     await expect(editCheckpoint({ ...tri, out }, { cudaMemoryLimit: '1G' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });

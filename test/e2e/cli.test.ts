@@ -91,7 +91,8 @@ describe('geoedit CLI', () => {
     const i = run(['inspect', tri.base]);
     expect(i.code).toBe(0);
     expect(i.stdout).toContain('model.layers.1.mlp.down_proj.weight');
-    expect(i.stdout).toMatch(/BF16\s+\[16, 32\]\s+1024/);
+    expect(i.stdout).toMatch(/BF16\s+\[16, 32\]\s+rows\s+1024/); // the layout column (issue 13)
+    expect(i.stdout).toMatch(/model family: not known \(model_type llama\)/);
     const ij = JSON.parse(run(['inspect', tri.base, '--json']).stdout);
     expect(ij.tensors.length).toBe(specs.length);
   });
@@ -269,26 +270,7 @@ describe('geoedit edit: signals', () => {
       await writeSafetensors(path.join(d, role, 'model.safetensors'), big.map((s, k) => ({ ...s, data: rnd(512 * 1024, seed * 100 + k) })));
     }
     const out = path.join(d, 'out');
-    const child = spawn(process.execPath, [BIN, 'edit', '--base', path.join(d, 'base'), '--old', path.join(d, 'old'), '--new', path.join(d, 'new'), '--out', out, '--threads', '1', '--density', '0.3'], { cwd: dir });
-    let stderr = '';
-    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    // Freeze the child as soon as its temporary directory exists (before hashing and editing
-    // finish), so the signal surely arrives mid-run however fast the kernels are; a stopped
-    // process receives the signal when it continues.
-    const t0 = Date.now();
-    let sawTemp = false;
-    while (!sawTemp && Date.now() - t0 < 20_000 && child.exitCode === null) {
-      sawTemp = fs.readdirSync(d).some((n) => n.includes('geoedit-tmp'));
-      if (!sawTemp) await new Promise((r) => setTimeout(r, 1));
-    }
-    child.kill('SIGSTOP');
-    child.kill(sig);
-    child.kill('SIGCONT');
-    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
-    expect(sawTemp).toBe(true);
-    expect(code === 0).toBe(false);
-    expect(signal ?? code).toBeTruthy();
-    expect(fs.existsSync(out)).toBe(false);
+    await expectSignalLeavesNothing(d, out, [BIN, 'edit', '--base', path.join(d, 'base'), '--old', path.join(d, 'old'), '--new', path.join(d, 'new'), '--out', out, '--threads', '1', '--density', '0.3'], sig);
     expect(leftovers(d)).toEqual([]);
   });
 });
@@ -301,22 +283,42 @@ describe('geoedit edit --old-adapter/--new-adapter: signals', () => {
     await writeAdapter(path.join(d, 'old'), { r: 16, lora_alpha: 32 }, mk(1));
     await writeAdapter(path.join(d, 'new'), { r: 16, lora_alpha: 32 }, mk(100));
     const out = path.join(d, 'out');
-    const child = spawn(process.execPath, [BIN, 'edit', '--old-adapter', path.join(d, 'old'), '--new-adapter', path.join(d, 'new'), '--out', out, '--keep-zero-blocks'], { cwd: dir });
-    // As above: freeze the child as soon as its temporary directory exists, then signal it.
-    const t0 = Date.now();
-    let sawTemp = false;
-    while (!sawTemp && Date.now() - t0 < 20_000 && child.exitCode === null) {
-      sawTemp = fs.readdirSync(d).some((n) => n.includes('geoedit') && n.startsWith('.'));
-      if (!sawTemp) await new Promise((r) => setTimeout(r, 1));
-    }
-    child.kill('SIGSTOP');
-    child.kill('SIGTERM');
-    child.kill('SIGCONT');
-    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
-    expect(sawTemp).toBe(true);
-    expect(code === 0).toBe(false);
-    expect(signal ?? code).toBeTruthy();
-    expect(fs.existsSync(out)).toBe(false);
-    expect(fs.readdirSync(d).filter((n) => n.startsWith('.'))).toEqual([]);
+    await expectSignalLeavesNothing(d, out, [BIN, 'edit', '--old-adapter', path.join(d, 'old'), '--new-adapter', path.join(d, 'new'), '--out', out, '--keep-zero-blocks'], 'SIGTERM');
+  });
+});
+
+/** Runs the CLI, freezes it as soon as its temporary directory exists, signals it: nothing at the target, no temporary directory. */
+async function expectSignalLeavesNothing(d: string, out: string, argv: string[], sig: NodeJS.Signals): Promise<void> {
+  const child = spawn(process.execPath, argv, { cwd: dir });
+  // Freeze the child as soon as its temporary directory exists (before hashing and editing
+  // finish), so the signal surely arrives mid-run however fast the kernels are; a stopped
+  // process receives the signal when it continues.
+  const t0 = Date.now();
+  let sawTemp = false;
+  while (!sawTemp && Date.now() - t0 < 20_000 && child.exitCode === null) {
+    sawTemp = fs.readdirSync(d).some((n) => n.includes('geoedit') && n.startsWith('.'));
+    if (!sawTemp) await new Promise((r) => setTimeout(r, 1));
+  }
+  child.kill('SIGSTOP');
+  child.kill(sig);
+  child.kill('SIGCONT');
+  const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+  expect(sawTemp).toBe(true);
+  expect(code === 0).toBe(false);
+  expect(signal ?? code).toBeTruthy();
+  expect(fs.existsSync(out)).toBe(false);
+  expect(fs.readdirSync(d).filter((n) => n.startsWith('.'))).toEqual([]);
+}
+
+describe('geoedit edit --old-adapter/--new-adapter --base (merged output): signals', () => {
+  it('SIGINT mid-run leaves no output directory and no temporary directory', async () => {
+    const d = path.join(dir, 'sig-merge');
+    const names = Array.from({ length: 24 }, (_, i) => `model.layers.${i}.mlp.up_proj`);
+    const mk = (seed: number) => names.map((n, i) => linearModule(loraRng(seed + i), n, 512, 512, 8));
+    await writeAdapter(path.join(d, 'old'), { r: 8, lora_alpha: 16 }, mk(1));
+    await writeAdapter(path.join(d, 'new'), { r: 8, lora_alpha: 16 }, mk(100));
+    await writeSafetensors(path.join(d, 'base.safetensors'), names.map((n, k) => ({ name: `${n}.weight`, dtype: 'F32', shape: [512, 512], data: rnd(512 * 512, 500 + k) })));
+    const out = path.join(d, 'out');
+    await expectSignalLeavesNothing(d, out, [BIN, 'edit', '--old-adapter', path.join(d, 'old'), '--new-adapter', path.join(d, 'new'), '--base', path.join(d, 'base.safetensors'), '--out', out, '--out-format', 'full', '--density', '0.5', '--threads', '1'], 'SIGINT');
   });
 });

@@ -93,6 +93,24 @@ describe('stream task kind 3 (merged LoRA output)', () => {
     });
   }
 
+  it('the control block: bytes done counts the base, a cancel before the run is ERR_ABORTED', async () => {
+    const r = rng(5);
+    const prep = prepareLora({ old: factors(r, 40, 24, 3, 1), new: factors(r, 40, 24, 2, 1) }, {});
+    const f = path.join(tmp, 'ctl.in');
+    fs.writeFileSync(f, Buffer.from(randn(r, 40 * 24, 0.5).buffer));
+    const fd = fs.openSync(f, 'r');
+    try {
+      const task = { kind: 3 as const, name: 'w', rows: 40, cols: 24, base: { fd, offset: 0, dtype: 'f32', file: f }, loraOld: side(prep.old), loraNew: side(prep.new), outFd: -1 };
+      const ctl = new Float64Array(3);
+      await addon.stream({ tasks: [task], params: prep.params as unknown as Record<string, number | string | boolean>, blockBytes: 500, ctl });
+      expect(ctl[0]).toBe(40 * 24 * 4);
+      const stop = new Float64Array([0, 1, 0]);
+      await expect(addon.stream({ tasks: [task], params: prep.params as unknown as Record<string, number | string | boolean>, blockBytes: 500, ctl: stop })).rejects.toMatchObject({ code: 'ERR_ABORTED' });
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   it('a factor of the wrong size is ERR_DATA_LENGTH, a base file that is too short ERR_IO', async () => {
     const r = rng(3);
     const prep = prepareLora({ old: factors(r, 8, 6, 2, 1), new: factors(r, 8, 6, 2, 1) }, {});

@@ -7,12 +7,13 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { analyzeCheckpoint, analyzeLora, analyzeTensor, cudaStatus, editCheckpoint, editTensor, info, openCheckpoint } from '../../lib/index';
 import type { CheckpointOptions, TensorManifestEntry } from '../../lib/checkpoint';
-import { toTensor } from '../../lib/safetensors';
+import { toTensor, writeSafetensors } from '../../lib/safetensors';
 import { loadNative } from '../../lib/native';
 import { _cudaLoraGeometry } from '../../lib/lora-geometry';
 import type { DType, EditOptions, Tensor, TensorStats } from '../../lib/types';
 import { leftovers, makeTriple, readCheckpointTensor, tensorsFor, writeCheckpoint, type Spec } from './ckpt';
 import { rng } from './prng';
+import { expectLayoutOutput, layoutReference } from './layouts';
 import { COS_ABS, F32_REL, HALF_ULPS } from './tolerances';
 import { gram, maxRelError, ridgeP } from './preserve-reference';
 
@@ -531,6 +532,29 @@ function checkpointSuite(): void {
         expect(identical / compared).toBeGreaterThan(0.9);
         for (const k of ['rows', 'edited', 'copied', 'converted', 'bytesRead', 'bytesWritten'] as const) expect(mg.totals[k]).toBe(mc.totals[k]);
       });
+    });
+
+    it('columns (GPT-2 Conv1D [in, out], detected from config.json) on cuda: the f64 reference on columns, several column blocks and device chunks', async () => {
+      const d = path.join(root, 'cols'), specs = [{ name: 'h.0.mlp.c_fc.weight', shape: [96, 200] }, { name: 'h.0.attn.c_attn.weight', shape: [40, 120] }];
+      const io = { base: path.join(d, 'base'), old: path.join(d, 'old'), new: path.join(d, 'new') };
+      for (const [role, dir] of Object.entries(io)) {
+        fs.mkdirSync(dir, { recursive: true });
+        await writeSafetensors(path.join(dir, 'model.safetensors'), tensorsFor(specs.map((x) => ({ ...x, dtype: 'F32' as const })), role as 'base' | 'old' | 'new'));
+      }
+      fs.writeFileSync(path.join(io.base, 'config.json'), JSON.stringify({ model_type: 'gpt2' }));
+      for (const opts of [{}, { kappa: 0.5, density: 0.5 }]) {
+        const out = path.join(d, `out-${Object.keys(opts).length}`);
+        const m = await editCheckpoint({ ...io, out }, { ...opts, ...SMALL, backend: 'cuda' });
+        expect(m.backend.name).toBe('cuda');
+        for (const sp of specs) {
+          const e = m.tensors.find((t) => t.name === sp.name)!;
+          expect(e).toMatchObject({ layout: 'columns', rows: sp.shape[1], cols: sp.shape[0] });
+          const [b, o, n] = await Promise.all([io.base, io.old, io.new].map(async (c) => toTensor(await readCheckpointTensor(c, sp.name))));
+          const ref = layoutReference('columns', b!, o!, n!, opts);
+          const got = toTensor(await readCheckpointTensor(out, sp.name)).data as Float32Array;
+          expect(expectLayoutOutput('columns', sp.shape, got, ref)).toBeGreaterThan(0.9 * got.length);
+        }
+      }
     });
 
     it('analyzeCheckpoint on cuda gives the per-tensor statistics of the CPU and writes nothing', async () => {

@@ -43,11 +43,12 @@ describe('the option table', () => {
     const edit = ['strategy', 'preset', 'scale', 'kappa', 'bandDegrees', 'keepOrthogonal', 'fuseAligned', 'forgetConflicting',
       'lambda', 'density', 'temperature', 'importanceOld', 'importanceNew', 'coefficients', 'outDtype', 'out', 'threads',
       'backend', 'allowNonFinite', 'allowNonFiniteOutput', 'cudaMemoryLimit'];
-    // Gained since: preserve (issue 12) on the tensor, LoRA, checkpoint and adapter entry points.
+    // Gained since: preserve (issue 12) on the tensor, LoRA, checkpoint and adapter entry points;
+    // issue 13 added `layout` and `coefficients` (strategy 'custom' from a safetensors file) to checkpoints.
     expect([...keysFor('tensor')].sort()).toEqual([...edit, 'preserve'].sort());
     expect([...keysFor('lora')].sort()).toEqual([...edit.filter((k) => !['importanceOld', 'importanceNew', 'cudaMemoryLimit'].includes(k)), 'preserve'].sort());
-    expect([...keysFor('checkpoint')].sort()).toEqual([...edit.filter((k) => k !== 'coefficients' && k !== 'out'), 'preserve',
-      'include', 'exclude', 'maxShardSize', 'report', 'force', 'hash', 'copyFiles', 'onProgress', 'signal', 'blockBytes'].sort());
+    expect([...keysFor('checkpoint')].sort()).toEqual([...edit.filter((k) => k !== 'out'), 'preserve',
+      'include', 'exclude', 'maxShardSize', 'report', 'force', 'hash', 'copyFiles', 'onProgress', 'signal', 'blockBytes', 'layout'].sort());
     expect([...keysFor('adapters')].sort()).toEqual([...keysFor('lora'), 'outFormat', 'force', 'perRow', 'blockRows', 'keepZeroBlocks', 'copyFiles', 'report'].sort());
   });
 

@@ -1,0 +1,63 @@
+// Issue 14 class 8: side files. Only regular files that live in the base directory are copied:
+// no symlink is followed (a tokenizer.json pointing at a secret), no special file is read, and no
+// weights in other formats or training states are copied; what was skipped is listed in the
+// manifest and on stderr.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { describe, it, expect } from 'vitest';
+import { runEdit } from '../../lib/cli/edit';
+import { adapterSet, checkpointTriple, run } from './support';
+
+const OTHER = ['pytorch_model.bin', 'pytorch_model-00001-of-00002.bin', 'optimizer.pt', 'scheduler.pt', 'rng_state_0.pth', 'model.ckpt',
+  'flax_model.msgpack', 'tf_model.h5', 'model.gguf'];
+
+function hostileBaseDir(dir: string, secret: string): void {
+  fs.writeFileSync(secret, 'aws_secret_access_key = hunter2');
+  fs.rmSync(path.join(dir, 'tokenizer.json'), { force: true });
+  fs.symlinkSync(secret, path.join(dir, 'tokenizer.json'));
+  for (const n of OTHER) fs.writeFileSync(path.join(dir, n), 'weights');
+  execFileSync('mkfifo', [path.join(dir, 'pipe')]);
+  fs.writeFileSync(path.join(dir, 'generation_config.json'), '{}');
+}
+
+function expectSkipped(out: string, err: string): void {
+  const names = fs.readdirSync(out).sort();
+  expect(names).toContain('config.json');
+  expect(names).toContain('generation_config.json');
+  for (const n of [...OTHER, 'tokenizer.json', 'pipe']) {
+    expect(names).not.toContain(n);
+    expect(err).toContain(n);
+  }
+  for (const n of names) expect(fs.readFileSync(path.join(out, n)).includes('hunter2')).toBe(false);
+  const m = JSON.parse(fs.readFileSync(path.join(out, 'geoedit-manifest.json'), 'utf8'));
+  const skipped = new Map((m.skippedFiles as Array<{ name: string; reason: string }>).map((x) => [x.name, x.reason]));
+  expect(skipped.get('tokenizer.json')).toMatch(/symbolic link/);
+  expect(skipped.get('pipe')).toMatch(/not a regular file/);
+  for (const n of OTHER) expect(skipped.has(n)).toBe(true);
+  expect(m.warnings.some((w: string) => w.includes("'tokenizer.json' not copied"))).toBe(true);
+}
+
+describe('hostile: side files (class 8)', () => {
+  it('checkpoint edit: symlinks, FIFOs and other weight formats stay behind, listed', async () => {
+    const s = await checkpointTriple('h8a');
+    hostileBaseDir(s.base, path.join(s.root, 'credentials'));
+    const out = path.join(s.root, 'out');
+    const r = await run(runEdit, ['--base', s.base, '--old', s.old, '--new', s.new, '--out', out]);
+    expect(r.code).toBe(0);
+    expectSkipped(out, r.err);
+  });
+
+  it('merged adapters (--base DIR): the same rule', async () => {
+    const s = await adapterSet('h8b');
+    const bdir = path.join(s.root, 'basedir');
+    fs.mkdirSync(bdir);
+    fs.renameSync(s.base, path.join(bdir, 'model.safetensors'));
+    fs.writeFileSync(path.join(bdir, 'config.json'), '{}');
+    hostileBaseDir(bdir, path.join(s.root, 'credentials'));
+    const out = path.join(s.root, 'out');
+    const r = await run(runEdit, ['--old-adapter', s.old, '--new-adapter', s.new, '--base', bdir, '--out', out]);
+    expect(r.code).toBe(0);
+    expectSkipped(out, r.err);
+  });
+});
