@@ -1,8 +1,9 @@
+import { run } from '../hostile/support';
 // The CLI's LoRA path end to end (in process, from the sources): edit to an adapter, edit to merged
 // full weights with --base, analyze, and the usage / input errors with their exit codes.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, it, expect, afterAll, vi } from 'vitest';
+import { describe, it, expect, afterAll } from 'vitest';
 import { runEdit } from '../../lib/cli/edit';
 import { runAnalyze } from '../../lib/cli/analyze';
 import { editAdapters } from '../../lib/lora';
@@ -31,18 +32,6 @@ async function setup() {
   return root;
 }
 
-async function run(fn: (a: string[]) => Promise<number>, args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '', err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => { out += String(s); return true; });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => { err += String(s); return true; });
-  try {
-    const code = await fn(args);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
 
 describe('geoedit CLI with adapters', () => {
   it('edit --out-format full --base: the same bytes as editAdapters; edit to an adapter; analyze', async () => {
