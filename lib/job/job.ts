@@ -146,7 +146,7 @@ export class OutputJob {
     await letSignalsIn();
     this.checkAborted();
     if (this.tmp && this.spec.out) {
-      commit(this.tmp, this.spec.out, this.spec.force === true, this.existedAtStart);
+      commitOutput(this.tmp, this.spec.out, this.spec.force === true, this.existedAtStart);
       this.tmp = null;
     }
     if (this.reportTmp && this.spec.report) this.commitReport(this.spec.report, this.spec.out !== null);
@@ -240,9 +240,10 @@ function lstatOrNull(p: string): fs.Stats | null {
  * directory fails on anything there but an empty directory). Something there: replaced only with
  * `force`, only if it was there when the job began, and only if --force may replace it (a previous
  * geoedit output or a regular file, checked again now): moved aside, the new output renamed in,
- * the old one removed. The caller holds the target's lock and has fsync'ed tmp (syncTree).
+ * the old one removed. `aside`: where the old target waits meanwhile (a name sweepDeadTemps restores).
+ * The caller holds the target's lock and has fsync'ed tmp (syncTree). Also governance's rollout.
  */
-function commit(tmp: string, out: string, force: boolean, existedAtStart: boolean): void {
+export function commitOutput(tmp: string, out: string, force: boolean, existedAtStart: boolean, aside = `${tmp}.old`): void {
   const exists = (e: unknown) => new GeoEditError('ERR_OUTPUT_EXISTS', `${out} appeared during the job; it is left as it is and nothing was written (${(e as Error).message ?? e})`, { file: out });
   if (!lstatOrNull(out)) {
     try {
@@ -259,7 +260,6 @@ function commit(tmp: string, out: string, force: boolean, existedAtStart: boolea
   if (!existedAtStart) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} appeared during the job; --force replaces only what was there when the job began, so it is left as it is and nothing was written`, { file: out });
   const why = forceRefusal(out);
   if (why) throw new GeoEditError('ERR_OUTPUT_EXISTS', `the output ${out} changed during the job and --force (force: true) will not replace it now: ${why}`, { file: out });
-  const aside = `${tmp}.old`;
   fs.renameSync(out, aside);
   fs.renameSync(tmp, out);
   syncPath(path.dirname(out));
