@@ -66,7 +66,8 @@ function sortLayers(keys: string[]): string[] {
 }
 
 function histogramSvg(title: string, hist: number[], w = 260, h = 120): string {
-  const max = Math.max(1, ...hist);
+  let max = 1;
+  for (const v of hist) if (v > max) max = v;
   const pad = 20, bw = (w - pad * 2) / hist.length;
   const bars = hist.map((v, i) => {
     const bh = ((h - 40) * v) / max;
@@ -84,7 +85,9 @@ function histogramSvg(title: string, hist: number[], w = 260, h = 120): string {
 }
 
 function heatmapSvg(title: string, layers: string[], modules: string[], cell: (l: string, m: string) => number | null, hue: string): string {
-  const cw = 28, ch = 16, left = 60, top = 24 + Math.min(180, 6 * Math.max(...modules.map((m) => m.length), 4));
+  let longest = 4;
+  for (const m of modules) if (m.length > longest) longest = m.length;
+  const cw = 28, ch = 16, left = 60, top = 24 + Math.min(180, 6 * longest);
   const w = left + modules.length * cw + 90, h = top + layers.length * ch + 10;
   let body = '';
   modules.forEach((m, j) => {
@@ -133,16 +136,40 @@ function modelSection(m: CheckpointManifest): string {
   return `<section><h2>Model and neuron layouts</h2><p>${fam}</p>${ties ? `<ul>${ties}</ul>` : ''}</section>`;
 }
 
-/** Renders the report for a manifest. */
-export function renderReport(m: CheckpointManifest, governance?: GovernanceContext): string {
-  const edited = m.tensors.filter((t) => t.action === 'edit');
+/**
+ * The charts show at most this many layers and modules (the most rows first), the tensor table at
+ * most this many tensors: a review page stays readable and its size bounded for any model (the
+ * manifest lists every tensor). What is left out is said on the page.
+ */
+export const REPORT_LIMITS = Object.freeze({ layers: 256, modules: 64, tensors: 20000 });
+
+/** The `limit` keys with the most rows (ties: first seen), in their original order; and how many were left out. */
+function topByRows(keys: string[], rows: (k: string) => number, limit: number): { kept: string[]; omitted: number } {
+  if (keys.length <= limit) return { kept: keys, omitted: 0 };
+  const pos = new Map(keys.map((k, i) => [k, i]));
+  const keep = new Set([...keys].sort((a, b) => rows(b) - rows(a) || pos.get(a)! - pos.get(b)!).slice(0, limit));
+  return { kept: keys.filter((k) => keep.has(k)), omitted: keys.length - limit };
+}
+
+interface Charts {
+  layers: string[];
+  modules: string[];
+  byLayer: Map<string, Agg>;
+  all: Agg;
+  share: (key: 'o' | 's' | 'c') => (l: string, mo: string) => number | null;
+  note: string;
+}
+
+/** The edited tensors aggregated per layer and per (layer, module) cell; the layers and modules the charts show (REPORT_LIMITS). */
+function chartsOf(m: CheckpointManifest): Charts {
   const byLayer = new Map<string, Agg>();
   const byCell = new Map<string, Agg>();
-  const moduleSet = new Set<string>();
+  const moduleRows = new Map<string, number>();
   const all = agg();
-  for (const e of edited) {
+  for (const e of m.tensors) {
+    if (e.action !== 'edit') continue;
     const { layer, module } = layerAndModule(e.name);
-    moduleSet.add(module);
+    moduleRows.set(module, (moduleRows.get(module) ?? 0) + (e.rows ?? 0));
     if (!byLayer.has(layer)) byLayer.set(layer, agg());
     add(byLayer.get(layer)!, e);
     const k = `${layer}\u0000${module}`;
@@ -150,12 +177,20 @@ export function renderReport(m: CheckpointManifest, governance?: GovernanceConte
     add(byCell.get(k)!, e);
     add(all, e);
   }
-  const layers = sortLayers([...byLayer.keys()]);
-  const modules = [...moduleSet].sort();
+  const lsel = topByRows(sortLayers([...byLayer.keys()]), (l) => byLayer.get(l)!.rows, REPORT_LIMITS.layers);
+  const msel = topByRows([...moduleRows.keys()].sort(), (mo) => moduleRows.get(mo)!, REPORT_LIMITS.modules);
   const share = (key: 'o' | 's' | 'c') => (l: string, mo: string) => {
     const a = byCell.get(`${l}\u0000${mo}`);
     return a && a.rows > 0 ? a[key] / a.rows : null;
   };
+  const note = lsel.omitted || msel.omitted
+    ? `<p>The charts show the ${lsel.kept.length} layers and ${msel.kept.length} modules with the most rows; ${lsel.omitted} more layers and ${msel.omitted} more modules are left out (every tensor is in the manifest).</p>` : '';
+  return { layers: lsel.kept, modules: msel.kept, byLayer, all, share, note };
+}
+
+/** Renders the report for a manifest. */
+export function renderReport(m: CheckpointManifest, governance?: GovernanceContext): string {
+  const { layers, modules, byLayer, all, share, note: chartNote } = chartsOf(m);
   const p = m.parameters;
   const params = Object.entries(p).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v === null || (k === 'bandDegrees' && typeof v === 'number' && v < 0) ? '–' : Array.isArray(v) ? v.join(', ') : typeof v === 'object' ? JSON.stringify(v) : v)}</td></tr>`).join(''); // bandDegrees < 0: unset (kappa is used)
   const inputs = Object.entries(m.inputs).map(([role, i]) =>
@@ -163,7 +198,9 @@ export function renderReport(m: CheckpointManifest, governance?: GovernanceConte
   ).join('');
   const t = m.totals;
   const pct = (a: number) => (t.rows ? ((100 * a) / t.rows).toFixed(1) + '%' : '–');
-  const tensorRows = m.tensors.map((e) =>
+  const shown = m.tensors.length > REPORT_LIMITS.tensors ? m.tensors.slice(0, REPORT_LIMITS.tensors) : m.tensors;
+  const tensorNote = shown.length < m.tensors.length ? `<p>The first ${shown.length} of ${m.tensors.length} tensors; every tensor is in the manifest.</p>` : '';
+  const tensorRows = shown.map((e) =>
     `<tr><td><code>${esc(e.name)}</code></td><td>${esc(e.dtype)}→${esc(e.outDtype)}</td><td>[${esc(e.shape.join(', '))}]</td>` +
     `<td title="${esc(e.layoutWhy ?? '')}">${esc(e.layout ?? 'rows')}${e.layoutSource && e.layoutSource !== 'default' ? ` (${esc(e.layoutSource)})` : ''}${e.degenerateThreshold ? ' ⚠ κ/√n ≥ 1' : ''}</td><td>${esc(e.action)}</td>` +
     (e.action === 'edit'
@@ -197,7 +234,7 @@ Strategy <b>${esc(p.strategy)}</b>. Angles are between τold = old − base and 
 ${warn}
 ${governanceSections(m as unknown as Record<string, unknown>, governance)}
 <section><h2>Angle histogram, all edited tensors</h2><p>Rows by the angle between τold and τnew in 5° bins: green below 90° (aligned, cos &gt; 0), red above (opposed, cos &lt; 0). Each tensor's orthogonal band is |cos| ≤ t, t = κ/√n (see the per-tensor table).</p><div class="grid">${histogramSvg('all layers', all.hist, 520, 180)}</div></section>
-<section><h2>Region shares, layers × modules</h2><div class="grid">
+<section><h2>Region shares, layers × modules</h2>${chartNote}<div class="grid">
 ${heatmapSvg('conflict share', layers, modules, share('c'), '#c0392b')}
 ${heatmapSvg('synergy share', layers, modules, share('s'), '#2e8b57')}
 ${heatmapSvg('orthogonal share', layers, modules, share('o'), '#555555')}
@@ -208,7 +245,7 @@ ${preservationSection(m, layers)}
 <section><h2>Inputs</h2><table><tr><th>role</th><th>file</th><th>size</th><th>SHA-256</th></tr>${inputs}</table></section>
 ${modelSection(m)}
 <section><h2>Parameters</h2><table>${params}</table></section>
-<section><h2>Tensors</h2><table><tr><th>name</th><th>dtype</th><th>shape</th><th>layout (neurons)</th><th>action</th><th>orthogonal</th><th>synergy</th><th>conflict</th><th>mean cos</th><th>energy kept</th>${m.parameters.preserve ? '<th>preserved with (removed new / old)</th>' : ''}</tr>${tensorRows}</table></section>
+<section><h2>Tensors</h2>${tensorNote}<table><tr><th>name</th><th>dtype</th><th>shape</th><th>layout (neurons)</th><th>action</th><th>orthogonal</th><th>synergy</th><th>conflict</th><th>mean cos</th><th>energy kept</th>${m.parameters.preserve ? '<th>preserved with (removed new / old)</th>' : ''}</tr>${tensorRows}</table></section>
 <p>Timings: total ${fmt(m.timings.totalMs / 1000, 2)} s, data ${fmt(m.timings.dataMs / 1000, 2)} s (${fmt(m.timings.gbPerSecond, 2)} GB/s of input), hashing ${fmt(m.timings.hashMs / 1000, 2)} s.</p>
 </body></html>
 `;

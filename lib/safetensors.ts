@@ -127,9 +127,18 @@ export function typedArrayFor(dtype: StDtype, buf: ArrayBuffer, byteOffset: numb
 }
 
 /** Reads one tensor into memory (for small tensors; checkpoints are streamed). */
+const byNameOf = new WeakMap<SafetensorsHeader, Map<string, SafetensorsHeader['tensors'][number]>>();
+
+/** A header's tensors by name (built once per header: reading every tensor of a file stays linear). */
+function tensorByName(h: SafetensorsHeader, name: string): SafetensorsHeader['tensors'][number] | undefined {
+  let m = byNameOf.get(h);
+  if (!m) { m = new Map(h.tensors.map((x) => [x.name, x])); byNameOf.set(h, m); }
+  return m.get(name);
+}
+
 export async function readTensor(file: string, name: string, header?: SafetensorsHeader): Promise<RawTensor> {
   const h = header ?? readSafetensorsHeaderSync(file);
-  const t = h.tensors.find((x) => x.name === name);
+  const t = tensorByName(h, name);
   if (!t) throw new GeoEditError('ERR_MISSING_TENSOR', `${file}: no tensor '${name}'`, { file, tensor: name });
   const len = t.end - t.begin;
   const buf = new ArrayBuffer(len);

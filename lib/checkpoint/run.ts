@@ -97,13 +97,19 @@ function prepare(job: CheckpointJob): Prepared {
   return { job, r, ck, items, family, ties, coefficients, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0, ...(pres ? { pres } : {}) };
 }
 
-/** SPEC §3.2 with κ/√n ≥ 1: the adaptive band holds every row; said per tensor, not applied silently. */
+/** Per-tensor warnings of one kind past this many become one line with the count (a model of 100,000 tiny tensors). */
+const WARN_PER_TENSOR_MAX = 100;
+
+/** SPEC §3.2 with κ/√n ≥ 1: the adaptive band holds every row; said per tensor (the first WARN_PER_TENSOR_MAX), not applied silently. */
 function warnDegenerate(items: PlanItem[], r: Resolved, warnings: string[]): void {
+  let k = 0;
   for (const it of items) {
     if (it.action !== 'edit' || !degenerateThreshold(r.params, it.layout.cols)) continue;
+    if (++k > WARN_PER_TENSOR_MAX) continue;
     const n = it.layout.cols;
     warnings.push(`tensor '${it.name}': its neurons (layout ${it.layout.kind}) have n = ${n} element${n === 1 ? '' : 's'}, so the adaptive threshold κ/√n = ${(r.params.kappa / Math.sqrt(n)).toFixed(3)} ≥ 1 and every row counts as orthogonal (keepOrthogonal ${r.params.keepOrthogonal} applies to the whole tensor); pass bandDegrees, a kappa below √n = ${Math.sqrt(n).toFixed(3)}, or exclude it`);
   }
+  if (k > WARN_PER_TENSOR_MAX) warnings.push(`${k - WARN_PER_TENSOR_MAX} more tensors have κ/√n ≥ 1 (every row orthogonal), as the ${WARN_PER_TENSOR_MAX} above: their manifest entries say degenerateThreshold: true`);
 }
 
 function modelRecord(p: Prepared): NonNullable<CheckpointManifest['model']> {

@@ -223,7 +223,7 @@ export class CheckpointStream {
       const order = new Map(list.map((x, k) => [x.item.name, k]));
       const start = this.entries.length - list.length;
       const mine = this.entries.splice(start).sort((a, b) => order.get(a.name)! - order.get(b.name)!);
-      this.entries.push(...mine);
+      for (const e of mine) this.entries.push(e);
     }
   }
 

@@ -9,6 +9,7 @@ import * as crypto from 'node:crypto';
 import { GeoEditError } from '../errors';
 import { DEFAULTS } from '../options';
 import { sha256Files } from './hashing';
+import { canonicalJson, canonicalSha256, writeManifestFile, manifestText } from './manifest-json';
 
 export const MANIFEST_FILE = 'geoedit-manifest.json';
 export const REVIEW_LOG = 'geoedit-reviews.jsonl';
@@ -66,27 +67,9 @@ export interface LineageFields {
 
 export type Manifest = Record<string, unknown> & Partial<LineageFields> & { tool?: string; kind?: string; createdAt?: string };
 
-// ---- canonical JSON ---------------------------------------------------------------------------
+// ---- canonical JSON and the manifest's text: manifest-json.ts ------------------------------------
 
-/**
- * Canonical JSON (RFC 8785 style): object keys sorted by UTF-16 code units, no whitespace,
- * numbers and strings as JSON.stringify writes them (non-finite numbers and undefined array
- * entries as null, undefined object values left out).
- */
-export function canonicalJson(v: unknown): string {
-  if (v === null || v === undefined) return 'null';
-  if (typeof v === 'number') return Number.isFinite(v) ? JSON.stringify(v) : 'null';
-  if (typeof v === 'string' || typeof v === 'boolean') return JSON.stringify(v);
-  if (typeof v === 'bigint') return v.toString();
-  if (Array.isArray(v)) return `[${v.map((x) => canonicalJson(x)).join(',')}]`;
-  if (typeof v === 'object') {
-    const o = v as Record<string, unknown>;
-    if (typeof (o as { toJSON?: unknown }).toJSON === 'function') return canonicalJson((o as { toJSON: () => unknown }).toJSON());
-    const keys = Object.keys(o).filter((k) => o[k] !== undefined && typeof o[k] !== 'function').sort();
-    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`;
-  }
-  return 'null';
-}
+export { canonicalJson, canonicalSha256, manifestText, writeManifestFile } from './manifest-json';
 
 export function sha256Hex(data: string | Buffer): string {
   return crypto.createHash('sha256').update(data).digest('hex');
@@ -94,9 +77,18 @@ export function sha256Hex(data: string | Buffer): string {
 
 /** The manifest id: SHA-256 of the canonical JSON without `id` and the appended sections. */
 export function manifestId(m: Record<string, unknown>): string {
+  return sha256Hex(canonicalJson(idCovered(m)));
+}
+
+/** manifestId, streamed (canonicalSha256): the same id without building the canonical string; yields to the event loop. */
+export function manifestIdAsync(m: Record<string, unknown>): Promise<string> {
+  return canonicalSha256(idCovered(m));
+}
+
+function idCovered(m: Record<string, unknown>): Record<string, unknown> {
   const rest: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(m)) if (k !== 'id' && !APPENDED_SECTIONS.includes(k)) rest[k] = v;
-  return sha256Hex(canonicalJson(rest));
+  return rest;
 }
 
 // ---- files ------------------------------------------------------------------------------------
@@ -309,9 +301,9 @@ export async function sealManifest<T extends object>(dir: string, manifest: T, i
   m.outputFiles = await hashOutputFiles(dir);
   m.parent = parent;
   m.inputManifests = found.map((p) => ({ role: p.role, id: p.id, path: p.path }));
-  const id = manifestId(m);
+  const id = await manifestIdAsync(m);
   const ordered = { id, ...m };
-  fs.writeFileSync(path.join(dir, MANIFEST_FILE), JSON.stringify(ordered, null, 2) + '\n');
+  await writeManifestFile(path.join(dir, MANIFEST_FILE), ordered);
   m.id = id;
   return manifest as T & LineageFields;
 }
@@ -321,7 +313,7 @@ export function resealManifestFile(file: string, m: Manifest): string {
   delete m.id;
   const id = manifestId(m);
   const tmp = `${file}.geoedit-tmp-${process.pid}`;
-  fs.writeFileSync(tmp, JSON.stringify({ id, ...m }, null, 2) + '\n');
+  fs.writeFileSync(tmp, manifestText({ id, ...m }));
   fs.renameSync(tmp, file);
   m.id = id;
   return id;
@@ -334,7 +326,7 @@ export function writeManifestAppended(file: string, m: Manifest): void {
     throw new GeoEditError('ERR_INTERNAL', `${file}: an append would change the manifest's covered content`, { file });
   }
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.geoedit-tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
-  fs.writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
+  fs.writeFileSync(tmp, manifestText(m));
   fs.renameSync(tmp, file);
 }
 

@@ -16,7 +16,7 @@ import { commitOutput, syncTree } from '../job/job';
 import { acquireTargetLock } from '../job/lock';
 import { letSignalsIn, markPhase } from '../job/phase';
 import { checkOutputTarget, type InputFiles } from '../job/target';
-import { MANIFEST_FILE, loadSealedManifest, parentRefOf, resealManifestFile, type Manifest } from './lineage';
+import { MANIFEST_FILE, loadSealedManifest, manifestText, parentRefOf, resealManifestFile, type Manifest } from './lineage';
 import {
   evaluate, findBaseline, parseGate, rebindEvaluations,
   type Baseline, type EvaluateOptions, type EvaluationEntry, type EvaluationResult, type Gate, type GateResult, type Metrics,
@@ -175,7 +175,7 @@ async function commitStage(stageDir: string, out: string, tmpRoot: string, recor
   const id = resealManifestFile(path.join(stageDir, MANIFEST_FILE), m);
   const { id: _id, ...rest } = m;
   void _id;
-  fs.writeFileSync(path.join(stageDir, MANIFEST_FILE), JSON.stringify({ id, ...rest, evaluations: rebindEvaluations(stageEvals, id) }, null, 2) + '\n');
+  fs.writeFileSync(path.join(stageDir, MANIFEST_FILE), manifestText({ id, ...rest, evaluations: rebindEvaluations(stageEvals, id) }));
   markPhase('commit');
   await syncTree(stageDir);
   await letSignalsIn();

@@ -62,7 +62,7 @@ export function planAdapterPreservation(opt: PreserveFileOption, modules: Adapte
     if (m.embedding) throw new GeoEditError('ERR_UNSUPPORTED', `${opt.file}: statistics for '${w}', but module '${m.name}' is an Embedding, which has no input vectors to preserve`, { file: opt.file, tensor: w, module: m.name });
   }
   const without = modules.filter((m) => !jp.plan.byWeight.has(weightOf.get(m.name) ?? '')).map((m) => m.name);
-  warnings.push(...pw.filter((x) => !x.includes('edited tensor(s) have no statistics')));
+  for (const x of pw) if (!x.includes('edited tensor(s) have no statistics')) warnings.push(x);
   if (without.length) warnings.push(`preservation: ${without.length} module(s) have no statistics in ${opt.file} and are edited without preservation: ${without.join(', ')}`);
   return { jp, model, weightOf };
 }

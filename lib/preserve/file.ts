@@ -179,7 +179,7 @@ export function planStatistics(opt: PreserveFileOption, model: Map<string, Weigh
     byWeight.set(k, { weight: k, source: src, shared: true, augmented, ...(augmented ? { bias: w.bias } : {}) });
   }
   const viaShared = new Set([...byWeight.values()].filter((w) => w.shared).map((w) => w.source.name));
-  unused.push(...outside.filter((n) => !viaShared.has(n)));
+  for (const n of outside) if (!viaShared.has(n)) unused.push(n);
   return { file, rho: opt.rho, mu: opt.mu, byWeight, sources, unused };
 }
 
