@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError, describe } from '../errors';
-import { globToRegExp } from './globs';
+import { globToRegExp, type GlobMatcher } from './globs';
 
 export const LAYOUT_KINDS = ['rows', 'columns', 'experts', 'experts-columns'] as const;
 export type LayoutKind = (typeof LAYOUT_KINDS)[number];
@@ -114,7 +114,7 @@ export function readModelFamily(dir: string | null, warnings?: string[]): ModelF
 }
 
 /** The `layout` option checked: { glob: kind } in the given order. */
-export function parseLayoutOption(v: unknown): Array<{ glob: string; re: RegExp; kind: LayoutKind }> {
+export function parseLayoutOption(v: unknown): Array<{ glob: string; re: GlobMatcher; kind: LayoutKind }> {
   if (v === undefined) return [];
   if (!v || typeof v !== 'object' || Array.isArray(v)) {
     throw new GeoEditError('ERR_INVALID_OPTION', `Expected an object { glob: kind } for option 'layout' but received ${describe(v)}`, { option: 'layout' });

@@ -25,11 +25,19 @@ export interface Checkpoint {
   dir: string;
   /** The index file, when sharded. */
   index: string | null;
-  files: Array<{ path: string; size: number; header: SafetensorsHeader }>;
+  /** `id`: device and inode when the header was read (a job checks that it edits the same files). */
+  files: Array<{ path: string; size: number; header: SafetensorsHeader; id: FileId }>;
   /** In file order, then data order. */
   tensors: CheckpointTensor[];
   byName: Map<string, CheckpointTensor>;
   metadata: Record<string, string> | null;
+}
+
+/** A file's identity: device and inode. */
+export interface FileId { dev: number; ino: number }
+
+function fileId(st: fs.Stats): FileId {
+  return { dev: st.dev, ino: st.ino };
 }
 
 function bad(code: GeoEditErrorCode, msg: string, details?: Record<string, unknown>): GeoEditError {
@@ -110,7 +118,7 @@ function openSharded(abs: string, dir: string, indexFile: string): Checkpoint {
       throw bad('ERR_BAD_SAFETENSORS', `${indexFile}: shard '${path.relative(dir, full)}' (tensor '${tensor}') resolves outside ${dir} (a link?)`, { file: full, tensor });
     }
     const h = readSafetensorsHeaderSync(full);
-    files.push({ path: full, size: h.size, header: h });
+    files.push({ path: full, size: h.size, header: h, id: fileId(sst) });
   }
   const tensors: CheckpointTensor[] = [];
   const byName = new Map<string, CheckpointTensor>();
@@ -138,10 +146,11 @@ export function openCheckpoint(p: string, role = 'checkpoint'): Checkpoint {
   if (!st) throw bad('ERR_NOT_FOUND', `${role}: ${abs} does not exist`, { file: abs, role });
   const { dir, index, single } = locate(abs, st, role);
   if (index) return openSharded(abs, dir, index);
+  const sst = fs.statSync(single!);
   const h = readSafetensorsHeaderSync(single!);
   const tensors = h.tensors.map((t) => tensorOf(t, single!));
   return {
-    path: abs, kind: st.isDirectory() ? 'directory' : 'file', dir, index: null, files: [{ path: single!, size: h.size, header: h }],
+    path: abs, kind: st.isDirectory() ? 'directory' : 'file', dir, index: null, files: [{ path: single!, size: h.size, header: h, id: fileId(sst) }],
     tensors, byName: new Map(tensors.map((t) => [t.name, t])), metadata: h.metadata,
   };
 }

@@ -4,7 +4,7 @@ import { GeoEditError } from '../errors';
 import { checkDtype, optionSpec, parseSize, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from '../options';
 import { chooseBackend, resolveCudaMemoryLimit, type BackendChoice } from '../backend';
 import type { DType, EditOptions } from '../types';
-import { globToRegExp } from './globs';
+import { globToRegExp, type GlobMatcher } from './globs';
 import { parseLayoutOption, type LayoutKind } from './layout';
 import { checkPreserveFileOption, type PreserveFileOption } from '../preserve/option';
 
@@ -50,7 +50,7 @@ export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | '
 
 export const DEFAULT_MAX_SHARD_SIZE = optionSpec('maxShardSize')!.default as string;
 
-function globList(v: unknown, option: string): RegExp[] | null {
+function globList(v: unknown, option: string): GlobMatcher[] | null {
   if (v === undefined) return null;
   return (typeof v === 'string' ? [v] : (v as string[])).map((g) => globToRegExp(g, option));
 }
@@ -59,8 +59,8 @@ export interface Resolved {
   params: ResolvedParams;
   outDtype: DType | null;
   threads: number;
-  include: RegExp[] | null;
-  exclude: RegExp[] | null;
+  include: GlobMatcher[] | null;
+  exclude: GlobMatcher[] | null;
   maxShardSize: number;
   /** 0: the backend's default (the core decides). */
   blockBytes: number;

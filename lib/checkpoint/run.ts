@@ -3,16 +3,16 @@
 // data, stream every tensor through the core, build the manifest, copy the side files, finish.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, typeError } from '../errors';
+import { GeoEditError, describe, typeError } from '../errors';
 import type { CallSite } from '../native';
 import { cudaStatus } from '../backend';
 import { runOutputJob, type OutputJob } from '../job/job';
-import { checkOutputTarget, checkReportTarget } from '../job/target';
+import { checkOutputTarget, checkReportTarget, statOrNull } from '../job/target';
 import { hashInputs, type InputHashes } from '../job/hash';
 import { markPhase } from '../job/phase';
 import { packageVersion, versionsBlock } from '../job/versions';
 import type { CheckpointManifest, CheckpointTotals, TensorManifestEntry } from '../job/manifest';
-import { openCheckpoint, type Checkpoint } from './open';
+import { openCheckpoint, type Checkpoint, type FileId } from './open';
 import { resolveCheckpointOptions, type CheckpointOptions, type Resolved } from './options';
 import { inputBytes, plan, shardLayout, shardNames, type CheckpointInputs, type PlanItem } from './plan';
 import { CheckpointStream, degenerateThreshold } from './stream';
@@ -92,7 +92,7 @@ function prepare(job: CheckpointJob): Prepared {
   if (r.preserve?.file) inputs.push({ path: path.resolve(r.preserve.file), dir: path.dirname(path.resolve(r.preserve.file)), files: [path.resolve(r.preserve.file)] });
   if (coefficients) inputs.push({ path: coefficients.path, dir: path.dirname(coefficients.path), files: [coefficients.path] });
   const out = job.kind === 'edit' ? checkOutputTarget(job.out, inputs, opts.force === true, 'editCheckpoint') : null;
-  const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, inputs);
+  const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, inputs, out);
   if (coefficients) allInputFiles.add(coefficients.path);
   return { job, r, ck, items, family, ties, coefficients, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0, ...(pres ? { pres } : {}) };
 }
@@ -208,17 +208,41 @@ function inPlanOrder(entries: TensorManifestEntry[], items: PlanItem[]): TensorM
   return [...entries].sort((a, b) => at.get(a.name)! - at.get(b.name)!);
 }
 
+const replaced = (f: string, when: string) =>
+  new GeoEditError('ERR_IO', `${f} was replaced ${when} (another file now has its name); nothing was written: run the edit again on inputs that stay put`, { file: f });
+
+/** Opens every input file the data pass reads, each checked to be the file whose header was validated (device + inode). */
+function openInputFiles(p: Prepared, fds: Map<string, number>): void {
+  const ids = new Map<string, FileId>();
+  for (const c of present(p.ck)) for (const f of c.files) ids.set(f.path, f.id);
+  for (const f of p.allInputFiles) {
+    const fd = fs.openSync(f, 'r');
+    fds.set(f, fd);
+    const id = ids.get(f);
+    const st = fs.fstatSync(fd);
+    if (id && (st.dev !== id.dev || st.ino !== id.ino)) throw replaced(f, 'since its header was validated');
+  }
+}
+
+/** After the data pass: every input path still names the file that was read (the manifest's hashes are of those files). */
+function checkNotReplaced(fds: Map<string, number>): void {
+  for (const [f, fd] of fds) {
+    const a = fs.fstatSync(fd), b = statOrNull(f);
+    if (!b || a.dev !== b.dev || a.ino !== b.ino) throw replaced(f, 'during the edit');
+  }
+}
+
 async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
   const opts = p.job.opts;
   const fds = new Map<string, number>();
   try {
-    for (const f of p.allInputFiles) fds.set(f, fs.openSync(f, 'r'));
+    openInputFiles(p, fds);
     // Hashing runs beside the data path: the files not in the hash cache, all at once on native
     // threads (lib/job/hash.ts).
     const hashStart = Date.now();
     let hashMs = 0;
     if (opts.hash !== false) markPhase('hashing');
-    const hashing = opts.hash === false ? null : hashInputs(filesToHash(p), opts.signal).then((m) => { hashMs = Date.now() - hashStart; return m; });
+    const hashing = opts.hash === false ? null : hashInputs(filesToHash(p), opts.signal, fds).then((m) => { hashMs = Date.now() - hashStart; return m; });
     hashing?.catch(() => undefined);
     const dataStart = Date.now();
     markPhase('data');
@@ -226,6 +250,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     const dataMs = Date.now() - dataStart;
     const hashes = hashing ? await hashing : null;
     job.checkAborted();
+    checkNotReplaced(fds);
     const manifest: CheckpointManifest = {
       tool: 'geoedit', kind: p.job.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', createdAt: new Date().toISOString(),
       versions: versionsBlock(),

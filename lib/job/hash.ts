@@ -115,9 +115,11 @@ const keyOf = (st: fs.BigIntStats) => `${st.dev}:${st.ino}`;
 /**
  * SHA-256 of every input file, for the manifest: from the cache where device, inode, size and
  * modification time match, else computed (natively, all files at once, while the caller's data pass
- * runs). Stops with the signal (the native hash checks it every MiB).
+ * runs). Stops with the signal (the native hash checks it every MiB). `fds`: files already open
+ * (path → fd), hashed through that descriptor (the very file the job reads, even if its name was
+ * replaced meanwhile) and left open.
  */
-export async function hashInputs(files: readonly string[], signal?: AbortSignal): Promise<InputHashes> {
+export async function hashInputs(files: readonly string[], signal?: AbortSignal, fds?: ReadonlyMap<string, number>): Promise<InputHashes> {
   const cacheFile = hashCacheFile();
   const cache = readCache(cacheFile);
   const started = Date.now();
@@ -125,7 +127,8 @@ export async function hashInputs(files: readonly string[], signal?: AbortSignal)
   const misses: Array<{ file: string; st: fs.BigIntStats }> = [];
   const used: Record<string, CacheEntry> = {};
   for (const file of new Set(files)) {
-    const st = fs.statSync(file, { bigint: true });
+    const given = fds?.get(file);
+    const st = given === undefined ? fs.statSync(file, { bigint: true }) : fs.fstatSync(given, { bigint: true });
     const e = cache.entries[keyOf(st)];
     if (e && e.size === String(st.size) && e.mtimeNs === String(st.mtimeNs)) {
       hashes.set(file, { sha256: e.sha256, source: 'cache' });
@@ -141,16 +144,17 @@ export async function hashInputs(files: readonly string[], signal?: AbortSignal)
     let digests: string[];
     if (info.available) {
       provider = info.provider;
-      const fds = misses.map((m) => fs.openSync(m.file, 'r'));
+      const own = misses.map((m) => fds?.get(m.file) === undefined);
+      const open = misses.map((m, i) => (own[i] ? fs.openSync(m.file, 'r') : fds!.get(m.file)!));
       const ctl = new Float64Array(2);
       const onAbort = () => { ctl[1] = 1; };
       signal?.addEventListener('abort', onAbort);
       try {
-        const r = await native.hashFiles({ files: misses.map((m, i) => ({ fd: fds[i]!, size: Number(m.st.size), file: m.file })), threads: 0, ctl });
+        const r = await native.hashFiles({ files: misses.map((m, i) => ({ fd: open[i]!, size: Number(m.st.size), file: m.file })), threads: 0, ctl });
         digests = r.sha256;
       } finally {
         signal?.removeEventListener('abort', onAbort);
-        for (const fd of fds) fs.closeSync(fd);
+        open.forEach((fd, i) => { if (own[i]) fs.closeSync(fd); });
       }
     } else {
       provider = 'node:crypto';
@@ -162,7 +166,8 @@ export async function hashInputs(files: readonly string[], signal?: AbortSignal)
       bytesHashed += Number(m.st.size);
       // A hash of a file that changed after its stat is not cached (nor one of a file modified
       // just before: see RACY_MS).
-      const now = fs.statSync(m.file, { bigint: true });
+      const fd = fds?.get(m.file);
+      const now = fd === undefined ? fs.statSync(m.file, { bigint: true }) : fs.fstatSync(fd, { bigint: true });
       const fresh = now.size === m.st.size && now.mtimeNs === m.st.mtimeNs;
       if (fresh && Number(m.st.mtimeNs / 1000000n) <= started - RACY_MS) {
         used[keyOf(m.st)] = { size: String(m.st.size), mtimeNs: String(m.st.mtimeNs), sha256: digests[i]!, path: m.file, usedAt: started };

@@ -146,11 +146,25 @@ function checkNameFits(abs: string, option: string): void {
   }
 }
 
-/** Resolves and checks the report path: not (and not inside) an input, in an existing directory. */
-export function checkReportTarget(report: string, inputs: InputFiles[] | Set<string>): string {
+/**
+ * Resolves and checks the report path: not (and not inside) an input, not the output directory nor
+ * inside it (the commit replaces that directory: the report would be lost), not something that is
+ * not a file (a directory there would fail the rename after all the work), in an existing directory.
+ */
+export function checkReportTarget(report: string, inputs: InputFiles[] | Set<string>, out: string | null = null): string {
   const rep = path.resolve(report);
   const list: InputFiles[] = inputs instanceof Set ? [...inputs].map((f) => ({ path: f, dir: path.dirname(f), files: [f] })) : inputs;
   checkNotInput(rep, 'report', list, 'report');
+  if (out !== null) {
+    const o = path.resolve(out), ro = realPath(o), rr = realPath(rep);
+    if (rep === o || rr === ro || isInside(o, rep) || isInside(ro, rr)) {
+      throw new GeoEditError('ERR_INVALID_OPTION', `the report ${rep} is or lies inside the output ${o}, which the commit replaces as a whole: write the report beside the output`, { option: 'report', file: rep });
+    }
+  }
+  const lst = lstatOrNull(rep);
+  if (lst && !lst.isFile() && !lst.isSymbolicLink()) {
+    throw new GeoEditError('ERR_OUTPUT_EXISTS', `the report ${rep} exists and is not a regular file; it is left as it is: choose another path`, { file: rep });
+  }
   if (!statOrNull(path.dirname(rep))?.isDirectory()) throw new GeoEditError('ERR_NOT_FOUND', `the parent directory of the report (${path.dirname(rep)}) does not exist`, { file: rep });
   return rep;
 }
