@@ -1,4 +1,4 @@
-import { run } from '../hostile/support';
+import { run } from '../support/cli-run';
 // The CLI's LoRA path end to end (in process, from the sources): edit to an adapter, edit to merged
 // full weights with --base, analyze, and the usage / input errors with their exit codes.
 import * as fs from 'node:fs';

@@ -1,30 +1,17 @@
 // Fixtures and helpers of the hostile-input suite (issue 14): small checkpoints and adapters built
-// by the tests, the CLI run in process with stdout/stderr captured, and a file-tree fingerprint to
-// prove that inputs were not touched.
+// by the tests, the CLI run in process (run, from test/support/cli-run.ts) or as a child stopped at a
+// phase marker (waitForPhase), and a file-tree fingerprint to prove that inputs were not touched.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import { vi } from 'vitest';
 import { makeTriple, llamaSpecs } from '../support/ckpt';
 import { tmpDir, writeAdapter, linearModule } from '../support/lora';
 import { rng, randn } from '../support/prng';
 import { writeSafetensors } from '../../lib/safetensors';
 
 export { tmpDir };
-
-export async function run(fn: (a: string[]) => Promise<number>, args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '', err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => { out += String(s); return true; });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => { err += String(s); return true; });
-  try {
-    const code = await fn(args);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
+export { run } from '../support/cli-run';
 
 /** base/old/new checkpoint directories (small, f32) under a fresh root. */
 export async function checkpointTriple(tag: string): Promise<{ root: string; base: string; old: string; new: string }> {
