@@ -180,7 +180,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   const targets = adapterInputs(oa, na, base);
   if (pres?.file) targets.push({ path: path.resolve(pres.file), dir: path.dirname(path.resolve(pres.file)), files: [path.resolve(pres.file)] });
   const out = checkOutputTarget(paths.out, targets, own.force === true, 'editAdapters');
-  const report = own.report === undefined ? undefined : checkReportTarget(own.report, targets);
+  const report = own.report === undefined ? undefined : checkReportTarget(own.report, targets, out);
   const plans = planModules(oa, na);
   const presWarnings: string[] = [];
   await attachPreservation(pres, plans, lora, base, presWarnings, site);
