@@ -71,7 +71,7 @@ export interface PreserveWork {
   gemmFlops: number;
   /** f64 FLOPs of the operator builds (Cholesky + solve for P, ≈ 2.67·d³ per distinct statistic). */
   buildFlops: number;
-  /** Bytes the job streams through the core (every edited tensor's inputs and output). */
+  /** Input bytes the job streams through the core (base, old and new of every streamed tensor; the rule's rates are per input byte). */
   bytes: number;
   /** The widest ridge operator (d), for the reason. */
   maxDim: number;
@@ -82,13 +82,14 @@ export interface GpuLinalgStatus { available: boolean; reason: string }
 
 /**
  * The figures the preservation rule rests on (docs/performance.md; docs/cuda.md "'auto' and
- * preservation"). Measured on the 2-core VM (quiet run, 2026-12-01): the CPU's projection GEMM
- * 205-240 GFLOP/s, the f64 operator build ~60 GFLOP/s, and a checkpoint edit streaming ~1.3 GB/s of
- * input; so in the time the CPU streams one byte it does ~185 FLOPs of GEMM or ~46 of the build.
- * Measured on an H200 machine (2026-11-28): host-memory streaming jobs took 2.5-3x the CPU's time
- * on the GPU. NOT measured: a preserved job on a GPU (no GPU was available when the rule was written).
+ * preservation"). Measured on the 2-core VM in the quiet runs of 2026-12-01: the CPU's projection GEMM
+ * 205-240 GFLOP/s and the f64 operator build ~60 GFLOP/s (bench:preserve, 11:30), and the checkpoint
+ * pipeline reading + computing 5.7 GB/s of input (bench:checkpoint `analyze --no-hash`, 3 x 2 GiB in
+ * 1.13 s, 11:35); so in the time the CPU streams one input byte it does ~42 FLOPs of GEMM or ~10.5 of
+ * the build. Measured on an H200 machine (2026-11-28): host-memory streaming jobs took 2.5-3x the CPU's
+ * time on the GPU. NOT measured: a preserved job on a GPU (no GPU was available when the rule was written).
  */
-export const PRESERVE_RULE = Object.freeze({ cpuGemmFlopPerByte: 185, cpuBuildFlopPerByte: 46, gpuStreamPenalty: 3 });
+export const PRESERVE_RULE = Object.freeze({ cpuGemmFlopPerByte: 42, cpuBuildFlopPerByte: 10.5, gpuStreamPenalty: 3 });
 
 /**
  * 'auto' for a preserved job (pure: the job's work and what the GPU offers). The GPU path projects on
@@ -96,7 +97,7 @@ export const PRESERVE_RULE = Object.freeze({ cpuGemmFlopPerByte: 185, cpuBuildFl
  * kernels, which over host memory are slower than the CPU (gpuStreamPenalty). So the GPU is chosen
  * when the projection's estimated CPU time exceeds what the GPU loses on the streaming:
  *   gemmFlops / cpuGemmFlopPerByte + buildFlops / cpuBuildFlopPerByte  >  (gpuStreamPenalty − 1) · bytes
- * (both sides in "bytes streamed" units of CPU time), and only when cuBLAS/cuSOLVER are usable (else
+ * (both sides in units of the CPU's time to stream one input byte), and only when cuBLAS/cuSOLVER are usable (else
  * the projection would run on the CPU anyway).
  */
 export function preserveRule(work: PreserveWork, linalg: GpuLinalgStatus): { gpu: boolean; reason: string } {
@@ -118,7 +119,7 @@ export function describePreserveAuto(status: CudaStatus = cudaStatus(), linalg?:
   const l = linalg ?? gpuLinalgStatus();
   if (!l.available) return `the CPU: the GPU's linear algebra (cuBLAS/cuSOLVER) is unusable (${l.reason})`;
   const R = PRESERVE_RULE;
-  return `per job: the GPU when the projection's estimated CPU time (GEMM FLOPs / ${R.cpuGemmFlopPerByte} + f64 build FLOPs / ${R.cpuBuildFlopPerByte}, in bytes streamed) exceeds ${R.gpuStreamPenalty - 1}x the bytes the job streams, else the CPU (an estimate from CPU and H200 measurements; a preserved job was not measured on a GPU)`;
+  return `per job: the GPU when the projection's estimated CPU time (GEMM FLOPs / ${R.cpuGemmFlopPerByte} + f64 build FLOPs / ${R.cpuBuildFlopPerByte}, in input bytes streamed) exceeds ${R.gpuStreamPenalty - 1}x the input bytes the job streams, else the CPU (an estimate from CPU and H200 measurements; a preserved job was not measured on a GPU)`;
 }
 
 /** What the plugin says about cuBLAS/cuSOLVER (never throws). */

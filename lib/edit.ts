@@ -46,7 +46,7 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
   const threads = resolveThreads(opts.threads);
   // SPEC §3 step 0: the core checks the statistics' values and their width against cols
   const preserve = checkPreserveTensorOption(opts.preserve, what);
-  const backend = selectBackend(opts.backend, preserve ? tensorPreserveJob(preserve, rows, cols, [bd, od, nd, outDtype]) : undefined);
+  const backend = selectBackend(opts.backend, preserve ? tensorPreserveJob(preserve, rows, cols, [bd, od, nd]) : undefined);
   const cudaMemoryLimit = resolveCudaMemoryLimit(opts.cudaMemoryLimit, backend);
   const spec: NativeSpec = {
     rows, cols,
@@ -82,7 +82,7 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
   return { spec, params, shape, rows, cols };
 }
 
-/** editTensor with preservation, for 'auto' (lib/backend.ts preserveRule): the ridge form's work (the basis form runs on the CPU). */
+/** editTensor with preservation, for 'auto' (lib/backend.ts preserveRule): the ridge form's work (the basis form runs on the CPU); bytes: the inputs. */
 function tensorPreserveJob(p: NativePreserve, rows: number, cols: number, dtypes: DType[]): BackendJob {
   const ridge = p.cov !== undefined || p.keys !== undefined;
   const bytes = rows * cols * dtypes.reduce((a, d) => a + (d === 'f32' ? 4 : 2), 0);

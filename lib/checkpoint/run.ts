@@ -84,7 +84,7 @@ function prepare(job: CheckpointJob): Prepared {
     const model = weightInfos(ck.base.tensors.map((t) => ({ name: t.name, shape: t.shape, layout: layouts.get(t.name) })));
     pres = { jp: planJobPreservation(r.preserve, model, new Set(items.filter((i) => i.action === 'edit').map((i) => i.name)), warnings), model };
     const streamed = job.kind === 'edit' ? items : items.filter((i) => i.action === 'edit');
-    choosePreservedBackend(r, opts, preserveWork(pres.jp, streamed, job.kind === 'edit'));
+    choosePreservedBackend(r, opts, preserveWork(pres.jp, streamed));
   }
   const allInputFiles = new Set<string>();
   for (const c of present(ck)) for (const f of c.files) allInputFiles.add(f.path);

@@ -118,14 +118,14 @@ export function preserveEntries(jp: JobPreservation, ws: WeightStats, e: Float64
 
 /**
  * The projection work of a checkpoint job, for 'auto' (lib/backend.ts preserveRule): ridge statistics
- * only (the basis form runs on the CPU on either backend); bytes = what the job streams (every item's
- * inputs and output; `analyze`: inputs only).
+ * only (the basis form runs on the CPU on either backend); bytes = the input bytes the job streams
+ * (the rule's CPU rates are per input byte).
  */
-export function preserveWork(jp: JobPreservation, items: PlanItem[], withOutput: boolean): PreserveWork {
+export function preserveWork(jp: JobPreservation, items: PlanItem[]): PreserveWork {
   const w: PreserveWork = { gemmFlops: 0, buildFlops: 0, bytes: 0, maxDim: 0 };
   const built = new Set<string>();
   for (const it of items) {
-    w.bytes += inputBytes(it) + (withOutput ? it.outBytes : 0);
+    w.bytes += inputBytes(it);
     const ws = jp.plan.byWeight.get(it.name);
     if (it.action !== 'edit' || !ws || ws.source.form !== 'ridge') continue;
     const d = ws.source.dim;

@@ -10,8 +10,8 @@ const none: CudaStatus = { available: false, reason: 'no driver: libcuda.so.1 co
 const blas: GpuLinalgStatus = { available: true, reason: '' };
 const noBlas: GpuLinalgStatus = { available: false, reason: 'libcublas.so.13, .12, .11 not found' };
 
-/** A checkpoint of `tensors` f32 [rows, d] tensors, every one with its own ridge statistic (4 files of 4 bytes per element streamed). */
-function work(tensors: number, rows: number, d: number, bytesPerElement = 16): PreserveWork {
+/** A checkpoint of `tensors` f32 [rows, d] tensors, every one with its own ridge statistic (3 input files of 4 bytes per element streamed). */
+function work(tensors: number, rows: number, d: number, bytesPerElement = 12): PreserveWork {
   return { gemmFlops: tensors * 4 * rows * d * d, buildFlops: tensors * 2.67 * d ** 3, bytes: tensors * rows * d * bytesPerElement, maxDim: d };
 }
 
@@ -69,9 +69,9 @@ describe("chooseBackend ('auto')", () => {
     expect(preserveRule(at(loss * 0.99), blas).gpu).toBe(false);
     // the f64 builds count at their own (slower) CPU rate
     expect(preserveRule({ gemmFlops: 0, buildFlops: loss * 1.01 * R.cpuBuildFlopPerByte, bytes, maxDim: 8192 }, blas).gpu).toBe(true);
-    // widths: a fully preserved f32 layer of 4·d rows with its own statistic crosses over between d = 512 and d = 1024
-    expect(preserveRule(work(1, 4 * 512, 512), blas).gpu).toBe(false);
-    expect(preserveRule(work(1, 4 * 1024, 1024), blas).gpu).toBe(true);
+    // widths: a fully preserved f32 layer of 4·d rows with its own statistic crosses over between d = 128 and d = 256
+    expect(preserveRule(work(1, 4 * 128, 128), blas).gpu).toBe(false);
+    expect(preserveRule(work(1, 4 * 256, 256), blas).gpu).toBe(true);
   });
   it('a preserved job without a usable cuBLAS/cuSOLVER, or without a GPU, runs on the CPU and says why', () => {
     const c = chooseBackend('auto', { kind: 'preserve', location: 'host', preserve: work(4, 4096, 4096) }, gpu, noBlas);
@@ -87,7 +87,7 @@ describe("chooseBackend ('auto')", () => {
   it('describePreserveAuto (info().preserveBackendReason) names the rule or what is missing', () => {
     expect(describePreserveAuto(none, blas)).toContain(none.reason);
     expect(describePreserveAuto(gpu, noBlas)).toContain(noBlas.reason);
-    expect(describePreserveAuto(gpu, blas)).toMatch(/^per job: the GPU when .* exceeds 2x the bytes/);
+    expect(describePreserveAuto(gpu, blas)).toMatch(/^per job: the GPU when .* exceeds 2x the input bytes/);
   });
 });
 
