@@ -2,6 +2,7 @@
 #include "stream.h"
 
 #include "pool.h"
+#include "kernels.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -851,16 +852,40 @@ void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w)
   if (t.copy_bytes) ctx.watch.check(t.base, t.base.offset + t.copy_bytes);  // a rewrite during the last chunk
 }
 
-void run_convert_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w, AlignedBuf& in) {
+// SPEC §5 for a tensor that is converted, not edited (`outDtype` narrower than its input): a finite
+// value that rounds to a non-finite one of the output dtype is ERR_NON_FINITE_OUTPUT naming the tensor
+// and the element (flat index), unless the caller opts in (allowNonFiniteOutput / allowNonFinite).
+void check_converted(const StreamTask& t, const char* src, size_t n, uint64_t e0, std::vector<float>& f32) {
+  const float* v = reinterpret_cast<const float*>(src);
+  if (t.base.dtype != DType::F32) {
+    f32.resize(n);
+    convert(t.base.dtype, src, DType::F32, f32.data(), n);
+    v = f32.data();
+  }
+  const uint32_t lim = non_finite_bits(t.out_dtype);
+  for (size_t j = 0; j < n; ++j) {
+    const uint32_t b = abs_bits(v[j]);
+    if (b < lim || b >= 0x7F800000u) continue;  // fits, or was not finite in the input already
+    std::ostringstream m;
+    m << "tensor '" << t.name << "' (converted, not edited): the value " << v[j] << " at element " << (e0 + j)
+      << " overflows " << dtype_name(t.out_dtype) << "; choose a wider outDtype, exclude it from the conversion, or pass allowNonFiniteOutput to write it anyway";
+    throw Error(ErrorCode::NonFiniteOutput, m.str(), tensor_details(t.name, int64_t(e0 + j), 0));
+  }
+}
+
+void run_convert_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w, AlignedBuf& in, bool check_out) {
   const size_t is = dtype_size(t.base.dtype), os = dtype_size(t.out_dtype);
   const uint64_t count = uint64_t(t.rows) * uint64_t(t.cols);
   const uint64_t per = std::max<uint64_t>(1, block_bytes / std::max(is, os));
+  std::vector<float> f32;
+  check_out = check_out && t.out_dtype != DType::F32;
   for (uint64_t e0 = 0; e0 < count; e0 += per) {
     ctx.check_cancel(t.name);
     const size_t n = size_t(std::min(per, count - e0));
     char* src = in.get(n * is);
     ctx.watch.check(t.base, t.base.offset + (e0 + n) * is);
     pread_all(t.base, src, n * is, t.base.offset + e0 * is);
+    if (check_out) check_converted(t, src, n, e0, f32);
     if (t.out_fd >= 0) {
       char* dst = w.acquire(n * os);
       convert(t.base.dtype, src, t.out_dtype, dst, n);
@@ -899,7 +924,7 @@ void run_stream(const std::vector<StreamTask>& tasks, const Params& params, cons
           else run_edit_task(t, next, params, ro, edit_block, backend, ctx, w, fb, ahead);
           break;
         case StreamTask::Copy: run_copy_task(t, block_bytes, ctx, w); break;
-        case StreamTask::Convert: run_convert_task(t, block_bytes, ctx, w, fb[0]); break;
+        case StreamTask::Convert: run_convert_task(t, block_bytes, ctx, w, fb[0], !params.allow_non_finite && !params.allow_non_finite_output); break;
         case StreamTask::LoraMerge: run_lora_task(t, params, ro, edit_block, ctx, w, fb); break;
       }
     } catch (const Error& e) {

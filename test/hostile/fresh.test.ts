@@ -91,6 +91,24 @@ describe('hostile, round 2: files changing under the job (class 6)', () => {
   });
 });
 
+describe('hostile, round 2: non-finite outputs (class 7)', () => {
+  it('a tensor only converted (not edited) to f16 that overflows is ERR_NON_FINITE_OUTPUT (exit 2) naming it, nothing written; allowNonFiniteOutput writes it', async () => {
+    const root = tmpDir('f7a');
+    const mk = (f: string, v: number) => writeSafetensors(path.join(root, f), [
+      { name: 'a.weight', dtype: 'F32', shape: [2, 2], data: new Float32Array(4).fill(v) },
+      { name: 'big.weight', dtype: 'F32', shape: [2, 2], data: Float32Array.from([1, 2, 1e6, 3]) },
+    ]);
+    await mk('base.safetensors', 1); await mk('old.safetensors', 1.5); await mk('new.safetensors', 2);
+    const a = ['--base', path.join(root, 'base.safetensors'), '--old', path.join(root, 'old.safetensors'), '--new', path.join(root, 'new.safetensors'), '--exclude', 'big.*', '--out-dtype', 'f16'];
+    const r = await run(runEdit, [...a, '--out', path.join(root, 'o')]);
+    expect(r.code, r.err).toBe(2);
+    expect(r.err).toMatch(/ERR_NON_FINITE_OUTPUT: tensor 'big\.weight' \(converted, not edited\): the value 1e\+06 at element 2 overflows f16/);
+    expect(fs.existsSync(path.join(root, 'o'))).toBe(false);
+    expect(hidden(root)).toEqual([]);
+    expect((await run(runEdit, [...a, '--out', path.join(root, 'o2'), '--allow-non-finite-output'])).code).toBe(0);
+  });
+});
+
 describe('hostile, round 2: side files (class 8)', () => {
   it('a FIFO in the base directory is skipped (never opened: the job does not block), and said', async () => {
     const s = await checkpointTriple('f8a');
