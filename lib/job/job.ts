@@ -63,6 +63,8 @@ export class OutputJob {
   begin(): void {
     this.spec.signal?.addEventListener('abort', this.onAbort);
     this.release = onCleanup(() => { this.ctl[1] = 1; this.cleanup(); this.releaseLock(); });
+    // The report's temporaries left beside it by a dead process (SIGKILL mid-report) go too.
+    if (this.spec.report) sweepDeadTemps(this.spec.report);
     if (this.spec.out) {
       this.unlock = acquireTargetLock(this.spec.out);
       sweepDeadTemps(this.spec.out);

@@ -155,6 +155,11 @@ export function checkReportTarget(report: string, inputs: InputFiles[] | Set<str
   const rep = path.resolve(report);
   const list: InputFiles[] = inputs instanceof Set ? [...inputs].map((f) => ({ path: f, dir: path.dirname(f), files: [f] })) : inputs;
   checkNotInput(rep, 'report', list, 'report');
+  // geoedit's own names beside a target (temporary directories and files, locks): a report there
+  // would be renamed over a live job's lock or swept as a dead process's leftover.
+  if (/\.geoedit-(tmp-|lock$)/.test(path.basename(rep))) {
+    throw new GeoEditError('ERR_INVALID_OPTION', `the report ${rep} has the name of a geoedit temporary file or lock: choose another name`, { option: 'report', file: rep });
+  }
   if (out !== null) {
     const o = path.resolve(out), ro = realPath(o), rr = realPath(rep);
     if (rep === o || rr === ro || isInside(o, rep) || isInside(ro, rr)) {

@@ -47,6 +47,16 @@ describe('hostile, round 2: inputs and targets (classes 1, 2)', () => {
     expect(fingerprint(s.root)).toEqual(before);
   });
 
+  it("a report named like the output's lock or temporary directory is refused before any work", async () => {
+    const s = await checkpointTriple('f1e');
+    for (const name of ['.o.geoedit-lock', '.o.geoedit-tmp-1-2-abcdef01']) {
+      const r = await run(runEdit, [...args(s), '--out', path.join(s.root, 'o'), '--report', path.join(s.root, name)]);
+      expect(r.code, r.err).toBe(1);
+      expect(r.err).toMatch(/ERR_INVALID_OPTION.*temporary file or lock/);
+    }
+    expect(hidden(s.root)).toEqual([]);
+  });
+
   it('a report path that is a directory is refused before any work', async () => {
     const s = await checkpointTriple('f1d');
     fs.mkdirSync(path.join(s.root, 'r.html'));
@@ -54,6 +64,20 @@ describe('hostile, round 2: inputs and targets (classes 1, 2)', () => {
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/ERR_OUTPUT_EXISTS.*not a regular file/);
     expect(fs.existsSync(path.join(s.root, 'o'))).toBe(false);
+  });
+});
+
+describe('hostile, round 2: leftovers (class 4)', () => {
+  it("a report's temporary file left by a dead process (SIGKILL mid-report) is removed by the next job writing that report, saying so", async () => {
+    const s = await checkpointTriple('f4a');
+    const report = path.join(s.root, 'r.html');
+    const dead = path.join(s.root, `.r.html.geoedit-tmp-999999999-x-deadbeef`);
+    fs.writeFileSync(dead, '<html>half');
+    const r = await run(runEdit, [...args(s), '--out', path.join(s.root, 'o'), '--report', report]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/removed .*\.r\.html\.geoedit-tmp-999999999-x-deadbeef.*no longer running/);
+    expect(hidden(s.root)).toEqual([]);
+    expect(fs.readFileSync(report, 'utf8')).toContain('<html');
   });
 });
 
