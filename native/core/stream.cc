@@ -388,8 +388,8 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
   int64_t per_block = rows_per_block(t, block_bytes);
   // Preservation: whole GEMM blocks (the bytes do not depend on the caller's blocking), a few per call.
   if (t.preserve) {
-    const int64_t unit = be.cuda ? kPreserveCudaBlockRows : kPreserveBlockRows;
-    per_block = std::max<int64_t>(be.cuda ? 1 : 4, (per_block + unit - 1) / unit) * unit;
+    const int64_t unit = be.cuda ? kPreserveCudaBlockRows : kPreserveGroupRows;
+    per_block = std::max<int64_t>(1, (per_block + unit - 1) / unit) * unit;
   }
   const bool tau_mem = t.tau_old_mem != nullptr;
   std::vector<char> bias_raw[3];
