@@ -151,7 +151,7 @@ export interface NativeAddon {
   _cudaBench(spec: NativeCudaBenchSpec): { kernelMs: number; kernelGBps: number; copyGBps: number; checksum: number };
   /** Bench only (bench/preserve.js): preservation build + row GEMM timings and the ISA's FMA peak. */
   _preserveBench(spec: { n: number; rows: number; form?: 'cov' | 'keys' | 'basis'; k?: number; withC1?: boolean; threads?: number; simd?: number; reps?: number; peakSeconds?: number; blas?: NativeBlasChoice }): {
-    buildMs: number; applyMs: number; applyGflops: number; gemmFlops: number; peakGflops: number; peakGflops1: number;
+    buildMs: number; applyMs: number; applyCpuMs: number; applyGflops: number; gemmFlops: number; peakGflops: number; peakGflops1: number;
     threads: number; simd: string; la: string; provider: string; factoredBy: string; statBytes: number; workBytes: number; checksum: number;
   };
   loraGeometry(spec: {

@@ -18,8 +18,8 @@
 // it, and removes them again right after dlopen (the load happens once, on first use).
 //
 // Determinism: OpenBLAS is set to one thread when loaded (openblas_set_num_threads(1)) and every
-// call runs on one of our pool's threads, on fixed shapes (blocks of kPreserveBlockRows rows, fixed
-// column chunks of the solve), so the bytes never depend on our thread count. OpenBLAS's pthread
+// call runs on one of our pool's threads, on fixed shapes (row tiles of the GEMM fixed by the group's size,
+// fixed column chunks of the solve), so the bytes never depend on our thread count. OpenBLAS's pthread
 // builds (USE_THREAD=1) serialise their buffer allocation with a lock and are safe for concurrent
 // callers; with one thread each call runs in the caller. The bytes differ from Eigen's (another
 // summation order; both within SPEC §5), so the provider is recorded with every preserved result.

@@ -345,8 +345,8 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
 // SPEC §3 step 0 fused into the row pipeline: per group of R rows (up to kPreserveGroupRows on the CPU,
 // fixed from the job's first row, the last zero-padded to a multiple of kPreserveBlockRows), the raw
 // task vectors of both sides are formed in one scratch [2R, d] (old rows, then new rows; d = n + 1 with
-// the bias element last in the augmented form), multiplied by P in one GEMM (OpenBLAS or Eigen in fixed
-// column chunks on the pool, or a projector such as cuBLAS), and the preserved rows go through
+// the bias element last in the augmented form), multiplied by P in one GEMM (OpenBLAS or Eigen in row
+// tiles on the pool, or a projector such as cuBLAS), and the preserved rows go through
 // process_rows as task vectors (tau_given): geometry, regions, trim, weights and output on the
 // preserved rows, the base untouched. Energies are per-row values summed in row order (the same sums
 // for any thread count).
@@ -472,9 +472,9 @@ void preserve_finish(const EditJob& job, const Params& p, const Kernels& K, int6
 }
 
 // project == nullptr: the CPU path: groups of kPreserveGroupRows rows per side, one after the other, the
-// last one padded to a multiple of kPreserveBlockRows only; each group's GEMM on the pool in fixed column
-// chunks (preserve_rows_group: OpenBLAS or Eigen, one thread per call), its fill and row pipeline on the
-// pool too. Otherwise the projector (a device) takes blocks of block_rows rows per side one after the
+// last one padded to a multiple of kPreserveBlockRows only; each group's GEMM on the pool in row tiles
+// fixed by the group's size (preserve_rows_group: OpenBLAS or Eigen, one thread per call), its fill and
+// row pipeline on the pool too. Otherwise the projector (a device) takes blocks of block_rows rows per side one after the
 // other (each padded to the full block_rows: one fixed shape) and the pool runs the rows of each block.
 void run_edit_preserved(const EditJob& job, const Params& p, const Kernels& K, SimdLevel level, int threads,
                         const RowProjector* project, int64_t block_rows) {

@@ -352,12 +352,17 @@ void preserve_rows_group(const Preserve& p, const float* X, int64_t rows, float*
   switch (p.form) {
     case Preserve::Form::Identity: std::memcpy(Y, X, size_t(rows * d) * 4); return;
     case Preserve::Form::Ridge: {
-      const int64_t C = kPreserveColChunk, nc = (d + C - 1) / C;
-      parallel_for(nc, 1, threads, [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          const int64_t a = c * C, w = std::min(C, d - a);
-          if (p.openblas) openblas_sgemm(X, rows, d, d, p.P.data() + a, d, w, Y + a, d);
-          else la.gemm(X, rows, d, d, p.P.data() + a, d, w, Y + a, d);
+      // k tiles: ceil(rows / kPreserveTileRows) rounded up to an even number (two threads stay balanced),
+      // each a whole number of blocks.
+      const int64_t RB = kPreserveBlockRows, units = (rows + RB - 1) / RB;
+      int64_t k = (rows + kPreserveTileRows - 1) / kPreserveTileRows;
+      k = std::min(units, k + (k & 1));
+      const int64_t per = ((units + k - 1) / k) * RB, ntiles = (rows + per - 1) / per;
+      parallel_for(ntiles, 1, threads, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t r0 = t * per, nr = std::min(per, rows - r0);
+          if (p.openblas) openblas_sgemm(X + r0 * d, nr, d, d, p.P.data(), d, d, Y + r0 * d, d);
+          else la.gemm(X + r0 * d, nr, d, d, p.P.data(), d, d, Y + r0 * d, d);
         }
       });
       return;

@@ -669,7 +669,7 @@ static void run_suite() {
 // the same bytes for 1, 2 and 3 threads and from run to run, and named in preserve_provider.
 static void cross_provider() {
   std::mt19937 g(99);
-  const int64_t n = 300, m = 1000;  // 2 column chunks (256 + 44), a full group + a partial one
+  const int64_t n = 300, m = 3500;  // two full groups (kPreserveGroupRows) and a partial one; 4 and 2 row tiles
   const VF K = keys(g, 600, n, 1.5f);
   const VF Cf = to_f32(gram64(K, 600, n));
   const VD Pref = ref_P(VD(Cf.begin(), Cf.end()), {}, n, 0.3, 0);

@@ -16,7 +16,7 @@ const blas = addon.blasInfo();
 const noOpenblas = blas.openblas.available ? false : `libopenblas not usable here: ${blas.openblas.reason}`;
 if (noOpenblas) console.warn(`[skip] the OpenBLAS cases of test/native/preserve-blas.test.ts: ${noOpenblas}`);
 
-// 300 columns: two column chunks of the GEMM (256 + 44); 1700 rows: two full groups of 768 and a partial one.
+// 300 columns; 1700 rows: a full group of the CPU GEMM (1536 rows per side, 4 row tiles) and a partial one.
 const m = 1700, n = 300;
 const r0 = rng(41);
 const mu = randn(r0, n, 1.5), K = randn(r0, 700 * n);
