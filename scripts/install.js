@@ -5,6 +5,7 @@
 //   1. load the addon exactly as at run time (lib/native/loader.ts: build/Release, then the prebuild
 //      that fits), in a child process so that a bad binary cannot take npm down;
 //   2. only when nothing loads, build from source with cmake-js, then check again.
+//   Before either: OpenBLAS (optional at run time, ensureOpenblas), installed with apt-get when root.
 //
 // Environment:
 //   PREBUILDS_ONLY=1              never build; fail with the loader's message if no prebuild loads
@@ -96,6 +97,34 @@ function ensureEigen() {
   return false;
 }
 
+/**
+ * OpenBLAS (optional at run time: preservation's GEMM and f64 solve, dlopen'd by native/core/blas.cc;
+ * without it the compiled-in Eigen runs). Where libopenblas.so.0 is missing and this is root on a
+ * Debian-like system, installs libopenblas0-pthread with apt-get (quietly), for prebuilt and source
+ * installs alike; otherwise says which package gives the faster path. Never fails the install.
+ */
+function ensureOpenblas() {
+  const ld = spawnSync('ldconfig', ['-p'], { encoding: 'utf8' });
+  const dirs = ['/usr/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib', '/lib/x86_64-linux-gnu'];
+  const present = () => (ld.status === 0 && /libopenblas(64_)?\.so\.0\b/.test(ld.stdout)) || dirs.some((d) => fs.existsSync(path.join(d, 'libopenblas.so.0')));
+  if (present()) return true;
+  const hasApt = spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status === 0;
+  const root_ = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (hasApt && root_) {
+    log('OpenBLAS not found; installing libopenblas0-pthread with apt-get (optional: preservation\'s linear algebra)');
+    const opts = { stdio: ['ignore', 'ignore', 'ignore'], env: { ...env, DEBIAN_FRONTEND: 'noninteractive' } };
+    let r = spawnSync('apt-get', ['install', '-y', '-qq', 'libopenblas0-pthread'], opts);
+    if (r.status !== 0) {
+      spawnSync('apt-get', ['update', '-qq'], opts);
+      r = spawnSync('apt-get', ['install', '-y', '-qq', 'libopenblas0-pthread'], opts);
+    }
+    if (r.status === 0) return true;
+  }
+  log('OpenBLAS (libopenblas.so.0) not found: preservation uses the built-in Eigen; for its faster path install ' +
+      'libopenblas0-pthread (Debian/Ubuntu) or openblas (Fedora). Optional.');
+  return false;
+}
+
 function buildFromSource() {
   if (!ensureEigen()) return false;
   const cmakeJs = resolveTool('cmake-js/bin/cmake-js');
@@ -133,6 +162,7 @@ function buildFromSource() {
 }
 
 function main() {
+  if (process.platform === 'linux') ensureOpenblas();
   if (!fromSource) {
     const p = probe();
     if (p.ok) {
