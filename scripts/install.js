@@ -66,6 +66,22 @@ function resolveTool(id) {
   }
 }
 
+/** Root on a system with apt-get: installs `pkg` quietly (an `apt-get update` and a retry when the first
+ * try fails). Returns whether it is installed now; false without root or apt-get. */
+function aptInstall(pkg, why, stderr) {
+  const hasApt = spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status === 0;
+  const root_ = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (!hasApt || !root_) return false;
+  log(`${why}; installing ${pkg} with apt-get`);
+  const opts = { stdio: ['ignore', 'ignore', stderr], env: { ...env, DEBIAN_FRONTEND: 'noninteractive' } };
+  let r = spawnSync('apt-get', ['install', '-y', '-qq', pkg], opts);
+  if (r.status !== 0) {
+    spawnSync('apt-get', ['update', '-qq'], opts);
+    r = spawnSync('apt-get', ['install', '-y', '-qq', pkg], opts);
+  }
+  return r.status === 0;
+}
+
 /**
  * Eigen's headers (the preservation linear algebra, native/cpu/preserve_la_*.cc) are needed by a
  * source build only; prebuilds have them compiled in. Where they are missing and this is root on a
@@ -75,18 +91,7 @@ function resolveTool(id) {
 function ensureEigen() {
   const dirs = [env.EIGEN3_INCLUDE_DIR, '/usr/include/eigen3', '/usr/local/include/eigen3', '/opt/homebrew/include/eigen3'];
   if (dirs.some((d) => d && fs.existsSync(path.join(d, 'Eigen', 'Cholesky')))) return true;
-  const hasApt = spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status === 0;
-  const root_ = typeof process.getuid === 'function' && process.getuid() === 0;
-  if (hasApt && root_) {
-    log('Eigen 3 headers not found; installing libeigen3-dev with apt-get');
-    const opts = { stdio: ['ignore', 'ignore', 'inherit'], env: { ...env, DEBIAN_FRONTEND: 'noninteractive' } };
-    let r = spawnSync('apt-get', ['install', '-y', '-qq', 'libeigen3-dev'], opts);
-    if (r.status !== 0) {
-      spawnSync('apt-get', ['update', '-qq'], opts);
-      r = spawnSync('apt-get', ['install', '-y', '-qq', 'libeigen3-dev'], opts);
-    }
-    if (r.status === 0) return true;
-  }
+  if (aptInstall('libeigen3-dev', 'Eigen 3 headers not found', 'inherit')) return true;
   console.error(
     [
       'geoedit: cannot build from source: the Eigen 3 headers (header-only linear algebra) are not installed.',
@@ -108,18 +113,7 @@ function ensureOpenblas() {
   const dirs = ['/usr/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib', '/lib/x86_64-linux-gnu'];
   const present = () => (ld.status === 0 && /libopenblas(64_)?\.so\.0\b/.test(ld.stdout)) || dirs.some((d) => fs.existsSync(path.join(d, 'libopenblas.so.0')));
   if (present()) return true;
-  const hasApt = spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status === 0;
-  const root_ = typeof process.getuid === 'function' && process.getuid() === 0;
-  if (hasApt && root_) {
-    log('OpenBLAS not found; installing libopenblas0-pthread with apt-get (optional: preservation\'s linear algebra)');
-    const opts = { stdio: ['ignore', 'ignore', 'ignore'], env: { ...env, DEBIAN_FRONTEND: 'noninteractive' } };
-    let r = spawnSync('apt-get', ['install', '-y', '-qq', 'libopenblas0-pthread'], opts);
-    if (r.status !== 0) {
-      spawnSync('apt-get', ['update', '-qq'], opts);
-      r = spawnSync('apt-get', ['install', '-y', '-qq', 'libopenblas0-pthread'], opts);
-    }
-    if (r.status === 0) return true;
-  }
+  if (aptInstall('libopenblas0-pthread', 'OpenBLAS not found (optional: preservation\'s linear algebra)', 'ignore')) return true;
   log('OpenBLAS (libopenblas.so.0) not found: preservation uses the built-in Eigen; for its faster path install ' +
       'libopenblas0-pthread (Debian/Ubuntu) or openblas (Fedora). Optional.');
   return false;
