@@ -4,25 +4,29 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "geoedit/geoedit.h"
+#include "pool.h"
 
 namespace geoedit {
 
 namespace {
 
 // CBLAS enums (cblas.h): CblasRowMajor, CblasColMajor, CblasNoTrans, CblasTrans, CblasLeft, CblasLower, CblasNonUnit.
-enum { kRowMajor = 101, kColMajor = 102, kNoTrans = 111, kTrans = 112, kLeft = 141, kLower = 122, kNonUnit = 131 };
+enum { kRowMajor = 101, kColMajor = 102, kNoTrans = 111, kTrans = 112, kLeft = 141, kRight = 142, kLower = 122, kNonUnit = 131 };
 
 // The entry points, with 32-bit (LP64) or 64-bit (ILP64, libopenblas64_) integers.
 template <class I>
 struct Fns {
   void (*sgemm)(int, int, int, I, I, I, float, const float*, I, const float*, I, float, float*, I) = nullptr;
   void (*dtrsm)(int, int, int, int, int, I, I, double, const double*, I, double*, I) = nullptr;
+  void (*dgemm)(int, int, int, I, I, I, double, const double*, I, const double*, I, double, double*, I) = nullptr;
+  void (*dsyrk)(int, int, int, I, I, double, const double*, I, double, double*, I) = nullptr;
   // LAPACK (Fortran calling convention; the trailing hidden length of the character argument is
   // passed too: OpenBLAS's own C dpotrf ignores it, a Fortran one reads it).
   void (*dpotrf)(const char*, const I*, double*, const I*, I*, size_t) = nullptr;
@@ -47,15 +51,17 @@ bool sym(void* h, const std::string& name, F* f, std::string* why) {
 // The entry points named prefix + name + suffix: "" + "" (libopenblas), "" + "64_" (libopenblas64_),
 // "scipy_" + "64_" (libscipy_openblas64_, the build numpy and scipy wheels bundle).
 template <class I>
-bool bind(void* h, const std::string& pre, const std::string& s, Fns<I>* f, std::string* why) {
+bool bind_entry_points(void* h, const std::string& pre, const std::string& s, Fns<I>* f, std::string* why) {
   bool ok = sym(h, pre + "cblas_sgemm" + s, &f->sgemm, why);
   ok = sym(h, pre + "cblas_dtrsm" + s, &f->dtrsm, why) && ok;
+  ok = sym(h, pre + "cblas_dgemm" + s, &f->dgemm, why) && ok;
+  ok = sym(h, pre + "cblas_dsyrk" + s, &f->dsyrk, why) && ok;
   ok = sym(h, pre + "dpotrf_" + s, &f->dpotrf, why) && ok;
   ok = sym(h, pre + "openblas_set_num_threads" + s, &f->set_threads, why) && ok;
   ok = sym(h, pre + "openblas_get_config" + s, &f->config, why) && ok;
   std::string optional;
   sym(h, pre + "openblas_get_corename" + s, &f->corename, &optional);
-  return ok && f->sgemm && f->dtrsm && f->dpotrf && f->set_threads && f->config;
+  return ok && f->sgemm && f->dtrsm && f->dgemm && f->dsyrk && f->dpotrf && f->set_threads && f->config;
 }
 
 std::string version_of(const std::string& config) {
@@ -117,9 +123,9 @@ const Loaded& loaded() {
       }
       std::string why, why64, whysp;
       bool ilp64 = false;
-      bool ok = bind(h, "", "", &r.f32, &why);
-      if (!ok) ok = ilp64 = bind(h, "", "64_", &r.f64, &why64);
-      if (!ok) ok = ilp64 = bind(h, "scipy_", "64_", &r.f64, &whysp);
+      bool ok = bind_entry_points(h, "", "", &r.f32, &why);
+      if (!ok) ok = ilp64 = bind_entry_points(h, "", "64_", &r.f64, &why64);
+      if (!ok) ok = ilp64 = bind_entry_points(h, "scipy_", "64_", &r.f64, &whysp);
       if (!ok) {
         errs += std::string(errs.empty() ? "" : "; ") + lib + ": " + why;
         dlclose(h);
@@ -197,17 +203,58 @@ void openblas_sgemm(const float* X, int64_t rows, int64_t kd, int64_t ldx, const
                 int32_t(ldp), 0.0f, Y, int32_t(ldy));
 }
 
-bool openblas_cholesky(double* S, int64_t d) {
-  const Loaded& L = loaded();
+namespace {
+
+template <class I>
+bool potrf(const Fns<I>& f, double* A, int64_t n, int64_t ld) {
   const char lo = 'L';
-  if (L.info.ilp64) {
-    int64_t n = d, info = 0;
-    L.f64.dpotrf(&lo, &n, S, &n, &info, 1);
-    return info == 0;
-  }
-  int32_t n = int32_t(d), info = 0;
-  L.f32.dpotrf(&lo, &n, S, &n, &info, 1);
+  I nn = I(n), ll = I(ld), info = 0;
+  f.dpotrf(&lo, &nn, A, &ll, &info, 1);
   return info == 0;
+}
+
+// Blocked right-looking Cholesky on the pool: panels of kPanel columns (dpotrf of the diagonal block on
+// one thread), the panel below it (dtrsm) in fixed chunks of kTile rows, the trailing lower triangle
+// (dsyrk on diagonal tiles, dgemm below) in fixed kTile × kTile tiles, each call on one thread. The
+// tiles depend only on d: the same bytes for any thread count.
+template <class I>
+bool blocked_cholesky(const Fns<I>& f, double* A, int64_t d, int threads) {
+  constexpr int64_t kPanel = 256, kTile = 512;
+  for (int64_t k = 0; k < d; k += kPanel) {
+    const int64_t b = std::min(kPanel, d - k), m = d - k - b;
+    double* Akk = A + k + k * d;
+    if (!potrf(f, Akk, b, d)) return false;
+    if (m == 0) break;
+    double* Aik = A + (k + b) + k * d;  // m × b panel below the diagonal block
+    const int64_t nrt = (m + kTile - 1) / kTile;
+    parallel_for(nrt, 1, threads, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t r0 = t * kTile, nr = std::min(kTile, m - r0);
+        f.dtrsm(kColMajor, kRight, kLower, kTrans, kNonUnit, I(nr), I(b), 1.0, Akk, I(d), Aik + r0, I(d));
+      }
+    });
+    // Trailing A[k+b:, k+b:] -= Aik·Aik^T, lower triangle, tile (i, j) with j <= i.
+    const int64_t ntiles = nrt * (nrt + 1) / 2;
+    parallel_for(ntiles, 1, threads, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        int64_t i = 0;
+        while ((i + 1) * (i + 2) / 2 <= q) ++i;
+        const int64_t j = q - i * (i + 1) / 2;
+        const int64_t ri = i * kTile, ni = std::min(kTile, m - ri), rj = j * kTile, nj = std::min(kTile, m - rj);
+        double* C = A + (k + b + ri) + (k + b + rj) * d;
+        if (i == j) f.dsyrk(kColMajor, kLower, kNoTrans, I(ni), I(b), -1.0, Aik + ri, I(d), 1.0, C, I(d));
+        else f.dgemm(kColMajor, kNoTrans, kTrans, I(ni), I(nj), I(b), -1.0, Aik + ri, I(d), Aik + rj, I(d), 1.0, C, I(d));
+      }
+    });
+  }
+  return true;
+}
+
+}  // namespace
+
+bool openblas_cholesky(double* S, int64_t d, int threads) {
+  const Loaded& L = loaded();
+  return L.info.ilp64 ? blocked_cholesky(L.f64, S, d, threads) : blocked_cholesky(L.f32, S, d, threads);
 }
 
 void openblas_solve_cols(const double* L_, int64_t d, double* B, int64_t c0, int64_t c1) {

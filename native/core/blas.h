@@ -8,7 +8,8 @@
 // suffixed 64_); or only the file GEOEDIT_BLAS_LIB names (any of those flavours, or the
 // libscipy_openblas64_ that numpy/scipy wheels bundle: entry points scipy_*64_), e.g. a newer OpenBLAS
 // than the distribution's. The few entry points used are declared here (no cblas.h needed): cblas_sgemm (the
-// row GEMM), dpotrf_ (the f64 Cholesky), cblas_dtrsm (the solve for P), openblas_set_num_threads,
+// row GEMM), dpotrf_ + cblas_dtrsm + cblas_dsyrk + cblas_dgemm (the f64 Cholesky, blocked on our pool),
+// cblas_dtrsm (the solve for P), openblas_set_num_threads,
 // openblas_get_config, openblas_get_corename.
 //
 // Kernel set: OpenBLAS picks its kernels from the CPU's family/model when it loads, and a release
@@ -65,9 +66,10 @@ void set_default_blas(BlasChoice c);
 // Y[rows, nout] = X[rows, kd]·P[kd, nout], f32 row-major with leading dimensions.
 void openblas_sgemm(const float* X, int64_t rows, int64_t kd, int64_t ldx, const float* P, int64_t ldp, int64_t nout,
                     float* Y, int64_t ldy);
-// In-place Cholesky of S (d×d f64 column-major; the lower triangle is read and replaced by L).
+// In-place Cholesky of S (d×d f64 column-major; the lower triangle is read and replaced by L), blocked
+// on `threads` threads of the pool in fixed panels and tiles (the same bytes for any thread count).
 // Returns false when S is not numerically positive definite.
-bool openblas_cholesky(double* S, int64_t d);
+bool openblas_cholesky(double* S, int64_t d, int threads);
 // Solves L L^T X = B in place for columns [c0, c1) of B (d×d column-major), L from openblas_cholesky.
 void openblas_solve_cols(const double* L, int64_t d, double* B, int64_t c0, int64_t c1);
 

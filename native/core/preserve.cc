@@ -235,7 +235,7 @@ std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& s, const Pres
   const bool gpu = bo.cuda && cuda_preserve_status().available;
   P.factored_on_gpu = gpu;
   P.openblas = use_openblas;
-  const auto cholesky = [&](double* S) { return use_openblas ? openblas_cholesky(S, d) : la.cholesky(S, d); };
+  const auto cholesky = [&](double* S) { return use_openblas ? openblas_cholesky(S, d, bo.threads) : la.cholesky(S, d); };
   const std::function<bool(double*)> factor = [&](double* S) {
     return gpu ? cuda_spd_solve(S, d, nullptr, 0) == 0 : cholesky(S);
   };

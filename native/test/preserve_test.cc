@@ -718,6 +718,31 @@ static void cross_provider() {
   VF ya(size_t(m * n));
   Po->apply(t.data(), m, ya.data(), 2, -1);
   CHECK(std::memcmp(ya.data(), o1.out.data(), bytes) == 0, "openblas: Preserve::apply = run_edit's preserved rows (n=300)");
+  // The blocked Cholesky (panels of 256, tiles of 512 on the pool): several tiles per step at d = 1300;
+  // the operator's bytes for 1 and 3 threads, and against Eigen's single-threaded LLT.
+  {
+    const int64_t d = 1300;
+    std::mt19937 g2(5);
+    std::uniform_real_distribution<float> u(0.f, 1.f);
+    VF v(static_cast<size_t>(d)), C(size_t(d * d));
+    for (auto& x : v) x = u(g2) + 0.5f;
+    for (int64_t i = 0; i < d; ++i)
+      for (int64_t j = 0; j < d; ++j) C[size_t(i * d + j)] = 0.2f * v[size_t(i)] * v[size_t(j)] + (i == j ? 1.0f + u(g2) : 0.0f);
+    PreserveSpec sb;
+    sb.cov = C.data(); sb.cov_rows = sb.cov_cols = d; sb.rho = 0.3; sb.tensor = "big";
+    PreserveBuildOptions o1;
+    o1.cols = d;
+    o1.blas = BlasChoice::OpenBlas;
+    o1.threads = 1;
+    PreserveBuildOptions o3 = o1, oe = o1;
+    o3.threads = 3;
+    oe.blas = BlasChoice::Eigen;
+    const auto B1 = build_preserve(sb, o1), B3 = build_preserve(sb, o3), Be = build_preserve(sb, oe);
+    CHECK(std::memcmp(B1->P.data(), B3->P.data(), B1->P.size() * 4) == 0, "openblas blocked Cholesky: the same operator for 1 and 3 threads");
+    double worst = 0, pmax = 0;
+    for (size_t i = 0; i < B1->P.size(); ++i) { worst = std::max(worst, double(std::fabs(B1->P[i] - Be->P[i]))); pmax = std::max(pmax, double(std::fabs(Be->P[i]))); }
+    CHECK(worst <= 1e-6 * pmax, "openblas vs eigen operator at d = 1300: %g (max |P| %g)", worst, pmax);
+  }
   // A GEOEDIT_BLAS-free default for the rest: set_default_blas overrides the environment.
   set_default_blas(BlasChoice::Eigen);
   CHECK(resolve_blas(BlasChoice::Default) == BlasChoice::Eigen && resolve_blas(BlasChoice::Auto) == BlasChoice::OpenBlas,
