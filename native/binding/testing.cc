@@ -2,7 +2,7 @@
 //   _triad(n, threads, reps) -> Promise<number>            STREAM triad GB/s over the shared pool (bench/run.js)
 //   _cudaBench(spec) -> { kernelMs, kernelGBps, copyGBps, checksum }   device-resident kernel bench (bench/gpu/)
 //   _cudaLoraGeometry(spec) -> { dot, na, nb }              SPEC §4 LoRA sums on the CPU or the plugin (lib/lora-geometry.ts)
-//   _outputPool() -> { hits, misses, idleBytes, cap }       the fresh-output pool's counters (outpool.cc)
+//   _outputPool() -> { hits, misses, idleBytes, cap, early } the fresh-output pool's counters (outpool.cc)
 #include "common.h"
 #include "outpool.h"
 
@@ -81,7 +81,7 @@ Napi::Value CudaLoraGeometry(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-// _outputPool() -> { hits, misses, idleBytes, cap }: the fresh-output pool's counters (outpool.cc).
+// _outputPool() -> { hits, misses, idleBytes, cap, early }: the fresh-output pool's counters (outpool.cc).
 static Napi::Value OutputPool(const Napi::CallbackInfo& info) {
   const OutputPoolStats st = output_pool_stats();
   Napi::Object o = Napi::Object::New(info.Env());
@@ -89,6 +89,7 @@ static Napi::Value OutputPool(const Napi::CallbackInfo& info) {
   o.Set("misses", double(st.misses));
   o.Set("idleBytes", double(st.idle_bytes));
   o.Set("cap", double(st.cap));
+  o.Set("early", double(st.early));
   return o;
 }
 
