@@ -57,25 +57,89 @@ struct Out {
   std::vector<uint8_t> region;
 };
 
-static Out run(const Data& d, const Params& p, DType out_dtype, int simd, int threads) {
-  Out o;
+// Rows of one stored dtype (bf16, f16 or f32 bytes), as the addon hands them to the core.
+struct Raw {
+  int64_t rows, cols;
+  DType dt;
+  std::vector<uint8_t> base, old_, new_;  // rows x cols values of dt
+};
+static void put_value(std::vector<uint8_t>& v, DType dt, size_t k, float x) {
+  if (dt == DType::F32) { std::memcpy(&v[4 * k], &x, 4); return; }
+  const uint16_t h = dt == DType::BF16 ? f32_to_bf16(x) : f32_to_f16(x);
+  std::memcpy(&v[2 * k], &h, 2);
+}
+// kind 0: geoedit-like rows (make); 1: few distinct values (ties everywhere, also at the threshold);
+// 2: old == base on most columns (many zero task-vector entries: the k-th key is often 0)
+static Raw make_raw(int64_t rows, int64_t cols, DType dt, int kind, unsigned seed) {
+  const Data d = make(rows, cols, seed);
+  Raw r{rows, cols, dt, {}, {}, {}};
+  const size_t es = dt == DType::F32 ? 4 : 2, n = size_t(rows * cols);
+  r.base.resize(n * es);
+  r.old_.resize(n * es);
+  r.new_.resize(n * es);
+  std::mt19937 g(seed + 101);
+  for (size_t k = 0; k < n; ++k) {
+    float b = d.base[k], o = d.old_[k], w = d.new_[k];
+    if (kind == 1) {
+      b = 0.5f;
+      o = 0.5f + 0.125f * float(int(g() % 5) - 2);
+      w = 0.5f + 0.125f * float(int(g() % 5) - 2);
+    } else if (kind == 2 && g() % 4 != 0) {
+      o = b;
+    }
+    put_value(r.base, dt, k, b);
+    put_value(r.old_, dt, k, o);
+    put_value(r.new_, dt, k, w);
+  }
+  return r;
+}
+struct RawOut {
+  std::vector<uint8_t> out;
+  std::vector<double> cos, dsq;
+  std::vector<uint8_t> region;
+  std::vector<float> cn, co;
+};
+static RawOut run_raw(const Raw& d, const Params& p, DType out_dtype, int simd, int threads, const std::vector<float>* cnew = nullptr,
+                      const std::vector<float>* cold = nullptr) {
+  RawOut o;
   EditJob job;
   job.rows = d.rows;
   job.cols = d.cols;
-  job.base = {DType::F32, d.base.data()};
-  job.old_ = {DType::F32, d.old_.data()};
-  job.new_ = {DType::F32, d.new_.data()};
+  job.base = {d.dt, d.base.data()};
+  job.old_ = {d.dt, d.old_.data()};
+  job.new_ = {d.dt, d.new_.data()};
   job.out_dtype = out_dtype;
-  if (out_dtype == DType::F32) { o.out32.resize(d.base.size()); job.out = o.out32.data(); }
-  else { o.out16.resize(d.base.size()); job.out = o.out16.data(); }
-  o.cos.resize(size_t(d.rows));
-  o.region.resize(size_t(d.rows));
+  o.out.resize(size_t(d.rows * d.cols) * dtype_size(out_dtype));
+  job.out = o.out.data();
+  const size_t R = size_t(d.rows);
+  o.cos.resize(R);
+  o.dsq.resize(R);
+  o.region.resize(R);
+  o.cn.resize(R);
+  o.co.resize(R);
   job.stats.cos = o.cos.data();
   job.stats.region = o.region.data();
+  job.stats.coef_new = o.cn.data();
+  job.stats.coef_old = o.co.data();
+  job.stats.delta_sq = o.dsq.data();
+  if (cnew) { job.c_new = cnew->data(); job.c_old = cold->data(); }
   RunOptions ro;
   ro.simd = simd;
   ro.threads = threads;
   run_edit(job, p, ro);
+  return o;
+}
+// The f32 rows of d through run_raw.
+static Out run(const Data& d, const Params& p, DType out_dtype, int simd, int threads) {
+  auto bytes = [](const std::vector<float>& v) { return std::vector<uint8_t>(reinterpret_cast<const uint8_t*>(v.data()), reinterpret_cast<const uint8_t*>(v.data() + v.size())); };
+  const Raw r{d.rows, d.cols, DType::F32, bytes(d.base), bytes(d.old_), bytes(d.new_)};
+  const RawOut ro = run_raw(r, p, out_dtype, simd, threads);
+  Out o;
+  if (out_dtype == DType::F32) o.out32.resize(d.base.size());
+  else o.out16.resize(d.base.size());
+  std::memcpy(out_dtype == DType::F32 ? static_cast<void*>(o.out32.data()) : static_cast<void*>(o.out16.data()), ro.out.data(), ro.out.size());
+  o.cos = ro.cos;
+  o.region = ro.region;
   return o;
 }
 
@@ -378,77 +442,6 @@ static void test_sha256() {
 // ties, non-finite inputs with allowNonFinite, thread counts. With coefficients that do not depend on
 // the f64 sums (every strategy but geoedit's weights) the bytes are identical to the reference; so are
 // the kept sums up to their f64 summation order.
-struct Raw {
-  int64_t rows, cols;
-  DType dt;
-  std::vector<uint8_t> base, old_, new_;  // rows x cols values of dt
-};
-static void put_value(std::vector<uint8_t>& v, DType dt, size_t k, float x) {
-  if (dt == DType::F32) { std::memcpy(&v[4 * k], &x, 4); return; }
-  const uint16_t h = dt == DType::BF16 ? f32_to_bf16(x) : f32_to_f16(x);
-  std::memcpy(&v[2 * k], &h, 2);
-}
-// kind 0: geoedit-like rows (make); 1: few distinct values (ties everywhere, also at the threshold);
-// 2: old == base on most columns (many zero task-vector entries: the k-th key is often 0)
-static Raw make_raw(int64_t rows, int64_t cols, DType dt, int kind, unsigned seed) {
-  const Data d = make(rows, cols, seed);
-  Raw r{rows, cols, dt, {}, {}, {}};
-  const size_t es = dt == DType::F32 ? 4 : 2, n = size_t(rows * cols);
-  r.base.resize(n * es);
-  r.old_.resize(n * es);
-  r.new_.resize(n * es);
-  std::mt19937 g(seed + 101);
-  for (size_t k = 0; k < n; ++k) {
-    float b = d.base[k], o = d.old_[k], w = d.new_[k];
-    if (kind == 1) {
-      b = 0.5f;
-      o = 0.5f + 0.125f * float(int(g() % 5) - 2);
-      w = 0.5f + 0.125f * float(int(g() % 5) - 2);
-    } else if (kind == 2 && g() % 4 != 0) {
-      o = b;
-    }
-    put_value(r.base, dt, k, b);
-    put_value(r.old_, dt, k, o);
-    put_value(r.new_, dt, k, w);
-  }
-  return r;
-}
-struct RawOut {
-  std::vector<uint8_t> out;
-  std::vector<double> cos, dsq;
-  std::vector<uint8_t> region;
-  std::vector<float> cn, co;
-};
-static RawOut run_raw(const Raw& d, const Params& p, DType out_dtype, int simd, int threads, const std::vector<float>* cnew = nullptr,
-                      const std::vector<float>* cold = nullptr) {
-  RawOut o;
-  EditJob job;
-  job.rows = d.rows;
-  job.cols = d.cols;
-  job.base = {d.dt, d.base.data()};
-  job.old_ = {d.dt, d.old_.data()};
-  job.new_ = {d.dt, d.new_.data()};
-  job.out_dtype = out_dtype;
-  o.out.resize(size_t(d.rows * d.cols) * dtype_size(out_dtype));
-  job.out = o.out.data();
-  const size_t R = size_t(d.rows);
-  o.cos.resize(R);
-  o.dsq.resize(R);
-  o.region.resize(R);
-  o.cn.resize(R);
-  o.co.resize(R);
-  job.stats.cos = o.cos.data();
-  job.stats.region = o.region.data();
-  job.stats.coef_new = o.cn.data();
-  job.stats.coef_old = o.co.data();
-  job.stats.delta_sq = o.dsq.data();
-  if (cnew) { job.c_new = cnew->data(); job.c_old = cold->data(); }
-  RunOptions ro;
-  ro.simd = simd;
-  ro.threads = threads;
-  run_edit(job, p, ro);
-  return o;
-}
 static bool close_rel(double x, double y, double tol) {
   if (std::isnan(x) || std::isnan(y)) return std::isnan(x) && std::isnan(y);
   return x == y || std::fabs(x - y) <= tol * std::max(std::fabs(x), std::fabs(y));
