@@ -118,6 +118,7 @@ export interface NativeAddon {
   /** Whether hashFiles can run here. */
   sha256Info(): { available: boolean; provider: string; reason: string };
   /** Tests only: counters of the fresh-output pool. */
+  _setFused(on: boolean): boolean;
   _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number; early: number };
   /** Bench only: STREAM triad GB/s over the shared pool. */
   _triad(n: number, threads: number, reps: number): Promise<number>;

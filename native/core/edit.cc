@@ -192,6 +192,14 @@ inline void f32_stats(const Kernels& K, const float* base, const float* old_, co
   K.stats_raw(DType::F32, base, DType::F32, old_, DType::F32, new_, n, nullptr, a, b, dot, na, nb);
 }
 
+std::atomic<bool>& fused_switch() {
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("GEOEDIT_FUSED");
+    return !(e && std::strcmp(e, "0") == 0);
+  }()};
+  return on;
+}
+
 void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t r0, int64_t r1) {
   const int64_t n = job.cols;
   Scratch& s = scratch();
@@ -211,12 +219,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
   // and not decoded into the scratch, for rows edited by magnitude that are written out. A row whose
   // weights need both trimmed importances, or that trims both sides, or overflows its output dtype,
   // is decoded and takes the unfused steps below (the same selections and bytes, exact).
-  // GEOEDIT_FUSED=0 turns it off (an A/B switch for benchmarks; the results are the same).
-  static const bool fused_on = [] {
-    const char* e = std::getenv("GEOEDIT_FUSED");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  const FusedRowKernels* F = fused_on ? K.fused : nullptr;
+  const FusedRowKernels* F = fused_rows() ? K.fused : nullptr;
   const bool fusable = F && !job.tau_given && !has_imp && job.out && job.base.dtype == job.old_.dtype &&
                        job.base.dtype == job.new_.dtype && n <= (int64_t(1) << 30);
   auto row_ptr = [&](const View& v, size_t es, int64_t i, float* tmp) -> const float* {
@@ -607,6 +610,9 @@ void run_edit_projected(const EditJob& job, const Params& params, const RunOptio
   const SimdLevel level = ro.simd >= 0 ? SimdLevel(ro.simd) : active_simd();
   run_edit_preserved(job, params, kernels_for(level), level, ro.threads, &project, block_rows);
 }
+
+void set_fused_rows(bool on) { fused_switch().store(on); }
+bool fused_rows() { return fused_switch().load(); }
 
 double triad_gbps(size_t n, int threads, int reps) {
   std::unique_ptr<double[]> a(new double[n]), b(new double[n]), c(new double[n]);
