@@ -27,6 +27,7 @@ export const ENV_VARS = [
   { name: 'GEOEDIT_CUDA_NO_FAST16', meaning: '`1`: use the f32-cache CUDA kernel for 16-bit inputs instead of the raw 16-bit cache (benchmarks).', default: 'unset', readBy: ['cuda-plugin', 'bench'] },
   { name: 'CUDA_VISIBLE_DEVICES', meaning: 'The CUDA runtime\'s device list; the plugin uses the first visible device.', default: 'all devices', readBy: ['cuda-runtime'] },
   { name: 'GEOEDIT_SIMD', meaning: 'Cap the CPU kernels: `scalar`, `avx2` or `avx512` (never above what the CPU supports).', default: 'unset (the widest the CPU supports)', readBy: ['core', 'tests', 'bench'] },
+  { name: 'GEOEDIT_FUSED', meaning: 'Set to `0` to start with the fused row path of the AVX-512 kernels off (rows decoded into scratch first; the same results, slower): an A/B switch for benchmarks.', default: 'unset (on)', readBy: ['core', 'bench'] },
   { name: 'GEOEDIT_STREAM_IO', meaning: '`pread`: the checkpoint data path reads blocks with `pread` instead of mapping the input files.', default: 'unset (mmap)', readBy: ['core', 'tests', 'bench'] },
   { name: 'GEOEDIT_STREAM_READAHEAD', meaning: '`0`: no read-ahead of the next block; `1`: read-ahead on the CPU path too.', default: 'unset (read-ahead on the GPU path only)', readBy: ['core', 'bench'] },
   { name: 'GEOEDIT_TEST_TRUNCATE_MAPPED', meaning: 'Tests only: shrink each input file right after mapping a block (exercises the guard against inputs that change under an edit).', default: 'unset', readBy: ['core', 'tests'] },
