@@ -9,17 +9,18 @@ import { cudaStatus } from '../backend';
 import { runOutputJob, type OutputJob } from '../job/job';
 import { checkOutputTarget, checkReportTarget } from '../job/target';
 import { hashInputs, type InputHashes } from '../job/hash';
+import { markPhase } from '../job/phase';
 import { packageVersion, versionsBlock } from '../job/versions';
 import type { CheckpointManifest, CheckpointTotals, TensorManifestEntry } from '../job/manifest';
 import { openCheckpoint, type Checkpoint } from './open';
-import { resolveCheckpointOptions, type CheckpointOptions, type Resolved } from './options';
+import { choosePreservedBackend, resolveCheckpointOptions, type CheckpointOptions, type Resolved } from './options';
 import { inputBytes, plan, shardLayout, shardNames, type CheckpointInputs, type PlanItem } from './plan';
 import { CheckpointStream, degenerateThreshold } from './stream';
 import { readModelFamily, type ModelFamily } from './layout';
 import { findTies, type TieRecord } from './ties';
 import { openCoefficients, type CoefficientsFile } from './coefficients';
 import { nativeParams } from '../options';
-import { planJobPreservation, validateStatisticValues, weightInfos, type JobPreservation } from '../preserve/plan';
+import { planJobPreservation, preserveWork, validateStatisticValues, weightInfos, type JobPreservation } from '../preserve/plan';
 import type { WeightInfo } from '../preserve/file';
 
 export interface CheckpointJob {
@@ -66,6 +67,7 @@ function present(ck: Inputs): Checkpoint[] {
 
 /** Options, inputs, plan and targets: every check that can fail before work starts. */
 function prepare(job: CheckpointJob): Prepared {
+  markPhase('validation');
   const t0 = Date.now();
   const what = job.kind === 'edit' ? 'editCheckpoint' : 'analyzeCheckpoint';
   if (!job.inputs || typeof job.inputs !== 'object') throw typeError(`Expected { base, old, new${job.kind === 'edit' ? ', out' : ''} } for ${what} but received ${describe(job.inputs)}`);
@@ -83,6 +85,8 @@ function prepare(job: CheckpointJob): Prepared {
     const layouts = new Map(items.map((i) => [i.name, i.layout]));
     const model = weightInfos(ck.base.tensors.map((t) => ({ name: t.name, shape: t.shape, layout: layouts.get(t.name) })));
     pres = { jp: planJobPreservation(r.preserve, model, new Set(items.filter((i) => i.action === 'edit').map((i) => i.name)), warnings), model };
+    const streamed = job.kind === 'edit' ? items : items.filter((i) => i.action === 'edit');
+    choosePreservedBackend(r, opts, preserveWork(pres.jp, streamed));
   }
   const allInputFiles = new Set<string>();
   for (const c of present(ck)) for (const f of c.files) allInputFiles.add(f.path);
@@ -209,9 +213,11 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     // threads (lib/job/hash.ts).
     const hashStart = Date.now();
     let hashMs = 0;
+    if (opts.hash !== false) markPhase('hashing');
     const hashing = opts.hash === false ? null : hashInputs(filesToHash(p), opts.signal).then((m) => { hashMs = Date.now() - hashStart; return m; });
     hashing?.catch(() => undefined);
     const dataStart = Date.now();
+    markPhase('data');
     const { stream, files } = await streamData(p, job, fds);
     const dataMs = Date.now() - dataStart;
     const hashes = hashing ? await hashing : null;
@@ -231,7 +237,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
       model: modelRecord(p),
     };
     if (p.out && opts.copyFiles !== false && p.ck.base.kind !== 'file') {
-      job.copySideFiles(p.ck.base.dir, new Set([...p.ck.base.files.map((f) => f.path), p.ck.base.index ?? '']));
+      await job.copySideFiles(p.ck.base.dir, new Set([...p.ck.base.files.map((f) => f.path), p.ck.base.index ?? '']));
     }
     return await job.finish(manifest);
   } finally {

@@ -8,7 +8,8 @@ import { loraGeometry, type LoraOptions, type LoraStats } from '../lora-math';
 import { openCheckpoint, type Checkpoint } from '../checkpoint/open';
 import { runOutputJob, type OutputJob } from '../job/job';
 import { checkOutputTarget, checkReportTarget, type InputFiles } from '../job/target';
-import { sha256FileSync } from '../job/hash';
+import { sha256Files } from '../governance/hashing';
+import { markPhase } from '../job/phase';
 import { versionsBlock } from '../job/versions';
 import type { AdapterManifest, AdapterModuleReport, AdapterReport } from '../job/manifest';
 import { badAdapter, readPeftAdapter, type PeftAdapter } from './peft';
@@ -55,6 +56,7 @@ export { MANIFEST_FILE as LORA_MANIFEST } from '../job/manifest';
  */
 export async function analyzeAdapters(paths: { old: string; new: string }, options?: LoraOptions & { perRow?: boolean; report?: string }): Promise<AdapterReport & { perRow?: Record<string, LoraStats> }> {
   const site = callSite(analyzeAdapters);
+  markPhase('validation');
   if (!paths || typeof paths !== 'object') throw typeError(`Expected { old, new } adapter directories but received ${describe(paths)}`);
   const { lora, own } = splitOptions(options as EditAdaptersOptions);
   const pres = takePreserve(lora, 'analyzeAdapters');
@@ -65,6 +67,7 @@ export async function analyzeAdapters(paths: { old: string; new: string }, optio
   await attachPreservation(pres, plans, lora, undefined, presWarnings, site);
   const mods: AdapterModuleReport[] = [];
   const perRow: Record<string, LoraStats> = {};
+  markPhase('data');
   for (const mp of plans) {
     const prep = await prepareModule(mp, oa, na, lora);
     const st = await loraGeometry(prep, mp.name, site);
@@ -72,7 +75,8 @@ export async function analyzeAdapters(paths: { old: string; new: string }, optio
     if (own.perRow) perRow[mp.name] = st;
   }
   const extras: AdapterReport['extras'] = na.extras.map((t) => ({ tensor: t.name, from: 'new' as const, action: 'copied' as const }));
-  for (const t of oa.extras) if (!na.extras.some((x) => x.name === t.name)) extras.push({ tensor: t.name, from: 'old', action: 'dropped' });
+  const newExtras = new Set(na.extras.map((x) => x.name));
+  for (const t of oa.extras) if (!newExtras.has(t.name)) extras.push({ tensor: t.name, from: 'old', action: 'dropped' });
   const rep: AdapterReport & { perRow?: Record<string, LoraStats> } = {
     old: paths.old, new: paths.new, options: { ...lora }, parameters: parametersOf(lora), modules: mods, totals: totalsOf(mods),
     extras, warnings: [...warningsOf(mods, extras), ...presWarnings],
@@ -123,6 +127,7 @@ function manifestOf(a: AdapterJob, mods: AdapterModuleReport[], extras: AdapterR
 }
 
 async function writeAdapter(a: AdapterJob): Promise<AdapterManifest> {
+  markPhase('data');
   const built = await buildAdapterOutput(a.plans, a.oa, a.na, a.lora, a.own, a.site);
   const lineage = [{ role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
   return runOutputJob({ kind: 'adapter-edit', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter edit', lineage }, async (job) => {
@@ -135,13 +140,16 @@ async function writeAdapter(a: AdapterJob): Promise<AdapterManifest> {
 
 async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
   const base = a.base!;
-  for (const f of base.files) a.inputs.push({ role: 'base', path: f.path, ...sha256FileSync(f.path) });
+  (await sha256Files(base.files.map((f) => f.path))).forEach((h, i) => a.inputs.push({ role: 'base', path: base.files[i]!.path, sha256: h.sha256, bytes: h.size }));
   const lineage = [{ role: 'base', dir: base.dir }, { role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
   return runOutputJob({ kind: 'adapter-merge', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter merge', lineage }, async (job: OutputJob) => {
+    markPhase('data');
     const res = await mergeIntoBase(job, base, a.plans, a.oa, a.na, a.lora, a.own, a.site);
-    const m = manifestOf(a, res.mods, res.extras, [{ path: path.join(a.out, 'model.safetensors'), ...sha256FileSync(res.file) }], res.perRow);
+    const [h] = await sha256Files([res.file], job.ctl);
+    job.checkAborted();
+    const m = manifestOf(a, res.mods, res.extras, [{ path: path.join(a.out, 'model.safetensors'), sha256: h!.sha256, bytes: h!.size }], res.perRow);
     // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along.
-    if (a.own.copyFiles !== false && base.kind !== 'file') job.copySideFiles(base.dir, new Set([...base.files.map((f) => f.path), base.index ?? '']));
+    if (a.own.copyFiles !== false && base.kind !== 'file') await job.copySideFiles(base.dir, new Set([...base.files.map((f) => f.path), base.index ?? '']));
     return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'));
   });
 }
@@ -156,6 +164,7 @@ async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
 export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOptions): Promise<AdapterManifest> {
   const site = callSite(editAdapters);
   if (!paths || typeof paths !== 'object') throw typeError(`Expected { old, new, out, base? } but received ${describe(paths)}`);
+  markPhase('validation');
   const t0 = Date.now();
   const { lora, own } = splitOptions(options);
   const pres = takePreserve(lora, 'editAdapters');
@@ -175,9 +184,11 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   const plans = planModules(oa, na);
   const presWarnings: string[] = [];
   await attachPreservation(pres, plans, lora, base, presWarnings, site);
+  markPhase('hashing');
+  const [ho, hn] = await sha256Files([oa.modelPath, na.modelPath]);
   const a: AdapterJob = {
     t0, paths, lora, own, fmt, oa, na, base, plans, out, report, site, pres, presWarnings,
-    inputs: [{ role: 'old', path: oa.modelPath, ...sha256FileSync(oa.modelPath) }, { role: 'new', path: na.modelPath, ...sha256FileSync(na.modelPath) }],
+    inputs: [{ role: 'old', path: oa.modelPath, sha256: ho!.sha256, bytes: ho!.size }, { role: 'new', path: na.modelPath, sha256: hn!.sha256, bytes: hn!.size }],
   };
   return fmt === 'adapter' ? writeAdapter(a) : writeMerged(a);
 }
