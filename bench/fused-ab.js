@@ -10,6 +10,7 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { makeTensor } = require('./tensor');
 
 const root = path.resolve(__dirname, '..');
 const dist = path.join(root, 'dist', 'cjs');
@@ -25,15 +26,6 @@ const QUICK = process.env.GEOEDIT_BENCH_QUICK === '1';
 const SHAPES = QUICK ? [[4096, 4096]] : [[4096, 4096], [16384, 4096]];
 const ROUNDS = 7;
 
-function tensor(rows, cols, dtype, seed) {
-  let s = seed >>> 0;
-  const next = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s / 4294967296 - 0.5; };
-  const n = rows * cols;
-  if (dtype === 'f32') { const d = new Float32Array(n); for (let i = 0; i < n; i++) d[i] = next(); return { dtype, shape: [rows, cols], data: d }; }
-  const f = new Float32Array(1), u = new Uint32Array(f.buffer), d = new Uint16Array(n);
-  for (let i = 0; i < n; i++) { f[0] = next(); d[i] = u[0] >>> 16; }
-  return { dtype, shape: [rows, cols], data: d };
-}
 const now = () => Number(process.hrtime.bigint()) / 1e9;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -45,7 +37,7 @@ async function main() {
   const rows = [];
   for (const [r, c] of SHAPES) {
     for (const dtype of ['f32', 'bf16']) {
-      const inputs = { base: tensor(r, c, dtype, 1), old: tensor(r, c, dtype, 2), new: tensor(r, c, dtype, 3) };
+      const inputs = { base: makeTensor(r, c, dtype, 1), old: makeTensor(r, c, dtype, 2), new: makeTensor(r, c, dtype, 3) };
       const out = { dtype, shape: [r, c], data: dtype === 'f32' ? new Float32Array(r * c) : new Uint16Array(r * c) };
       const bytes = r * c * (dtype === 'f32' ? 4 : 2) * 4;
       for (const density of [1, 0.2]) {
