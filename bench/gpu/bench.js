@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// GPU bench of the CUDA backend (README, "CUDA backend"). Needs a usable GPU, the built addon + plugin
+// GPU bench of the CUDA backend (docs/cuda.md). Needs a usable GPU, the built addon + plugin
 // (build/Release/) and the TS build (dist/). Runs:
 //   1. the edit kernels on device-resident data (plugin entry geoedit_cuda_bench), with the
 //      device-to-device copy bandwidth measured in the same process;

@@ -222,7 +222,7 @@ void run_edit_cuda(const EditJob& job, const Params& params, const CudaRunOption
   }
   if (job.rows == 0) return;
   // Zero-column rows carry no data (no sums, no output bytes): the plugin refuses cols == 0, so
-  // their per-row stats come from the CPU core, which applies the same rules (README "CUDA backend").
+  // their per-row stats come from the CPU core, which applies the same rules (docs/cuda.md).
   if (job.cols == 0) {
     run_edit(job, params, RunOptions());
     return;

@@ -1,6 +1,6 @@
 // safetensors header reader and validator (plain C++, no dependency).
 // Validates as the reference implementation (huggingface/safetensors 0.8) does, checked by a
-// differential run against it (README "Editing checkpoints"); one deliberate difference: duplicate names are refused.
+// differential run against it (docs/safety.md); one deliberate difference: duplicate names are refused.
 // header length <= 100 MB
 // and within the file, UTF-8 JSON object, known dtypes, data_offsets contiguous from 0 without gaps
 // or overlaps, byte length = elements x dtype size, last offset = data size, no duplicate names,

@@ -397,7 +397,7 @@ __global__ void __launch_bounds__(kThreads) edit_fast_kernel(DevJob J, Params P,
 //   * each thread issues the loads of two 8-element chunks before it decodes either, so twice as
 //     many loads are outstanding per thread in the load phase.
 // Needs cols % 8 == 0 (16-byte loads). Nsight Compute on the H200 showed the f32-cache kernel
-// limited to 4 blocks per SM by shared memory and stalled on global loads (README "CUDA backend").
+// limited to 4 blocks per SM by shared memory and stalled on global loads (docs/cuda.md).
 __device__ __forceinline__ void dec8(const uint4& r, int dt, float* v) {
   const uint32_t w[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll

@@ -49,7 +49,7 @@ describe('editCheckpoint', () => {
     const h = await readSafetensorsHeader(path.join(out, 'model.safetensors'));
     expect(h.metadata!.format).toBe('pt');
     expect(h.metadata!['geoedit.version']).toMatch(/^\d+\.\d+\.\d+/);
-    expect(JSON.parse(h.metadata!['geoedit.parameters']!).kappa).toBe(2); // the calibrated default (README, "Does the edit work?")
+    expect(JSON.parse(h.metadata!['geoedit.parameters']!).kappa).toBe(2); // the calibrated default (docs/quality.md)
     expect(h.tensors.map((t) => t.name).sort()).toEqual(specs.map((s) => s.name).sort());
     for (const sp of specs) {
       const got = await readTensor(path.join(out, 'model.safetensors'), sp.name, h);

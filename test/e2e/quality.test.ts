@@ -1,6 +1,6 @@
 // The quality benchmark, fast version (a smaller model; the full one is scripts/quality/sweep.js):
 // builds the fact-memory models for 3 seeds, runs the QUALITY.md protocol through
-// editCheckpoint / editAdapters, and asserts the orderings the README ("Does the edit work?") claims.
+// editCheckpoint / editAdapters, and asserts the orderings docs/quality.md claims.
 import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import * as fs from 'node:fs';
 import * as os from 'node:os';

@@ -154,14 +154,20 @@ describe.skipIf(!supported)('the tarball', () => {
     expect(r.status, r.stdout + r.stderr).toBe(0);
   });
 
-  it('holds the compiled JS, types, prebuild and native sources, and no tests, bench or build trees', () => {
+  it('holds the compiled JS, types, prebuild, native sources and the docs the README links to, and no tests, bench or build trees', () => {
     for (const f of ['package.json', 'dist/cjs/index.js', 'dist/cjs/index.d.ts', 'dist/esm/index.mjs', 'dist/esm/index.d.mts',
       `prebuilds/${tuple}/${prebuildName}`, 'native/binding/addon.cc', 'native/include/geoedit/geoedit.h', 'native/core/edit.cc',
       'CMakeLists.txt', 'scripts/install.js']) {
       expect(packedFiles, f).toContain(f);
     }
-    if (fs.existsSync(path.join(repo, 'README.md'))) expect(packedFiles).toContain('README.md');
-    const bad = packedFiles.filter((f) => /^(test|bench|build|build-[^/]*|node_modules|\.ci|docs|lib|native\/test)\//.test(f) || f.endsWith('.tgz'));
+    if (fs.existsSync(path.join(repo, 'README.md'))) {
+      expect(packedFiles).toContain('README.md');
+      // Every docs/ page the README links to ships, so its links resolve in node_modules/geoedit too.
+      const linked = [...fs.readFileSync(path.join(repo, 'README.md'), 'utf8').matchAll(/\]\((docs\/[^)#\s]+)/g)].map((m) => m[1]!);
+      expect(linked.length).toBeGreaterThan(0);
+      for (const d of new Set(linked)) expect(packedFiles, d).toContain(d);
+    }
+    const bad = packedFiles.filter((f) => /^(test|bench|build|build-[^/]*|node_modules|\.ci|lib|native\/test)\//.test(f) || f.endsWith('.tgz'));
     expect(bad).toEqual([]);
     // Every .node in the tarball is our addon under prebuilds/<tuple>/, or a CUDA plugin in a cuda/ subfolder.
     for (const f of packedFiles.filter((x) => x.endsWith('.node'))) expect(f).toMatch(/^prebuilds\/[^/]+\/(geoedit\.napi(\.[a-z0-9]+)*\.node|cuda\/.+)$/);
@@ -256,7 +262,7 @@ describe.skipIf(!supported)('the tarball', () => {
     expect(r.version).toBe(pkg.version);
     expect(r.sameClass).toBe(true);
     expect(r.defaultHasEdit).toBe('function');
-    expect(r.kappa).toBe(2); // the calibrated default (README, "Does the edit work?")
+    expect(r.kappa).toBe(2); // the calibrated default (docs/quality.md)
   });
 
   it('works from a CJS script', () => {

@@ -1,5 +1,5 @@
 // The defaults live in one place in C++ (Params in geoedit.h); lib/options.ts mirrors them.
-// They are the calibrated ones (README, "Does the edit work?"): kappa 2, keepOrthogonal 0.75.
+// They are the calibrated ones (docs/quality.md): kappa 2, keepOrthogonal 0.75.
 import { describe, it, expect } from 'vitest';
 import { DEFAULTS, PAPER_PRESET } from '../../lib/options';
 import { loadNative } from '../../lib/native';

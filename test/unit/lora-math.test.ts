@@ -133,7 +133,7 @@ describe('LoRA geometry in factor space equals the materialised geometry', () =>
     const { st } = await checkGeometry(null, nw);
     expect(st.counts.orthogonal).toBe(30);
     for (const c of st.cos) expect(c).toBe(0);
-    for (const c of st.coefNew) expect(c).toBe(0.75); // keepOrthogonal default (calibrated, README "Does the edit work?")
+    for (const c of st.coefNew) expect(c).toBe(0.75); // keepOrthogonal default (calibrated, docs/quality.md)
     const o = linear(r, 30, 20, 4, 1);
     const st2 = await analyzeLora({ old: o }, {});
     expect(st2.counts.orthogonal).toBe(30);

@@ -183,7 +183,7 @@ describe('editAdapters: the adapter output and the merged output equal editTenso
     expect(onlyOld.zeroRows).toBe(onlyOld.rows);
     for (const m of manA.modules) expect(m.angleHistogram.reduce((a, b) => a + b, 0)).toBe(m.rows);
     expect(manA.warnings).toContain("module 'model.layers.1.self_attn.o_proj' is only in the old adapter: a zero new task vector, every row orthogonal");
-    expect(manA.parameters.kappa).toBe(2); // the calibrated default (README, "Does the edit work?")
+    expect(manA.parameters.kappa).toBe(2); // the calibrated default (docs/quality.md)
     expect(manA.versions.geoedit).toMatch(/^\d+\.\d+\.\d+/);
     const onDisk = JSON.parse(fs.readFileSync(path.join(path.dirname(ed.modelPath), 'geoedit-manifest.json'), 'utf8'));
     expect(onDisk.totals).toEqual(JSON.parse(JSON.stringify(manA.totals)));

@@ -1,6 +1,6 @@
 // geoedit core: the CUDA backend as the core sees it. The kernels live in a plugin,
 // geoedit_cuda.so (native/cuda/), that the core dlopen()s only when CUDA is asked for or probed;
-// this header is plain C++ and needs no CUDA headers. See README "CUDA backend".
+// this header is plain C++ and needs no CUDA headers. See docs/cuda.md.
 #pragma once
 
 #include <cstdint>

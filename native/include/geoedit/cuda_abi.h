@@ -73,7 +73,7 @@ typedef struct geoedit_cuda_params {
 } geoedit_cuda_params;
 
 typedef struct geoedit_cuda_options {
-  uint64_t memory_limit;       /* device bytes the call may allocate; 0 = default (see README "CUDA backend") */
+  uint64_t memory_limit;       /* device bytes the call may allocate; 0 = default (see docs/cuda.md) */
   int streams;                 /* >= 2; 0 = default (2) */
 } geoedit_cuda_options;
 

@@ -118,9 +118,9 @@ class Error : public std::runtime_error {
 struct Params {
   Strategy strategy = Strategy::GeoEdit;
   double scale = 1.0;             // alpha
-  double kappa = 2.0;             // adaptive threshold t = kappa / sqrt(n) (calibrated: README "Does the edit work?")
+  double kappa = 2.0;             // adaptive threshold t = kappa / sqrt(n) (calibrated: docs/quality.md)
   double band_degrees = -1.0;     // when >= 0 replaces kappa: t = sin(band_degrees)
-  double keep_orthogonal = 0.75;  // gamma (calibrated: README "Does the edit work?")
+  double keep_orthogonal = 0.75;  // gamma (calibrated: docs/quality.md)
   double fuse_aligned = 0.0;      // mu
   double forget_conflicting = 0.0;// phi
   double lambda = 1.0;            // F-Learning forgetting strength
