@@ -6,6 +6,7 @@
 //   - N concurrent `geoedit edit --part K/N` processes (wall time from the first start to the last
 //     exit) for each N, then `geoedit assemble` of those parts, with verification (every part file
 //     re-hashed) and with --no-verify, and the bytes it copied (0 expected: hard links),
+//   - each part alone (sequentially): a part's cost on a machine of its own,
 //   - for scale, `cp` of the same output (what a copying assembly would cost),
 // checks the assembled shards are byte-identical to the single edit's, and prints ratios to the
 // single process. Input hashing runs in every edit (the default) with the hash cache off
@@ -156,12 +157,21 @@ async function main() {
       }
       dirs.forEach(rm);
     }
+    // Each part alone, one after the other: what a part costs on a machine of its own (the cluster case;
+    // the slowest part + the assembly is that case's wall time, shared storage bandwidth permitting).
+    {
+      const dirs = Array.from({ length: n }, (_, k) => path.join(work, `a${n}-${k + 1}`));
+      row.aloneMs = dirs.map((d, k) => { rm(d); return runSync(editArgs(work, d, ['--part', `${k + 1}/${n}`])).ms; });
+      dirs.forEach(rm);
+      row.slowestAloneMs = Math.max(...row.aloneMs);
+      row.projectedSpeedup = +(result.single.medianMs / row.slowestAloneMs).toFixed(3);
+    }
     row.medianMs = median(row.ms);
     row.speedup = +(result.single.medianMs / row.medianMs).toFixed(3);
     row.assembleVerifyMedianMs = median(row.assembleVerifyMs);
     row.assembleNoVerifyMedianMs = median(row.assembleNoVerifyMs);
     result.partitioned.push(row);
-    process.stdout.write(`N=${n}: ${(row.medianMs / 1000).toFixed(2)} s vs one process ${(result.single.medianMs / 1000).toFixed(2)} s (${row.speedup}x); assemble ${(row.assembleVerifyMedianMs / 1000).toFixed(2)} s verified, ${(row.assembleNoVerifyMedianMs / 1000).toFixed(3)} s --no-verify; bytes copied ${row.bytesCopied.join(',')}; identical ${row.identical.join(',')}\n`);
+    process.stdout.write(`N=${n}: ${(row.medianMs / 1000).toFixed(2)} s vs one process ${(result.single.medianMs / 1000).toFixed(2)} s (${row.speedup}x); each part alone ${row.aloneMs.map((x) => (x / 1000).toFixed(2)).join(', ')} s (one machine per part: ${row.projectedSpeedup}x); assemble ${(row.assembleVerifyMedianMs / 1000).toFixed(2)} s verified, ${(row.assembleNoVerifyMedianMs / 1000).toFixed(3)} s --no-verify; bytes copied ${row.bytesCopied.join(',')}; identical ${row.identical.join(',')}\n`);
   }
   rm(single);
   result.uptimeAfter = uptime();
