@@ -226,8 +226,10 @@ describe('partitioned checkpoint edit', () => {
     const r = cli(['assemble', '--out', out, '--parts', ...parts]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/ERR_OUTPUT_EXISTS/);
-    const f = cli(['assemble', '--out', out, '--force', '--move', '--parts', ...parts]);
+    const report = path.join(dir, 'move-report.html');
+    const f = cli(['assemble', '--out', out, '--force', '--move', '--report', report, '--parts', ...parts]);
     expect(f.code, f.stderr).toBe(0);
+    expect(fs.readFileSync(report, 'utf8')).toMatch(/<html[\s\S]*model\.layers\.2\.mlp\.down_proj\.weight/);
     for (const p of parts) expect(fs.existsSync(p)).toBe(false);
     expectSameOutput(out, ref, CKPT_DIFF);
     const first = fs.readdirSync(ref).find((x) => x.endsWith('.safetensors'))!;
@@ -241,6 +243,34 @@ describe('partitioned checkpoint edit', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/ERR_INVALID_OPTION.*'report' is not taken with 'part'.*geoedit assemble --report/);
   });
+});
+
+describe('partitioned edit of a tied checkpoint (API)', () => {
+  it('a tied head and its embedding in different shards go to one part; assembled = one edit', async () => {
+    const specs = [...llamaSpecs(3, 'F32').filter((t) => t.dtype === 'F32'), { name: 'lm_head.weight', dtype: 'F32' as const, shape: [40, 16] }];
+    const root = path.join(dir, 'tied');
+    for (const role of ['base', 'old', 'new'] as const) {
+      const ts = tensorsFor(specs, role);
+      ts[ts.length - 1]!.data = ts[0]!.data; // lm_head stored as a byte-identical copy of the embedding
+      await writeCheckpoint(path.join(root, role), ts, role === 'base' ? 2 : 3, role === 'base');
+      if (role === 'base') fs.writeFileSync(path.join(root, role, 'config.json'), JSON.stringify({ model_type: 'llama', tie_word_embeddings: true }));
+    }
+    const io = { base: path.join(root, 'base'), old: path.join(root, 'old'), new: path.join(root, 'new') };
+    const opts = { maxShardSize: 3000, hash: false };
+    const single = path.join(root, 'single');
+    const { editCheckpoint } = await import('../../lib/checkpoint');
+    const m = await editCheckpoint({ ...io, out: single }, opts);
+    expect(m.totals.tied).toBe(1);
+    const parts = [1, 2, 3].map((k) => path.join(root, `part-${k}`));
+    await Promise.all(parts.map((out, k) => editCheckpoint({ ...io, out }, { ...opts, part: { index: k + 1, count: 3 } })));
+    const plan = (manifestOf(parts[0]!) as { partition: { plan: { files: Array<{ name: string; tensors: string[]; part: number }> } } }).partition.plan;
+    const partOf = (t: string) => plan.files.find((f) => f.tensors.includes(t))!;
+    expect(partOf('lm_head.weight').name).not.toBe(partOf('model.embed_tokens.weight').name);
+    expect(partOf('lm_head.weight').part).toBe(partOf('model.embed_tokens.weight').part);
+    const out = path.join(root, 'asm');
+    await assembleParts({ parts, out });
+    expectSameOutput(out, single, /^(id|createdAt|timings\.[a-zA-Z]+|output\.path|partition)$/);
+  }, 60_000);
 });
 
 describe('partitioned adapter merge', () => {
