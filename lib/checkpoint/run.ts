@@ -3,7 +3,7 @@
 // data, stream every tensor through the core, build the manifest, copy the side files, finish.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, GeoEditError, typeError } from '../errors';
+import { describe, typeError } from '../errors';
 import type { CallSite } from '../native';
 import { cudaStatus } from '../backend';
 import { runOutputJob, type OutputJob } from '../job/job';
@@ -98,7 +98,6 @@ function prepare(job: CheckpointJob): Prepared {
     const layouts = new Map(items.map((i) => [i.name, i.layout]));
     const model = weightInfos(ck.base.tensors.map((t) => ({ name: t.name, shape: t.shape, layout: layouts.get(t.name) })));
     pres = { jp: planJobPreservation(r.preserve, model, new Set(items.filter((i) => i.action === 'edit').map((i) => i.name)), warnings), model };
-    refuseColumnsPreservation(items, pres.jp);
   }
   const allInputFiles = new Set<string>();
   for (const c of present(ck)) for (const f of c.files) allInputFiles.add(f.path);
@@ -174,14 +173,6 @@ function planPart(p: Prepared, spec: PartSpec): PartOfJob {
 function statRecord(f: string): { path: string; size: number; mtimeMs: number } {
   const st = fs.statSync(f);
   return { path: f, size: st.size, mtimeMs: Math.floor(st.mtimeMs) };
-}
-
-/** Preservation is not wired into columns-layout stream tasks yet: a coded refusal naming the tensor, before any work. */
-function refuseColumnsPreservation(items: PlanItem[], jp: JobPreservation): void {
-  for (const it of items) {
-    if (it.action !== 'edit' || !it.layout.columns || !jp.plan.byWeight.has(it.name)) continue;
-    throw new GeoEditError('ERR_UNSUPPORTED', `tensor '${it.name}': preservation on a columns-layout tensor is not supported yet (layout ${it.layout.kind}: ${it.layout.why}); exclude it, or leave it out of the statistics file`, { tensor: it.name });
-  }
 }
 
 /** SPEC §3.2 with κ/√n ≥ 1: the adaptive band holds every row; said per tensor, not applied silently. */

@@ -109,11 +109,11 @@ function attachPreserves(batch: Batched[], pres: NonNullable<StreamSetup['pres']
         task.biasNew = src(b.new!);
       }
     } else if (weight !== undefined) {
+      // The bias is then edited as any 1-D tensor [1, m] (SPEC §2, §3 steps 1-6) from its preserved task
+      // vectors: its own importance tensors (impOld/impNew), when given, are kept, as for every tensor.
       task.tauFrom = pos.get(weight)!;
       delete task.old;
       delete task.new;
-      delete task.impOld;
-      delete task.impNew;
     }
   }
   return preserves;

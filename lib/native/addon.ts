@@ -111,7 +111,7 @@ export interface NativeAddon {
   edit(spec: NativeSpec): Promise<NativeResult>;
   editSync(spec: NativeSpec): NativeResult;
   info(): { version: string; simd: string; simdDetected: string; threads: number; simdSupported: string[] };
-  defaults(): Record<string, number> & { paper: Record<string, number> };
+  defaults(): Record<string, number> & { paper: Record<string, number>; preserve: { rho: number; mu: number } };
   convert(from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array;
   /** SHA-256 of the first `size` bytes of each open file, several files at once on native threads (OpenSSL). */
   hashFiles(spec: { files: Array<{ fd: number; size: number; file?: string }>; threads?: number; ctl?: Float64Array }): Promise<{ sha256: string[]; seconds: number[] }>;

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { GeoEditError } from '../errors';
 import type { CallSite, NativeParams, NativePreserve } from '../native';
 import type { Checkpoint } from '../checkpoint/open';
+import { readModelFamily, resolveLayouts } from '../checkpoint/layout';
 import { loadSource, statisticNames, type WeightInfo, type WeightStats } from './file';
 import { planJobPreservation, preserveEntries, validateStatisticValues, weightInfos, type JobPreservation } from './plan';
 import type { PreserveFileOption } from './option';
@@ -35,7 +36,10 @@ export function weightNameFor(module: string, has: (n: string) => boolean): stri
 /** Plans the statistics of every module (all structural checks; LoRA refusals: augmented statistics, embeddings). */
 export function planAdapterPreservation(opt: PreserveFileOption, modules: AdapterModuleInfo[], base: Checkpoint | undefined, warnings: string[]): AdapterPreservation {
   const names = statisticNames(opt.file);
-  const model = base ? weightInfos(base.tensors) : new Map<string, WeightInfo>();
+  // The base's other weights per neuron of their layout (a GPT-2 base: Conv1D weights [in, out] have
+  // neurons of the input width), as editCheckpoint plans them: statistics no module uses are checked the same way.
+  const layouts = base ? resolveLayouts(base.tensors, [], readModelFamily(base.dir), []) : null;
+  const model = base ? weightInfos(base.tensors.map((t) => ({ ...t, layout: layouts!.get(t.name) }))) : new Map<string, WeightInfo>();
   const weightOf = new Map<string, string>();
   for (const m of modules) {
     const w = base ? weightNameFor(m.name, (n) => base.byName.has(n)) : weightNameFor(m.name, (n) => names.has(n));

@@ -21,7 +21,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// defaults() -> the SPEC §3 defaults of geoedit::Params, and the paper preset as `paper`.
+// defaults() -> the SPEC §3 defaults of geoedit::Params, the paper preset as `paper`, and the
+// preservation defaults (core/preserve.h) as `preserve: { rho, mu }`.
 Napi::Value Defaults(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   geoedit::Params p;
@@ -42,6 +43,11 @@ Napi::Value Defaults(const Napi::CallbackInfo& info) {
   pp.Set("fuseAligned", paper.fuse_aligned);
   pp.Set("forgetConflicting", paper.forget_conflicting);
   o.Set("paper", pp);
+  // SPEC §3 step 0's rho and mu when a preserve spec gives none (core/preserve.h).
+  Napi::Object pr = Napi::Object::New(env);
+  pr.Set("rho", geoedit::kPreserveDefaultRho);
+  pr.Set("mu", geoedit::kPreserveDefaultMu);
+  o.Set("preserve", pr);
   return o;
 }
 

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <memory>
 #include <sstream>
@@ -379,31 +380,57 @@ class ReadAhead {
   std::future<void> pending_;
 };
 
+// Preservation: whole GEMM blocks (the bytes do not depend on the caller's blocking), a few per
+// call: rows (neurons) per block rounded up to a multiple of the projection's block, counted from
+// the tensor's first neuron.
+int64_t preserve_block_rows(const StreamTask& t, int64_t per_block, bool cuda) {
+  if (!t.preserve) return per_block;
+  const int64_t unit = cuda ? kPreserveCudaBlockRows : kPreserveBlockRows;
+  return std::max<int64_t>(cuda ? 1 : 4, (per_block + unit - 1) / unit) * unit;
+}
+
+// The bias of an augmented layer (SPEC §3 step 0: [a_i, a^β_i]·P), read whole ([rows] elements,
+// element k with neuron k in either layout); attach() gives a block of neurons starting at k0 its
+// slice and points the job at the operator, the energy sums and the preserved bias outputs.
+struct BiasRows {
+  std::vector<char> raw[3];
+  PreserveBias bias;
+  bool aug = false;
+  explicit BiasRows(const StreamTask& t) : aug(t.preserve && t.preserve->augmented()) {
+    if (!aug) return;
+    const StreamSrc* src[3] = {&t.bias_base, &t.bias_old, &t.bias_new};
+    View* dst[3] = {&bias.base, &bias.old_, &bias.new_};
+    for (int q = 0; q < 3; ++q) {
+      raw[q].resize(size_t(t.rows) * dtype_size(src[q]->dtype));
+      pread_all(*src[q], raw[q].data(), raw[q].size(), src[q]->offset);
+      dst[q]->dtype = src[q]->dtype;
+    }
+  }
+  void attach(const StreamTask& t, int64_t k0, EditJob& job, PreserveBias& blk) const {
+    if (!t.preserve) return;
+    job.preserve = t.preserve;
+    job.preserve_stats = t.preserve_stats;
+    if (!aug) return;
+    blk = bias;
+    for (int q = 0; q < 3; ++q) {
+      View* v = q == 0 ? &blk.base : q == 1 ? &blk.old_ : &blk.new_;
+      v->data = raw[q].data() + size_t(k0) * dtype_size(v->dtype);
+    }
+    if (t.bias_tau_old_out) blk.tau_old_out = t.bias_tau_old_out + k0;
+    if (t.bias_tau_new_out) blk.tau_new_out = t.bias_tau_new_out + k0;
+    job.preserve_bias = &blk;
+  }
+};
+
 void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& params, const RunOptions& ro,
                    size_t block_bytes, const StreamBackend& be, Ctx& ctx, Writer& w, AlignedBuf fb[5], ReadAhead& ahead) {
   const int64_t cols = t.cols;
   const size_t bs = dtype_size(t.base.dtype), os = dtype_size(t.old_.dtype), ns = dtype_size(t.new_.dtype);
   const size_t outs = dtype_size(t.out_dtype);
   const bool has_imp = t.imp_old.fd >= 0;
-  int64_t per_block = rows_per_block(t, block_bytes);
-  // Preservation: whole GEMM blocks (the bytes do not depend on the caller's blocking), a few per call.
-  if (t.preserve) {
-    const int64_t unit = be.cuda ? kPreserveCudaBlockRows : kPreserveBlockRows;
-    per_block = std::max<int64_t>(be.cuda ? 1 : 4, (per_block + unit - 1) / unit) * unit;
-  }
+  const int64_t per_block = preserve_block_rows(t, rows_per_block(t, block_bytes), be.cuda);
   const bool tau_mem = t.tau_old_mem != nullptr;
-  std::vector<char> bias_raw[3];
-  PreserveBias bias;
-  const bool aug = t.preserve && t.preserve->augmented();
-  if (aug) {
-    const StreamSrc* src[3] = {&t.bias_base, &t.bias_old, &t.bias_new};
-    View* dst[3] = {&bias.base, &bias.old_, &bias.new_};
-    for (int q = 0; q < 3; ++q) {
-      bias_raw[q].resize(size_t(t.rows) * dtype_size(src[q]->dtype));
-      pread_all(*src[q], bias_raw[q].data(), bias_raw[q].size(), src[q]->offset);
-      dst[q]->dtype = src[q]->dtype;
-    }
-  }
+  const BiasRows bias(t);
   Window wb, wo, wn, wio, win;
   for (int64_t r0 = 0; r0 < t.rows; r0 += per_block) {
     ctx.check_cancel(t.name);
@@ -428,20 +455,7 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
       job.new_.data = wn.open(t.new_, uint64_t(r0) * cols * ns, n * ns, fb[2], ctx.watch);
     }
     PreserveBias blk_bias;
-    if (t.preserve) {
-      job.preserve = t.preserve;
-      job.preserve_stats = t.preserve_stats;
-      if (aug) {
-        blk_bias = bias;
-        for (int q = 0; q < 3; ++q) {
-          View* v = q == 0 ? &blk_bias.base : q == 1 ? &blk_bias.old_ : &blk_bias.new_;
-          v->data = bias_raw[q].data() + size_t(r0) * dtype_size(v->dtype);
-        }
-        if (t.bias_tau_old_out) blk_bias.tau_old_out = t.bias_tau_old_out + r0;
-        if (t.bias_tau_new_out) blk_bias.tau_new_out = t.bias_tau_new_out + r0;
-        job.preserve_bias = &blk_bias;
-      }
-    }
+    bias.attach(t, r0, job, blk_bias);
     if (has_imp) {
       const size_t ios = dtype_size(t.imp_old.dtype), ins = dtype_size(t.imp_new.dtype);
       job.imp_old.dtype = t.imp_old.dtype;
@@ -590,59 +604,84 @@ void run_columns_task(const StreamTask& t, const Params& params, const RunOption
   const int64_t in = t.cols, groups = std::max<int64_t>(1, t.groups);
   if (t.rows % groups != 0)
     throw Error(ErrorCode::InvalidArgument, "columns task: rows must be a multiple of groups", tensor_details(t.name));
-  // Preservation (SPEC §3 step 0) is not wired into columns tasks yet (lib/ refuses it with ERR_UNSUPPORTED first).
-  if (t.preserve || t.tau_old_mem || t.tau_new_mem)
-    throw Error(ErrorCode::InvalidArgument, "preservation on a columns-layout tensor is not supported yet", tensor_details(t.name));
+  // A preserved bias is edited from memory as its own [1, m] rows task after its weight, never as columns.
+  if (t.tau_old_mem || t.tau_new_mem)
+    throw Error(ErrorCode::InvalidArgument, "columns task: task vectors from memory (a preserved bias) are a rows task", tensor_details(t.name));
   const int64_t out = t.rows / groups;
   const size_t outs = dtype_size(t.out_dtype);
   const bool has_imp = t.imp_old.fd >= 0;
   const StreamSrc* srcs[5] = {&t.base, &t.old_, &t.new_, &t.imp_old, &t.imp_new};
   View* views[5];
-  int64_t per_block = std::min(out, rows_per_block(t, block_bytes));
-  // Whole 32-column tiles where the block does not span every column (the transposes' tile).
-  if (per_block < out && per_block > 32) per_block -= per_block % 32;
+  // Preservation (SPEC §3 step 0): neuron k is column k, so the tile's rows are the neurons and the
+  // projection runs on them as on a rows task. Preserved blocks are whole GEMM blocks counted from the
+  // tensor's first neuron, as the rows task of the same neurons has them ([E, out, in] for [E, in, out]):
+  // a block may then span stored matrices (one gathered and written piece per matrix), so every row,
+  // energy sum and byte is the rows task's. The bias element of neuron k goes with it.
+  int64_t per_block = preserve_block_rows(t, rows_per_block(t, block_bytes), be.cuda);
+  if (!t.preserve) {
+    per_block = std::min(out, per_block);
+    // Whole 32-column tiles where the block does not span every column (the transposes' tile).
+    if (per_block < out && per_block > 32) per_block -= per_block % 32;
+  }
+  const BiasRows bias(t);
   Window win;
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t c0 = 0; c0 < out; c0 += per_block) {
-      ctx.check_cancel(t.name);
-      const int64_t nc = std::min(per_block, out - c0);
-      const int64_t k0 = g * out + c0;  // first neuron of the block
-      EditJob job;
-      views[0] = &job.base; views[1] = &job.old_; views[2] = &job.new_; views[3] = &job.imp_old; views[4] = &job.imp_new;
-      for (int q = 0; q < (has_imp ? 5 : 3); ++q) {
-        const StreamSrc& s = *srcs[q];
-        const size_t es = dtype_size(s.dtype);
-        char* tile = tiles[q].get(size_t(nc) * size_t(in) * es);
-        gather_columns(s, uint64_t(g) * uint64_t(in) * uint64_t(out) * es, in, out, c0, nc, block_bytes, tile, win, fb[q], ro.threads, ctx.watch);
-        views[q]->dtype = s.dtype;
-        views[q]->data = tile;
-      }
-      job.rows = nc;
-      job.cols = in;
-      if (t.c_new) job.c_new = t.c_new + k0;
-      if (t.c_old) job.c_old = t.c_old + k0;
-      job.out_dtype = t.out_dtype;
-      const size_t n = size_t(nc) * size_t(in);
-      job.out = t.out_fd >= 0 ? tiles[5].get(n * outs) : nullptr;
-      job.stats = rows_from(t.stats, k0);
-      job.tensor_name = t.name;
-      job.row_offset = k0;
-      try {
-        if (be.cuda) run_edit_cuda(job, params, be.cuda_opts);
-        else run_edit(job, params, ro);
-      } catch (const Error& e) {
-        rethrow_at_columns(t, e, out);
-      }
-      if (job.out) {
-        char* dst = w.acquire(n * outs);
-        ptranspose(ro.threads, outs, static_cast<const char*>(job.out), size_t(in), nc, in, dst, size_t(nc));
+  // The pieces [k0, k1) of the block [b0, b1) of neurons that lie in one stored matrix g = k0 / out.
+  auto pieces = [out](int64_t b0, int64_t b1, const std::function<void(int64_t g, int64_t c0, int64_t w, int64_t at)>& f) {
+    for (int64_t k0 = b0; k0 < b1;) {
+      const int64_t g = k0 / out, k1 = std::min(b1, (g + 1) * out);
+      f(g, k0 - g * out, k1 - k0, k0 - b0);
+      k0 = k1;
+    }
+  };
+  for (int64_t b0 = 0; b0 < t.rows;) {
+    ctx.check_cancel(t.name);
+    // Without preservation a block stays inside its matrix (blocks from each matrix's first column).
+    int64_t nc = std::min(per_block, t.rows - b0);
+    if (!t.preserve) nc = std::min(nc, (b0 / out + 1) * out - b0);
+    EditJob job;
+    views[0] = &job.base; views[1] = &job.old_; views[2] = &job.new_; views[3] = &job.imp_old; views[4] = &job.imp_new;
+    for (int q = 0; q < (has_imp ? 5 : 3); ++q) {
+      const StreamSrc& s = *srcs[q];
+      const size_t es = dtype_size(s.dtype);
+      char* tile = tiles[q].get(size_t(nc) * size_t(in) * es);
+      pieces(b0, b0 + nc, [&](int64_t g, int64_t c0, int64_t wd, int64_t at) {
+        gather_columns(s, uint64_t(g) * uint64_t(in) * uint64_t(out) * es, in, out, c0, wd, block_bytes,
+                       tile + size_t(at) * size_t(in) * es, win, fb[q], ro.threads, ctx.watch);
+      });
+      views[q]->dtype = s.dtype;
+      views[q]->data = tile;
+    }
+    job.rows = nc;
+    job.cols = in;
+    if (t.c_new) job.c_new = t.c_new + b0;
+    if (t.c_old) job.c_old = t.c_old + b0;
+    job.out_dtype = t.out_dtype;
+    const size_t n = size_t(nc) * size_t(in);
+    job.out = t.out_fd >= 0 ? tiles[5].get(n * outs) : nullptr;
+    job.stats = rows_from(t.stats, b0);
+    job.tensor_name = t.name;
+    job.row_offset = b0;
+    PreserveBias blk_bias;
+    bias.attach(t, b0, job, blk_bias);
+    try {
+      if (be.cuda) run_edit_cuda(job, params, be.cuda_opts);
+      else run_edit(job, params, ro);
+    } catch (const Error& e) {
+      rethrow_at_columns(t, e, out);
+    }
+    if (job.out) {
+      pieces(b0, b0 + nc, [&](int64_t g, int64_t c0, int64_t wd, int64_t at) {
+        const size_t pn = size_t(wd) * size_t(in);
+        char* dst = w.acquire(pn * outs);
+        ptranspose(ro.threads, outs, static_cast<const char*>(job.out) + size_t(at) * size_t(in) * outs, size_t(in), wd, in, dst, size_t(wd));
         const uint64_t row_bytes = uint64_t(out) * outs;
         const uint64_t off = t.out_offset + uint64_t(g) * uint64_t(in) * row_bytes + uint64_t(c0) * outs;
-        if (nc == out) w.submit(t.out_fd, n * outs, off, t.name);
-        else w.submit_strided(t.out_fd, size_t(in), size_t(nc) * outs, off, row_bytes, t.name);
-      }
-      ctx.add(double(n * (dtype_size(t.base.dtype) + dtype_size(t.old_.dtype) + dtype_size(t.new_.dtype))));
+        if (wd == out) w.submit(t.out_fd, pn * outs, off, t.name);
+        else w.submit_strided(t.out_fd, size_t(in), size_t(wd) * outs, off, row_bytes, t.name);
+      });
     }
+    ctx.add(double(n * (dtype_size(t.base.dtype) + dtype_size(t.old_.dtype) + dtype_size(t.new_.dtype))));
+    b0 += nc;
   }
 }
 

@@ -64,9 +64,13 @@ struct StreamTask {
   int64_t groups = 1;
   // SPEC §3 step 0 (core/preserve.h; Edit): the tensor's operator (owned by the caller, may be
   // shared by several tasks), and where its energy sums go (added to). Blocks are then a multiple
-  // of kPreserveBlockRows rows. The augmented form reads the bias (bias_base/old/new: [rows]
-  // tensors) and writes its preserved task vectors to bias_tau_old_out/new_out ([rows] f32, owned
-  // by the caller), for a later task that edits the bias from them (tau_old_mem/tau_new_mem).
+  // of kPreserveBlockRows rows (neurons), counted from the tensor's first neuron (columns too: a
+  // block may span the stored matrices of [E, in, out]; the tile's rows are the neurons, so the
+  // operator's dimension is `cols`, the input width, and the bytes are the rows task's on the
+  // transposed tensor). The augmented form reads the bias (bias_base/old/new: [rows]
+  // tensors, element k with neuron k in either layout) and writes its preserved task vectors to
+  // bias_tau_old_out/new_out ([rows] f32, owned by the caller), for a later task that edits the
+  // bias from them (tau_old_mem/tau_new_mem; always a rows task [1, m]).
   const Preserve* preserve = nullptr;
   PreserveStats* preserve_stats = nullptr;
   StreamSrc bias_base, bias_old, bias_new;

@@ -302,18 +302,18 @@ describe('synthetic layouts', () => {
     expect((await analyzeCheckpoint(bare)).tensors[0]).toMatchObject({ layout: 'rows', layoutSource: 'default', rows: 4, cols: 24 * 16 });
   });
 
-  it('preservation on a columns tensor: statistics of the input width pass planning, then a coded refusal naming the tensor, nothing written', async () => {
+  it('preservation on a columns tensor: statistics of the input width (P over the columns; more in test/e2e/preserve-columns.test.ts)', async () => {
     // GPT-2 Conv1D [in 6, out 10]: 10 neurons of 6; P's dimension is the input width, 6 (not the stored rows' 10).
     const io = await synth('cols-pres', [{ name: 'h.0.mlp.c_fc.weight', shape: [6, 10] }, { name: 'h.0.ln_1.weight', shape: [6] }], { model_type: 'gpt2' });
     const file = await writeStats(path.join(ROOT, 'cols-pres.safetensors'), [{ name: 'h.0.mlp.c_fc.weight:cov', dtype: 'F32', shape: [6, 6], data: covOf(rng(3), 30, 6).C }], null);
     const out = outDir('cols-pres');
-    const err = await editCheckpoint({ ...io, out }, { preserve: { file } }).catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: 'ERR_UNSUPPORTED', details: { tensor: 'h.0.mlp.c_fc.weight' } });
-    expect(String((err as Error).message)).toMatch(/preservation on a columns-layout tensor is not supported yet/);
-    expect(fs.existsSync(out)).toBe(false);
-    // The same statistics on the rows reading of that tensor ([6, 10]: neurons of 10) are refused for their width instead.
-    await expect(editCheckpoint({ ...io, out }, { preserve: { file }, layout: { '*.c_fc.weight': 'rows' } })).rejects.toMatchObject({ code: 'ERR_SHAPE_MISMATCH' });
-    expect(fs.existsSync(out)).toBe(false);
+    const m = await editCheckpoint({ ...io, out }, { preserve: { file } });
+    expect(m.tensors[0]).toMatchObject({ layout: 'columns', rows: 10, cols: 6, preserve: { statistics: 'h.0.mlp.c_fc.weight', form: 'ridge' } });
+    expect(m.tensors[0]!.preserve!.removed.new).toBeGreaterThan(0);
+    // The same statistics on the rows reading of that tensor ([6, 10]: neurons of 10) are refused for their width.
+    const out2 = outDir('cols-pres-rows');
+    await expect(editCheckpoint({ ...io, out: out2 }, { preserve: { file }, layout: { '*.c_fc.weight': 'rows' } })).rejects.toMatchObject({ code: 'ERR_SHAPE_MISMATCH' });
+    expect(fs.existsSync(out2)).toBe(false);
   });
 
   it('a layout option of the wrong rank is refused naming the tensor; bad kinds are refused', async () => {

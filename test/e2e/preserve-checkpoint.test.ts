@@ -15,6 +15,7 @@ import { readCheckpointTensor as tensorOf, leftovers } from '../support/ckpt';
 import { referencePreservedEdit } from '../support/reference';
 import { basisP, gram, ridgeP } from '../support/preserve-reference';
 import { F32_REL } from '../support/tolerances';
+import { expectPreservedClose as expectClose } from '../support/expect-reference';
 import { presStats, writePresModel, writeStats, type PresStats } from '../support/preserve-fixture';
 import type { Tensor } from '../../lib/types';
 import { planJobPreservation, validateStatisticValues, weightInfos } from '../../lib/preserve/plan';
@@ -36,21 +37,6 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 async function triple(name: string): Promise<{ base: Tensor; old: Tensor; new: Tensor }> {
   const [b, o, n] = await Promise.all([tensorOf(m.base, name), tensorOf(m.old, name), tensorOf(m.new, name)]);
   return { base: toTensor(b), old: toTensor(o), new: toTensor(n) };
-}
-
-/** Output of one tensor against the preserved f64 reference: |out − ref| ≤ SPEC §5's f32 bound + the preservation bound times |c|. */
-function expectClose(out: Float32Array, ref: ReturnType<typeof referencePreservedEdit>['weight'], xNorm: { old: Float64Array; new: Float64Array }, rowOf: (i: number) => number) {
-  let worst = 0;
-  ref.rows.forEach((row, i) => {
-    const src = rowOf(i);
-    const pres = 1e-5 * (Math.abs(row.cNew) * xNorm.new[src]! + Math.abs(row.cOld) * xNorm.old[src]!);
-    for (let j = 0; j < ref.cols; j++) {
-      const err = Math.abs(out[i * ref.cols + j]! - row.out[j]!);
-      const tol = F32_REL * row.bound[j]! + pres + 1e-30;
-      worst = Math.max(worst, err / tol);
-    }
-  });
-  expect(worst).toBeLessThanOrEqual(1);
 }
 
 describe('editCheckpoint with preservation statistics', () => {

@@ -16,6 +16,8 @@ import { rng } from './prng';
 import { expectLayoutOutput, layoutReference } from './layouts';
 import { COS_ABS, F32_REL, HALF_ULPS } from './tolerances';
 import { gram, maxRelError, ridgeP } from './preserve-reference';
+import { referencePreservedEdit } from './reference';
+import { expectPreservedClose } from './expect-reference';
 
 // ---- data ------------------------------------------------------------------------------------
 
@@ -554,6 +556,65 @@ function checkpointSuite(): void {
           const got = toTensor(await readCheckpointTensor(out, sp.name)).data as Float32Array;
           expect(expectLayoutOutput('columns', sp.shape, got, ref)).toBeGreaterThan(0.9 * got.length);
         }
+      }
+    });
+
+    it('preservation on columns (Conv1D [in, out] + its bias, augmented statistics) on cuda: the f64 reference on the neurons, and the bytes of the rows edit of the transposed checkpoint', async () => {
+      const IN = 24, OUT = 1700; // more than one GPU projection block (kPreserveCudaBlockRows = 1536 neurons)
+      const d = path.join(root, 'cols-pres'), r = rng(41);
+      const vals = (n: number, s = 1) => Float32Array.from({ length: n }, () => s * 2 * (r() - 0.5));
+      const w = { base: vals(IN * OUT), dOld: vals(IN * OUT, 0.1), dNew: vals(IN * OUT, 0.1) }, b = { base: vals(OUT), dOld: vals(OUT, 0.1), dNew: vals(OUT, 0.1) };
+      const tr = (x: Float32Array) => { const y = new Float32Array(x.length); for (let i = 0; i < IN; i++) for (let j = 0; j < OUT; j++) y[j * IN + i] = x[i * OUT + j]!; return y; };
+      const dirs = (kind: string) => ({ base: path.join(d, kind, 'base'), old: path.join(d, kind, 'old'), new: path.join(d, kind, 'new') });
+      const cols = dirs('cols'), rowsIo = dirs('rows');
+      for (const role of ['base', 'old', 'new'] as const) {
+        const wv = role === 'base' ? w.base : w.base.map((v, i) => v + (role === 'old' ? w.dOld : w.dNew)[i]!);
+        const bv = role === 'base' ? b.base : b.base.map((v, i) => v + (role === 'old' ? b.dOld : b.dNew)[i]!);
+        for (const [io, shape, data] of [[cols, [IN, OUT], wv], [rowsIo, [OUT, IN], tr(wv)]] as const) {
+          fs.mkdirSync(io[role], { recursive: true });
+          await writeSafetensors(path.join(io[role], 'model.safetensors'), [{ name: 'h.0.mlp.c_fc.weight', dtype: 'F32', shape: [...shape], data }, { name: 'h.0.mlp.c_fc.bias', dtype: 'F32', shape: [OUT], data: bv }]);
+        }
+      }
+      fs.writeFileSync(path.join(cols.base, 'config.json'), JSON.stringify({ model_type: 'gpt2' }));
+      const K = new Float32Array(300 * (IN + 1));
+      for (let i = 0; i < 300; i++) { for (let j = 0; j < IN; j++) K[i * (IN + 1) + j] = 2 * (r() - 0.5) + (j % 3); K[i * (IN + 1) + IN] = 1; }
+      const file = path.join(d, 'stats.safetensors');
+      await writeSafetensors(file, [{ name: 'h.0.mlp.c_fc.weight:keys', dtype: 'F32', shape: [300, IN + 1], data: K }]);
+      const mc = await editCheckpoint({ ...cols, out: path.join(d, 'out-cols') }, { ...SMALL, backend: 'cuda', preserve: { file } });
+      const mr = await editCheckpoint({ ...rowsIo, out: path.join(d, 'out-rows') }, { ...SMALL, backend: 'cuda', preserve: { file } });
+      expect(mc.backend.name).toBe('cuda');
+      expect(mc.tensors[0]).toMatchObject({ layout: 'columns', rows: OUT, cols: IN, preserve: { bias: 'h.0.mlp.c_fc.bias' } });
+      const got = toTensor(await readCheckpointTensor(path.join(d, 'out-cols'), 'h.0.mlp.c_fc.weight')).data as Float32Array;
+      const twin = toTensor(await readCheckpointTensor(path.join(d, 'out-rows'), 'h.0.mlp.c_fc.weight')).data as Float32Array;
+      expect(Buffer.from(tr(got).buffer).equals(Buffer.from(twin.buffer))).toBe(true);
+      for (const name of ['h.0.mlp.c_fc.bias']) {
+        const [x, y] = await Promise.all(['out-cols', 'out-rows'].map(async (o) => toTensor(await readCheckpointTensor(path.join(d, o), name)).data as Float32Array));
+        expect(Buffer.from(x!.buffer).equals(Buffer.from(y!.buffer))).toBe(true);
+      }
+      expect(mc.tensors.map((t) => t.preserve)).toEqual(mr.tensors.map((t) => t.preserve));
+      const ten = async (io: typeof rowsIo, name: string) => ({ base: toTensor(await readCheckpointTensor(io.base, name)), old: toTensor(await readCheckpointTensor(io.old, name)), new: toTensor(await readCheckpointTensor(io.new, name)) });
+      const tw = await ten(rowsIo, 'h.0.mlp.c_fc.weight'), tb = await ten(rowsIo, 'h.0.mlp.c_fc.bias');
+      const ref = referencePreservedEdit(tw.base, tw.old, tw.new, ridgeP(gram(K, 300, IN + 1), null, IN + 1, 0.3, 0), {}, tb);
+      expectPreservedClose(tr(got), ref.weight, ref.xNorm);
+      // The columns blocks' projection ran on the device (cuBLAS, or the emulator's stand-in): gpuRows = every neuron.
+      const ps = loadNative().cudaPreserveStatus();
+      const fds: number[] = [];
+      const src = (role: 'base' | 'old' | 'new', name: string) => {
+        const t = openCheckpoint(cols[role]).byName.get(name)!;
+        const fd = fs.openSync(t.file, 'r');
+        fds.push(fd);
+        return { fd, offset: t.begin, dtype: 'f32', file: t.file };
+      };
+      try {
+        const W = 'h.0.mlp.c_fc.weight', B = 'h.0.mlp.c_fc.bias';
+        const res = await (loadNative().stream as (s: unknown) => Promise<Array<{ preserveEnergy?: Float64Array } | null>>)({
+          params: { strategy: 'geoedit' }, backend: 'cuda', preserves: [{ keys: K, keysShape: [300, IN + 1], tensor: W }],
+          tasks: [{ kind: 0, name: W, rows: OUT, cols: IN, layout: 1, groups: 1, base: src('base', W), old: src('old', W), new: src('new', W), preserve: 0, biasBase: src('base', B), biasOld: src('old', B), biasNew: src('new', B) }],
+        });
+        expect(res[0]!.preserveEnergy![9], 'neurons projected on the device').toBe(ps.available ? OUT : 0);
+        expect(res[0]!.preserveEnergy![8]).toBe(OUT);
+      } finally {
+        for (const fd of fds) fs.closeSync(fd);
       }
     });
 

@@ -1,6 +1,6 @@
 import { expect } from 'vitest';
 import type { EditOptions, Tensor, TensorStats } from '../../lib/types';
-import { decode, ord16, referenceEdit, toBf16, toF16 } from './reference';
+import { decode, ord16, referenceEdit, toBf16, toF16, type referencePreservedEdit } from './reference';
 import { COS_ABS, F32_ABS, F32_REL, HALF_ULPS } from './tolerances';
 
 /** Checks an edit against the f64 reference within SPEC §5. Returns the number of rows checked. */
@@ -49,4 +49,23 @@ function referenceBits(v: number, dtype: 'f16' | 'bf16'): number {
 
 export function bytesOf(t: { data: ArrayBufferView }): Buffer {
   return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+}
+
+/**
+ * A preserved edit's f32 output (neuron rows [m, n]) against referencePreservedEdit: element-wise within
+ * SPEC §5's f32 bound plus the preservation bound 1e-5·‖x‖₂ times each side's |c| (x: the row before
+ * preservation; rowOf maps output row i to its x). Throws (via expect) on the worst ratio above 1.
+ */
+export function expectPreservedClose(out: ArrayLike<number>, ref: ReturnType<typeof referencePreservedEdit>['weight'], xNorm: { old: Float64Array; new: Float64Array }, rowOf: (i: number) => number = (i) => i): void {
+  let worst = 0;
+  ref.rows.forEach((row, i) => {
+    const src = rowOf(i);
+    const pres = 1e-5 * (Math.abs(row.cNew) * xNorm.new[src]! + Math.abs(row.cOld) * xNorm.old[src]!);
+    for (let j = 0; j < ref.cols; j++) {
+      const err = Math.abs(out[i * ref.cols + j]! - row.out[j]!);
+      const tol = F32_REL * row.bound[j]! + pres + 1e-30;
+      worst = Math.max(worst, err / tol);
+    }
+  });
+  expect(worst).toBeLessThanOrEqual(1);
 }

@@ -181,11 +181,13 @@ export function ord16(bits: number): number {
  * SPEC §3 step 0 then the edit, in f64: every row of τold and τnew replaced by x·P (P [d, d], d = n,
  * or n + 1 with a bias: the augmented [row_i, bias_i]) before referenceEdit's steps 1–6. Returns the
  * weight's reference and, with a bias, the bias's (edited as its own [1, m] tensor from the preserved
- * bias task vectors). `pre` holds the preserved rows (f64) per side, for SPEC §5's 1e-5·‖x‖₂ bound.
+ * bias task vectors, with `biasOpts`: the bias's own importance tensors, say). `xNorm`: ‖x‖₂ per row and
+ * side (x before preservation), for SPEC §5's 1e-5·‖x‖₂ bound.
  */
 export function referencePreservedEdit(
   base: Tensor, old: Tensor, nw: Tensor, P: ArrayLike<number>, opts: EditOptions = {},
   bias?: { base: Tensor; old: Tensor; new: Tensor },
+  biasOpts: EditOptions = opts,
 ): { weight: ReturnType<typeof referenceEdit>; bias?: ReturnType<typeof referenceEdit>; xNorm: { old: Float64Array; new: Float64Array } } {
   const m = base.shape[0]!, n = base.shape.slice(1).reduce((a, b) => a * b, 1), d = bias ? n + 1 : n;
   const B = decode(base), O = decode(old), N = decode(nw);
@@ -213,6 +215,6 @@ export function referencePreservedEdit(
   const f64Base = (vals: Float64Array, shape: number[]): Tensor => ({ dtype: 'f64' as DType, shape, data: vals as unknown as Float32Array });
   const weight = referenceEdit(f64Base(B, base.shape), asWeights(tauO, B, base.shape), asWeights(tauN, B, base.shape), opts);
   if (!bias) return { weight, xNorm };
-  const ref = referenceEdit(f64Base(bb!, [1, m]), asWeights(biasO, bb!, [1, m]), asWeights(biasN, bb!, [1, m]), opts);
+  const ref = referenceEdit(f64Base(bb!, [1, m]), asWeights(biasO, bb!, [1, m]), asWeights(biasN, bb!, [1, m]), biasOpts);
   return { weight, bias: ref, xNorm };
 }

@@ -3,6 +3,7 @@
 import { describe, it, expect } from 'vitest';
 import { DEFAULTS, PAPER_PRESET } from '../../lib/options';
 import { loadNative } from '../../lib/native';
+import { PRESERVE_DEFAULTS } from '../../lib/preserve/option';
 
 describe('defaults', () => {
   it('lib/options.ts DEFAULTS agree with the core (Params in geoedit.h)', () => {
@@ -11,6 +12,12 @@ describe('defaults', () => {
       expect(DEFAULTS[k], k).toBe(n[k]);
     }
     for (const k of ['kappa', 'keepOrthogonal', 'fuseAligned', 'forgetConflicting'] as const) expect(PAPER_PRESET[k], `paper.${k}`).toBe(n.paper[k]);
+  });
+
+  it('preservation: the core\'s rho/mu defaults (core/preserve.h) are the option table\'s (PRESERVE_DEFAULTS)', () => {
+    expect(loadNative().defaults().preserve).toEqual({ rho: PRESERVE_DEFAULTS.rho, mu: PRESERVE_DEFAULTS.mu });
+    // the calibrated values (docs/quality.md "Preservation statistics (measured)": mu raised from 10 to 100)
+    expect(PRESERVE_DEFAULTS).toEqual({ rho: 0.3, mu: 100 });
   });
 
   it('are the values the quality calibration chose', () => {
