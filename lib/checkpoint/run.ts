@@ -3,7 +3,7 @@
 // data, stream every tensor through the core, build the manifest, copy the side files, finish.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { describe, typeError } from '../errors';
+import { describe, GeoEditError, typeError } from '../errors';
 import type { CallSite } from '../native';
 import { cudaStatus } from '../backend';
 import { runOutputJob, type OutputJob } from '../job/job';
