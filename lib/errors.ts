@@ -1,3 +1,5 @@
+import { safeText } from './text';
+
 /** Stable error codes. Codes are part of the public API: they never change meaning. */
 export type GeoEditErrorCode =
   | 'ERR_INVALID_ARG_TYPE'
@@ -57,13 +59,17 @@ export type GeoEditErrorCode =
   | 'ERR_NO_BASELINE'
   | 'ERR_GATE_FAILED';
 
-/** The one error class of the package; `code` is stable, `message` names what is wrong. */
+/**
+ * The one error class of the package; `code` is stable, `message` names what is wrong. The message
+ * is made safe (lib/text.ts safeText: control and bidi characters escaped), so a tensor or file
+ * name from an input cannot forge lines in it; `details` keep the raw values.
+ */
 export class GeoEditError extends Error {
   readonly code: GeoEditErrorCode;
   /** Optional structured context: file, tensor, row, option… */
   readonly details?: Record<string, unknown>;
   constructor(code: GeoEditErrorCode, message: string, details?: Record<string, unknown>) {
-    super(message);
+    super(safeText(message));
     this.name = 'GeoEditError';
     this.code = code;
     if (details) this.details = details;
@@ -72,7 +78,7 @@ export class GeoEditError extends Error {
 
 /** A TypeError carrying a stable code (wrong JS type for an argument). */
 export function typeError(message: string): TypeError & { code: 'ERR_INVALID_ARG_TYPE' } {
-  const e = new TypeError(message) as TypeError & { code: 'ERR_INVALID_ARG_TYPE' };
+  const e = new TypeError(safeText(message)) as TypeError & { code: 'ERR_INVALID_ARG_TYPE' };
   e.code = 'ERR_INVALID_ARG_TYPE';
   return e;
 }

@@ -2,7 +2,7 @@
 // network) with per-layer angle histograms, layers × modules heatmaps of region shares, and the
 // update energy kept, so a reviewer can approve an edit before it ships.
 import * as fs from 'node:fs';
-import { tempPathBeside } from './job/cleanup';
+import { onCleanup, removeQuietly, tempPathBeside } from './job/cleanup';
 import { manifestVerb, type CheckpointManifest, type TensorManifestEntry } from './job/manifest';
 import { governanceSections, type GovernanceContext } from './governance/sections';
 
@@ -248,11 +248,15 @@ function preservationSection(m: CheckpointManifest, layers: string[]): string {
 /** Writes the report atomically (temp file beside it, then rename). */
 export async function writeReport(file: string, m: CheckpointManifest): Promise<void> {
   const tmp = tempPathBeside(file);
+  // Removed on an error, a signal or exit (lib/job/cleanup.ts), as a job's temporary files are.
+  const release = onCleanup(() => removeQuietly(tmp));
   try {
     await fs.promises.writeFile(tmp, renderReport(m), { flag: 'wx' });
     await fs.promises.rename(tmp, file);
   } catch (e) {
     await fs.promises.rm(tmp, { force: true });
     throw e;
+  } finally {
+    release();
   }
 }

@@ -9,6 +9,7 @@ import { cudaStatus } from '../backend';
 import { runOutputJob, type OutputJob } from '../job/job';
 import { checkOutputTarget, checkReportTarget } from '../job/target';
 import { hashInputs, type InputHashes } from '../job/hash';
+import { markPhase } from '../job/phase';
 import { packageVersion, versionsBlock } from '../job/versions';
 import type { CheckpointManifest, CheckpointTotals, TensorManifestEntry } from '../job/manifest';
 import { openCheckpoint, type Checkpoint } from './open';
@@ -81,6 +82,7 @@ function present(ck: Inputs): Checkpoint[] {
 
 /** Options, inputs, plan and targets: every check that can fail before work starts. */
 function prepare(job: CheckpointJob): Prepared {
+  markPhase('validation');
   const t0 = Date.now();
   const what = job.kind === 'edit' ? 'editCheckpoint' : 'analyzeCheckpoint';
   if (!job.inputs || typeof job.inputs !== 'object') throw typeError(`Expected { base, old, new${job.kind === 'edit' ? ', out' : ''} } for ${what} but received ${describe(job.inputs)}`);
@@ -292,9 +294,11 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     // threads (lib/job/hash.ts).
     const hashStart = Date.now();
     let hashMs = 0;
+    if (opts.hash !== false) markPhase('hashing');
     const hashing = opts.hash === false ? null : hashInputs(p.part ? p.part.record.hashed : filesToHash(p), opts.signal).then((m) => { hashMs = Date.now() - hashStart; return m; });
     hashing?.catch(() => undefined);
     const dataStart = Date.now();
+    markPhase('data');
     const { stream, files } = await streamData(p, job, fds);
     const dataMs = Date.now() - dataStart;
     const hashes = hashing ? await hashing : null;
@@ -316,7 +320,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     };
     // A partitioned edit: part 1 carries the base directory's other files (assemble takes them from it).
     if (p.out && opts.copyFiles !== false && p.ck.base.kind !== 'file' && (!p.part || p.part.spec.index === 1)) {
-      job.copySideFiles(p.ck.base.dir, new Set([...p.ck.base.files.map((f) => f.path), p.ck.base.index ?? '']));
+      await job.copySideFiles(p.ck.base.dir, new Set([...p.ck.base.files.map((f) => f.path), p.ck.base.index ?? '']));
     }
     if (p.part) manifest.partition = { ...p.part.record, files: job.writtenFiles() };
     return await job.finish(manifest);

@@ -1,6 +1,6 @@
 // geoedit analyze --base P --old P --new P [options]: the edit's statistics and report, no weights.
 import { analyzeCheckpoint, type CheckpointManifest } from '../checkpoint';
-import { EXIT, UsageError, checkInputKind, helpText, parse, progressPrinter, reportError, toOptions } from './common';
+import { EXIT, UsageError, checkInputKind, helpText, parse, progressPrinter, reportError, safeLines, toOptions } from './common';
 import { layoutLines, printSummary, summaryOf } from './edit';
 import { splitPreservationWarnings } from './common';
 import { flagsFor } from './flags';
@@ -34,7 +34,7 @@ export async function runAnalyze(argv: string[]): Promise<number> {
     } else {
       printSummary(m);
       const per = layoutLines(m, true).filter((l) => l.startsWith('  '));
-      if (per.length) process.stdout.write(`tensors not in rows layout:\n${per.join('\n')}\n`);
+      if (per.length) process.stdout.write(`tensors not in rows layout:\n${safeLines(per)}`);
     }
     return EXIT.OK;
   } catch (e) {

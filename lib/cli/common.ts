@@ -5,6 +5,9 @@ import { GeoEditError } from '../errors';
 import { parseSize } from '../options';
 import type { CheckpointOptions, ProgressEvent } from '../checkpoint';
 import type { OptSpec } from './flags';
+import { safeText } from '../text';
+
+export { safeText } from '../text';
 
 export type { OptSpec } from './flags';
 export { EDIT_FLAGS, INPUT_FLAGS, OUT_FLAGS } from './flags';
@@ -12,19 +15,6 @@ export { EDIT_FLAGS, INPUT_FLAGS, OUT_FLAGS } from './flags';
 export const EXIT = Object.freeze({ OK: 0, USAGE: 1, BAD_INPUT: 2, RUNTIME: 3 });
 
 export class UsageError extends Error {}
-
-/**
- * An untrusted string (tensor names, paths, metadata, messages that quote them) made safe for a
- * terminal: C0/C1 control characters (ESC, CR, LF, BS…), DEL and the bidirectional overrides are
- * written as \\xHH / \\uHHHH escapes, so a
- * crafted file can neither forge lines nor rewrite the terminal.
- */
-export function safeText(s: string): string {
-  return s.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
-    const n = c.charCodeAt(0);
-    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
-  });
-}
 
 /** Lines of output, each made safe (safeText), joined with newlines. */
 export function safeLines(lines: string[]): string {
@@ -145,7 +135,10 @@ export function reportError(e: unknown, cmd: string): number {
     return EXIT.RUNTIME;
   }
   if (e instanceof GeoEditError) return EXIT.RUNTIME;
-  process.stderr.write(`geoedit ${cmd}: ${e instanceof Error && e.stack ? e.stack : msg}\n`);
+  // An unexpected error: its message made safe, then its stack frames (they name only our code).
+  const stack = e instanceof Error && e.stack ? e.stack : '';
+  const at = stack.indexOf('\n    at ');
+  process.stderr.write(`geoedit ${cmd}: ${safeText(msg)}${at >= 0 ? stack.slice(at) : ''}\n`);
   return EXIT.RUNTIME;
 }
 
@@ -195,7 +188,7 @@ export function progressPrinter(stream: NodeJS.WriteStream): { onProgress: (e: P
 export function splitPreservationWarnings(warnings: readonly string[]): string[] {
   const rest: string[] = [];
   for (const w of warnings) {
-    if (w.startsWith('preservation: ')) process.stderr.write(`warning: ${w}\n`);
+    if (w.startsWith('preservation: ')) process.stderr.write(`warning: ${safeText(w)}\n`);
     else rest.push(w);
   }
   return rest;

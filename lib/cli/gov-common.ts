@@ -1,6 +1,6 @@
 // Shared pieces of the governance commands (log, verify, review, keygen, evaluate, rollout,
 // report, demo-score): exit codes and error printing for their codes (docs/governance.md).
-import { EXIT, UsageError, reportError } from './common';
+import { EXIT, UsageError, reportError, safeText } from './common';
 
 /** Exit codes: 0 done, 1 usage, 2 bad input (a check failed), 3 runtime failure, 4 a gate failed. */
 export const GOV_EXIT = Object.freeze({ ...EXIT, GATE_FAILED: 4 });
@@ -15,15 +15,15 @@ const BAD_INPUT = new Set([
 export function govError(e: unknown, cmd: string): number {
   const code = (e as { code?: unknown })?.code;
   if (code === 'ERR_BAD_GATE' || code === 'ERR_INVALID_OPTION') {
-    process.stderr.write(`geoedit ${cmd}: ${code}: ${(e as Error).message}\nRun 'geoedit ${cmd} --help' for the options.\n`);
+    process.stderr.write(`geoedit ${cmd}: ${code}: ${safeText((e as Error).message)}\nRun 'geoedit ${cmd} --help' for the options.\n`);
     return GOV_EXIT.USAGE;
   }
   if (code === 'ERR_GATE_FAILED') {
-    process.stderr.write(`geoedit ${cmd}: ${code}: ${(e as Error).message}\n`);
+    process.stderr.write(`geoedit ${cmd}: ${code}: ${safeText((e as Error).message)}\n`);
     return GOV_EXIT.GATE_FAILED;
   }
   if (typeof code === 'string' && BAD_INPUT.has(code)) {
-    process.stderr.write(`geoedit ${cmd}: ${code}: ${(e as Error).message}\n`);
+    process.stderr.write(`geoedit ${cmd}: ${code}: ${safeText((e as Error).message)}\n`);
     return GOV_EXIT.BAD_INPUT;
   }
   return reportError(e, cmd);

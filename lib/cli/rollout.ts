@@ -2,7 +2,7 @@
 // (adapter form: --old-adapter DIR --new-adapter DIR [--base P]): exit 0, 4 when the first stage fails.
 import { rollout, type RolloutStage } from '../governance/rollout';
 import { describeGate } from '../governance/evaluate';
-import { EDIT_FLAGS, EXIT, INPUT_FLAGS, OUT_FLAGS, UsageError, helpText, parse, toOptions, type OptSpec } from './common';
+import { EDIT_FLAGS, EXIT, INPUT_FLAGS, OUT_FLAGS, UsageError, helpText, parse, safeText, toOptions, type OptSpec } from './common';
 import { LORA_FLAGS, adapterOptions, isAdapterRun } from './lora';
 import { GATE_FLAGS, parseTimeout } from './evaluate';
 import { GOV_EXIT, govError, needString } from './gov-common';
@@ -79,8 +79,8 @@ export async function runRollout(argv: string[]): Promise<number> {
         else if (e.phase === 'evaluate') process.stderr.write(`${head} evaluating…\n`);
         else {
           const ev = e.evaluation!;
-          process.stderr.write(`${head} ${Object.entries(ev.metrics).map(([k, v]) => `${k} ${Number(v.toPrecision(6))}`).join(', ')}\n`);
-          for (const g of ev.gates) process.stderr.write(`${head} ${describeGate(g)}\n`);
+          process.stderr.write(`${safeText(`${head} ${Object.entries(ev.metrics).map(([k, v]) => `${k} ${Number(v.toPrecision(6))}`).join(', ')}`)}\n`);
+          for (const g of ev.gates) process.stderr.write(`${safeText(`${head} ${describeGate(g)}`)}\n`);
           process.stderr.write(`${head} ${e.phase === 'passed' ? 'passed' : 'FAILED: stopping here'}\n`);
         }
       },

@@ -11,11 +11,12 @@ import { native } from '../native';
 export interface FileHash { sha256: string; size: number }
 
 /** node:crypto fallback: streams a file through SHA-256 on the JS thread (1 MiB reads: bounded memory). */
-export async function sha256FileStream(file: string): Promise<FileHash> {
+export async function sha256FileStream(file: string, ctl?: Float64Array): Promise<FileHash> {
   const h = crypto.createHash('sha256');
   let size = 0;
   const s = fs.createReadStream(file, { highWaterMark: 1 << 20 });
   for await (const chunk of s) {
+    if (ctl && ctl[1] !== 0) { s.destroy(); break; }
     h.update(chunk as Buffer);
     size += (chunk as Buffer).length;
   }
@@ -30,7 +31,7 @@ const NATIVE_BATCH = 64;
  * files at once on native threads (lib/native hashFiles: pread in 1 MiB pieces per thread: bounded
  * memory, read-only). No hash cache: seal and verify always read the bytes.
  */
-export async function sha256FilesNative(files: readonly string[]): Promise<FileHash[]> {
+export async function sha256FilesNative(files: readonly string[], ctl?: Float64Array): Promise<FileHash[]> {
   const out: FileHash[] = [];
   for (let b = 0; b < files.length; b += NATIVE_BATCH) {
     const part = files.slice(b, b + NATIVE_BATCH);
@@ -38,7 +39,7 @@ export async function sha256FilesNative(files: readonly string[]): Promise<FileH
     try {
       for (const f of part) fds.push(fs.openSync(f, 'r'));
       const sizes = fds.map((fd) => fs.fstatSync(fd).size);
-      const r = await native.hashFiles({ files: part.map((f, i) => ({ fd: fds[i]!, size: sizes[i]!, file: f })), threads: 0 });
+      const r = await native.hashFiles({ files: part.map((f, i) => ({ fd: fds[i]!, size: sizes[i]!, file: f })), threads: 0, ...(ctl ? { ctl } : {}) });
       part.forEach((_, i) => out.push({ sha256: r.sha256[i]!, size: sizes[i]! }));
     } finally {
       for (const fd of fds) fs.closeSync(fd);
@@ -66,11 +67,12 @@ function nativeInfo(): { available: boolean; provider: string } {
 /**
  * SHA-256 and size of every file, in order: THE hashing of output files (seal and verify both use
  * it). Native and parallel when sha256Info() says available, else node:crypto one file at a time.
+ * `ctl`: a job's control block ([1] non-zero: stop; the caller then discards the result and throws).
  */
-export async function sha256Files(files: readonly string[]): Promise<FileHash[]> {
-  if (nativeInfo().available) return sha256FilesNative(files);
+export async function sha256Files(files: readonly string[], ctl?: Float64Array): Promise<FileHash[]> {
+  if (nativeInfo().available) return sha256FilesNative(files, ctl);
   const out: FileHash[] = [];
-  for (const f of files) out.push(await sha256FileStream(f));
+  for (const f of files) out.push(await sha256FileStream(f, ctl));
   return out;
 }
 

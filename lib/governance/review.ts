@@ -227,7 +227,7 @@ export async function review(dir: string, options: ReviewOptions): Promise<Revie
   const lm = loadSealedManifest(dir);
   const key = o.key !== undefined ? loadPrivateKey(o.key) : null;
   const logProblems = (): string[] => checkReviewLog(lm.dir, lm.storedId).records.flatMap((r) => r.problems.map((p) => p.message));
-  const refuse = (problems: string[]) => new GeoEditError('ERR_REVIEW_INVALID', `the review log does not check out, so no record was added:\n  ${problems.join('\n  ')}`, { file: path.join(lm.dir, REVIEW_LOG) });
+  const refuse = (problems: string[]) => new GeoEditError('ERR_REVIEW_INVALID', `the review log does not check out, so no record was added: ${problems.join('; ')}`, { file: path.join(lm.dir, REVIEW_LOG) });
   const before = logProblems();
   if (before.length) throw refuse(before);
   let reportFile = reportFileFor(lm.dir, o.report);

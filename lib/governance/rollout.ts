@@ -2,13 +2,20 @@
 // layers through `include`), evaluate the stage, and go on only while every gate passes. Stages are
 // written to a temporary directory beside the target and removed; the output is the last stage
 // that passed, with every stage's parameters, metrics and gate results in its manifest (`rollout`,
-// covered by the id). Nothing appears at the target when the first stage fails.
+// covered by the id). Nothing appears at the target when the first stage fails. The target follows
+// the job layer's rules (lib/job): checked before any work (not an input, --force only over a
+// previous geoedit output or a file), locked for the whole rollout, fsync'ed, committed by
+// commitOutput (no replace of what appeared meanwhile), temporaries removed on a signal or exit.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError } from '../errors';
 import { editCheckpoint, openCheckpoint, type CheckpointOptions } from '../checkpoint';
 import { editAdapters, type EditAdaptersOptions } from '../lora';
-import { inTempDir } from '../job/cleanup';
+import { inTempDir, onCleanup, sweepDeadTemps } from '../job/cleanup';
+import { commitOutput, syncTree } from '../job/job';
+import { acquireTargetLock } from '../job/lock';
+import { letSignalsIn, markPhase } from '../job/phase';
+import { checkOutputTarget, type InputFiles } from '../job/target';
 import { MANIFEST_FILE, loadSealedManifest, parentRefOf, resealManifestFile, type Manifest } from './lineage';
 import {
   evaluate, findBaseline, parseGate, rebindEvaluations,
@@ -127,11 +134,26 @@ function planRollout(o: RolloutOptions): Plan {
   const gates = (o.gates ?? []).map((g) => (typeof g === 'string' ? parseGate(g) : g));
   if (!gates.length) throw new GeoEditError('ERR_INVALID_OPTION', 'a rollout needs at least one gate: it goes on only while the gates pass', { option: 'gates' });
   if ((o.scorer === undefined) === (o.score === undefined)) throw new GeoEditError('ERR_INVALID_OPTION', "rollout needs exactly one of 'scorer' (a command) and 'score' (a function)", { option: 'scorer' });
-  const out = path.resolve(o.out);
-  if (fs.existsSync(out) && !o.force) throw new GeoEditError('ERR_OUTPUT_EXISTS', `the output ${out} already exists; pass --force (force: true) to replace it`, { file: out });
-  if (!fs.statSync(path.dirname(out), { throwIfNoEntry: false })?.isDirectory()) throw new GeoEditError('ERR_NOT_FOUND', `the parent directory of the output (${path.dirname(out)}) does not exist`, { file: out });
+  // The output's checks of every job (lib/job/target.ts): not an input, exists only with force (and
+  // force replaces only a previous output or a file), the parent exists, the name fits.
+  const out = checkOutputTarget(o.out, rolloutInputs(o, adapter), o.force === true, 'rollout');
   const evalBase: EvaluateOptions = { ...(o.scorer !== undefined ? { scorer: o.scorer } : { score: o.score! }), ...(o.scorerName ? { scorerName: o.scorerName } : {}), ...(o.timeout !== undefined ? { timeout: o.timeout } : {}) };
   return { adapter, out, stages, gates, label: o.scorer ?? o.scorerName ?? 'function', evalBase };
+}
+
+/** The paths a rollout reads (its target may not be, hold or lie inside any of them). */
+function rolloutInputs(o: RolloutOptions, adapter: boolean): InputFiles[] {
+  const opts = (o.options ?? {}) as Record<string, unknown>;
+  const preserve = opts.preserve as { file?: unknown } | undefined;
+  const given = [
+    ...(adapter ? [o.oldAdapter, o.newAdapter] : [o.old, o.new]), o.base,
+    opts.importanceOld, opts.importanceNew, opts.coefficients, typeof preserve === 'string' ? preserve : preserve?.file,
+  ].filter((p): p is string => typeof p === 'string' && p.length > 0);
+  return given.map((p) => {
+    const abs = path.resolve(p);
+    const dir = fs.statSync(abs, { throwIfNoEntry: false })?.isDirectory() ? abs : path.dirname(abs);
+    return { path: abs, dir, files: [abs] };
+  });
 }
 
 /** Edits one stage into dir with the shared options and the stage's own. */
@@ -143,8 +165,8 @@ async function editStage(o: RolloutOptions, adapter: boolean, st: Record<string,
   else await editCheckpoint({ base: o.base!, old: o.old!, new: o.new!, out: dir }, { ...common, ...st } as CheckpointOptions);
 }
 
-/** The chosen stage becomes the output: its manifest names the output's path and holds the rollout record, re-sealed; then renamed into place. */
-function commitStage(stageDir: string, out: string, tmpRoot: string, record: RolloutRecord): string {
+/** The chosen stage becomes the output: its manifest names the output's path and holds the rollout record, re-sealed; then fsync'ed and committed (commitOutput). */
+async function commitStage(stageDir: string, out: string, tmpRoot: string, record: RolloutRecord, force: boolean, existedAtStart: boolean): Promise<string> {
   const lm = loadSealedManifest(stageDir);
   const m = repath(lm.manifest, stageDir, out);
   const stageEvals = (m.evaluations as EvaluationEntry[] | undefined) ?? [];
@@ -154,14 +176,10 @@ function commitStage(stageDir: string, out: string, tmpRoot: string, record: Rol
   const { id: _id, ...rest } = m;
   void _id;
   fs.writeFileSync(path.join(stageDir, MANIFEST_FILE), JSON.stringify({ id, ...rest, evaluations: rebindEvaluations(stageEvals, id) }, null, 2) + '\n');
-  if (fs.existsSync(out)) {
-    const aside = `${tmpRoot}.old`;
-    fs.renameSync(out, aside);
-    fs.renameSync(stageDir, out);
-    fs.rmSync(aside, { recursive: true, force: true });
-  } else {
-    fs.renameSync(stageDir, out);
-  }
+  markPhase('commit');
+  await syncTree(stageDir);
+  await letSignalsIn();
+  commitOutput(stageDir, out, force, existedAtStart, `${tmpRoot}.old`);
   return id;
 }
 
@@ -175,7 +193,21 @@ export async function rollout(o: RolloutOptions): Promise<RolloutResult> {
     const pseudo: Manifest = { parent: baseDir ? parentRefOf(baseDir, 'base') : null, inputs: o.base ? { base: { path: path.resolve(o.base) } } : {} };
     baseline = await findBaseline({ ...evalBase, ...(o.baseline !== undefined ? { baseline: o.baseline } : {}) }, pseudo, label);
   }
-  // Stages live in one temporary directory beside the target, removed on an error, SIGINT or SIGTERM (inTempDir) and at the end.
+  // The target's lock for the whole rollout (a second job on it: ERR_TARGET_BUSY), released on a signal or exit too.
+  const unlock = acquireTargetLock(out);
+  const release = onCleanup(unlock);
+  try {
+    sweepDeadTemps(out);
+    const existedAtStart = fs.lstatSync(out, { throwIfNoEntry: false }) !== undefined;
+    return await stagesInTemp(o, { adapter, out, stages, gates, label, evalBase }, baseline, existedAtStart);
+  } finally {
+    release();
+    unlock();
+  }
+}
+
+/** Stages live in one temporary directory beside the target, removed on an error, a signal or exit (inTempDir) and at the end. */
+function stagesInTemp(o: RolloutOptions, { adapter, out, stages, gates, label, evalBase }: Plan, baseline: Baseline | null, existedAtStart: boolean): Promise<RolloutResult> {
   return inTempDir(out, async (tmpRoot) => {
     const records: StageRecord[] = [];
     let chosen: { index: number; dir: string } | null = null;
@@ -201,7 +233,7 @@ export async function rollout(o: RolloutOptions): Promise<RolloutResult> {
       }
       const record: RolloutRecord = { form: adapter ? 'adapter' : 'checkpoint', scorer: label, gates: gates.map((g) => g.expr), baseline, stages: records, chosen: chosen?.index ?? null, stoppedAt };
       if (!chosen) return { ...record, passed: false, out: null, id: null };
-      return { ...record, passed: true, out, id: commitStage(chosen.dir, out, tmpRoot, record) };
+      return { ...record, passed: true, out, id: await commitStage(chosen.dir, out, tmpRoot, record, o.force === true, existedAtStart) };
     } finally {
       fs.rmSync(tmpRoot, { recursive: true, force: true });
     }

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { processAlive, selfId } from './lock';
+import { safeText } from '../text';
 
 /** Bytes a temporary directory or lock name adds to the target's name (checked up front). */
 export const TEMP_SUFFIX_MAX = 64;
@@ -52,13 +53,13 @@ export function sweepDeadTemps(target: string): string[] {
     if (m[3] && !fs.existsSync(abs)) {
       try {
         fs.renameSync(p, abs);
-        process.stderr.write(`geoedit: restored ${abs} from ${n}, left by process ${pid} (no longer running) in the middle of a --force replacement\n`);
+        process.stderr.write(`geoedit: restored ${safeText(abs)} from ${safeText(n)}, left by process ${pid} (no longer running) in the middle of a --force replacement\n`);
         continue;
       } catch { /* removed below */ }
     }
     removeQuietly(p);
     removed.push(n);
-    process.stderr.write(`geoedit: removed ${p}, a temporary directory left by process ${pid} (no longer running)\n`);
+    process.stderr.write(`geoedit: removed ${safeText(p)}, a temporary directory left by process ${pid} (no longer running)\n`);
   }
   return removed;
 }

@@ -15,8 +15,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError } from '../errors';
-import { writeReport } from '../report';
+import { safeText } from '../text';
+import { renderReport } from '../report';
 import { onCleanup, removeQuietly, sweepDeadTemps, tempPathBeside } from './cleanup';
+import { letSignalsIn, markPhase } from './phase';
 import { acquireTargetLock } from './lock';
 import { forceRefusal } from './target';
 import { finalizeManifest, type CheckpointManifest, type ManifestKind } from './manifest';
@@ -43,6 +45,8 @@ export class OutputJob {
   readonly ctl = new Float64Array(3);
   /** The temporary directory (null for a job without output). */
   tmp: string | null = null;
+  /** The report's temporary file beside it (written before the commit, renamed into place with it). */
+  private reportTmp: string | null = null;
   private readonly fds = new Set<number>();
   private readonly written: string[] = [];
   /** Side files not copied (links, special files, other weight formats): listed in the manifest (`skippedFiles`) and its warnings. */
@@ -104,17 +108,24 @@ export class OutputJob {
     fs.closeSync(fd);
   }
 
-  /** The base directory's other files, into the output. */
-  copySideFiles(dir: string, skip: Set<string>): void {
+  /** The base directory's other files, into the output (asynchronous, abortable between chunks). */
+  async copySideFiles(dir: string, skip: Set<string>): Promise<void> {
     if (!this.tmp) return;
-    const r = copySideFiles(dir, this.tmp, skip);
-    this.written.push(...r.copied);
-    for (const x of r.skipped) process.stderr.write(`geoedit: not copied from ${dir}: ${x.name}: ${x.reason}\n`);
-    this.skipped.push(...r.skipped);
+    markPhase('side-files');
+    const r = await copySideFiles(dir, this.tmp, skip, () => this.checkAborted());
+    for (const n of r.copied) this.written.push(n);
+    for (const x of r.skipped) process.stderr.write(`geoedit: not copied from ${safeText(dir)}: ${safeText(x.name)}: ${x.reason}\n`);
+    for (const x of r.skipped) this.skipped.push(x);
   }
 
-  /** Finalises and writes the manifest, writes the report, then commits. Resolves to the manifest. */
+  /**
+   * Finalises and writes the manifest, writes the report beside its target, then commits: the
+   * output renamed into place, then the report. A failure before the commit (the report too)
+   * leaves nothing at the target and no report; after the output's commit nothing fails the job
+   * (a report that cannot be renamed into place is said on stderr). Resolves to the manifest.
+   */
   async finish<M extends object>(m: M, reportView?: (m: M) => CheckpointManifest, seal?: Omit<SealExtra, 'warnings'>): Promise<M> {
+    this.checkAborted();
     if (this.skipped.length) {
       Object.assign(m, { skippedFiles: [...this.skipped] });
       const w = (m as { warnings?: string[] }).warnings;
@@ -122,19 +133,69 @@ export class OutputJob {
     }
     const json = finalizeManifest(m, { out: this.spec.out, tmp: this.tmp, files: [...this.written] });
     if (this.tmp) {
+      markPhase('seal');
       // Lineage (id, output hashes, parent) over the finished output; writes MANIFEST_FILE.
       const warnings = (m as { warnings?: string[] }).warnings;
       const sealed = await sealManifest(this.tmp, json, this.spec.lineage ?? [], { ...(warnings ? { warnings } : {}), ...seal });
       const { id, lineageVersion, outputFiles, parent, inputManifests } = sealed;
       Object.assign(m, { id, lineageVersion, outputFiles, parent, inputManifests });
     }
-    if (this.spec.report) await writeReportFile(this.spec.report, reportView ? reportView(m) : (m as unknown as CheckpointManifest));
+    this.checkAborted();
+    if (this.spec.report) {
+      markPhase('report');
+      await this.writeReportTemp(this.spec.report, reportView ? reportView(m) : (m as unknown as CheckpointManifest));
+    }
+    markPhase('commit');
+    if (this.tmp) await syncTree(this.tmp, () => this.checkAborted());
+    // A signal received meanwhile is acted on now, before anything is renamed into place.
+    await letSignalsIn();
     this.checkAborted();
     if (this.tmp && this.spec.out) {
-      commit(this.tmp, this.spec.out, this.spec.force === true, this.existedAtStart);
+      commitOutput(this.tmp, this.spec.out, this.spec.force === true, this.existedAtStart);
       this.tmp = null;
     }
+    if (this.reportTmp && this.spec.report) this.commitReport(this.spec.report, this.spec.out !== null);
     return m;
+  }
+
+  /** Renders the report into a temporary file beside it (fsync'ed); a failure fails the job (nothing at the target). */
+  private async writeReportTemp(file: string, m: CheckpointManifest): Promise<void> {
+    try {
+      const html = renderReport(m);
+      this.checkAborted();
+      this.reportTmp = tempPathBeside(file);
+      const fh = await fs.promises.open(this.reportTmp, 'wx');
+      try {
+        await fh.writeFile(html);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      if (e instanceof GeoEditError && e.code === 'ERR_ABORTED') throw e;
+      throw new GeoEditError('ERR_IO', `${file}: cannot write the report: ${(e as Error).message}`, { file });
+    }
+    this.checkAborted();
+  }
+
+  /**
+   * The report into place, right after the output's commit. With an output, the edit has
+   * succeeded by now: a report that cannot be renamed (its directory removed meanwhile…) is said
+   * on stderr, not thrown. Without one (an analysis), the report is the output: its failure is the job's.
+   */
+  private commitReport(file: string, afterOutput: boolean): void {
+    const tmp = this.reportTmp!;
+    try {
+      fs.renameSync(tmp, file);
+      this.reportTmp = null;
+      try { syncPath(path.dirname(file)); } catch { /* the rename is done; the directory's fsync is best effort */ }
+    } catch (e) {
+      removeQuietly(tmp);
+      this.reportTmp = null;
+      const msg = `${file}: cannot move the report into place: ${(e as Error).message}`;
+      if (!afterOutput) throw new GeoEditError('ERR_IO', msg, { file });
+      process.stderr.write(`geoedit: warning: the output is committed, but ${safeText(msg)}\n`);
+    }
   }
 
   /** Closes what is open and removes the temporary directory (synchronous; safe to call twice). */
@@ -142,6 +203,7 @@ export class OutputJob {
     for (const fd of this.fds) { try { fs.closeSync(fd); } catch { /* closed */ } }
     this.fds.clear();
     if (this.tmp) { removeQuietly(this.tmp); this.tmp = null; }
+    if (this.reportTmp) { removeQuietly(this.reportTmp); this.reportTmp = null; }
   }
 
   private releaseLock(): void {
@@ -183,10 +245,10 @@ function lstatOrNull(p: string): fs.Stats | null {
  * directory fails on anything there but an empty directory). Something there: replaced only with
  * `force`, only if it was there when the job began, and only if --force may replace it (a previous
  * geoedit output or a regular file, checked again now): moved aside, the new output renamed in,
- * the old one removed.
+ * the old one removed. `aside`: where the old target waits meanwhile (a name sweepDeadTemps restores).
+ * The caller holds the target's lock and has fsync'ed tmp (syncTree). Also governance's rollout.
  */
-function commit(tmp: string, out: string, force: boolean, existedAtStart: boolean): void {
-  syncTree(tmp);
+export function commitOutput(tmp: string, out: string, force: boolean, existedAtStart: boolean, aside = `${tmp}.old`): void {
   const exists = (e: unknown) => new GeoEditError('ERR_OUTPUT_EXISTS', `${out} appeared during the job; it is left as it is and nothing was written (${(e as Error).message ?? e})`, { file: out });
   if (!lstatOrNull(out)) {
     try {
@@ -203,7 +265,6 @@ function commit(tmp: string, out: string, force: boolean, existedAtStart: boolea
   if (!existedAtStart) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} appeared during the job; --force replaces only what was there when the job began, so it is left as it is and nothing was written`, { file: out });
   const why = forceRefusal(out);
   if (why) throw new GeoEditError('ERR_OUTPUT_EXISTS', `the output ${out} changed during the job and --force (force: true) will not replace it now: ${why}`, { file: out });
-  const aside = `${tmp}.old`;
   fs.renameSync(out, aside);
   fs.renameSync(tmp, out);
   syncPath(path.dirname(out));
@@ -216,21 +277,28 @@ export function syncPath(p: string): void {
   try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
 }
 
-/** fsync of every file under dir, then of each directory (deepest first), before the rename into place. */
-export function syncTree(dir: string): void {
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) syncTree(p);
-    else if (e.isFile()) syncPath(p);
+/**
+ * fsync of every file under dir, then of each directory (deepest first), before the rename into
+ * place: on the thread pool, one file at a time, `check` (the abort check) between files, so a
+ * signal is acted on while the disk writes back.
+ */
+export async function syncTree(dir: string, check: () => void = () => undefined): Promise<void> {
+  const stack: string[] = [dir];
+  const dirs: string[] = [];
+  while (stack.length) {
+    const d = stack.pop()!;
+    dirs.push(d);
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) stack.push(p);
+      else if (e.isFile()) { check(); await syncPathAsync(p); }
+    }
   }
-  syncPath(dir);
+  for (const d of dirs.reverse()) await syncPathAsync(d);
+  check();
 }
 
-async function writeReportFile(file: string, m: CheckpointManifest): Promise<void> {
-  try {
-    await writeReport(file, m);
-    syncPath(file);
-  } catch (e) {
-    throw new GeoEditError('ERR_IO', `${file}: cannot write the report: ${(e as Error).message}`, { file });
-  }
+async function syncPathAsync(p: string): Promise<void> {
+  const fh = await fs.promises.open(p, 'r');
+  try { await fh.sync(); } finally { await fh.close(); }
 }

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { GeoEditError } from '../errors';
+import { safeText } from '../text';
 
 /** The process's start time (clock ticks since boot, /proc/<pid>/stat field 22), or null where there is no /proc. */
 export function processStart(pid: number): string | null {
@@ -73,7 +74,7 @@ export function acquireTargetLock(target: string): () => void {
       if (live) {
         throw new GeoEditError('ERR_TARGET_BUSY', `another geoedit job${h ? ` (pid ${h.pid})` : ''} is writing ${target} (lock ${lock}); wait for it to finish, or remove the lock if that process is gone`, { file: target });
       }
-      process.stderr.write(`geoedit: removing the stale lock ${lock}${h ? ` of process ${h.pid}, which is no longer running` : ''}\n`);
+      process.stderr.write(`geoedit: removing the stale lock ${safeText(lock)}${h ? ` of process ${h.pid}, which is no longer running` : ''}\n`);
       try { fs.unlinkSync(lock); } catch { /* raced: retried below */ }
       continue;
     }

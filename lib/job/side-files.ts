@@ -6,6 +6,7 @@
 // returned (the job lists it in the manifest and on stderr).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { GeoEditError } from '../errors';
 import { isGovernanceFile } from '../governance/lineage';
 
 export interface SkippedSideFile { name: string; reason: string }
@@ -24,11 +25,19 @@ export function otherWeightsReason(name: string): string | null {
   return null;
 }
 
-/** Copies the regular files of `dir` into `to`, except `skip`, weights, indexes, governance files (manifest, review log, report, locks) and hidden files. */
-export function copySideFiles(dir: string, to: string, skip: Set<string>): { copied: string[]; skipped: SkippedSideFile[] } {
+const CHUNK = 4 << 20;
+
+/**
+ * Copies the regular files of `dir` into `to`, except `skip`, weights, indexes, governance files
+ * (manifest, review log, report, locks) and hidden files. Asynchronous, in 4 MiB pieces with
+ * `check` (the job's abort check: it throws) before each, so a signal or an aborted `signal` is
+ * acted on within one piece however large a side file is.
+ */
+export async function copySideFiles(dir: string, to: string, skip: Set<string>, check: () => void = () => undefined): Promise<{ copied: string[]; skipped: SkippedSideFile[] }> {
   const copied: string[] = [];
   const skipped: SkippedSideFile[] = [];
   for (const n of fs.readdirSync(dir)) {
+    check();
     const src = path.join(dir, n);
     if (skip.has(src) || n.endsWith('.safetensors') || n.endsWith('.safetensors.index.json') || isGovernanceFile(n) || n.startsWith('.')) continue;
     let st: fs.Stats;
@@ -38,16 +47,45 @@ export function copySideFiles(dir: string, to: string, skip: Set<string>): { cop
     if (!st.isFile()) { skipped.push({ name: n, reason: 'not a regular file' }); continue; }
     const other = otherWeightsReason(n);
     if (other) { skipped.push({ name: n, reason: other }); continue; }
-    // Opened without following a link swapped in since the lstat, and checked to be the same file.
-    const fd = fs.openSync(src, fs.constants.O_RDONLY | (fs.constants.O_NOFOLLOW ?? 0));
+    // Opened without following a link swapped in since the lstat and without blocking on a FIFO
+    // swapped in (O_NONBLOCK), and checked to be the same regular file.
+    let fh: fs.promises.FileHandle;
     try {
-      const now = fs.fstatSync(fd);
+      fh = await fs.promises.open(src, fs.constants.O_RDONLY | (fs.constants.O_NOFOLLOW ?? 0) | (fs.constants.O_NONBLOCK ?? 0));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ELOOP' || code === 'ENOENT') { skipped.push({ name: n, reason: 'changed while being copied' }); continue; }
+      throw new GeoEditError('ERR_IO', `${src}: cannot read this side file of the base directory (${(e as Error).message}); make it readable or move it out`, { file: src });
+    }
+    try {
+      const now = await fh.stat();
       if (now.ino !== st.ino || now.dev !== st.dev || !now.isFile()) { skipped.push({ name: n, reason: 'changed while being copied' }); continue; }
-      fs.writeFileSync(path.join(to, n), fs.readFileSync(fd), { flag: 'wx' });
+      await copyHandle(fh, path.join(to, n), src, check);
     } finally {
-      fs.closeSync(fd);
+      await fh.close();
     }
     copied.push(n);
   }
   return { copied, skipped };
+}
+
+async function copyHandle(from: fs.promises.FileHandle, dest: string, src: string, check: () => void): Promise<void> {
+  const out = await fs.promises.open(dest, 'wx');
+  try {
+    const buf = Buffer.allocUnsafe(CHUNK);
+    for (let pos = 0; ;) {
+      check();
+      let n: number;
+      try {
+        ({ bytesRead: n } = await from.read(buf, 0, CHUNK, pos));
+      } catch (e) {
+        throw new GeoEditError('ERR_IO', `${src}: cannot read this side file of the base directory (${(e as Error).message})`, { file: src });
+      }
+      if (n === 0) break;
+      for (let w = 0; w < n;) w += (await out.write(buf, w, n - w)).bytesWritten;
+      pos += n;
+    }
+  } finally {
+    await out.close();
+  }
 }

@@ -7,7 +7,7 @@ import { GeoEditError } from '../errors';
 import type { CallSite } from '../native';
 import { readTensor, writeSafetensors, type TensorToWrite } from '../safetensors';
 import { buildEditedAdapter, loraGeometry, type LoraOptions, type LoraStats } from '../lora-math';
-import { sha256FileSync } from '../job/hash';
+import { sha256Files } from '../governance/hashing';
 import type { OutputJob } from '../job/job';
 import type { AdapterManifest, AdapterModuleReport, AdapterReport } from '../job/manifest';
 import { ADAPTER_CONFIG, ADAPTER_MODEL, type PeftAdapter } from './peft';
@@ -57,7 +57,8 @@ export async function buildAdapterOutput(plans: ModulePlan[], oa: PeftAdapter, n
     o.tensors.push({ name: t.name, dtype: raw.dtype, shape: raw.shape, data: raw.data });
     o.extras.push({ tensor: t.name, from: 'new', action: 'copied' });
   }
-  for (const t of oa.extras) if (!na.extras.some((x) => x.name === t.name)) o.extras.push({ tensor: t.name, from: 'old', action: 'dropped' });
+  const newExtras = new Set(na.extras.map((x) => x.name));
+  for (const t of oa.extras) if (!newExtras.has(t.name)) o.extras.push({ tensor: t.name, from: 'old', action: 'dropped' });
   if (ranks.size === 0) {
     throw new GeoEditError('ERR_UNSUPPORTED', `every coefficient of every module is 0 with these options: the edit is the base model itself, and a PEFT adapter cannot have no LoRA module`, { option: 'scale' });
   }
@@ -71,9 +72,11 @@ export async function writeAdapterFiles(job: OutputJob, out: string, a: AdapterO
   await writeSafetensors(model, a.tensors, { format: 'pt' });
   const config = job.path(ADAPTER_CONFIG);
   fs.writeFileSync(config, JSON.stringify(a.config, null, 2) + '\n');
+  const [hm, hc] = await sha256Files([model, config], job.ctl);
+  job.checkAborted();
   return [
-    { path: path.join(out, ADAPTER_MODEL), ...sha256FileSync(model) },
-    { path: path.join(out, ADAPTER_CONFIG), ...sha256FileSync(config) },
+    { path: path.join(out, ADAPTER_MODEL), sha256: hm!.sha256, bytes: hm!.size },
+    { path: path.join(out, ADAPTER_CONFIG), sha256: hc!.sha256, bytes: hc!.size },
   ];
 }
 

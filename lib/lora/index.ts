@@ -8,7 +8,8 @@ import { loraGeometry, type LoraOptions, type LoraStats } from '../lora-math';
 import { openCheckpoint, type Checkpoint } from '../checkpoint/open';
 import { runOutputJob, type OutputJob } from '../job/job';
 import { checkOutputTarget, checkReportTarget, type InputFiles } from '../job/target';
-import { sha256FileSync } from '../job/hash';
+import { sha256Files } from '../governance/hashing';
+import { markPhase } from '../job/phase';
 import { versionsBlock } from '../job/versions';
 import type { AdapterManifest, AdapterModuleReport, AdapterReport } from '../job/manifest';
 import { badAdapter, readPeftAdapter, type PeftAdapter } from './peft';
@@ -60,6 +61,7 @@ export { MANIFEST_FILE as LORA_MANIFEST } from '../job/manifest';
  */
 export async function analyzeAdapters(paths: { old: string; new: string }, options?: LoraOptions & { perRow?: boolean; report?: string }): Promise<AdapterReport & { perRow?: Record<string, LoraStats> }> {
   const site = callSite(analyzeAdapters);
+  markPhase('validation');
   if (!paths || typeof paths !== 'object') throw typeError(`Expected { old, new } adapter directories but received ${describe(paths)}`);
   const { lora, own } = splitOptions(options as EditAdaptersOptions);
   const pres = takePreserve(lora, 'analyzeAdapters');
@@ -70,6 +72,7 @@ export async function analyzeAdapters(paths: { old: string; new: string }, optio
   await attachPreservation(pres, plans, lora, undefined, presWarnings, site);
   const mods: AdapterModuleReport[] = [];
   const perRow: Record<string, LoraStats> = {};
+  markPhase('data');
   for (const mp of plans) {
     const prep = await prepareModule(mp, oa, na, lora);
     const st = await loraGeometry(prep, mp.name, site);
@@ -77,7 +80,8 @@ export async function analyzeAdapters(paths: { old: string; new: string }, optio
     if (own.perRow) perRow[mp.name] = st;
   }
   const extras: AdapterReport['extras'] = na.extras.map((t) => ({ tensor: t.name, from: 'new' as const, action: 'copied' as const }));
-  for (const t of oa.extras) if (!na.extras.some((x) => x.name === t.name)) extras.push({ tensor: t.name, from: 'old', action: 'dropped' });
+  const newExtras = new Set(na.extras.map((x) => x.name));
+  for (const t of oa.extras) if (!newExtras.has(t.name)) extras.push({ tensor: t.name, from: 'old', action: 'dropped' });
   const rep: AdapterReport & { perRow?: Record<string, LoraStats> } = {
     old: paths.old, new: paths.new, options: { ...lora }, parameters: parametersOf(lora), modules: mods, totals: totalsOf(mods),
     extras, warnings: [...warningsOf(mods, extras), ...presWarnings],
@@ -144,6 +148,7 @@ function manifestOf(a: AdapterJob, mods: AdapterModuleReport[], extras: AdapterR
 }
 
 async function writeAdapter(a: AdapterJob): Promise<AdapterManifest> {
+  markPhase('data');
   const built = await buildAdapterOutput(a.plans, a.oa, a.na, a.lora, a.own, a.site);
   const lineage = [{ role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
   return runOutputJob({ kind: 'adapter-edit', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter edit', lineage }, async (job) => {
@@ -156,19 +161,22 @@ async function writeAdapter(a: AdapterJob): Promise<AdapterManifest> {
 
 async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
   const base = a.base!;
-  for (const f of base.files) a.inputs.push({ role: 'base', path: f.path, ...sha256FileSync(f.path) });
+  (await sha256Files(base.files.map((f) => f.path))).forEach((h, i) => a.inputs.push({ role: 'base', path: base.files[i]!.path, sha256: h.sha256, bytes: h.size }));
   const lineage = [{ role: 'base', dir: base.dir }, { role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
   const part = a.part;
   const maxShardSize = a.own.maxShardSize === undefined ? Infinity : parseSize(a.own.maxShardSize);
   return runOutputJob({ kind: part ? 'adapter-merge-part' : 'adapter-merge', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter merge', lineage }, async (job: OutputJob) => {
+    markPhase('data');
     let record: Omit<PartRecord, 'files'> | null = null;
     // A partitioned merge: the whole layout is planned; this part writes the shards assigned to it.
     const select: MergeSelection | undefined = part ? { shards: (layout) => { record = mergePartRecord(a, layout, part); return layout.shards.map((_, i) => i).filter((i) => record!.plan.files[i]!.part === part.index); } } : undefined;
     const res = await mergeIntoBase(job, base, a.plans, a.oa, a.na, a.lora, a.own, a.site, maxShardSize, select);
-    const m = manifestOf(a, res.mods, res.extras, res.files.map((f) => ({ path: path.join(a.out, f.name), ...sha256FileSync(f.path) })), res.perRow);
+    const hs = await sha256Files(res.files.map((f) => f.path), job.ctl);
+    job.checkAborted();
+    const m = manifestOf(a, res.mods, res.extras, res.files.map((f, i) => ({ path: path.join(a.out, f.name), sha256: hs[i]!.sha256, bytes: hs[i]!.size })), res.perRow);
     if (part) m.kind = 'adapter-merge-part';
     // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along (a partitioned merge: with part 1).
-    if (a.own.copyFiles !== false && base.kind !== 'file' && (!part || part.index === 1)) job.copySideFiles(base.dir, new Set([...base.files.map((f) => f.path), base.index ?? '']));
+    if (a.own.copyFiles !== false && base.kind !== 'file' && (!part || part.index === 1)) await job.copySideFiles(base.dir, new Set([...base.files.map((f) => f.path), base.index ?? '']));
     if (record) m.partition = { ...(record as Omit<PartRecord, 'files'>), files: job.writtenFiles() };
     return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'));
   });
@@ -197,6 +205,7 @@ function mergePartRecord(a: AdapterJob, layout: MergeLayout, part: PartSpec): Om
 export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOptions): Promise<AdapterManifest> {
   const site = callSite(editAdapters);
   if (!paths || typeof paths !== 'object') throw typeError(`Expected { old, new, out, base? } but received ${describe(paths)}`);
+  markPhase('validation');
   const t0 = Date.now();
   const { lora, own } = splitOptions(options);
   const pres = takePreserve(lora, 'editAdapters');
@@ -217,9 +226,11 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   const plans = planModules(oa, na);
   const presWarnings: string[] = [];
   await attachPreservation(pres, plans, lora, base, presWarnings, site);
+  markPhase('hashing');
+  const [ho, hn] = await sha256Files([oa.modelPath, na.modelPath]);
   const a: AdapterJob = {
     t0, paths, lora, own, fmt, oa, na, base, plans, out, report, site, pres, presWarnings, part,
-    inputs: [{ role: 'old', path: oa.modelPath, ...sha256FileSync(oa.modelPath) }, { role: 'new', path: na.modelPath, ...sha256FileSync(na.modelPath) }],
+    inputs: [{ role: 'old', path: oa.modelPath, sha256: ho!.sha256, bytes: ho!.size }, { role: 'new', path: na.modelPath, sha256: hn!.sha256, bytes: hn!.size }],
   };
   return fmt === 'adapter' ? writeAdapter(a) : writeMerged(a);
 }

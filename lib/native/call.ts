@@ -3,6 +3,7 @@
 // GeoEditError once, here, and async calls report the stack of the caller's line, captured before
 // the work left the JS thread (a rejection from a worker thread has no useful JS stack of its own).
 import { GeoEditError, type GeoEditErrorCode } from '../errors';
+import { safeText } from '../text';
 import { loadNative } from './loader';
 import type { NativeAddon } from './addon';
 
@@ -43,7 +44,10 @@ export function mapNativeError(e: unknown, site?: CallSite): Error {
   if (e instanceof GeoEditError) return withStack(e, site);
   if (e && typeof e === 'object' && typeof (e as { code?: unknown }).code === 'string') {
     const err = e as Error & { code: string; details?: unknown };
-    if (err instanceof TypeError) return withStack(err, site);
+    if (err instanceof TypeError) {
+      try { err.message = safeText(err.message); } catch { /* a frozen error keeps its message */ }
+      return withStack(err, site);
+    }
     const details = err.details && typeof err.details === 'object' && !Array.isArray(err.details) ? (err.details as Record<string, unknown>) : undefined;
     return withStack(new GeoEditError(err.code as GeoEditErrorCode, err.message, details), site);
   }

@@ -8,31 +8,26 @@ import { spawn } from 'node:child_process';
 import { describe, it, expect } from 'vitest';
 import { runEdit } from '../../lib/cli/edit';
 import { lockPathFor } from '../../lib/job/lock';
-import { checkpointTriple, run } from './support';
+import { checkpointTriple, run, waitForPhase } from './support';
 
 const CHILD = path.join(__dirname, 'fixtures', 'job-child.cjs');
 
-function stopped(pid: number): boolean {
-  try { return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('T'); } catch { return false; }
+/** Runs the child job (a misbehaving onProgress: `exit`, `throw`). */
+async function child(mode: string, s: { root: string; base: string; old: string; new: string }, out: string) {
+  const c = spawn(process.execPath, [CHILD, mode, s.base, s.old, s.new, out], { cwd: s.root });
+  let stdout = '';
+  c.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
+  const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => c.on('exit', (x, y) => resolve([x, y])));
+  return { code, signal, stdout };
 }
 
-/** Runs the child job; `sig`: sent once the child has stopped itself at its first progress event. */
-async function child(mode: string, s: { root: string; base: string; old: string; new: string }, out: string, sig?: NodeJS.Signals) {
-  const c = spawn(process.execPath, [CHILD, mode, s.base, s.old, s.new, out], { cwd: s.root });
-  let stdout = '', stderr = '';
-  c.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-  c.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-  const done = new Promise<[number | null, string | null]>((resolve) => c.on('exit', (code, signal) => resolve([code, signal])));
+/** The child job, stopped at its data phase's marker (lib/job/phase.ts), then sent `sig`: waits on the marker, not on time. */
+async function signalled(s: { root: string; base: string; old: string; new: string }, out: string, sig: NodeJS.Signals) {
   let sawTemp = false;
-  if (sig) {
-    const t0 = Date.now();
-    while (!stopped(c.pid!) && c.exitCode === null && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 5));
+  const r = await waitForPhase(['run', s.base, s.old, s.new, out], 'data', sig, s.root, CHILD, () => {
     sawTemp = fs.readdirSync(s.root).some((n) => n.includes('geoedit-tmp'));
-    c.kill(sig);
-    c.kill('SIGCONT');
-  }
-  const [code, signal] = await done;
-  return { code, signal, stdout, stderr, sawTemp };
+  });
+  return { ...r, sawTemp };
 }
 
 const hidden = (root: string) => fs.readdirSync(root).filter((n) => n.startsWith('.'));
@@ -41,8 +36,8 @@ describe('hostile: nothing is left behind (class 4)', () => {
   it.each(['SIGHUP', 'SIGQUIT', 'SIGINT', 'SIGTERM'] as const)('%s in the data phase: nothing at the target, no temp, no lock; ends by the signal', async (sig) => {
     const s = await checkpointTriple(`h4-${sig}`);
     const out = path.join(s.root, 'out');
-    const r = await child('stop', s, out, sig);
-    expect(r.stdout).toContain('phase: data');
+    const r = await signalled(s, out, sig);
+    expect(r.reached).toBe(true);
     expect(r.sawTemp).toBe(true);
     expect(r.stdout).not.toContain('committed');
     expect(r.signal).toBe(sig);
@@ -63,7 +58,7 @@ describe('hostile: nothing is left behind (class 4)', () => {
   it('a job killed by SIGKILL leaves its temp and lock; the next run on that target removes them and says so', async () => {
     const s = await checkpointTriple('h4-kill');
     const out = path.join(s.root, 'out');
-    const r = await child('stop', s, out, 'SIGKILL');
+    const r = await signalled(s, out, 'SIGKILL');
     expect(r.signal).toBe('SIGKILL');
     const left = hidden(s.root);
     expect(left.some((n) => n.includes('geoedit-tmp'))).toBe(true);
