@@ -59,8 +59,77 @@ export interface BackendJob {
   kind: 'tensor' | 'checkpoint' | 'lora-geometry' | 'preserve';
   /** Where the data lives: 'host' (JS typed arrays, files: every entry point today) or 'device'. */
   location?: 'host' | 'device';
-  /** Many FLOPs per byte moved (the preservation projection GEMMs): the GPU's compute pays off. */
+  /** Many FLOPs per byte moved: the GPU's compute pays off (set by callers that know; preserved jobs give `preserve`). */
   computeBound?: boolean;
+  /** A job with preservation statistics (SPEC §3 step 0): its projection work, weighed by preserveRule. */
+  preserve?: PreserveWork;
+}
+
+/** The work of a job's preservation (ridge statistics: the part the GPU path does with cuBLAS/cuSOLVER). */
+export interface PreserveWork {
+  /** f32 FLOPs of the row GEMMs x·P: 2 sides × 2·rows·d² per tensor with ridge statistics. */
+  gemmFlops: number;
+  /** f64 FLOPs of the operator builds (Cholesky + solve for P, ≈ 2.67·d³ per distinct statistic). */
+  buildFlops: number;
+  /** Input bytes the job streams through the core (base, old and new of every streamed tensor; the rule's rates are per input byte). */
+  bytes: number;
+  /** The widest ridge operator (d), for the reason. */
+  maxDim: number;
+}
+
+/** What the GPU offers a preserved job: cuBLAS/cuSOLVER loadable by the plugin (native cudaPreserveStatus). */
+export interface GpuLinalgStatus { available: boolean; reason: string }
+
+/**
+ * The figures the preservation rule rests on (docs/performance.md; docs/cuda.md "'auto' and
+ * preservation"). Measured on the 2-core VM in the quiet runs of 2026-12-01: the CPU's projection GEMM
+ * 205-240 GFLOP/s and the f64 operator build ~60 GFLOP/s (bench:preserve, 11:30), and the checkpoint
+ * pipeline reading + computing 5.7 GB/s of input (bench:checkpoint `analyze --no-hash`, 3 x 2 GiB in
+ * 1.13 s, 11:35); so in the time the CPU streams one input byte it does ~42 FLOPs of GEMM or ~10.5 of
+ * the build. Measured on an H200 machine (2026-11-28): host-memory streaming jobs took 2.5-3x the CPU's
+ * time on the GPU. NOT measured: a preserved job on a GPU (no GPU was available when the rule was written).
+ */
+export const PRESERVE_RULE = Object.freeze({ cpuGemmFlopPerByte: 42, cpuBuildFlopPerByte: 10.5, gpuStreamPenalty: 3 });
+
+/**
+ * 'auto' for a preserved job (pure: the job's work and what the GPU offers). The GPU path projects on
+ * the device (cuBLAS; builds with cuSOLVER) and runs everything else of the job on the GPU's streaming
+ * kernels, which over host memory are slower than the CPU (gpuStreamPenalty). So the GPU is chosen
+ * when the projection's estimated CPU time exceeds what the GPU loses on the streaming:
+ *   gemmFlops / cpuGemmFlopPerByte + buildFlops / cpuBuildFlopPerByte  >  (gpuStreamPenalty − 1) · bytes
+ * (both sides in units of the CPU's time to stream one input byte), and only when cuBLAS/cuSOLVER are usable (else
+ * the projection would run on the CPU anyway).
+ */
+export function preserveRule(work: PreserveWork, linalg: GpuLinalgStatus): { gpu: boolean; reason: string } {
+  const R = PRESERVE_RULE;
+  if (!linalg.available) return { gpu: false, reason: `preserved job, but the GPU's linear algebra is unusable (${linalg.reason}): the projection would run on the CPU, and the rest is faster there` };
+  const projection = work.gemmFlops / R.cpuGemmFlopPerByte + work.buildFlops / R.cpuBuildFlopPerByte;
+  const loss = (R.gpuStreamPenalty - 1) * work.bytes;
+  const ratio = work.bytes > 0 ? projection / work.bytes : Infinity;
+  const what = `the projection (${(work.gemmFlops / 1e9).toPrecision(3)} GFLOP GEMM + ${(work.buildFlops / 1e9).toPrecision(3)} GFLOP f64 builds, d up to ${work.maxDim}) ` +
+    `is estimated at ${ratio.toPrecision(3)}x the streaming time on the CPU`;
+  return projection > loss
+    ? { gpu: true, reason: `preserved job: ${what}, above the ${R.gpuStreamPenalty - 1}x the GPU loses on host-memory streaming (an estimate, not measured on a GPU)` }
+    : { gpu: false, reason: `preserved job: ${what}, below the ${R.gpuStreamPenalty - 1}x the GPU loses on host-memory streaming; ${HOST_MEMORY_RULE}` };
+}
+
+/** What 'auto' does for preserved jobs on this machine, in one sentence (info().preserveBackendReason). */
+export function describePreserveAuto(status: CudaStatus = cudaStatus(), linalg?: GpuLinalgStatus): string {
+  if (!status.available) return `the CPU: no usable GPU (${status.reason})`;
+  const l = linalg ?? gpuLinalgStatus();
+  if (!l.available) return `the CPU: the GPU's linear algebra (cuBLAS/cuSOLVER) is unusable (${l.reason})`;
+  const R = PRESERVE_RULE;
+  return `per job: the GPU when the projection's estimated CPU time (GEMM FLOPs / ${R.cpuGemmFlopPerByte} + f64 build FLOPs / ${R.cpuBuildFlopPerByte}, in input bytes streamed) exceeds ${R.gpuStreamPenalty - 1}x the input bytes the job streams, else the CPU (an estimate from CPU and H200 measurements; a preserved job was not measured on a GPU)`;
+}
+
+/** What the plugin says about cuBLAS/cuSOLVER (never throws). */
+export function gpuLinalgStatus(): GpuLinalgStatus {
+  try {
+    const s = native.cudaPreserveStatus();
+    return { available: s.available, reason: s.reason };
+  } catch (e) {
+    return { available: false, reason: `the status probe failed: ${(e as Error).message}` };
+  }
 }
 
 /** The backend a call runs on, and why. */
@@ -80,12 +149,14 @@ export const HOST_MEMORY_RULE =
 /**
  * Resolves the backend option (or $GEOEDIT_BACKEND when the option is absent) for a job. An explicit
  * 'cpu'/'cuda' is obeyed ('cuda' unusable: ERR_CUDA_UNAVAILABLE). 'auto' picks the backend that is
- * faster for the job from what is known: no usable GPU -> the CPU; compute-bound work (GEMMs) or
- * data already on the device -> the GPU; a memory-bound job over host memory (every edit and
- * checkpoint job today) -> the CPU, as measured on an H200 machine. Not re-measured on a GPU since
+ * faster for the job from what is known: no usable GPU -> the CPU; a job with preservation
+ * statistics -> preserveRule (the GPU when its projection outweighs the GPU's streaming penalty and
+ * cuBLAS/cuSOLVER are usable); other compute-bound work or data already on the device -> the GPU; a
+ * memory-bound job over host memory (every other edit and checkpoint job) -> the CPU, as measured
+ * on an H200 machine. `status` / `linalg`: the device description (tests pass fakes). Not re-measured on a GPU since
  * this rule was written (no GPU machine was available); the rule is tested with a mocked probe.
  */
-export function chooseBackend(b: unknown, job: BackendJob = { kind: 'tensor' }, status?: CudaStatus): BackendChoice {
+export function chooseBackend(b: unknown, job: BackendJob = { kind: 'tensor' }, status?: CudaStatus, linalg?: GpuLinalgStatus): BackendChoice {
   const { requested, fromEnv } = requestedBackend(b);
   if (requested === 'cpu') return { name: 'cpu', requested, reason: `backend 'cpu' was requested${fromEnv ? ' (GEOEDIT_BACKEND)' : ''}` };
   const cuda = status ?? cudaStatus();
@@ -98,7 +169,11 @@ export function chooseBackend(b: unknown, job: BackendJob = { kind: 'tensor' }, 
   if (!cuda.available) return { name: 'cpu', requested, reason: `auto: no usable GPU (${cuda.reason})` };
   // Test and device-check runs of the whole suite on the GPU: 'auto' = CUDA wherever it can run.
   if (readEnv('GEOEDIT_AUTO_BACKEND') === 'cuda') return { name: 'cuda', requested, reason: 'auto: GEOEDIT_AUTO_BACKEND=cuda' };
-  if (job.computeBound) return { name: 'cuda', requested, reason: 'auto: compute-bound work (projection GEMMs): the GPU\'s FLOP/s pay for the copies (not measured on a GPU yet)' };
+  if (job.preserve) {
+    const p = preserveRule(job.preserve, linalg ?? gpuLinalgStatus());
+    return { name: p.gpu ? 'cuda' : 'cpu', requested, reason: `auto: ${p.reason}` };
+  }
+  if (job.computeBound) return { name: 'cuda', requested, reason: 'auto: compute-bound work: the GPU\'s FLOP/s pay for the copies (not measured on a GPU yet)' };
   if (job.location === 'device') return { name: 'cuda', requested, reason: 'auto: the data is on the device already' };
   return { name: 'cpu', requested, reason: `auto: ${HOST_MEMORY_RULE}` };
 }

@@ -1,14 +1,14 @@
 // editTensor / editTensorSync / analyzeTensor: validate everything in TS, then one coarse
 // native call that runs off the event loop (async) or inline (sync, for small tensors).
 import { GeoEditError, describe, typeError } from './errors';
-import { callSite, native, type NativeResult, type NativeSpec } from './native';
+import { callSite, native, type NativePreserve, type NativeResult, type NativeSpec } from './native';
 import { checkCoefficients, checkDtype, nativeParams, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from './options';
 import { checkSameShape, checkTensor, matrixView } from './tensor';
-import { resolveCudaMemoryLimit, selectBackend } from './backend';
+import { resolveCudaMemoryLimit, selectBackend, type BackendJob } from './backend';
 import { summarizeRows, threshold } from './stats';
 import { checkPreserveTensorOption } from './preserve/option';
 import { removedShares } from './preserve/lora';
-import type { EditInputs, EditOptions, EditResult, Tensor, TensorStats } from './types';
+import type { DType, EditInputs, EditOptions, EditResult, Tensor, TensorStats } from './types';
 
 export interface PreparedEdit {
   spec: NativeSpec;
@@ -44,7 +44,9 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
     }
   }
   const threads = resolveThreads(opts.threads);
-  const backend = selectBackend(opts.backend);
+  // SPEC §3 step 0: the core checks the statistics' values and their width against cols
+  const preserve = checkPreserveTensorOption(opts.preserve, what);
+  const backend = selectBackend(opts.backend, preserve ? tensorPreserveJob(preserve, rows, cols, [bd, od, nd]) : undefined);
   const cudaMemoryLimit = resolveCudaMemoryLimit(opts.cudaMemoryLimit, backend);
   const spec: NativeSpec = {
     rows, cols,
@@ -76,10 +78,15 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
   } else if (opts.coefficients !== undefined) {
     throw new GeoEditError('ERR_INVALID_OPTION', `Option 'coefficients' is only used by strategy 'custom' (strategy is '${params.strategy}')`, { option: 'coefficients' });
   }
-  // SPEC §3 step 0: the core checks the statistics' values and their width against cols
-  const preserve = checkPreserveTensorOption(opts.preserve, what);
   if (preserve) spec.preserve = preserve;
   return { spec, params, shape, rows, cols };
+}
+
+/** editTensor with preservation, for 'auto' (lib/backend.ts preserveRule): the ridge form's work (the basis form runs on the CPU); bytes: the inputs. */
+function tensorPreserveJob(p: NativePreserve, rows: number, cols: number, dtypes: DType[]): BackendJob {
+  const ridge = p.cov !== undefined || p.keys !== undefined;
+  const bytes = rows * cols * dtypes.reduce((a, d) => a + (d === 'f32' ? 4 : 2), 0);
+  return { kind: 'preserve', location: 'host', preserve: { gemmFlops: ridge ? 4 * rows * cols * cols : 0, buildFlops: ridge ? 2.67 * cols ** 3 : 0, bytes, maxDim: ridge ? cols : 0 } };
 }
 
 function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {

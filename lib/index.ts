@@ -1,6 +1,6 @@
 // geoedit: neuron-level knowledge editing (GeoEdit) over a native C++ core.
 import { native, nativePath } from './native';
-import { chooseBackend, cudaStatus } from './backend';
+import { chooseBackend, cudaStatus, describePreserveAuto } from './backend';
 import type { InfoResult } from './types';
 
 export { editTensor, editTensorSync, analyzeTensor } from './edit';
@@ -23,6 +23,7 @@ export function info(): InfoResult {
     threads: n.threads,
     backends: cuda.available ? ['cpu', 'cuda'] : ['cpu'],
     ...autoBackend(cuda.available),
+    preserveBackendReason: describePreserveAuto(cuda),
     cuda: cuda.available ? ({ ...cuda.device } as Record<string, unknown>) : null,
     cudaStatus: cuda.available ? 'available' : cuda.reason,
     simdSupported: n.simdSupported,

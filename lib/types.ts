@@ -104,6 +104,8 @@ export interface InfoResult {
   backend?: 'cpu' | 'cuda';
   /** Why (lib/backend.ts chooseBackend): e.g. the host-memory rule, or that no GPU is usable. */
   backendReason?: string;
+  /** What 'auto' picks for a job with preservation statistics on this machine, and by which rule (lib/backend.ts preserveRule). */
+  preserveBackendReason?: string;
   platform: string;
   node: string;
   napi: string;

@@ -2,7 +2,7 @@
 // types and ranges from the option table; the rules between options here).
 import { GeoEditError } from '../errors';
 import { checkDtype, optionSpec, parseSize, resolveParams, resolveThreads, validateOptions, type ResolvedParams } from '../options';
-import { chooseBackend, resolveCudaMemoryLimit, type BackendChoice } from '../backend';
+import { chooseBackend, resolveCudaMemoryLimit, type BackendChoice, type PreserveWork } from '../backend';
 import type { DType, EditOptions } from '../types';
 import { globToRegExp } from './globs';
 import { parseLayoutOption, type LayoutKind } from './layout';
@@ -114,4 +114,16 @@ export function resolveCheckpointOptions(o: CheckpointOptions | undefined, what:
     backendChoice: choice,
     preserve,
   };
+}
+
+/**
+ * A job with preservation: 'auto' weighs its projection (lib/backend.ts preserveRule) once the
+ * statistics are planned; an explicit 'cpu'/'cuda' stays as resolved. Updates r's backend, its reason
+ * and the CUDA memory limit that follows from it.
+ */
+export function choosePreservedBackend(r: Resolved, opts: CheckpointOptions, work: PreserveWork): void {
+  const choice = chooseBackend(opts.backend, { kind: 'preserve', location: 'host', preserve: work });
+  r.backendChoice = choice;
+  r.backend = choice.name;
+  r.cudaMemoryLimit = resolveCudaMemoryLimit(opts.cudaMemoryLimit, choice.name);
 }

@@ -13,14 +13,14 @@ import { markPhase } from '../job/phase';
 import { packageVersion, versionsBlock } from '../job/versions';
 import type { CheckpointManifest, CheckpointTotals, TensorManifestEntry } from '../job/manifest';
 import { openCheckpoint, type Checkpoint } from './open';
-import { resolveCheckpointOptions, type CheckpointOptions, type Resolved } from './options';
+import { choosePreservedBackend, resolveCheckpointOptions, type CheckpointOptions, type Resolved } from './options';
 import { inputBytes, plan, shardLayout, shardNames, type CheckpointInputs, type PlanItem } from './plan';
 import { CheckpointStream, degenerateThreshold } from './stream';
 import { readModelFamily, type ModelFamily } from './layout';
 import { findTies, type TieRecord } from './ties';
 import { openCoefficients, type CoefficientsFile } from './coefficients';
 import { nativeParams } from '../options';
-import { planJobPreservation, validateStatisticValues, weightInfos, type JobPreservation } from '../preserve/plan';
+import { planJobPreservation, preserveWork, validateStatisticValues, weightInfos, type JobPreservation } from '../preserve/plan';
 import type { WeightInfo } from '../preserve/file';
 import { planSafetensors } from '../safetensors';
 import { assignFiles, hashAssignment, partitionKey, planId, resolvePart, type PartitionPlan, type PartRecord, type PartSpec } from '../partition/plan';
@@ -100,6 +100,8 @@ function prepare(job: CheckpointJob): Prepared {
     const layouts = new Map(items.map((i) => [i.name, i.layout]));
     const model = weightInfos(ck.base.tensors.map((t) => ({ name: t.name, shape: t.shape, layout: layouts.get(t.name) })));
     pres = { jp: planJobPreservation(r.preserve, model, new Set(items.filter((i) => i.action === 'edit').map((i) => i.name)), warnings), model };
+    const streamed = job.kind === 'edit' ? items : items.filter((i) => i.action === 'edit');
+    choosePreservedBackend(r, opts, preserveWork(pres.jp, streamed));
   }
   const allInputFiles = new Set<string>();
   for (const c of present(ck)) for (const f of c.files) allInputFiles.add(f.path);

@@ -24,6 +24,8 @@ export const native = {
   defaults: (): ReturnType<NativeAddon['defaults']> => callSync((a) => a.defaults()),
   convert: (from: string, data: Float32Array | Uint16Array, to: string): Float32Array | Uint16Array => callSync((a) => a.convert(from, data, to)),
   cudaProbe: (refresh?: boolean): NativeCudaProbe => callSync((a) => a.cudaProbe(refresh)),
+  /** cuBLAS/cuSOLVER for preservation on the GPU (lib/backend.ts gpuLinalgStatus). */
+  cudaPreserveStatus: (refresh?: boolean): ReturnType<NativeAddon['cudaPreserveStatus']> => callSync((a) => a.cudaPreserveStatus(refresh)),
   /** Tests only (lib/lora-geometry.ts). */
   _cudaLoraGeometry: (spec: NativeLoraSpec): { dot: Float64Array; na: Float64Array; nb: Float64Array } => callSync((a) => a._cudaLoraGeometry(spec)),
   stHeader: (file: string): NativeStHeader => callSync((a) => a.stHeader(file)),

@@ -6,7 +6,8 @@ import { GeoEditError } from '../errors';
 import { native, type CallSite, type NativeParams, type NativePreserve } from '../native';
 import { matrixView } from '../tensor';
 import type { PreserveEntry } from '../job/manifest';
-import { listNames } from '../checkpoint/plan';
+import { inputBytes, listNames, type PlanItem } from '../checkpoint/plan';
+import type { PreserveWork } from '../backend';
 import { loadSource, planStatistics, type StatisticsPlan, type StatSource, type WeightInfo, type WeightStats } from './file';
 import type { PreserveFileOption } from './option';
 
@@ -113,4 +114,24 @@ export function preserveEntries(jp: JobPreservation, ws: WeightStats, e: Float64
     removed: { old: removed(e[4]!, e[5]!), new: removed(e[6]!, e[7]!) },
   };
   return { weight, bias };
+}
+
+/**
+ * The projection work of a checkpoint job, for 'auto' (lib/backend.ts preserveRule): ridge statistics
+ * only (the basis form runs on the CPU on either backend); bytes = the input bytes the job streams
+ * (the rule's CPU rates are per input byte).
+ */
+export function preserveWork(jp: JobPreservation, items: PlanItem[]): PreserveWork {
+  const w: PreserveWork = { gemmFlops: 0, buildFlops: 0, bytes: 0, maxDim: 0 };
+  const built = new Set<string>();
+  for (const it of items) {
+    w.bytes += inputBytes(it);
+    const ws = jp.plan.byWeight.get(it.name);
+    if (it.action !== 'edit' || !ws || ws.source.form !== 'ridge') continue;
+    const d = ws.source.dim;
+    w.gemmFlops += 2 * 2 * it.layout.rows * d * d;
+    w.maxDim = Math.max(w.maxDim, d);
+    if (!built.has(ws.source.name)) { built.add(ws.source.name); w.buildFlops += 2.67 * d * d * d; }
+  }
+  return w;
 }

@@ -316,6 +316,9 @@ export function gpuSuite(title: string, enabled: boolean, opts: { emulator?: boo
     const forced = process.env.GEOEDIT_AUTO_BACKEND === 'cuda'; // the whole suite on the GPU (bench/gpu/run.sh)
     expect(i.backend).toBe(forced ? 'cuda' : 'cpu');
     expect(i.backendReason).toMatch(forced ? /GEOEDIT_AUTO_BACKEND/ : /host-memory/);
+    // preserved jobs: the rule, or why the GPU's linear algebra cannot take them
+    const ps = loadNative().cudaPreserveStatus();
+    expect(i.preserveBackendReason).toMatch(ps.available ? /^per job: the GPU when/ : /cuBLAS\/cuSOLVER/);
     expect(i.cuda).not.toBeNull();
     expect(i.backends).toEqual(['cpu', 'cuda']);
   });
@@ -635,6 +638,28 @@ function checkpointSuite(): void {
       const big = await analyzeCheckpoint(tri, { backend: 'cuda', hash: false });
       expect(big.tensors.map((e) => e.counts)).toEqual(mg.tensors.map((e) => e.counts));
       expect(big.tensors.map((e) => e.energy)).toEqual(mg.tensors.map((e) => e.energy));
+    });
+
+    it.skipIf(process.env.GEOEDIT_AUTO_BACKEND === 'cuda')("'auto' with preservation: a 1024-wide preserved layer on the GPU, a 16-wide one on the CPU, the manifest saying why (lib/backend.ts preserveRule)", async () => {
+      const ps = loadNative().cudaPreserveStatus();
+      for (const [d, rows] of [[1024, 4096], [16, 64]] as const) {
+        const dd = path.join(root, `auto-pres-${d}`), r = rng(d);
+        const io = { base: path.join(dd, 'base'), old: path.join(dd, 'old'), new: path.join(dd, 'new') };
+        const base = Float32Array.from({ length: rows * d }, () => r() - 0.5);
+        for (const [role, dir] of Object.entries(io)) {
+          fs.mkdirSync(dir, { recursive: true });
+          const data = role === 'base' ? base : base.map((v) => v + 0.01 * (r() - 0.5));
+          await writeSafetensors(path.join(dir, 'model.safetensors'), [{ name: 'l0.up.weight', dtype: 'F32', shape: [rows, d], data }]);
+        }
+        const cov = new Float32Array(d * d);
+        for (let j = 0; j < d; j++) cov[j * d + j] = 0.5 + r(); // diagonal second moment: PSD
+        const file = path.join(dd, 'stats.safetensors');
+        await writeSafetensors(file, [{ name: 'l0.up.weight:cov', dtype: 'F32', shape: [d, d], data: cov }]);
+        const m = await analyzeCheckpoint(io, { hash: false, preserve: { file } });
+        const gpu = d === 1024 && ps.available;
+        expect(m.backend, `d ${d}`).toMatchObject({ name: gpu ? 'cuda' : 'cpu', requested: 'auto' });
+        expect(m.backend.reason).toMatch(ps.available ? (gpu ? /preserved job: .* above the 2x/ : /preserved job: .* below the 2x/) : /linear algebra is unusable/);
+      }
     });
 
     it("'auto' runs the checkpoint pipeline on the CPU, the manifest saying why (same bytes as 'cuda')", async () => {
