@@ -103,7 +103,7 @@ export function makeStats(prep: PreparedEdit, r: NativeResult): TensorStats {
   const e = r.preserveEnergy;
   if (prep.spec.preserve && e) {
     const energy = { oldBefore: e[0]!, oldAfter: e[1]!, newBefore: e[2]!, newAfter: e[3]! };
-    st.preserve = { energy, removed: removedShares(energy) };
+    st.preserve = { energy, removed: removedShares(energy), ...(r.preserveProvider ? { provider: r.preserveProvider } : {}) };
   }
   return st;
 }

@@ -41,7 +41,7 @@ export interface LoraStats extends TensorStats {
   na: Float64Array;
   nb: Float64Array;
   /** Preservation: Σ‖τ‖² before/after the projection per side, and the share removed (1 − after/before; null when before is 0). */
-  preserve?: { energy: LoraPreserveEnergy; removed: { old: number | null; new: number | null } };
+  preserve?: { energy: LoraPreserveEnergy; removed: { old: number | null; new: number | null }; provider?: string };
 }
 
 /** Options for the LoRA path: the edit options, less those that need materialised rows. */
@@ -110,8 +110,9 @@ export interface PreparedLora {
   threads: number;
   cNew?: Float32Array;
   cOld?: Float32Array;
-  /** Preservation (SPEC §4): the sides' R are already R·P; Σ‖τ‖² before/after per side. */
+  /** Preservation (SPEC §4): the sides' R are already R·P; Σ‖τ‖² before/after per side; who computed R·P. */
   preserveEnergy?: LoraPreserveEnergy;
+  preserveProvider?: string;
 }
 
 export function prepareLora(pair: LoraPair, options: LoraOptions | undefined, what = 'analyzeLora', statistics?: NativePreserve): PreparedLora {
@@ -139,6 +140,7 @@ export function prepareLora(pair: LoraPair, options: LoraOptions | undefined, wh
     prep.old = ps.old;
     prep.new = ps.new;
     prep.preserveEnergy = ps.energy;
+    if (ps.provider) prep.preserveProvider = ps.provider;
   }
   if (params.strategy === 'custom') {
     // Finite, one per row: the same check as editTensor's.
@@ -170,7 +172,7 @@ export function loraStatsOf(prep: PreparedLora, g: NativeResult & { dot?: Float6
   return {
     rows: m, cols: prep.cols, cos: g.cos, region: g.region, counts: sum.counts, threshold: threshold(prep.params, prep.cols),
     coefNew: g.coefNew, coefOld: g.coefOld, energy: sum.energy, dot, na: g.na, nb: g.nb,
-    ...(prep.preserveEnergy ? { preserve: { energy: prep.preserveEnergy, removed: removedShares(prep.preserveEnergy) } } : {}),
+    ...(prep.preserveEnergy ? { preserve: { energy: prep.preserveEnergy, removed: removedShares(prep.preserveEnergy), ...(prep.preserveProvider ? { provider: prep.preserveProvider } : {}) } } : {}),
   };
 }
 

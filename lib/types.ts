@@ -82,6 +82,8 @@ export interface TensorStats {
   preserve?: {
     energy: { oldBefore: number; oldAfter: number; newBefore: number; newAfter: number };
     removed: { old: number | null; new: number | null };
+    /** Who computed the preserved rows ('openblas-<version>-<core>', 'eigen-<isa>', 'cublas'; docs/preservation.md). */
+    provider?: string;
   };
 }
 

@@ -5,6 +5,7 @@
 //   1. load the addon exactly as at run time (lib/native/loader.ts: build/Release, then the prebuild
 //      that fits), in a child process so that a bad binary cannot take npm down;
 //   2. only when nothing loads, build from source with cmake-js, then check again.
+//   Before either: OpenBLAS (optional at run time, ensureOpenblas), installed with apt-get when root.
 //
 // Environment:
 //   PREBUILDS_ONLY=1              never build; fail with the loader's message if no prebuild loads
@@ -65,6 +66,22 @@ function resolveTool(id) {
   }
 }
 
+/** Root on a system with apt-get: installs `pkg` quietly (an `apt-get update` and a retry when the first
+ * try fails). Returns whether it is installed now; false without root or apt-get. */
+function aptInstall(pkg, why, stderr) {
+  const hasApt = spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status === 0;
+  const root_ = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (!hasApt || !root_) return false;
+  log(`${why}; installing ${pkg} with apt-get`);
+  const opts = { stdio: ['ignore', 'ignore', stderr], env: { ...env, DEBIAN_FRONTEND: 'noninteractive' } };
+  let r = spawnSync('apt-get', ['install', '-y', '-qq', pkg], opts);
+  if (r.status !== 0) {
+    spawnSync('apt-get', ['update', '-qq'], opts);
+    r = spawnSync('apt-get', ['install', '-y', '-qq', pkg], opts);
+  }
+  return r.status === 0;
+}
+
 /**
  * Eigen's headers (the preservation linear algebra, native/cpu/preserve_la_*.cc) are needed by a
  * source build only; prebuilds have them compiled in. Where they are missing and this is root on a
@@ -74,18 +91,7 @@ function resolveTool(id) {
 function ensureEigen() {
   const dirs = [env.EIGEN3_INCLUDE_DIR, '/usr/include/eigen3', '/usr/local/include/eigen3', '/opt/homebrew/include/eigen3'];
   if (dirs.some((d) => d && fs.existsSync(path.join(d, 'Eigen', 'Cholesky')))) return true;
-  const hasApt = spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status === 0;
-  const root_ = typeof process.getuid === 'function' && process.getuid() === 0;
-  if (hasApt && root_) {
-    log('Eigen 3 headers not found; installing libeigen3-dev with apt-get');
-    const opts = { stdio: ['ignore', 'ignore', 'inherit'], env: { ...env, DEBIAN_FRONTEND: 'noninteractive' } };
-    let r = spawnSync('apt-get', ['install', '-y', '-qq', 'libeigen3-dev'], opts);
-    if (r.status !== 0) {
-      spawnSync('apt-get', ['update', '-qq'], opts);
-      r = spawnSync('apt-get', ['install', '-y', '-qq', 'libeigen3-dev'], opts);
-    }
-    if (r.status === 0) return true;
-  }
+  if (aptInstall('libeigen3-dev', 'Eigen 3 headers not found', 'inherit')) return true;
   console.error(
     [
       'geoedit: cannot build from source: the Eigen 3 headers (header-only linear algebra) are not installed.',
@@ -93,6 +99,23 @@ function ensureEigen() {
       '  or point EIGEN3_INCLUDE_DIR at a directory holding Eigen/Core.',
     ].join('\n'),
   );
+  return false;
+}
+
+/**
+ * OpenBLAS (optional at run time: preservation's GEMM and f64 solve, dlopen'd by native/core/blas.cc;
+ * without it the compiled-in Eigen runs). Where libopenblas.so.0 is missing and this is root on a
+ * Debian-like system, installs libopenblas0-pthread with apt-get (quietly), for prebuilt and source
+ * installs alike; otherwise says which package gives the faster path. Never fails the install.
+ */
+function ensureOpenblas() {
+  const ld = spawnSync('ldconfig', ['-p'], { encoding: 'utf8' });
+  const dirs = ['/usr/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib', '/lib/x86_64-linux-gnu'];
+  const present = () => (ld.status === 0 && /libopenblas(64_)?\.so\.0\b/.test(ld.stdout)) || dirs.some((d) => fs.existsSync(path.join(d, 'libopenblas.so.0')));
+  if (present()) return true;
+  if (aptInstall('libopenblas0-pthread', 'OpenBLAS not found (optional: preservation\'s linear algebra)', 'ignore')) return true;
+  log('OpenBLAS (libopenblas.so.0) not found: preservation uses the built-in Eigen; for its faster path install ' +
+      'libopenblas0-pthread (Debian/Ubuntu) or openblas (Fedora). Optional.');
   return false;
 }
 
@@ -133,6 +156,7 @@ function buildFromSource() {
 }
 
 function main() {
+  if (process.platform === 'linux') ensureOpenblas();
   if (!fromSource) {
     const p = probe();
     if (p.ok) {

@@ -192,7 +192,7 @@ export class CheckpointStream {
       if (jp) {
         const ws = jp.plan.byWeight.get(item.name);
         if (ws) {
-          const pe = preserveEntries(jp, ws, res[k]!.preserveEnergy!);
+          const pe = preserveEntries(jp, ws, res[k]!.preserveEnergy!, res[k]!.preserveProvider);
           e.preserve = pe.weight;
           if (pe.bias) biasEntries.set(ws.bias!, pe.bias);
         } else e.preserve = biasEntries.get(item.name) ?? null;

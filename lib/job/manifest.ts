@@ -100,6 +100,9 @@ export interface PreserveEntry {
   energy: { oldBefore: number; oldAfter: number; newBefore: number; newAfter: number };
   /** Share of the update's energy the projection removed, 1 − after/before (null when before is 0). */
   removed: { old: number | null; new: number | null };
+  /** Who computed the preserved rows (the bytes differ between providers, each within SPEC §5): 'openblas-<version>-<core>',
+   *  'eigen-<isa>' or 'cublas', then '; factored: <who formed P>' when that differs (docs/preservation.md). Absent in older manifests. */
+  provider?: string;
 }
 
 /** The run's preservation settings (parameters.preserve). */

@@ -16,6 +16,7 @@ export interface NativeResult {
   nb: Float64Array;
   /** Preserved edits only (NativePreserveResult). */
   preserveEnergy?: Float64Array;
+  preserveProvider?: string;
   biasTauOld?: Float32Array;
   biasTauNew?: Float32Array;
 }
@@ -77,12 +78,28 @@ export interface NativePreserve {
   tensor?: string;
   /** Check only (shapes, finite, symmetric, PSD, orthonormal, rho/mu): no operator is formed. */
   validateOnly?: boolean;
+  /** The CPU linear algebra of the ridge form (native/core/blas.h): default GEOEDIT_BLAS ('auto': the system's OpenBLAS when it loads, else Eigen). Tests and the bench. */
+  blas?: NativeBlasChoice;
+}
+
+export type NativeBlasChoice = 'auto' | 'eigen' | 'openblas';
+
+/** blasInfo(): which CPU linear algebra preserved edits use (native/core/blas.h). */
+export interface NativeBlasInfo {
+  /** GEOEDIT_BLAS as read ('auto' when unset), or the unknown value given. */
+  choice: string;
+  /** Who a preserved edit's ridge rows use now ('openblas-<version>-<core>' | 'eigen-<isa>'), null when GEOEDIT_BLAS cannot be honoured. */
+  provider: string | null;
+  error: string | null;
+  openblas: { available: boolean; reason: string; lib: string; config: string; core: string; version: string; provider: string };
 }
 
 /** What a preserved edit adds to its result (EXPORTS.md). */
 export interface NativePreserveResult {
   /** [oldBefore, oldAfter, newBefore, newAfter, biasOldBefore, biasOldAfter, biasNewBefore, biasNewAfter, rows, gpuRows] */
   preserveEnergy?: Float64Array;
+  /** Who computed the preserved rows: 'openblas-<version>-<core>' | 'eigen-<isa>' | 'cublas', then '; factored: <who formed P>' when that differs. */
+  preserveProvider?: string;
   biasTauOld?: Float32Array;
   biasTauNew?: Float32Array;
 }
@@ -117,6 +134,8 @@ export interface NativeAddon {
   hashFiles(spec: { files: Array<{ fd: number; size: number; file?: string }>; threads?: number; ctl?: Float64Array }): Promise<{ sha256: string[]; seconds: number[] }>;
   /** Whether hashFiles can run here. */
   sha256Info(): { available: boolean; provider: string; reason: string };
+  /** Which CPU linear algebra preserved edits use; loads libopenblas on first use. */
+  blasInfo(): NativeBlasInfo;
   /** Tests only: counters of the fresh-output pool. */
   _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number };
   /** Bench only: STREAM triad GB/s over the shared pool. */
@@ -131,9 +150,9 @@ export interface NativeAddon {
   /** Bench only (bench/gpu/): device-resident kernel benchmark. */
   _cudaBench(spec: NativeCudaBenchSpec): { kernelMs: number; kernelGBps: number; copyGBps: number; checksum: number };
   /** Bench only (bench/preserve.js): preservation build + row GEMM timings and the ISA's FMA peak. */
-  _preserveBench(spec: { n: number; rows: number; form?: 'cov' | 'keys' | 'basis'; k?: number; withC1?: boolean; threads?: number; simd?: number; reps?: number; peakSeconds?: number }): {
-    buildMs: number; applyMs: number; applyGflops: number; gemmFlops: number; peakGflops: number; peakGflops1: number;
-    threads: number; simd: string; la: string; statBytes: number; workBytes: number; checksum: number;
+  _preserveBench(spec: { n: number; rows: number; form?: 'cov' | 'keys' | 'basis'; k?: number; withC1?: boolean; threads?: number; simd?: number; reps?: number; peakSeconds?: number; blas?: NativeBlasChoice }): {
+    buildMs: number; applyMs: number; applyCpuMs: number; applyGflops: number; gemmFlops: number; peakGflops: number; peakGflops1: number;
+    threads: number; simd: string; la: string; provider: string; factoredBy: string; statBytes: number; workBytes: number; checksum: number;
   };
   loraGeometry(spec: {
     rows: number; cols: number; old: NativeLoraSide | null; new: NativeLoraSide | null;

@@ -40,4 +40,5 @@ export const native = {
   /** SHA-256 of open files on native threads (lib/job/hash.ts). */
   hashFiles: (spec: Parameters<NativeAddon['hashFiles']>[0], site?: CallSite): ReturnType<NativeAddon['hashFiles']> => callAsync((a) => a.hashFiles(spec), site),
   sha256Info: (): ReturnType<NativeAddon['sha256Info']> => callSync((a) => a.sha256Info()),
+  blasInfo: (): ReturnType<NativeAddon['blasInfo']> => callSync((a) => a.blasInfo()),
 };

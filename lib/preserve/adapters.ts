@@ -91,5 +91,5 @@ export function modulePreserveEntry(ap: AdapterPreservation, module: string, st:
   const ws = w ? ap.jp.plan.byWeight.get(w) : undefined;
   if (!ws || !st.preserve) return null;
   const e = st.preserve.energy;
-  return preserveEntries(ap.jp, ws, Float64Array.of(e.oldBefore, e.oldAfter, e.newBefore, e.newAfter, 0, 0, 0, 0, 0)).weight;
+  return preserveEntries(ap.jp, ws, Float64Array.of(e.oldBefore, e.oldAfter, e.newBefore, e.newAfter, 0, 0, 0, 0, 0), st.preserve.provider).weight;
 }

@@ -28,15 +28,15 @@ function tauEnergy(s: CanonicalSide, R: Float32Array): number {
   return s.scale * s.scale * e;
 }
 
-/** R·P for one side's input factor, by the core. */
-function preserveFactor(s: CanonicalSide, p: NativePreserve, params: ResolvedParams, threads: number, name: string): Float32Array {
+/** R·P for one side's input factor, by the core, and who computed it. */
+function preserveFactor(s: CanonicalSide, p: NativePreserve, params: ResolvedParams, threads: number, name: string): { R: Float32Array; provider?: string } {
   const zeros = new Float32Array(s.r * s.cols);
   const res = native.editSync({
     rows: s.r, cols: s.cols, base: zeros, baseDtype: 'f32', old: zeros, oldDtype: 'f32', new: s.R, newDtype: 'f32', tauGiven: true,
     // out = 0 + 1·(R·P) exactly: task arithmetic at scale 1, no trim.
     params: nativeParams({ ...params, strategy: 'task-arithmetic', scale: 1, density: 1 }), outDtype: 'f32', wantOut: true, threads, preserve: p, tensorName: name,
   });
-  return res.out as Float32Array;
+  return { R: res.out as Float32Array, provider: res.preserveProvider };
 }
 
 /**
@@ -46,7 +46,7 @@ function preserveFactor(s: CanonicalSide, p: NativePreserve, params: ResolvedPar
  */
 export function preserveLoraSides<S extends CanonicalSide>(
   sides: { old: S | null; new: S | null }, embedding: boolean, p: NativePreserve, params: ResolvedParams, threads: number, name: string,
-): { old: S | null; new: S | null; energy: LoraPreserveEnergy } {
+): { old: S | null; new: S | null; energy: LoraPreserveEnergy; provider?: string } {
   const ref = (sides.new ?? sides.old)!;
   if (embedding) throw new GeoEditError('ERR_UNSUPPORTED', `${name}: preservation statistics describe a linear layer's inputs; an Embedding module has none (leave it out of the statistics)`, { tensor: p.tensor ?? name });
   const d = p.covShape?.[1] ?? p.keysShape?.[1] ?? p.basisShape?.[1] ?? Math.round(Math.sqrt(p.cov?.length ?? 0));
@@ -54,12 +54,16 @@ export function preserveLoraSides<S extends CanonicalSide>(
     throw new GeoEditError('ERR_UNSUPPORTED', `${name}: the statistics are for the augmented input [x; 1] (width ${d}), which preserves the layer's bias with its weight; a LoRA adapter carries no bias update, so give [${ref.cols}, ${ref.cols}] statistics for adapters`, { tensor: p.tensor ?? name });
   }
   const energy: LoraPreserveEnergy = { oldBefore: 0, oldAfter: 0, newBefore: 0, newAfter: 0 };
+  let provider: string | undefined;
   const one = (s: S | null, key: 'old' | 'new'): S | null => {
     if (!s || s.r === 0) return s;
-    const R = preserveFactor(s, p, params, threads, name);
+    const f = preserveFactor(s, p, params, threads, name);
+    const R = f.R;
+    provider = f.provider ?? provider;
     energy[`${key}Before`] = tauEnergy(s, s.R);
     energy[`${key}After`] = tauEnergy(s, R);
     return { ...s, R };
   };
-  return { old: one(sides.old, 'old'), new: one(sides.new, 'new'), energy };
+  const old = one(sides.old, 'old'), nw = one(sides.new, 'new');
+  return { old, new: nw, energy, ...(provider ? { provider } : {}) };
 }

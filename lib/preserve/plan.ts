@@ -99,9 +99,12 @@ export async function validateStatisticValues(jp: JobPreservation, model: Map<st
 const removed = (before: number, after: number): number | null => (before > 0 ? 1 - after / before : null);
 
 /** The manifest entry of a preserved weight (e: preserveEnergy) and, augmented, of its bias. */
-export function preserveEntries(jp: JobPreservation, ws: WeightStats, e: Float64Array): { weight: PreserveEntry; bias?: PreserveEntry } {
+export function preserveEntries(jp: JobPreservation, ws: WeightStats, e: Float64Array, provider?: string): { weight: PreserveEntry; bias?: PreserveEntry } {
   const ridge = ws.source.form === 'ridge';
-  const common = { statistics: ws.source.name, shared: ws.shared, form: ws.source.form, rho: ridge ? jp.plan.rho : null, mu: ridge ? jp.plan.mu : null };
+  const common = {
+    statistics: ws.source.name, shared: ws.shared, form: ws.source.form, rho: ridge ? jp.plan.rho : null, mu: ridge ? jp.plan.mu : null,
+    ...(provider ? { provider } : {}),
+  };
   const weight: PreserveEntry = {
     ...common, ...(ws.augmented ? { bias: ws.bias } : {}),
     energy: { oldBefore: e[0]!, oldAfter: e[1]!, newBefore: e[2]!, newAfter: e[3]! },

@@ -152,9 +152,14 @@ geoedit::RowStats alloc_row_stats(Napi::Env env, Napi::Object obj, size_t rows);
 // ---- preservation statistics (preserve.cc) ------------------------------------------------------------
 
 // v = { cov?, covShape?, editCov?, keys?, keysShape?, editKeys?, basis?, basisShape?, rho?, mu?, source?,
-// tensor? } read into *out (arrays held in keep; checked against their shapes); false when v is
-// undefined/null. The operator is built later, off the JS thread (geoedit::build_preserve).
-bool read_preserve_spec(Napi::Value v, const std::string& tensor, geoedit::PreserveSpec* out, Keep& keep);
+// tensor?, blas? } read into *out and *blas (arrays held in keep; checked against their shapes); false when v
+// is undefined/null. The operator is built later, off the JS thread (geoedit::build_preserve).
+bool read_preserve_spec(Napi::Value v, const std::string& tensor, geoedit::PreserveSpec* out, geoedit::BlasChoice* blas,
+                        Keep& keep);
+// blas: 'auto' | 'eigen' | 'openblas' | undefined (GEOEDIT_BLAS) -> the choice; else ERR_INVALID_OPTION.
+geoedit::BlasChoice blas_choice_of(Napi::Object o, const char* key);
+// result.preserveProvider = who computed the preserved rows (geoedit::preserve_provider), on the JS thread.
+void put_preserve_provider(Napi::Object result, const std::string& provider);
 // result.preserveEnergy = Float64Array(10); filled by put_preserve_energy after the run.
 double* alloc_preserve_energy(Napi::Env env, Napi::Object result);
 void put_preserve_energy(const geoedit::PreserveStats& st, double* dst);

@@ -39,6 +39,8 @@ struct EditBaton {
   // Preservation (SPEC §3 step 0): the spec read here, the operator built in run() (off the JS thread).
   bool has_preserve = false;
   geoedit::PreserveSpec pspec;
+  geoedit::BlasChoice blas = geoedit::BlasChoice::Default;
+  std::string provider;  // set by run(), put on the result on the JS thread
   geoedit::PreserveBias bias;
   bool has_bias = false;
   geoedit::PreserveStats pstats;
@@ -52,6 +54,7 @@ struct EditBaton {
       bo.threads = ro.threads;
       bo.simd = ro.simd;
       bo.cuda = cuda;
+      bo.blas = blas;
       P = geoedit::build_preserve(pspec, bo);
       job.preserve = P.get();
       job.preserve_bias = has_bias ? &bias : nullptr;
@@ -60,6 +63,7 @@ struct EditBaton {
     if (cuda) geoedit::run_edit_cuda(job, params, cuda_opts);
     else geoedit::run_edit(job, params, ro);
     if (energy) geoedit_binding::put_preserve_energy(pstats, energy);
+    if (P) provider = geoedit::preserve_provider(*P, ro.simd >= 0 ? geoedit::SimdLevel(ro.simd) : geoedit::active_simd(), &pstats);
     job.preserve = nullptr;
   }
 };
@@ -123,7 +127,7 @@ std::shared_ptr<EditBaton> read_edit(const Napi::CallbackInfo& info, bool async)
   job.stats = alloc_row_stats(env, result, size_t(job.rows));
   // preserve: { cov, … } (preserve.cc); the augmented form's bias: biasBase/biasOld/biasNew (+ dtypes),
   // whose preserved task vectors come back as biasTauOld/biasTauNew (Float32Array, rows).
-  b->has_preserve = read_preserve_spec(spec.Get("preserve"), job.tensor_name.empty() ? "tensor" : job.tensor_name, &b->pspec, b->keep);
+  b->has_preserve = read_preserve_spec(spec.Get("preserve"), job.tensor_name.empty() ? "tensor" : job.tensor_name, &b->pspec, &b->blas, b->keep);
   if (b->has_preserve) {
     if (!spec.Get("biasBase").IsUndefined()) {
       b->has_bias = true;
@@ -146,12 +150,14 @@ std::shared_ptr<EditBaton> read_edit(const Napi::CallbackInfo& info, bool async)
 Napi::Value EditSync(const Napi::CallbackInfo& info) {
   std::shared_ptr<EditBaton> b = read_edit(info, false);
   call_sync(info.Env(), "editing", [&]() { b->run(); });
+  put_preserve_provider(b->result.Value(), b->provider);
   return b->result.Value();
 }
 
 // The result; when the output went to the call's own array, copied into outData first.
 Napi::Value finish_edit(Napi::Env env, EditBaton& b) {
   Napi::Object result = b.result.Value();
+  put_preserve_provider(result, b.provider);
   if (b.out_data.IsEmpty()) return result;
   Napi::Object od = b.out_data.Value();
   char* dst;

@@ -1,5 +1,9 @@
 // What this build and machine offer, and small helpers: info(), defaults(), convert(), cudaProbe().
+#include <cstdlib>
+
+#include "../cpu/preserve_la.h"
 #include "common.h"
+#include "core/blas.h"
 
 namespace geoedit_binding {
 
@@ -19,6 +23,39 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
     if (geoedit::cpu_supports(geoedit::SimdLevel(s))) sup.Set(k++, geoedit::simd_name(geoedit::SimdLevel(s)));
   o.Set("simdSupported", sup);
   return o;
+}
+
+// blasInfo() -> { choice: 'auto' | 'eigen' | 'openblas' | <an unknown GEOEDIT_BLAS value>, provider (who a
+//   preserved edit's ridge rows use now: 'openblas-<version>-<core>' | 'eigen-<isa>'; null when GEOEDIT_BLAS cannot
+//   be honoured), error (why, or null), openblas: { available, reason, lib, config, core, version, provider } }.
+// Separate from info() because it loads libopenblas (core/blas.h) on first use.
+Napi::Value BlasInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const geoedit::OpenBlasInfo& ob = geoedit::openblas_info();
+  Napi::Object b = Napi::Object::New(env);
+  const geoedit::BlasChoice env_choice = geoedit::blas_choice_from_env();
+  const char* ev = std::getenv("GEOEDIT_BLAS");
+  b.Set("choice", env_choice == geoedit::BlasChoice::Eigen ? "eigen" : env_choice == geoedit::BlasChoice::OpenBlas ? "openblas"
+                  : env_choice == geoedit::BlasChoice::Auto ? "auto" : (ev ? ev : ""));
+  try {
+    const geoedit::BlasChoice c = geoedit::resolve_blas(geoedit::BlasChoice::Default);
+    b.Set("provider", c == geoedit::BlasChoice::OpenBlas ? ob.provider
+                                                         : std::string("eigen-") + geoedit::preserve_la_for(geoedit::active_simd()).name);
+    b.Set("error", env.Null());
+  } catch (const geoedit::Error& e) {
+    b.Set("provider", env.Null());
+    b.Set("error", e.what());
+  }
+  Napi::Object obo = Napi::Object::New(env);
+  obo.Set("available", ob.available);
+  obo.Set("reason", ob.reason);
+  obo.Set("lib", ob.lib);
+  obo.Set("config", ob.config);
+  obo.Set("core", ob.core);
+  obo.Set("version", ob.version);
+  obo.Set("provider", ob.provider);
+  b.Set("openblas", obo);
+  return b;
 }
 
 // defaults() -> the SPEC §3 defaults of geoedit::Params, the paper preset as `paper`, and the
@@ -113,6 +150,7 @@ Napi::Value CudaProbe(const Napi::CallbackInfo& info) {
 
 void register_probe(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("blasInfo", Napi::Function::New(env, BlasInfo, "blasInfo"));
   exports.Set("defaults", Napi::Function::New(env, Defaults, "defaults"));
   exports.Set("convert", Napi::Function::New(env, Convert, "convert"));
   exports.Set("cudaProbe", Napi::Function::New(env, CudaProbe, "cudaProbe"));

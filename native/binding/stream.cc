@@ -24,6 +24,9 @@ struct StreamBaton {
   Keep keep;
   // Preservation: spec.preserves[i] read on the JS thread, built in the worker before any task runs.
   std::vector<geoedit::PreserveSpec> pspecs;
+  std::vector<geoedit::BlasChoice> pblas;         // per spec: the CPU linear algebra asked for
+  std::vector<std::string> provider;              // per task: preserveProvider (set by run(), put on the JS thread)
+  Napi::ObjectReference results;                  // the per-task result objects
   std::vector<std::shared_ptr<const geoedit::Preserve>> pres;
   std::vector<int> task_pres;                     // per task: index into pres, or -1
   std::vector<int> tau_from;                      // per task: the weight task whose preserved bias it edits, or -1
@@ -48,6 +51,7 @@ void StreamBaton::run() {
     if (bo.cols < 0) continue;  // not used by any task
     bo.threads = ro.threads;
     bo.cuda = backend.cuda;
+    bo.blas = pblas[k];
     pres[k] = geoedit::build_preserve(pspecs[k], bo);
   }
   for (size_t i = 0; i < tasks.size(); ++i) {
@@ -75,8 +79,12 @@ void StreamBaton::run() {
       tasks[i].tau_new_mem = bias_tau[w].data() + tasks[w].rows;
     }
   geoedit::run_stream(tasks, params, ro, block_bytes, ctl, backend);
-  for (size_t i = 0; i < tasks.size(); ++i)
+  const geoedit::SimdLevel level = ro.simd >= 0 ? geoedit::SimdLevel(ro.simd) : geoedit::active_simd();
+  provider.assign(tasks.size(), std::string());
+  for (size_t i = 0; i < tasks.size(); ++i) {
     if (energy[i]) put_preserve_energy(pstats[i], energy[i]);
+    if (tasks[i].preserve) provider[i] = geoedit::preserve_provider(*tasks[i].preserve, level, &pstats[i]);
+  }
 }
 
 // { fd, offset, dtype, file? }
@@ -207,7 +215,9 @@ Napi::Value Stream(const Napi::CallbackInfo& info) {
   if (pv2.IsArray()) {
     Napi::Array pa = pv2.As<Napi::Array>();
     b->pspecs.resize(pa.Length());
-    for (uint32_t k = 0; k < pa.Length(); ++k) read_preserve_spec(pa.Get(k), "preserves[" + std::to_string(k) + "]", &b->pspecs[k], b->keep);
+    b->pblas.assign(pa.Length(), geoedit::BlasChoice::Default);
+    for (uint32_t k = 0; k < pa.Length(); ++k)
+      read_preserve_spec(pa.Get(k), "preserves[" + std::to_string(k) + "]", &b->pspecs[k], &b->pblas[k], b->keep);
   }
   b->task_pres.assign(tasks.Length(), -1);
   b->tau_from.assign(tasks.Length(), -1);
@@ -219,9 +229,16 @@ Napi::Value Stream(const Napi::CallbackInfo& info) {
     if (!v.IsObject()) throw_type(env, "Expected a task object");
     b->tasks.push_back(read_task(env, v.As<Napi::Object>(), *b, results, i));
   }
+  b->results = Napi::Persistent(results.As<Napi::Object>());
   return PromiseWorker::queue(env, "geoedit:stream", "streaming a checkpoint",
                               [b]() { b->run(); }, b,
-                              results.As<Napi::Object>());
+                              results.As<Napi::Object>(), [b](Napi::Env) -> Napi::Value {
+                                Napi::Object res = b->results.Value();
+                                for (size_t i = 0; i < b->provider.size(); ++i)
+                                  if (!b->provider[i].empty() && res.Get(uint32_t(i)).IsObject())
+                                    put_preserve_provider(res.Get(uint32_t(i)).As<Napi::Object>(), b->provider[i]);
+                                return res;
+                              });
 }
 
 }  // namespace

@@ -342,13 +342,14 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
   if (nt) std::atomic_thread_fence(std::memory_order_seq_cst);  // order the streaming stores
 }
 
-// SPEC §3 step 0 fused into the row pipeline: per block of R rows (kPreserveBlockRows on the CPU,
-// fixed from the job's first row, the last zero-padded), the raw task vectors of both sides are
-// formed in one scratch [2R, d] (old rows, then new rows; d = n + 1 with the bias element last in
-// the augmented form), multiplied by P in one GEMM (Eigen here, or a projector such as cuBLAS), and
-// the preserved rows go through process_rows as task vectors (tau_given): geometry, regions, trim,
-// weights and output on the preserved rows, the base untouched. Energies are per-row values summed
-// in row order (the same sums for any thread count).
+// SPEC §3 step 0 fused into the row pipeline: per group of R rows (up to kPreserveGroupRows on the CPU,
+// fixed from the job's first row, the last zero-padded to a multiple of kPreserveBlockRows), the raw
+// task vectors of both sides are formed in one scratch [2R, d] (old rows, then new rows; d = n + 1 with
+// the bias element last in the augmented form), multiplied by P in one GEMM (OpenBLAS or Eigen in row
+// tiles on the pool, or a projector such as cuBLAS), and the preserved rows go through
+// process_rows as task vectors (tau_given): geometry, regions, trim, weights and output on the
+// preserved rows, the base untouched. Energies are per-row values summed in row order (the same sums
+// for any thread count).
 struct PreserveScratch {
   std::vector<float> x, y, zero;
   std::vector<double> e;  // per-row energies of one block: [4 * R] (old before, new before, bias old, bias new)
@@ -470,45 +471,37 @@ void preserve_finish(const EditJob& job, const Params& p, const Kernels& K, int6
   }
 }
 
-// project == nullptr: the CPU path (Eigen on this ISA), blocks of kPreserveBlockRows in parallel on the
-// pool. Otherwise the projector (a device) takes the blocks one after the other (block_rows rows each)
-// and the pool runs the rows of each block.
+// project == nullptr: the CPU path: groups of kPreserveGroupRows rows per side, one after the other, the
+// last one padded to a multiple of kPreserveBlockRows only; each group's GEMM on the pool in row tiles
+// fixed by the group's size (preserve_rows_group: OpenBLAS or Eigen, one thread per call), its fill and
+// row pipeline on the pool too. Otherwise the projector (a device) takes blocks of block_rows rows per side one after the
+// other (each padded to the full block_rows: one fixed shape) and the pool runs the rows of each block.
 void run_edit_preserved(const EditJob& job, const Params& p, const Kernels& K, SimdLevel level, int threads,
                         const RowProjector* project, int64_t block_rows) {
   const Preserve& P = *job.preserve;
-  const int64_t d = P.dim, R = project ? block_rows : kPreserveBlockRows;
-  const int64_t nblocks = (job.rows + R - 1) / R;
-  std::vector<PreserveStats> part(static_cast<size_t>(nblocks));
-  auto fill_pad = [&](PreserveScratch& s, int64_t r0, int64_t nr, int fill_threads) {
+  const int64_t d = P.dim, G = project ? block_rows : kPreserveGroupRows;
+  const int64_t ngroups = (job.rows + G - 1) / G;
+  std::vector<PreserveStats> part(static_cast<size_t>(ngroups));
+  PreserveScratch s;
+  s.ensure(project ? G : std::min(G, ((job.rows + kPreserveBlockRows - 1) / kPreserveBlockRows) * kPreserveBlockRows), d, job.cols);
+  for (int64_t g = 0; g < ngroups; ++g) {
+    const int64_t r0 = g * G, nr = std::min(G, job.rows - r0);
+    // Rows per side in this group's GEMM: the stride between the old and the new rows in X and Y.
+    const int64_t R = project ? G : ((nr + kPreserveBlockRows - 1) / kPreserveBlockRows) * kPreserveBlockRows;
     float* X = s.x.data();
     if (nr < R) {
       std::fill(X + nr * d, X + R * d, 0.0f);
       std::fill(X + (R + nr) * d, X + 2 * R * d, 0.0f);
     }
-    if (fill_threads == 1) preserve_fill(job, p, K, r0, 0, nr, R, X, s.zero.data(), s.e.data());
-    else parallel_for(nr, 16, fill_threads, [&](int64_t a, int64_t b) { preserve_fill(job, p, K, r0, a, b, R, X, s.zero.data(), s.e.data()); });
-  };
-  if (!project) {
-    parallel_for(nblocks, 1, threads, [&](int64_t b0, int64_t b1) {
-      thread_local PreserveScratch s;
-      s.ensure(R, d, job.cols);
-      for (int64_t blk = b0; blk < b1; ++blk) {
-        const int64_t r0 = blk * R, nr = std::min(R, job.rows - r0);
-        fill_pad(s, r0, nr, 1);
-        preserve_rows_block(P, s.x.data(), 2 * R, s.y.data(), level);
-        preserve_finish(job, p, K, r0, nr, R, s.y.data(), s.e.data(), part[size_t(blk)], 1);
-      }
-    });
-  } else {
-    PreserveScratch s;
-    s.ensure(R, d, job.cols);
-    for (int64_t blk = 0; blk < nblocks; ++blk) {
-      const int64_t r0 = blk * R, nr = std::min(R, job.rows - r0);
-      fill_pad(s, r0, nr, threads);
-      (*project)(P, s.x.data(), 2 * R, s.y.data());
-      part[size_t(blk)].gpu_rows = nr;
-      preserve_finish(job, p, K, r0, nr, R, s.y.data(), s.e.data(), part[size_t(blk)], threads);
+    if (threads == 1 || nr <= 16) preserve_fill(job, p, K, r0, 0, nr, R, X, s.zero.data(), s.e.data());
+    else parallel_for(nr, 16, threads, [&](int64_t a, int64_t b) { preserve_fill(job, p, K, r0, a, b, R, X, s.zero.data(), s.e.data()); });
+    if (project) {
+      (*project)(P, X, 2 * R, s.y.data());
+      part[size_t(g)].gpu_rows = nr;
+    } else {
+      preserve_rows_group(P, X, 2 * R, s.y.data(), level, threads);
     }
+    preserve_finish(job, p, K, r0, nr, R, s.y.data(), s.e.data(), part[size_t(g)], threads);
   }
   if (job.preserve_stats)
     for (const PreserveStats& st : part) job.preserve_stats->add(st);
@@ -542,7 +535,7 @@ void run_edit(const EditJob& job, const Params& params, const RunOptions& ro) {
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / cols);
   int threads = ro.threads;
   if (job.preserve) {
-    run_edit_preserved(job, params, K, level, threads, nullptr, kPreserveBlockRows);
+    run_edit_preserved(job, params, K, level, threads, nullptr, kPreserveGroupRows);
     return;
   }
   if (job.rows * cols < (int64_t(1) << 15)) threads = 1;

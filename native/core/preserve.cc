@@ -167,6 +167,7 @@ std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& s, const Pres
   if (n < 1) fail(ErrorCode::ShapeMismatch, s, "the weight has no columns");
   const SimdLevel level = bo.simd >= 0 ? SimdLevel(bo.simd) : active_simd();
   const PreserveLa& la = preserve_la_for(level);
+  const bool use_openblas = resolve_blas(bo.blas) == BlasChoice::OpenBlas;
 
   if (has_basis) {
     const int64_t k = s.basis_rows, d = s.basis_cols;
@@ -233,8 +234,10 @@ std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& s, const Pres
   // The factorisations: cuSOLVER (f64 potrf/potrs on the GPU) when asked for and usable, else Eigen here.
   const bool gpu = bo.cuda && cuda_preserve_status().available;
   P.factored_on_gpu = gpu;
+  P.openblas = use_openblas;
+  const auto cholesky = [&](double* S) { return use_openblas ? openblas_cholesky(S, d, bo.threads) : la.cholesky(S, d); };
   const std::function<bool(double*)> factor = [&](double* S) {
-    return gpu ? cuda_spd_solve(S, d, nullptr, 0) == 0 : la.cholesky(S, d);
+    return gpu ? cuda_spd_solve(S, d, nullptr, 0) == 0 : cholesky(S);
   };
   const size_t dd = size_t(d) * size_t(d);
   std::vector<double> W(dd), B;
@@ -280,15 +283,20 @@ std::shared_ptr<const Preserve> build_preserve(const PreserveSpec& s, const Pres
   if (gpu) {
     if (cuda_spd_solve(W.data(), d, B.data(), d) != 0) fail(ErrorCode::BadStatistics, s, not_pd);
   } else {
-    if (!la.cholesky(W.data(), d)) fail(ErrorCode::BadStatistics, s, not_pd);
+    if (!cholesky(W.data())) fail(ErrorCode::BadStatistics, s, not_pd);
     // The d right-hand sides in fixed chunks of columns on the pool: same bytes for any thread count.
     const int64_t chunk = 256;
     const int64_t nchunks = (d + chunk - 1) / chunk;
     parallel_for(nchunks, 1, bo.threads, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) la.solve_cols(W.data(), d, B.data(), c * chunk, std::min(d, (c + 1) * chunk));
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t a = c * chunk, b = std::min(d, (c + 1) * chunk);
+        if (use_openblas) openblas_solve_cols(W.data(), d, B.data(), a, b);
+        else la.solve_cols(W.data(), d, B.data(), a, b);
+      }
     });
   }
   P.form = Preserve::Form::Ridge;
+  P.factored_by = gpu ? "cusolver" : use_openblas ? openblas_info().provider : std::string("eigen-") + la.name;
   P.P.resize(dd);
   for (size_t i = 0; i < dd; ++i) P.P[i] = float(B[i]);
   if (bo.keep_f64) P.P64 = std::move(B);
@@ -328,30 +336,73 @@ void Preserve::apply_f64(const double* x, int64_t rows, double* y) const {
   }
 }
 
-void preserve_rows_block(const Preserve& p, const float* X, int64_t rows, float* Y, SimdLevel level) {
+std::string preserve_provider(const Preserve& p, SimdLevel level, const PreserveStats* st) {
+  if (p.form == Preserve::Form::Identity) return "identity";
+  const std::string cpu = p.form == Preserve::Form::Ridge && p.openblas ? openblas_info().provider
+                                                                         : std::string("eigen-") + preserve_la_for(level).name;
+  std::string s = cpu;
+  if (st && st->gpu_rows > 0) s = st->gpu_rows >= st->rows ? "cublas" : "cublas+" + cpu;
+  if (p.form == Preserve::Form::Ridge && !p.factored_by.empty() && p.factored_by != s) s += "; factored: " + p.factored_by;
+  return s;
+}
+
+void preserve_rows_group(const Preserve& p, const float* X, int64_t rows, float* Y, SimdLevel level, int threads) {
   const int64_t d = p.dim;
   const PreserveLa& la = preserve_la_for(level);
   switch (p.form) {
     case Preserve::Form::Identity: std::memcpy(Y, X, size_t(rows * d) * 4); return;
-    case Preserve::Form::Ridge: la.gemm(X, rows, d, d, p.P.data(), d, d, Y, d); return;
-    case Preserve::Form::Basis: la.basis(X, rows, d, p.U.data(), p.k, Y); return;
+    case Preserve::Form::Ridge: {
+      // k tiles: ceil(rows / kPreserveTileRows) rounded up to an even number (two threads stay balanced),
+      // each a whole number of blocks.
+      const int64_t RB = kPreserveBlockRows, units = (rows + RB - 1) / RB;
+      int64_t k = (rows + kPreserveTileRows - 1) / kPreserveTileRows;
+      k = std::min(units, k + (k & 1));
+      const int64_t per = ((units + k - 1) / k) * RB, ntiles = (rows + per - 1) / per;
+      parallel_for(ntiles, 1, threads, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t r0 = t * per, nr = std::min(per, rows - r0);
+          if (p.openblas) openblas_sgemm(X + r0 * d, nr, d, d, p.P.data(), d, d, Y + r0 * d, d);
+          else la.gemm(X + r0 * d, nr, d, d, p.P.data(), d, d, Y + r0 * d, d);
+        }
+      });
+      return;
+    }
+    case Preserve::Form::Basis: {
+      const int64_t R = kPreserveBlockRows, nb = rows / R;
+      parallel_for(nb, 1, threads, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) la.basis(X + b * R * d, R, d, p.U.data(), p.k, Y + b * R * d);
+      });
+      return;
+    }
+  }
+}
+
+void preserve_rows_block(const Preserve& p, const float* X, int64_t rows, float* Y, SimdLevel level) {
+  preserve_rows_group(p, X, rows, Y, level, 1);
+}
+
+void Preserve::apply_sides(const float* a, const float* b, int64_t rows, float* ya, float* yb, int threads, int simd) const {
+  // As run_edit: groups of kPreserveGroupRows rows per side from the first row, the last padded to a
+  // multiple of kPreserveBlockRows; one GEMM per group over [old rows; new rows].
+  const int64_t d = dim, G = kPreserveGroupRows, RB = kPreserveBlockRows;
+  const SimdLevel level = simd >= 0 ? SimdLevel(simd) : active_simd();
+  const int64_t first = std::min(G, ((rows + RB - 1) / RB) * RB);
+  std::vector<float> X(size_t(2 * first * d)), Y(X.size());
+  for (int64_t r0 = 0; r0 < rows; r0 += G) {
+    const int64_t nr = std::min(G, rows - r0), R = ((nr + RB - 1) / RB) * RB;
+    if (a) std::memcpy(X.data(), a + r0 * d, size_t(nr * d) * 4);
+    else std::fill(X.begin(), X.begin() + nr * d, 0.0f);
+    std::fill(X.begin() + nr * d, X.begin() + R * d, 0.0f);
+    std::memcpy(X.data() + R * d, b + r0 * d, size_t(nr * d) * 4);
+    std::fill(X.begin() + (R + nr) * d, X.begin() + 2 * R * d, 0.0f);
+    preserve_rows_group(*this, X.data(), 2 * R, Y.data(), level, threads);
+    if (ya) std::memcpy(ya + r0 * d, Y.data(), size_t(nr * d) * 4);
+    std::memcpy(yb + r0 * d, Y.data() + R * d, size_t(nr * d) * 4);
   }
 }
 
 void Preserve::apply(const float* x, int64_t rows, float* y, int threads, int simd) const {
-  const int64_t d = dim, R = kPreserveBlockRows;
-  const SimdLevel level = simd >= 0 ? SimdLevel(simd) : active_simd();
-  const int64_t nblocks = (rows + R - 1) / R;
-  parallel_for(nblocks, 1, threads, [&](int64_t b0, int64_t b1) {
-    std::vector<float> X(size_t(R * d)), Y(size_t(R * d));
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t r0 = b * R, nr = std::min(R, rows - r0);
-      std::memcpy(X.data(), x + r0 * d, size_t(nr * d) * 4);
-      std::fill(X.begin() + nr * d, X.end(), 0.0f);
-      preserve_rows_block(*this, X.data(), R, Y.data(), level);
-      std::memcpy(y + r0 * d, Y.data(), size_t(nr * d) * 4);
-    }
-  });
+  apply_sides(nullptr, x, rows, nullptr, y, threads, simd);
 }
 
 }  // namespace geoedit

@@ -19,11 +19,14 @@
 // Numerics: the operator is formed in f64 (Cholesky of C0 + mu'C1 + lambda·I, the solve for P,
 // all in f64; the condition number of the ridge system reaches d/rho) and rounded once to f32;
 // rows are multiplied in f32 with f32 accumulation (GEMM), which SPEC §5 allows (each element
-// within 1e-5·||x||_2 of the f64 x·P). Linear algebra: Eigen (header-only), compiled per ISA
-// (native/cpu/preserve_la_*.cc, each copy in its own namespace), picked at run time like the row
-// kernels. Determinism: rows go through the GEMM in blocks of kPreserveBlockRows fixed from the
-// tensor's first row (the last block zero-padded), so a row's bytes never depend on the thread
-// count, on the caller's block size (a multiple of kPreserveBlockRows), or on the run.
+// within 1e-5·||x||_2 of the f64 x·P). Linear algebra: the system's OpenBLAS when it loads (core/blas.h,
+// dlopen; GEOEDIT_BLAS), else Eigen (header-only), compiled per ISA (native/cpu/preserve_la_*.cc, each
+// copy in its own namespace), picked at run time like the row kernels. Determinism: rows go through
+// the GEMM in groups of kPreserveGroupRows fixed from the job's first row (the last one zero-padded
+// to a multiple of kPreserveBlockRows), each in row tiles fixed by its size, every BLAS call on one thread,
+// so a row's bytes never depend on the thread count or on the run; nor on the caller's block size
+// (a multiple of kPreserveGroupRows; any multiple of kPreserveBlockRows where the provider's GEMM
+// gives a row the same bytes whatever the number of rows, which the tests check for both).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -31,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "blas.h"
 #include "geoedit/geoedit.h"
 
 namespace geoedit {
@@ -43,8 +47,19 @@ namespace geoedit {
 constexpr double kPreserveDefaultRho = 0.3;
 constexpr double kPreserveDefaultMu = 100.0;
 
-// Rows per GEMM block (a multiple of every ISA's Eigen register tile: 48 AVX-512, 24 AVX2, 12 SSE2).
+// Rows per GEMM block (a multiple of every ISA's Eigen register tile: 48 AVX-512, 24 AVX2, 12 SSE2, and
+// of OpenBLAS's): the unit of padding and of the callers' splits.
 constexpr int64_t kPreserveBlockRows = 192;
+// The CPU GEMM: rows per side of one group (both sides in one GEMM of 2·kPreserveGroupRows rows, the
+// last group of a job padded to a multiple of kPreserveBlockRows only), split into row tiles of about
+// kPreserveTileRows rows (an even number of tiles, each a multiple of kPreserveBlockRows), each tile one
+// single-threaded BLAS call over the full width on the pool. A call packs the operator once per tile
+// and the tile's rows once: tiles of 768 rows × the full width lose about 1% to packing against one
+// whole-matrix call, 256-column chunks about 20% (measured with OpenBLAS 0.3.21 on the development
+// VM). The tiles depend only on the group's row count: the bytes do not depend on the thread count.
+// The GEMM of one group runs on up to 2·kPreserveGroupRows / kPreserveTileRows = 4 threads.
+constexpr int64_t kPreserveGroupRows = 8 * kPreserveBlockRows;
+constexpr int64_t kPreserveTileRows = 4 * kPreserveBlockRows;
 // Rows per side of one GPU GEMM (cuBLAS, a fixed shape: the same kernel for every block).
 constexpr int64_t kPreserveCudaBlockRows = 8 * kPreserveBlockRows;
 
@@ -78,6 +93,10 @@ struct PreserveBuildOptions {
   int simd = -1;              // -1: active_simd()
   bool keep_f64 = false;      // keep the f64 operator for apply_f64 (tests and the bench's reference)
   bool cuda = false;          // the factorisations with cuSOLVER when usable (cuda_preserve_status()), else on the CPU
+  // The CPU linear algebra of the ridge form (core/blas.h): Default = GEOEDIT_BLAS (auto: the system's
+  // OpenBLAS when it loads, else Eigen); Eigen; OpenBlas (ERR_INVALID_ARGUMENT, option GEOEDIT_BLAS, when
+  // it cannot be loaded). The basis form and the Gram matrix of keys always use Eigen.
+  BlasChoice blas = BlasChoice::Default;
 };
 
 // The built operator; immutable, shareable across threads and tensors.
@@ -94,13 +113,18 @@ struct Preserve {
   std::string tensor;
   uint64_t id = 0;              // unique per built operator (the CUDA plugin caches device copies by id)
   bool factored_on_gpu = false; // the f64 Cholesky and solve ran with cuSOLVER
+  bool openblas = false;        // Ridge: the f64 Cholesky + solve (unless on the GPU) and the row GEMM use OpenBLAS
+  std::string factored_by;      // Ridge: who formed P ("openblas-<version>-<core>", "eigen-<isa>", "cusolver")
   bool augmented() const { return dim == cols + 1; }
   size_t bytes() const { return P.size() * 4 + U.size() * 4 + P64.size() * 8; }
   // The f64 reference (plain loops, no SIMD): y[rows, d] = x[rows, d]·P64 (Ridge, keep_f64 only),
   // x − (x·U^T)·U in f64 (Basis), or x (Identity).
   void apply_f64(const double* x, int64_t rows, double* y) const;
-  // The fast path on rows [rows, d] f32: y = x·P (any row count; internally blocked and padded as
-  // run_edit does, so the same bytes as run_edit's preserved rows). x and y may not alias.
+  // The fast path on both sides' rows [rows, d] f32, exactly as run_edit multiplies them (groups of
+  // kPreserveGroupRows rows per side, old then new rows in one GEMM, the last group padded): ya = a·P,
+  // yb = b·P, the same bytes as run_edit's preserved rows. a = nullptr: a zero old side (ya unused).
+  void apply_sides(const float* a, const float* b, int64_t rows, float* ya, float* yb, int threads = 0, int simd = -1) const;
+  // y = x·P as run_edit's new side (the old side zero: twice the GEMM work; tests). x and y may not alias.
   void apply(const float* x, int64_t rows, float* y, int threads = 0, int simd = -1) const;
 };
 
@@ -137,8 +161,17 @@ struct PreserveBias {
   float* tau_new_out = nullptr;
 };
 
-// The block step behind run_edit and Preserve::apply: Y[rows, d] = X[rows, d]·P with rows a
-// multiple of kPreserveBlockRows (the caller zero-pads), on the given ISA's table.
+// Who computed a preserved result, for the manifest: the rows' provider, "openblas-<version>-<core>",
+// "eigen-<isa>" (the Eigen copy of `level`) or "cublas" (st->gpu_rows = st->rows; "cublas+<cpu>" when
+// only some rows ran on the GPU), then "; factored: <who formed P>" when that differs ("cusolver", or
+// another ISA's Eigen copy); "identity" when nothing was multiplied. The bytes differ between
+// providers (each within SPEC §5).
+std::string preserve_provider(const Preserve& p, SimdLevel level, const PreserveStats* st = nullptr);
+
+// The GEMM step behind run_edit and Preserve::apply: Y[rows, d] = X[rows, d]·P with rows a multiple of
+// kPreserveBlockRows (the caller zero-pads): Ridge in row tiles (kPreserveTileRows) on `threads`
+// threads of the pool (OpenBLAS or the given ISA's Eigen copy), Basis in blocks of kPreserveBlockRows. preserve_rows_block is the same on the calling thread (the same bytes).
+void preserve_rows_group(const Preserve& p, const float* X, int64_t rows, float* Y, SimdLevel level, int threads);
 void preserve_rows_block(const Preserve& p, const float* X, int64_t rows, float* Y, SimdLevel level);
 
 // run_edit with the projection of each block of `block_rows` rows per side (a multiple of

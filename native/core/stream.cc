@@ -380,13 +380,14 @@ class ReadAhead {
   std::future<void> pending_;
 };
 
-// Preservation: whole GEMM blocks (the bytes do not depend on the caller's blocking), a few per
-// call: rows (neurons) per block rounded up to a multiple of the projection's block, counted from
-// the tensor's first neuron.
+// Preservation: whole GEMM groups (the bytes do not depend on the caller's blocking): rows (neurons)
+// per block rounded up to a multiple of the projection's group (kPreserveGroupRows on the CPU: run_edit's
+// groups then fall on the same rows as in one unsplit call; kPreserveCudaBlockRows on the GPU), counted
+// from the tensor's first neuron.
 int64_t preserve_block_rows(const StreamTask& t, int64_t per_block, bool cuda) {
   if (!t.preserve) return per_block;
-  const int64_t unit = cuda ? kPreserveCudaBlockRows : kPreserveBlockRows;
-  return std::max<int64_t>(cuda ? 1 : 4, (per_block + unit - 1) / unit) * unit;
+  const int64_t unit = cuda ? kPreserveCudaBlockRows : kPreserveGroupRows;
+  return std::max<int64_t>(1, (per_block + unit - 1) / unit) * unit;
 }
 
 // The bias of an augmented layer (SPEC §3 step 0: [a_i, a^β_i]·P), read whole ([rows] elements,

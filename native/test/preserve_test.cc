@@ -162,7 +162,10 @@ static bool throws(ErrorCode code, const std::vector<std::string>& needles, cons
   return false;
 }
 
-int main() {
+// Every section below runs once per CPU provider (core/blas.h): Eigen, then the system's OpenBLAS when
+// it loads (a skip line says why not).
+static bool g_openblas = false;  // the suite's provider
+static void run_suite() {
   std::mt19937 g(12);
   const int64_t n = 37, m = 450;  // not multiples of anything; 450 rows = 2 full blocks + a partial one
   const VF K0 = keys(g, 300, n, 2.0f), K1 = keys(g, 40, n, 0.5f);
@@ -391,9 +394,14 @@ int main() {
               simd_name(SimdLevel(lv)), dtype_name(od), th);
         CHECK(std::memcmp(&r1.st, &rt.st, sizeof(PreserveStats)) == 0, "threads %d: same energy sums", th);
       }
-      const Edited rb = edit(Pr.get(), m, n, base, old_, new_, 2, lv, od, nullptr, Strategy::GeoEdit, 2 * kPreserveBlockRows);
-      CHECK(std::memcmp(r1.out.data(), rb.out.data(), bytes) == 0, "%s %s: caller blocks of 2R rows give the same bytes",
-            simd_name(SimdLevel(lv)), dtype_name(od));
+      // Eigen gives a row the same bytes whatever the GEMM's row count, so any caller blocking in
+      // multiples of kPreserveBlockRows does; OpenBLAS switches to its small-matrix kernels below a
+      // size, so there only multiples of kPreserveGroupRows do (cross_provider checks that).
+      if (!g_openblas) {
+        const Edited rb = edit(Pr.get(), m, n, base, old_, new_, 2, lv, od, nullptr, Strategy::GeoEdit, 2 * kPreserveBlockRows);
+        CHECK(std::memcmp(r1.out.data(), rb.out.data(), bytes) == 0, "%s %s: caller blocks of 2R rows give the same bytes",
+              simd_name(SimdLevel(lv)), dtype_name(od));
+      }
     }
     const Edited eb = edit(Pr.get(), m, n, zero, zero, tb32, 2, lv);
     VF ya(static_cast<size_t>(m * n));
@@ -541,9 +549,10 @@ int main() {
       const Edited e1 = edit(P2.get(), m2, n2, z2, z2, t2, 1, lv);
       const double err = max_rel_err(e1.out, t2d, P2ref, m2, n2, n2, n2);
       CHECK(err <= 1e-5, "%s: n=520 ridge within 1e-5·||x|| (%g)", simd_name(SimdLevel(lv)), err);
-      const Edited e3 = edit(P2.get(), m2, n2, z2, z2, t2, 3, lv, DType::F32, nullptr, Strategy::TaskArithmetic, 3 * kPreserveBlockRows);
-      CHECK(std::memcmp(e1.out.data(), e3.out.data(), e1.out.size() * 4) == 0, "%s: n=520 same bytes for 1 vs 3 threads, blocked caller",
-            simd_name(SimdLevel(lv)));
+      const Edited e3 = edit(P2.get(), m2, n2, z2, z2, t2, 3, lv, DType::F32, nullptr, Strategy::TaskArithmetic,
+                             g_openblas ? 0 : 3 * kPreserveBlockRows);
+      CHECK(std::memcmp(e1.out.data(), e3.out.data(), e1.out.size() * 4) == 0, "%s: n=520 same bytes for 1 vs 3 threads%s",
+            simd_name(SimdLevel(lv)), g_openblas ? "" : ", blocked caller");
     }
   }
 
@@ -654,6 +663,109 @@ int main() {
     CHECK(std::fabs(p1.st.new_before - eb.st.new_before) <= 1e-12 * eb.st.new_before, "projector path: the same energy before");
   }
 
+}
+
+// The two providers on one operator: each within the SPEC §5 tolerance of the f64 reference, each
+// the same bytes for 1, 2 and 3 threads and from run to run, and named in preserve_provider.
+static void cross_provider() {
+  std::mt19937 g(99);
+  const int64_t n = 300, m = 3500;  // two full groups (kPreserveGroupRows) and a partial one; 4 and 2 row tiles
+  const VF K = keys(g, 600, n, 1.5f);
+  const VF Cf = to_f32(gram64(K, 600, n));
+  const VD Pref = ref_P(VD(Cf.begin(), Cf.end()), {}, n, 0.3, 0);
+  const VF t = randn(g, size_t(m * n), 0.05f), z(size_t(m * n), 0.0f);
+  const VD td(t.begin(), t.end());
+  PreserveSpec s;
+  s.cov = Cf.data(); s.cov_rows = s.cov_cols = n; s.rho = 0.3; s.tensor = "x";
+  PreserveBuildOptions b;
+  b.cols = n;
+  b.blas = BlasChoice::Eigen;
+  const auto Pe = build_preserve(s, b);
+  CHECK(!Pe->openblas && preserve_provider(*Pe, active_simd()).rfind("eigen-", 0) == 0, "eigen provider named (%s)",
+        preserve_provider(*Pe, active_simd()).c_str());
+  const Edited e1 = edit(Pe.get(), m, n, z, z, t, 1, -1);
+  CHECK(max_rel_err(e1.out, td, Pref, m, n, n, n) <= 1e-5, "eigen: within 1e-5·||x|| (%g)", max_rel_err(e1.out, td, Pref, m, n, n, n));
+  if (!openblas_info().available) {
+    std::printf("SKIP cross-provider checks: %s\n", openblas_info().reason.c_str());
+    CHECK(throws(ErrorCode::InvalidArgument, {"GEOEDIT_BLAS", "OpenBLAS"}, [&] {
+            PreserveBuildOptions bb = b;
+            bb.blas = BlasChoice::OpenBlas;
+            build_preserve(s, bb);
+          }), "OpenBLAS asked for but missing: a coded error");
+    return;
+  }
+  b.blas = BlasChoice::OpenBlas;
+  const auto Po = build_preserve(s, b);
+  const std::string name = preserve_provider(*Po, active_simd());
+  CHECK(Po->openblas && name == openblas_info().provider && name.rfind("openblas-", 0) == 0 && Po->factored_by == name,
+        "openblas provider named (%s, factored by %s)", name.c_str(), Po->factored_by.c_str());
+  double pdiff = 0;
+  for (size_t i = 0; i < Po->P.size(); ++i) pdiff = std::max(pdiff, double(std::fabs(Po->P[i] - Pe->P[i])));
+  CHECK(pdiff < 1e-5, "the two providers' operators agree (max |dP| %g)", pdiff);
+  const Edited o1 = edit(Po.get(), m, n, z, z, t, 1, -1), o2 = edit(Po.get(), m, n, z, z, t, 2, -1),
+               o3 = edit(Po.get(), m, n, z, z, t, 3, -1), o2b = edit(Po.get(), m, n, z, z, t, 2, -1);
+  const double eo = max_rel_err(o1.out, td, Pref, m, n, n, n);
+  CHECK(eo <= 1e-5 && eo > 0, "openblas: within 1e-5·||x|| (%g)", eo);
+  const size_t bytes = o1.out.size() * 4;
+  CHECK(std::memcmp(o1.out.data(), o2.out.data(), bytes) == 0 && std::memcmp(o1.out.data(), o3.out.data(), bytes) == 0,
+        "openblas: same bytes for 1, 2 and 3 threads");
+  CHECK(std::memcmp(o2.out.data(), o2b.out.data(), bytes) == 0, "openblas: same bytes run to run");
+  const Edited e2 = edit(Pe.get(), m, n, z, z, t, 2, -1);
+  CHECK(std::memcmp(e1.out.data(), e2.out.data(), bytes) == 0, "eigen: same bytes for 1 and 2 threads");
+  // A caller that splits the tensor at a multiple of kPreserveGroupRows (the stream does): the same bytes.
+  const Edited ob = edit(Po.get(), m, n, z, z, t, 2, -1, DType::F32, nullptr, Strategy::TaskArithmetic, kPreserveGroupRows);
+  CHECK(std::memcmp(o1.out.data(), ob.out.data(), bytes) == 0, "openblas: caller blocks of kPreserveGroupRows rows, same bytes");
+  VF ya(size_t(m * n));
+  Po->apply(t.data(), m, ya.data(), 2, -1);
+  CHECK(std::memcmp(ya.data(), o1.out.data(), bytes) == 0, "openblas: Preserve::apply = run_edit's preserved rows (n=300)");
+  // The blocked Cholesky (panels of 256, tiles of 512 on the pool): several tiles per step at d = 1300;
+  // the operator's bytes for 1 and 3 threads, and against Eigen's single-threaded LLT.
+  {
+    const int64_t d = 1300;
+    std::mt19937 g2(5);
+    std::uniform_real_distribution<float> u(0.f, 1.f);
+    VF v(static_cast<size_t>(d)), C(size_t(d * d));
+    for (auto& x : v) x = u(g2) + 0.5f;
+    for (int64_t i = 0; i < d; ++i)
+      for (int64_t j = 0; j < d; ++j) C[size_t(i * d + j)] = 0.2f * v[size_t(i)] * v[size_t(j)] + (i == j ? 1.0f + u(g2) : 0.0f);
+    PreserveSpec sb;
+    sb.cov = C.data(); sb.cov_rows = sb.cov_cols = d; sb.rho = 0.3; sb.tensor = "big";
+    PreserveBuildOptions o1;
+    o1.cols = d;
+    o1.blas = BlasChoice::OpenBlas;
+    o1.threads = 1;
+    PreserveBuildOptions o3 = o1, oe = o1;
+    o3.threads = 3;
+    oe.blas = BlasChoice::Eigen;
+    const auto B1 = build_preserve(sb, o1), B3 = build_preserve(sb, o3), Be = build_preserve(sb, oe);
+    CHECK(std::memcmp(B1->P.data(), B3->P.data(), B1->P.size() * 4) == 0, "openblas blocked Cholesky: the same operator for 1 and 3 threads");
+    double worst = 0, pmax = 0;
+    for (size_t i = 0; i < B1->P.size(); ++i) { worst = std::max(worst, double(std::fabs(B1->P[i] - Be->P[i]))); pmax = std::max(pmax, double(std::fabs(Be->P[i]))); }
+    CHECK(worst <= 1e-6 * pmax, "openblas vs eigen operator at d = 1300: %g (max |P| %g)", worst, pmax);
+  }
+  // A GEOEDIT_BLAS-free default for the rest: set_default_blas overrides the environment.
+  set_default_blas(BlasChoice::Eigen);
+  CHECK(resolve_blas(BlasChoice::Default) == BlasChoice::Eigen && resolve_blas(BlasChoice::Auto) == BlasChoice::OpenBlas,
+        "default and auto resolve");
+  set_default_blas(BlasChoice::Default);
+}
+
+int main() {
+  std::printf("== provider eigen\n");
+  set_default_blas(BlasChoice::Eigen);
+  run_suite();
+  if (openblas_info().available) {
+    std::printf("== provider %s (%s)\n", openblas_info().provider.c_str(), openblas_info().lib.c_str());
+    set_default_blas(BlasChoice::OpenBlas);
+    g_openblas = true;
+    run_suite();
+    g_openblas = false;
+  } else {
+    std::printf("SKIP the suite on OpenBLAS: %s\n", openblas_info().reason.c_str());
+  }
+  set_default_blas(BlasChoice::Default);
+  std::printf("== both providers\n");
+  cross_provider();
   std::printf("preserve_test: %d checks, %d passed, %d failed\n", checks, checks - failures, failures);
   return failures ? 1 : 0;
 }

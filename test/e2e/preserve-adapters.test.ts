@@ -75,6 +75,7 @@ describe('editAdapters with preservation statistics', () => {
       expect(mod.rOut).toBe(4);
       expect(mod.preserve).toMatchObject({ statistics: `${Q}.weight`, shared: mi === 1, rho: PRESERVE_DEFAULTS.rho, mu: PRESERVE_DEFAULTS.mu });
       expect(mod.preserve!.removed.new!).toBeGreaterThan(0);
+      expect(mod.preserve!.provider).toMatch(/^(openblas-\d+\.\d+\.\d+|eigen-(scalar|avx2|avx512))/);
       const f = await loadModuleFactors(ad, name);
       const got = matmul(f.B.data as Float32Array, f.A.data as Float32Array, 8, 4, 6).map((v) => v * f.scale);
       const ref = reference(mi);

@@ -75,6 +75,8 @@ describe('editCheckpoint with preservation statistics', () => {
       }
       expect(e.preserve!.removed.new!).toBeCloseTo(1 - after / before, 4);
       expect(e.preserve!.rho).toBe(e.preserve!.form === 'basis' ? null : 0.4);
+      // who computed the rows (the bytes differ between providers): OpenBLAS or an Eigen copy
+      expect(e.preserve!.provider).toMatch(/^(openblas-\d+\.\d+\.\d+|eigen-(scalar|avx2|avx512))/);
     }
     // The augmented layer: weight rows and bias elements preserved together, the bias edited as its own tensor.
     const w = await triple('l0.fc.weight'), b = await triple('l0.fc.bias');
