@@ -15,6 +15,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
+const { makeTensor } = require('./tensor');
 
 const root = path.resolve(__dirname, '..');
 const dist = path.join(root, 'dist', 'cjs');
@@ -33,17 +34,6 @@ const TRIAD_N = 32 * 1024 * 1024; // 3 x 256 MiB of doubles, well past the cache
 
 function median(xs) { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; }
 function now() { return Number(process.hrtime.bigint()) / 1e9; }
-
-function makeTensor(rows, cols, dtype, seed) {
-  const n = rows * cols;
-  let s = seed >>> 0;
-  const next = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s / 4294967296 - 0.5; };
-  if (dtype === 'f32') { const d = new Float32Array(n); for (let i = 0; i < n; i++) d[i] = next(); return { dtype, shape: [rows, cols], data: d }; }
-  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
-  const d = new Uint16Array(n);
-  for (let i = 0; i < n; i++) { f[0] = next(); d[i] = u[0] >>> 16; }
-  return { dtype, shape: [rows, cols], data: d };
-}
 
 // The straightforward TS implementation a user might write (SPEC §3, geoedit defaults).
 function tsEdit(base, old, nw, density) {

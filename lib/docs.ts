@@ -32,10 +32,10 @@ function typeText(o: OptionSpec): string {
   }
 }
 
-const SHORT: Record<EntryPoint, string> = { tensor: 'tensor', lora: 'LoRA', checkpoint: 'checkpoint', adapters: 'adapters' };
+const SHORT: Record<EntryPoint, string> = { tensor: 'tensor', lora: 'LoRA', checkpoint: 'checkpoint', adapters: 'adapters', assemble: 'assemble' };
 
 function where(o: OptionSpec): string {
-  return o.accepts.length === 4 ? 'all' : o.accepts.map((e) => SHORT[e]).join(', ');
+  return ['tensor', 'lora', 'checkpoint', 'adapters'].every((e) => (o.accepts as readonly string[]).includes(e)) ? 'all' : o.accepts.map((e) => SHORT[e]).join(', ');
 }
 
 function optionRows(list: OptionSpec[]): string[] {
@@ -47,7 +47,7 @@ function optionRows(list: OptionSpec[]): string[] {
 }
 
 const HEAD = ['| option | values | default | CLI | where | meaning |', '|---|---|---|---|---|---|'];
-const WHERE = `where: ${(Object.keys(SHORT) as EntryPoint[]).map((e) => `${SHORT[e]} = ${ENTRY_POINTS[e]}`).join('; ')}; all = every one of them.`;
+const WHERE = `where: ${(Object.keys(SHORT) as EntryPoint[]).map((e) => `${SHORT[e]} = ${ENTRY_POINTS[e]}`).join('; ')}; all = tensor, LoRA, checkpoint and adapters.`;
 
 /** The edit options (what editTensor takes; the other entry points take them too, as "where" says). */
 export function renderOptionsTable(): string {
@@ -86,7 +86,7 @@ export async function renderCliHelp(): Promise<string> {
   return out.join('\n').trimEnd();
 }
 
-/** `geoedit edit` and `geoedit analyze`: every flag with its default and meaning, and where it applies. */
+/** `geoedit edit`, `geoedit analyze` and `geoedit assemble`: every flag with its default and meaning, and where it applies. */
 export function renderCliReference(): string {
   const out: string[] = [];
   for (const cmd of ['edit', 'analyze'] as const) {
@@ -98,6 +98,9 @@ export function renderCliReference(): string {
     }
     out.push('');
   }
+  out.push('### `geoedit assemble`', '', '| flag | default | meaning |', '|---|---|---|');
+  for (const f of flagsFor('assemble')) out.push(`| \`--${f.name}${f.metavar ? ` ${f.metavar}` : ''}\` | ${cell(f.default || '—')} | ${cell(f.desc)} |`);
+  out.push('');
   out.push('Exit codes: 0 done, 1 usage, 2 bad input, 3 runtime failure.');
   return out.join('\n');
 }

@@ -29,6 +29,13 @@ export type GeoEditErrorCode =
   | 'ERR_NATIVE_LOAD'
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_INTERNAL'
+  // partitioned edits (lib/partition, docs/partitioned.md)
+  | 'ERR_PART_INDEX'
+  | 'ERR_NOT_A_PART'
+  | 'ERR_PART_MISSING'
+  | 'ERR_PART_DUPLICATE'
+  | 'ERR_PART_FOREIGN'
+  | 'ERR_PART_CORRUPT'
   // governance (lib/governance, docs/governance.md): lineage, verify, review, evaluate, rollout
   | 'ERR_NO_MANIFEST'
   | 'ERR_MANIFEST_INVALID'

@@ -50,6 +50,9 @@ export type { SafetensorsHeader, SafetensorsTensorInfo, RawTensor, StDtype, Tens
 export { openCheckpoint, inspectCheckpoint, editCheckpoint, analyzeCheckpoint, parseSize } from './checkpoint';
 export type { Checkpoint, CheckpointOptions, CheckpointInputs, CheckpointManifest, TensorManifestEntry, ProgressEvent, InspectResult } from './checkpoint';
 export { renderReport, writeReport } from './report';
+export { assembleParts, type AssembleOptions } from './partition/assemble';
+export { resolvePart, assignFiles, PART_INDEX_VARS } from './partition/plan';
+export type { PartOption, PartSpec, PartRecord, AssembledRecord, AssembledPart, PartitionPlan } from './partition/plan';
 export { editAdapters, analyzeAdapters, readPeftAdapter, loadModuleFactors } from './lora';
 export type { AdapterManifest, AdapterReport, AdapterModuleReport, AdapterPaths, EditAdaptersOptions, PeftAdapter, AdapterModule } from './lora';
 export { analyzeLora, editLora, materializeLora } from './lora-math';

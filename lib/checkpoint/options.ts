@@ -7,6 +7,7 @@ import type { DType, EditOptions } from '../types';
 import { globToRegExp, type GlobMatcher } from './globs';
 import { parseLayoutOption, type LayoutKind } from './layout';
 import { checkPreserveFileOption, type PreserveFileOption } from '../preserve/option';
+import type { PartOption } from '../partition/plan';
 
 export interface ProgressEvent {
   phase: 'edit' | 'analyze';
@@ -46,6 +47,8 @@ export interface CheckpointOptions extends Omit<EditOptions, 'importanceOld' | '
   /** Bytes per block of the widest input of an edited tensor (default 8 MiB on the CPU, 64 MiB
    *  on the GPU, where each block is split into device chunks that stream through >= 2 CUDA streams). */
   blockBytes?: number;
+  /** Write only part K of N of the output ('K/N', 'auto/N', or { index: K | 'auto', count: N }; K is 1-based): docs/partitioned.md. */
+  part?: PartOption;
 }
 
 export const DEFAULT_MAX_SHARD_SIZE = optionSpec('maxShardSize')!.default as string;

@@ -22,6 +22,9 @@ import { openCoefficients, type CoefficientsFile } from './coefficients';
 import { nativeParams } from '../options';
 import { planJobPreservation, preserveWork, validateStatisticValues, weightInfos, type JobPreservation } from '../preserve/plan';
 import type { WeightInfo } from '../preserve/file';
+import { planSafetensors } from '../safetensors';
+import { assignFiles, hashAssignment, partitionKey, planId, resolvePart, type PartitionPlan, type PartRecord, type PartSpec } from '../partition/plan';
+import * as os from 'node:os';
 
 export interface CheckpointJob {
   kind: 'edit' | 'analyze';
@@ -49,6 +52,18 @@ interface Prepared {
   validateMs: number;
   t0: number;
   pres?: { jp: JobPreservation; model: Map<string, WeightInfo> };
+  /** A partitioned edit (option part): this part's shards, its record, the input files it hashes. */
+  part?: PartOfJob;
+}
+
+interface PartOfJob {
+  spec: PartSpec;
+  /** Every shard of the whole job, and the names. */
+  shards: PlanItem[][];
+  names: string[];
+  /** Indices of this part's shards. */
+  mine: number[];
+  record: Omit<PartRecord, 'files'>;
 }
 
 function openInputs(inputs: CheckpointInputs, opts: CheckpointOptions): Inputs {
@@ -96,7 +111,72 @@ function prepare(job: CheckpointJob): Prepared {
   const out = job.kind === 'edit' ? checkOutputTarget(job.out, inputs, opts.force === true, 'editCheckpoint') : null;
   const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, inputs, out);
   if (coefficients) allInputFiles.add(coefficients.path);
-  return { job, r, ck, items, family, ties, coefficients, warnings, allInputFiles, out, report, validateMs: Date.now() - t0, t0, ...(pres ? { pres } : {}) };
+  const p: Prepared = { job, r, ck, items, family, ties, coefficients, warnings, allInputFiles, out, report, validateMs: 0, t0, ...(pres ? { pres } : {}) };
+  if (opts.part !== undefined) {
+    if (job.kind !== 'edit') throw new GeoEditError('ERR_INVALID_OPTION', `option 'part' is for editCheckpoint (analyzeCheckpoint writes no shards to divide)`, { option: 'part' });
+    if (opts.report !== undefined) throw new GeoEditError('ERR_INVALID_OPTION', `option 'report' is not taken with 'part': a part holds some tensors only; write the report when the parts are assembled (geoedit assemble --report)`, { option: 'report' });
+    p.part = planPart(p, resolvePart(opts.part));
+  }
+  p.validateMs = Date.now() - t0;
+  return p;
+}
+
+/** The safetensors metadata of every output shard (the same in every part). */
+function shardMetadata(p: Prepared): Record<string, string> {
+  return {
+    ...(p.ck.base.metadata ?? {}), format: 'pt', 'geoedit.version': packageVersion(), 'geoedit.strategy': p.r.params.strategy,
+    'geoedit.parameters': JSON.stringify(parametersOf(p)),
+  };
+}
+
+/**
+ * The whole job's shard layout (as the unpartitioned edit lays it out), the part each shard goes to
+ * (lib/partition/plan.ts assignFiles: bytes balanced; a tied tensor and its primary, an augmented
+ * bias and its weight, in one part), and the input files this part hashes (the ones it reads).
+ */
+function planPart(p: Prepared, spec: PartSpec): PartOfJob {
+  const shards = shardLayout(p.items, p.r.maxShardSize);
+  const names = shardNames(shards.length);
+  const meta = shardMetadata(p);
+  const sizes = shards.map((items) => planSafetensors(items.map((it) => ({ name: it.name, dtype: it.outDtype, shape: it.shape })), meta).size);
+  const shardOf = new Map<string, number>();
+  shards.forEach((items, i) => { for (const it of items) shardOf.set(it.name, i); });
+  const groups: number[][] = [];
+  for (const it of p.items) if (it.tiedTo !== undefined) groups.push([shardOf.get(it.name)!, shardOf.get(it.tiedTo)!]);
+  for (const [w, b] of p.pres?.jp.biasOfWeight ?? []) groups.push([shardOf.get(w)!, shardOf.get(b)!]);
+  const assign = assignFiles(names.map((name, i) => ({ name, bytes: sizes[i]! })), spec.count, groups);
+  const plan: PartitionPlan = {
+    files: names.map((name, i) => ({ name, size: sizes[i]!, tensors: shards[i]!.map((it) => it.name), part: assign[i]! + 1 })),
+    totalSize: p.items.reduce((a, it) => a + it.outBytes, 0), index: shards.length > 1,
+  };
+  // Who reads which input file: each part hashes the files it reads; part 1 also those no part reads.
+  const readsOf = new Map<string, Set<number>>();
+  const reads = (f: string | undefined, part: number) => { if (f) { let s = readsOf.get(f); if (!s) readsOf.set(f, (s = new Set())); s.add(part); } };
+  shards.forEach((items, i) => {
+    for (const it of items) {
+      if (it.action === 'tied') continue;
+      reads(it.base.file, assign[i]! + 1);
+      if (it.action === 'edit') for (const t of [it.old, it.new, it.impOld, it.impNew]) reads(t?.file, assign[i]! + 1);
+    }
+  });
+  const always = new Set<string>([...(Object.values(p.ck) as Array<Checkpoint | undefined>).map((c) => c?.index).filter((x): x is string => !!x), ...(p.coefficients ? [p.coefficients.path] : [])]);
+  const hashed = p.job.opts.hash === false ? [] : hashAssignment(filesToHash(p), readsOf, always, spec.index);
+  const identity = {
+    version: packageVersion(), kind: 'checkpoint-edit', parameters: parametersOf(p), plan, count: spec.count,
+    inputs: { files: present(p.ck).map((c) => ({ path: c.path, kind: c.kind, files: [...c.files.map((f) => f.path), ...(c.index ? [c.index] : [])].map(statRecord) })), coefficients: p.coefficients ? statRecord(p.coefficients.path) : null, preserve: p.r.preserve ? statRecord(path.resolve(p.r.preserve.file)) : null },
+    job: { hash: p.job.opts.hash !== false, copyFiles: p.job.opts.copyFiles !== false },
+  };
+  const mine = names.map((_, i) => i).filter((i) => assign[i]! + 1 === spec.index);
+  return {
+    spec, shards, names, mine,
+    record: { index: spec.index, count: spec.count, source: spec.source, key: partitionKey(identity), planId: planId(plan), plan, hashed, host: os.hostname() },
+  };
+}
+
+/** An input file as every part must see it: path, size and modification time. */
+function statRecord(f: string): { path: string; size: number; mtimeMs: number } {
+  const st = fs.statSync(f);
+  return { path: f, size: st.size, mtimeMs: Math.floor(st.mtimeMs) };
 }
 
 /** Per-tensor warnings of one kind past this many become one line with the count (a model of 100,000 tiny tensors). */
@@ -131,7 +211,7 @@ function parametersOf(p: Prepared): CheckpointManifest['parameters'] {
   };
 }
 
-function totalsOf(items: PlanItem[], entries: TensorManifestEntry[], bytesRead: number, bytesWritten: number): CheckpointTotals {
+export function totalsOf(items: { length: number }, entries: TensorManifestEntry[], bytesRead: number, bytesWritten: number): CheckpointTotals {
   const t: CheckpointTotals = {
     tensors: items.length, edited: 0, copied: 0, converted: 0, tied: 0, rows: 0,
     counts: { orthogonal: 0, synergy: 0, conflict: 0 }, energy: { new: 0, old: 0, applied: 0 }, energyKept: null, bytesRead, bytesWritten,
@@ -175,7 +255,8 @@ function filesToHash(p: Prepared): string[] {
 /** The data step: every tensor through the core, into the job's output (edit) or into statistics only (analyze). */
 async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>): Promise<{ stream: CheckpointStream; files: Array<{ name: string; size: number; tensors: number }> }> {
   const edit = p.job.kind === 'edit';
-  const outItems = edit ? p.items : p.items.filter((i) => i.action === 'edit');
+  const part = p.part;
+  const outItems = part ? part.mine.flatMap((i) => part.shards[i]!) : edit ? p.items : p.items.filter((i) => i.action === 'edit');
   const presFd = p.pres ? fs.openSync(p.pres.jp.plan.file, 'r') : -1;
   const stream = new CheckpointStream({
     job, r: p.r, fds, site: p.job.site, phase: p.job.kind, onProgress: p.job.opts.onProgress, t0: p.t0,
@@ -187,12 +268,14 @@ async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>)
       await stream.analyze(outItems);
       return { stream, files: [] };
     }
+    const meta = shardMetadata(p);
+    if (part) {
+      // Only this part's shards (the index is written by assemble, from the plan).
+      const r = await stream.writeShards(part.mine.map((i) => part.shards[i]!), part.mine.map((i) => part.names[i]!), meta);
+      return { stream, files: r.files };
+    }
     const shards = shardLayout(outItems, p.r.maxShardSize);
     const names = shardNames(shards.length);
-    const meta: Record<string, string> = {
-      ...(p.ck.base.metadata ?? {}), format: 'pt', 'geoedit.version': packageVersion(), 'geoedit.strategy': p.r.params.strategy,
-      'geoedit.parameters': JSON.stringify(parametersOf(p)),
-    };
     const { files, weightMap } = await stream.writeShards(shards, names, meta);
     if (shards.length > 1) {
       const totalSize = p.items.reduce((a, it) => a + it.outBytes, 0);
@@ -244,7 +327,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     const hashStart = Date.now();
     let hashMs = 0;
     if (opts.hash !== false) markPhase('hashing');
-    const hashing = opts.hash === false ? null : hashInputs(filesToHash(p), opts.signal, fds).then((m) => { hashMs = Date.now() - hashStart; return m; });
+    const hashing = opts.hash === false ? null : hashInputs(p.part ? p.part.record.hashed : filesToHash(p), opts.signal, fds).then((m) => { hashMs = Date.now() - hashStart; return m; });
     hashing?.catch(() => undefined);
     const dataStart = Date.now();
     markPhase('data');
@@ -253,23 +336,26 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     const hashes = hashing ? await hashing : null;
     job.checkAborted();
     checkNotReplaced(fds);
+    const items = p.part ? p.part.mine.flatMap((i) => p.part!.shards[i]!) : p.items;
     const manifest: CheckpointManifest = {
-      tool: 'geoedit', kind: p.job.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', createdAt: new Date().toISOString(),
+      tool: 'geoedit', kind: p.part ? 'checkpoint-edit-part' : p.job.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', createdAt: new Date().toISOString(),
       versions: versionsBlock(),
       backend: { name: p.r.backend, device: p.r.backend === 'cuda' ? cudaStatus().device?.name ?? null : null, requested: p.r.backendChoice.requested, reason: p.r.backendChoice.reason },
       inputs: inputsRecord(p.ck, hashes?.hashes ?? null),
-      output: p.out ? { path: p.out, files, totalSize: p.items.reduce((a, it) => a + it.outBytes, 0) } : null,
+      output: p.out ? { path: p.out, files, totalSize: items.reduce((a, it) => a + it.outBytes, 0) } : null,
       parameters: parametersOf(p),
-      tensors: inPlanOrder(stream.entries, p.items),
-      totals: totalsOf(p.items, stream.entries, stream.bytesRead, files.reduce((a, f) => a + f.size, 0)),
+      tensors: inPlanOrder(stream.entries, items),
+      totals: totalsOf(items, stream.entries, stream.bytesRead, files.reduce((a, f) => a + f.size, 0)),
       timings: { totalMs: Date.now() - p.t0, validateMs: p.validateMs, dataMs, hashMs, gbPerSecond: dataMs > 0 ? stream.bytesRead / 1e9 / (dataMs / 1000) : 0 },
       hashing: hashes ? { provider: hashes.provider, bytesHashed: hashes.bytesHashed, fromCache: [...hashes.hashes.values()].filter((h) => h.source === 'cache').length, computed: [...hashes.hashes.values()].filter((h) => h.source === 'computed').length } : null,
       warnings: p.warnings,
       model: modelRecord(p),
     };
-    if (p.out && opts.copyFiles !== false && p.ck.base.kind !== 'file') {
+    // A partitioned edit: part 1 carries the base directory's other files (assemble takes them from it).
+    if (p.out && opts.copyFiles !== false && p.ck.base.kind !== 'file' && (!p.part || p.part.spec.index === 1)) {
       await job.copySideFiles(p.ck.base.dir, new Set([...p.ck.base.files.map((f) => f.path), p.ck.base.index ?? '']));
     }
+    if (p.part) manifest.partition = { ...p.part.record, files: job.writtenFiles() };
     return await job.finish(manifest);
   } finally {
     for (const fd of fds.values()) { try { fs.closeSync(fd); } catch { /* closed */ } }
@@ -282,6 +368,6 @@ export async function runCheckpointJob(cj: CheckpointJob): Promise<CheckpointMan
   // The statistics' values, checked by the core before any output exists (one statistic at a time).
   if (p.pres) await validateStatisticValues(p.pres.jp, p.pres.model, nativeParams(p.r.params), p.r.threads, cj.site);
   const lineage = [{ role: 'base', dir: p.ck.base.dir }, { role: 'new', dir: p.ck.new.dir }, { role: 'old', dir: p.ck.old.dir }];
-  return runOutputJob({ kind: cj.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', out: p.out, force: cj.opts?.force === true, signal: cj.opts?.signal, report: p.report, what: 'the checkpoint job', lineage },
+  return runOutputJob({ kind: p.part ? 'checkpoint-edit-part' : cj.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', out: p.out, force: cj.opts?.force === true, signal: cj.opts?.signal, report: p.report, what: 'the checkpoint job', lineage },
     (job) => work(p, job));
 }

@@ -27,6 +27,7 @@ function kindOf(o: OptionSpec): OptSpec['kind'] {
   if (o.cli?.parse === 'size') return 'size';
   if (o.cli?.parse === 'negate') return 'negate';
   if (o.cli?.parse === 'pairs') return 'pairs';
+  if (o.cli?.parse === 'list') return 'list';
   switch (o.type) {
     case 'number': return 'number';
     case 'int': return 'int';
@@ -53,7 +54,7 @@ export function toFlag(o: OptionSpec): OptSpec {
 }
 
 /** The flags of a command, in table order. */
-export function flagsFor(cmd: 'edit' | 'analyze'): OptSpec[] {
+export function flagsFor(cmd: 'edit' | 'analyze' | 'assemble'): OptSpec[] {
   return (OPTIONS as readonly OptionSpec[]).filter((o) => o.cli && (o.cli.commands ?? ['edit', 'analyze']).includes(cmd)).map(toFlag);
 }
 

@@ -9,6 +9,7 @@ interface Command { module: string; fn: string; summary: string }
 export const COMMANDS: Record<string, Command> = {
   edit: { module: './edit', fn: 'runEdit', summary: 'edit a checkpoint (base, old, new) into a new one, with a manifest and an optional report' },
   analyze: { module: './analyze', fn: 'runAnalyze', summary: 'the same statistics and report, writing no weights' },
+  assemble: { module: './assemble', fn: 'runAssemble', summary: 'join the parts of a partitioned edit (edit --part K/N) into the output of the whole edit, byte for byte' },
   inspect: { module: './inspect', fn: 'runInspect', summary: 'list the tensors of a checkpoint: dtypes, shapes, bytes' },
   demo: { module: './demo', fn: 'runDemo', summary: 'build a small fact-memory model, edit it with every strategy and two controls, print Reliability / Generality / Locality' },
   log: { module: './log', fn: 'runLog', summary: 'the chain of edits that produced a directory, newest first (--json for machines)' },

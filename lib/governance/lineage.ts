@@ -116,10 +116,12 @@ export function listOutputFiles(dir: string): string[] {
 }
 
 /** Every output file of dir (listOutputFiles) with its size and SHA-256, sorted by name. */
-export async function hashOutputFiles(dir: string): Promise<OutputFile[]> {
+export async function hashOutputFiles(dir: string, known?: ReadonlyMap<string, { size: number; sha256: string }>): Promise<OutputFile[]> {
   const names = listOutputFiles(dir);
-  const hashes = await sha256Files(names.map((n) => path.join(dir, n)));
-  return names.map((name, i) => ({ name, size: hashes[i]!.size, sha256: hashes[i]!.sha256 }));
+  const todo = names.filter((n) => !known?.has(n));
+  const hashes = await sha256Files(todo.map((n) => path.join(dir, n)));
+  const got = new Map(todo.map((n, i) => [n, hashes[i]!]));
+  return names.map((name) => { const h = known?.get(name) ?? got.get(name)!; return { name, size: h.size, sha256: h.sha256 }; });
 }
 
 // ---- reading ------------------------------------------------------------------------------------
@@ -276,10 +278,19 @@ export interface SealInput {
  * geoedit manifest, computes the id, and writes dir/geoedit-manifest.json. Mutates and returns
  * `manifest`, with `id` first in the written file.
  */
-export async function sealManifest<T extends object>(dir: string, manifest: T, inputs: SealInput[], extra?: { warnings?: string[] }): Promise<T & LineageFields> {
+export async function sealManifest<T extends object>(dir: string, manifest: T, inputs: SealInput[], extra?: SealExtra): Promise<T & LineageFields> {
   const m = manifest as unknown as Manifest;
   const found: ParentRef[] = [];
   const seen = new Set<string>();
+  if (extra?.lineage) {
+    // Recorded by the jobs that wrote the data (assembled parts): taken as they recorded it.
+    delete m.id;
+    m.lineageVersion = LINEAGE_VERSION;
+    m.outputFiles = await hashOutputFiles(dir, extra.known);
+    m.parent = extra.lineage.parent;
+    m.inputManifests = extra.lineage.inputManifests;
+    return (await writeSealed(dir, m)) as unknown as T & LineageFields;
+  }
   for (const i of inputs) {
     const d = path.resolve(i.dir);
     if (seen.has(d)) continue;
@@ -298,14 +309,27 @@ export async function sealManifest<T extends object>(dir: string, manifest: T, i
   }
   delete m.id;
   m.lineageVersion = LINEAGE_VERSION;
-  m.outputFiles = await hashOutputFiles(dir);
+  m.outputFiles = await hashOutputFiles(dir, extra?.known);
   m.parent = parent;
   m.inputManifests = found.map((p) => ({ role: p.role, id: p.id, path: p.path }));
+  return (await writeSealed(dir, m)) as unknown as T & LineageFields;
+}
+
+/** What a writer may hand sealManifest besides the inputs. */
+export interface SealExtra {
+  warnings?: string[];
+  /** Output files whose size and hash the writer has just computed (not read again). */
+  known?: ReadonlyMap<string, { size: number; sha256: string }>;
+  /** parent and inputManifests as the jobs that wrote the data recorded them (instead of reading the input directories now). */
+  lineage?: { parent: ParentRef | null; inputManifests: LineageFields['inputManifests'] };
+}
+
+async function writeSealed(dir: string, m: Manifest): Promise<Manifest> {
   const id = await manifestIdAsync(m);
   const ordered = { id, ...m };
   await writeManifestFile(path.join(dir, MANIFEST_FILE), ordered);
   m.id = id;
-  return manifest as T & LineageFields;
+  return m;
 }
 
 /** Re-seals an already sealed manifest after a section covered by the id changed (rollout): new id, same files. */

@@ -23,7 +23,7 @@ import { acquireTargetLock } from './lock';
 import { forceRefusal } from './target';
 import { finalizeManifest, type CheckpointManifest, type ManifestKind } from './manifest';
 import { copySideFiles, type SkippedSideFile } from './side-files';
-import { sealManifest, type SealInput } from '../governance/lineage';
+import { sealManifest, type SealExtra, type SealInput } from '../governance/lineage';
 
 export interface OutputJobSpec {
   kind: ManifestKind;
@@ -93,6 +93,11 @@ export class OutputJob {
     return path.join(this.tmp, name);
   }
 
+  /** The output files written so far (relative names, in order). */
+  writtenFiles(): string[] {
+    return [...new Set(this.written)];
+  }
+
   /** Opens a new output file for writing (closed by closeOutput, or on cleanup). */
   openOutput(name: string): number {
     const fd = fs.openSync(this.path(name), 'wx');
@@ -121,7 +126,7 @@ export class OutputJob {
    * leaves nothing at the target and no report; after the output's commit nothing fails the job
    * (a report that cannot be renamed into place is said on stderr). Resolves to the manifest.
    */
-  async finish<M extends object>(m: M, reportView?: (m: M) => CheckpointManifest): Promise<M> {
+  async finish<M extends object>(m: M, reportView?: (m: M) => CheckpointManifest, seal?: Omit<SealExtra, 'warnings'>): Promise<M> {
     this.checkAborted();
     if (this.skipped.length) {
       Object.assign(m, { skippedFiles: [...this.skipped] });
@@ -133,7 +138,7 @@ export class OutputJob {
       markPhase('seal');
       // Lineage (id, output hashes, parent) over the finished output; writes MANIFEST_FILE.
       const warnings = (m as { warnings?: string[] }).warnings;
-      const sealed = await sealManifest(this.tmp, json, this.spec.lineage ?? [], warnings ? { warnings } : undefined);
+      const sealed = await sealManifest(this.tmp, json, this.spec.lineage ?? [], { ...(warnings ? { warnings } : {}), ...seal });
       const { id, lineageVersion, outputFiles, parent, inputManifests } = sealed;
       Object.assign(m, { id, lineageVersion, outputFiles, parent, inputManifests });
     }

@@ -9,20 +9,28 @@ import type { DType, RegionCounts } from '../types';
 import type { VersionsBlock } from './versions';
 import type { LoraStats } from '../lora-math';
 import type { LineageFields } from '../governance/lineage';
+import type { AssembledRecord, PartRecord } from '../partition/plan';
 
 /** What wrote the manifest. */
-export type ManifestKind = 'checkpoint-edit' | 'checkpoint-analyze' | 'adapter-edit' | 'adapter-merge' | 'adapter-analyze';
+export type ManifestKind = 'checkpoint-edit' | 'checkpoint-analyze' | 'adapter-edit' | 'adapter-merge' | 'adapter-analyze'
+  // one part of a partitioned edit (docs/partitioned.md): `geoedit assemble` joins them
+  | 'checkpoint-edit-part' | 'adapter-merge-part';
+
+/** A part of a partitioned edit (not a model: its shards are a subset; geoedit assemble joins the parts). */
+export function isPartKind(kind: unknown): boolean {
+  return kind === 'checkpoint-edit-part' || kind === 'adapter-merge-part';
+}
 
 export const MANIFEST_FILE = 'geoedit-manifest.json';
 
 /** An adapter manifest (also the kind manifests had before the one schema: 'edit-adapters'). */
 export function isAdapterKind(kind: unknown): boolean {
-  return kind === 'adapter-edit' || kind === 'adapter-merge' || kind === 'edit-adapters';
+  return kind === 'adapter-edit' || kind === 'adapter-merge' || kind === 'adapter-merge-part' || kind === 'edit-adapters';
 }
 
 /** A checkpoint manifest (also the kinds before the one schema: 'edit', 'analyze'). */
 export function isCheckpointKind(kind: unknown): boolean {
-  return kind === 'checkpoint-edit' || kind === 'checkpoint-analyze' || kind === 'edit' || kind === 'analyze';
+  return kind === 'checkpoint-edit' || kind === 'checkpoint-analyze' || kind === 'checkpoint-edit-part' || kind === 'edit' || kind === 'analyze';
 }
 
 /** 'edit' or 'analyze': what the job did, as the report and the progress lines say it. */
@@ -115,7 +123,7 @@ export interface CheckpointTotals {
   bytesRead: number; bytesWritten: number;
 }
 
-export interface CheckpointManifest extends ManifestEnvelope<'checkpoint-edit' | 'checkpoint-analyze'> {
+export interface CheckpointManifest extends ManifestEnvelope<'checkpoint-edit' | 'checkpoint-analyze' | 'checkpoint-edit-part'> {
   /** Where the edit blocks ran: 'cpu', or 'cuda' with the device's name; what was asked for and why
    *  this backend ran the job (lib/backend.ts chooseBackend). */
   backend: { name: 'cpu' | 'cuda'; device: string | null; requested?: string; reason?: string };
@@ -134,6 +142,8 @@ export interface CheckpointManifest extends ManifestEnvelope<'checkpoint-edit' |
   /** How the input hashes were obtained (null: hashing off): the SHA-256 implementation, bytes
    *  read and hashed now, and how many files' hashes came from the cache or were computed. */
   hashing?: { provider: string; bytesHashed: number; fromCache: number; computed: number } | null;
+  /** A part of a partitioned edit: which part, the whole job's plan, its key (docs/partitioned.md); an assembled output: the parts it was joined from. */
+  partition?: PartRecord | AssembledRecord;
 }
 
 // ---- adapters ------------------------------------------------------------------------------------
@@ -182,13 +192,15 @@ export interface AdapterReport {
   extras: Array<{ tensor: string; from: 'new' | 'old'; action: 'copied' | 'dropped' | 'replaced-in-base' | 'added-to-base' }>;
 }
 
-export interface AdapterManifest extends AdapterReport, ManifestEnvelope<'adapter-edit' | 'adapter-merge'> {
+export interface AdapterManifest extends AdapterReport, ManifestEnvelope<'adapter-edit' | 'adapter-merge' | 'adapter-merge-part'> {
   outFormat: 'adapter' | 'full';
   timings: { totalMs: number };
   inputs: Array<{ role: 'old' | 'new' | 'base'; path: string; sha256: string; bytes: number }>;
   outputs: Array<{ path: string; sha256: string; bytes: number }>;
   /** Per-row statistics, when perRow was asked for (never written to the file). */
   perRow?: Record<string, LoraStats>;
+  /** As CheckpointManifest.partition. */
+  partition?: PartRecord | AssembledRecord;
 }
 
 export type Manifest = CheckpointManifest | AdapterManifest;

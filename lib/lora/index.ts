@@ -22,7 +22,12 @@ import { mergeIntoBase } from './merge';
 import { adapterReportAsCheckpointManifest } from './report';
 import { checkPreserveFileOption, type PreserveFileOption } from '../preserve/option';
 import { planAdapterPreservation, validateAdapterStatistics } from '../preserve/adapters';
-import { nativeParams, resolveParams } from '../options';
+import { nativeParams, parseSize, resolveParams } from '../options';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { packageVersion } from '../job/versions';
+import { assignFiles, partitionKey, planId, resolvePart, type PartitionPlan, type PartRecord, type PartSpec } from '../partition/plan';
+import type { MergeLayout, MergeSelection } from './merge';
 import type { EditOptions } from '../types';
 
 /** Option preserve (the file form) taken out of the LoRA options: the modules get their statistics from the file. */
@@ -107,11 +112,27 @@ function outputFormat(paths: AdapterPaths, lora: LoraOptions, own: EditAdaptersO
   return fmt;
 }
 
+/** maxShardSize and part: for merged output only (an adapter is rank-r factors: small, one file); part resolved early (its index may come from the environment). */
+function checkMergeOptions(fmt: 'adapter' | 'full', own: EditAdaptersOptions): PartSpec | null {
+  if (fmt === 'adapter' && own.part !== undefined) {
+    throw new GeoEditError('ERR_UNSUPPORTED', `option 'part' (--part) divides a merged output (outFormat 'full', with a base) or a checkpoint edit among processes; an adapter output is the edited rank-(r_new + r_old) factors, small enough for one process: run it without --part`, { option: 'part' });
+  }
+  if (fmt === 'adapter' && own.maxShardSize !== undefined) {
+    throw new GeoEditError('ERR_INVALID_OPTION', `option 'maxShardSize' shards a merged output (outFormat 'full'); an adapter output is one adapter_model.safetensors`, { option: 'maxShardSize' });
+  }
+  if (own.maxShardSize !== undefined) parseSize(own.maxShardSize);
+  if (own.part === undefined) return null;
+  if (own.report !== undefined) throw new GeoEditError('ERR_INVALID_OPTION', `option 'report' is not taken with 'part': a part holds some tensors only; write the report when the parts are assembled (geoedit assemble --report)`, { option: 'report' });
+  return resolvePart(own.part);
+}
+
 interface AdapterJob {
   t0: number; paths: AdapterPaths; lora: LoraOptions; own: EditAdaptersOptions; fmt: 'adapter' | 'full';
   oa: PeftAdapter; na: PeftAdapter; base?: Checkpoint; plans: ModulePlan[]; out: string; report?: string;
   inputs: AdapterManifest['inputs']; site: CallSite;
   pres: PreserveFileOption | null; presWarnings: string[];
+  /** A partitioned merge (option part). */
+  part: PartSpec | null;
 }
 
 function manifestOf(a: AdapterJob, mods: AdapterModuleReport[], extras: AdapterReport['extras'], outputs: AdapterManifest['outputs'], perRow: Record<string, LoraStats>): AdapterManifest {
@@ -142,16 +163,36 @@ async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
   const base = a.base!;
   (await sha256Files(base.files.map((f) => f.path))).forEach((h, i) => a.inputs.push({ role: 'base', path: base.files[i]!.path, sha256: h.sha256, bytes: h.size }));
   const lineage = [{ role: 'base', dir: base.dir }, { role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
-  return runOutputJob({ kind: 'adapter-merge', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter merge', lineage }, async (job: OutputJob) => {
+  const part = a.part;
+  const maxShardSize = a.own.maxShardSize === undefined ? Infinity : parseSize(a.own.maxShardSize);
+  return runOutputJob({ kind: part ? 'adapter-merge-part' : 'adapter-merge', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter merge', lineage }, async (job: OutputJob) => {
     markPhase('data');
-    const res = await mergeIntoBase(job, base, a.plans, a.oa, a.na, a.lora, a.own, a.site);
-    const [h] = await sha256Files([res.file], job.ctl);
+    let record: Omit<PartRecord, 'files'> | null = null;
+    // A partitioned merge: the whole layout is planned; this part writes the shards assigned to it.
+    const select: MergeSelection | undefined = part ? { shards: (layout) => { record = mergePartRecord(a, layout, part); return layout.shards.map((_, i) => i).filter((i) => record!.plan.files[i]!.part === part.index); } } : undefined;
+    const res = await mergeIntoBase(job, base, a.plans, a.oa, a.na, a.lora, a.own, a.site, maxShardSize, select);
+    const hs = await sha256Files(res.files.map((f) => f.path), job.ctl);
     job.checkAborted();
-    const m = manifestOf(a, res.mods, res.extras, [{ path: path.join(a.out, 'model.safetensors'), sha256: h!.sha256, bytes: h!.size }], res.perRow);
-    // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along.
-    if (a.own.copyFiles !== false && base.kind !== 'file') await job.copySideFiles(base.dir, new Set([...base.files.map((f) => f.path), base.index ?? '']));
+    const m = manifestOf(a, res.mods, res.extras, res.files.map((f, i) => ({ path: path.join(a.out, f.name), sha256: hs[i]!.sha256, bytes: hs[i]!.size })), res.perRow);
+    if (part) m.kind = 'adapter-merge-part';
+    // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along (a partitioned merge: with part 1).
+    if (a.own.copyFiles !== false && base.kind !== 'file' && (!part || part.index === 1)) await job.copySideFiles(base.dir, new Set([...base.files.map((f) => f.path), base.index ?? '']));
+    if (record) m.partition = { ...(record as Omit<PartRecord, 'files'>), files: job.writtenFiles() };
     return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'));
   });
+}
+
+/** A merged adapter's part record: the layout's shards assigned to parts (bytes balanced), the key every part shares. */
+function mergePartRecord(a: AdapterJob, layout: MergeLayout, part: PartSpec): Omit<PartRecord, 'files'> {
+  const assign = assignFiles(layout.shards.map((sh) => ({ name: sh.name, bytes: sh.plan.size })), part.count);
+  const plan: PartitionPlan = { files: layout.shards.map((sh, i) => ({ name: sh.name, size: sh.plan.size, tensors: sh.tensors, part: assign[i]! + 1 })), totalSize: layout.totalSize, index: layout.shards.length > 1 };
+  const stat = (f: string) => { const st = fs.statSync(f); return { path: f, size: st.size, mtimeMs: Math.floor(st.mtimeMs) }; };
+  const identity = {
+    version: packageVersion(), kind: 'adapter-merge', parameters: { ...parametersOf(a.lora), ...(a.pres ? { preserve: { file: a.pres.file, rho: a.pres.rho, mu: a.pres.mu } } : {}) }, options: { ...a.lora },
+    inputs: [a.oa.modelPath, a.oa.configPath, a.na.modelPath, a.na.configPath, ...a.base!.files.map((f) => f.path), ...(a.base!.index ? [a.base!.index] : [])].map(stat),
+    plan, count: part.count, job: { copyFiles: a.own.copyFiles !== false, maxShardSize: a.own.maxShardSize ?? null },
+  };
+  return { index: part.index, count: part.count, source: part.source, key: partitionKey(identity), planId: planId(plan), plan, hashed: a.inputs.map((i) => i.path), host: os.hostname() };
 }
 
 /**
@@ -169,6 +210,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   const { lora, own } = splitOptions(options);
   const pres = takePreserve(lora, 'editAdapters');
   const fmt = outputFormat(paths, lora, own);
+  const part = checkMergeOptions(fmt, own);
   if (typeof paths.out !== 'string' || paths.out.length === 0) throw typeError(`Expected an output path for out but received ${describe(paths.out)}`);
   // Validate the options once before any reading.
   checkAdapterOptions(lora, 'editAdapters');
@@ -187,7 +229,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   markPhase('hashing');
   const [ho, hn] = await sha256Files([oa.modelPath, na.modelPath]);
   const a: AdapterJob = {
-    t0, paths, lora, own, fmt, oa, na, base, plans, out, report, site, pres, presWarnings,
+    t0, paths, lora, own, fmt, oa, na, base, plans, out, report, site, pres, presWarnings, part,
     inputs: [{ role: 'old', path: oa.modelPath, sha256: ho!.sha256, bytes: ho!.size }, { role: 'new', path: na.modelPath, sha256: hn!.sha256, bytes: hn!.size }],
   };
   return fmt === 'adapter' ? writeAdapter(a) : writeMerged(a);

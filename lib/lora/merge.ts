@@ -17,12 +17,29 @@ import type { AdapterModuleReport, AdapterReport } from '../job/manifest';
 import type { Checkpoint, CheckpointTensor } from '../checkpoint/open';
 import type { DType } from '../types';
 import type { PeftAdapter } from './peft';
+import { shardNames } from '../checkpoint/plan';
 import { moduleReport, prepareModule, type EditAdaptersOptions, type ModulePlan } from './modules';
 
 interface MergeJob { mp: ModulePlan; transposed: boolean }
 interface ExtraOut { info: SafetensorsTensorInfo; baseName?: string }
 
-export interface MergeResult { mods: AdapterModuleReport[]; extras: AdapterReport['extras']; perRow: Record<string, LoraStats>; file: string }
+export interface MergeResult {
+  mods: AdapterModuleReport[]; extras: AdapterReport['extras']; perRow: Record<string, LoraStats>;
+  /** The files written (shards; inside the job's temporary directory). */
+  files: Array<{ name: string; path: string }>;
+  /** The whole output's layout (every shard, also those another part writes). */
+  layout: MergeLayout;
+}
+
+/** The merged output's shards: names, tensors, sizes (a pure function of the inputs and options). */
+export interface MergeLayout {
+  shards: Array<{ name: string; plan: SafetensorsPlan; tensors: string[] }>;
+  /** Sum of the tensors' bytes (the index's total_size). */
+  totalSize: number;
+}
+
+/** Which shards this process writes (a partitioned merge: docs/partitioned.md); absent: all. */
+export interface MergeSelection { shards: (layout: MergeLayout) => number[] }
 
 /** Default bytes per block of an adapted tensor (the TS path used ~16 MiB of base rows). */
 const BLOCK_BYTES = 16 << 20;
@@ -82,8 +99,9 @@ function mapExtras(ck: Checkpoint, oa: PeftAdapter, na: PeftAdapter, jobs: Map<s
   return { extraOut, extras };
 }
 
-/** The output layout: the base tensors in order (edited ones possibly in outDtype), then added extras. */
-function layoutOf(ck: Checkpoint, jobs: Map<string, MergeJob>, extraOut: Map<string, ExtraOut>, outDtype: DType | undefined): SafetensorsPlan {
+/** The output layout: the base tensors in order (edited ones possibly in outDtype), then added extras; cut into
+ *  shards of at most maxShardSize bytes of tensors (as checkpoints are; a larger tensor gets a shard of its own), HF-named. */
+function layoutOf(ck: Checkpoint, jobs: Map<string, MergeJob>, extraOut: Map<string, ExtraOut>, outDtype: DType | undefined, maxShardSize: number): MergeLayout {
   const stOut = outDtype === 'f32' ? 'F32' : outDtype === 'f16' ? 'F16' : 'BF16';
   const layout: Array<{ name: string; dtype: string; shape: number[] }> = [];
   for (const t of ck.tensors) {
@@ -92,7 +110,19 @@ function layoutOf(ck: Checkpoint, jobs: Map<string, MergeJob>, extraOut: Map<str
     else layout.push({ name: t.name, dtype: jobs.get(t.name) && outDtype ? stOut : t.dtype, shape: t.shape });
   }
   for (const [name, ex] of extraOut) if (!ex.baseName) layout.push({ name, dtype: ex.info.dtype, shape: ex.info.shape });
-  return planSafetensors(layout as never, ck.metadata);
+  const bytesOf = (t: { dtype: string; shape: number[] }) => t.shape.reduce((a, b) => a * b, 1) * ST_DTYPE_SIZE[t.dtype as keyof typeof ST_DTYPE_SIZE];
+  const groups: Array<typeof layout> = [];
+  let cur: typeof layout = [], size = 0, totalSize = 0;
+  for (const t of layout) {
+    const b = bytesOf(t);
+    totalSize += b;
+    if (cur.length && size + b > maxShardSize) { groups.push(cur); cur = []; size = 0; }
+    cur.push(t);
+    size += b;
+  }
+  groups.push(cur);
+  const names = shardNames(groups.length);
+  return { shards: groups.map((g, i) => ({ name: names[i]!, plan: planSafetensors(g as never, ck.metadata), tensors: g.map((t) => t.name) })), totalSize };
 }
 
 /** One adapted tensor as a kind-3 stream task. */
@@ -124,36 +154,46 @@ function blockBytesOf(tasks: Array<{ bt: CheckpointTensor; outDtype: DType | und
 /** Writes the merged model into the job (model.safetensors); every check happens before the first byte. */
 export async function mergeIntoBase(
   job: OutputJob, ck: Checkpoint, plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions, own: EditAdaptersOptions, site: CallSite,
+  maxShardSize = Infinity, select?: MergeSelection,
 ): Promise<MergeResult> {
   const outDtype = (lora as { outDtype?: DType }).outDtype;
   const jobs = mapModules(ck, plans, oa);
   const { extraOut, extras } = mapExtras(ck, oa, na, jobs);
-  const plan = layoutOf(ck, jobs, extraOut, outDtype);
-  // The factors of every module, checked and in the core's form, before anything is written.
+  const layout = layoutOf(ck, jobs, extraOut, outDtype, maxShardSize);
+  const mine = select ? select.shards(layout) : layout.shards.map((_, i) => i);
+  const mineTensors = new Set(mine.flatMap((i) => layout.shards[i]!.tensors));
+  // The factors of every module written here, checked and in the core's form, before anything is written.
   const preps = new Map<string, PreparedLora>();
-  for (const [name, j] of jobs) { job.checkAborted(); preps.set(name, await prepareModule(j.mp, oa, na, lora)); }
-  const res: MergeResult = { mods: [], extras, perRow: {}, file: job.path('model.safetensors') };
+  for (const [name, j] of jobs) { if (!mineTensors.has(name)) continue; job.checkAborted(); preps.set(name, await prepareModule(j.mp, oa, na, lora)); }
+  const res: MergeResult = { mods: [], extras, perRow: {}, files: [], layout };
   const fds = new Map<string, number>();
   const fdOf = (file: string) => { let fd = fds.get(file); if (fd === undefined) { fd = fs.openSync(file, 'r'); fds.set(file, fd); } return fd; };
-  const outFd = fs.openSync(res.file, 'wx');
+  const outFds: number[] = [];
   try {
-    fs.ftruncateSync(outFd, plan.size);
-    fs.writeSync(outFd, plan.header, 0, plan.header.length, 0);
     const tasks: NativeStreamTask[] = [];
     const adapted: Array<{ k: number; bt: CheckpointTensor; j: MergeJob; prep: PreparedLora; outDtype: DType | undefined }> = [];
-    for (const e of plan.entries) {
-      const bt = ck.byName.get(e.name), ex = extraOut.get(e.name), j = jobs.get(e.name);
-      const at = plan.dataOffset + e.begin;
-      if (ex) tasks.push(copyTask(e.name, na.modelPath, fdOf(na.modelPath), ex.info.begin, ex.info.end, outFd, at));
-      else if (!j) tasks.push(copyTask(e.name, bt!.file, fdOf(bt!.file), bt!.begin, bt!.end, outFd, at));
-      else {
-        const prep = preps.get(e.name)!;
-        adapted.push({ k: tasks.length, bt: bt!, j, prep, outDtype });
-        tasks.push(loraTask(bt!, j, prep, fdOf(bt!.file), outFd, at, outDtype));
+    for (const si of mine) {
+      const { name, plan } = layout.shards[si]!;
+      const file = job.path(name);
+      const outFd = fs.openSync(file, 'wx');
+      outFds.push(outFd);
+      res.files.push({ name, path: file });
+      fs.ftruncateSync(outFd, plan.size);
+      fs.writeSync(outFd, plan.header, 0, plan.header.length, 0);
+      for (const e of plan.entries) {
+        const bt = ck.byName.get(e.name), ex = extraOut.get(e.name), j = jobs.get(e.name);
+        const at = plan.dataOffset + e.begin;
+        if (ex) tasks.push(copyTask(e.name, na.modelPath, fdOf(na.modelPath), ex.info.begin, ex.info.end, outFd, at));
+        else if (!j) tasks.push(copyTask(e.name, bt!.file, fdOf(bt!.file), bt!.begin, bt!.end, outFd, at));
+        else {
+          const prep = preps.get(e.name)!;
+          adapted.push({ k: tasks.length, bt: bt!, j, prep, outDtype });
+          tasks.push(loraTask(bt!, j, prep, fdOf(bt!.file), outFd, at, outDtype));
+        }
       }
     }
     const params = nativeParams(adapted[0]?.prep.params ?? resolveParams(lora));
-    const out = await runStream(job, { tasks, params, threads: adapted[0]?.prep.threads ?? 0, blockBytes: blockBytesOf(adapted, own.blockRows) }, site);
+    const out = tasks.length === 0 ? [] : await runStream(job, { tasks, params, threads: adapted[0]?.prep.threads ?? 0, blockBytes: blockBytesOf(adapted, own.blockRows) }, site);
     for (const { k, bt, j, prep } of adapted) {
       const st = loraStatsOf(prep, out[k]!);
       const rep = moduleReport(j.mp, st);
@@ -163,10 +203,18 @@ export async function mergeIntoBase(
       if (own.perRow) res.perRow[j.mp.name] = st;
     }
   } finally {
-    fs.closeSync(outFd);
+    for (const fd of outFds) fs.closeSync(fd);
     for (const fd of fds.values()) fs.closeSync(fd);
   }
+  if (layout.shards.length > 1 && !select) writeMergeIndex(job.path('model.safetensors.index.json'), layout);
   return res;
+}
+
+/** model.safetensors.index.json of a sharded merged output (as checkpoint edits write it). */
+export function writeMergeIndex(file: string, layout: MergeLayout): void {
+  const weightMap: Record<string, string> = {};
+  for (const sh of layout.shards) for (const t of sh.tensors) weightMap[t] = sh.name;
+  fs.writeFileSync(file, JSON.stringify({ metadata: { total_size: layout.totalSize }, weight_map: weightMap }, null, 2) + '\n');
 }
 
 /** The one native call; the job's ctl block: [bytes done, cancel, task index]. */

@@ -9,6 +9,7 @@ import type { AdapterModuleReport, AdapterReport } from '../job/manifest';
 import type { DType, EditOptions } from '../types';
 import { loadModuleFactors, type AdapterModule, type PeftAdapter } from './peft';
 import { moduleStatistics, modulePreserveEntry, type AdapterPreservation } from '../preserve/adapters';
+import type { PartOption } from '../partition/plan';
 
 export interface AdapterPaths {
   old: string;
@@ -34,6 +35,10 @@ export interface EditAdaptersOptions extends LoraOptions {
   keepZeroBlocks?: boolean;
   /** Write the HTML report here (inside the job: a failed report leaves nothing at the target). */
   report?: string;
+  /** Merged output (outFormat 'full'): shards of at most this many bytes of tensors (HF names + index), as checkpoint edits write them. Default: one model.safetensors. */
+  maxShardSize?: number | string;
+  /** Merged output: write only part K of N (docs/partitioned.md); refused for adapter output. */
+  part?: PartOption;
 }
 
 // Options of the adapter job itself (the rest are the LoRA path's): the table's 'adapters' entries that 'lora' does not take.

@@ -137,7 +137,8 @@ export interface NativeAddon {
   /** Which CPU linear algebra preserved edits use; loads libopenblas on first use. */
   blasInfo(): NativeBlasInfo;
   /** Tests only: counters of the fresh-output pool. */
-  _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number };
+  _setFused(on: boolean): boolean;
+  _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number; early: number };
   /** Bench only: STREAM triad GB/s over the shared pool. */
   _triad(n: number, threads: number, reps: number): Promise<number>;
   cudaProbe(refresh?: boolean): NativeCudaProbe;

@@ -13,13 +13,15 @@ export type EntryPoint =
   | 'tensor' // editTensor, editTensorSync, analyzeTensor
   | 'lora' // analyzeLora, editLora
   | 'checkpoint' // editCheckpoint, analyzeCheckpoint
-  | 'adapters'; // editAdapters, analyzeAdapters
+  | 'adapters' // editAdapters, analyzeAdapters
+  | 'assemble'; // assembleParts (partitioned edits, docs/partitioned.md)
 
 export const ENTRY_POINTS: Record<EntryPoint, string> = {
   tensor: 'editTensor, editTensorSync, analyzeTensor',
   lora: 'analyzeLora, editLora',
   checkpoint: 'editCheckpoint, analyzeCheckpoint',
   adapters: 'editAdapters, analyzeAdapters',
+  assemble: 'assembleParts',
 };
 
 export type OptionType =
@@ -40,13 +42,13 @@ export interface CliSpec {
   metavar?: string;
   short?: string;
   /** Commands that take the flag (default: edit and analyze). */
-  commands?: readonly ('edit' | 'analyze')[];
+  commands?: readonly ('edit' | 'analyze' | 'assemble')[];
   /** Taken with --old-adapter/--new-adapter (default true). */
   adapters?: boolean;
   /** Taken with checkpoints (--old/--new) (default true). */
   checkpoints?: boolean;
   /** How the flag's text becomes the option's value: as the API type (default), a size, or the negation of a boolean (--no-hash sets hash: false). */
-  parse?: 'size' | 'negate' | 'pairs';
+  parse?: 'size' | 'negate' | 'pairs' | 'list';
   /** The default as --help shows it, when it differs from the docs' default. */
   helpDefault?: string;
   /** The meaning as --help shows it, when it differs from `doc`. */
@@ -99,9 +101,14 @@ export const OPTIONS = [
   { name: '', type: 'path', defaultDoc: 'none', doc: 'PEFT LoRA directory trained on the new facts; replaces --new', accepts: [], cli: { flag: 'new-adapter', metavar: 'DIR', checkpoints: false } },
   { name: 'keepZeroBlocks', type: 'boolean', default: false, defaultDoc: 'off', doc: "adapter output: keep a side's all-zero block of B' (rank always r_new + r_old)", accepts: ['adapters'], cli: { flag: 'keep-zero-blocks', commands: ['edit'], checkpoints: false, help: "with adapters: keep a side's all-zero block of B' (rank always r_new + r_old)" } },
   { name: 'outFormat', type: 'enum', values: ['adapter', 'full'], defaultDoc: 'adapter (full when --base is given or density < 1)', doc: "'adapter' writes an exact PEFT adapter (rank r_new + r_old), 'full' merges into the base", accepts: ['adapters'], cli: { flag: 'out-format', metavar: 'F', commands: ['edit'], checkpoints: false, help: "with adapters: 'adapter' writes an exact PEFT adapter (rank r_new + r_old), 'full' merges into --base" } },
-  { name: '', type: 'path', defaultDoc: 'required', doc: 'output directory (must not exist unless --force)', accepts: [], cli: { flag: 'out', metavar: 'DIR', commands: ['edit'] } },
-  { name: 'maxShardSize', type: 'size', default: '5GB', defaultDoc: '5GB', doc: 'shard the output above this size (5GB, 500MB, 2GiB or bytes)', accepts: ['checkpoint'], cli: { flag: 'max-shard-size', metavar: 'SIZE', commands: ['edit'], adapters: false } },
-  { name: 'force', type: 'boolean', default: false, defaultDoc: 'off', doc: 'replace an existing output directory', accepts: ['checkpoint', 'adapters'], cli: { flag: 'force', commands: ['edit'] } },
+  { name: '', type: 'path', defaultDoc: 'required', doc: 'output directory (must not exist unless --force)', accepts: [], cli: { flag: 'out', metavar: 'DIR', commands: ['edit', 'assemble'] } },
+  { name: 'maxShardSize', type: 'size', default: '5GB', defaultDoc: '5GB (merged adapters: one file)', doc: 'shard the output above this size (5GB, 500MB, 2GiB or bytes); with adapters, the merged output (outFormat full) only', accepts: ['checkpoint', 'adapters'], cli: { flag: 'max-shard-size', metavar: 'SIZE', commands: ['edit'] } },
+  { name: 'force', type: 'boolean', default: false, defaultDoc: 'off', doc: 'replace an existing output directory', accepts: ['checkpoint', 'adapters', 'assemble'], cli: { flag: 'force', commands: ['edit', 'assemble'] } },
+  // ---- partitioned edits (docs/partitioned.md) ----
+  { name: 'part', type: 'structured', defaultDoc: 'none (the whole edit)', doc: "write only part K of N of the output: 'K/N' (1 <= K <= N), 'auto/N' (K from JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID or AWS_BATCH_JOB_ARRAY_INDEX) or { index: K | 'auto', count: N }; every part plans the whole output and writes the shards assigned to it plus a part manifest; `assembleParts` (geoedit assemble) joins the parts. Checkpoint edits and merged adapters (outFormat 'full') only", accepts: ['checkpoint', 'adapters'], cli: { flag: 'part', metavar: 'K/N', commands: ['edit'], help: "write only part K of N (or auto/N: K from JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID, AWS_BATCH_JOB_ARRAY_INDEX) into --out; join the parts with geoedit assemble (docs/partitioned.md)" } },
+  { name: '', type: 'path', defaultDoc: 'required', doc: 'the part directories (geoedit edit --part K/N outputs), every part once; also as further arguments (--parts parts/*)', accepts: [], cli: { flag: 'parts', metavar: 'DIR...', commands: ['assemble'], parse: 'list' } },
+  { name: 'move', type: 'boolean', default: false, defaultDoc: 'off (parts are kept: their files are hard-linked into the output)', doc: 'remove the part directories once the output is committed (the shards stay, hard-linked into the output: nothing is copied)', accepts: ['assemble'], cli: { flag: 'move', commands: ['assemble'] } },
+  { name: 'verify', type: 'boolean', default: true, defaultDoc: 'on', doc: "re-hash every part file against its part manifest before the commit (reads the data once); off: sizes are checked and the parts' recorded hashes are used", accepts: ['assemble'], cli: { flag: 'no-verify', parse: 'negate', commands: ['assemble'], helpDefault: 'off (every part file is re-hashed against its manifest)', help: "skip re-hashing the parts' files (sizes are still checked; the recorded hashes are used)" } },
   // ---- the edit (the core's Params) ----
   { name: 'strategy', type: 'enum', values: ['geoedit', 'forget-then-learn', 'task-arithmetic', 'custom'], default: 'geoedit', defaultDoc: 'geoedit', code: 'ERR_UNKNOWN_STRATEGY', param: true, doc: "'geoedit', 'forget-then-learn' (F-Learning: (α, −λ) everywhere), 'task-arithmetic' (plain fine-tuning: (α, 0)), 'custom' (per-row (α·cNew[i], cOld[i]) from `coefficients`)", accepts: ALL, cli: { flag: 'strategy', metavar: 'S', help: 'geoedit | forget-then-learn | task-arithmetic | custom (checkpoints, with --coefficients)' } },
   { name: 'preset', type: 'enum', values: ['paper'], defaultDoc: 'none', doc: "'paper': the paper's literal reading — keepOrthogonal 0, fuseAligned 1, forgetConflicting 1, kappa 1 (explicit options still win)", accepts: ALL, cli: { flag: 'preset', metavar: 'paper', help: "'paper': keepOrthogonal 0, fuseAligned 1, forgetConflicting 1, kappa 1 (explicit flags win)" } },
@@ -134,7 +141,7 @@ export const OPTIONS = [
   // ---- checkpoints ----
   { name: 'include', type: 'globs', defaultDoc: 'all tensors', doc: 'edit only tensors whose name matches (* any run, ? one char, [abc] a class); unselected tensors are copied from the base', accepts: ['checkpoint'], cli: { flag: 'include', metavar: 'GLOB', adapters: false, help: 'edit only tensors whose name matches (repeatable; * any run, ? one char)' } },
   { name: 'exclude', type: 'globs', defaultDoc: 'none', doc: 'never edit tensors whose name matches', accepts: ['checkpoint'], cli: { flag: 'exclude', metavar: 'GLOB', adapters: false, help: 'never edit tensors whose name matches (repeatable); unselected tensors are copied from the base' } },
-  { name: 'report', type: 'path', defaultDoc: 'none', doc: 'write a self-contained HTML report (charts, no network) to this path', accepts: ['checkpoint', 'adapters'], cli: { flag: 'report', metavar: 'FILE.html', help: 'write a self-contained HTML report (charts, no network)' } },
+  { name: 'report', type: 'path', defaultDoc: 'none', doc: 'write a self-contained HTML report (charts, no network) to this path', accepts: ['checkpoint', 'adapters', 'assemble'], cli: { flag: 'report', metavar: 'FILE.html', commands: ['edit', 'analyze', 'assemble'], help: 'write a self-contained HTML report (charts, no network)' } },
   { name: 'hash', type: 'boolean', default: true, defaultDoc: 'on', doc: 'SHA-256 of every input file in the manifest', accepts: ['checkpoint'], cli: { flag: 'no-hash', parse: 'negate', helpDefault: 'off (SHA-256 of every input in the manifest)', help: 'skip hashing the inputs' } },
   { name: 'copyFiles', type: 'boolean', default: true, defaultDoc: 'on', doc: "copy the base directory's other files (config.json, tokenizer…) into the output", accepts: ['checkpoint', 'adapters'] },
   { name: 'onProgress', type: 'function', defaultDoc: 'none', doc: 'called about every 200 ms with { phase, bytesDone, bytesTotal, tensor, tensorsDone, tensorsTotal, elapsedMs }', accepts: ['checkpoint'] },
@@ -144,9 +151,9 @@ export const OPTIONS = [
   { name: 'perRow', type: 'boolean', default: false, defaultDoc: 'off', doc: 'keep per-row statistics (cos, region, coefficients per module) in the result', accepts: ['adapters'] },
   { name: 'blockRows', type: 'int', defaultDoc: '~16 MiB of base per block', min: 1, doc: 'rows per block of the widest adapted tensor when merging into full weights', accepts: ['adapters'] },
   // ---- CLI only ----
-  { name: '', type: 'boolean', defaultDoc: 'off', doc: 'print the summary as JSON on stdout', accepts: [], cli: { flag: 'json' } },
-  { name: '', type: 'boolean', defaultDoc: 'off', doc: 'no progress display', accepts: [], cli: { flag: 'quiet' } },
-  { name: '', type: 'boolean', defaultDoc: '', doc: 'this help', accepts: [], cli: { flag: 'help', short: 'h' } },
+  { name: '', type: 'boolean', defaultDoc: 'off', doc: 'print the summary as JSON on stdout', accepts: [], cli: { flag: 'json', commands: ['edit', 'analyze', 'assemble'] } },
+  { name: '', type: 'boolean', defaultDoc: 'off', doc: 'no progress display', accepts: [], cli: { flag: 'quiet', commands: ['edit', 'analyze', 'assemble'] } },
+  { name: '', type: 'boolean', defaultDoc: '', doc: 'this help', accepts: [], cli: { flag: 'help', short: 'h', commands: ['edit', 'analyze', 'assemble'] } },
 ] as const satisfies readonly OptionSpec[];
 
 export type OptionEntry = (typeof OPTIONS)[number];

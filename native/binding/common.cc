@@ -181,6 +181,14 @@ Napi::Value set_transfer_guard(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+bool guard_untransferable(napi_env env, napi_value ab) {
+  Napi::Env e(env);
+  Guard* g = guard_of(e);
+  if (!g || g->mark.IsEmpty() || g->engine_can_transfer) return false;
+  g->mark.Call({Napi::Value(e, ab)});
+  return true;
+}
+
 bool pin_in_place(Napi::TypedArray ta) {
   napi_typedarray_type type;
   size_t length, offset;

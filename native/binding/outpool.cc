@@ -5,6 +5,15 @@
 // of the edit's own write). Every byte of a pooled buffer is written by the edit before JS sees
 // it (an edit writes every element of its output, or fails and the array is dropped unseen).
 //
+// A buffer comes back as soon as its ArrayBuffer object is collected (a finalizer on the object),
+// not only when V8 later frees the memory (the backing store's deleter, which runs after the array
+// buffers are swept, often a call or two later): in a loop that drops each output, the next outputs
+// then reuse it instead of faulting in new pages. That is safe only where JS cannot have moved the
+// memory to another ArrayBuffer: the buffer is marked untransferable (postMessage/structuredClone
+// copy it) and the engine has no ArrayBuffer.prototype.transfer (guard_untransferable); elsewhere only
+// the deleter returns it. Whichever of the two runs first returns the buffer, the second only frees
+// the record (both run on the JS thread of the environment that made the array).
+//
 // The pool keeps at most GEOEDIT_OUTPUT_POOL_MB MiB of idle buffers (default: 1/8 of physical
 // memory, at most 4 GiB; 0 turns the pool off). V8 is told of the external memory, so collections
 // come as they would for its own arrays. Where a runtime does not allow external buffers (a V8
@@ -37,7 +46,7 @@ struct Pool {
   std::multimap<size_t, void*> idle;  // mapping length -> mapping
   size_t idle_bytes = 0;
   size_t cap = 0;
-  size_t hits = 0, misses = 0;
+  size_t hits = 0, misses = 0, early = 0;
 };
 
 Pool& pool() {
@@ -101,12 +110,30 @@ void give(void* m, size_t len) {
   ::munmap(m, len);
 }
 
-void finalize(node_api_basic_env env, void* data, void* hint) {
-  const size_t len = reinterpret_cast<size_t>(hint);
-  int64_t ignored = 0;
-  napi_adjust_external_memory(env, -int64_t(len), &ignored);
-  give(data, len);
+// One pooled output: returned by the first of its finalizers to run, freed by the last.
+struct Lease {
+  void* m;
+  size_t len;
+  int pending;  // finalizers still to run (1 or 2)
+  bool returned = false;
+};
+
+void release(node_api_basic_env env, Lease* l, bool early) {
+  if (!l->returned) {
+    l->returned = true;
+    int64_t ignored = 0;
+    napi_adjust_external_memory(env, -int64_t(l->len), &ignored);
+    if (early) {
+      std::lock_guard<std::mutex> g(pool().m);
+      ++pool().early;
+    }
+    give(l->m, l->len);
+  }
+  if (--l->pending == 0) delete l;
 }
+// The backing store's deleter (V8 frees the memory) and the ArrayBuffer object's finalizer.
+void finalize_store(node_api_basic_env env, void*, void* hint) { release(env, static_cast<Lease*>(hint), false); }
+void finalize_object(node_api_basic_env env, void* data, void*) { release(env, static_cast<Lease*>(data), true); }
 
 }  // namespace
 
@@ -117,12 +144,15 @@ bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t
   void* m = take(len);
   if (!m) return false;
   napi_value ab;
-  if (napi_create_external_arraybuffer(env, m, bytes, finalize, reinterpret_cast<void*>(len), &ab) != napi_ok) {
+  Lease* l = new Lease{m, len, 1};
+  if (napi_create_external_arraybuffer(env, m, bytes, finalize_store, l, &ab) != napi_ok) {
+    delete l;
     give(m, len);  // e.g. napi_no_external_buffers_allowed: the caller allocates as usual
     return false;
   }
   int64_t ignored = 0;
   napi_adjust_external_memory(env, int64_t(len), &ignored);
+  if (guard_untransferable(env, ab) && napi_add_finalizer(env, ab, l, finalize_object, nullptr, nullptr) == napi_ok) l->pending = 2;
   if (napi_create_typedarray(env, type, count, ab, 0, array) != napi_ok) return false;  // ab is collected later
   *data = m;
   return true;
@@ -131,7 +161,7 @@ bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t
 OutputPoolStats output_pool_stats() {
   Pool& p = pool();
   std::lock_guard<std::mutex> g(p.m);
-  return OutputPoolStats{p.hits, p.misses, p.idle_bytes, p.cap};
+  return OutputPoolStats{p.hits, p.misses, p.idle_bytes, p.cap, p.early};
 }
 
 }  // namespace geoedit_binding

@@ -14,8 +14,14 @@ constexpr size_t kMinPooledOutput = size_t(8) << 20;
 // The contents are not zeroed: the caller writes every element before JS reads any.
 bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t elem, napi_value* array, void** data);
 
+// Marks the ArrayBuffer `ab` untransferable (Node's markAsUntransferable, handed over by lib/ at
+// load) and returns true, where that leaves JS no way to move its memory to another owner (the
+// engine has no ArrayBuffer.prototype.transfer); false otherwise (nothing marked). common.cc.
+bool guard_untransferable(napi_env env, napi_value ab);
+
 struct OutputPoolStats {
   size_t hits, misses, idle_bytes, cap;
+  size_t early;  // outputs returned when their ArrayBuffer object was collected (before V8 freed the memory)
 };
 OutputPoolStats output_pool_stats();
 

@@ -2,7 +2,8 @@
 //   _triad(n, threads, reps) -> Promise<number>            STREAM triad GB/s over the shared pool (bench/run.js)
 //   _cudaBench(spec) -> { kernelMs, kernelGBps, copyGBps, checksum }   device-resident kernel bench (bench/gpu/)
 //   _cudaLoraGeometry(spec) -> { dot, na, nb }              SPEC §4 LoRA sums on the CPU or the plugin (lib/lora-geometry.ts)
-//   _outputPool() -> { hits, misses, idleBytes, cap }       the fresh-output pool's counters (outpool.cc)
+//   _outputPool() -> { hits, misses, idleBytes, cap, early } the fresh-output pool's counters (outpool.cc)
+//   _setFused(on) -> previous                              the fused row path on/off (A/B benchmarks)
 #include "common.h"
 #include "outpool.h"
 
@@ -81,7 +82,7 @@ Napi::Value CudaLoraGeometry(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-// _outputPool() -> { hits, misses, idleBytes, cap }: the fresh-output pool's counters (outpool.cc).
+// _outputPool() -> { hits, misses, idleBytes, cap, early }: the fresh-output pool's counters (outpool.cc).
 static Napi::Value OutputPool(const Napi::CallbackInfo& info) {
   const OutputPoolStats st = output_pool_stats();
   Napi::Object o = Napi::Object::New(info.Env());
@@ -89,10 +90,20 @@ static Napi::Value OutputPool(const Napi::CallbackInfo& info) {
   o.Set("misses", double(st.misses));
   o.Set("idleBytes", double(st.idle_bytes));
   o.Set("cap", double(st.cap));
+  o.Set("early", double(st.early));
   return o;
 }
 
+// _setFused(on) -> previous: the core's fused row path on or off (an A/B switch: same results).
+static Napi::Value SetFused(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBoolean()) throw_type(info.Env(), "Expected _setFused(boolean)");
+  const bool was = geoedit::fused_rows();
+  geoedit::set_fused_rows(info[0].As<Napi::Boolean>().Value());
+  return Napi::Boolean::New(info.Env(), was);
+}
+
 void register_testing(Napi::Env env, Napi::Object exports) {
+  exports.Set("_setFused", Napi::Function::New(env, SetFused, "_setFused"));
   exports.Set("_outputPool", Napi::Function::New(env, OutputPool, "_outputPool"));
   exports.Set("_triad", Napi::Function::New(env, Triad, "_triad"));
   exports.Set("_cudaBench", Napi::Function::New(env, CudaBench, "_cudaBench"));

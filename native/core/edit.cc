@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -191,6 +192,14 @@ inline void f32_stats(const Kernels& K, const float* base, const float* old_, co
   K.stats_raw(DType::F32, base, DType::F32, old_, DType::F32, new_, n, nullptr, a, b, dot, na, nb);
 }
 
+std::atomic<bool>& fused_switch() {
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("GEOEDIT_FUSED");
+    return !(e && std::strcmp(e, "0") == 0);
+  }()};
+  return on;
+}
+
 void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t r0, int64_t r1) {
   const int64_t n = job.cols;
   Scratch& s = scratch();
@@ -206,6 +215,13 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
   // SPEC §5: outputs that overflow their dtype are an error unless the caller opts in
   // (allowNonFinite accepts non-finite inputs and so the non-finite outputs they lead to).
   const bool check_out = !p.allow_non_finite && !p.allow_non_finite_output;
+  // The fused row path (kernels.h FusedRowKernels): the three raw rows of one dtype are read in place
+  // and not decoded into the scratch, for rows edited by magnitude that are written out. A row whose
+  // weights need both trimmed importances, or that trims both sides, or overflows its output dtype,
+  // is decoded and takes the unfused steps below (the same selections and bytes, exact).
+  const FusedRowKernels* F = fused_rows() ? K.fused : nullptr;
+  const bool fusable = F && !job.tau_given && !has_imp && job.out && job.base.dtype == job.old_.dtype &&
+                       job.base.dtype == job.new_.dtype && n <= (int64_t(1) << 30);
   auto row_ptr = [&](const View& v, size_t es, int64_t i, float* tmp) -> const float* {
     const char* src = static_cast<const char*>(v.data) + size_t(i) * size_t(n) * es;
     if (v.dtype == DType::F32) return reinterpret_cast<const float*>(src);
@@ -220,7 +236,12 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     const char* ro = static_cast<const char*>(job.old_.data) + size_t(i) * size_t(n) * os_;
     const char* rn = static_cast<const char*>(job.new_.data) + size_t(i) * size_t(n) * ns;
     const float* fb;
-    if (job.tau_given) {
+    bool decoded = true;  // a and b (and a base not in f32) are in the scratch
+    if (fusable) {
+      fb = job.base.dtype == DType::F32 ? reinterpret_cast<const float*>(rb) : s.base.data();
+      F->stats(job.base.dtype, rb, ro, rn, n, &dot, &na, &nb);
+      decoded = false;
+    } else if (job.tau_given) {
       // old/new already are the task vectors (a zero base makes a = old, b = new exactly).
       fb = row_ptr(job.base, bs, i, s.base.data());
       const float* fo = row_ptr(job.old_, os_, i, a);
@@ -245,6 +266,14 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       const float* rows[3] = {db.data(), dol.data(), dnw.data()};
       throw_non_finite(job, i, rows);
     }
+    // The scratch rows for the unfused steps of a fused row (its sums are kept: the ones the row used).
+    auto decode_rows = [&]() {
+      if (decoded) return;
+      double d2, x2, y2;
+      K.stats_raw(job.base.dtype, rb, job.old_.dtype, ro, job.new_.dtype, rn, n,
+                  job.base.dtype == DType::F32 ? nullptr : s.base.data(), a, b, &d2, &x2, &y2);
+      decoded = true;
+    };
     const double cosv = row_cos(dot, na, nb);
     const Region region = row_region(cosv, t);
 
@@ -262,6 +291,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       return K.trim_mag(v, n, k, s.cand.data(), s.hist.data(), e, &h);
     };
     auto compute_s = [&]() {
+      decode_rows();
       if (!trim && !has_imp) {
         sa = n > 0 ? std::sqrt(na / double(n)) : 0;
         sb = n > 0 ? std::sqrt(nb / double(n)) : 0;
@@ -301,12 +331,32 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     const bool custom = p.strategy == Strategy::Custom;
     row_coefficients(p, region, custom ? double(job.c_new[i]) : 0.0, custom ? double(job.c_old[i]) : 0.0, w_old, &cn, &co);
     const float fcn = float(cn), fco = float(co);
-    if (trim && !have_s) {
+    bool written = false;
+    if (!decoded && !(fcn == 0.0f && fco == 0.0f) && !(trim && fcn != 0.0f && fco != 0.0f)) {
+      // Fused: at most one side trimmed (the one whose coefficient is not 0), selected from the raw rows.
+      RowSelection sel{0, n};  // k >= n keeps every entry
+      const bool trim_a = trim && fco != 0.0f, trim_b = trim && fcn != 0.0f;
+      if ((trim_a || trim_b) && k < n) {
+        TrimHint& h = trim_a ? s.hint_a : s.hint_b;
+        h.rms = float(std::sqrt((trim_a ? na : nb) / double(n)));
+        sel = F->select(job.base.dtype, rb, trim_a ? ro : rn, n, k, s.cand.data(), &h);
+      }
+      char* dst = static_cast<char*>(job.out) + size_t(i) * size_t(n) * outs;
+      double ka = -1, kb = -1;
+      const uint32_t mx = F->output(job.base.dtype, rb, ro, rn, n, fcn, fco, trim_a ? &sel : nullptr, trim_b ? &sel : nullptr,
+                                    &ka, &kb, job.out_dtype, dst, nt);
+      if (trim_a) kept_a = ka;
+      if (trim_b) kept_b = kb;
+      // an overflow is named by the unfused steps, which write the same bytes again first
+      written = !(check_out && mx >= non_finite_bits(job.out_dtype));
+    }
+    if (!written && !decoded && !(fcn == 0.0f && fco == 0.0f && job.base.dtype == job.out_dtype)) decode_rows();
+    if (trim && !have_s && !written && decoded) {
       if (fco != 0.0f) kept_a = trim_by_magnitude(a, s.ea.data());
       if (fcn != 0.0f) kept_b = trim_by_magnitude(b, s.eb.data());
     }
 
-    if (job.out) {
+    if (job.out && !written) {
       char* dst = static_cast<char*>(job.out) + size_t(i) * size_t(n) * outs;
       uint32_t mx = 0;
       if (fcn == 0.0f && fco == 0.0f) {
@@ -333,6 +383,7 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
           tb = td = 0;
         } else {
           // The SIMD stats kernel against a zero base: a - 0 and b - 0 are a and b exactly.
+          decode_rows();
           f32_stats(K, s.zero.data(), a, b, a, b, n, &td, &ta, &tb);
         }
       }
@@ -552,6 +603,9 @@ void run_edit_projected(const EditJob& job, const Params& params, const RunOptio
   const SimdLevel level = ro.simd >= 0 ? SimdLevel(ro.simd) : active_simd();
   run_edit_preserved(job, params, kernels_for(level), level, ro.threads, &project, block_rows);
 }
+
+void set_fused_rows(bool on) { fused_switch().store(on); }
+bool fused_rows() { return fused_switch().load(); }
 
 double triad_gbps(size_t n, int threads, int reps) {
   std::unique_ptr<double[]> a(new double[n]), b(new double[n]), c(new double[n]);

@@ -14,6 +14,34 @@ struct TrimHint {
   float rms = 0;  // set by the caller: this row's RMS (sqrt(sum of squares / n))
 };
 
+// Top-k of one side of a row, as the fused path keeps it: column j is kept iff key(j) > kth, or
+// key(j) == kth and j <= last_tie (key: |v| as f32 bits, NaN as 0; trim_impl.h key_of).
+struct RowSelection {
+  uint32_t kth;
+  int64_t last_tie;
+};
+
+// The fused row path: base, old and new rows of one stored dtype are read where they lie (raw), and
+// no decoded row is written to scratch: one pass for the geometry, one (per trimmed side) for the
+// top-k, one for the output, each decoding what it needs again (the raw rows stay in L1/L2). The same
+// values as stats_raw + trim_mag + output (the sums in another order). Only where an ISA provides it
+// (Kernels::fused may be null: the row then takes those kernels, which the scalar reference does).
+struct FusedRowKernels {
+  // dot/na/nb of a = old - base, b = new - base (f64), as stats_raw computes them.
+  void (*stats)(DType d, const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na,
+                double* nb);
+  // The top-k (1 <= k < n) by magnitude of v = x - base (x: old or new): what trim_mag keeps. cand: n + 16
+  // uint32 of scratch; hint as trim_mag's (rms: this row's RMS of v).
+  RowSelection (*select)(DType d, const void* base, const void* x, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint);
+  // out = (base + cn*b~) + co*a~ in f32 (no FMA contraction), rounded to out_dtype (RNE), where b~ is b kept by
+  // sel_b (all of b when null; likewise a~); the f64 sum of the kept squares into *kept_a / *kept_b (where the
+  // selection is given). Streaming stores where nt and dst is 4-byte aligned (the caller fences). Returns the
+  // largest |out| as f32 bits (as output).
+  uint32_t (*output)(DType d, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
+                     const RowSelection* sel_a, const RowSelection* sel_b, double* kept_a, double* kept_b, DType out_dtype,
+                     void* dst, bool nt);
+};
+
 struct Kernels {
   const char* name;
   // src (n values of dtype) -> dst f32. Exact.
@@ -42,6 +70,8 @@ struct Kernels {
   // filling e_scratch (n floats) with |v| and calling trim, which the scalar reference does.
   // hint: may be null; the scalar reference ignores it.
   double (*trim_mag)(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* hist, float* e_scratch, TrimHint* hint);
+  // null: no fused row path on this ISA (see FusedRowKernels).
+  const FusedRowKernels* fused;
 };
 
 // |f| as f32 bits: monotonic in |f| for finite values, +inf above them, NaN above +inf.

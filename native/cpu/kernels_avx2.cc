@@ -410,6 +410,6 @@ double trim_mag_avx2(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* h
 
 }  // namespace
 
-const Kernels kAvx2Kernels = {"avx2", decode_avx2, output_avx2, encode_avx2, trim_avx2, output_nt_avx2, stats_raw_avx2, trim_mag_avx2};
+const Kernels kAvx2Kernels = {"avx2", decode_avx2, output_avx2, encode_avx2, trim_avx2, output_nt_avx2, stats_raw_avx2, trim_mag_avx2, nullptr};
 
 }  // namespace geoedit

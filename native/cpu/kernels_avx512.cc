@@ -192,6 +192,21 @@ struct Avx512TrimPasses {
   }
 };
 
+// Row sources of the vectorised select: `block` gives columns [j, j + 32) as two vectors (in any
+// lane order: the passes that need the column order use `part`), `part` columns [j, j + 16) of a
+// mask (lanes past it 0), in order. FloatRow reads a decoded row; RawDiff (below) the raw inputs.
+struct FloatRow {
+  const float* x;
+  inline void block(int64_t j, __m512& v0, __m512& v1) const {
+    v0 = _mm512_loadu_ps(x + j);
+    v1 = _mm512_loadu_ps(x + j + 16);
+  }
+  inline __m512 part(int64_t j, __mmask16 m) const { return _mm512_maskz_loadu_ps(m, x + j); }
+};
+inline FloatRow row_of(const float* x) { return FloatRow{x}; }
+template <class S>
+inline const S& row_of(const S& s) { return s; }
+
 // The passes of the vectorised select (trim_fast.h).
 struct Avx512FastPasses {
   template <bool Mag>
@@ -283,8 +298,8 @@ struct Avx512FastPasses {
   }
   // cand gets k - lo (the offset in the bracket: spread evenly over [0, hi - lo], which the
   // bit-by-bit select narrows fastest).
-  template <bool Mag>
-  static void bracket(const float* x, int64_t n, uint32_t lo, uint32_t hi, uint32_t* cand, int64_t* above, int64_t* nc) {
+  template <bool Mag, class Src>
+  static void bracket(const Src& src, int64_t n, uint32_t lo, uint32_t hi, uint32_t* cand, int64_t* above, int64_t* nc) {
     if (hi > 0x7f800000u) hi = 0x7f800000u;
     if (lo > hi) lo = hi;
     const __m512i vlo = _mm512_set1_epi32(int(lo)), vw = _mm512_set1_epi32(int(hi - lo));
@@ -304,33 +319,38 @@ struct Avx512FastPasses {
     // with lo = 0 the NaN keys (0) are inside: map them; above that they never are
     const bool map_nan = lo == 0;
     auto key = [&](__m512 xv) { return map_nan ? keys<Mag>(xv) : raw_keys<Mag>(xv); };
+    const auto& x = row_of(src);
     for (; j + 32 <= n; j += 32) {
-      step(key(_mm512_loadu_ps(x + j)), 0xffff, va);
-      step(key(_mm512_loadu_ps(x + j + 16)), 0xffff, vb);
+      __m512 v0, v1;
+      x.block(j, v0, v1);
+      step(key(v0), 0xffff, va);
+      step(key(v1), 0xffff, vb);
     }
     int64_t pad = 0;  // masked-off lanes of the tail count as "not above"
     for (; j < n; j += 16) {
       const __mmask16 m = tail_mask(n - j);
       pad += 16 - __builtin_popcount(m);
-      step(key(_mm512_maskz_loadu_ps(m, x + j)), m, va);
+      step(key(x.part(j, m)), m, va);
     }
     const int64_t not_above = _mm512_reduce_add_epi32(_mm512_add_epi32(va, vb)) - pad;
     *above = hi >= 0x7f800000u ? 0 : n - not_above;
     *nc = c;
   }
-  template <bool Mag>
-  static void keys(const float* x, int64_t n, uint32_t* cand) {
+  template <bool Mag, class Src>
+  static void keys(const Src& src, int64_t n, uint32_t* cand) {
+    const auto& x = row_of(src);
     for (int64_t j = 0; j < n; j += 16) {
       const __mmask16 m = tail_mask(n - j);
-      _mm512_mask_storeu_epi32(cand + j, m, keys<Mag>(_mm512_maskz_loadu_ps(m, x + j)));
+      _mm512_mask_storeu_epi32(cand + j, m, keys<Mag>(x.part(j, m)));
     }
   }
-  template <bool Mag>
-  static int64_t nth_equal(const float* x, int64_t n, uint32_t kth, int64_t r) {
+  template <bool Mag, class Src>
+  static int64_t nth_equal(const Src& src, int64_t n, uint32_t kth, int64_t r) {
+    const auto& x = row_of(src);
     const __m512i vk = _mm512_set1_epi32(int(kth));
     for (int64_t j = 0; j < n; j += 16) {
       const __mmask16 m = tail_mask(n - j);
-      uint32_t eq = _mm512_mask_cmpeq_epi32_mask(m, keys<Mag>(_mm512_maskz_loadu_ps(m, x + j)), vk);
+      uint32_t eq = _mm512_mask_cmpeq_epi32_mask(m, keys<Mag>(x.part(j, m)), vk);
       const int c = __builtin_popcount(eq);
       if (c < r) { r -= c; continue; }
       for (; r > 1; --r) eq &= eq - 1;  // drop the lowest r - 1 set bits
@@ -400,8 +420,295 @@ double trim_mag_avx512(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t*
   return trim_fast<Avx512FastPasses, true>(v, v, n, k, cand, hint);
 }
 
+// ---- The fused row path (kernels.h FusedRowKernels) ------------------------------------------------
+
+// Columns [j, j + 32) of a raw row of dtype D as two f32 vectors (exact). EO (bf16 only): v0 holds the
+// even columns j, j + 2, ..., v1 the odd ones: the 64 loaded bytes shifted and masked, no cross-lane
+// shuffle. Otherwise v0 = columns j..j+15, v1 = j+16..j+31.
+template <DType D, bool EO>
+inline void load32(const void* p, int64_t j, __m512& v0, __m512& v1) {
+  if (D == DType::F32) {
+    const float* f = static_cast<const float*>(p) + j;
+    v0 = _mm512_loadu_ps(f);
+    v1 = _mm512_loadu_ps(f + 16);
+    return;
+  }
+  const uint16_t* h = static_cast<const uint16_t*>(p) + j;
+  if (D == DType::F16) {
+    v0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
+    v1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + 16)));
+  } else if (EO) {
+    const __m512i x = _mm512_loadu_si512(h);
+    v0 = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+    v1 = _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(int(0xffff0000u))));
+  } else {
+    const __m512i x = _mm512_loadu_si512(h);
+    v0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(x)), 16));
+    v1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(x, 1)), 16));
+  }
+}
+// The columns of the lanes of load32's v0 / v1.
+template <bool EO>
+inline __m512i cols0(int64_t j) {
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return _mm512_add_epi32(EO ? _mm512_add_epi32(iota, iota) : iota, _mm512_set1_epi32(int(j)));
+}
+template <bool EO>
+inline __m512i cols1(int64_t j) {
+  return _mm512_add_epi32(cols0<EO>(j), _mm512_set1_epi32(EO ? 1 : 16));
+}
+
+// dot += a*b, na += a*a, nb += b*b over 16 lanes, in f64 (s[0..6)).
+inline void acc_stats(__m512 a, __m512 b, __m512d* s) {
+  const __m512d a0 = _mm512_cvtps_pd(_mm512_castps512_ps256(a)), a1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1));
+  const __m512d b0 = _mm512_cvtps_pd(_mm512_castps512_ps256(b)), b1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(b, 1));
+  s[0] = _mm512_fmadd_pd(a0, b0, s[0]);
+  s[1] = _mm512_fmadd_pd(a1, b1, s[1]);
+  s[2] = _mm512_fmadd_pd(a0, a0, s[2]);
+  s[3] = _mm512_fmadd_pd(a1, a1, s[3]);
+  s[4] = _mm512_fmadd_pd(b0, b0, s[4]);
+  s[5] = _mm512_fmadd_pd(b1, b1, s[5]);
+}
+
+template <DType D, bool EO>
+void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
+  __m512d s[12];
+  for (__m512d& v : s) v = _mm512_setzero_pd();
+  constexpr int64_t es = D == DType::F32 ? 4 : 2, ahead = 256;  // prefetch distance in elements
+  const char* pb = static_cast<const char*>(base);
+  const char* po = static_cast<const char*>(old_);
+  const char* pn = static_cast<const char*>(new_);
+  const int64_t body = n & ~int64_t(31);
+  int64_t j = 0;
+  for (; j < body; j += 32) {
+    // Past the row's end this reaches into the next row; a prefetch never faults.
+    for (int64_t l = 0; l < 32 * es; l += 64) {
+      _mm_prefetch(pb + (j + ahead) * es + l, _MM_HINT_T0);
+      _mm_prefetch(po + (j + ahead) * es + l, _MM_HINT_T0);
+      _mm_prefetch(pn + (j + ahead) * es + l, _MM_HINT_T0);
+    }
+    __m512 b0, b1, o0, o1, w0, w1;
+    load32<D, EO>(base, j, b0, b1);
+    load32<D, EO>(old_, j, o0, o1);
+    load32<D, EO>(new_, j, w0, w1);
+    acc_stats(_mm512_sub_ps(o0, b0), _mm512_sub_ps(w0, b0), s);
+    acc_stats(_mm512_sub_ps(o1, b1), _mm512_sub_ps(w1, b1), s + 6);
+  }
+  for (; j < n; j += 16) {  // lanes past n load as 0 and add 0
+    const __mmask16 m = tail_mask(n - j);
+    const __m512 vb = load16(D, base, j, m);
+    acc_stats(_mm512_sub_ps(load16(D, old_, j, m), vb), _mm512_sub_ps(load16(D, new_, j, m), vb), s);
+  }
+  *dot = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s[0], s[1]), _mm512_add_pd(s[6], s[7])));
+  *na = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s[2], s[3]), _mm512_add_pd(s[8], s[9])));
+  *nb = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s[4], s[5]), _mm512_add_pd(s[10], s[11])));
+}
+
+inline float load_one(DType d, const void* p, int64_t j) {
+  switch (d) {
+    case DType::F32: return static_cast<const float*>(p)[j];
+    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(p)[j]);
+    default: return bf16_to_f32(static_cast<const uint16_t*>(p)[j]);
+  }
+}
+
+// v = x - base read from the raw rows: the row source of the fused select (trim_fast.h select_fast).
+template <DType D, bool EO>
+struct RawDiff {
+  const void* base;
+  const void* x;
+  inline void block(int64_t j, __m512& v0, __m512& v1) const {
+    __m512 b0, b1, x0, x1;
+    load32<D, EO>(base, j, b0, b1);
+    load32<D, EO>(x, j, x0, x1);
+    v0 = _mm512_sub_ps(x0, b0);
+    v1 = _mm512_sub_ps(x1, b1);
+  }
+  inline __m512 part(int64_t j, __mmask16 m) const { return _mm512_sub_ps(load16(D, x, j, m), load16(D, base, j, m)); }
+};
+template <DType D, bool EO>
+inline float sample_at(const RawDiff<D, EO>& r, int64_t j) { return load_one(D, r.x, j) - load_one(D, r.base, j); }
+
+template <DType D, bool EO>
+RowSelection fused_select_t(const void* base, const void* x, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint) {
+  const FastSelection s = select_fast<Avx512FastPasses, true>(RawDiff<D, EO>{base, x}, n, k, cand, hint);
+  return {s.kth, s.last_tie};
+}
+
+// Which entries of one side a selection keeps, per vector of 16 values.
+struct Keep {
+  int mode = 0;  // 0: all (no selection; or kth 0 with every tie kept), 1: kth <= key <= +inf, 2: the full tie rule
+  __m512i vk, vlast;
+  Keep(const RowSelection* s, int64_t n) {
+    vk = vlast = _mm512_setzero_si512();
+    if (!s || (s->kth == 0 && s->last_tie >= n)) return;
+    mode = s->last_tie >= n ? 1 : 2;
+    vk = _mm512_set1_epi32(int(s->kth));
+    vlast = _mm512_set1_epi32(int(s->last_tie));  // < n <= 2^30
+  }
+  inline __m512 apply(__m512 v, __m512i cols) const {
+    if (mode == 0) return v;
+    __mmask16 keep;
+    if (mode == 1) {
+      // kth <= key <= +inf, key = |v| bits: a NaN (above +inf) is dropped, as its key 0 < kth says
+      const __m512i k = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
+      keep = _mm512_cmple_epu32_mask(_mm512_sub_epi32(k, vk), _mm512_sub_epi32(_mm512_set1_epi32(0x7f800000), vk));
+    } else {
+      const __m512i k = Avx512FastPasses::keys<true>(v);
+      keep = _mm512_cmpgt_epu32_mask(k, vk) | (_mm512_cmpeq_epi32_mask(k, vk) & _mm512_cmple_epi32_mask(cols, vlast));
+    }
+    return _mm512_maskz_mov_ps(keep, v);
+  }
+};
+
+// bf16 RNE of v in the high half of each 32-bit lane (the low half is junk), NaN kept quiet.
+inline __m512i bf16_hi(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+  return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+}
+
+// Consecutive 64-byte vectors of a row's output. NT: streaming stores at 64-byte aligned addresses; where
+// the row starts s bytes (a multiple of 4) past a line boundary, each line is put together from two
+// neighbouring vectors by one permute, and the row's first and last partial lines get masked plain stores.
+template <bool NT>
+struct RowWriter {
+  char* d;
+  int64_t count = 0;
+  uint32_t s = 0;
+  __m512i idx, prev;
+  __mmask64 head = 0;
+  explicit RowWriter(void* dst) : d(static_cast<char*>(dst)) {
+    idx = prev = _mm512_setzero_si512();
+    if (!NT) return;
+    s = uint32_t(reinterpret_cast<uintptr_t>(dst) & 63);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    idx = _mm512_add_epi32(iota, _mm512_set1_epi32(16 - int(s / 4)));
+    head = s ? (~__mmask64(0)) >> s : 0;  // the first 64 - s bytes
+  }
+  inline void put(__m512i v) {
+    if (!NT) _mm512_storeu_si512(d + 64 * count, v);
+    else if (s == 0) _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 64 * count), v);
+    else if (count == 0) _mm512_mask_storeu_epi8(d, head, v);
+    else _mm512_stream_si512(reinterpret_cast<__m512i*>(d - s + 64 * count), _mm512_permutex2var_epi32(prev, idx, v));
+    prev = v;
+    ++count;
+  }
+  inline void finish() {
+    if (NT && s != 0 && count > 0) _mm512_mask_storeu_epi8(d + 64 * (count - 1), ~head, prev);
+  }
+};
+
+template <DType D, bool EO, DType OD, bool NT>
+uint32_t fused_output_t(const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
+                        const RowSelection* sel_a, const RowSelection* sel_b, double* kept_a, double* kept_b, void* dst) {
+  static_assert(!EO || (D == DType::BF16 && OD == DType::BF16), "the even/odd layout is for bf16 rows only");
+  const Keep ka(sel_a, n), kb(sel_b, n);
+  const bool sum_a = sel_a != nullptr, sum_b = sel_b != nullptr;
+  const __m512 vcn = _mm512_set1_ps(cn), vco = _mm512_set1_ps(co);
+  __m512d sa[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()}, sb[2] = {sa[0], sa[1]};
+  __m512i mx = _mm512_setzero_si512();
+  auto kept_sq = [](__m512 t, __m512d* acc) {  // dropped entries are +0 and add nothing
+    const __m512d t0 = _mm512_cvtps_pd(_mm512_castps512_ps256(t)), t1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(t, 1));
+    acc[0] = _mm512_fmadd_pd(t0, t0, acc[0]);
+    acc[1] = _mm512_fmadd_pd(t1, t1, acc[1]);
+  };
+  // (base + cn*b~) + co*a~ for 16 lanes of columns `cols` (m: the lanes inside the row)
+  auto value = [&](__m512 pb, __m512 a, __m512 b, __m512i cols, __mmask16 m) {
+    b = kb.apply(b, cols);
+    a = ka.apply(a, cols);
+    if (sum_b) kept_sq(b, sb);
+    if (sum_a) kept_sq(a, sa);
+    const __m512 v = _mm512_add_ps(_mm512_add_ps(pb, _mm512_mul_ps(vcn, b)), _mm512_mul_ps(vco, a));
+    mx = _mm512_mask_mov_epi32(mx, m, max_abs16(mx, v));
+    return v;
+  };
+  RowWriter<NT> w(dst);
+  const int64_t body = n & ~int64_t(31);
+  int64_t j = 0;
+  for (; j < body; j += 32) {
+    __m512 b0, b1, o0, o1, n0, n1;
+    load32<D, EO>(base, j, b0, b1);
+    load32<D, EO>(old_, j, o0, o1);
+    load32<D, EO>(new_, j, n0, n1);
+    const __m512 r0 = value(b0, _mm512_sub_ps(o0, b0), _mm512_sub_ps(n0, b0), cols0<EO>(j), 0xffff);
+    const __m512 r1 = value(b1, _mm512_sub_ps(o1, b1), _mm512_sub_ps(n1, b1), cols1<EO>(j), 0xffff);
+    if (OD == DType::F32) {
+      w.put(_mm512_castps_si512(r0));
+      w.put(_mm512_castps_si512(r1));
+    } else if (OD == DType::F16) {
+      w.put(_mm512_inserti64x4(_mm512_castsi256_si512(to_f16(r0)), to_f16(r1), 1));
+    } else if (EO) {
+      // even columns from r0's lanes, odd ones from r1's: the high halves interleaved in place
+      w.put(_mm512_mask_blend_epi16(__mmask32(0xAAAAAAAAu), _mm512_srli_epi32(bf16_hi(r0), 16), bf16_hi(r1)));
+    } else {
+      const __m512i odd = _mm512_setr_epi32(0x30001, 0x70005, 0xB0009, 0xF000D, 0x130011, 0x170015, 0x1B0019, 0x1F001D,
+                                            0x230021, 0x270025, 0x2B0029, 0x2F002D, 0x330031, 0x370035, 0x3B0039, 0x3F003D);
+      w.put(_mm512_permutex2var_epi16(bf16_hi(r0), odd, bf16_hi(r1)));  // the high halves, in order
+    }
+  }
+  w.finish();
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (; j < n; j += 16) {  // the last columns, 16 at a time in order (lanes past n are 0: they add nothing)
+    const __mmask16 m = tail_mask(n - j);
+    const __m512 pb = load16(D, base, j, m);
+    const __m512 r = value(pb, _mm512_sub_ps(load16(D, old_, j, m), pb), _mm512_sub_ps(load16(D, new_, j, m), pb),
+                           _mm512_add_epi32(iota, _mm512_set1_epi32(int(j))), m);
+    if (OD == DType::F32) _mm512_mask_storeu_ps(static_cast<float*>(dst) + j, m, r);
+    else _mm256_mask_storeu_epi16(static_cast<uint16_t*>(dst) + j, m, OD == DType::F16 ? to_f16(r) : to_bf16(r));
+  }
+  if (sum_a) *kept_a = _mm512_reduce_add_pd(_mm512_add_pd(sa[0], sa[1]));
+  if (sum_b) *kept_b = _mm512_reduce_add_pd(_mm512_add_pd(sb[0], sb[1]));
+  return _mm512_reduce_max_epu32(mx);
+}
+
+template <DType D, bool EO, DType OD>
+uint32_t fused_output_nt(bool nt, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
+                         const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst) {
+  return nt ? fused_output_t<D, EO, OD, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst)
+            : fused_output_t<D, EO, OD, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+}
+template <DType D>
+uint32_t fused_output_od(DType od, bool nt, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
+                         const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst) {
+  switch (od) {
+    case DType::F32: return fused_output_nt<D, false, DType::F32>(nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+    case DType::F16: return fused_output_nt<D, false, DType::F16>(nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+    default:
+      if (D == DType::BF16) return fused_output_nt<DType::BF16, true, DType::BF16>(nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+      return fused_output_nt<D, false, DType::BF16>(nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  }
+}
+
+void fused_stats(DType d, const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
+  switch (d) {
+    case DType::F32: return fused_stats_t<DType::F32, false>(base, old_, new_, n, dot, na, nb);
+    case DType::F16: return fused_stats_t<DType::F16, false>(base, old_, new_, n, dot, na, nb);
+    default: return fused_stats_t<DType::BF16, true>(base, old_, new_, n, dot, na, nb);
+  }
+}
+RowSelection fused_select(DType d, const void* base, const void* x, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint) {
+  switch (d) {
+    case DType::F32: return fused_select_t<DType::F32, false>(base, x, n, k, cand, hint);
+    case DType::F16: return fused_select_t<DType::F16, false>(base, x, n, k, cand, hint);
+    default: return fused_select_t<DType::BF16, true>(base, x, n, k, cand, hint);
+  }
+}
+uint32_t fused_output(DType d, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
+                      const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, DType od, void* dst, bool nt) {
+  nt = nt && (reinterpret_cast<uintptr_t>(dst) & 3) == 0;
+  switch (d) {
+    case DType::F32: return fused_output_od<DType::F32>(od, nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+    case DType::F16: return fused_output_od<DType::F16>(od, nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+    default: return fused_output_od<DType::BF16>(od, nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  }
+}
+
+const FusedRowKernels kAvx512Fused = {fused_stats, fused_select, fused_output};
+
 }  // namespace
 
-const Kernels kAvx512Kernels = {"avx512", decode_avx512, output_avx512, encode_avx512, trim_avx512, output_nt_avx512, stats_raw_avx512, trim_mag_avx512};
+const Kernels kAvx512Kernels = {"avx512", decode_avx512, output_avx512, encode_avx512, trim_avx512, output_nt_avx512, stats_raw_avx512, trim_mag_avx512, &kAvx512Fused};
 
 }  // namespace geoedit

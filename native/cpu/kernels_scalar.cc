@@ -101,6 +101,6 @@ void stats_raw_scalar(DType bd, const void* base, DType od, const void* old_, DT
 
 }  // namespace
 
-const Kernels kScalarKernels = {"scalar", decode_scalar, output_scalar, encode_scalar, trim_topk_impl, output_scalar, stats_raw_scalar, trim_mag_impl};
+const Kernels kScalarKernels = {"scalar", decode_scalar, output_scalar, encode_scalar, trim_topk_impl, output_scalar, stats_raw_scalar, trim_mag_impl, nullptr};
 
 }  // namespace geoedit

@@ -23,6 +23,8 @@
 //                                     offsets k - lo (hi is first clamped to +inf, lo to <= hi)
 //   keys<Mag>(x, n, cand)             cand[j] = key of x[j]
 //   nth_equal<Mag>(x, n, kth, r)      the column of the r-th (1-based) key equal to kth
+// where x is the row: a const float*, or (select_fast only) any row source the ISA's passes read, e.g.
+// the AVX-512 fused path's v = x - base decoded from the raw input rows (kernels_avx512.cc RawDiff).
 //   apply<Mag>(x, v, n, kth, last_tie, acc)  as ScalarTrimPasses::apply (x: e, or v when Mag)
 // Internal linkage, no std:: templates (see trim_impl.h).
 #pragma once
@@ -90,41 +92,48 @@ void sample_search(Count count, int64_t rh, int64_t rl, uint32_t* hi, uint32_t* 
 
 }  // namespace trim_fast_detail
 
-// Keeps the k entries of v with the largest importance (x = e, or x = v with Mag: |v|), zeroes
-// the others, returns the f64 sum of the kept importance squared. cand: n + 16 uint32 of scratch.
-template <class P, bool Mag>
-double trim_fast(const float* x, float* v, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint = nullptr) {
-  using trim_detail::key_of;
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  auto finish = [&]() { return trim_detail::combine8(acc); };
-  if (k >= n) {
-    trim_detail::sum_squares8(x, n, acc);
-    return finish();
-  }
-  const uint32_t kMaxKey = 0x7f800000u;  // +inf: no key is larger
+// Where the kept entries of a select end: keep column j iff key > kth, or key == kth and j <= last_tie.
+struct FastSelection {
   uint32_t kth;
+  int64_t last_tie;
+};
+
+inline float sample_at(const float* x, int64_t j) { return x[j]; }
+
+// The selection of trim_fast (1 <= k < n): the k-th largest key and the last kept tie. x is the
+// importance row (a const float*) or any row source the passes P accept (an ISA file may read the
+// values from the raw input rows instead of a decoded copy; sample_at(x, j) gives one value).
+template <class P, bool Mag, class Src>
+FastSelection select_fast(const Src& x, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint) {
+  using trim_detail::key_of;
+  const uint32_t kMaxKey = 0x7f800000u;  // +inf: no key is larger
+  uint32_t kth = 0;
   int64_t gt = 0, eq = 0;
   bool found = false;
   const int64_t S = 128;
+  // The bracket [lo, hi] of one try: one pass counts the keys above it and collects the ones inside;
+  // the need-th largest candidate is the result when it lies inside (every key equal to it does then).
+  auto try_bracket = [&](uint32_t lo, uint32_t hi) {
+    int64_t above = 0, nc = 0;
+    P::template bracket<Mag>(x, n, lo, hi, cand, &above, &nc);
+    const int64_t need = k - above;
+    if (need < 1 || need > nc) return false;
+    // cand holds offsets k - lo (in [0, hi - lo])
+    kth = lo + trim_fast_detail::select_rth<P>(cand, nc, need, 0u, (hi > kMaxKey ? kMaxKey : hi) - lo, &gt, &eq);
+    gt += above;
+    return true;
+  };
   // 0. The previous row's threshold, scaled by the RMS ratio: a bracket of +-6% around it.
   const bool hinted = hint && hint->rel > 0 && hint->rms > 0 && hint->rel * hint->rms < 3e38f && n >= 4 * S;
   if (hinted) {
     const float g = hint->rel * hint->rms;
-    const uint32_t lo = key_of(g * 0.94f), hi = key_of(g * 1.06f);
-    int64_t above = 0, nc = 0;
-    P::template bracket<Mag>(x, n, lo, hi, cand, &above, &nc);
-    const int64_t need = k - above;
-    if (need >= 1 && need <= nc) {
-      kth = lo + trim_fast_detail::select_rth<P>(cand, nc, need, 0u, (hi > kMaxKey ? kMaxKey : hi) - lo, &gt, &eq);
-      gt += above;
-      found = true;
-    }
+    found = try_bracket(key_of(g * 0.94f), key_of(g * 1.06f));
   }
   if (!found && n >= 4 * S && k >= 1) {
     alignas(64) uint32_t sample[S + 16];
     const int64_t stride = n / S;
     for (int64_t s = 0; s < S; ++s) {
-      const float xs = x[s * stride];
+      const float xs = sample_at(x, s * stride);
       sample[s] = key_of(Mag ? __builtin_fabsf(xs) : xs);
     }
     const int64_t p = (k * S) / n, margin = 10;
@@ -132,16 +141,7 @@ double trim_fast(const float* x, float* v, int64_t n, int64_t k, uint32_t* cand,
     // hi rounded up and lo down, so the bracket only widens
     uint32_t hi = kMaxKey, lo = 0u;
     P::sample_bracket(sample, p - margin + 1, p + margin + 1, &hi, &lo);
-    int64_t above = 0, nc = 0;
-    P::template bracket<Mag>(x, n, lo, hi, cand, &above, &nc);
-    const int64_t need = k - above;
-    if (need >= 1 && need <= nc) {
-      // every key equal to the result lies inside [lo, hi]: eq counts them all
-      // cand holds offsets k - lo (in [0, hi - lo])
-      kth = lo + trim_fast_detail::select_rth<P>(cand, nc, need, 0u, (hi > kMaxKey ? kMaxKey : hi) - lo, &gt, &eq);
-      gt += above;
-      found = true;
-    }
+    found = try_bracket(lo, hi);
   }
   if (!found) {
     P::template keys<Mag>(x, n, cand);
@@ -153,9 +153,21 @@ double trim_fast(const float* x, float* v, int64_t n, int64_t k, uint32_t* cand,
     hint->rel = hint->rms > 0 && t > 0 && t < 3e38f ? t / hint->rms : 0;
   }
   const int64_t ties_kept = k - gt;  // >= 1: kth is the k-th largest
-  const int64_t last_tie = eq > ties_kept ? P::template nth_equal<Mag>(x, n, kth, ties_kept) : n;
-  P::template apply<Mag>(x, v, n, kth, last_tie, acc);
-  return finish();
+  return {kth, eq > ties_kept ? P::template nth_equal<Mag>(x, n, kth, ties_kept) : n};
+}
+
+// Keeps the k entries of v with the largest importance (x = e, or x = v with Mag: |v|), zeroes
+// the others, returns the f64 sum of the kept importance squared. cand: n + 16 uint32 of scratch.
+template <class P, bool Mag>
+double trim_fast(const float* x, float* v, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint = nullptr) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (k >= n) {
+    trim_detail::sum_squares8(x, n, acc);
+    return trim_detail::combine8(acc);
+  }
+  const FastSelection sel = select_fast<P, Mag>(x, n, k, cand, hint);
+  P::template apply<Mag>(x, v, n, sel.kth, sel.last_tie, acc);
+  return trim_detail::combine8(acc);
 }
 
 }  // namespace

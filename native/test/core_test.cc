@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/hash.h"
 #include "core/kernels.h"
 #include "core/stream.h"
@@ -55,25 +57,89 @@ struct Out {
   std::vector<uint8_t> region;
 };
 
-static Out run(const Data& d, const Params& p, DType out_dtype, int simd, int threads) {
-  Out o;
+// Rows of one stored dtype (bf16, f16 or f32 bytes), as the addon hands them to the core.
+struct Raw {
+  int64_t rows, cols;
+  DType dt;
+  std::vector<uint8_t> base, old_, new_;  // rows x cols values of dt
+};
+static void put_value(std::vector<uint8_t>& v, DType dt, size_t k, float x) {
+  if (dt == DType::F32) { std::memcpy(&v[4 * k], &x, 4); return; }
+  const uint16_t h = dt == DType::BF16 ? f32_to_bf16(x) : f32_to_f16(x);
+  std::memcpy(&v[2 * k], &h, 2);
+}
+// kind 0: geoedit-like rows (make); 1: few distinct values (ties everywhere, also at the threshold);
+// 2: old == base on most columns (many zero task-vector entries: the k-th key is often 0)
+static Raw make_raw(int64_t rows, int64_t cols, DType dt, int kind, unsigned seed) {
+  const Data d = make(rows, cols, seed);
+  Raw r{rows, cols, dt, {}, {}, {}};
+  const size_t es = dt == DType::F32 ? 4 : 2, n = size_t(rows * cols);
+  r.base.resize(n * es);
+  r.old_.resize(n * es);
+  r.new_.resize(n * es);
+  std::mt19937 g(seed + 101);
+  for (size_t k = 0; k < n; ++k) {
+    float b = d.base[k], o = d.old_[k], w = d.new_[k];
+    if (kind == 1) {
+      b = 0.5f;
+      o = 0.5f + 0.125f * float(int(g() % 5) - 2);
+      w = 0.5f + 0.125f * float(int(g() % 5) - 2);
+    } else if (kind == 2 && g() % 4 != 0) {
+      o = b;
+    }
+    put_value(r.base, dt, k, b);
+    put_value(r.old_, dt, k, o);
+    put_value(r.new_, dt, k, w);
+  }
+  return r;
+}
+struct RawOut {
+  std::vector<uint8_t> out;
+  std::vector<double> cos, dsq;
+  std::vector<uint8_t> region;
+  std::vector<float> cn, co;
+};
+static RawOut run_raw(const Raw& d, const Params& p, DType out_dtype, int simd, int threads, const std::vector<float>* cnew = nullptr,
+                      const std::vector<float>* cold = nullptr) {
+  RawOut o;
   EditJob job;
   job.rows = d.rows;
   job.cols = d.cols;
-  job.base = {DType::F32, d.base.data()};
-  job.old_ = {DType::F32, d.old_.data()};
-  job.new_ = {DType::F32, d.new_.data()};
+  job.base = {d.dt, d.base.data()};
+  job.old_ = {d.dt, d.old_.data()};
+  job.new_ = {d.dt, d.new_.data()};
   job.out_dtype = out_dtype;
-  if (out_dtype == DType::F32) { o.out32.resize(d.base.size()); job.out = o.out32.data(); }
-  else { o.out16.resize(d.base.size()); job.out = o.out16.data(); }
-  o.cos.resize(size_t(d.rows));
-  o.region.resize(size_t(d.rows));
+  o.out.resize(size_t(d.rows * d.cols) * dtype_size(out_dtype));
+  job.out = o.out.data();
+  const size_t R = size_t(d.rows);
+  o.cos.resize(R);
+  o.dsq.resize(R);
+  o.region.resize(R);
+  o.cn.resize(R);
+  o.co.resize(R);
   job.stats.cos = o.cos.data();
   job.stats.region = o.region.data();
+  job.stats.coef_new = o.cn.data();
+  job.stats.coef_old = o.co.data();
+  job.stats.delta_sq = o.dsq.data();
+  if (cnew) { job.c_new = cnew->data(); job.c_old = cold->data(); }
   RunOptions ro;
   ro.simd = simd;
   ro.threads = threads;
   run_edit(job, p, ro);
+  return o;
+}
+// The f32 rows of d through run_raw.
+static Out run(const Data& d, const Params& p, DType out_dtype, int simd, int threads) {
+  auto bytes = [](const std::vector<float>& v) { return std::vector<uint8_t>(reinterpret_cast<const uint8_t*>(v.data()), reinterpret_cast<const uint8_t*>(v.data() + v.size())); };
+  const Raw r{d.rows, d.cols, DType::F32, bytes(d.base), bytes(d.old_), bytes(d.new_)};
+  const RawOut ro = run_raw(r, p, out_dtype, simd, threads);
+  Out o;
+  if (out_dtype == DType::F32) o.out32.resize(d.base.size());
+  else o.out16.resize(d.base.size());
+  std::memcpy(out_dtype == DType::F32 ? static_cast<void*>(o.out32.data()) : static_cast<void*>(o.out16.data()), ro.out.data(), ro.out.size());
+  o.cos = ro.cos;
+  o.region = ro.region;
   return o;
 }
 
@@ -370,6 +436,156 @@ static void test_sha256() {
   std::printf("sha256: %s\n", sha256_provider().c_str());
 }
 
+// The fused row path (kernels.h FusedRowKernels: raw rows of one dtype, no decoded scratch rows) of
+// every ISA that has one, against the scalar reference's unfused steps: bf16, f16 and f32 inputs, every
+// output dtype, widths around the 32-column blocks and odd tails, densities 1 / 0.2 / 0.03, rows full of
+// ties, non-finite inputs with allowNonFinite, thread counts. With coefficients that do not depend on
+// the f64 sums (every strategy but geoedit's weights) the bytes are identical to the reference; so are
+// the kept sums up to their f64 summation order.
+static bool close_rel(double x, double y, double tol) {
+  if (std::isnan(x) || std::isnan(y)) return std::isnan(x) && std::isnan(y);
+  return x == y || std::fabs(x - y) <= tol * std::max(std::fabs(x), std::fabs(y));
+}
+static void test_fused_rows() {
+  int rows_checked = 0;
+  const DType dts[] = {DType::BF16, DType::F16, DType::F32};
+  const int64_t widths[] = {1, 5, 31, 32, 33, 63, 100, 513, 1000, 4099};
+  for (int lv = 1; lv < 3; ++lv) {
+    if (!cpu_supports(SimdLevel(lv)) || !kernels_for(SimdLevel(lv)).fused) continue;
+    for (DType dt : dts)
+      for (int64_t cols : widths)
+        for (int kind = 0; kind < 3; ++kind) {
+          const int64_t R = cols >= 1000 ? 9 : 21;
+          const Raw d = make_raw(R, cols, dt, kind, unsigned(cols * 7 + kind));
+          std::vector<float> cnew(static_cast<size_t>(R)), cold(static_cast<size_t>(R));
+          for (int64_t i = 0; i < R; ++i) {
+            cnew[size_t(i)] = i % 4 == 3 ? 0.0f : 0.5f + 0.1f * float(i % 3);
+            cold[size_t(i)] = i % 3 == 1 ? 0.0f : -0.25f;
+          }
+          for (double density : {1.0, 0.2, 0.03})
+            for (int strat = 0; strat < 5; ++strat) {
+              Params p;
+              p.density = density;
+              if (strat == 1) p.strategy = Strategy::TaskArithmetic;
+              if (strat == 2) p.strategy = Strategy::ForgetThenLearn;
+              if (strat == 3) p.strategy = Strategy::Custom;
+              if (strat == 4) { p.fuse_aligned = 0.7; p.forget_conflicting = 0.4; }
+              for (DType od : dts) {
+                const RawOut ref = run_raw(d, p, od, 0, 1, &cnew, &cold);
+                const RawOut got = run_raw(d, p, od, lv, 1, &cnew, &cold), many = run_raw(d, p, od, lv, 0, &cnew, &cold);
+                CHECK(got.out == many.out && got.dsq == many.dsq, "fused: threads change bytes (%s, %s, cols %lld)", kernels_for(SimdLevel(lv)).name,
+                      dtype_name(dt), (long long)cols);
+                const size_t es = dtype_size(od), rb = size_t(cols) * es;
+                for (int64_t i = 0; i < R; ++i) {
+                  ++rows_checked;
+                  const size_t r = size_t(i);
+                  CHECK(std::fabs(got.cos[r] - ref.cos[r]) < 1e-9, "fused cos row %lld", (long long)i);
+                  // geoedit's weights come from the f64 sums: equal coefficients give equal bytes
+                  const bool same_coef = got.cn[r] == ref.cn[r] && got.co[r] == ref.co[r];
+                  if (strat != 4 && got.region[r] == ref.region[r]) CHECK(same_coef, "fused coefficients row %lld", (long long)i);
+                  if (!same_coef) continue;
+                  CHECK(std::memcmp(got.out.data() + r * rb, ref.out.data() + r * rb, rb) == 0,
+                        "fused bytes differ: %s in %s out %s, cols %lld, kind %d, density %.2f, strategy %d, row %lld", kernels_for(SimdLevel(lv)).name,
+                        dtype_name(dt), dtype_name(od), (long long)cols, kind, density, strat, (long long)i);
+                  CHECK(close_rel(got.dsq[r], ref.dsq[r], 1e-12), "fused deltaSq %.17g vs %.17g (cols %lld, row %lld)", got.dsq[r], ref.dsq[r],
+                        (long long)cols, (long long)i);
+                }
+              }
+            }
+        }
+  }
+  std::printf("fused rows: %d rows against the scalar reference\n", rows_checked);
+}
+
+// The fused output kernel's streaming stores: every misalignment of the row (4-byte steps, and 2 bytes:
+// plain stores), every output dtype, against its plain stores; bytes around the row untouched.
+static void test_fused_stream_stores() {
+  for (int lv = 1; lv < 3; ++lv) {
+    if (!cpu_supports(SimdLevel(lv)) || !kernels_for(SimdLevel(lv)).fused) continue;
+    const FusedRowKernels& F = *kernels_for(SimdLevel(lv)).fused;
+    for (DType dt : {DType::BF16, DType::F16, DType::F32})
+      for (int64_t n : {16, 32, 33, 64, 100, 4096, 4099}) {
+        const Raw d = make_raw(1, n, dt, 0, unsigned(n));
+        const RowSelection sel{0x3d000000u, n / 3};
+        for (DType od : {DType::BF16, DType::F16, DType::F32}) {
+          const size_t bytes = size_t(n) * dtype_size(od);
+          std::vector<uint8_t> want(bytes + 256, 0xA5), got(bytes + 256, 0xA5);
+          uint8_t* w0 = want.data() + (64 - (reinterpret_cast<uintptr_t>(want.data()) & 63));
+          double ka = 0, kb = 0, ka2 = 0, kb2 = 0;
+          const uint32_t m0 = F.output(dt, d.base.data(), d.old_.data(), d.new_.data(), n, 0.75f, -0.5f, &sel, nullptr, &ka, &kb, od, w0, false);
+          const std::vector<uint8_t> ref(w0, w0 + bytes);
+          for (int off = 0; off < 64; off += (off < 4 ? 2 : 4)) {
+            std::fill(got.begin(), got.end(), 0xA5);
+            uint8_t* g0 = got.data() + (64 - (reinterpret_cast<uintptr_t>(got.data()) & 63)) + off;
+            const uint32_t m1 = F.output(dt, d.base.data(), d.old_.data(), d.new_.data(), n, 0.75f, -0.5f, &sel, nullptr, &ka2, &kb2, od, g0, true);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            bool around = true;
+            for (uint8_t* q = got.data(); q < g0; ++q) around = around && *q == 0xA5;
+            for (uint8_t* q = g0 + bytes; q < got.data() + got.size(); ++q) around = around && *q == 0xA5;
+            CHECK(std::memcmp(g0, ref.data(), bytes) == 0 && around && m0 == m1 && ka == ka2,
+                  "fused streaming stores (%s, in %s out %s, n %lld, offset %d)", kernels_for(SimdLevel(lv)).name, dtype_name(dt), dtype_name(od),
+                  (long long)n, off);
+          }
+        }
+      }
+  }
+}
+
+// Non-finite 16-bit inputs through the fused path: refused naming the row and column (the scalar
+// message), or with allowNonFinite the reference's bytes (NaN and inf kept, orthogonal rows).
+static void test_fused_non_finite() {
+  for (DType dt : {DType::BF16, DType::F16}) {
+    Raw d = make_raw(6, 70, dt, 0, 9);
+    const uint16_t nan16 = dt == DType::BF16 ? 0x7fc0 : 0x7e00, inf16 = dt == DType::BF16 ? 0x7f80 : 0x7c00;
+    std::memcpy(&d.new_[2 * (3 * 70 + 41)], &nan16, 2);
+    std::memcpy(&d.old_[2 * (4 * 70 + 5)], &inf16, 2);
+    std::string ref;
+    for (int lv = 0; lv < 3; ++lv) {
+      if (!cpu_supports(SimdLevel(lv))) continue;
+      std::string msg;
+      int64_t row = -1, col = -1;
+      try {
+        run_raw(d, Params(), dt, lv, 1);
+      } catch (const Error& e) {
+        if (e.code() == ErrorCode::NonFinite) { msg = e.what(); row = e.details().row; col = e.details().column; }
+      }
+      CHECK(row == 3 && col == 41, "%s non-finite input (%s): row %lld column %lld", dtype_name(dt), simd_name(SimdLevel(lv)), (long long)row,
+            (long long)col);
+      if (lv == 0) ref = msg;
+      else CHECK(msg == ref, "%s non-finite message (%s): '%s' vs '%s'", dtype_name(dt), simd_name(SimdLevel(lv)), msg.c_str(), ref.c_str());
+    }
+    for (double density : {1.0, 0.2}) {
+      Params p;
+      p.allow_non_finite = true;
+      p.density = density;
+      p.strategy = Strategy::ForgetThenLearn;
+      const RawOut want = run_raw(d, p, dt, 0, 1);
+      for (int lv = 1; lv < 3; ++lv) {
+        if (!cpu_supports(SimdLevel(lv))) continue;
+        const RawOut got = run_raw(d, p, dt, lv, 1);
+        CHECK(got.out == want.out && got.region == want.region, "%s allowNonFinite bytes (%s, density %.1f)", dtype_name(dt), simd_name(SimdLevel(lv)),
+              density);
+      }
+    }
+  }
+  // An overflowing 16-bit output from bf16 inputs: named at the same column as the reference.
+  Raw d = make_raw(5, 300, DType::BF16, 0, 4);
+  put_value(d.base, DType::BF16, 2 * 300 + 217, 60000.f);
+  put_value(d.new_, DType::BF16, 2 * 300 + 217, 70000.f);
+  std::string ref;
+  for (int lv = 0; lv < 3; ++lv) {
+    if (!cpu_supports(SimdLevel(lv))) continue;
+    std::string msg;
+    try {
+      run_raw(d, Params(), DType::F16, lv, 1);
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::NonFiniteOutput && e.details().row == 2 && e.details().column == 217) msg = e.what();
+    }
+    CHECK(!msg.empty() && (lv == 0 || msg == ref), "bf16 -> f16 overflow named at row 2, column 217 (%s): '%s'", simd_name(SimdLevel(lv)), msg.c_str());
+    if (lv == 0) ref = msg;
+  }
+}
+
 int main() {
   test_read_ahead();
   test_sha256();
@@ -425,6 +641,9 @@ int main() {
     CHECK(thrown, "NaN input must throw NonFinite naming row 2");
   }
   test_non_finite_output(levels);
+  test_fused_rows();
+  test_fused_stream_stores();
+  test_fused_non_finite();
   std::printf("core_test: %d checks, %d passed, %d failed\n", checks, checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -319,6 +319,41 @@ describe('large outputs (streaming stores above 32 MiB)', () => {
   });
 });
 
+describe('the fused row path (raw rows read in place: native/core/kernels.h FusedRowKernels)', () => {
+  it('gives the unfused bytes and stats: bf16/f16/f32, densities 1 and 0.2, ties, odd widths, streaming stores', async () => {
+    const native = loadNative();
+    const lcg = (seed: number) => { let x = seed >>> 0; return () => { x = (Math.imul(x, 1664525) + 1013904223) >>> 0; return x / 4294967296 - 0.5; }; };
+    try {
+      for (const [dtype, rows, cols] of [['bf16', 2048, 8208], ['f16', 64, 4099], ['f32', 40, 1031], ['bf16', 33, 77]] as const) {
+        for (const ties of [false, true]) {
+          const r = lcg(rows + cols + (ties ? 1 : 0));
+          const v = (base?: Float32Array) => {
+            const a = new Float32Array(rows * cols);
+            for (let i = 0; i < a.length; i++) a[i] = ties ? (base ? 0.5 + 0.125 * Math.round(4 * r()) : 0.5) : (base ? base[i]! + 0.1 * r() : r());
+            return a;
+          };
+          const b0 = v();
+          const conv = (x: Float32Array) => ({ dtype, shape: [rows, cols], data: dtype === 'f32' ? x : native.convert('f32', x, dtype) });
+          const t = { base: conv(b0), old: conv(v(b0)), new: conv(v(b0)) };
+          for (const opts of [{}, { density: 0.2 }, { density: 0.2, strategy: 'forget-then-learn' as const, outDtype: 'f32' as const }]) {
+            native._setFused(false);
+            const want = await editTensor(t, opts);
+            native._setFused(true);
+            const got = await editTensor(t, opts);
+            const what = `${dtype} [${rows},${cols}] ties ${ties} ${JSON.stringify(opts)}`;
+            expect(bytesOf(got.out).equals(bytesOf(want.out)), what).toBe(true);
+            expect(Buffer.from(got.stats.region).equals(Buffer.from(want.stats.region)), what).toBe(true);
+            for (let i = 0; i < rows; i++) expect(Math.abs(got.stats.cos[i]! - want.stats.cos[i]!), what).toBeLessThan(1e-12);
+            expect(Math.abs(got.stats.energy.applied - want.stats.energy.applied), what).toBeLessThanOrEqual(1e-9 * Math.abs(want.stats.energy.applied));
+          }
+        }
+      }
+    } finally {
+      native._setFused(true);
+    }
+  });
+});
+
 describe('top-k selection on wide rows (sampled bracket and its fallback)', () => {
   it('matches the reference when the strided sample misleads, on ties, and on ordinary rows', () => {
     const cols = 4096, rows = 6;

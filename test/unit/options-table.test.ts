@@ -44,12 +44,14 @@ describe('the option table', () => {
       'lambda', 'density', 'temperature', 'importanceOld', 'importanceNew', 'coefficients', 'outDtype', 'out', 'threads',
       'backend', 'allowNonFinite', 'allowNonFiniteOutput', 'cudaMemoryLimit'];
     // Gained since: preserve (issue 12) on the tensor, LoRA, checkpoint and adapter entry points;
-    // issue 13 added `layout` and `coefficients` (strategy 'custom' from a safetensors file) to checkpoints.
+    // issue 13 added `layout` and `coefficients` (strategy 'custom' from a safetensors file) to checkpoints;
+    // issue 16 `part` to checkpoints and adapters (merged output), `maxShardSize` to adapters, and assembleParts' options.
     expect([...keysFor('tensor')].sort()).toEqual([...edit, 'preserve'].sort());
     expect([...keysFor('lora')].sort()).toEqual([...edit.filter((k) => !['importanceOld', 'importanceNew', 'cudaMemoryLimit'].includes(k)), 'preserve'].sort());
     expect([...keysFor('checkpoint')].sort()).toEqual([...edit.filter((k) => k !== 'out'), 'preserve',
-      'include', 'exclude', 'maxShardSize', 'report', 'force', 'hash', 'copyFiles', 'onProgress', 'signal', 'blockBytes', 'layout'].sort());
-    expect([...keysFor('adapters')].sort()).toEqual([...keysFor('lora'), 'outFormat', 'force', 'perRow', 'blockRows', 'keepZeroBlocks', 'copyFiles', 'report'].sort());
+      'include', 'exclude', 'maxShardSize', 'report', 'force', 'hash', 'copyFiles', 'onProgress', 'signal', 'blockBytes', 'layout', 'part'].sort());
+    expect([...keysFor('adapters')].sort()).toEqual([...keysFor('lora'), 'outFormat', 'force', 'perRow', 'blockRows', 'keepZeroBlocks', 'copyFiles', 'report', 'part', 'maxShardSize'].sort());
+    expect([...keysFor('assemble')].sort()).toEqual(['force', 'move', 'report', 'verify']);
   });
 
   it('validates types and ranges from the table, naming the option', () => {

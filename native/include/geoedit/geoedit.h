@@ -201,6 +201,10 @@ void convert(DType from, const void* src, DType to, void* dst, size_t count);
 int hardware_threads();
 // Element-wise out = b + s*c over n doubles with the shared pool (STREAM triad, for the bench).
 double triad_gbps(size_t n, int threads, int reps);
+// The fused row path of the ISA kernels (on by default; GEOEDIT_FUSED=0 starts with it off): a switch for
+// benchmarks and tests, which compare both forms in one process. Same results either way.
+void set_fused_rows(bool on);
+bool fused_rows();
 
 const char* version();
 
