@@ -97,23 +97,13 @@ function timeCat(dir) {
 }
 
 // The floor for writing the output: copy one input (same size as the output) through the page cache.
-function timeWrite(dir) {
+// Copy one input (the write floor); `durable` adds `sync FILE` (fsync of it): what the edit's commit costs
+// at least, since the job fsyncs every output file before its rename (docs/safety.md, Durability).
+function timeWrite(dir, durable = false) {
   const dst = path.join(dir, 'copy.bin');
   execSync('sync');
   const t = process.hrtime.bigint();
-  execSync(`cat ${JSON.stringify(path.join(dir, 'base', 'model.safetensors'))} > ${JSON.stringify(dst)}`);
-  const s = Number(process.hrtime.bigint() - t) / 1e9;
-  fs.rmSync(dst);
-  return s;
-}
-
-// The same copy made durable (`sync FILE` = fsync of it): what the edit's commit costs at least, since
-// the job fsyncs every output file before its rename (docs/safety.md, Durability).
-function timeWriteDurable(dir) {
-  const dst = path.join(dir, 'copy.bin');
-  execSync('sync');
-  const t = process.hrtime.bigint();
-  execSync(`cat ${JSON.stringify(path.join(dir, 'base', 'model.safetensors'))} > ${JSON.stringify(dst)} && sync ${JSON.stringify(dst)}`);
+  execSync(`cat ${JSON.stringify(path.join(dir, 'base', 'model.safetensors'))} > ${JSON.stringify(dst)}${durable ? ` && sync ${JSON.stringify(dst)}` : ''}`);
   const s = Number(process.hrtime.bigint() - t) / 1e9;
   fs.rmSync(dst);
   return s;
@@ -210,7 +200,7 @@ try {
       execSync('sync'); // each run starts with no dirty pages of a previous one (not timed)
       row.cat.push(timeCat(dir));
       row.write.push(timeWrite(dir));
-      if (!backends) row.writeDurable.push(timeWriteDurable(dir));
+      if (!backends) row.writeDurable.push(timeWrite(dir, true));
       if (backends) {
         for (const v of variants) {
           row.backends[v.key].analyze.push(runEdit(dir, ['--no-hash', ...v.args], 'analyze'));
