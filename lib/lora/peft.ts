@@ -7,6 +7,7 @@ import { GeoEditError, describe, typeError } from '../errors';
 import { native } from '../native';
 import { readSafetensorsHeaderSync, readTensor, EDITABLE_ST_DTYPES, type SafetensorsHeader, type SafetensorsTensorInfo } from '../safetensors';
 import type { LoraFactors } from '../lora-math';
+import { compilePatternKey, PatternError, type PatternKeyMatcher } from './pyre';
 import type { Tensor } from '../types';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
@@ -51,18 +52,40 @@ export function badAdapter(file: string, msg: string, extra: Record<string, unkn
   return new GeoEditError('ERR_BAD_ADAPTER', `${file}: ${msg}`, { file, ...extra });
 }
 
-/** PEFT's pattern lookup (get_pattern_key): the first key k with re.match(`(.*\.)?(k)$`, name). */
-export function patternValue(pattern: unknown, name: string): number | undefined {
-  if (!pattern || typeof pattern !== 'object') return undefined;
+const compiledPatterns = new WeakMap<object, Array<{ m: PatternKeyMatcher; v: number }>>();
+
+/**
+ * A rank_pattern / alpha_pattern object, checked and compiled once (lib/lora/pyre.ts: PEFT's
+ * Python-regex match in linear time). Every key is compiled, also those after the one a module
+ * matches: a key outside the supported subset, over the caps, or with a value that is not a number
+ * (a positive integer for rank_pattern) is ERR_BAD_ADAPTER naming the file and the key.
+ */
+function compiledPattern(pattern: object, file: string, option: string): Array<{ m: PatternKeyMatcher; v: number }> {
+  let c = compiledPatterns.get(pattern);
+  if (c) return c;
+  if (Array.isArray(pattern)) throw badAdapter(file, `expected an object (module pattern -> value) for '${option}' but received an array`, { key: option });
+  c = [];
   for (const [k, v] of Object.entries(pattern as Record<string, unknown>)) {
-    let hit: boolean;
+    const ok = option === 'rank_pattern' ? typeof v === 'number' && Number.isInteger(v) && v > 0 : typeof v === 'number' && Number.isFinite(v);
+    if (!ok) throw badAdapter(file, `${option} key ${JSON.stringify(k)} has the value ${describe(v)}; expected ${option === 'rank_pattern' ? 'a positive integer' : 'a finite number'}`, { key: option, pattern: k });
     try {
-      hit = new RegExp(`^(?:.*\\.)?(?:${k})$`).test(name);
-    } catch {
-      hit = name === k || name.endsWith(`.${k}`);
+      c.push({ m: compilePatternKey(k), v: v as number });
+    } catch (e) {
+      if (!(e instanceof PatternError)) throw e;
+      throw badAdapter(file, `${option} key ${JSON.stringify(k)} is not a regular expression geoedit matches (${e.message}); PEFT matches these keys as Python regular expressions, and geoedit refuses what it cannot match exactly and in linear time (docs/adapters.md)`, { key: option, pattern: k });
     }
-    if (hit && typeof v === 'number') return v;
   }
+  compiledPatterns.set(pattern, c);
+  return c;
+}
+
+/**
+ * PEFT's pattern lookup (get_pattern_key): the value of the first key k (in the config's order)
+ * with `re.match(rf"(.*\.)?({k})$", name)`. `file` / `option` name the config in errors.
+ */
+export function patternValue(pattern: unknown, name: string, file: string = ADAPTER_CONFIG, option = 'rank_pattern'): number | undefined {
+  if (!pattern || typeof pattern !== 'object') return undefined;
+  for (const { m, v } of compiledPattern(pattern, file, option)) if (m.test(name)) return v;
   return undefined;
 }
 
@@ -91,6 +114,12 @@ function checkConfig(cfg: Record<string, unknown>, file: string): void {
   if (!EMPTY(cfg.target_parameters)) throw unsupported(file, 'target_parameters', 'is set (LoRA on raw parameters, e.g. MoE experts)');
   if (typeof cfg.r !== 'number' || !(cfg.r > 0)) throw badAdapter(file, `expected a positive number for 'r' but received ${describe(cfg.r)}`, { key: 'r' });
   if (typeof cfg.lora_alpha !== 'number' || !Number.isFinite(cfg.lora_alpha)) throw badAdapter(file, `expected a number for 'lora_alpha' but received ${describe(cfg.lora_alpha)}`, { key: 'lora_alpha' });
+  for (const option of ['rank_pattern', 'alpha_pattern']) {
+    const p = cfg[option];
+    if (p === undefined || p === null) continue;
+    if (typeof p !== 'object') throw badAdapter(file, `expected an object (module pattern -> value) for '${option}' but received ${describe(p)}`, { key: option });
+    compiledPattern(p, file, option);
+  }
 }
 
 const KEY_RE = /^(.*)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.(?!weight$|bias$)([A-Za-z0-9_-]+))?(?:\.(weight|bias))?$/;
@@ -155,8 +184,8 @@ export function readPeftAdapter(dir: string): PeftAdapter {
     const bm = /^base_model\.model\./.exec(full);
     if (bm) prefix = bm[0];
     const name = bm ? full.slice(bm[0].length) : full;
-    const rCfg = patternValue(config.rank_pattern, name) ?? (config.r as number);
-    const alpha = patternValue(config.alpha_pattern, name) ?? (config.lora_alpha as number);
+    const rCfg = patternValue(config.rank_pattern, name, configPath, 'rank_pattern') ?? (config.r as number);
+    const alpha = patternValue(config.alpha_pattern, name, configPath, 'alpha_pattern') ?? (config.lora_alpha as number);
     if (rCfg !== r) {
       throw badAdapter(modelPath, `module '${name}' has rank ${r} in the file but ${rCfg} in ${ADAPTER_CONFIG} (r / rank_pattern)`, { tensor: p.A.name, key: 'rank_pattern' });
     }
