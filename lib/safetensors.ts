@@ -126,7 +126,6 @@ export function typedArrayFor(dtype: StDtype, buf: ArrayBuffer, byteOffset: numb
   }
 }
 
-/** Reads one tensor into memory (for small tensors; checkpoints are streamed). */
 const byNameOf = new WeakMap<SafetensorsHeader, Map<string, SafetensorsHeader['tensors'][number]>>();
 
 /** A header's tensors by name (built once per header: reading every tensor of a file stays linear). */
@@ -136,22 +135,29 @@ function tensorByName(h: SafetensorsHeader, name: string): SafetensorsHeader['te
   return m.get(name);
 }
 
-export async function readTensor(file: string, name: string, header?: SafetensorsHeader): Promise<RawTensor> {
+/**
+ * One tensor read into memory (for small tensors; checkpoints are streamed). `fd`: read through this
+ * open descriptor of `file` (a job's input, checked to be the file validated), else `file` is opened.
+ */
+export async function readTensor(file: string, name: string, header?: SafetensorsHeader, fd?: number): Promise<RawTensor> {
   const h = header ?? readSafetensorsHeaderSync(file);
   const t = tensorByName(h, name);
   if (!t) throw new GeoEditError('ERR_MISSING_TENSOR', `${file}: no tensor '${name}'`, { file, tensor: name });
   const len = t.end - t.begin;
   const buf = new ArrayBuffer(len);
-  const fh = await fs.promises.open(file, 'r');
+  const fh = fd === undefined ? await fs.promises.open(file, 'r') : null;
+  const read = (into: Uint8Array, pos: number) => (fh
+    ? fh.read(into, 0, into.length, pos).then((r) => r.bytesRead)
+    : new Promise<number>((resolve, reject) => fs.read(fd!, into, 0, into.length, pos, (e, n) => (e ? reject(e) : resolve(n)))));
   try {
     let got = 0;
     while (got < len) {
-      const { bytesRead } = await fh.read(new Uint8Array(buf, got, len - got), 0, len - got, t.begin + got);
+      const bytesRead = await read(new Uint8Array(buf, got, len - got), t.begin + got);
       if (bytesRead === 0) throw new GeoEditError('ERR_BAD_SAFETENSORS', `${file}, tensor '${name}': unexpected end of file`, { file, tensor: name });
       got += bytesRead;
     }
   } finally {
-    await fh.close();
+    await fh?.close();
   }
   return { dtype: t.dtype, shape: [...t.shape], data: typedArrayFor(t.dtype, buf, 0, len) };
 }

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError, describe, typeError, type GeoEditErrorCode } from '../errors';
+import { fileIdOf, type FileId } from '../job/inputs';
 import { readSafetensorsHeaderSync, type SafetensorsHeader, type StDtype } from '../safetensors';
 import { isInside, statOrNull } from '../job/target';
 
@@ -33,12 +34,8 @@ export interface Checkpoint {
   metadata: Record<string, string> | null;
 }
 
-/** A file's identity: device and inode. */
-export interface FileId { dev: number; ino: number }
-
-function fileId(st: fs.Stats): FileId {
-  return { dev: st.dev, ino: st.ino };
-}
+export type { FileId } from '../job/inputs';
+const fileId = fileIdOf;
 
 function bad(code: GeoEditErrorCode, msg: string, details?: Record<string, unknown>): GeoEditError {
   return new GeoEditError(code, msg, details);

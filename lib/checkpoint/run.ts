@@ -7,7 +7,8 @@ import { GeoEditError, describe, typeError } from '../errors';
 import type { CallSite } from '../native';
 import { cudaStatus } from '../backend';
 import { runOutputJob, type OutputJob } from '../job/job';
-import { checkOutputTarget, checkReportTarget, statOrNull } from '../job/target';
+import { checkOutputTarget, checkReportTarget } from '../job/target';
+import { OpenInputs } from '../job/inputs';
 import { hashInputs, type InputHashes } from '../job/hash';
 import { markPhase } from '../job/phase';
 import { packageVersion, versionsBlock } from '../job/versions';
@@ -257,7 +258,7 @@ async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>)
   const edit = p.job.kind === 'edit';
   const part = p.part;
   const outItems = part ? part.mine.flatMap((i) => part.shards[i]!) : edit ? p.items : p.items.filter((i) => i.action === 'edit');
-  const presFd = p.pres ? fs.openSync(p.pres.jp.plan.file, 'r') : -1;
+  const presFd = p.pres ? fds.get(p.pres.jp.plan.file)! : -1;
   const stream = new CheckpointStream({
     job, r: p.r, fds, site: p.job.site, phase: p.job.kind, onProgress: p.job.opts.onProgress, t0: p.t0,
     bytesTotal: outItems.reduce((s, it) => s + inputBytes(it), 0), tensorsTotal: outItems.length, coefficients: p.coefficients,
@@ -284,7 +285,6 @@ async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>)
     return { stream, files };
   } finally {
     stream.stop();
-    if (presFd >= 0) fs.closeSync(presFd);
   }
 }
 
@@ -293,35 +293,20 @@ function inPlanOrder(entries: TensorManifestEntry[], items: PlanItem[]): TensorM
   return [...entries].sort((a, b) => at.get(a.name)! - at.get(b.name)!);
 }
 
-const replaced = (f: string, when: string) =>
-  new GeoEditError('ERR_IO', `${f} was replaced ${when} (another file now has its name); nothing was written: run the edit again on inputs that stay put`, { file: f });
-
 /** Opens every input file the data pass reads, each checked to be the file whose header was validated (device + inode). */
-function openInputFiles(p: Prepared, fds: Map<string, number>): void {
+function openInputFiles(p: Prepared, inputs: OpenInputs): void {
   const ids = new Map<string, FileId>();
   for (const c of present(p.ck)) for (const f of c.files) ids.set(f.path, f.id);
-  for (const f of p.allInputFiles) {
-    const fd = fs.openSync(f, 'r');
-    fds.set(f, fd);
-    const id = ids.get(f);
-    const st = fs.fstatSync(fd);
-    if (id && (st.dev !== id.dev || st.ino !== id.ino)) throw replaced(f, 'since its header was validated');
-  }
-}
-
-/** After the data pass: every input path still names the file that was read (the manifest's hashes are of those files). */
-function checkNotReplaced(fds: Map<string, number>): void {
-  for (const [f, fd] of fds) {
-    const a = fs.fstatSync(fd), b = statOrNull(f);
-    if (!b || a.dev !== b.dev || a.ino !== b.ino) throw replaced(f, 'during the edit');
-  }
+  for (const f of p.allInputFiles) inputs.open(f, ids.get(f));
+  if (p.pres) inputs.open(p.pres.jp.plan.file, p.pres.jp.plan.id);
 }
 
 async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
   const opts = p.job.opts;
-  const fds = new Map<string, number>();
+  const inputs = new OpenInputs(p.job.kind === 'edit' ? 'the edit' : 'the analysis');
+  const fds = inputs.map;
   try {
-    openInputFiles(p, fds);
+    openInputFiles(p, inputs);
     // Hashing runs beside the data path: the files not in the hash cache, all at once on native
     // threads (lib/job/hash.ts).
     const hashStart = Date.now();
@@ -335,7 +320,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     const dataMs = Date.now() - dataStart;
     const hashes = hashing ? await hashing : null;
     job.checkAborted();
-    checkNotReplaced(fds);
+    inputs.checkNotReplaced();
     const items = p.part ? p.part.mine.flatMap((i) => p.part!.shards[i]!) : p.items;
     const manifest: CheckpointManifest = {
       tool: 'geoedit', kind: p.part ? 'checkpoint-edit-part' : p.job.kind === 'edit' ? 'checkpoint-edit' : 'checkpoint-analyze', createdAt: new Date().toISOString(),
@@ -358,7 +343,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     if (p.part) manifest.partition = { ...p.part.record, files: job.writtenFiles() };
     return await job.finish(manifest);
   } finally {
-    for (const fd of fds.values()) { try { fs.closeSync(fd); } catch { /* closed */ } }
+    inputs.close();
   }
 }
 

@@ -53,7 +53,7 @@ export async function buildAdapterOutput(plans: ModulePlan[], oa: PeftAdapter, n
   }
   // Non-LoRA tensors (modules_to_save heads): the new adapter's are kept, the old one's dropped.
   for (const t of na.extras) {
-    const raw = await readTensor(na.modelPath, t.name, na.header);
+    const raw = await readTensor(na.modelPath, t.name, na.header, na.fd);
     o.tensors.push({ name: t.name, dtype: raw.dtype, shape: raw.shape, data: raw.data });
     o.extras.push({ tensor: t.name, from: 'new', action: 'copied' });
   }

@@ -21,7 +21,9 @@ import { buildAdapterOutput, writeAdapterFiles } from './adapter-out';
 import { mergeIntoBase } from './merge';
 import { adapterReportAsCheckpointManifest } from './report';
 import { checkPreserveFileOption, type PreserveFileOption } from '../preserve/option';
-import { planAdapterPreservation, validateAdapterStatistics } from '../preserve/adapters';
+import { planAdapterPreservation, validateAdapterStatistics, type AdapterPreservation } from '../preserve/adapters';
+import { OpenInputs } from '../job/inputs';
+import { hashInputs } from '../job/hash';
 import { nativeParams, parseSize, resolveParams } from '../options';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -39,14 +41,35 @@ function takePreserve(lora: LoraOptions, what: string): PreserveFileOption | nul
 }
 
 /** Plans the statistics (every check, the values by the core) and hands every module the plan. */
-async function attachPreservation(p: PreserveFileOption | null, plans: ModulePlan[], lora: LoraOptions, base: Checkpoint | undefined, warnings: string[], site: CallSite): Promise<void> {
-  if (!p) return;
+async function attachPreservation(p: PreserveFileOption | null, plans: ModulePlan[], lora: LoraOptions, base: Checkpoint | undefined, warnings: string[], site: CallSite): Promise<AdapterPreservation | null> {
+  if (!p) return null;
   const mods = plans.map((mp) => { const m = (mp.n ?? mp.o)!; return { name: mp.name, rows: m.rows, cols: m.cols, embedding: m.embedding }; });
   const ap = planAdapterPreservation(p, mods, base, warnings);
   const o = { ...lora } as Record<string, unknown>;
   delete o.coefficients;
   await validateAdapterStatistics(ap, nativeParams(resolveParams(o as EditOptions)), (lora as { threads?: number }).threads ?? 0, site);
   for (const mp of plans) mp.pres = ap;
+  return ap;
+}
+
+/**
+ * Opens every input the job reads (the adapters' safetensors, the base's files, the statistics),
+ * each checked against the file validated (lib/job/inputs.ts); the reads go through these
+ * descriptors. The caller closes it (and its adapters' fd fields are cleared then).
+ */
+function openAdapterInputs(what: string, oa: PeftAdapter, na: PeftAdapter, base: Checkpoint | undefined, ap: AdapterPreservation | null): OpenInputs & { release(): void } {
+  const inputs = new OpenInputs(what);
+  const release = () => { delete oa.fd; delete na.fd; if (ap) delete ap.fd; inputs.close(); };
+  try {
+    oa.fd = inputs.open(oa.modelPath, oa.id);
+    na.fd = inputs.open(na.modelPath, na.id);
+    for (const f of base?.files ?? []) inputs.open(f.path, f.id);
+    if (ap) ap.fd = inputs.open(ap.jp.plan.file, ap.jp.plan.id);
+  } catch (e) {
+    release();
+    throw e;
+  }
+  return Object.assign(inputs, { release });
 }
 
 export { ADAPTER_CONFIG, ADAPTER_MODEL, loadModuleFactors, patternValue, readPeftAdapter, type AdapterModule, type PeftAdapter } from './peft';
@@ -69,15 +92,21 @@ export async function analyzeAdapters(paths: { old: string; new: string }, optio
   const report = own.report === undefined ? undefined : checkReportTarget(own.report, adapterInputs(oa, na));
   const plans = planModules(oa, na);
   const presWarnings: string[] = [];
-  await attachPreservation(pres, plans, lora, undefined, presWarnings, site);
+  const ap = await attachPreservation(pres, plans, lora, undefined, presWarnings, site);
   const mods: AdapterModuleReport[] = [];
   const perRow: Record<string, LoraStats> = {};
-  markPhase('data');
-  for (const mp of plans) {
-    const prep = await prepareModule(mp, oa, na, lora);
-    const st = await loraGeometry(prep, mp.name, site);
-    mods.push(moduleReport(mp, st));
-    if (own.perRow) perRow[mp.name] = st;
+  const inputs = openAdapterInputs('the adapter analysis', oa, na, undefined, ap);
+  try {
+    markPhase('data');
+    for (const mp of plans) {
+      const prep = await prepareModule(mp, oa, na, lora);
+      const st = await loraGeometry(prep, mp.name, site);
+      mods.push(moduleReport(mp, st));
+      if (own.perRow) perRow[mp.name] = st;
+    }
+    inputs.checkNotReplaced();
+  } finally {
+    inputs.release();
   }
   const extras: AdapterReport['extras'] = na.extras.map((t) => ({ tensor: t.name, from: 'new' as const, action: 'copied' as const }));
   const newExtras = new Set(na.extras.map((x) => x.name));
@@ -133,6 +162,8 @@ interface AdapterJob {
   pres: PreserveFileOption | null; presWarnings: string[];
   /** A partitioned merge (option part). */
   part: PartSpec | null;
+  /** The inputs, open for the job (lib/job/inputs.ts). */
+  inputFiles: OpenInputs;
 }
 
 function manifestOf(a: AdapterJob, mods: AdapterModuleReport[], extras: AdapterReport['extras'], outputs: AdapterManifest['outputs'], perRow: Record<string, LoraStats>): AdapterManifest {
@@ -153,6 +184,7 @@ async function writeAdapter(a: AdapterJob): Promise<AdapterManifest> {
   const lineage = [{ role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
   return runOutputJob({ kind: 'adapter-edit', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter edit', lineage }, async (job) => {
     const outputs = await writeAdapterFiles(job, a.out, built);
+    a.inputFiles.checkNotReplaced();
     const m = manifestOf(a, built.mods, built.extras, outputs, built.perRow);
     for (const name of built.omitted) m.warnings.push(`module '${name}': every coefficient is 0, so the edit leaves it unchanged; it is left out of the adapter`);
     return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'));
@@ -161,7 +193,6 @@ async function writeAdapter(a: AdapterJob): Promise<AdapterManifest> {
 
 async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
   const base = a.base!;
-  (await sha256Files(base.files.map((f) => f.path))).forEach((h, i) => a.inputs.push({ role: 'base', path: base.files[i]!.path, sha256: h.sha256, bytes: h.size }));
   const lineage = [{ role: 'base', dir: base.dir }, { role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
   const part = a.part;
   const maxShardSize = a.own.maxShardSize === undefined ? Infinity : parseSize(a.own.maxShardSize);
@@ -170,9 +201,10 @@ async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
     let record: Omit<PartRecord, 'files'> | null = null;
     // A partitioned merge: the whole layout is planned; this part writes the shards assigned to it.
     const select: MergeSelection | undefined = part ? { shards: (layout) => { record = mergePartRecord(a, layout, part); return layout.shards.map((_, i) => i).filter((i) => record!.plan.files[i]!.part === part.index); } } : undefined;
-    const res = await mergeIntoBase(job, base, a.plans, a.oa, a.na, a.lora, a.own, a.site, maxShardSize, select);
+    const res = await mergeIntoBase(job, base, a.plans, a.oa, a.na, a.lora, a.own, a.site, maxShardSize, select, a.inputFiles);
     const hs = await sha256Files(res.files.map((f) => f.path), job.ctl);
     job.checkAborted();
+    a.inputFiles.checkNotReplaced();
     const m = manifestOf(a, res.mods, res.extras, res.files.map((f, i) => ({ path: path.join(a.out, f.name), sha256: hs[i]!.sha256, bytes: hs[i]!.size })), res.perRow);
     if (part) m.kind = 'adapter-merge-part';
     // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along (a partitioned merge: with part 1).
@@ -225,12 +257,20 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   const report = own.report === undefined ? undefined : checkReportTarget(own.report, targets, out);
   const plans = planModules(oa, na);
   const presWarnings: string[] = [];
-  await attachPreservation(pres, plans, lora, base, presWarnings, site);
-  markPhase('hashing');
-  const [ho, hn] = await sha256Files([oa.modelPath, na.modelPath]);
-  const a: AdapterJob = {
-    t0, paths, lora, own, fmt, oa, na, base, plans, out, report, site, pres, presWarnings, part,
-    inputs: [{ role: 'old', path: oa.modelPath, sha256: ho!.sha256, bytes: ho!.size }, { role: 'new', path: na.modelPath, sha256: hn!.sha256, bytes: hn!.size }],
-  };
-  return fmt === 'adapter' ? writeAdapter(a) : writeMerged(a);
+  const ap = await attachPreservation(pres, plans, lora, base, presWarnings, site);
+  const inputs = openAdapterInputs(fmt === 'adapter' ? 'the adapter edit' : 'the adapter merge', oa, na, base, ap);
+  try {
+    markPhase('hashing');
+    // Through the descriptors the data pass reads (the very files validated), as checkpoint jobs hash.
+    const files = [oa.modelPath, na.modelPath, ...(base ? base.files.map((f) => f.path) : [])];
+    const hs = (await hashInputs(files, undefined, inputs.map)).hashes;
+    const rec = (role: 'base' | 'old' | 'new', f: string) => ({ role, path: f, sha256: hs.get(f)!.sha256, bytes: fs.fstatSync(inputs.get(f)!).size });
+    const a: AdapterJob = {
+      t0, paths, lora, own, fmt, oa, na, base, plans, out, report, site, pres, presWarnings, part, inputFiles: inputs,
+      inputs: [rec('old', oa.modelPath), rec('new', na.modelPath), ...(base ? base.files.map((f) => rec('base', f.path)) : [])],
+    };
+    return await (fmt === 'adapter' ? writeAdapter(a) : writeMerged(a));
+  } finally {
+    inputs.release();
+  }
 }

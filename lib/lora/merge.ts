@@ -13,6 +13,7 @@ import { nativeParams, resolveParams } from '../options';
 import { planSafetensors, EDITABLE_ST_DTYPES, ST_DTYPE_SIZE, type SafetensorsPlan, type SafetensorsTensorInfo } from '../safetensors';
 import { loraStatsOf, type LoraOptions, type LoraStats, type PreparedLora } from '../lora-math';
 import type { OutputJob } from '../job/job';
+import { OpenInputs } from '../job/inputs';
 import type { AdapterModuleReport, AdapterReport } from '../job/manifest';
 import type { Checkpoint, CheckpointTensor } from '../checkpoint/open';
 import type { DType } from '../types';
@@ -154,7 +155,7 @@ function blockBytesOf(tasks: Array<{ bt: CheckpointTensor; outDtype: DType | und
 /** Writes the merged model into the job (model.safetensors); every check happens before the first byte. */
 export async function mergeIntoBase(
   job: OutputJob, ck: Checkpoint, plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions, own: EditAdaptersOptions, site: CallSite,
-  maxShardSize = Infinity, select?: MergeSelection,
+  maxShardSize = Infinity, select?: MergeSelection, inputs?: OpenInputs,
 ): Promise<MergeResult> {
   const outDtype = (lora as { outDtype?: DType }).outDtype;
   const jobs = mapModules(ck, plans, oa);
@@ -166,8 +167,9 @@ export async function mergeIntoBase(
   const preps = new Map<string, PreparedLora>();
   for (const [name, j] of jobs) { if (!mineTensors.has(name)) continue; job.checkAborted(); preps.set(name, await prepareModule(j.mp, oa, na, lora)); }
   const res: MergeResult = { mods: [], extras, perRow: {}, files: [], layout };
-  const fds = new Map<string, number>();
-  const fdOf = (file: string) => { let fd = fds.get(file); if (fd === undefined) { fd = fs.openSync(file, 'r'); fds.set(file, fd); } return fd; };
+  // The inputs through the job's descriptors (checked against the files validated); without them, opened here.
+  const ins = inputs ?? new OpenInputs('the adapter merge');
+  const fdOf = (file: string) => ins.open(file);
   const outFds: number[] = [];
   try {
     const tasks: NativeStreamTask[] = [];
@@ -204,7 +206,7 @@ export async function mergeIntoBase(
     }
   } finally {
     for (const fd of outFds) fs.closeSync(fd);
-    for (const fd of fds.values()) fs.closeSync(fd);
+    if (!inputs) ins.close();
   }
   if (layout.shards.length > 1 && !select) writeMergeIndex(job.path('model.safetensors.index.json'), layout);
   return res;

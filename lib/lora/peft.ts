@@ -7,6 +7,7 @@ import { GeoEditError, describe, typeError } from '../errors';
 import { native } from '../native';
 import { readSafetensorsHeaderSync, readTensor, EDITABLE_ST_DTYPES, type SafetensorsHeader, type SafetensorsTensorInfo } from '../safetensors';
 import type { LoraFactors } from '../lora-math';
+import { fileIdOf, type FileId } from '../job/inputs';
 import { compilePatternKey, PatternError, type PatternKeyMatcher } from './pyre';
 import type { Tensor } from '../types';
 
@@ -43,6 +44,10 @@ export interface PeftAdapter {
   fanInFanOut: boolean;
   /** The key prefix PEFT saved with (usually `base_model.model.`). */
   prefix: string;
+  /** adapter_model.safetensors' device and inode when its header was read. */
+  id: FileId;
+  /** Set by a job for its run: the factors are read through this descriptor of modelPath (checked against id). */
+  fd?: number;
 }
 
 function unsupported(file: string, key: string, why: string): GeoEditError {
@@ -144,6 +149,7 @@ export function readPeftAdapter(dir: string): PeftAdapter {
   }
   if (!config || typeof config !== 'object' || Array.isArray(config)) throw badAdapter(configPath, 'expected a JSON object');
   checkConfig(config, configPath);
+  const id = fileIdOf(fs.statSync(modelPath));
   const header = readSafetensorsHeaderSync(modelPath);
   const parts = new Map<string, { A?: SafetensorsTensorInfo; B?: SafetensorsTensorInfo; emb?: boolean }>();
   const extras: SafetensorsTensorInfo[] = [];
@@ -195,11 +201,11 @@ export function readPeftAdapter(dir: string): PeftAdapter {
     modules.set(name, { name, embedding: !!p.emb, A: p.A, B: p.B, r, alpha, rslora, scale, rows, cols });
   }
   if (modules.size === 0) throw badAdapter(modelPath, 'holds no LoRA factors (no lora_A / lora_B tensors)');
-  return { dir, configPath, modelPath, config, header, modules, extras, fanInFanOut: config.fan_in_fan_out === true, prefix: prefix || 'base_model.model.' };
+  return { dir, configPath, modelPath, config, header, modules, extras, fanInFanOut: config.fan_in_fan_out === true, prefix: prefix || 'base_model.model.', id };
 }
 
 async function readFactor(ad: PeftAdapter, t: SafetensorsTensorInfo, allowNonFinite: boolean): Promise<Tensor> {
-  const raw = await readTensor(ad.modelPath, t.name, ad.header);
+  const raw = await readTensor(ad.modelPath, t.name, ad.header, ad.fd);
   const d = EDITABLE_ST_DTYPES[raw.dtype]!;
   const data = raw.data as Float32Array | Uint16Array;
   // Non-finite factors are named here, by file, tensor and index.

@@ -21,6 +21,8 @@ export interface AdapterPreservation {
   model: Map<string, WeightInfo>;
   /** Module name -> its weight's name in the statistics' terms (absent: no statistics). */
   weightOf: Map<string, string>;
+  /** Set by a job for its run: the statistics are read through this descriptor (checked against jp.plan.id). */
+  fd?: number;
 }
 
 /** `<module>.weight`, else the longest suffix of the module path + '.weight' that `has`. */
@@ -77,11 +79,11 @@ export function moduleStatistics(ap: AdapterPreservation | undefined, module: st
   const w = ap?.weightOf.get(module);
   const ws = w ? ap!.jp.plan.byWeight.get(w) : undefined;
   if (!ws) return null;
-  const fd = fs.openSync(ap!.jp.plan.file, 'r');
+  const fd = ap!.fd ?? fs.openSync(ap!.jp.plan.file, 'r');
   try {
     return { ws, preserve: { ...loadSource(ap!.jp.plan, ws.source, fd), tensor: w } };
   } finally {
-    fs.closeSync(fd);
+    if (ap!.fd === undefined) fs.closeSync(fd);
   }
 }
 

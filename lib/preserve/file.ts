@@ -4,6 +4,7 @@
 // the base model), and `__metadata__["geoedit.preserve.shared"]`: JSON { weight: name whose
 // statistics it uses } (q/k/v, gate/up). Only the header is read to plan; every check that needs no
 // values is done here, before any work; the values are read one statistic at a time (loadSource).
+import { fileIdOf, type FileId } from '../job/inputs';
 import * as fs from 'node:fs';
 import { GeoEditError, type GeoEditErrorCode } from '../errors';
 import { readSafetensorsHeaderSync, type SafetensorsTensorInfo } from '../safetensors';
@@ -47,6 +48,8 @@ export interface WeightStats {
 
 export interface StatisticsPlan {
   file: string;
+  /** The file's device and inode when its header was read (a job reads it through a descriptor checked against this). */
+  id: FileId;
   rho: number;
   mu: number;
   byWeight: Map<string, WeightStats>;
@@ -151,6 +154,8 @@ function checkWidth(file: string, w: WeightInfo, src: StatSource, via: string | 
  */
 export function planStatistics(opt: PreserveFileOption, model: Map<string, WeightInfo>, strict: boolean): StatisticsPlan & { unused: string[] } {
   const file = opt.file;
+  let id: FileId;
+  try { id = fileIdOf(fs.statSync(file)); } catch { id = { dev: -1, ino: -1 }; } // a missing file: readSources names it
   const { sources, shared } = readSources(file);
   const byWeight = new Map<string, WeightStats>();
   const unused: string[] = [];
@@ -180,7 +185,7 @@ export function planStatistics(opt: PreserveFileOption, model: Map<string, Weigh
   }
   const viaShared = new Set([...byWeight.values()].filter((w) => w.shared).map((w) => w.source.name));
   for (const n of outside) if (!viaShared.has(n)) unused.push(n);
-  return { file, rho: opt.rho, mu: opt.mu, byWeight, sources, unused };
+  return { file, id, rho: opt.rho, mu: opt.mu, byWeight, sources, unused };
 }
 
 function readF32(fd: number, t: SafetensorsTensorInfo): Float32Array {

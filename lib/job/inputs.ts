@@ -1,0 +1,60 @@
+// The input files a job reads, held open for the whole job: every path that reads inputs
+// (checkpoint edits and analyses, adapter edits and analyses, merged adapters, the statistics file
+// of preservation) opens each input once, checks that it is the file whose header was validated
+// (device + inode), reads and hashes through that descriptor, and checks after the data pass that
+// every path still names that file. An input replaced (renamed over) meanwhile is ERR_IO naming it:
+// never an output edited from one file and recorded with the hash of another.
+import * as fs from 'node:fs';
+import { GeoEditError } from '../errors';
+import { statOrNull } from './target';
+
+/** A file's identity: device and inode (as `fs.Stats` gives them). */
+export interface FileId { dev: number; ino: number }
+
+export function fileIdOf(st: fs.Stats): FileId {
+  return { dev: st.dev, ino: st.ino };
+}
+
+export function inputReplaced(file: string, when: string, what = 'the edit'): GeoEditError {
+  return new GeoEditError('ERR_IO', `${file} was replaced ${when} (another file now has its name); nothing was written: run ${what} again on inputs that stay put`, { file });
+}
+
+export class OpenInputs {
+  private readonly fds = new Map<string, number>();
+
+  /** `what` names the job in the messages ('the edit', 'the adapter edit'…). */
+  constructor(private readonly what = 'the edit') {}
+
+  /** Opens `file` (once: a second call returns the same descriptor), checked against `id` when given (the file validated). */
+  open(file: string, id?: FileId): number {
+    let fd = this.fds.get(file);
+    if (fd !== undefined) return fd;
+    fd = fs.openSync(file, 'r');
+    this.fds.set(file, fd);
+    const st = fs.fstatSync(fd);
+    if (id && (st.dev !== id.dev || st.ino !== id.ino)) throw inputReplaced(file, 'since its header was validated', this.what);
+    return fd;
+  }
+
+  /** path -> descriptor (for hashInputs and the native streams). */
+  get map(): Map<string, number> {
+    return this.fds;
+  }
+
+  get(file: string): number | undefined {
+    return this.fds.get(file);
+  }
+
+  /** After the data pass: every path still names the file that was read (the manifest's hashes are of those files). */
+  checkNotReplaced(): void {
+    for (const [f, fd] of this.fds) {
+      const a = fs.fstatSync(fd), b = statOrNull(f);
+      if (!b || a.dev !== b.dev || a.ino !== b.ino) throw inputReplaced(f, `during ${this.what}`, this.what);
+    }
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) { try { fs.closeSync(fd); } catch { /* closed */ } }
+    this.fds.clear();
+  }
+}

@@ -1,0 +1,79 @@
+// Issue 14, class 6: an input replaced (renamed over) between validation and the data pass, on
+// every path that reads inputs (lib/job/inputs.ts). The child stops itself at a phase marker
+// (GEOEDIT_TEST_STOP_AT), the test renames a different file over an input, the child continues:
+// a coded ERR_IO naming the file, exit 3, nothing at the target, no report, nothing left.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, it, expect } from 'vitest';
+import { adapterSet, checkpointTriple, waitForPhase } from './support';
+import { presStats, writePresModel, writeStats } from '../support/preserve-fixture';
+import { tmpDir } from '../support/lora';
+
+const hidden = (dir: string) => fs.readdirSync(dir).filter((n) => n.startsWith('.'));
+
+/** Renames a copy of `file` with its last byte flipped over it (same size, another inode). */
+function swap(file: string): void {
+  const b = fs.readFileSync(file);
+  b[b.length - 1] ^= 0xff;
+  fs.writeFileSync(`${file}.swap`, b);
+  fs.renameSync(`${file}.swap`, file);
+}
+
+async function expectReplaced(root: string, argv: string[], phase: string, file: string, produced: string[]): Promise<void> {
+  const r = await waitForPhase(argv, phase, 'SIGCONT', root, undefined, () => swap(file));
+  expect(r.reached, r.stderr).toBe(true);
+  expect(r.code, r.stderr).toBe(3);
+  expect(r.stderr).toContain('ERR_IO');
+  expect(r.stderr).toContain(`${file} was replaced during`);
+  for (const p of produced) expect(fs.existsSync(p), p).toBe(false);
+  expect(hidden(root)).toEqual([]);
+  expect(hidden(path.dirname(file))).toEqual([]);
+}
+
+describe('hostile: an input replaced after validation (class 6), every path that reads inputs', () => {
+  it('adapter edit (adapter output): the new adapter replaced in the data phase', async () => {
+    const s = await adapterSet('rp-ad');
+    const out = path.join(s.root, 'out'), report = path.join(s.root, 'r.html');
+    await expectReplaced(s.root, ['edit', '--old-adapter', s.old, '--new-adapter', s.new, '--out', out, '--report', report], 'data',
+      path.join(s.new, 'adapter_model.safetensors'), [out, report]);
+  });
+
+  it('adapter edit (adapter output): the old adapter replaced in the hashing phase', async () => {
+    const s = await adapterSet('rp-ah');
+    const out = path.join(s.root, 'out');
+    await expectReplaced(s.root, ['edit', '--old-adapter', s.old, '--new-adapter', s.new, '--out', out], 'hashing', path.join(s.old, 'adapter_model.safetensors'), [out]);
+  });
+
+  it('merged adapters (--base): the base replaced in the data phase', async () => {
+    const s = await adapterSet('rp-mb');
+    const out = path.join(s.root, 'out');
+    await expectReplaced(s.root, ['edit', '--old-adapter', s.old, '--new-adapter', s.new, '--base', s.base, '--out', out], 'data', s.base, [out]);
+  });
+
+  it('merged adapters (--base): an adapter replaced in the data phase', async () => {
+    const s = await adapterSet('rp-ma');
+    const out = path.join(s.root, 'out');
+    await expectReplaced(s.root, ['edit', '--old-adapter', s.old, '--new-adapter', s.new, '--base', s.base, '--out', out], 'data', path.join(s.old, 'adapter_model.safetensors'), [out]);
+  });
+
+  it('adapter analysis with a report: an adapter replaced in the data phase', async () => {
+    const s = await adapterSet('rp-an');
+    const report = path.join(s.root, 'r.html');
+    await expectReplaced(s.root, ['analyze', '--old-adapter', s.old, '--new-adapter', s.new, '--report', report], 'data', path.join(s.new, 'adapter_model.safetensors'), [report]);
+  });
+
+  it('checkpoint analysis with a report: a shard replaced in the data phase', async () => {
+    const s = await checkpointTriple('rp-ca');
+    const report = path.join(s.root, 'r.html');
+    await expectReplaced(s.root, ['analyze', '--base', s.base, '--old', s.old, '--new', s.new, '--report', report], 'data', path.join(s.new, 'model-00002-of-00002.safetensors'), [report]);
+  });
+
+  it('checkpoint edit with preservation: the statistics file replaced after its values were validated', async () => {
+    const root = tmpDir('rp-ps');
+    const m = await writePresModel(path.join(root, 'in'));
+    const st = presStats();
+    const stats = await writeStats(path.join(root, 'stats.safetensors'), st.tensors, st.shared);
+    const out = path.join(root, 'out');
+    await expectReplaced(root, ['edit', '--base', m.base, '--old', m.old, '--new', m.new, '--out', out, '--preserve', stats, '--quiet'], 'data', stats, [out]);
+  });
+});
