@@ -1,6 +1,6 @@
 // The `geoedit` CLI, run as a child process over the built package (npm run build:ts first).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -13,6 +13,7 @@ import { cudaStatus } from '../../lib/backend';
 import { leftovers, llamaSpecs, makeTriple, tensorsFor, writeCheckpoint } from '../support/ckpt';
 import { linearModule, writeAdapter } from '../support/lora';
 import { rnd, rng as loraRng } from '../support/prng';
+import { waitForPhase } from '../support/phase-child';
 
 const ROOT = REPO;
 const BIN = path.join(ROOT, 'bin', 'geoedit.js');
@@ -263,11 +264,11 @@ describe('geoedit edit: bad-input corpus', () => {
 describe('geoedit edit: signals', () => {
   it.each(['SIGINT', 'SIGTERM'] as const)('%s mid-run leaves nothing at the target and no temporary directory', async (sig) => {
     const d = path.join(dir, `sig-${sig}`);
-    // Big enough that a single-threaded trimmed edit takes seconds: 3 × 24 tensors × 2 MB (f32).
-    const big = Array.from({ length: 24 }, (_, i) => ({ name: `model.layers.${i}.mlp.up_proj.weight`, dtype: 'F32' as const, shape: [512, 1024] }));
+    // Small: the child stops itself in the data phase (no race against a fast edit).
+    const big = Array.from({ length: 4 }, (_, i) => ({ name: `model.layers.${i}.mlp.up_proj.weight`, dtype: 'F32' as const, shape: [64, 128] }));
     for (const [role, seed] of [['base', 1], ['old', 2], ['new', 3]] as const) {
       fs.mkdirSync(path.join(d, role), { recursive: true });
-      await writeSafetensors(path.join(d, role, 'model.safetensors'), big.map((s, k) => ({ ...s, data: rnd(512 * 1024, seed * 100 + k) })));
+      await writeSafetensors(path.join(d, role, 'model.safetensors'), big.map((s, k) => ({ ...s, data: rnd(64 * 128, seed * 100 + k) })));
     }
     const out = path.join(d, 'out');
     await expectSignalLeavesNothing(d, out, [BIN, 'edit', '--base', path.join(d, 'base'), '--old', path.join(d, 'old'), '--new', path.join(d, 'new'), '--out', out, '--threads', '1', '--density', '0.3'], sig);
@@ -278,34 +279,27 @@ describe('geoedit edit: signals', () => {
 describe('geoedit edit --old-adapter/--new-adapter: signals', () => {
   it('SIGTERM mid-run leaves no adapter directory and no temporary directory', async () => {
     const d = path.join(dir, 'sig-adapter');
-    const names = Array.from({ length: 48 }, (_, i) => `model.layers.${i}.mlp.up_proj`);
-    const mk = (seed: number) => names.map((n, i) => linearModule(loraRng(seed + i), n, 1024, 1024, 16));
+    const names = Array.from({ length: 4 }, (_, i) => `model.layers.${i}.mlp.up_proj`);
+    const mk = (seed: number) => names.map((n, i) => linearModule(loraRng(seed + i), n, 64, 64, 16));
     await writeAdapter(path.join(d, 'old'), { r: 16, lora_alpha: 32 }, mk(1));
     await writeAdapter(path.join(d, 'new'), { r: 16, lora_alpha: 32 }, mk(100));
     const out = path.join(d, 'out');
-    await expectSignalLeavesNothing(d, out, [BIN, 'edit', '--old-adapter', path.join(d, 'old'), '--new-adapter', path.join(d, 'new'), '--out', out, '--keep-zero-blocks'], 'SIGTERM');
+    await expectSignalLeavesNothing(d, out, [BIN, 'edit', '--old-adapter', path.join(d, 'old'), '--new-adapter', path.join(d, 'new'), '--out', out, '--keep-zero-blocks'], 'SIGTERM', 'seal');
   });
 });
 
-/** Runs the CLI, freezes it as soon as its temporary directory exists, signals it: nothing at the target, no temporary directory. */
-async function expectSignalLeavesNothing(d: string, out: string, argv: string[], sig: NodeJS.Signals): Promise<void> {
-  const child = spawn(process.execPath, argv, { cwd: dir });
-  // Freeze the child as soon as its temporary directory exists (before hashing and editing
-  // finish), so the signal surely arrives mid-run however fast the kernels are; a stopped
-  // process receives the signal when it continues.
-  const t0 = Date.now();
+/**
+ * Runs the CLI stopped at a phase marker of its job (test/support/phase-child.ts: it stops itself
+ * there, GEOEDIT_TEST_STOP_AT), where its temporary directory exists; signals it: the process ends
+ * by the signal, nothing at the target, no temporary directory. No polling and no time limit: the
+ * signal surely arrives mid-run however fast the kernels or loaded the machine.
+ */
+async function expectSignalLeavesNothing(d: string, out: string, argv: string[], sig: NodeJS.Signals, phase: 'data' | 'seal' = 'data'): Promise<void> {
   let sawTemp = false;
-  while (!sawTemp && Date.now() - t0 < 20_000 && child.exitCode === null) {
-    sawTemp = fs.readdirSync(d).some((n) => n.includes('geoedit') && n.startsWith('.'));
-    if (!sawTemp) await new Promise((r) => setTimeout(r, 1));
-  }
-  child.kill('SIGSTOP');
-  child.kill(sig);
-  child.kill('SIGCONT');
-  const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+  const r = await waitForPhase(argv.slice(1), phase, sig, dir, argv[0], () => { sawTemp = fs.readdirSync(d).some((n) => n.includes('geoedit') && n.startsWith('.')); });
+  expect(r.reached, r.stderr).toBe(true);
   expect(sawTemp).toBe(true);
-  expect(code === 0).toBe(false);
-  expect(signal ?? code).toBeTruthy();
+  expect(r.signal, r.stderr).toBe(sig);
   expect(fs.existsSync(out)).toBe(false);
   expect(fs.readdirSync(d).filter((n) => n.startsWith('.'))).toEqual([]);
 }
@@ -313,11 +307,11 @@ async function expectSignalLeavesNothing(d: string, out: string, argv: string[],
 describe('geoedit edit --old-adapter/--new-adapter --base (merged output): signals', () => {
   it('SIGINT mid-run leaves no output directory and no temporary directory', async () => {
     const d = path.join(dir, 'sig-merge');
-    const names = Array.from({ length: 24 }, (_, i) => `model.layers.${i}.mlp.up_proj`);
-    const mk = (seed: number) => names.map((n, i) => linearModule(loraRng(seed + i), n, 512, 512, 8));
+    const names = Array.from({ length: 4 }, (_, i) => `model.layers.${i}.mlp.up_proj`);
+    const mk = (seed: number) => names.map((n, i) => linearModule(loraRng(seed + i), n, 64, 64, 8));
     await writeAdapter(path.join(d, 'old'), { r: 8, lora_alpha: 16 }, mk(1));
     await writeAdapter(path.join(d, 'new'), { r: 8, lora_alpha: 16 }, mk(100));
-    await writeSafetensors(path.join(d, 'base.safetensors'), names.map((n, k) => ({ name: `${n}.weight`, dtype: 'F32', shape: [512, 512], data: rnd(512 * 512, 500 + k) })));
+    await writeSafetensors(path.join(d, 'base.safetensors'), names.map((n, k) => ({ name: `${n}.weight`, dtype: 'F32', shape: [64, 64], data: rnd(64 * 64, 500 + k) })));
     const out = path.join(d, 'out');
     await expectSignalLeavesNothing(d, out, [BIN, 'edit', '--old-adapter', path.join(d, 'old'), '--new-adapter', path.join(d, 'new'), '--base', path.join(d, 'base.safetensors'), '--out', out, '--out-format', 'full', '--density', '0.5', '--threads', '1'], 'SIGINT');
   });
