@@ -22,7 +22,7 @@ import { letSignalsIn, markPhase } from './phase';
 import { acquireTargetLock } from './lock';
 import { forceRefusal } from './target';
 import { finalizeManifest, type CheckpointManifest, type ManifestKind } from './manifest';
-import { copySideFiles, type SkippedSideFile } from './side-files';
+import { copySideFiles, type HardLinkedSideFile, type SkippedSideFile } from './side-files';
 import { sealManifest, type SealExtra, type SealInput } from '../governance/lineage';
 
 export interface OutputJobSpec {
@@ -51,6 +51,8 @@ export class OutputJob {
   private readonly written: string[] = [];
   /** Side files not copied (links, special files, other weight formats): listed in the manifest (`skippedFiles`) and its warnings. */
   private readonly skipped: SkippedSideFile[] = [];
+  /** Side files copied that have more than one hard link: listed in the manifest (`hardLinkedFiles`) and said on stderr. */
+  private readonly hardLinked: HardLinkedSideFile[] = [];
   private release: (() => void) | null = null;
   private unlock: (() => void) | null = null;
   /** Whether something was at the target when the job began (only that may be replaced, and only with force). */
@@ -118,6 +120,10 @@ export class OutputJob {
     for (const n of r.copied) this.written.push(n);
     for (const x of r.skipped) process.stderr.write(`geoedit: not copied from ${safeText(dir)}: ${safeText(x.name)}: ${x.reason}\n`);
     for (const x of r.skipped) this.skipped.push(x);
+    for (const x of r.hardLinked) {
+      process.stderr.write(`geoedit: note: copied from ${safeText(dir)}: ${safeText(x.name)} has ${x.hardLinks} hard links (a hard link cannot be told apart from the file itself: it may be a link to a file outside the directory)\n`);
+      this.hardLinked.push(x);
+    }
   }
 
   /**
@@ -133,6 +139,7 @@ export class OutputJob {
       const w = (m as { warnings?: string[] }).warnings;
       for (const x of this.skipped) w?.push(`side file '${x.name}' not copied: ${x.reason}`);
     }
+    if (this.hardLinked.length) Object.assign(m, { hardLinkedFiles: [...this.hardLinked] });
     const json = finalizeManifest(m, { out: this.spec.out, tmp: this.tmp, files: [...this.written] });
     if (this.tmp) {
       markPhase('seal');

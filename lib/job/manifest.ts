@@ -47,6 +47,8 @@ export interface ManifestEnvelope<K extends ManifestKind = ManifestKind> extends
   warnings: string[];
   /** Files of the base directory not copied into the output (symlinks, special files, other weight formats), with why. */
   skippedFiles?: Array<{ name: string; reason: string }>;
+  /** Side files copied that have more than one hard link (`hardLinks`: the link count; docs/safety.md). */
+  hardLinkedFiles?: Array<{ name: string; hardLinks: number }>;
 }
 
 // ---- checkpoints ---------------------------------------------------------------------------------

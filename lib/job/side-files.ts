@@ -3,13 +3,18 @@
 // symlinks are never followed (a `tokenizer.json -> ~/.aws/credentials` stays behind), special
 // files are skipped, and weights in other formats (PyTorch, TensorFlow, Flax, GGUF, optimizer
 // and scheduler states) are never copied beside the edited safetensors. What was skipped is
-// returned (the job lists it in the manifest and on stderr).
+// returned (the job lists it in the manifest and on stderr). A regular file with more than one hard
+// link IS copied (geoedit assemble hard-links part files into its output, and `cp -al` copies share
+// inodes: skipping them would break editing such an output), and reported: a hard link cannot be
+// told apart from the file itself, so it may be a link to a file outside the directory.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError } from '../errors';
 import { isGovernanceFile } from '../governance/lineage';
 
 export interface SkippedSideFile { name: string; reason: string }
+/** A side file copied although it has more than one hard link (`hardLinks`: its link count). */
+export interface HardLinkedSideFile { name: string; hardLinks: number }
 
 /** Other weight formats and training states: never copied (their weights would not be edited). */
 const OTHER_WEIGHTS: Array<[RegExp, string]> = [
@@ -33,9 +38,10 @@ const CHUNK = 4 << 20;
  * `check` (the job's abort check: it throws) before each, so a signal or an aborted `signal` is
  * acted on within one piece however large a side file is.
  */
-export async function copySideFiles(dir: string, to: string, skip: Set<string>, check: () => void = () => undefined): Promise<{ copied: string[]; skipped: SkippedSideFile[] }> {
+export async function copySideFiles(dir: string, to: string, skip: Set<string>, check: () => void = () => undefined): Promise<{ copied: string[]; skipped: SkippedSideFile[]; hardLinked: HardLinkedSideFile[] }> {
   const copied: string[] = [];
   const skipped: SkippedSideFile[] = [];
+  const hardLinked: HardLinkedSideFile[] = [];
   for (const n of fs.readdirSync(dir)) {
     check();
     const src = path.join(dir, n);
@@ -61,19 +67,21 @@ export async function copySideFiles(dir: string, to: string, skip: Set<string>, 
       const now = await fh.stat();
       if (now.ino !== st.ino || now.dev !== st.dev || !now.isFile()) { skipped.push({ name: n, reason: 'changed while being copied' }); continue; }
       await copyHandle(fh, path.join(to, n), src, check);
+      if (now.nlink > 1) hardLinked.push({ name: n, hardLinks: now.nlink });
     } finally {
       await fh.close();
     }
     copied.push(n);
   }
-  return { copied, skipped };
+  return { copied, skipped, hardLinked };
 }
 
-async function copyHandle(from: fs.promises.FileHandle, dest: string, src: string, check: () => void): Promise<void> {
+/** Copies an open file into a new file `dest`, in CHUNK pieces from byte `start` (`check` before each). Exported for the tests. */
+export async function copyHandle(from: fs.promises.FileHandle, dest: string, src: string, check: () => void, start = 0): Promise<void> {
   const out = await fs.promises.open(dest, 'wx');
   try {
     const buf = Buffer.allocUnsafe(CHUNK);
-    for (let pos = 0; ;) {
+    for (let pos = start; ;) {
       check();
       let n: number;
       try {

@@ -202,6 +202,7 @@ function checkpointManifest(parts: LoadedPart[], out: string, rec: AssembledReco
     ...(first.model ? { model: first.model } : {}),
   };
   if (first.skippedFiles) m.skippedFiles = first.skippedFiles;
+  if (first.hardLinkedFiles) m.hardLinkedFiles = first.hardLinkedFiles;
   m.partition = rec;
   return m;
 }

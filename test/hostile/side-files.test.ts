@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { describe, it, expect } from 'vitest';
 import { runEdit } from '../../lib/cli/edit';
+import { runAssemble } from '../../lib/cli/assemble';
 import { adapterSet, checkpointTriple, run } from './support';
 
 const OTHER = ['pytorch_model.bin', 'pytorch_model-00001-of-00002.bin', 'optimizer.pt', 'scheduler.pt', 'rng_state_0.pth', 'model.ckpt',
@@ -59,5 +60,41 @@ describe('hostile: side files (class 8)', () => {
     const r = await run(runEdit, ['--old-adapter', s.old, '--new-adapter', s.new, '--base', bdir, '--out', out]);
     expect(r.code).toBe(0);
     expectSkipped(out, r.err);
+  });
+});
+
+describe('hostile: side files with more than one hard link (class 8)', () => {
+  it('a side file hard-linked to a file outside the base directory is copied, and reported (manifest hardLinkedFiles, stderr)', async () => {
+    const s = await checkpointTriple('h8h');
+    const outside = path.join(s.root, 'outside.json');
+    fs.writeFileSync(outside, '{"outside": true}');
+    fs.rmSync(path.join(s.base, 'tokenizer.json'));
+    fs.linkSync(outside, path.join(s.base, 'tokenizer.json'));
+    const out = path.join(s.root, 'out');
+    const r = await run(runEdit, ['--base', s.base, '--old', s.old, '--new', s.new, '--out', out]);
+    expect(r.code, r.err).toBe(0);
+    expect(fs.readFileSync(path.join(out, 'tokenizer.json'), 'utf8')).toBe('{"outside": true}');
+    expect(fs.statSync(path.join(out, 'tokenizer.json')).nlink).toBe(1); // a copy, not another link
+    const m = JSON.parse(fs.readFileSync(path.join(out, 'geoedit-manifest.json'), 'utf8'));
+    expect(m.hardLinkedFiles).toEqual([{ name: 'tokenizer.json', hardLinks: 2 }]);
+    expect(m.skippedFiles ?? []).toEqual([]);
+    expect(r.err).toMatch(/note: copied from .*: tokenizer\.json has 2 hard links/);
+    expect(r.err).not.toMatch(/config\.json has/);
+  });
+
+  it('editing an assembled output (its side files are hard links to the parts\') copies every side file, each reported', async () => {
+    const s = await checkpointTriple('h8p');
+    const parts = [1, 2].map((k) => path.join(s.root, `part${k}`));
+    for (const [k, p] of parts.entries()) expect((await run(runEdit, ['--base', s.base, '--old', s.old, '--new', s.new, '--out', p, '--part', `${k + 1}/2`])).code).toBe(0);
+    const asm = path.join(s.root, 'assembled');
+    expect((await run(runAssemble, ['--out', asm, '--parts', ...parts])).code).toBe(0);
+    expect(fs.statSync(path.join(asm, 'config.json')).nlink).toBe(2);
+    const out = path.join(s.root, 'again');
+    const r = await run(runEdit, ['--base', asm, '--old', s.old, '--new', s.new, '--out', out]);
+    expect(r.code, r.err).toBe(0);
+    expect(fs.readFileSync(path.join(out, 'config.json'))).toEqual(fs.readFileSync(path.join(s.base, 'config.json')));
+    expect(fs.readFileSync(path.join(out, 'tokenizer.json'))).toEqual(fs.readFileSync(path.join(s.base, 'tokenizer.json')));
+    const m = JSON.parse(fs.readFileSync(path.join(out, 'geoedit-manifest.json'), 'utf8'));
+    expect(m.hardLinkedFiles).toEqual(expect.arrayContaining([{ name: 'config.json', hardLinks: 2 }, { name: 'tokenizer.json', hardLinks: 2 }]));
   });
 });
