@@ -1,6 +1,6 @@
 // geoedit evaluate DIR --scorer CMD [--gate EXPR]... [--timeout S]: exit 0, 4 when a gate fails.
 import { describeGate, evaluate, parseGate, type EvaluationResult } from '../governance/evaluate';
-import { EXIT, UsageError, helpText, parse, type OptSpec } from './common';
+import { EXIT, UsageError, helpText, parse, safeLines, type OptSpec } from './common';
 import { GOV_EXIT, govError, needString, onePositional } from './gov-common';
 
 export const GATE_FLAGS: OptSpec[] = [
@@ -28,7 +28,7 @@ export function printEvaluation(r: EvaluationResult, prefix = ''): void {
   const lines = [`${prefix}metrics (${r.scorer}, ${(r.durationMs / 1000).toFixed(2)} s): ${Object.entries(r.metrics).map(([k, v]) => `${k} ${Number(v.toPrecision(6))}`).join(', ')}`];
   if (r.baseline) lines.push(`${prefix}baseline (${r.baseline.source}${r.baseline.path ? ` ${r.baseline.path}` : ''}): ${Object.entries(r.baseline.metrics).map(([k, v]) => `${k} ${Number(v.toPrecision(6))}`).join(', ')}`);
   for (const g of r.gates) lines.push(`${prefix}${describeGate(g)}`);
-  process.stdout.write(lines.join('\n') + '\n');
+  process.stdout.write(safeLines(lines));
 }
 
 export async function runEvaluate(argv: string[]): Promise<number> {

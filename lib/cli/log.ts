@@ -1,6 +1,6 @@
 // geoedit log DIR [--json]: the chain of edits ending at DIR, newest first.
 import { readLineage, type LineageEntry } from '../governance/lineage';
-import { EXIT, helpText, parse, type OptSpec } from './common';
+import { EXIT, helpText, parse, safeText, type OptSpec } from './common';
 import { govError, onePositional } from './gov-common';
 
 export const LOG_FLAGS: OptSpec[] = [
@@ -36,7 +36,7 @@ export function formatEntry(e: LineageEntry, i: number): string {
   for (const r of e.reviews) lines.push(`  review ${r.seq}: ${r.time} ${r.reviewer}: ${r.decision}${r.note ? ` "${r.note}"` : ''} (${r.signed ? `signed, key ${r.keyFingerprint?.slice(0, 16)}…` : 'unsigned'})`);
   if (!e.evaluations.length) lines.push('  evaluations: none');
   if (!e.reviews.length && e.available) lines.push('  reviews:    none');
-  return lines.join('\n');
+  return lines.map(safeText).join('\n');
 }
 
 export async function runLog(argv: string[]): Promise<number> {

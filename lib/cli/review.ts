@@ -1,6 +1,6 @@
 // geoedit review DIR --reviewer NAME --decision approve|reject [--note TEXT] [--key KEY.pem] [--report FILE]
 import { review } from '../governance/review';
-import { EXIT, UsageError, helpText, parse, type OptSpec } from './common';
+import { EXIT, UsageError, helpText, parse, safeText, type OptSpec } from './common';
 import { govError, needString, onePositional } from './gov-common';
 
 export const REVIEW_FLAGS: OptSpec[] = [
@@ -30,7 +30,7 @@ export async function runReview(argv: string[]): Promise<number> {
       ...(typeof values.report === 'string' ? { report: values.report } : {}),
     });
     if (values.json) process.stdout.write(JSON.stringify(rec, null, 2) + '\n');
-    else process.stdout.write(`review ${rec.seq} recorded: ${rec.reviewer} ${rec.decision}s manifest ${rec.manifestId}${rec.signature ? ` (signed, key ${rec.key!.fingerprint.slice(0, 16)}…)` : ' (unsigned)'}; report ${rec.report?.file} sha256 ${rec.report?.sha256.slice(0, 16)}…\n`);
+    else process.stdout.write(safeText(`review ${rec.seq} recorded: ${rec.reviewer} ${rec.decision}s manifest ${rec.manifestId}${rec.signature ? ` (signed, key ${rec.key!.fingerprint.slice(0, 16)}…)` : ' (unsigned)'}; report ${rec.report?.file} sha256 ${rec.report?.sha256.slice(0, 16)}…`) + '\n');
     return EXIT.OK;
   } catch (e) {
     return govError(e, 'review');

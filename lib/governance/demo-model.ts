@@ -3,6 +3,7 @@
 // geoedit-demo.json: the world's config and seed (the facts are regenerated from them) and the base
 // model's predictions on the Locality prompts. Edits copy it into their outputs (a base directory's
 // other files come along), so any edit of the demo model can be scored with no other file.
+import { forceRefusal } from '../job/target';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError } from '../errors';
@@ -40,6 +41,7 @@ export interface ExportResult {
 export async function exportDemoModels(dir: string, opts: { fast?: boolean; seed?: number; cacheDir?: string; force?: boolean; log?: (s: string) => void } = {}): Promise<ExportResult> {
   const out = path.resolve(dir);
   if (fs.existsSync(out) && !opts.force) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} already exists (pass --force to replace it)`, { file: out });
+  checkExportReplaceable(out);
   const seed = opts.seed ?? 1;
   const cfg: SuiteConfig = { ...(opts.fast ? FAST_CONFIG : DEMO_CONFIG), regimes: [EXPORT_REGIMES.checkpoints, EXPORT_REGIMES.adapters], seeds: [seed] };
   const root = path.join(opts.cacheDir ?? defaultCacheRoot(), `demo-${configHash(cfg)}`);
@@ -67,7 +69,7 @@ export async function exportDemoModels(dir: string, opts: { fast?: boolean; seed
       fs.mkdirSync(path.join(tmp, name), { recursive: true });
       for (const f of fs.readdirSync(src)) fs.copyFileSync(path.join(src, f), path.join(tmp, name, f));
     }
-    if (fs.existsSync(out)) fs.rmSync(out, { recursive: true, force: true });
+    if (fs.existsSync(out)) { checkExportReplaceable(out); fs.rmSync(out, { recursive: true, force: true }); }
     fs.renameSync(tmp, out);
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -75,6 +77,13 @@ export async function exportDemoModels(dir: string, opts: { fast?: boolean; seed
   }
   const p = (n: string) => path.join(out, n);
   return { dir: out, base: p('base'), old: p('old'), new: p('new'), oldAdapter: p('old-adapter'), newAdapter: p('new-adapter'), cached };
+}
+
+/** force replaces only a previous export (DIR/base holds the demo descriptor) or a file; never `.`, the home folder, `/`, a link. */
+const PREVIOUS_EXPORT = { is: (d: string) => fs.existsSync(path.join(d, 'base', DEMO_DESCRIPTOR)), what: `a previous demo export (no base/${DEMO_DESCRIPTOR} inside)` };
+function checkExportReplaceable(out: string): void {
+  const why = forceRefusal(out, PREVIOUS_EXPORT);
+  if (why) throw new GeoEditError('ERR_OUTPUT_EXISTS', `${out} already exists and force will not replace it: ${why}`, { file: out });
 }
 
 function readDescriptor(dir: string): DemoDescriptor {

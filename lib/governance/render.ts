@@ -7,6 +7,9 @@ import { renderReport } from '../report';
 import { adapterReportAsCheckpointManifest } from '../lora/report';
 import { isAdapterKind, isCheckpointKind } from '../job/manifest';
 import { REPORT_FILE, loadManifest, reviewSummaries } from './lineage';
+import { checkNotInput } from '../job/target';
+import { tempPathBeside } from '../job/cleanup';
+import { syncPath } from '../job/job';
 
 /** The HTML report of an output directory, from its manifest and review log. */
 export async function renderDirReport(dir: string): Promise<string> {
@@ -21,17 +24,32 @@ export async function renderDirReport(dir: string): Promise<string> {
   return renderReport(m as never, ctx);
 }
 
-/** Writes the report (default DIR/geoedit-report.html) atomically; resolves to its path. */
+/**
+ * Writes the report (default DIR/geoedit-report.html) atomically and durably (fsync'ed temporary
+ * file, renamed, directory fsync'ed); resolves to its path. The report may not be (or hold) one of
+ * DIR's files other than a previous report: the manifest, the weights, the review log… are the
+ * inputs of this command (ERR_OUTPUT_IS_INPUT, naming both, before anything is written).
+ */
 export async function writeDirReport(dir: string, file?: string): Promise<string> {
+  const lm = loadManifest(dir);
+  const target = path.resolve(file ?? path.join(lm.dir, REPORT_FILE));
+  const own = fs.readdirSync(lm.dir).filter((n) => n !== REPORT_FILE).map((n) => path.join(lm.dir, n));
+  checkNotInput(target, 'report', [{ path: lm.file, dir: lm.dir, files: [lm.file, ...own] }], 'out');
   const html = await renderDirReport(dir);
-  const target = path.resolve(file ?? path.join(loadManifest(dir).dir, REPORT_FILE));
-  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.geoedit-tmp-${process.pid}`);
+  const tmp = tempPathBeside(target);
   try {
-    fs.writeFileSync(tmp, html);
+    const fd = fs.openSync(tmp, 'wx');
+    try {
+      fs.writeFileSync(fd, html);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
     fs.renameSync(tmp, target);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
     throw new GeoEditError('ERR_IO', `${target}: cannot write the report (${(e as Error).message})`, { file: target });
   }
+  try { syncPath(path.dirname(target)); } catch { /* written; the directory's fsync is best effort */ }
   return target;
 }

@@ -33,8 +33,10 @@ export function otherWeightsReason(name: string): string | null {
 const CHUNK = 4 << 20;
 
 /**
- * Copies the regular files of `dir` into `to`, except `skip`, weights, indexes, governance files
- * (manifest, review log, report, locks) and hidden files. Asynchronous, in 4 MiB pieces with
+ * Copies the regular files of `dir` into `to`, except `skip` (the model's own weights and index),
+ * governance files (manifest, review log, report, locks) and hidden files, which are passed over;
+ * other safetensors files and indexes, other weight formats, directories, links and special files
+ * are skipped and returned with the reason. Asynchronous, in 4 MiB pieces with
  * `check` (the job's abort check: it throws) before each, so a signal or an aborted `signal` is
  * acted on within one piece however large a side file is.
  */
@@ -45,10 +47,11 @@ export async function copySideFiles(dir: string, to: string, skip: Set<string>, 
   for (const n of fs.readdirSync(dir)) {
     check();
     const src = path.join(dir, n);
-    if (skip.has(src) || n.endsWith('.safetensors') || n.endsWith('.safetensors.index.json') || isGovernanceFile(n) || n.startsWith('.')) continue;
+    if (skip.has(src) || isGovernanceFile(n) || n.startsWith('.')) continue;
     let st: fs.Stats;
     try { st = fs.lstatSync(src); } catch { continue; }
-    if (st.isDirectory()) continue;
+    if (st.isDirectory()) { skipped.push({ name: n, reason: 'a directory (only the files of the base directory itself are copied)' }); continue; }
+    if (n.endsWith('.safetensors') || n.endsWith('.safetensors.index.json')) { skipped.push({ name: n, reason: 'safetensors weights that are not part of the model read (not edited)' }); continue; }
     if (st.isSymbolicLink()) { skipped.push({ name: n, reason: 'a symbolic link (links are never followed)' }); continue; }
     if (!st.isFile()) { skipped.push({ name: n, reason: 'not a regular file' }); continue; }
     const other = otherWeightsReason(n);

@@ -96,7 +96,7 @@ export function checkNotInput(target: string, role: string, inputs: InputFiles[]
 }
 
 /** Why `--force` may not replace what is at abs (null: it may: a geoedit output directory or a regular file). */
-export function forceRefusal(abs: string): string | null {
+export function forceRefusal(abs: string, previous?: { is: (dir: string) => boolean; what: string }): string | null {
   const lst = lstatOrNull(abs);
   if (!lst) return null;
   const real = realPath(abs);
@@ -108,6 +108,7 @@ export function forceRefusal(abs: string): string | null {
   if (real === path.parse(real).root) return 'it is the root directory';
   if (real === home || isInside(real, home)) return 'it is (or holds) the home directory';
   if (real === cwd || isInside(real, cwd)) return 'it is (or holds) the current directory';
+  if (previous) return previous.is(abs) ? null : `it is not ${previous.what}`;
   if (!lstatOrNull(path.join(abs, MANIFEST_FILE))?.isFile()) return `it is not a previous geoedit output (no ${MANIFEST_FILE} inside)`;
   return null;
 }

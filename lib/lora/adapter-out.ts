@@ -23,6 +23,22 @@ export interface AdapterOutput {
   perRow: Record<string, LoraStats>;
 }
 
+/**
+ * The edited factors are rounded to f32 in the core's geometry and here (c_i · s · B): a huge scale
+ * overflows them to Inf (or Inf · 0 = NaN). That is ERR_NON_FINITE_OUTPUT naming the module, the
+ * factor and the element, as merged and checkpoint outputs are, unless the caller opts in.
+ */
+function checkFiniteFactors(ed: ReturnType<typeof buildEditedAdapter>, module: string): void {
+  for (const [which, t] of [['B', ed.B], ['A', ed.A]] as const) {
+    const d = t.data as Float32Array, c = t.shape[1]!;
+    for (let i = 0; i < d.length; i++) {
+      if (!Number.isFinite(d[i]!)) {
+        throw new GeoEditError('ERR_NON_FINITE_OUTPUT', `module '${module}': the edited factor ${which} overflows f32 at [${Math.floor(i / c)}, ${i % c}] (${d[i]}); lower scale, or pass allowNonFiniteOutput to write it anyway`, { module, factor: which, row: Math.floor(i / c), col: i % c });
+      }
+    }
+  }
+}
+
 function pushModule(tensors: TensorToWrite[], key: string, ed: ReturnType<typeof buildEditedAdapter>): void {
   if (ed.embedding) {
     tensors.push({ name: `${key}.lora_embedding_A`, dtype: 'F32', shape: ed.A.shape, data: ed.A.data });
@@ -37,10 +53,13 @@ function pushModule(tensors: TensorToWrite[], key: string, ed: ReturnType<typeof
 export async function buildAdapterOutput(plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions, own: EditAdaptersOptions, site: CallSite): Promise<AdapterOutput> {
   const o: AdapterOutput = { tensors: [], config: {}, mods: [], extras: [], omitted: [], perRow: {} };
   const ranks = new Map<string, number>();
+  const lo = lora as { allowNonFinite?: boolean; allowNonFiniteOutput?: boolean };
+  const allowOut = lo.allowNonFinite === true || lo.allowNonFiniteOutput === true;
   for (const mp of plans) {
     const prep = await prepareModule(mp, oa, na, lora);
     const st = await loraGeometry(prep, mp.name, site);
     const ed = buildEditedAdapter(prep, st.coefNew, st.coefOld, { keepZeroBlocks: own.keepZeroBlocks === true });
+    if (!allowOut) checkFiniteFactors(ed, mp.name);
     // Every coefficient 0: the edit leaves this module's weights unchanged. PEFT has no rank-0
     // module, so it is left out of the adapter (a LoRA layer PEFT still creates for a matching
     // target starts with B = 0, which is the same zero delta).

@@ -8,7 +8,7 @@ import { native } from '../native';
 import { readSafetensorsHeaderSync, readTensor, EDITABLE_ST_DTYPES, type SafetensorsHeader, type SafetensorsTensorInfo } from '../safetensors';
 import type { LoraFactors } from '../lora-math';
 import { fileIdOf, type FileId } from '../job/inputs';
-import { compilePatternKey, PatternError, type PatternKeyMatcher } from './pyre';
+import { codePointsOf, compilePatternKey, PatternError, type PatternKeyMatcher } from './pyre';
 import type { Tensor } from '../types';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
@@ -90,7 +90,10 @@ function compiledPattern(pattern: object, file: string, option: string): Array<{
  */
 export function patternValue(pattern: unknown, name: string, file: string = ADAPTER_CONFIG, option = 'rank_pattern'): number | undefined {
   if (!pattern || typeof pattern !== 'object') return undefined;
-  for (const { m, v } of compiledPattern(pattern, file, option)) if (m.test(name)) return v;
+  const compiled = compiledPattern(pattern, file, option);
+  if (compiled.length === 0) return undefined;
+  const cps = codePointsOf(name);
+  for (const { m, v } of compiled) if (m.testCodePoints(cps)) return v;
   return undefined;
 }
 

@@ -249,6 +249,8 @@ class Program {
   x: number[] = [];
   y: number[] = [];
   test: Array<CharTest | null> = [];
+  /** The VM's per-state marks, reused by every run (runs are synchronous). */
+  mark: Int32Array | null = null;
 
   emit(op: number, x = 0, y = 0, test: CharTest | null = null): number {
     this.op.push(op); this.x.push(x); this.y.push(y); this.test.push(test);
@@ -298,6 +300,41 @@ class Program {
 export interface PatternKeyMatcher {
   readonly key: string;
   test(name: string): boolean;
+  /** The same on the name's code points (`Array.from(name, c => c.codePointAt(0))`): one conversion for many keys. */
+  testCodePoints(cps: readonly number[]): boolean;
+}
+
+export const codePointsOf = (name: string): number[] => Array.from(name, (ch) => ch.codePointAt(0)!);
+
+/** A key of single characters only (literals, `.`, classes: full module names): its tests, else null. */
+function fixedTests(n: Node): CharTest[] | null {
+  if (n.t === 'char') return [n.test];
+  if (n.t !== 'cat') return null;
+  const out: CharTest[] = [];
+  for (const x of n.items) { const t = fixedTests(x); if (!t) return null; out.push(...t); }
+  return out;
+}
+
+/**
+ * `(.*\.)?(c1…cL)$` for a fixed-length key: the last L code points (or the L before a final
+ * newline) match, and what precedes them is empty or ends with a '.' and holds no newline. O(L).
+ */
+function fixedMatch(tests: CharTest[], cps: readonly number[]): boolean {
+  const L = tests.length;
+  const ends = cps.length > 0 && cps[cps.length - 1] === NEWLINE ? [cps.length, cps.length - 1] : [cps.length];
+  for (const e of ends) {
+    const b = e - L;
+    if (b < 0) continue;
+    let ok = true;
+    for (let k = L - 1; k >= 0 && ok; k--) ok = tests[k]!(cps[b + k]!);
+    if (!ok) continue;
+    if (b === 0) return true;
+    if (cps[b - 1] !== 0x2e) continue;
+    let nl = false;
+    for (let k = 0; k < b - 1 && !nl; k++) nl = cps[k] === NEWLINE;
+    if (!nl) return true;
+  }
+  return false;
 }
 
 /** Compiles one rank_pattern / alpha_pattern key; a key outside the subset or the caps throws PatternError. */
@@ -306,19 +343,20 @@ export function compilePatternKey(key: string): PatternKeyMatcher {
   const ast = new Parser(key).parse();
   const states = sizeOf(ast) + 6;
   if (states > PATTERN_LIMITS.states) throw new PatternError(`expands to ${states} NFA states, over the cap of ${PATTERN_LIMITS.states} (repetition counts multiply)`);
+  const fixed = fixedTests(ast);
+  if (fixed) return { key, test: (name) => fixedMatch(fixed, codePointsOf(name)), testCodePoints: (cps) => fixedMatch(fixed, cps) };
   // (.*\.)?(key)$
   const p = new Program();
   const prefix: Node = { t: 'rep', min: 0, max: 1, node: { t: 'cat', items: [{ t: 'rep', min: 0, max: Infinity, node: { t: 'char', test: (c) => c !== NEWLINE } }, { t: 'char', test: (c) => c === 0x2e }] } };
   p.compile({ t: 'cat', items: [prefix, ast, { t: 'eol' }] });
   p.emit(OP_MATCH);
-  return { key, test: (name) => run(p, name) };
+  return { key, test: (name) => run(p, codePointsOf(name)), testCodePoints: (cps) => run(p, cps) };
 }
 
 /** The Pike VM: the set of live states, advanced one code point at a time (each state at most once per step). */
-function run(p: Program, name: string): boolean {
-  const cps = Array.from(name, (ch) => ch.codePointAt(0)!);
+function run(p: Program, cps: readonly number[]): boolean {
   const n = p.op.length;
-  const mark = new Int32Array(n).fill(-1);
+  const mark = (p.mark ??= new Int32Array(n)).fill(-1);
   let cur: number[] = [], next: number[] = [];
   const stack: number[] = [];
   let gen = 0;

@@ -16,6 +16,7 @@ import { canonicalJson, loadManifest, sha256Files, type LineageFields, type Outp
 import { runOutputJob, type OutputJob } from '../job/job';
 import { checkOutputTarget, checkReportTarget, realPath, type InputFiles } from '../job/target';
 import { acquireTargetLock } from '../job/lock';
+import { onCleanup } from '../job/cleanup';
 import { isPartKind, MANIFEST_FILE, type AdapterManifest, type CheckpointManifest, type TensorManifestEntry } from '../job/manifest';
 import { adapterReportAsCheckpointManifest } from '../lora/report';
 import { totalsOf } from '../checkpoint/run';
@@ -258,10 +259,13 @@ export async function assembleParts(io: { parts: string[]; out: string }, option
   const rec0 = parts[0]!.rec;
   const inputs: InputFiles[] = parts.map((p) => ({ path: p.dir, dir: p.dir, files: [...p.rec.files.map((f) => path.join(p.dir, f)), path.join(p.dir, MANIFEST_FILE)] }));
   const out = checkOutputTarget(io.out, inputs, opts.force === true, 'assembleParts');
-  const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, inputs);
+  const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, inputs, out);
   const adapter = parts[0]!.m.kind === 'adapter-merge-part';
   // The parts stay as they are while they are read: each part's lock (a part still being written holds it).
   const unlocks: Array<() => void> = [];
+  const unlockAll = () => { for (const u of unlocks.splice(0).reverse()) u(); };
+  // Released on a signal or exit too (the output job's cleanup covers only its own lock and temp).
+  const unregister = onCleanup(unlockAll);
   try {
     for (const p of parts) unlocks.push(acquireTargetLock(p.dir));
     const result = await runOutputJob({ kind: adapter ? 'adapter-merge' : 'checkpoint-edit', out, force: opts.force === true, report, what: 'the assembly of the parts' }, async (job: OutputJob) => {
@@ -321,7 +325,8 @@ export async function assembleParts(io: { parts: string[]; out: string }, option
     if (opts.move) for (const p of parts) removePart(p);
     return result;
   } finally {
-    for (const u of unlocks.reverse()) u();
+    unlockAll();
+    unregister();
   }
 }
 
