@@ -151,8 +151,12 @@ function rolloutInputs(o: RolloutOptions, adapter: boolean): InputFiles[] {
   ].filter((p): p is string => typeof p === 'string' && p.length > 0);
   return given.map((p) => {
     const abs = path.resolve(p);
-    const dir = fs.statSync(abs, { throwIfNoEntry: false })?.isDirectory() ? abs : path.dirname(abs);
-    return { path: abs, dir, files: [abs] };
+    const isDir = fs.statSync(abs, { throwIfNoEntry: false })?.isDirectory() === true;
+    const dir = isDir ? abs : path.dirname(abs);
+    // A directory input counts with its files, each compared by device + inode too (a hard link to a shard is that shard).
+    const filesOf = (d: string) => fs.readdirSync(d).map((n) => path.join(d, n)).filter((f) => fs.statSync(f, { throwIfNoEntry: false })?.isFile());
+    const files = isDir ? filesOf(abs) : abs.endsWith('.index.json') ? [abs, ...filesOf(dir)] : [abs];
+    return { path: abs, dir, files };
   });
 }
 

@@ -11,6 +11,9 @@ import { runAssemble } from '../../lib/cli/assemble';
 import { runReport } from '../../lib/cli/report';
 import { runLog } from '../../lib/cli/log';
 import { runReview } from '../../lib/cli/review';
+import { runVerify } from '../../lib/cli/verify';
+import { rollout } from '../../lib/governance/rollout';
+import { resealManifestFile } from '../../lib/governance/lineage';
 import { exportDemoModels } from '../../lib/governance/demo-model';
 import { readPeftAdapter } from '../../lib/lora/peft';
 import { writeSafetensors } from '../../lib/safetensors';
@@ -233,5 +236,42 @@ describe('hostile, round 3: CLI hygiene (class 10)', () => {
     }
     expect(fs.existsSync(report)).toBe(false);
     expect(hidden(s.root)).toEqual([]);
+  });
+});
+
+describe('hostile, round 3: rollout, verify, analyze (classes 1, 8)', () => {
+  it('rollout --force onto a hard link of an input shard is refused before any work, as edit does (device + inode; failed before: the rollout ran and replaced the link)', async () => {
+    const s = await checkpointTriple('g1r');
+    const link = path.join(s.root, 'looks-new.safetensors');
+    fs.linkSync(path.join(s.old, 'model.safetensors'), link);
+    const before = fingerprint(s.root);
+    await expect(rollout({ base: s.base, old: s.old, new: s.new, out: link, force: true, stages: [1], score: () => ({ m: 1 }), gates: ['m>=0'], options: { threads: 1 } }))
+      .rejects.toMatchObject({ code: 'ERR_OUTPUT_IS_INPUT' });
+    expect(fingerprint(s.root)).toEqual(before);
+  });
+
+  it('verify of a crafted, self-consistent manifest that lists ../ paths reads nothing outside the directory: those are missing (exit 2)', async () => {
+    const { s, out } = await editedOutput('g8v');
+    fs.writeFileSync(path.join(s.root, 'secret.txt'), 'outside');
+    const file = path.join(out, 'geoedit-manifest.json');
+    const m = JSON.parse(fs.readFileSync(file, 'utf8'));
+    m.outputFiles.push({ name: '../secret.txt', size: 7, sha256: '0'.repeat(64) });
+    resealManifestFile(file, m);
+    const r = await run(runVerify, [out, '--json']);
+    expect(r.code, r.err).toBe(2);
+    const res = JSON.parse(r.out);
+    expect(res.files.missing).toEqual(['../secret.txt']);
+    expect(res.files.changed).toEqual([]);
+    expect(JSON.stringify(res)).not.toContain('outside');
+  });
+
+  it('analyze --report through a symlinked parent into an input directory is refused before any work', async () => {
+    const s = await checkpointTriple('g1s');
+    fs.symlinkSync(s.new, path.join(s.root, 'via'));
+    const before = fingerprint(s.root);
+    const r = await run(runAnalyze, [...args(s), '--report', path.join(s.root, 'via', 'r.html')]);
+    expect(r.code, r.err).toBe(1);
+    expect(r.err).toMatch(/ERR_OUTPUT_IS_INPUT/);
+    expect(fingerprint(s.root)).toEqual(before);
   });
 });
