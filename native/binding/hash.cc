@@ -15,6 +15,19 @@ namespace {
 const napi_type_tag kOutputHashTag = {0x6b7ed3a4c1e04f52ULL, 0x9a1d0c3be5f27186ULL};
 using HashPtr = std::shared_ptr<geoedit::OrderedHash>;
 
+// ctl[1] of a { ctl?: Float64Array(>= 2) } spec (the job's cancel flag, held in keep), or null.
+const double* cancel_of(Napi::Object spec, Keep& keep) {
+  Napi::Value cv = spec.Get("ctl");
+  if (!cv.IsTypedArray()) return nullptr;
+  Napi::TypedArray ta = cv.As<Napi::TypedArray>();
+  if (ta.TypedArrayType() != napi_float64_array || ta.ElementLength() < 2) return nullptr;
+  char* p;
+  size_t bytes;
+  typed_bytes(ta, "ctl", &p, &bytes);
+  keep.hold(ta);
+  return reinterpret_cast<const double*>(p) + 1;
+}
+
 struct HashBaton {
   std::vector<geoedit::HashFile> files;
   std::vector<geoedit::HashResult> results;
@@ -43,14 +56,7 @@ Napi::Value HashFiles(const Napi::CallbackInfo& info) {
     b->files.push_back(f);
   }
   b->threads = int(num(spec, "threads", 0));
-  Napi::Value cv = spec.Get("ctl");
-  if (cv.IsTypedArray() && cv.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array && cv.As<Napi::TypedArray>().ElementLength() >= 2) {
-    char* p;
-    size_t bytes;
-    typed_bytes(cv.As<Napi::TypedArray>(), "ctl", &p, &bytes);
-    b->keep.hold(cv.As<Napi::Object>());
-    b->cancel = reinterpret_cast<const double*>(p) + 1;
-  }
+  b->cancel = cancel_of(spec, b->keep);
   return PromiseWorker::queue(
       env, "geoedit:hash", "hashing input files", [b]() { b->results = geoedit::hash_files(b->files, b->threads, b->cancel); }, b,
       Napi::Object::New(env), [b](Napi::Env e) -> Napi::Value {
@@ -109,14 +115,7 @@ Napi::Value OutputHashFinish(const Napi::CallbackInfo& info) {
   if (b->fd < 0 || !(size >= 0)) throw make_error(env, "ERR_INVALID_OPTION", "outputHashFinish: fd >= 0 and size >= 0 are needed");
   b->size = uint64_t(size);
   b->file = str(o, "file");
-  Napi::Value cv = o.Get("ctl");
-  if (cv.IsTypedArray() && cv.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array && cv.As<Napi::TypedArray>().ElementLength() >= 2) {
-    char* p;
-    size_t bytes;
-    typed_bytes(cv.As<Napi::TypedArray>(), "ctl", &p, &bytes);
-    b->keep.hold(cv.As<Napi::Object>());
-    b->cancel = reinterpret_cast<const double*>(p) + 1;
-  }
+  b->cancel = cancel_of(o, b->keep);
   return PromiseWorker::queue(
       env, "geoedit:hash", "hashing an output file", [b]() { b->r = b->h->finish(b->fd, b->size, b->file, b->cancel); }, b,
       Napi::Object::New(env), [b](Napi::Env e) -> Napi::Value {
