@@ -261,13 +261,8 @@ export async function assembleParts(io: { parts: string[]; out: string }, option
   const out = checkOutputTarget(io.out, inputs, opts.force === true, 'assembleParts');
   const report = opts.report === undefined ? undefined : checkReportTarget(opts.report, inputs, out);
   const adapter = parts[0]!.m.kind === 'adapter-merge-part';
-  // The parts stay as they are while they are read: each part's lock (a part still being written holds it).
-  const unlocks: Array<() => void> = [];
-  const unlockAll = () => { for (const u of unlocks.splice(0).reverse()) u(); };
-  // Released on a signal or exit too (the output job's cleanup covers only its own lock and temp).
-  const unregister = onCleanup(unlockAll);
+  const releaseParts = lockParts(parts);
   try {
-    for (const p of parts) unlocks.push(acquireTargetLock(p.dir));
     const result = await runOutputJob({ kind: adapter ? 'adapter-merge' : 'checkpoint-edit', out, force: opts.force === true, report, what: 'the assembly of the parts' }, async (job: OutputJob) => {
       const a: AssembledRecord['assemble'] = { mode: 'link', filesLinked: 0, filesCopied: 0, bytesCopied: 0, verified: opts.verify !== false, bytesVerified: 0, ms: 0, movedParts: opts.move === true };
       const known = new Map<string, { size: number; sha256: string }>();
@@ -325,9 +320,27 @@ export async function assembleParts(io: { parts: string[]; out: string }, option
     if (opts.move) for (const p of parts) removePart(p);
     return result;
   } finally {
-    unlockAll();
-    unregister();
+    releaseParts();
   }
+}
+
+/**
+ * The parts stay as they are while they are read: each part's lock (a part still being written
+ * holds it), released by the function returned, and on a signal or exit too (the output job's
+ * cleanup covers only its own lock and temporary directory).
+ */
+function lockParts(parts: LoadedPart[]): () => void {
+  const unlocks: Array<() => void> = [];
+  const unlockAll = () => { for (const u of unlocks.splice(0).reverse()) u(); };
+  const unregister = onCleanup(unlockAll);
+  const release = () => { unlockAll(); unregister(); };
+  try {
+    for (const p of parts) unlocks.push(acquireTargetLock(p.dir));
+  } catch (e) {
+    release();
+    throw e;
+  }
+  return release;
 }
 
 /** --move: the part's files (now also in the output), its manifest, then the directory if empty. */
