@@ -207,6 +207,13 @@ inline FloatRow row_of(const float* x) { return FloatRow{x}; }
 template <class S>
 inline const S& row_of(const S& s) { return s; }
 
+// Row sources whose values are all finite (the fused path's rows: process_rows sends a row with a
+// non-finite value to the unfused steps): their keys need no NaN mapping and none is +inf.
+template <class S>
+struct FiniteRow {
+  static constexpr bool value = false;
+};
+
 // The passes of the vectorised select (trim_fast.h).
 struct Avx512FastPasses {
   template <bool Mag>
@@ -302,6 +309,34 @@ struct Avx512FastPasses {
   static void bracket(const Src& src, int64_t n, uint32_t lo, uint32_t hi, uint32_t* cand, int64_t* above, int64_t* nc) {
     if (hi > 0x7f800000u) hi = 0x7f800000u;
     if (lo > hi) lo = hi;
+    if constexpr (Mag && FiniteRow<Src>::value) {
+      // finite keys (|v| bits, below +inf): "above" is one compare, counted in the lanes
+      const __m512i vlo = _mm512_set1_epi32(int(lo)), vw = _mm512_set1_epi32(int(hi - lo)), vhi = _mm512_set1_epi32(int(hi));
+      const __m512i one = _mm512_set1_epi32(1), absm = _mm512_set1_epi32(0x7fffffff);
+      __m512i va = _mm512_setzero_si512(), vb = va;
+      int64_t c = 0, j = 0;
+      auto step = [&](__m512 v, __mmask16 m, __m512i& acc) __attribute__((always_inline)) {
+        const __m512i k = _mm512_and_si512(_mm512_castps_si512(v), absm);
+        acc = _mm512_mask_add_epi32(acc, _mm512_cmpgt_epu32_mask(k, vhi), acc, one);  // lanes past n: key 0, never above
+        const __m512i off = _mm512_sub_epi32(k, vlo);
+        const __mmask16 in = _mm512_mask_cmple_epu32_mask(m, off, vw);
+        _mm512_storeu_si512(cand + c, _mm512_maskz_compress_epi32(in, off));
+        c += __builtin_popcount(in);
+      };
+      for (; j + 32 <= n; j += 32) {
+        __m512 v0, v1;
+        src.block(j, v0, v1);
+        step(v0, 0xffff, va);
+        step(v1, 0xffff, vb);
+      }
+      for (; j < n; j += 16) {
+        const __mmask16 m = tail_mask(n - j);
+        step(src.part(j, m), m, va);
+      }
+      *above = _mm512_reduce_add_epi32(_mm512_add_epi32(va, vb));
+      *nc = c;
+      return;
+    }
     const __m512i vlo = _mm512_set1_epi32(int(lo)), vw = _mm512_set1_epi32(int(hi - lo));
     const __m512i vh1 = _mm512_set1_epi32(int(hi + 1)), vinf = _mm512_set1_epi32(0x7f800000);
     __m512i va = _mm512_setzero_si512(), vb = va;
@@ -525,6 +560,10 @@ struct RawDiff {
     v1 = _mm512_sub_ps(x1, b1);
   }
   inline __m512 part(int64_t j, __mmask16 m) const { return _mm512_sub_ps(load16(D, x, j, m), load16(D, base, j, m)); }
+};
+template <DType D, bool EO>
+struct FiniteRow<RawDiff<D, EO>> {
+  static constexpr bool value = true;
 };
 template <DType D, bool EO>
 inline float sample_at(const RawDiff<D, EO>& r, int64_t j) { return load_one(D, r.x, j) - load_one(D, r.base, j); }
