@@ -136,9 +136,12 @@ export interface NativeAddon {
   sha256Info(): { available: boolean; provider: string; reason: string };
   /** Which CPU linear algebra preserved edits use; loads libopenblas on first use. */
   blasInfo(): NativeBlasInfo;
-  /** Tests only: counters of the fresh-output pool. */
+  /** Tests only: the fused row path on/off. */
   _setFused(on: boolean): boolean;
-  _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number; early: number };
+  /** Tests only: counters of the fresh-output pool (native/binding/EXPORTS.md). */
+  _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number; early: number; reclaimed: number; forced: number; futile: number; gcMs: number; faultMsPerMiB: number };
+  /** Bench only: the output pool's earlier policy on/off (A/B). */
+  _setOutputPoolLegacy(on: boolean): boolean;
   /** Bench only: STREAM triad GB/s over the shared pool. */
   _triad(n: number, threads: number, reps: number): Promise<number>;
   cudaProbe(refresh?: boolean): NativeCudaProbe;
