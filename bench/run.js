@@ -8,8 +8,10 @@
 // TS implementation. Prints one table; writes bench/results/bench-<date>[-quick].json.
 //   GEOEDIT_BENCH_QUICK=1    only [4096,4096]
 //   GEOEDIT_BENCH_TAG=x      writes bench-<date>[-quick]-x.json (keeps other runs' files)
-//   GEOEDIT_BENCH_POOL_AB=1  also times fresh outputs under the output pool's policy before 2026-12-01
-//                            (_setOutputPoolLegacy) in the same rounds, and prints that A/B table
+//   GEOEDIT_BENCH_POOL_AB=1  also runs every case in a second child under the output pool's policy
+//                            before 2026-12-01 (_setOutputPoolLegacy; the two children alternate in
+//                            order), and prints that A/B table: each policy's fresh ÷ reused from its
+//                            own rounds (two policies in one process would share V8's collections)
 // How a case is timed: one reused and two fresh calls warm up (the first fresh calls map new memory,
 // whose first touch the kernel zeroes: the first one's time is kept as `firstFreshS`, outside the
 // figures); then REPS rounds, each timing one call of every variant, the order alternating from round
@@ -91,24 +93,21 @@ async function runCase(spec) {
   const native = nativeModule().loadNative();
   const inputs = { base: makeTensor(r, c, dtype, 1), old: makeTensor(r, c, dtype, 2), new: makeTensor(r, c, dtype, 3) };
   const out = { dtype, shape, data: dtype === 'f32' ? new Float32Array(r * c) : new Uint16Array(r * c) };
-  const variants = POOL_AB ? ['reused', 'fresh', 'legacy'] : ['reused', 'fresh'];
+  if (spec.legacy) native._setOutputPoolLegacy(true);
+  const variants = ['reused', 'fresh'];
   const times = Object.fromEntries(variants.map((v) => [v, []]));
   const cpus = Object.fromEntries(variants.map((v) => [v, []])); // process CPU time (all threads) per call: the A/B figure a loaded machine moves least
   const held = {}; // each fresh variant's previous result, dropped right before its next call
   const call = async (v) => {
     if (v === 'reused') { const t0 = now(); await geo.editTensor(inputs, { density, out }); return now() - t0; }
     held[v] = null;
-    if (v === 'legacy') native._setOutputPoolLegacy(true);
     const t0 = now();
     held[v] = await geo.editTensor(inputs, { density });
-    const t = now() - t0;
-    if (v === 'legacy') native._setOutputPoolLegacy(false);
-    return t;
+    return now() - t0;
   };
   await call('reused');
   const firstFreshS = await call('fresh');
   await call('fresh');
-  if (POOL_AB) { await call('legacy'); await call('legacy'); }
   const pool0 = native._outputPool();
   for (let k = 0; k < REPS; k++) {
     const order = k % 2 ? [...variants].reverse() : variants;
@@ -126,7 +125,6 @@ async function runCase(spec) {
   const stat = (v) => ({ median: median(times[v]), min: Math.min(...times[v]) });
   return {
     reusedS: stat('reused').median, freshS: stat('fresh').median, reusedMinS: stat('reused').min, freshMinS: stat('fresh').min,
-    ...(POOL_AB ? { legacyS: stat('legacy').median, legacyMinS: stat('legacy').min } : {}),
     cpuS: Object.fromEntries(variants.map((v) => [v, median(cpus[v])])),
     firstFreshS, pool, tsS, outLength: held.fresh.out.data.length,
   };
@@ -159,7 +157,12 @@ async function main() {
         const [r, c] = shape;
         const bytes = r * c * (dtype === 'f32' ? 4 : 2) * 4; // 3 inputs read + 1 output written
         const load = os.loadavg()[0];
-        const res = child({ kind: 'edit', shape, dtype, density, ts: r * c <= 4096 * 4096 });
+        const spec = { kind: 'edit', shape, dtype, density, ts: r * c <= 4096 * 4096 };
+        // A/B: the earlier pool policy in its own child, first or second in turn
+        const legacyFirst = POOL_AB && rows.length % 2 === 1;
+        const resL0 = legacyFirst ? child({ ...spec, ts: false, legacy: true }) : null;
+        const res = child(spec);
+        const resL = POOL_AB ? resL0 ?? child({ ...spec, ts: false, legacy: true }) : null;
         let npS = null;
         if (haveNumpy) {
           const out = execFileSync('python3', [path.join(__dirname, 'numpy_peer.py'), JSON.stringify([{ shape, dtype, density }]), '3'], { encoding: 'utf8', maxBuffer: 1 << 20 });
@@ -169,13 +172,14 @@ async function main() {
         const row = {
           shape: `[${shape.join(',')}]`, dtype, density, load,
           reusedGBps: gb(res.reusedS), freshGBps: gb(res.freshS), reusedBestGBps: gb(res.reusedMinS), freshBestGBps: gb(res.freshMinS),
-          firstFreshGBps: gb(res.firstFreshS), legacyGBps: gb(res.legacyS), legacyBestGBps: gb(res.legacyMinS), pool: res.pool, cpuS: res.cpuS,
+          firstFreshGBps: gb(res.firstFreshS), pool: res.pool, cpuS: res.cpuS,
+          ...(resL ? { legacy: { reusedGBps: gb(resL.reusedS), freshGBps: gb(resL.freshS), firstFreshGBps: gb(resL.firstFreshS), pool: resL.pool, cpuS: resL.cpuS } } : {}),
           tsGBps: gb(res.tsS), numpyGBps: gb(npS),
         };
         rows.push(row);
         const p = res.pool;
         console.log(`  ${row.shape} ${dtype} density ${density} (load ${load.toFixed(2)}): reused out ${row.reusedGBps.toFixed(2)} GB/s (best ${row.reusedBestGBps.toFixed(2)}), fresh out ${row.freshGBps.toFixed(2)} GB/s (best ${row.freshBestGBps.toFixed(2)}; first call ${row.firstFreshGBps.toFixed(2)})` +
-          (POOL_AB ? `, fresh out with the earlier pool policy ${row.legacyGBps.toFixed(2)} GB/s (best ${row.legacyBestGBps.toFixed(2)})` : '') +
+          (resL ? `; earlier pool policy (own child): reused ${row.legacy.reusedGBps.toFixed(2)}, fresh ${row.legacy.freshGBps.toFixed(2)} GB/s` : '') +
           `; pool in the rounds: ${p.hits} hits, ${p.misses} misses, ${p.forced} collections asked (${p.futile} futile)`);
       }
     }
@@ -202,13 +206,13 @@ async function main() {
     console.log(`| ${r.shape} | ${r.dtype} | ${r.density} | ${f(r.freshGBps)} | ${f(r.freshVsTriad)} | ${f(r.reusedGBps)} | ${f(r.reusedVsTriad)} | ${f(r.freshVsReused)} | ${f(r.numpyGBps)} | ${f(r.vsNumpy, 1)} | ${f(r.vsTs, 0)} | fresh ≥${need}× triad, ≥0.9× reused${r.density === 1 ? ', ≥8× numpy' : ''}: ${r.met ? 'met' : 'NOT met'} |`);
   }
   if (POOL_AB) {
-    console.log('\nOutput pool A/B (same rounds, same process): fresh outputs under the policy before 2026-12-01 (every output reported to V8, returned by finalizers) and now');
-    console.log('(CPU ms: median process CPU time per call, all threads; the ratios in parentheses are reused ÷ fresh CPU time)');
-    console.log('\n| shape | dtype | density | load | reused out GB/s | fresh, earlier policy GB/s | ÷ reused | fresh, now GB/s | ÷ reused | now ÷ earlier | CPU ms reused / earlier / now |');
-    console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+    console.log('\nOutput pool A/B: each case also ran in a child under the policy before 2026-12-01 (every output reported to V8, returned by finalizers only); each ratio is fresh ÷ reused within one child (same rounds, interleaved)');
+    console.log('(CPU ms: median process CPU time per fresh call, all threads, in parentheses that of a reused call)');
+    console.log('\n| shape | dtype | density | load | earlier: fresh ÷ reused | now: fresh ÷ reused | now ÷ earlier | CPU ms per fresh call: earlier / now |');
+    console.log('|---|---|---|---|---|---|---|---|');
     for (const r of rows) {
-      const c = r.cpuS, ms = (x) => (1e3 * x).toFixed(1);
-      console.log(`| ${r.shape} | ${r.dtype} | ${r.density} | ${r.load.toFixed(1)} | ${r.reusedGBps.toFixed(2)} | ${r.legacyGBps.toFixed(2)} | ${(r.legacyGBps / r.reusedGBps).toFixed(2)} | ${r.freshGBps.toFixed(2)} | ${(r.freshGBps / r.reusedGBps).toFixed(2)} | ${(r.freshGBps / r.legacyGBps).toFixed(2)} | ${ms(c.reused)} / ${ms(c.legacy)} (${(c.reused / c.legacy).toFixed(2)}) / ${ms(c.fresh)} (${(c.reused / c.fresh).toFixed(2)}) |`);
+      const a = r.legacy.freshGBps / r.legacy.reusedGBps, b = r.freshGBps / r.reusedGBps, ms = (x) => (1e3 * x).toFixed(1);
+      console.log(`| ${r.shape} | ${r.dtype} | ${r.density} | ${r.load.toFixed(1)} | ${a.toFixed(2)} | ${b.toFixed(2)} | ${(b / a).toFixed(2)} | ${ms(r.legacy.cpuS.fresh)} (${ms(r.legacy.cpuS.reused)}) / ${ms(r.cpuS.fresh)} (${ms(r.cpuS.reused)}) |`);
     }
   }
   const result = {

@@ -24,7 +24,9 @@
 // as that grows; for pooled memory that only costs time (a collection during each call, on the cores
 // the edit uses) without freeing anything: the pool keeps its pages resident either way. So the
 // pool cancels V8's count for the ArrayBuffers it hands out and reports only memory it newly maps
-// (while that output is out). When the idle list is empty but outputs of that size are out in this
+// (while that output is out). For outputs above V8's soft limit (64 MiB) that is not always enough:
+// V8 frees a store after a collection, so its next count starts from a low point and can still
+// cross the limit set there. When the idle list is empty but outputs of that size are out in this
 // environment, the pool asks V8 for one full collection right there (before the edit starts), then
 // looks at the weak references again: one collection costs a few ms on a small heap, a new mapping
 // far more. It does so only while that pays: while the collections it forced took less than
@@ -303,15 +305,20 @@ bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t
   napi_value ab;
   Lease* l = new Lease{m, len, env};
   l->legacy = legacy;
+  int64_t ignored = 0;
+  // V8 counts the ArrayBuffer's bytes when it is made (and 104 more on Node 20; as much comes off
+  // when it frees the store) and may start a collection for them right there: taken off beforehand,
+  // so that the count comes back to where it was. Given back when V8 has freed the store (the
+  // deleter): exactly what was taken, so that the count never ends above where it was.
+  if (!legacy) {
+    l->cancelled = int64_t(bytes);
+    napi_adjust_external_memory(env, -l->cancelled, &ignored);
+  }
   if (napi_create_external_arraybuffer(env, m, bytes, finalize_store, l, &ab) != napi_ok) {
+    if (l->cancelled) napi_adjust_external_memory(env, l->cancelled, &ignored);
     delete l;
     give(m, len, legacy);  // e.g. napi_no_external_buffers_allowed: the caller allocates as usual
     return false;
-  }
-  int64_t ignored = 0;
-  if (!legacy) {
-    l->cancelled = int64_t(bytes);  // V8 counted the ArrayBuffer's bytes just now
-    napi_adjust_external_memory(env, -l->cancelled, &ignored);
   }
   if (legacy || mapped) {
     l->reported = int64_t(len);
