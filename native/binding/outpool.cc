@@ -24,9 +24,10 @@
 // as that grows; for pooled memory that only costs time (a collection during each call, on the cores
 // the edit uses) without freeing anything: the pool keeps its pages resident either way. So the
 // pool cancels V8's count for the ArrayBuffers it hands out and reports only memory it newly maps
-// (while that output is out). For outputs above V8's soft limit (64 MiB) that is not always enough:
-// V8 frees a store after a collection, so its next count starts from a low point and can still
-// cross the limit set there. When the idle list is empty but outputs of that size are out in this
+// (while that output is out). Only below V8's soft limit (64 MiB, kCountLimit): above it V8 frees a
+// store after a collection, so its next count starts from a low point and crosses the limit set there
+// whatever the pool does; such outputs keep the earlier accounting (V8's count, and the pool reports
+// each one while it is out). When the idle list is empty but outputs of that size are out in this
 // environment, the pool asks V8 for one full collection right there (before the edit starts), then
 // looks at the weak references again: one collection costs a few ms on a small heap, a new mapping
 // far more. It does so only while that pays: while the collections it forced took less than
@@ -72,6 +73,10 @@ constexpr size_t kHuge = size_t(2) << 20;
 // mapping's first touch cost 0.5-5 ms per MiB in this VM, 2026-12-01). Past it, one chance in 16 still
 // collects, to follow a heap that shrank.
 constexpr double kForcedGcMsPerMiB = 1.0;
+// V8's count is taken off only for outputs below V8's soft external-memory limit (64 MiB): above it,
+// V8 collects for them anyway (below), and an A/B run at load 6-7 (docs/performance.md) showed more CPU
+// per call with the count taken off than with the earlier accounting (V8's count plus the pool's).
+constexpr size_t kCountLimit = size_t(64) << 20;
 
 struct Lease;
 
@@ -310,7 +315,7 @@ bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t
   // when it frees the store) and may start a collection for them right there: taken off beforehand,
   // so that the count comes back to where it was. Given back when V8 has freed the store (the
   // deleter): exactly what was taken, so that the count never ends above where it was.
-  if (!legacy) {
+  if (!legacy && bytes < kCountLimit) {
     l->cancelled = int64_t(bytes);
     napi_adjust_external_memory(env, -l->cancelled, &ignored);
   }
@@ -320,7 +325,7 @@ bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t
     give(m, len, legacy);  // e.g. napi_no_external_buffers_allowed: the caller allocates as usual
     return false;
   }
-  if (legacy || mapped) {
+  if (legacy || mapped || !l->cancelled) {
     l->reported = int64_t(len);
     napi_adjust_external_memory(env, l->reported, &ignored);
   }
