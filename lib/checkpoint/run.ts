@@ -253,7 +253,7 @@ function filesToHash(p: Prepared): string[] {
 }
 
 /** The data step: every tensor through the core, into the job's output (edit) or into statistics only (analyze). */
-async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>): Promise<{ stream: CheckpointStream; files: Array<{ name: string; size: number; tensors: number }> }> {
+async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>): Promise<{ stream: CheckpointStream; files: Array<{ name: string; size: number; tensors: number }>; known?: Map<string, { size: number; sha256: string }>; hashStats?: { fromMemory: number; reread: number } | null }> {
   const edit = p.job.kind === 'edit';
   const part = p.part;
   const outItems = part ? part.mine.flatMap((i) => part.shards[i]!) : edit ? p.items : p.items.filter((i) => i.action === 'edit');
@@ -272,16 +272,16 @@ async function streamData(p: Prepared, job: OutputJob, fds: Map<string, number>)
     if (part) {
       // Only this part's shards (the index is written by assemble, from the plan).
       const r = await stream.writeShards(part.mine.map((i) => part.shards[i]!), part.mine.map((i) => part.names[i]!), meta);
-      return { stream, files: r.files };
+      return { stream, files: r.files, known: r.hashes, hashStats: r.hashStats };
     }
     const shards = shardLayout(outItems, p.r.maxShardSize);
     const names = shardNames(shards.length);
-    const { files, weightMap } = await stream.writeShards(shards, names, meta);
+    const { files, weightMap, hashes, hashStats } = await stream.writeShards(shards, names, meta);
     if (shards.length > 1) {
       const totalSize = p.items.reduce((a, it) => a + it.outBytes, 0);
       fs.writeFileSync(job.path('model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n');
     }
-    return { stream, files };
+    return { stream, files, known: hashes, hashStats };
   } finally {
     stream.stop();
     if (presFd >= 0) fs.closeSync(presFd);
@@ -331,7 +331,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     hashing?.catch(() => undefined);
     const dataStart = Date.now();
     markPhase('data');
-    const { stream, files } = await streamData(p, job, fds);
+    const { stream, files, known, hashStats } = await streamData(p, job, fds);
     const dataMs = Date.now() - dataStart;
     const hashes = hashing ? await hashing : null;
     job.checkAborted();
@@ -346,7 +346,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
       parameters: parametersOf(p),
       tensors: inPlanOrder(stream.entries, items),
       totals: totalsOf(items, stream.entries, stream.bytesRead, files.reduce((a, f) => a + f.size, 0)),
-      timings: { totalMs: Date.now() - p.t0, validateMs: p.validateMs, dataMs, hashMs, gbPerSecond: dataMs > 0 ? stream.bytesRead / 1e9 / (dataMs / 1000) : 0 },
+      timings: { totalMs: Date.now() - p.t0, validateMs: p.validateMs, dataMs, hashMs, gbPerSecond: dataMs > 0 ? stream.bytesRead / 1e9 / (dataMs / 1000) : 0, ...(hashStats ? { outputHash: hashStats } : {}) },
       hashing: hashes ? { provider: hashes.provider, bytesHashed: hashes.bytesHashed, fromCache: [...hashes.hashes.values()].filter((h) => h.source === 'cache').length, computed: [...hashes.hashes.values()].filter((h) => h.source === 'computed').length } : null,
       warnings: p.warnings,
       model: modelRecord(p),
@@ -356,7 +356,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
       await job.copySideFiles(p.ck.base.dir, new Set([...p.ck.base.files.map((f) => f.path), p.ck.base.index ?? '']));
     }
     if (p.part) manifest.partition = { ...p.part.record, files: job.writtenFiles() };
-    return await job.finish(manifest);
+    return await job.finish(manifest, undefined, known && known.size ? { known } : undefined);
   } finally {
     for (const fd of fds.values()) { try { fs.closeSync(fd); } catch { /* closed */ } }
   }

@@ -4,7 +4,9 @@
 // are summarised per batch; progress is reported about every 200 ms.
 import * as fs from 'node:fs';
 import { GeoEditError } from '../errors';
-import { native, type CallSite, type NativePreserve, type NativeResult, type NativeStreamSrc, type NativeStreamTask } from '../native';
+import * as path from 'node:path';
+import { native, type CallSite, type NativeOutputHash, type NativePreserve, type NativeResult, type NativeStreamSrc, type NativeStreamTask } from '../native';
+import { flagSet, readEnv } from '../env';
 import { nativeParams, type ResolvedParams } from '../options';
 import { EDITABLE_ST_DTYPES, planSafetensors } from '../safetensors';
 import { summarizeRows, threshold } from '../stats';
@@ -119,6 +121,12 @@ function attachPreserves(batch: Batched[], pres: NonNullable<StreamSetup['pres']
   return preserves;
 }
 
+/** Whether output files are hashed as the stream writes them (native SHA-256 here, GEOEDIT_STREAM_HASH not 0). */
+export function hashAsWritten(): boolean {
+  if (readEnv('GEOEDIT_STREAM_HASH') !== undefined && !flagSet('GEOEDIT_STREAM_HASH')) return false;
+  try { return native.sha256Info().available; } catch { return false; }
+}
+
 export class CheckpointStream {
   /** Input bytes done by finished batches. */
   bytesRead = 0;
@@ -227,12 +235,21 @@ export class CheckpointStream {
     }
   }
 
-  /** Writes each shard into the job's output: every header, then every tensor streamed to its offset (one task list, so a bias may follow its weight across shards). */
-  async writeShards(shards: PlanItem[][], names: string[], meta: Record<string, string>): Promise<{ files: Array<{ name: string; size: number; tensors: number }>; weightMap: Record<string, string> }> {
+  /**
+   * Writes each shard into the job's output: every header, then every tensor streamed to its offset
+   * (one task list, so a bias may follow its weight across shards). Each shard's SHA-256 is taken as
+   * it is written (native outputHash: the header, then every block the stream writes in file order;
+   * what came out of order, such as tied tensors, is read back once at the end), so the seal does not
+   * read the files again: `hashes` (name → size, sha256) is for sealManifest's `known`. Empty when
+   * native SHA-256 is unavailable or GEOEDIT_STREAM_HASH=0 (the seal then reads the files).
+   */
+  async writeShards(shards: PlanItem[][], names: string[], meta: Record<string, string>): Promise<{ files: Array<{ name: string; size: number; tensors: number }>; weightMap: Record<string, string>; hashes: Map<string, { size: number; sha256: string }>; hashStats: { fromMemory: number; reread: number } | null }> {
     const files: Array<{ name: string; size: number; tensors: number }> = [];
     const weightMap: Record<string, string> = {};
     const fds: number[] = [];
     const list: Batched[] = [];
+    const hashed = hashAsWritten();
+    const outHashes: NativeOutputHash[] = [];
     for (let s = 0; s < shards.length; s++) {
       const items = shards[s]!;
       const sp = planSafetensors(items.map((it) => ({ name: it.name, dtype: it.outDtype, shape: it.shape })), meta);
@@ -240,15 +257,41 @@ export class CheckpointStream {
       fds.push(fd);
       fs.ftruncateSync(fd, sp.size);
       fs.writeSync(fd, sp.header, 0, sp.header.length, 0);
+      const h = hashed ? native.outputHash(sp.header) : undefined;
+      if (h) outHashes.push(h);
       items.forEach((it, k) => this.placed.set(it.name, { shard: names[s]!, offset: sp.dataOffset + sp.entries[k]!.begin, bytes: it.outBytes }));
-      items.forEach((it, k) => { if (it.action !== 'tied') list.push({ item: it, task: this.task(it, fd, sp.dataOffset + sp.entries[k]!.begin) }); });
+      items.forEach((it, k) => {
+        if (it.action === 'tied') return;
+        const task = this.task(it, fd, sp.dataOffset + sp.entries[k]!.begin);
+        if (h) task.outHash = h;
+        list.push({ item: it, task });
+      });
       for (const it of items) weightMap[it.name] = names[s]!;
       files.push({ name: names[s]!, size: sp.size, tensors: items.length });
     }
     await this.run(list);
     for (const fd of fds) this.s.job.closeOutput(fd);
     this.writeTied(shards.flat().filter((it) => it.action === 'tied'));
-    return { files, weightMap };
+    const hashes = new Map<string, { size: number; sha256: string }>();
+    if (!hashed) return { files, weightMap, hashes, hashStats: null };
+    // Every write is done (the stream's and the tied copies): finish each hash, reading back what it lacks.
+    const hashStats = { fromMemory: 0, reread: 0 };
+    for (let s = 0; s < files.length; s++) {
+      this.s.job.checkAborted();
+      const file = path.join(this.s.job.tmp!, files[s]!.name);
+      const fd = fs.openSync(file, 'r');
+      try {
+        const size = fs.fstatSync(fd).size;
+        const r = await native.outputHashFinish(outHashes[s]!, { fd, size, file, ctl: this.s.job.ctl }, this.s.site);
+        hashes.set(files[s]!.name, { size, sha256: r.sha256 });
+        hashStats.fromMemory += r.fromMemory;
+        hashStats.reread += r.reread;
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    this.s.job.checkAborted();
+    return { files, weightMap, hashes, hashStats };
   }
 
   /** Tied tensors: their primary's output bytes, copied once every shard is written (1 MiB at a

@@ -132,7 +132,8 @@ export interface CheckpointManifest extends ManifestEnvelope<'checkpoint-edit' |
   parameters: ResolvedParams & { outDtype: DType | null; include: string[] | null; exclude: string[] | null; maxShardSize: number; threads: number; layout?: Record<string, string> | null; coefficients?: string | null; preserve?: PreserveParameters | null };
   tensors: TensorManifestEntry[];
   totals: CheckpointTotals;
-  timings: { totalMs: number; validateMs: number; dataMs: number; hashMs: number; gbPerSecond: number };
+  /** outputHash: bytes of the output files hashed as they were written, and read back at the end (tied tensors, out-of-order writes); absent when the seal read them. */
+  timings: { totalMs: number; validateMs: number; dataMs: number; hashMs: number; gbPerSecond: number; outputHash?: { fromMemory: number; reread: number } };
   /** What the base's config.json says (model family, the layout rule applied, tied embeddings); absent in older manifests. */
   model?: {
     config: string | null; modelType: string | null; architectures: string[]; family: string | null; layoutRule: string | null;

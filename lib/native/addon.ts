@@ -134,6 +134,10 @@ export interface NativeAddon {
   hashFiles(spec: { files: Array<{ fd: number; size: number; file?: string }>; threads?: number; ctl?: Float64Array }): Promise<{ sha256: string[]; seconds: number[] }>;
   /** Whether hashFiles can run here. */
   sha256Info(): { available: boolean; provider: string; reason: string };
+  /** An output file's SHA-256 taken as the stream writes it (stream tasks' outHash); prefix: bytes at offset 0 written by the caller. */
+  outputHash(prefix?: Uint8Array): NativeOutputHash;
+  /** Finishes an outputHash: reads back [hashed frontier, size) of fd (whatever was not fed in order), then the digest. */
+  outputHashFinish(h: NativeOutputHash, spec: { fd: number; size: number; file?: string; ctl?: Float64Array }): Promise<{ sha256: string; fromMemory: number; reread: number }>;
   /** Which CPU linear algebra preserved edits use; loads libopenblas on first use. */
   blasInfo(): NativeBlasInfo;
   /** Tests only: the fused row path on/off. */
@@ -236,6 +240,9 @@ export interface NativeStreamSrc {
   file?: string;
 }
 
+/** A handle from outputHash() (an opaque native object). */
+export type NativeOutputHash = { readonly __outputHash: unique symbol };
+
 export interface NativeStreamTask {
   kind: 0 | 1 | 2 | 3; // edit | copy | convert | merged LoRA (base + c_new·tau_new + c_old·tau_old, EXPORTS.md)
   name: string;
@@ -252,6 +259,8 @@ export interface NativeStreamTask {
   outFd?: number;
   outOffset?: number;
   outDtype?: string;
+  /** The output file's SHA-256, fed as this task writes (a handle from outputHash(), shared by the file's tasks). */
+  outHash?: NativeOutputHash;
   stats?: boolean;
   /** 0 rows (default), 1 columns: `groups` stored matrices [cols, rows/groups], neurons = their columns. */
   layout?: 0 | 1;

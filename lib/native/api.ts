@@ -4,7 +4,7 @@
 import { callAsync, callSync, type CallSite } from './call';
 import type {
   NativeAddon, NativeCudaProbe, NativeLoraGeometry, NativeLoraSide, NativeLoraSpec, NativeParams, NativeResult, NativeSpec,
-  NativeStHeader, NativeStreamSpec,
+  NativeStHeader, NativeStreamSpec, NativeOutputHash,
 } from './addon';
 
 export interface LoraGeometrySpec {
@@ -40,5 +40,8 @@ export const native = {
   /** SHA-256 of open files on native threads (lib/job/hash.ts). */
   hashFiles: (spec: Parameters<NativeAddon['hashFiles']>[0], site?: CallSite): ReturnType<NativeAddon['hashFiles']> => callAsync((a) => a.hashFiles(spec), site),
   sha256Info: (): ReturnType<NativeAddon['sha256Info']> => callSync((a) => a.sha256Info()),
+  /** An output file's SHA-256 as the stream writes it (lib/checkpoint/stream.ts). */
+  outputHash: (prefix?: Uint8Array): NativeOutputHash => callSync((a) => a.outputHash(prefix)),
+  outputHashFinish: (h: NativeOutputHash, spec: Parameters<NativeAddon['outputHashFinish']>[1], site?: CallSite): ReturnType<NativeAddon['outputHashFinish']> => callAsync((a) => a.outputHashFinish(h, spec), site),
   blasInfo: (): ReturnType<NativeAddon['blasInfo']> => callSync((a) => a.blasInfo()),
 };

@@ -21,6 +21,7 @@
 
 namespace geoedit {
 struct LoraSide;
+class OrderedHash;
 }
 
 namespace geoedit_binding {
@@ -122,6 +123,8 @@ std::string str(Napi::Object o, const char* key, const std::string& dflt = std::
 DType dtype_of(Napi::Object o, const char* key);
 // A typed array's bytes (start pointer and length).
 void typed_bytes(Napi::TypedArray ta, const char* key, char** data, size_t* bytes);
+// The OrderedHash behind a handle from outputHash() (hash.cc); a TypeError naming `what` otherwise.
+std::shared_ptr<geoedit::OrderedHash> output_hash_of(Napi::Env env, Napi::Value v, const std::string& what);
 // A typed array's data pointer, checked to hold at least `bytes` bytes; held in `keep` (and, for
 // an async call, used in place or copied: see Keep).
 const void* data_of(Napi::Object spec, const char* key, size_t bytes, Keep& keep, bool optional = false);

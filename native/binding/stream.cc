@@ -1,7 +1,8 @@
 // stream(spec): the checkpoint data path (native/core/stream.h): edit / copy / convert tensors file
 // to file in row blocks.
 //   task: { kind, name, rows, cols, base, old, new, impOld?, impNew?, cNew?, cOld?, outFd, outOffset,
-//           outDtype?, stats?, layout? (0 rows, 1 columns), groups? (columns: stored matrices) }
+//           outDtype?, stats?, layout? (0 rows, 1 columns), groups? (columns: stored matrices),
+//           outHash? (a handle from outputHash(): the output file's SHA-256 taken as it is written) }
 //   spec: { tasks, params, threads?, blockBytes? (0: the backend's default), backend?, cudaMemoryLimit?,
 //           ctl?: Float64Array(2 or 3) [bytesDone, cancel, taskIndex] }
 //   -> Promise<(stats | null)[]> (stats: { cos, region, coefNew, coefOld, deltaSq, na, nb } for edit
@@ -22,6 +23,7 @@ struct StreamBaton {
   geoedit::StreamControl ctl;
   geoedit::StreamBackend backend;
   Keep keep;
+  std::vector<std::shared_ptr<geoedit::OrderedHash>> out_hashes;  // the tasks' outHash handles, held while the call runs
   // Preservation: spec.preserves[i] read on the JS thread, built in the worker before any task runs.
   std::vector<geoedit::PreserveSpec> pspecs;
   std::vector<geoedit::BlasChoice> pblas;         // per spec: the CPU linear algebra asked for
@@ -190,6 +192,11 @@ geoedit::StreamTask read_task(Napi::Env env, Napi::Object to, StreamBaton& b, Na
   }
   t.out_fd = int(num(to, "outFd", -1));
   t.out_offset = uint64_t(num(to, "outOffset", 0));
+  Napi::Value hv = to.Get("outHash");
+  if (!hv.IsUndefined() && !hv.IsNull()) {
+    b.out_hashes.push_back(output_hash_of(env, hv, "task '" + t.name + "' outHash"));
+    t.out_hash = b.out_hashes.back().get();
+  }
   if (t.out_fd >= 0 || edit || lora)
     t.out_dtype = to.Get("outDtype").IsString() ? dtype_of(to, "outDtype") : t.base.dtype;
   return t;

@@ -166,4 +166,77 @@ std::vector<HashResult> hash_files(const std::vector<HashFile>& files, int threa
   return out;
 }
 
+OrderedHash::OrderedHash() : h_(new Sha256()) {}
+
+uint64_t OrderedHash::ticket() {
+  std::lock_guard<std::mutex> g(m_);
+  return issued_++;
+}
+
+bool OrderedHash::feed(uint64_t t, uint64_t off, const char* p, size_t n, size_t count, uint64_t stride) {
+  std::unique_lock<std::mutex> l(m_);
+  cv_.wait(l, [&] { return served_ == t; });
+  bool all = !failed_ && !finished_;
+  for (size_t k = 0; all && k < count; ++k) {
+    const uint64_t at = off + uint64_t(k) * stride;
+    if (at != frontier_) { all = false; break; }
+    try {
+      h_->update(p + k * n, n);
+    } catch (...) {
+      failed_ = true;
+      all = false;
+      break;
+    }
+    frontier_ += n;
+    from_memory_ += n;
+  }
+  ++served_;
+  l.unlock();
+  cv_.notify_all();
+  return all;
+}
+
+void OrderedHash::skip(uint64_t t) {
+  std::unique_lock<std::mutex> l(m_);
+  cv_.wait(l, [&] { return served_ == t; });
+  ++served_;
+  l.unlock();
+  cv_.notify_all();
+}
+
+OrderedHash::Result OrderedHash::finish(int fd, uint64_t size, const std::string& path, const double* cancel) {
+  std::lock_guard<std::mutex> g(m_);
+  if (finished_) throw Error(ErrorCode::Internal, "OrderedHash::finish called twice for " + path);
+  finished_ = true;
+  Result r;
+  uint64_t from = frontier_;
+  if (failed_ || from > size) {  // start over from the file
+    h_.reset(new Sha256());
+    from = 0;
+    from_memory_ = 0;
+  }
+  r.from_memory = from_memory_;
+  constexpr size_t kPiece = size_t(1) << 20;
+  std::unique_ptr<char[]> buf(from < size ? new char[kPiece] : nullptr);
+  for (uint64_t off = from; off < size;) {
+    if (cancel) {
+      double c;
+      __atomic_load(cancel, &c, __ATOMIC_RELAXED);
+      if (c != 0) throw Error(ErrorCode::Aborted, "aborted while hashing " + path, file_details(path));
+    }
+    const size_t want = size_t(std::min<uint64_t>(kPiece, size - off));
+    const ssize_t got = ::pread(fd, buf.get(), want, off_t(off));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw Error(ErrorCode::Io, path + ": read failed while hashing: " + std::strerror(errno), file_details(path));
+    }
+    if (got == 0) throw Error(ErrorCode::Io, path + ": unexpected end of file while hashing (was it truncated?)", file_details(path));
+    h_->update(buf.get(), size_t(got));
+    off += uint64_t(got);
+    r.reread += uint64_t(got);
+  }
+  r.sha256 = h_->hex();
+  return r;
+}
+
 }  // namespace geoedit

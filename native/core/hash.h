@@ -4,6 +4,9 @@
 // loads where neither exists (sha256_provider() then says why and the caller hashes another way).
 #pragma once
 #include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -45,5 +48,45 @@ struct HashResult {
 // first. Throws Error(Io) naming the file (a short read: the file shrank); Error(Aborted) when
 // *cancel becomes non-zero.
 std::vector<HashResult> hash_files(const std::vector<HashFile>& files, int threads, const double* cancel = nullptr);
+
+// The SHA-256 of an output file taken from the bytes as they are written (issue 17: the seal then
+// does not read the file again). One sequential stream from offset 0: the caller feeds the bytes it
+// writes, each write with a ticket taken in the order the writes were issued (ticket() on the
+// issuing thread); feed() waits for the earlier tickets, so writes that run on several threads
+// still reach the hash in issue order. A write that starts exactly at the hashed frontier is hashed
+// from memory and advances it; any other (out of order, strided, a gap another writer fills later)
+// is left to finish(), which reads [frontier, size) back from the file once every write is done.
+// Correct whatever the order as long as each byte below the frontier is written once, before it
+// is fed (the safetensors writer writes each range once: header, then tensors).
+class OrderedHash {
+ public:
+  OrderedHash();
+  OrderedHash(const OrderedHash&) = delete;
+  OrderedHash& operator=(const OrderedHash&) = delete;
+  uint64_t ticket();
+  // `count` pieces of `n` bytes at p + k*n, written at file offsets off + k*stride. Waits for the
+  // earlier tickets, then hashes the pieces that continue the frontier. True when all of them did
+  // (the bytes are then in the hash: the caller may drop them from the page cache). Never throws:
+  // a failing digest update marks the hash failed (finish() then reads the whole file).
+  bool feed(uint64_t ticket, uint64_t off, const char* p, size_t n, size_t count = 1, uint64_t stride = 0);
+  // A ticket whose write is abandoned (an error before the feed).
+  void skip(uint64_t ticket);
+  struct Result {
+    std::string sha256;
+    uint64_t from_memory = 0;  // bytes hashed as they were written
+    uint64_t reread = 0;       // bytes read back from the file by finish()
+  };
+  // Reads [frontier, size) of fd (pread, 1 MiB pieces) into the hash and finishes it. Error(Io)
+  // naming `path` on a short read; Error(Aborted) when *cancel becomes non-zero. Once only.
+  Result finish(int fd, uint64_t size, const std::string& path, const double* cancel = nullptr);
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  uint64_t issued_ = 0, served_ = 0;
+  uint64_t frontier_ = 0, from_memory_ = 0;
+  bool failed_ = false, finished_ = false;
+  std::unique_ptr<Sha256> h_;
+};
 
 }  // namespace geoedit

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <future>
 #include <memory>
@@ -78,6 +79,7 @@ void pwrite_all(int fd, const char* src, size_t len, uint64_t off) {
       if (errno == EINTR) continue;
       throw Error(ErrorCode::Io, std::string("write failed: ") + std::strerror(errno));
     }
+    if (r == 0) throw Error(ErrorCode::Io, "write failed: short write (0 bytes written; is the disk full?)");
     done += size_t(r);
   }
 }
@@ -285,35 +287,166 @@ struct Ctx {
   }
 };
 
-// Two output buffers; the pwrite of one overlaps the compute of the next.
+// ---- Write-behind (issue 17) ----------------------------------------------------------------------
+// Pages written through the page cache are written back by the kernel only past its dirty
+// thresholds (about 2 GiB on the development VM) or at the job's fsync: a whole output then waits
+// for the disk at the end, and every written page is a new page-cache page. On a VM whose host takes
+// back free guest memory (free page reporting), the first touch of such a page costs a host fault:
+// writing 2 GiB took 4.4 s of system time into fresh pages, 0.5 s into pages just freed. So the
+// stream starts the write-back of each range as soon as it is written (sync_file_range WRITE) and,
+// once more than the window is queued behind the writer, waits for the oldest range to be on disk
+// (WAIT_BEFORE|WRITE|WAIT_AFTER) and drops it from the page cache (posix_fadvise DONTNEED): only
+// ranges whose bytes are already in the file's OrderedHash (nothing reads them again), whole pages
+// only (the kernel keeps partial ones). The next writes reuse those pages, and the job's final
+// fsync finds little left to write. Durability is still that fsync's (sync_file_range writes no
+// metadata and flushes no disk cache). GEOEDIT_WRITE_BEHIND=0 turns it off, =N sets the window in
+// MiB (default 64). Where sync_file_range is not supported (ENOSYS, EINVAL, ESPIPE, EOPNOTSUPP:
+// another OS, some file systems, a sandbox) the stream writes as before; any other failure of it
+// (EIO, ENOSPC) is a write error (ERR_IO). GEOEDIT_TEST_SYNC_FILE_RANGE=unsupported|eio (tests
+// only) makes every call fail that way.
+class WriteBehind {
+ public:
+  WriteBehind() : window_(window_bytes()) {}
+  WriteBehind(const WriteBehind&) = delete;
+  // [off, off + len) of fd is written; drop: its bytes may leave the page cache once on disk.
+  void written(int fd, uint64_t off, uint64_t len, bool drop) {
+    if (!window_ || !len || off_.load(std::memory_order_relaxed)) return;
+    if (!sfr(fd, off, len, kKick)) return;
+    if (!drop) return;
+    for (;;) {
+      Range old;
+      {
+        std::lock_guard<std::mutex> g(m_);
+        if (drop) q_.push_back({fd, off, len}), queued_ += len, drop = false;
+        if (queued_ <= window_ || q_.empty()) return;
+        old = q_.front();
+        q_.pop_front();
+        queued_ -= old.len;
+      }
+      settle(old);
+    }
+  }
+  // Every queued range to disk and out of the page cache (the end of a stream call).
+  void drain() {
+    for (;;) {
+      Range old;
+      {
+        std::lock_guard<std::mutex> g(m_);
+        if (q_.empty()) return;
+        old = q_.front();
+        q_.pop_front();
+        queued_ -= old.len;
+      }
+      settle(old);
+    }
+  }
+
+ private:
+  struct Range {
+    int fd = -1;
+    uint64_t off = 0, len = 0;
+  };
+#ifdef SYNC_FILE_RANGE_WRITE
+  static constexpr unsigned kKick = SYNC_FILE_RANGE_WRITE;
+  static constexpr unsigned kWait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+#else
+  static constexpr unsigned kKick = 1, kWait = 2;
+#endif
+  static uint64_t window_bytes() {
+    static const uint64_t w = [] {
+      const char* e = std::getenv("GEOEDIT_WRITE_BEHIND");
+      if (!e || !*e) return uint64_t(64) << 20;
+      char* end = nullptr;
+      const double mib = std::strtod(e, &end);
+      return end && *end == 0 && mib > 0 ? uint64_t(mib * double(1 << 20)) : uint64_t(0);
+    }();
+    return w;
+  }
+  // One sync_file_range call; false (and off for this stream) where it is not supported.
+  bool sfr(int fd, uint64_t off, uint64_t len, unsigned flags) {
+    static const int kFake = [] {
+      const char* e = std::getenv("GEOEDIT_TEST_SYNC_FILE_RANGE");
+      if (!e) return 0;
+      if (std::strcmp(e, "unsupported") == 0) return ENOSYS;
+      if (std::strcmp(e, "eio") == 0) return EIO;
+      return 0;
+    }();
+    int err = kFake;
+#ifdef SYNC_FILE_RANGE_WRITE
+    if (!err) {
+      while (::sync_file_range(fd, off64_t(off), off64_t(len), flags) != 0) {
+        if (errno == EINTR) continue;
+        err = errno;
+        break;
+      }
+    }
+#else
+    (void)fd; (void)off; (void)len; (void)flags;
+    if (!err) err = ENOSYS;
+#endif
+    if (!err) return true;
+    if (err == ENOSYS || err == EINVAL || err == ESPIPE || err == EOPNOTSUPP) {
+      off_.store(true, std::memory_order_relaxed);
+      return false;
+    }
+    throw Error(ErrorCode::Io, std::string("write failed (write-back): ") + std::strerror(err));
+  }
+  void settle(const Range& r) {
+    if (!sfr(r.fd, r.off, r.len, kWait)) return;
+#ifdef POSIX_FADV_DONTNEED
+    ::posix_fadvise(r.fd, off_t(r.off), off_t(r.len), POSIX_FADV_DONTNEED);  // a hint: failures ignored
+#endif
+  }
+  const uint64_t window_;
+  std::atomic<bool> off_{false};
+  std::mutex m_;
+  std::deque<Range> q_;
+  uint64_t queued_ = 0;
+};
+
+// Two output buffers; the pwrite of one overlaps the compute of the next. Each write is fed to the
+// task's OrderedHash (in submission order, whichever thread writes it) and to the write-behind.
 struct Writer {
   AlignedBuf buf[2];
   std::future<void> pending[2];
   int next = 0;
+  WriteBehind behind;
   char* acquire(size_t n) {
     if (pending[next].valid()) pending[next].get();
     return buf[next].get(n);
   }
-  void submit(int fd, size_t n, uint64_t off, const std::string& name) { submit_strided(fd, 1, n, off, 0, name); }
+  void submit(int fd, size_t n, uint64_t off, const std::string& name, OrderedHash* h) { submit_strided(fd, 1, n, off, 0, name, h); }
   // `count` pieces of `piece` bytes, packed in the buffer, to file offsets off + k * file_stride
   // (a block of columns: one piece per stored row).
   // A small block (a tiny tensor) is written here and now: a thread per write would cost more than
   // the write (a model of 200,000 tiny tensors started 200,000 threads).
   static constexpr size_t kInlineWriteBytes = size_t(1) << 18;
-  void submit_strided(int fd, size_t count, size_t piece, uint64_t off, uint64_t file_stride, const std::string& name) {
+  void submit_strided(int fd, size_t count, size_t piece, uint64_t off, uint64_t file_stride, const std::string& name, OrderedHash* h) {
     const char* p = buf[next].p;
     if (count * piece <= kInlineWriteBytes) {
       if (pending[next].valid()) pending[next].get();
-      write_pieces(fd, p, count, piece, off, file_stride, name);
+      const uint64_t ticket = h ? h->ticket() : 0;
+      write_block(fd, p, count, piece, off, file_stride, name, h, ticket, &behind);
       next ^= 1;
       return;
     }
-    pending[next] = std::async(std::launch::async, [fd, p, count, piece, off, file_stride, name] { write_pieces(fd, p, count, piece, off, file_stride, name); });
+    const uint64_t ticket = h ? h->ticket() : 0;
+    WriteBehind* wb = &behind;
+    try {
+      pending[next] = std::async(std::launch::async, [=] { write_block(fd, p, count, piece, off, file_stride, name, h, ticket, wb); });
+    } catch (...) {
+      if (h) h->skip(ticket);  // no thread: later tickets must not wait for this one
+      throw;
+    }
     next ^= 1;
   }
-  static void write_pieces(int fd, const char* p, size_t count, size_t piece, uint64_t off, uint64_t file_stride, const std::string& name) {
+  static void write_block(int fd, const char* p, size_t count, size_t piece, uint64_t off, uint64_t file_stride, const std::string& name,
+                          OrderedHash* h, uint64_t ticket, WriteBehind* wb) {
+    // The hash first (its turn comes in submission order), then the write.
+    const bool hashed = h && h->feed(ticket, off, p, piece, count, file_stride);
     try {
       for (size_t k = 0; k < count; ++k) pwrite_all(fd, p + k * piece, piece, off + k * file_stride);
+      if (count == 1 || file_stride == piece) wb->written(fd, off, uint64_t(count) * piece, hashed);
     } catch (const Error& e) {
       ErrorDetails d = e.details();
       d.tensor = name;
@@ -323,6 +456,7 @@ struct Writer {
   void drain() {
     for (auto& f : pending)
       if (f.valid()) f.get();
+    behind.drain();
   }
   ~Writer() {
     for (auto& f : pending)
@@ -489,7 +623,7 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
     if (be.cuda && !job.tau_given) run_edit_cuda(job, params, be.cuda_opts);
     else run_edit(job, params, ro);
     for (const Window* w : {&wb, &wo, &wn, &wio, &win}) w->verify(ctx.watch);
-    if (out) w.submit(t.out_fd, n * outs, t.out_offset + uint64_t(r0) * cols * outs, t.name);
+    if (out) w.submit(t.out_fd, n * outs, t.out_offset + uint64_t(r0) * cols * outs, t.name, t.out_hash);
     ctx.add(double(n * (bs + os + ns)));
   }
 }
@@ -688,8 +822,8 @@ void run_columns_task(const StreamTask& t, const Params& params, const RunOption
         ptranspose(ro.threads, outs, static_cast<const char*>(job.out) + size_t(at) * size_t(in) * outs, size_t(in), wd, in, dst, size_t(wd));
         const uint64_t row_bytes = uint64_t(out) * outs;
         const uint64_t off = t.out_offset + uint64_t(g) * uint64_t(in) * row_bytes + uint64_t(c0) * outs;
-        if (wd == out) w.submit(t.out_fd, pn * outs, off, t.name);
-        else w.submit_strided(t.out_fd, size_t(in), size_t(wd) * outs, off, row_bytes, t.name);
+        if (wd == out) w.submit(t.out_fd, pn * outs, off, t.name, t.out_hash);
+        else w.submit_strided(t.out_fd, size_t(in), size_t(wd) * outs, off, row_bytes, t.name, t.out_hash);
       });
     }
     ctx.add(double(n * (dtype_size(t.base.dtype) + dtype_size(t.old_.dtype) + dtype_size(t.new_.dtype))));
@@ -755,7 +889,7 @@ void run_lora_task(const StreamTask& t, const Params& params, const RunOptions& 
       }
       run_lora_merge(j, ro);
       wb.verify(ctx.watch);
-      if (t.out_fd >= 0) w.submit(t.out_fd, nr * row_out, t.out_offset + uint64_t(s0) * row_out, t.name);
+      if (t.out_fd >= 0) w.submit(t.out_fd, nr * row_out, t.out_offset + uint64_t(s0) * row_out, t.name, t.out_hash);
       ctx.add(double(nr * row_in));
     }
     return;
@@ -798,7 +932,7 @@ void run_lora_task(const StreamTask& t, const Params& params, const RunOptions& 
       else { sink.resize(nr * row_out); out = sink.data(); }
       edit_rows(i0, i1, base_rows, out);
       wb.verify(ctx.watch);
-      if (t.out_fd >= 0) w.submit(t.out_fd, nr * row_out, t.out_offset + uint64_t(i0) * row_out, t.name);
+      if (t.out_fd >= 0) w.submit(t.out_fd, nr * row_out, t.out_offset + uint64_t(i0) * row_out, t.name, t.out_hash);
       ctx.add(double(nr * row_in));
     }
     return;
@@ -814,7 +948,7 @@ void run_lora_task(const StreamTask& t, const Params& params, const RunOptions& 
   if (t.out_fd >= 0) {
     char* out = w.acquire(count * outs);
     ptranspose(ro.threads, outs, out_rows.data(), size_t(n), m, n, out, size_t(m));  // neuron rows [m, n] -> stored [n, m]
-    w.submit(t.out_fd, count * outs, t.out_offset, t.name);
+    w.submit(t.out_fd, count * outs, t.out_offset, t.name, t.out_hash);
   }
   ctx.add(double(count * bs));
 }
@@ -823,9 +957,10 @@ void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w)
   const size_t chunk = std::max<size_t>(block_bytes, 1 << 16);
   uint64_t off = 0;
 #ifdef __linux__
-  // In-kernel copy first (no user-space buffer; a reflink on file systems that have them).
+  // In-kernel copy first (no user-space buffer; a reflink on file systems that have them), unless
+  // the output is hashed as it is written (the bytes must pass through memory then).
   static const bool kNoCfr = std::getenv("GEOEDIT_NO_COPY_FILE_RANGE") != nullptr;
-  while (t.out_fd >= 0 && !kNoCfr && off < t.copy_bytes) {
+  while (t.out_fd >= 0 && !kNoCfr && !t.out_hash && off < t.copy_bytes) {
     ctx.check_cancel(t.name);
     loff_t in_off = loff_t(t.base.offset + off), out_off = loff_t(t.out_offset + off);
     const size_t len = size_t(std::min<uint64_t>(chunk, t.copy_bytes - off));
@@ -835,6 +970,7 @@ void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w)
       if (r < 0 && errno == EINTR) continue;
       break;  // EXDEV, ENOSYS, EINVAL, EOPNOTSUPP, a short file…: the pread/pwrite path below
     }
+    w.behind.written(t.out_fd, t.out_offset + off, uint64_t(r), false);
     off += uint64_t(r);
     ctx.add(double(r));
   }
@@ -846,7 +982,7 @@ void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w)
       char* p = w.acquire(len);
       ctx.watch.check(t.base, t.base.offset + off + len);
       pread_all(t.base, p, len, t.base.offset + off);
-      w.submit(t.out_fd, len, t.out_offset + off, t.name);
+      w.submit(t.out_fd, len, t.out_offset + off, t.name, t.out_hash);
     }
     ctx.add(double(len));
   }
@@ -890,7 +1026,7 @@ void run_convert_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer&
     if (t.out_fd >= 0) {
       char* dst = w.acquire(n * os);
       convert(t.base.dtype, src, t.out_dtype, dst, n);
-      w.submit(t.out_fd, n * os, t.out_offset + e0 * os, t.name);
+      w.submit(t.out_fd, n * os, t.out_offset + e0 * os, t.name, t.out_hash);
     }
     ctx.add(double(n * is));
   }

@@ -5,7 +5,9 @@
 // the kernel for the next block of every input meanwhile (posix_fadvise WILLNEED), so its disk
 // read overlaps the work on this one. Outputs are written with pwrite from two alternating
 // buffers, the write of one block overlapping the compute of the next (also across the tasks of
-// one call). Edit blocks run on the CPU core (run_edit) or on the GPU (run_edit_cuda: each block
+// one call), fed to the file's OrderedHash when the task has one, and written back as the stream
+// goes (write-behind, see stream.cc: sync_file_range behind the writer, and the pages already in the
+// hash dropped from the page cache once on disk), so the job's final fsync finds little left to do. Edit blocks run on the CPU core (run_edit) or on the GPU (run_edit_cuda: each block
 // is split into device chunks that go through >= 2 CUDA streams, copies overlapping kernels).
 #pragma once
 #include <atomic>
@@ -13,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/hash.h"
 #include "core/lora.h"
 #include "geoedit/cuda.h"
 #include "geoedit/geoedit.h"
@@ -47,6 +50,10 @@ struct StreamTask {
   const float* c_old = nullptr;
   int out_fd = -1;                     // < 0: analyse only
   uint64_t out_offset = 0;
+  // The output file's SHA-256 as it is written (owned by the caller, shared by every task of that
+  // file, across calls); null: not hashed here. Copy tasks then go through memory (pread + pwrite)
+  // instead of copy_file_range, so their bytes reach the hash too.
+  OrderedHash* out_hash = nullptr;
   DType out_dtype = DType::F32;
   RowStats stats{};                    // per-row results (Edit, LoraMerge), each optional, `rows` entries
   // LoraMerge only.

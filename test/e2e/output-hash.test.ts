@@ -1,0 +1,208 @@
+// Output files hashed as the data path writes them (issue 17: native outputHash fed by the stream's
+// writer, whatever was not written in file order read back once at the end) and written back as it
+// goes (write-behind: sync_file_range behind the writer, hashed pages dropped from the page cache).
+// The manifest's outputFiles must be the SHA-256 of the bytes on disk, exactly as when the seal
+// read the files back (GEOEDIT_STREAM_HASH=0), for every way a shard's bytes get written: edited,
+// copied, converted, tied (copied after the stream), augmented biases (written out of order),
+// columns layouts (strided writes), many shards, and the parts of a partitioned edit.
+// Write-behind where sync_file_range is unsupported falls back to plain writes (same bytes); a
+// failing one, or a failing write, is ERR_IO with nothing at the target.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { editCheckpoint, type CheckpointManifest } from '../../lib/checkpoint';
+import { writeSafetensors, type TensorToWrite } from '../../lib/safetensors';
+import { MANIFEST_FILE } from '../../lib/governance/lineage';
+import { verifyOutput } from '../../lib/governance/verify';
+import { loadNative } from '../../lib/native';
+import { REPO } from '../support/paths';
+import { leftovers, llamaSpecs, makeTriple } from '../support/ckpt';
+import { presStats, writePresModel, writeStats } from '../support/preserve-fixture';
+import { rnd } from '../support/prng';
+
+const BIN = path.join(REPO, 'bin', 'geoedit.js');
+let root: string;
+let llama: { base: string; old: string; new: string };
+
+beforeAll(async () => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'geoedit-outhash-'));
+  llama = await makeTriple(path.join(root, 'llama'), llamaSpecs(3));
+});
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+
+const sha = (f: string) => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
+let k = 0;
+const outDir = (tag: string) => path.join(root, `out-${tag}-${k++}`);
+
+/** Every output file's recorded hash is the hash of its bytes on disk; returns name → sha256. */
+function expectHashesOnDisk(out: string): Map<string, string> {
+  const m = JSON.parse(fs.readFileSync(path.join(out, MANIFEST_FILE), 'utf8')) as { outputFiles: Array<{ name: string; size: number; sha256: string }> };
+  const names = fs.readdirSync(out).filter((n) => n !== MANIFEST_FILE).sort();
+  expect(m.outputFiles.map((f) => f.name).sort()).toEqual(names);
+  for (const f of m.outputFiles) {
+    expect(f.sha256, f.name).toBe(sha(path.join(out, f.name)));
+    expect(f.size, f.name).toBe(fs.statSync(path.join(out, f.name)).size);
+  }
+  return new Map(m.outputFiles.map((f) => [f.name, f.sha256]));
+}
+
+/** The same job with the seal reading the files back (the behaviour before issue 17): same files, same hashes. */
+async function expectSameAsReadBack(inputs: { base: string; old: string; new: string }, opts: Parameters<typeof editCheckpoint>[1], streamed: Map<string, string>): Promise<void> {
+  const out = outDir('readback');
+  process.env.GEOEDIT_STREAM_HASH = '0';
+  try {
+    const m = await editCheckpoint({ ...inputs, out }, opts);
+    expect(m.timings.outputHash).toBeUndefined();
+  } finally {
+    delete process.env.GEOEDIT_STREAM_HASH;
+  }
+  expect(expectHashesOnDisk(out)).toEqual(streamed);
+}
+
+async function editAndCheck(tag: string, inputs: { base: string; old: string; new: string }, opts: Parameters<typeof editCheckpoint>[1] = {}): Promise<CheckpointManifest> {
+  const out = outDir(tag);
+  const m = await editCheckpoint({ ...inputs, out }, opts);
+  const hashes = expectHashesOnDisk(out);
+  const v = await verifyOutput(out);
+  expect(v.ok, JSON.stringify(v.problems)).toBe(true);
+  await expectSameAsReadBack(inputs, opts, hashes);
+  return m;
+}
+
+describe('output files hashed as they are written', () => {
+  it('edited, copied (excluded) and converted tensors, one file: every byte hashed from memory, none read back', async () => {
+    const m = await editAndCheck('llama', llama, { exclude: ['*.v_proj.weight'] });
+    expect(m.tensors.some((t) => t.action === 'copy')).toBe(true);
+    const size = m.output!.files.reduce((a, f) => a + f.size, 0);
+    expect(m.timings.outputHash).toEqual({ fromMemory: size, reread: 0 });
+    const m2 = await editAndCheck('llama-f32', llama, { outDtype: 'f32', exclude: ['*.v_proj.weight'] });
+    expect(m2.tensors.some((t) => t.action === 'convert')).toBe(true);
+    expect(m2.timings.outputHash!.reread).toBe(0);
+  });
+
+  it('many shards (an index file beside them)', async () => {
+    const m = await editAndCheck('shards', llama, { maxShardSize: 1500 });
+    expect(m.output!.files.length).toBeGreaterThan(5);
+    expect(m.timings.outputHash!.fromMemory).toBe(m.output!.files.reduce((a, f) => a + f.size, 0));
+  });
+
+  it('a tied tensor (copied after the stream: read back once) and a columns layout (strided writes)', async () => {
+    const specs = [{ name: 'model.embed_tokens.weight', shape: [50, 8] }, { name: 'model.layers.0.q_proj.weight', shape: [8, 8] }, { name: 'lm_head.weight', shape: [50, 8] }, { name: 'model.norm.weight', shape: [8] }];
+    const dirs = { base: path.join(root, 'tied', 'base'), old: path.join(root, 'tied', 'old'), new: path.join(root, 'tied', 'new') };
+    for (const [role, dir] of Object.entries(dirs)) {
+      fs.mkdirSync(dir, { recursive: true });
+      const ts: TensorToWrite[] = specs.map((s, i) => ({ name: s.name, dtype: 'F32', shape: s.shape, data: rnd(s.shape.reduce((a, b) => a * b, 1), 10 * i + (role === 'base' ? 0 : role === 'old' ? 1 : 2)) }));
+      ts[2]!.data = Float32Array.from(ts[0]!.data as Float32Array); // lm_head stored as the embedding's bytes
+      await writeSafetensors(path.join(dir, 'model.safetensors'), ts, { format: 'pt' });
+      if (role === 'base') fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', tie_word_embeddings: true }));
+    }
+    const m = await editAndCheck('tied', dirs);
+    expect(m.totals.tied).toBe(1);
+    // lm_head's bytes and everything after it in the file are read back
+    expect(m.timings.outputHash!.reread).toBeGreaterThanOrEqual(50 * 8 * 4);
+    expect(m.timings.outputHash!.fromMemory).toBeGreaterThan(0);
+    const c = await editAndCheck('columns', llama, { layout: { '*_proj.weight': 'columns' }, blockBytes: 256 });
+    expect(c.tensors.some((t) => t.layout === 'columns')).toBe(true);
+    expect(c.timings.outputHash!.reread).toBeGreaterThan(0);
+  });
+
+  it('augmented biases (written right after their weight, out of file order), in one file and one shard per tensor', async () => {
+    const m = await writePresModel(path.join(root, 'pres'));
+    const st = presStats();
+    const file = await writeStats(path.join(root, 'pres-stats.safetensors'), st.tensors, st.shared);
+    const a = await editAndCheck('pres', m, { preserve: { file } });
+    expect(a.tensors.find((t) => t.name === 'l0.fc.bias')!.preserve).toMatchObject({ withWeight: 'l0.fc.weight' });
+    await editAndCheck('pres-shards', m, { preserve: { file }, maxShardSize: 1 });
+  });
+
+  it('the parts of a partitioned edit hash their own shards', async () => {
+    const hashes = new Map<string, string>();
+    for (const part of ['1/3', '2/3', '3/3']) {
+      const out = outDir('part');
+      const m = await editCheckpoint({ ...llama, out }, { maxShardSize: 1500, part });
+      for (const [n, h] of expectHashesOnDisk(out)) if (n.endsWith('.safetensors')) hashes.set(n, h);
+      expect(m.timings.outputHash!.fromMemory).toBeGreaterThan(0);
+    }
+    const whole = outDir('whole');
+    await editCheckpoint({ ...llama, out: whole }, { maxShardSize: 1500 });
+    const all = expectHashesOnDisk(whole);
+    for (const [n, h] of hashes) expect(h, n).toBe(all.get(n));
+    expect(hashes.size).toBe([...all.keys()].filter((n) => n.endsWith('.safetensors')).length);
+  });
+});
+
+describe('write-behind', () => {
+  let big: { base: string; old: string; new: string };
+  beforeAll(async () => {
+    // ~3 MiB per input in 8 tensors: with a 1 MiB window, ranges are waited for and dropped during the stream.
+    big = await makeTriple(path.join(root, 'big'), Array.from({ length: 8 }, (_, i) => ({ name: `model.layers.${i}.mlp.up_proj.weight`, dtype: 'F32' as const, shape: [384, 256] })), [1, 1, 1]);
+  });
+  const cli = (out: string, env: Record<string, string>) => spawnSync(process.execPath, [BIN, 'edit', '--base', big.base, '--old', big.old, '--new', big.new, '--out', out, '--quiet'], {
+    encoding: 'utf8', timeout: 60_000, env: { ...process.env, GEOEDIT_HASH_CACHE: 'off', ...env },
+  });
+  const safetensors = (out: string) => fs.readFileSync(path.join(out, 'model.safetensors'));
+
+  it('the same bytes and hashes with a small window, off, and where sync_file_range is unsupported', () => {
+    const runs = [{ GEOEDIT_WRITE_BEHIND: '1' }, { GEOEDIT_WRITE_BEHIND: '0' }, { GEOEDIT_WRITE_BEHIND: '1', GEOEDIT_TEST_SYNC_FILE_RANGE: 'unsupported' }, { GEOEDIT_WRITE_BEHIND: '1', GEOEDIT_STREAM_HASH: '0' }];
+    const outs = runs.map((env) => {
+      const out = outDir('wb');
+      const r = cli(out, env);
+      expect(r.status, `${JSON.stringify(env)}: ${r.stderr}`).toBe(0);
+      expectHashesOnDisk(out);
+      return out;
+    });
+    for (const o of outs.slice(1)) expect(safetensors(o).equals(safetensors(outs[0]!))).toBe(true);
+  });
+
+  it('a failing write-back (EIO) is ERR_IO naming the tensor, and nothing is written at the target', () => {
+    const out = outDir('eio');
+    const r = cli(out, { GEOEDIT_TEST_SYNC_FILE_RANGE: 'eio' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/ERR_IO/);
+    expect(r.stderr).toMatch(/write failed \(write-back\): Input\/output error \(tensor 'model\.layers\.\d\.mlp\.up_proj\.weight'\)/);
+    expect(fs.existsSync(out)).toBe(false);
+    expect(leftovers(path.dirname(out))).toEqual([]);
+  });
+
+  it('a write that fails (a full disk: /dev/full) is ERR_IO naming the tensor', async () => {
+    const n = loadNative();
+    const src = path.join(big.base, 'model.safetensors');
+    const inFd = fs.openSync(src, 'r');
+    const outFd = fs.openSync('/dev/full', 'w');
+    try {
+      const base = { fd: inFd, offset: 0, dtype: 'f32', file: src };
+      for (const [size, what] of [[1 << 20, 'a block written on a thread'], [4096, 'a small block written inline']] as const) {
+        const task = { kind: 1, name: 'x', copyBytes: size, base, outFd, outOffset: 0, outHash: n.outputHash() };
+        const err = await n.stream({ tasks: [task], params: {}, threads: 1 }).then(() => null, (e: Error & { code?: string; details?: { tensor?: string } }) => e);
+        expect(err, what).not.toBeNull();
+        expect(err!.code, what).toBe('ERR_IO');
+        expect(err!.message, what).toMatch(/write failed: No space left on device/);
+        expect(err!.details?.tensor, what).toBe('x');
+      }
+    } finally {
+      fs.closeSync(inFd);
+      fs.closeSync(outFd);
+    }
+  });
+
+  it('outputHash: a foreign handle is refused; a finished hash equals the file\'s', async () => {
+    const n = loadNative();
+    expect(() => n.stream({ tasks: [{ kind: 1, name: 'x', copyBytes: 1, base: { fd: 0, offset: 0, dtype: 'f32' }, outFd: 1, outHash: {} }], params: {} })).toThrow(/outputHash/);
+    // Pieces fed out of order are read back: the digest is the file's whatever the order.
+    const f = path.join(root, 'pieces.bin');
+    const data = crypto.randomBytes(3 << 20);
+    fs.writeFileSync(f, data);
+    const fd = fs.openSync(f, 'r');
+    try {
+      const h = n.outputHash(data.subarray(0, 100));
+      const r = await n.outputHashFinish(h, { fd, size: data.length, file: f });
+      expect(r).toEqual({ sha256: crypto.createHash('sha256').update(data).digest('hex'), fromMemory: 100, reread: data.length - 100 });
+      await expect(n.outputHashFinish(h, { fd, size: data.length, file: f })).rejects.toThrow(/twice/);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+});
