@@ -23,6 +23,9 @@
 //                         hashed run); --density 0.1 adds that option to every run; --tag NAME
 //                         names the results file (checkpoint-<date>-NAME.json). The GPU device
 //                         check (bench/gpu/run.sh) runs it this way.
+//   --ab                  also the default edit with the data path before issue 17's write path
+//                         (GEOEDIT_WRITE_BEHIND=0 GEOEDIT_STREAM_HASH=0 GEOEDIT_HASH_IO=pread: no write-behind,
+//                         the seal re-reads the output, inputs hashed through pread), in every rep (A/B in one run).
 //   --layouts             issue 13: the same checkpoint edited (--no-hash) with every weight in layout
 //                         rows and again in layout columns (--layout '*.weight=columns': the tensors are
 //                         square, so both are valid and read/write the same bytes); wall time, GB/s,
@@ -41,7 +44,7 @@ const { planSafetensors } = require(path.join(ROOT, 'dist', 'cjs', 'safetensors.
 const { values } = parseArgs({
   options: {
     sizes: { type: 'string', default: '2,0.5' }, dir: { type: 'string', default: os.tmpdir() }, reps: { type: 'string', default: '3' },
-    backends: { type: 'string' }, density: { type: 'string' }, tag: { type: 'string' }, layouts: { type: 'boolean' },
+    backends: { type: 'string' }, density: { type: 'string' }, tag: { type: 'string' }, layouts: { type: 'boolean' }, ab: { type: 'boolean' },
   },
 });
 const sizes = values.sizes.split(',').map(Number);
@@ -53,6 +56,8 @@ const common = values.density && densities.length === 1 ? ['--density', densitie
 const variants = backends ? backends.flatMap((b) => densities.map((d) => ({ key: d ? `${b} density ${d}` : b, args: ['--backend', b, ...(d ? ['--density', d] : [])] }))) : [];
 const work = fs.mkdtempSync(path.join(values.dir, 'geoedit-bench-'));
 
+// --ab: the write path before issue 17's change (same hashes, same bytes).
+const PREVIOUS_PATH = { GEOEDIT_WRITE_BEHIND: '0', GEOEDIT_STREAM_HASH: '0', GEOEDIT_HASH_IO: 'pread' };
 const ROWS = 4096, COLS = 4096; // 32 MiB bf16 tensors, Llama-7B-like
 const TBYTES = ROWS * COLS * 2;
 
@@ -216,7 +221,7 @@ try {
     console.log(`\n== ${gib} GiB per input (load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}): ${g.tensors} tensors, 3 x ${(g.bytesPerInput / 2 ** 30).toFixed(2)} GiB (generated in ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     execSync('sync'); // flush the generated files, so their write-back does not throttle the runs
     timeCat(dir); // warm the page cache
-    const row = { gibPerInput: gib, bytesPerInput: g.bytesPerInput, tensors: g.tensors, loadavgBefore: os.loadavg(), cat: [], write: [], writeDurable: [], sha: [], analyze: [], noHash: [], hash: [], hashWarm: [] };
+    const row = { gibPerInput: gib, bytesPerInput: g.bytesPerInput, tensors: g.tensors, loadavgBefore: os.loadavg(), cat: [], write: [], writeDurable: [], sha: [], analyze: [], noHash: [], hash: [], hashWarm: [], hashPrevious: [] };
     const cacheFile = path.join(work, 'sha256-cache.json');
     if (backends) {
       row.backends = {};
@@ -245,6 +250,10 @@ try {
       fs.rmSync(cacheFile, { force: true }); // the default edit with a cold hash cache
       row.hash.push(runEdit(dir, [...common], 'edit', { GEOEDIT_HASH_CACHE: cacheFile }));
       row.hashWarm.push(runEdit(dir, [...common], 'edit', { GEOEDIT_HASH_CACHE: cacheFile }));
+      if (values.ab) {
+        fs.rmSync(cacheFile, { force: true });
+        row.hashPrevious.push(runEdit(dir, [...common], 'edit', { GEOEDIT_HASH_CACHE: cacheFile, ...PREVIOUS_PATH }));
+      }
     }
     if (backends) {
       const cat = Math.min(...row.cat);
@@ -313,6 +322,11 @@ try {
     console.log(`| edit (default: hashed, cold cache) | ${s.editHashS.toFixed(2)} | ${s.editHashVsLimit.toFixed(2)} | ${s.editHashVsPageCacheLimit.toFixed(2)} | ${cols(hh)} | ${tally(s.hashFromCold)} | ≤ 1.25×: ${s.editHashVsLimit <= 1.25 ? 'met' : 'NOT met'} |`);
     console.log(`| edit (hashed, warm cache) | ${s.editHashWarmS.toFixed(2)} | ${s.editHashWarmVsLimit.toFixed(2)} | ${(s.editHashWarmS / s.limitPageCacheS).toFixed(2)} | ${cols(hw)} | ${tally(s.hashFromWarm)} | |`);
     console.log(`| edit --no-hash | ${s.editNoHashS.toFixed(2)} | ${s.editNoHashVsLimit.toFixed(2)} | ${s.editNoHashVsPageCacheLimit.toFixed(2)} | ${cols(nh)} | none | |`);
+    if (row.hashPrevious.length) {
+      const hp = medianRun(row.hashPrevious);
+      s.editHashPreviousS = hp.wallS; s.editHashPreviousVsLimit = hp.wallS / limit; s.phases.hashPrevious = { startS: hp.startS, dataS: hp.dataS, sealS: hp.sealS, commitS: hp.commitS, cpuS: hp.cpuS, userS: hp.userS, systemS: hp.systemS };
+      console.log(`| edit (default, previous write path: --ab) | ${hp.wallS.toFixed(2)} | ${(hp.wallS / limit).toFixed(2)} | ${(hp.wallS / s.limitPageCacheS).toFixed(2)} | ${cols(hp)} | ${tally(hp.hashFrom)} | |`);
+    }
     console.log(`| analyze --no-hash | ${s.analyzeS.toFixed(2)} | ${(s.analyzeS / limit).toFixed(2)} | ${(s.analyzeS / s.limitPageCacheS).toFixed(2)} | ${cols(an)} | none | |`);
     console.log(`load average after: ${row.loadavgAfter.map((x) => x.toFixed(1)).join(' ')}`);
     results.push(row);
