@@ -142,6 +142,8 @@ export interface NativeAddon {
   blasInfo(): NativeBlasInfo;
   /** Tests only: counters of the fresh-output pool. */
   _setFused(on: boolean): boolean;
+  /** Testing (bench/fused-ab.js): the fused passes prefetch the next row into L2 (true) or ahead within the row (false, the default); previous state. Same results. */
+  _setFusedPrefetch(on: boolean): boolean;
   _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number; early: number };
   /** Bench only: STREAM triad GB/s over the shared pool. */
   _triad(n: number, threads: number, reps: number): Promise<number>;

@@ -274,6 +274,9 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
                   job.base.dtype == DType::F32 ? nullptr : s.base.data(), a, b, &d2, &x2, &y2);
       decoded = true;
     };
+    // The fused select and output assume finite rows (kernels.h): a row with a non-finite value
+    // (allowNonFinite) takes the unfused steps.
+    if (!finite) decode_rows();
     const double cosv = row_cos(dot, na, nb);
     const Region region = row_region(cosv, t);
 
@@ -347,8 +350,8 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
                                     &ka, &kb, job.out_dtype, dst, nt);
       if (trim_a) kept_a = ka;
       if (trim_b) kept_b = kb;
-      // an overflow is named by the unfused steps, which write the same bytes again first
-      written = !(check_out && mx >= non_finite_bits(job.out_dtype));
+      // a non-finite output is written by the unfused steps (which name an overflow, unless allowed)
+      written = mx < non_finite_bits(job.out_dtype);
     }
     if (!written && !decoded && !(fcn == 0.0f && fco == 0.0f && job.base.dtype == job.out_dtype)) decode_rows();
     if (trim && !have_s && !written && decoded) {
@@ -605,6 +608,15 @@ void run_edit_projected(const EditJob& job, const Params& params, const RunOptio
 }
 
 void set_fused_rows(bool on) { fused_switch().store(on); }
+static std::atomic<bool>& prefetch_switch() {
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("GEOEDIT_FUSED_PREFETCH");
+    return e && std::strcmp(e, "next") == 0;
+  }()};
+  return on;
+}
+void set_fused_prefetch_next(bool on) { prefetch_switch().store(on); }
+bool fused_prefetch_next() { return prefetch_switch().load(std::memory_order_relaxed); }
 bool fused_rows() { return fused_switch().load(); }
 
 double triad_gbps(size_t n, int threads, int reps) {

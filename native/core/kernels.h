@@ -35,8 +35,10 @@ struct FusedRowKernels {
   RowSelection (*select)(DType d, const void* base, const void* x, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint);
   // out = (base + cn*b~) + co*a~ in f32 (no FMA contraction), rounded to out_dtype (RNE), where b~ is b kept by
   // sel_b (all of b when null; likewise a~); the f64 sum of the kept squares into *kept_a / *kept_b (where the
-  // selection is given). Streaming stores where nt and dst is 4-byte aligned (the caller fences). Returns the
-  // largest |out| as f32 bits (as output).
+  // selection is given). At most one selection; sel_a only with co != 0. Streaming stores where nt and dst is
+  // 4-byte aligned (the caller fences). Returns a value >= non_finite_bits(out_dtype) iff some output value is
+  // not finite in out_dtype; the bytes written are then unspecified (the caller writes the row again).
+  // Rows must be finite (base, old and new: finite sums), as must be the select's.
   uint32_t (*output)(DType d, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
                      const RowSelection* sel_a, const RowSelection* sel_b, double* kept_a, double* kept_b, DType out_dtype,
                      void* dst, bool nt);

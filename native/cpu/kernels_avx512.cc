@@ -207,6 +207,13 @@ inline FloatRow row_of(const float* x) { return FloatRow{x}; }
 template <class S>
 inline const S& row_of(const S& s) { return s; }
 
+// Row sources whose values are all finite (the fused path's rows: process_rows sends a row with a
+// non-finite value to the unfused steps): their keys need no NaN mapping and none is +inf.
+template <class S>
+struct FiniteRow {
+  static constexpr bool value = false;
+};
+
 // The passes of the vectorised select (trim_fast.h).
 struct Avx512FastPasses {
   template <bool Mag>
@@ -302,6 +309,34 @@ struct Avx512FastPasses {
   static void bracket(const Src& src, int64_t n, uint32_t lo, uint32_t hi, uint32_t* cand, int64_t* above, int64_t* nc) {
     if (hi > 0x7f800000u) hi = 0x7f800000u;
     if (lo > hi) lo = hi;
+    if constexpr (Mag && FiniteRow<Src>::value) {
+      // finite keys (|v| bits, below +inf): "above" is one compare, counted in the lanes
+      const __m512i vlo = _mm512_set1_epi32(int(lo)), vw = _mm512_set1_epi32(int(hi - lo)), vhi = _mm512_set1_epi32(int(hi));
+      const __m512i one = _mm512_set1_epi32(1), absm = _mm512_set1_epi32(0x7fffffff);
+      __m512i va = _mm512_setzero_si512(), vb = va;
+      int64_t c = 0, j = 0;
+      auto step = [&](__m512 v, __mmask16 m, __m512i& acc) __attribute__((always_inline)) {
+        const __m512i k = _mm512_and_si512(_mm512_castps_si512(v), absm);
+        acc = _mm512_mask_add_epi32(acc, _mm512_cmpgt_epu32_mask(k, vhi), acc, one);  // lanes past n: key 0, never above
+        const __m512i off = _mm512_sub_epi32(k, vlo);
+        const __mmask16 in = _mm512_mask_cmple_epu32_mask(m, off, vw);
+        _mm512_storeu_si512(cand + c, _mm512_maskz_compress_epi32(in, off));
+        c += __builtin_popcount(in);
+      };
+      for (; j + 32 <= n; j += 32) {
+        __m512 v0, v1;
+        src.block(j, v0, v1);
+        step(v0, 0xffff, va);
+        step(v1, 0xffff, vb);
+      }
+      for (; j < n; j += 16) {
+        const __mmask16 m = tail_mask(n - j);
+        step(src.part(j, m), m, va);
+      }
+      *above = _mm512_reduce_add_epi32(_mm512_add_epi32(va, vb));
+      *nc = c;
+      return;
+    }
     const __m512i vlo = _mm512_set1_epi32(int(lo)), vw = _mm512_set1_epi32(int(hi - lo));
     const __m512i vh1 = _mm512_set1_epi32(int(hi + 1)), vinf = _mm512_set1_epi32(0x7f800000);
     __m512i va = _mm512_setzero_si512(), vb = va;
@@ -470,6 +505,19 @@ inline void acc_stats(__m512 a, __m512 b, __m512d* s) {
   s[5] = _mm512_fmadd_pd(b1, b1, s[5]);
 }
 
+// The fused passes' prefetch (geoedit.h fused_prefetch_next): by default the stats pass prefetches a fixed
+// distance ahead within the row into L1. With the switch on, and where the three input rows fit the L2
+// with room to spare, both passes prefetch the NEXT row into L2 instead (rows of one thread are
+// consecutive in memory), 16 columns' bytes per block of 32 (the stats pass the first half of the row,
+// the output pass the second), so the memory stream goes on while a row is computed on. Prefetches never
+// fault: past the tensor's end they fetch a few useless lines.
+inline bool next_row_fits(int64_t n, int64_t es) { return 3 * n * es <= (int64_t(256) << 10) && fused_prefetch_next(); }
+inline void next_row_prefetch(const void* b, const void* o, const void* w, int64_t off) {
+  _mm_prefetch(static_cast<const char*>(b) + off, _MM_HINT_T1);
+  _mm_prefetch(static_cast<const char*>(o) + off, _MM_HINT_T1);
+  _mm_prefetch(static_cast<const char*>(w) + off, _MM_HINT_T1);
+}
+
 template <DType D, bool EO>
 void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
   __m512d s[12];
@@ -478,14 +526,19 @@ void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t
   const char* pb = static_cast<const char*>(base);
   const char* po = static_cast<const char*>(old_);
   const char* pn = static_cast<const char*>(new_);
+  const bool next = next_row_fits(n, es);
   const int64_t body = n & ~int64_t(31);
   int64_t j = 0;
   for (; j < body; j += 32) {
     // Past the row's end this reaches into the next row; a prefetch never faults.
-    for (int64_t l = 0; l < 32 * es; l += 64) {
-      _mm_prefetch(pb + (j + ahead) * es + l, _MM_HINT_T0);
-      _mm_prefetch(po + (j + ahead) * es + l, _MM_HINT_T0);
-      _mm_prefetch(pn + (j + ahead) * es + l, _MM_HINT_T0);
+    if (next) {
+      next_row_prefetch(pb, po, pn, n * es + j * es / 2);
+    } else {
+      for (int64_t l = 0; l < 32 * es; l += 64) {
+        _mm_prefetch(pb + (j + ahead) * es + l, _MM_HINT_T0);
+        _mm_prefetch(po + (j + ahead) * es + l, _MM_HINT_T0);
+        _mm_prefetch(pn + (j + ahead) * es + l, _MM_HINT_T0);
+      }
     }
     __m512 b0, b1, o0, o1, w0, w1;
     load32<D, EO>(base, j, b0, b1);
@@ -527,6 +580,10 @@ struct RawDiff {
   inline __m512 part(int64_t j, __mmask16 m) const { return _mm512_sub_ps(load16(D, x, j, m), load16(D, base, j, m)); }
 };
 template <DType D, bool EO>
+struct FiniteRow<RawDiff<D, EO>> {
+  static constexpr bool value = true;
+};
+template <DType D, bool EO>
 inline float sample_at(const RawDiff<D, EO>& r, int64_t j) { return load_one(D, r.x, j) - load_one(D, r.base, j); }
 
 template <DType D, bool EO>
@@ -535,31 +592,29 @@ RowSelection fused_select_t(const void* base, const void* x, int64_t n, int64_t 
   return {s.kth, s.last_tie};
 }
 
-// Which entries of one side a selection keeps, per vector of 16 values.
+// Which entries of one side a selection keeps, for the fused output (whose rows are finite: process_rows
+// sends a row with a non-finite sum to the unfused steps). With every key finite the tie rule "key > kth,
+// or key == kth and column <= last_tie" is a threshold that steps up by one at column last_tie:
+// key >= kth up to it, key >= kth + 1 after it; and key >= T is (bits(v) << 1) >= (T << 1) unsigned (the
+// shift drops the sign: no |v| needed). lo / hi: those two thresholds, shifted.
 struct Keep {
-  int mode = 0;  // 0: all (no selection; or kth 0 with every tie kept), 1: kth <= key <= +inf, 2: the full tie rule
-  __m512i vk, vlast;
-  Keep(const RowSelection* s, int64_t n) {
-    vk = vlast = _mm512_setzero_si512();
-    if (!s || (s->kth == 0 && s->last_tie >= n)) return;
-    mode = s->last_tie >= n ? 1 : 2;
-    vk = _mm512_set1_epi32(int(s->kth));
-    vlast = _mm512_set1_epi32(int(s->last_tie));  // < n <= 2^30
+  uint32_t lo = 0, hi = 0;
+  int64_t last;  // >= n: every tie kept (the threshold is lo throughout)
+  Keep(const RowSelection* s, int64_t n) : last(n) {
+    if (!s) return;
+    lo = s->kth << 1;
+    hi = (s->kth + 1u) << 1;  // kth < +inf: no overflow
+    last = s->last_tie;
   }
-  inline __m512 apply(__m512 v, __m512i cols) const {
-    if (mode == 0) return v;
-    __mmask16 keep;
-    if (mode == 1) {
-      // kth <= key <= +inf, key = |v| bits: a NaN (above +inf) is dropped, as its key 0 < kth says
-      const __m512i k = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
-      keep = _mm512_cmple_epu32_mask(_mm512_sub_epi32(k, vk), _mm512_sub_epi32(_mm512_set1_epi32(0x7f800000), vk));
-    } else {
-      const __m512i k = Avx512FastPasses::keys<true>(v);
-      keep = _mm512_cmpgt_epu32_mask(k, vk) | (_mm512_cmpeq_epi32_mask(k, vk) & _mm512_cmple_epi32_mask(cols, vlast));
-    }
-    return _mm512_maskz_mov_ps(keep, v);
+  // The thresholds of 16 lanes of columns `cols`.
+  inline __m512i lanes(__m512i cols) const {
+    return _mm512_mask_blend_epi32(_mm512_cmpgt_epi32_mask(cols, _mm512_set1_epi32(int(last < (int64_t(1) << 30) ? last : (int64_t(1) << 30)))),
+                                   _mm512_set1_epi32(int(lo)), _mm512_set1_epi32(int(hi)));
   }
 };
+inline __m512 kept(__m512 v, __m512i thr) {
+  return _mm512_maskz_mov_ps(_mm512_cmpge_epu32_mask(_mm512_slli_epi32(_mm512_castps_si512(v), 1), thr), v);
+}
 
 // bf16 RNE of v in the high half of each 32-bit lane (the low half is junk), NaN kept quiet.
 inline __m512i bf16_hi(__m512 v) {
@@ -567,6 +622,14 @@ inline __m512i bf16_hi(__m512 v) {
   const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
   const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
   return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+}
+// The same without the NaN case: for values of finite rows, where a NaN (only the default NaN of an
+// invalid operation, e.g. inf - inf after an overflow) still rounds to a bf16 with an all-ones exponent,
+// which the caller's non-finite check catches (and the row is then written again by the unfused steps).
+inline __m512i bf16_hi_finite(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  return _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
 }
 
 // Consecutive 64-byte vectors of a row's output. NT: streaming stores at 64-byte aligned addresses; where
@@ -600,74 +663,139 @@ struct RowWriter {
   }
 };
 
-template <DType D, bool EO, DType OD, bool NT>
+// The fused output of one row, specialised on what it needs: TA / TB whether side a / b is trimmed
+// (at most one is), UA whether co != 0. With co == 0 the old row is not read: x + co*a~ is x for every
+// x but -0 (where -0 + (+0) = +0), so only a block holding a -0 reads it, and adds co*a~ to those lanes.
+template <DType D, bool EO, DType OD, bool NT, bool TA, bool TB, bool UA>
 uint32_t fused_output_t(const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
                         const RowSelection* sel_a, const RowSelection* sel_b, double* kept_a, double* kept_b, void* dst) {
   static_assert(!EO || (D == DType::BF16 && OD == DType::BF16), "the even/odd layout is for bf16 rows only");
+  static_assert(!(TA && TB) && (UA || !TA), "one trimmed side at most; a trimmed a has co != 0");
   const Keep ka(sel_a, n), kb(sel_b, n);
-  const bool sum_a = sel_a != nullptr, sum_b = sel_b != nullptr;
   const __m512 vcn = _mm512_set1_ps(cn), vco = _mm512_set1_ps(co);
+  const __m512i negz = _mm512_set1_epi32(int(0x80000000u));
   __m512d sa[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()}, sb[2] = {sa[0], sa[1]};
-  __m512i mx = _mm512_setzero_si512();
+  __m512i mx = _mm512_setzero_si512(), mx16 = mx;
   auto kept_sq = [](__m512 t, __m512d* acc) {  // dropped entries are +0 and add nothing
     const __m512d t0 = _mm512_cvtps_pd(_mm512_castps512_ps256(t)), t1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(t, 1));
     acc[0] = _mm512_fmadd_pd(t0, t0, acc[0]);
     acc[1] = _mm512_fmadd_pd(t1, t1, acc[1]);
   };
-  // (base + cn*b~) + co*a~ for 16 lanes of columns `cols` (m: the lanes inside the row)
-  auto value = [&](__m512 pb, __m512 a, __m512 b, __m512i cols, __mmask16 m) {
-    b = kb.apply(b, cols);
-    a = ka.apply(a, cols);
-    if (sum_b) kept_sq(b, sb);
-    if (sum_a) kept_sq(a, sa);
-    const __m512 v = _mm512_add_ps(_mm512_add_ps(pb, _mm512_mul_ps(vcn, b)), _mm512_mul_ps(vco, a));
-    mx = _mm512_mask_mov_epi32(mx, m, max_abs16(mx, v));
+  // x = base + cn*b~ (+ co*a~ with UA) for 16 lanes; thr_a / thr_b: the lanes' thresholds (Keep)
+  auto value = [&](__m512 pb, __m512 a, __m512 b, __m512i thr_a, __m512i thr_b) __attribute__((always_inline)) {
+    if (TB) {
+      b = kept(b, thr_b);
+      kept_sq(b, sb);
+    }
+    __m512 v = _mm512_add_ps(pb, _mm512_mul_ps(vcn, b));
+    if (UA) {
+      if (TA) {
+        a = kept(a, thr_a);
+        kept_sq(a, sa);
+      }
+      v = _mm512_add_ps(v, _mm512_mul_ps(vco, a));
+    }
     return v;
   };
   RowWriter<NT> w(dst);
+  constexpr int64_t es = D == DType::F32 ? 4 : 2;
+  const bool next = next_row_fits(n, es);
   const int64_t body = n & ~int64_t(31);
-  int64_t j = 0;
-  for (; j < body; j += 32) {
-    __m512 b0, b1, o0, o1, n0, n1;
-    load32<D, EO>(base, j, b0, b1);
-    load32<D, EO>(old_, j, o0, o1);
-    load32<D, EO>(new_, j, n0, n1);
-    const __m512 r0 = value(b0, _mm512_sub_ps(o0, b0), _mm512_sub_ps(n0, b0), cols0<EO>(j), 0xffff);
-    const __m512 r1 = value(b1, _mm512_sub_ps(o1, b1), _mm512_sub_ps(n1, b1), cols1<EO>(j), 0xffff);
-    if (OD == DType::F32) {
-      w.put(_mm512_castps_si512(r0));
-      w.put(_mm512_castps_si512(r1));
-    } else if (OD == DType::F16) {
-      w.put(_mm512_inserti64x4(_mm512_castsi256_si512(to_f16(r0)), to_f16(r1), 1));
-    } else if (EO) {
-      // even columns from r0's lanes, odd ones from r1's: the high halves interleaved in place
-      w.put(_mm512_mask_blend_epi16(__mmask32(0xAAAAAAAAu), _mm512_srli_epi32(bf16_hi(r0), 16), bf16_hi(r1)));
-    } else {
-      const __m512i odd = _mm512_setr_epi32(0x30001, 0x70005, 0xB0009, 0xF000D, 0x130011, 0x170015, 0x1B0019, 0x1F001D,
-                                            0x230021, 0x270025, 0x2B0029, 0x2F002D, 0x330031, 0x370035, 0x3B0039, 0x3F003D);
-      w.put(_mm512_permutex2var_epi16(bf16_hi(r0), odd, bf16_hi(r1)));  // the high halves, in order
+  // Blocks [j0, j1) of 32 columns with the given thresholds of the v0 / v1 lanes (load32's layout).
+  auto blocks = [&](int64_t j0, int64_t j1, __m512i ta0, __m512i ta1, __m512i tb0, __m512i tb1) __attribute__((always_inline)) {
+    for (int64_t j = j0; j < j1; j += 32) {
+      if (next) next_row_prefetch(base, old_, new_, n * es + (n * es) / 2 + j * es / 2);
+      __m512 b0, b1, o0, o1, n0, n1;
+      load32<D, EO>(base, j, b0, b1);
+      load32<D, EO>(new_, j, n0, n1);
+      if (UA) load32<D, EO>(old_, j, o0, o1);
+      else o0 = o1 = b0;  // unused
+      __m512 r0 = value(b0, _mm512_sub_ps(o0, b0), _mm512_sub_ps(n0, b0), ta0, tb0);
+      __m512 r1 = value(b1, _mm512_sub_ps(o1, b1), _mm512_sub_ps(n1, b1), ta1, tb1);
+      if (!UA) {
+        const __mmask16 z0 = _mm512_cmpeq_epi32_mask(_mm512_castps_si512(r0), negz), z1 = _mm512_cmpeq_epi32_mask(_mm512_castps_si512(r1), negz);
+        if (__builtin_expect(!_kortestz_mask16_u8(z0, z1), 0)) {  // -0 + co*a: a is never trimmed here
+          load32<D, EO>(old_, j, o0, o1);
+          r0 = _mm512_mask_add_ps(r0, z0, r0, _mm512_mul_ps(vco, _mm512_sub_ps(o0, b0)));
+          r1 = _mm512_mask_add_ps(r1, z1, r1, _mm512_mul_ps(vco, _mm512_sub_ps(o1, b1)));
+        }
+      }
+      if (OD == DType::F32) {
+        mx = max_abs16(max_abs16(mx, r0), r1);
+        w.put(_mm512_castps_si512(r0));
+        w.put(_mm512_castps_si512(r1));
+      } else if (OD == DType::F16) {
+        mx = max_abs16(max_abs16(mx, r0), r1);
+        w.put(_mm512_inserti64x4(_mm512_castsi256_si512(to_f16(r0)), to_f16(r1), 1));
+      } else {
+        __m512i p;
+        if (EO) {
+          // even columns from r0's lanes, odd ones from r1's: the high halves interleaved in place
+          p = _mm512_mask_blend_epi16(__mmask32(0xAAAAAAAAu), _mm512_srli_epi32(bf16_hi_finite(r0), 16), bf16_hi_finite(r1));
+        } else {
+          const __m512i odd = _mm512_setr_epi32(0x30001, 0x70005, 0xB0009, 0xF000D, 0x130011, 0x170015, 0x1B0019, 0x1F001D,
+                                                0x230021, 0x270025, 0x2B0029, 0x2F002D, 0x330031, 0x370035, 0x3B0039, 0x3F003D);
+          p = _mm512_permutex2var_epi16(bf16_hi_finite(r0), odd, bf16_hi_finite(r1));  // the high halves, in order
+        }
+        mx16 = _mm512_max_epu16(mx16, _mm512_slli_epi16(p, 1));  // an all-ones exponent: >= 0xff00
+        w.put(p);
+      }
     }
+  };
+  const __m512i lo_a = _mm512_set1_epi32(int(ka.lo)), hi_a = _mm512_set1_epi32(int(ka.hi));
+  const __m512i lo_b = _mm512_set1_epi32(int(kb.lo)), hi_b = _mm512_set1_epi32(int(kb.hi));
+  const int64_t last = TA ? ka.last : TB ? kb.last : n;
+  if (last >= body) {
+    blocks(0, body, lo_a, lo_a, lo_b, lo_b);
+  } else {
+    const int64_t jb = last & ~int64_t(31);  // the block holding the last kept tie
+    blocks(0, jb, lo_a, lo_a, lo_b, lo_b);
+    blocks(jb, jb + 32, ka.lanes(cols0<EO>(jb)), ka.lanes(cols1<EO>(jb)), kb.lanes(cols0<EO>(jb)), kb.lanes(cols1<EO>(jb)));
+    blocks(jb + 32, body, hi_a, hi_a, hi_b, hi_b);
   }
   w.finish();
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (; j < n; j += 16) {  // the last columns, 16 at a time in order (lanes past n are 0: they add nothing)
+  for (int64_t j = body; j < n; j += 16) {  // the last columns, 16 at a time in order (lanes past n are 0: they add nothing)
     const __mmask16 m = tail_mask(n - j);
+    const __m512i cols = _mm512_add_epi32(iota, _mm512_set1_epi32(int(j)));
     const __m512 pb = load16(D, base, j, m);
-    const __m512 r = value(pb, _mm512_sub_ps(load16(D, old_, j, m), pb), _mm512_sub_ps(load16(D, new_, j, m), pb),
-                           _mm512_add_epi32(iota, _mm512_set1_epi32(int(j))), m);
+    // the exact expression (with co*a~ whatever co): a few columns, no -0 case to mind
+    __m512 b = _mm512_sub_ps(load16(D, new_, j, m), pb), a = _mm512_sub_ps(load16(D, old_, j, m), pb);
+    if (TB) {
+      b = kept(b, kb.lanes(cols));
+      kept_sq(b, sb);
+    }
+    if (TA) {
+      a = kept(a, ka.lanes(cols));
+      kept_sq(a, sa);
+    }
+    const __m512 r = _mm512_add_ps(_mm512_add_ps(pb, _mm512_mul_ps(vcn, b)), _mm512_mul_ps(vco, a));
+    mx = _mm512_mask_mov_epi32(mx, m, max_abs16(mx, r));
     if (OD == DType::F32) _mm512_mask_storeu_ps(static_cast<float*>(dst) + j, m, r);
     else _mm256_mask_storeu_epi16(static_cast<uint16_t*>(dst) + j, m, OD == DType::F16 ? to_f16(r) : to_bf16(r));
   }
-  if (sum_a) *kept_a = _mm512_reduce_add_pd(_mm512_add_pd(sa[0], sa[1]));
-  if (sum_b) *kept_b = _mm512_reduce_add_pd(_mm512_add_pd(sb[0], sb[1]));
+  if (TA) *kept_a = _mm512_reduce_add_pd(_mm512_add_pd(sa[0], sa[1]));
+  if (TB) *kept_b = _mm512_reduce_add_pd(_mm512_add_pd(sb[0], sb[1]));
+  if (OD == DType::BF16 && _mm512_cmpge_epu16_mask(mx16, _mm512_set1_epi16(short(0xff00)))) return 0x7f800000u;
   return _mm512_reduce_max_epu32(mx);
 }
 
+template <DType D, bool EO, DType OD, bool NT>
+uint32_t fused_output_k(const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
+                        const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst) {
+  if (sa) return fused_output_t<D, EO, OD, NT, true, false, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  if (co != 0.0f) {
+    if (sb) return fused_output_t<D, EO, OD, NT, false, true, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+    return fused_output_t<D, EO, OD, NT, false, false, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  }
+  if (sb) return fused_output_t<D, EO, OD, NT, false, true, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  return fused_output_t<D, EO, OD, NT, false, false, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+}
 template <DType D, bool EO, DType OD>
 uint32_t fused_output_nt(bool nt, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
                          const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst) {
-  return nt ? fused_output_t<D, EO, OD, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst)
-            : fused_output_t<D, EO, OD, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  return nt ? fused_output_k<D, EO, OD, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst)
+            : fused_output_k<D, EO, OD, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
 }
 template <DType D>
 uint32_t fused_output_od(DType od, bool nt, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,

@@ -497,6 +497,82 @@ static void test_fused_rows() {
   std::printf("fused rows: %d rows against the scalar reference\n", rows_checked);
 }
 
+// The fused output's special cases against the scalar reference, byte for byte: co == 0 rows (the old row
+// is not read) over signed zeros, where -0 + co*a decides the sign (negative cn, -0 coefficients, dropped
+// entries of a trimmed side); bf16 outputs that overflow or turn NaN inside the 32-column blocks (the
+// kernel's RNE has no NaN lane fix: such a row is written by the unfused steps), named as the reference
+// names them or, opted in, written with the reference's bytes.
+static void test_fused_edges() {
+  const DType dts[] = {DType::BF16, DType::F16, DType::F32};
+  for (int lv = 1; lv < 3; ++lv) {
+    if (!cpu_supports(SimdLevel(lv)) || !kernels_for(SimdLevel(lv)).fused) continue;
+    for (DType dt : dts)
+      for (int64_t cols : {64, 100, 4099}) {
+        const int64_t R = 12;
+        Raw d = make_raw(R, cols, dt, 0, unsigned(cols + 3));
+        std::mt19937 g{unsigned(cols)};
+        for (size_t k = 0; k < size_t(R * cols); ++k) {
+          const unsigned u = g() % 6;
+          if (u < 2) put_value(d.base, dt, k, u ? -0.0f : 0.0f);
+          if (u == 0 || u == 3) put_value(d.new_, dt, k, g() % 2 ? -0.0f : 0.0f);
+          if (u == 1 && g() % 2) put_value(d.new_, dt, k, -0.0f);
+        }
+        std::vector<float> cnew(static_cast<size_t>(R)), cold(static_cast<size_t>(R));
+        for (int64_t i = 0; i < R; ++i) {
+          cnew[size_t(i)] = i % 3 == 0 ? -0.75f : (i % 3 == 1 ? 0.5f : -0.0f);
+          cold[size_t(i)] = i % 4 == 0 ? -0.0f : (i % 4 == 1 ? 0.0f : (i % 4 == 2 ? -0.5f : 0.25f));
+        }
+        for (double density : {1.0, 0.2}) {
+          Params p;
+          p.density = density;
+          p.strategy = Strategy::Custom;
+          for (DType od : dts) {
+            const RawOut ref = run_raw(d, p, od, 0, 1, &cnew, &cold), got = run_raw(d, p, od, lv, 1, &cnew, &cold);
+            CHECK(got.out == ref.out, "fused signed zeros: %s in %s out %s, cols %lld, density %.1f", kernels_for(SimdLevel(lv)).name,
+                  dtype_name(dt), dtype_name(od), (long long)cols, density);
+          }
+        }
+      }
+    // Overflow to inf (row 1, column 70) and NaN (inf - inf: row 3, column 40) in bf16 outputs, in the blocks.
+    for (DType dt : {DType::BF16, DType::F32}) {
+      Raw d = make_raw(5, 200, dt, 0, 21);
+      put_value(d.new_, dt, 1 * 200 + 70, 3.0e38f);
+      put_value(d.base, dt, 3 * 200 + 40, 0.0f);
+      put_value(d.old_, dt, 3 * 200 + 40, 3.0e38f);
+      put_value(d.new_, dt, 3 * 200 + 40, 3.0e38f);
+      std::vector<float> cnew(5, 1.5f), cold(5, 0.0f);
+      cold[3] = -1.5f;
+      for (double density : {1.0, 0.2}) {
+        Params p;
+        p.density = density;
+        p.strategy = Strategy::Custom;
+        std::string ref;
+        int64_t ref_row = -1, ref_col = -1;
+        for (int l : {0, lv}) {
+          std::string msg;
+          int64_t row = -1, col = -1;
+          try {
+            run_raw(d, p, DType::BF16, l, 1, &cnew, &cold);
+          } catch (const Error& e) {
+            if (e.code() == ErrorCode::NonFiniteOutput) { msg = e.what(); row = e.details().row; col = e.details().column; }
+          }
+          if (l == 0) { ref = msg; ref_row = row; ref_col = col; }
+          else CHECK(!msg.empty() && msg == ref && row == ref_row && col == ref_col, "fused bf16 overflow (%s, %s in, density %.1f): '%s' vs '%s'",
+                     kernels_for(SimdLevel(lv)).name, dtype_name(dt), density, msg.c_str(), ref.c_str());
+        }
+        p.allow_non_finite_output = true;
+        const RawOut want = run_raw(d, p, DType::BF16, 0, 1, &cnew, &cold), got = run_raw(d, p, DType::BF16, lv, 1, &cnew, &cold);
+        uint16_t nanv = 0, infv = 0;
+        std::memcpy(&nanv, &want.out[2 * (3 * 200 + 40)], 2);
+        std::memcpy(&infv, &want.out[2 * (1 * 200 + 70)], 2);
+        CHECK((nanv & 0x7fff) > 0x7f80 && infv == 0x7f80, "the reference writes NaN and inf here (%04x, %04x)", nanv, infv);
+        CHECK(got.out == want.out, "fused bf16 non-finite output bytes (%s, %s in, density %.1f)", kernels_for(SimdLevel(lv)).name, dtype_name(dt),
+              density);
+      }
+    }
+  }
+}
+
 // The fused output kernel's streaming stores: every misalignment of the row (4-byte steps, and 2 bytes:
 // plain stores), every output dtype, against its plain stores; bytes around the row untouched.
 static void test_fused_stream_stores() {
@@ -642,6 +718,7 @@ int main() {
   }
   test_non_finite_output(levels);
   test_fused_rows();
+  test_fused_edges();
   test_fused_stream_stores();
   test_fused_non_finite();
   std::printf("core_test: %d checks, %d passed, %d failed\n", checks, checks - failures, failures);
