@@ -612,8 +612,8 @@ struct Keep {
                                    _mm512_set1_epi32(int(lo)), _mm512_set1_epi32(int(hi)));
   }
 };
-inline __m512 kept(__m512 v, __m512i thr) {
-  return _mm512_maskz_mov_ps(_mm512_cmpge_epu32_mask(_mm512_slli_epi32(_mm512_castps_si512(v), 1), thr), v);
+inline __mmask16 keep_mask(__m512 v, __m512i thr) {
+  return _mm512_cmpge_epu32_mask(_mm512_slli_epi32(_mm512_castps_si512(v), 1), thr);
 }
 
 // bf16 RNE of v in the high half of each 32-bit lane (the low half is junk), NaN kept quiet.
@@ -674,25 +674,37 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
   const Keep ka(sel_a, n), kb(sel_b, n);
   const __m512 vcn = _mm512_set1_ps(cn), vco = _mm512_set1_ps(co);
   const __m512i negz = _mm512_set1_epi32(int(0x80000000u));
-  __m512d sa[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()}, sb[2] = {sa[0], sa[1]};
   __m512i mx = _mm512_setzero_si512(), mx16 = mx;
-  auto kept_sq = [](__m512 t, __m512d* acc) {  // dropped entries are +0 and add nothing
-    const __m512d t0 = _mm512_cvtps_pd(_mm512_castps512_ps256(t)), t1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(t, 1));
-    acc[0] = _mm512_fmadd_pd(t0, t0, acc[0]);
-    acc[1] = _mm512_fmadd_pd(t1, t1, acc[1]);
+  // The kept entries of the trimmed side are packed into kbuf (one compress per vector) and their squares
+  // summed in f64 a buffer at a time: at density 0.2 a fifth of the conversions and FMAs of summing every
+  // lane. The order of the sum depends on the row only (the same for any thread count).
+  constexpr int64_t kBuf = 1024;
+  alignas(64) float kbuf[kBuf + 48];
+  int64_t kc = 0;
+  __m512d ks[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()};
+  auto flush = [&]() {
+    for (int64_t q = 0; q < kc; q += 16) {
+      const __m512 t = _mm512_maskz_loadu_ps(tail_mask(kc - q), kbuf + q);
+      const __m512d t0 = _mm512_cvtps_pd(_mm512_castps512_ps256(t)), t1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(t, 1));
+      ks[0] = _mm512_fmadd_pd(t0, t0, ks[0]);
+      ks[1] = _mm512_fmadd_pd(t1, t1, ks[1]);
+    }
+    kc = 0;
+  };
+  // v with the entries the thresholds drop set to +0; the kept ones appended to kbuf
+  auto kept = [&](__m512 v, __m512i thr) __attribute__((always_inline)) {
+    const __mmask16 km = keep_mask(v, thr);
+    v = _mm512_maskz_mov_ps(km, v);
+    _mm512_storeu_ps(kbuf + kc, _mm512_maskz_compress_ps(km, v));
+    kc += __builtin_popcount(km);
+    return v;
   };
   // x = base + cn*b~ (+ co*a~ with UA) for 16 lanes; thr_a / thr_b: the lanes' thresholds (Keep)
   auto value = [&](__m512 pb, __m512 a, __m512 b, __m512i thr_a, __m512i thr_b) __attribute__((always_inline)) {
-    if (TB) {
-      b = kept(b, thr_b);
-      kept_sq(b, sb);
-    }
+    if (TB) b = kept(b, thr_b);
     __m512 v = _mm512_add_ps(pb, _mm512_mul_ps(vcn, b));
     if (UA) {
-      if (TA) {
-        a = kept(a, thr_a);
-        kept_sq(a, sa);
-      }
+      if (TA) a = kept(a, thr_a);
       v = _mm512_add_ps(v, _mm512_mul_ps(vco, a));
     }
     return v;
@@ -740,6 +752,7 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
         mx16 = _mm512_max_epu16(mx16, _mm512_slli_epi16(p, 1));  // an all-ones exponent: >= 0xff00
         w.put(p);
       }
+      if ((TA || TB) && kc > kBuf) flush();
     }
   };
   const __m512i lo_a = _mm512_set1_epi32(int(ka.lo)), hi_a = _mm512_set1_epi32(int(ka.hi));
@@ -761,21 +774,17 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
     const __m512 pb = load16(D, base, j, m);
     // the exact expression (with co*a~ whatever co): a few columns, no -0 case to mind
     __m512 b = _mm512_sub_ps(load16(D, new_, j, m), pb), a = _mm512_sub_ps(load16(D, old_, j, m), pb);
-    if (TB) {
-      b = kept(b, kb.lanes(cols));
-      kept_sq(b, sb);
-    }
-    if (TA) {
-      a = kept(a, ka.lanes(cols));
-      kept_sq(a, sa);
-    }
+    if (TB) b = kept(b, kb.lanes(cols));
+    if (TA) a = kept(a, ka.lanes(cols));
     const __m512 r = _mm512_add_ps(_mm512_add_ps(pb, _mm512_mul_ps(vcn, b)), _mm512_mul_ps(vco, a));
     mx = _mm512_mask_mov_epi32(mx, m, max_abs16(mx, r));
     if (OD == DType::F32) _mm512_mask_storeu_ps(static_cast<float*>(dst) + j, m, r);
     else _mm256_mask_storeu_epi16(static_cast<uint16_t*>(dst) + j, m, OD == DType::F16 ? to_f16(r) : to_bf16(r));
+    if (kc > kBuf) flush();
   }
-  if (TA) *kept_a = _mm512_reduce_add_pd(_mm512_add_pd(sa[0], sa[1]));
-  if (TB) *kept_b = _mm512_reduce_add_pd(_mm512_add_pd(sb[0], sb[1]));
+  flush();
+  if (TA) *kept_a = _mm512_reduce_add_pd(_mm512_add_pd(ks[0], ks[1]));
+  if (TB) *kept_b = _mm512_reduce_add_pd(_mm512_add_pd(ks[0], ks[1]));
   if (OD == DType::BF16 && _mm512_cmpge_epu16_mask(mx16, _mm512_set1_epi16(short(0xff00)))) return 0x7f800000u;
   return _mm512_reduce_max_epu32(mx);
 }
