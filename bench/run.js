@@ -6,10 +6,20 @@
 // pages or garbage), timing the edit into a reused `out` and the common call that allocates its
 // output; the peers are numpy (when python3 has it) and, for the smaller shape, a straightforward
 // TS implementation. Prints one table; writes bench/results/bench-<date>[-quick].json.
-//   GEOEDIT_BENCH_QUICK=1  only [4096,4096]
-// The targets (issue 17): fresh output >= 0.7x triad at density 1 (and >= 8x numpy), >= 0.5x triad
-// at density 0.2, fresh >= 0.9x the reused-out speed. Timings are the median of REPS runs; the machine's load
-// average is printed with the table (a loaded machine shows in both the triad and the cases).
+//   GEOEDIT_BENCH_QUICK=1    only [4096,4096]
+//   GEOEDIT_BENCH_TAG=x      writes bench-<date>[-quick]-x.json (keeps other runs' files)
+//   GEOEDIT_BENCH_POOL_AB=1  also runs every case in a second child under the output pool's policy
+//                            before 2026-12-01 (_setOutputPoolLegacy; the two children alternate in
+//                            order), and prints that A/B table: each policy's fresh ÷ reused from its
+//                            own rounds (two policies in one process would share V8's collections)
+// How a case is timed: one reused and two fresh calls warm up (the first fresh calls map new memory,
+// whose first touch the kernel zeroes: the first one's time is kept as `firstFreshS`, outside the
+// figures); then REPS rounds, each timing one call of every variant, the order alternating from round
+// to round (a load change hits both alike); the previous fresh result is dropped before the next fresh
+// call, as a loop that uses each result once does. Figures are medians over the rounds; the minimum is
+// printed beside them and kept in the JSON. The targets (issue 17): fresh output >= 0.7x triad at
+// density 1 (and >= 8x numpy), >= 0.5x triad at density 0.2, fresh >= 0.9x the reused-out speed. The
+// machine's load average is printed with the table (a loaded machine shows in both the triad and the cases).
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -29,7 +39,8 @@ const QUICK = process.env.GEOEDIT_BENCH_QUICK === '1';
 const SHAPES = QUICK ? [[4096, 4096]] : [[4096, 4096], [16384, 4096]];
 const DTYPES = ['f32', 'bf16'];
 const DENSITIES = [1, 0.2];
-const REPS = 5;
+const REPS = 9;
+const POOL_AB = process.env.GEOEDIT_BENCH_POOL_AB === '1';
 const TRIAD_N = 32 * 1024 * 1024; // 3 x 256 MiB of doubles, well past the caches
 
 function median(xs) { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; }
@@ -79,18 +90,44 @@ async function runCase(spec) {
   }
   const { shape, dtype, density } = spec;
   const [r, c] = shape;
+  const native = nativeModule().loadNative();
   const inputs = { base: makeTensor(r, c, dtype, 1), old: makeTensor(r, c, dtype, 2), new: makeTensor(r, c, dtype, 3) };
   const out = { dtype, shape, data: dtype === 'f32' ? new Float32Array(r * c) : new Uint16Array(r * c) };
-  await geo.editTensor(inputs, { density, out });
-  const reused = [];
-  for (let k = 0; k < REPS; k++) { const t0 = now(); await geo.editTensor(inputs, { density, out }); reused.push(now() - t0); }
-  // The common call: editTensor allocates the output (the previous result is dropped each time).
-  let last = await geo.editTensor(inputs, { density });
-  const fresh = [];
-  for (let k = 0; k < REPS; k++) { last = null; const t0 = now(); last = await geo.editTensor(inputs, { density }); fresh.push(now() - t0); }
+  if (spec.legacy) native._setOutputPoolLegacy(true);
+  const variants = ['reused', 'fresh'];
+  const times = Object.fromEntries(variants.map((v) => [v, []]));
+  const cpus = Object.fromEntries(variants.map((v) => [v, []])); // process CPU time (all threads) per call: the A/B figure a loaded machine moves least
+  const held = {}; // each fresh variant's previous result, dropped right before its next call
+  const call = async (v) => {
+    if (v === 'reused') { const t0 = now(); await geo.editTensor(inputs, { density, out }); return now() - t0; }
+    held[v] = null;
+    const t0 = now();
+    held[v] = await geo.editTensor(inputs, { density });
+    return now() - t0;
+  };
+  await call('reused');
+  const firstFreshS = await call('fresh');
+  await call('fresh');
+  const pool0 = native._outputPool();
+  for (let k = 0; k < REPS; k++) {
+    const order = k % 2 ? [...variants].reverse() : variants;
+    for (const v of order) {
+      const c0 = process.cpuUsage();
+      times[v].push(await call(v));
+      const c1 = process.cpuUsage(c0);
+      cpus[v].push((c1.user + c1.system) / 1e6);
+    }
+  }
+  const pool1 = native._outputPool();
+  const pool = Object.fromEntries(Object.keys(pool1).map((k) => [k, pool1[k] - (k === 'idleBytes' || k === 'cap' ? 0 : pool0[k])]));
   let tsS = null;
   if (spec.ts) { const t0 = now(); tsEdit(inputs.base, inputs.old, inputs.new, density); tsS = now() - t0; }
-  return { reusedS: median(reused), freshS: median(fresh), tsS, outLength: last.out.data.length };
+  const stat = (v) => ({ median: median(times[v]), min: Math.min(...times[v]) });
+  return {
+    reusedS: stat('reused').median, freshS: stat('fresh').median, reusedMinS: stat('reused').min, freshMinS: stat('fresh').min,
+    cpuS: Object.fromEntries(variants.map((v) => [v, median(cpus[v])])),
+    firstFreshS, pool, tsS, outLength: held.fresh.out.data.length,
+  };
 }
 
 function child(spec) {
@@ -119,19 +156,31 @@ async function main() {
       for (const density of DENSITIES) {
         const [r, c] = shape;
         const bytes = r * c * (dtype === 'f32' ? 4 : 2) * 4; // 3 inputs read + 1 output written
-        const res = child({ kind: 'edit', shape, dtype, density, ts: r * c <= 4096 * 4096 });
+        const load = os.loadavg()[0];
+        const spec = { kind: 'edit', shape, dtype, density, ts: r * c <= 4096 * 4096 };
+        // A/B: the earlier pool policy in its own child, first or second in turn
+        const legacyFirst = POOL_AB && rows.length % 2 === 1;
+        const resL0 = legacyFirst ? child({ ...spec, ts: false, legacy: true }) : null;
+        const res = child(spec);
+        const resL = POOL_AB ? resL0 ?? child({ ...spec, ts: false, legacy: true }) : null;
         let npS = null;
         if (haveNumpy) {
           const out = execFileSync('python3', [path.join(__dirname, 'numpy_peer.py'), JSON.stringify([{ shape, dtype, density }]), '3'], { encoding: 'utf8', maxBuffer: 1 << 20 });
           npS = JSON.parse(out.trim().split('\n').pop()).seconds;
         }
+        const gb = (s) => (s ? bytes / s / 1e9 : null);
         const row = {
-          shape: `[${shape.join(',')}]`, dtype, density,
-          reusedGBps: bytes / res.reusedS / 1e9, freshGBps: bytes / res.freshS / 1e9,
-          tsGBps: res.tsS ? bytes / res.tsS / 1e9 : null, numpyGBps: npS ? bytes / npS / 1e9 : null,
+          shape: `[${shape.join(',')}]`, dtype, density, load,
+          reusedGBps: gb(res.reusedS), freshGBps: gb(res.freshS), reusedBestGBps: gb(res.reusedMinS), freshBestGBps: gb(res.freshMinS),
+          firstFreshGBps: gb(res.firstFreshS), pool: res.pool, cpuS: res.cpuS,
+          ...(resL ? { legacy: { reusedGBps: gb(resL.reusedS), freshGBps: gb(resL.freshS), firstFreshGBps: gb(resL.firstFreshS), pool: resL.pool, cpuS: resL.cpuS } } : {}),
+          tsGBps: gb(res.tsS), numpyGBps: gb(npS),
         };
         rows.push(row);
-        console.log(`  ${row.shape} ${dtype} density ${density}: reused out ${row.reusedGBps.toFixed(2)} GB/s, fresh out ${row.freshGBps.toFixed(2)} GB/s`);
+        const p = res.pool;
+        console.log(`  ${row.shape} ${dtype} density ${density} (load ${load.toFixed(2)}): reused out ${row.reusedGBps.toFixed(2)} GB/s (best ${row.reusedBestGBps.toFixed(2)}), fresh out ${row.freshGBps.toFixed(2)} GB/s (best ${row.freshBestGBps.toFixed(2)}; first call ${row.firstFreshGBps.toFixed(2)})` +
+          (resL ? `; earlier pool policy (own child): reused ${row.legacy.reusedGBps.toFixed(2)}, fresh ${row.legacy.freshGBps.toFixed(2)} GB/s` : '') +
+          `; pool in the rounds: ${p.hits} hits, ${p.misses} misses, ${p.forced} collections asked (${p.futile} futile)`);
       }
     }
   }
@@ -139,6 +188,7 @@ async function main() {
   const triad = Math.max(triad0, triad1);
   const loadEnd = os.loadavg();
   console.log(`\nSTREAM-style triad (all ${info.threads} threads, same run): ${triad.toFixed(1)} GB/s (before ${triad0.toFixed(1)}, after ${triad1.toFixed(1)})`);
+  console.log(`Each case: medians of ${REPS} rounds, fresh and reused calls interleaved (order alternating), after a warm-up; load average ${loadStart[0].toFixed(2)} at the start, ${loadEnd[0].toFixed(2)} at the end`);
   console.log('\n| shape | dtype | density | fresh out GB/s | × triad | reused out GB/s | × triad | fresh ÷ reused | numpy GB/s | × numpy | TS × | targets |');
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
   let allMet = true;
@@ -155,13 +205,24 @@ async function main() {
     const f = (x, d = 2) => (x === null ? 'n/a' : x.toFixed(d));
     console.log(`| ${r.shape} | ${r.dtype} | ${r.density} | ${f(r.freshGBps)} | ${f(r.freshVsTriad)} | ${f(r.reusedGBps)} | ${f(r.reusedVsTriad)} | ${f(r.freshVsReused)} | ${f(r.numpyGBps)} | ${f(r.vsNumpy, 1)} | ${f(r.vsTs, 0)} | fresh ≥${need}× triad, ≥0.9× reused${r.density === 1 ? ', ≥8× numpy' : ''}: ${r.met ? 'met' : 'NOT met'} |`);
   }
+  if (POOL_AB) {
+    console.log('\nOutput pool A/B: each case also ran in a child under the policy before 2026-12-01 (every output reported to V8, returned by finalizers only); each ratio is fresh ÷ reused within one child (same rounds, interleaved)');
+    console.log('(CPU ms: median process CPU time per fresh call, all threads, in parentheses that of a reused call)');
+    console.log('\n| shape | dtype | density | load | earlier: fresh ÷ reused | now: fresh ÷ reused | now ÷ earlier | CPU ms per fresh call: earlier / now |');
+    console.log('|---|---|---|---|---|---|---|---|');
+    for (const r of rows) {
+      const a = r.legacy.freshGBps / r.legacy.reusedGBps, b = r.freshGBps / r.reusedGBps, ms = (x) => (1e3 * x).toFixed(1);
+      console.log(`| ${r.shape} | ${r.dtype} | ${r.density} | ${r.load.toFixed(1)} | ${a.toFixed(2)} | ${b.toFixed(2)} | ${(b / a).toFixed(2)} | ${ms(r.legacy.cpuS.fresh)} (${ms(r.legacy.cpuS.reused)}) / ${ms(r.cpuS.fresh)} (${ms(r.cpuS.reused)}) |`);
+    }
+  }
   const result = {
     date: started, version: info.version, cpu, cores: os.cpus().length, simd: info.simd, threads: info.threads,
     loadavgStart: loadStart, loadavgEnd: loadEnd, triadGBps: triad, triadBeforeGBps: triad0, triadAfterGBps: triad1,
-    numpy: haveNumpy, reps: REPS, cases: rows, allTargetsMet: allMet,
+    numpy: haveNumpy, reps: REPS, timing: 'median of REPS rounds, fresh and reused interleaved', poolAB: POOL_AB, cases: rows, allTargetsMet: allMet,
   };
   fs.mkdirSync(path.join(root, 'bench', 'results'), { recursive: true });
-  const file = path.join(root, 'bench', 'results', `bench-${started.slice(0, 10)}${QUICK ? '-quick' : ''}.json`);
+  const tag = process.env.GEOEDIT_BENCH_TAG ? `-${process.env.GEOEDIT_BENCH_TAG.replace(/[^A-Za-z0-9_.-]/g, '')}` : '';
+  const file = path.join(root, 'bench', 'results', `bench-${started.slice(0, 10)}${QUICK ? '-quick' : ''}${tag}.json`);
   fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
   console.log(`\nload average at the end: ${loadEnd.map((x) => x.toFixed(2)).join(', ')}; written ${path.relative(root, file)}`);
 }

@@ -13,11 +13,12 @@ namespace geoedit_binding {
 namespace {
 
 // A fresh output (no outData): pooled, resident memory when large (outpool.cc), else a new array.
-void* fresh_output(Napi::Env env, Napi::Object result, DType dt, size_t count) {
+// *populate: bytes of a new mapping to fault in before the edit (populate_output), else 0.
+void* fresh_output(Napi::Env env, Napi::Object result, DType dt, size_t count, size_t* populate) {
   const bool f32 = dt == DType::F32;
   napi_value arr;
   void* data = nullptr;
-  if (pooled_output(env, f32 ? napi_float32_array : napi_uint16_array, count, f32 ? 4 : 2, &arr, &data)) {
+  if (pooled_output(env, f32 ? napi_float32_array : napi_uint16_array, count, f32 ? 4 : 2, &arr, &data, populate)) {
     result.Set("out", Napi::Value(env, arr));
     return data;
   }
@@ -36,6 +37,7 @@ struct EditBaton {
   Napi::ObjectReference result;
   Napi::ObjectReference out_data;  // outData to copy the output into when the edit is done
   size_t out_bytes = 0;
+  size_t populate = 0;  // a fresh output on a new mapping: its pages are faulted in first (outpool.h)
   // Preservation (SPEC §3 step 0): the spec read here, the operator built in run() (off the JS thread).
   bool has_preserve = false;
   geoedit::PreserveSpec pspec;
@@ -60,6 +62,7 @@ struct EditBaton {
       job.preserve_bias = has_bias ? &bias : nullptr;
       job.preserve_stats = &pstats;
     }
+    if (populate) populate_output(job.out, populate, ro.threads);
     if (cuda) geoedit::run_edit_cuda(job, params, cuda_opts);
     else geoedit::run_edit(job, params, ro);
     if (energy) geoedit_binding::put_preserve_energy(pstats, energy);
@@ -121,7 +124,7 @@ std::shared_ptr<EditBaton> read_edit(const Napi::CallbackInfo& info, bool async)
       b->out_bytes = out_bytes;
       job.out = out_bytes ? static_cast<void*>(alloc_array<uint8_t>(env, result, "out", out_bytes)) : nullptr;
     } else {
-      job.out = fresh_output(env, result, job.out_dtype, count);
+      job.out = fresh_output(env, result, job.out_dtype, count, &b->populate);
     }
   }
   job.stats = alloc_row_stats(env, result, size_t(job.rows));

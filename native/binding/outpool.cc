@@ -1,23 +1,44 @@
 // Fresh edit outputs without first-touch page faults: large outputs are external ArrayBuffers
-// over memory this pool maps (transparent huge pages asked for) and takes back when V8 collects
-// the array, so the next output of the same size reuses pages that are already resident instead
-// of having the kernel fault in and zero new ones (a zeroing pass as large as the output, on top
-// of the edit's own write). Every byte of a pooled buffer is written by the edit before JS sees
-// it (an edit writes every element of its output, or fails and the array is dropped unseen).
+// over memory this pool maps (2 MiB aligned, transparent huge pages asked for) and takes back when
+// the array is dead, so the next output of the same size reuses pages that are already resident
+// instead of having the kernel fault in and zero new ones (in this VM a first touch costs 0.5-5 ms
+// per MiB, several times the edit itself). Every byte of a pooled buffer is written by the edit
+// before JS sees it (an edit writes every element of its output, or fails and the array is dropped
+// unseen).
 //
-// A buffer comes back as soon as its ArrayBuffer object is collected (a finalizer on the object),
-// not only when V8 later frees the memory (the backing store's deleter, which runs after the array
-// buffers are swept, often a call or two later): in a loop that drops each output, the next outputs
-// then reuse it instead of faulting in new pages. That is safe only where JS cannot have moved the
-// memory to another ArrayBuffer: the buffer is marked untransferable (postMessage/structuredClone
-// copy it) and the engine has no ArrayBuffer.prototype.transfer (guard_untransferable); elsewhere only
-// the deleter returns it. Whichever of the two runs first returns the buffer, the second only frees
-// the record (both run on the JS thread of the environment that made the array).
+// When a buffer comes back. Only a garbage collection can tell that JS no longer holds an output,
+// so the pool learns it three ways, the first that applies:
+//   - a weak reference to the ArrayBuffer object, looked at when the idle list has no buffer of the
+//     size asked for: empty means V8 has collected the object, so its memory is free now (Node-API
+//     runs finalizers later, from the event loop: up to a call later in a loop of edits);
+//   - a finalizer on the ArrayBuffer object (the same, from the event loop);
+//   - the backing store's deleter (V8 frees the memory; after its array-buffer sweep, often a call
+//     or two later).
+// The first two are safe only where JS cannot have moved the memory to another ArrayBuffer: the
+// buffer is marked untransferable (postMessage/structuredClone copy it) and the engine has no
+// ArrayBuffer.prototype.transfer (guard_untransferable); elsewhere only the deleter returns it.
+// Whichever runs first returns the buffer; the later ones only count down the record (all run on
+// the JS thread of the environment that made the array).
+//
+// Collections. V8 counts an external ArrayBuffer's bytes as external memory and collects more often
+// as that grows; for pooled memory that only costs time (a collection during each call, on the cores
+// the edit uses) without freeing anything: the pool keeps its pages resident either way. So the
+// pool cancels V8's count for the ArrayBuffers it hands out and reports only memory it newly maps
+// (while that output is out). Only below V8's soft limit (64 MiB, kCountLimit): above it V8 frees a
+// store after a collection, so its next count starts from a low point and crosses the limit set there
+// whatever the pool does; such outputs keep the earlier accounting (V8's count, and the pool reports
+// each one while it is out). When the idle list is empty but outputs of that size are out in this
+// environment, the pool asks V8 for one full collection right there (before the edit starts), then
+// looks at the weak references again: one collection costs a few ms on a small heap, a new mapping
+// far more. It does so only while that pays: while the collections it forced took less than
+// kForcedGcMsPerMiB per MiB of the output (a moving average), and after a collection that freed
+// nothing it skips the next 1, 3, 7, ... chances (the caller keeps its outputs). Node-API has no call
+// for a collection: the pool reports an external-memory jump far above V8's hard limit and takes it
+// back at once, which makes V8 collect synchronously ("external memory pressure").
 //
 // The pool keeps at most GEOEDIT_OUTPUT_POOL_MB MiB of idle buffers (default: 1/8 of physical
-// memory, at most 4 GiB; 0 turns the pool off). V8 is told of the external memory, so collections
-// come as they would for its own arrays. Where a runtime does not allow external buffers (a V8
-// sandbox, as in Electron), napi_create_external_arraybuffer fails and the caller falls back to
+// memory, at most 4 GiB; 0 turns the pool off). Where a runtime does not allow external buffers (a
+// V8 sandbox, as in Electron), napi_create_external_arraybuffer fails and the caller falls back to
 // an ordinary ArrayBuffer.
 //
 // This file uses only the Node-API C interface: it needs napi_create_external_arraybuffer, which
@@ -26,13 +47,21 @@
 #include <node_api.h>
 
 #include <sys/mman.h>
+#ifndef MADV_POPULATE_WRITE
+#ifdef __linux__
+#define MADV_POPULATE_WRITE 23  // Linux 5.14 (older headers): madvise fails with EINVAL on older kernels
+#endif
+#endif
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <vector>
 
+#include "core/pool.h"
 #include "outpool.h"
 
 namespace geoedit_binding {
@@ -40,13 +69,29 @@ namespace geoedit_binding {
 namespace {
 
 constexpr size_t kHuge = size_t(2) << 20;
+// A forced collection pays while it costs less than this per MiB of the output it may free (a new
+// mapping's first touch cost 0.5-5 ms per MiB in this VM, 2026-12-01). Past it, one chance in 16 still
+// collects, to follow a heap that shrank.
+constexpr double kForcedGcMsPerMiB = 1.0;
+// V8's count is taken off only for outputs below V8's soft external-memory limit (64 MiB): above it,
+// V8 collects for them anyway (below), and an A/B run at load 6-7 (docs/performance.md) showed more CPU
+// per call with the count taken off than with the earlier accounting (V8's count plus the pool's).
+constexpr size_t kCountLimit = size_t(64) << 20;
+
+struct Lease;
 
 struct Pool {
   std::mutex m;
   std::multimap<size_t, void*> idle;  // mapping length -> mapping
   size_t idle_bytes = 0;
   size_t cap = 0;
-  size_t hits = 0, misses = 0, early = 0;
+  size_t hits = 0, misses = 0, early = 0, reclaimed = 0, forced = 0, futile = 0;
+  bool legacy = false;            // the policy before 2026-12-01 14:50 (A/B benchmarks): see set_output_pool_legacy
+  std::vector<Lease*> out;        // leases with a weak reference, not returned yet
+  double gc_ms = 0;               // moving average of the forced collections' time (0: none yet)
+  double fault_ms_per_mib = 0;    // moving average of a new mapping's first touch, per MiB (0: none yet)
+  unsigned skip = 0, backoff = 0;  // forced collections to skip; the next skip after a futile one
+  unsigned costly = 0;             // chances skipped for the cost since the last collection
 };
 
 Pool& pool() {
@@ -80,29 +125,27 @@ void* map_new(size_t len) {
   return reinterpret_cast<void*>(b);
 }
 
-void* take(size_t len) {
+// Idle buffers are keyed by length; those of the legacy policy apart (bit 0: lengths are multiples
+// of 2 MiB), so that an A/B run does not hand one policy's returns to the other.
+size_t key(size_t len, bool legacy) { return legacy ? len | 1 : len; }
+
+void* take_idle(size_t len, bool legacy = false) {
   Pool& p = pool();
-  {
-    std::lock_guard<std::mutex> g(p.m);
-    auto it = p.idle.find(len);
-    if (it != p.idle.end()) {
-      void* m = it->second;
-      p.idle.erase(it);
-      p.idle_bytes -= len;
-      ++p.hits;
-      return m;
-    }
-    ++p.misses;
-  }
-  return map_new(len);
+  std::lock_guard<std::mutex> g(p.m);
+  auto it = p.idle.find(key(len, legacy));
+  if (it == p.idle.end()) return nullptr;
+  void* m = it->second;
+  p.idle.erase(it);
+  p.idle_bytes -= len;
+  return m;
 }
 
-void give(void* m, size_t len) {
+void give(void* m, size_t len, bool legacy) {
   Pool& p = pool();
   {
     std::lock_guard<std::mutex> g(p.m);
     if (p.idle_bytes + len <= p.cap) {
-      p.idle.emplace(len, m);
+      p.idle.emplace(key(len, legacy), m);
       p.idle_bytes += len;
       return;
     }
@@ -110,58 +153,226 @@ void give(void* m, size_t len) {
   ::munmap(m, len);
 }
 
-// One pooled output: returned by the first of its finalizers to run, freed by the last.
+// One pooled output: returned by the first of its returns to run, freed by the last finalizer.
 struct Lease {
   void* m;
   size_t len;
-  int pending;  // finalizers still to run (1 or 2)
+  napi_env env;
+  int pending = 1;        // finalizers still to run (1 or 2)
   bool returned = false;
+  int64_t reported = 0;   // external memory reported to V8 for it (taken back when it is returned)
+  int64_t cancelled = 0;  // V8's own count of the ArrayBuffer cancelled (given back when V8 frees it)
+  napi_ref weak = nullptr;
+  bool legacy = false;
 };
 
-void release(node_api_basic_env env, Lease* l, bool early) {
-  if (!l->returned) {
-    l->returned = true;
-    int64_t ignored = 0;
-    napi_adjust_external_memory(env, -int64_t(l->len), &ignored);
-    if (early) {
-      std::lock_guard<std::mutex> g(pool().m);
-      ++pool().early;
+void unlist(Lease* l) {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> g(p.m);
+  for (size_t i = 0; i < p.out.size(); ++i)
+    if (p.out[i] == l) {
+      p.out[i] = p.out.back();
+      p.out.pop_back();
+      break;
     }
-    give(l->m, l->len);
+}
+
+// Returns the buffer (once); `early`: before V8 freed the memory.
+void give_back(napi_env env, Lease* l, bool early) {
+  if (l->returned) return;
+  l->returned = true;
+  if (l->weak) {
+    unlist(l);
+    napi_delete_reference(env, l->weak);
+    l->weak = nullptr;
   }
+  int64_t ignored = 0;
+  if (l->reported) napi_adjust_external_memory(env, -l->reported, &ignored);
+  if (early) {
+    std::lock_guard<std::mutex> g(pool().m);
+    ++pool().early;
+  }
+  give(l->m, l->len, l->legacy);
+}
+void finished(Lease* l) {
   if (--l->pending == 0) delete l;
 }
-// The backing store's deleter (V8 frees the memory) and the ArrayBuffer object's finalizer.
-void finalize_store(node_api_basic_env env, void*, void* hint) { release(env, static_cast<Lease*>(hint), false); }
-void finalize_object(node_api_basic_env env, void* data, void*) { release(env, static_cast<Lease*>(data), true); }
+// The backing store's deleter (V8 frees the memory and takes its count back) and the ArrayBuffer
+// object's finalizer.
+void finalize_store(napi_env env, void*, void* hint) {
+  Lease* l = static_cast<Lease*>(hint);
+  int64_t ignored = 0;
+  if (l->cancelled) napi_adjust_external_memory(env, l->cancelled, &ignored);
+  give_back(env, l, false);
+  finished(l);
+}
+void finalize_object(napi_env env, void* data, void*) {
+  Lease* l = static_cast<Lease*>(data);
+  give_back(env, l, true);
+  finished(l);
+}
+
+// Returns the leases of env and len whose ArrayBuffer V8 has collected; true if any. *out: how many
+// such leases are out (collected or not).
+bool reclaim(napi_env env, size_t len, size_t* out) {
+  Pool& p = pool();
+  std::vector<Lease*> mine;
+  {
+    std::lock_guard<std::mutex> g(p.m);
+    for (Lease* l : p.out)
+      if (l->env == env && l->len == len) mine.push_back(l);
+  }
+  *out = mine.size();
+  size_t got = 0;
+  for (Lease* l : mine) {
+    napi_handle_scope scope;  // a live object looked at must not stay held by this call's scope
+    if (napi_open_handle_scope(env, &scope) != napi_ok) continue;
+    napi_value v = nullptr;
+    const bool gone = napi_get_reference_value(env, l->weak, &v) == napi_ok && v == nullptr;
+    napi_close_handle_scope(env, scope);
+    if (gone) {
+      give_back(env, l, true);
+      ++got;
+    }
+  }
+  std::lock_guard<std::mutex> g(p.m);
+  p.reclaimed += got;
+  return got > 0;
+}
+
+// One synchronous full collection (see the top of the file); its time goes into the average.
+void collect(napi_env env) {
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t ignored = 0;
+  const int64_t jump = int64_t(1) << 44;  // far above V8's hard limit (half the old generation's maximum)
+  napi_adjust_external_memory(env, jump, &ignored);
+  napi_adjust_external_memory(env, -jump, &ignored);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  Pool& p = pool();
+  std::lock_guard<std::mutex> g(p.m);
+  ++p.forced;
+  p.gc_ms = p.gc_ms == 0 ? ms : 0.5 * (p.gc_ms + ms);
+}
+
+// A buffer of len for env from collected outputs, or nullptr.
+void* recycle(napi_env env, size_t len) {
+  size_t out = 0;
+  if (reclaim(env, len, &out)) return take_idle(len);
+  // The newest output is most likely still held (in a loop `r = await editTensor(...)` the previous
+  // result stays reachable until the loop's next await): collect only with an older one out.
+  if (out < 2) return nullptr;
+  Pool& p = pool();
+  {
+    std::lock_guard<std::mutex> g(p.m);
+    // a collection pays while it costs less than the first touch of a new mapping (measured, or the default)
+    const double per_mib = p.fault_ms_per_mib > 0 ? p.fault_ms_per_mib : kForcedGcMsPerMiB;
+    if (p.gc_ms > per_mib * double(len >> 20) && ++p.costly % 16 != 0) return nullptr;
+    if (p.skip > 0) {
+      --p.skip;
+      return nullptr;
+    }
+  }
+  collect(env);
+  const bool got = reclaim(env, len, &out);
+  {
+    std::lock_guard<std::mutex> g(p.m);
+    if (got) {
+      p.backoff = 0;
+    } else {
+      ++p.futile;  // the caller holds its outputs (or V8 did not collect): try again later, less often
+      p.backoff = p.backoff < 32 ? 2 * p.backoff + 1 : p.backoff;
+      p.skip = p.backoff;
+    }
+  }
+  return got ? take_idle(len) : nullptr;
+}
 
 }  // namespace
 
-bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t elem, napi_value* array, void** data) {
+bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t elem, napi_value* array, void** data,
+                   size_t* populate) {
+  *populate = 0;
   const size_t bytes = count * elem;
-  if (bytes < kMinPooledOutput || pool().cap == 0) return false;
+  Pool& P = pool();
+  if (bytes < kMinPooledOutput || P.cap == 0) return false;
   const size_t len = (bytes + kHuge - 1) & ~(kHuge - 1);
-  void* m = take(len);
+  const bool legacy = P.legacy;
+  void* m = take_idle(len, legacy);
+  if (!m && !legacy) m = recycle(env, len);
+  const bool mapped = m == nullptr;
+  {
+    std::lock_guard<std::mutex> g(P.m);
+    if (mapped) ++P.misses;
+    else ++P.hits;
+  }
+  if (mapped) m = map_new(len);
   if (!m) return false;
   napi_value ab;
-  Lease* l = new Lease{m, len, 1};
+  Lease* l = new Lease{m, len, env};
+  l->legacy = legacy;
+  int64_t ignored = 0;
+  // V8 counts the ArrayBuffer's bytes when it is made (and 104 more on Node 20; as much comes off
+  // when it frees the store) and may start a collection for them right there: taken off beforehand,
+  // so that the count comes back to where it was. Given back when V8 has freed the store (the
+  // deleter): exactly what was taken, so that the count never ends above where it was.
+  if (!legacy && bytes < kCountLimit) {
+    l->cancelled = int64_t(bytes);
+    napi_adjust_external_memory(env, -l->cancelled, &ignored);
+  }
   if (napi_create_external_arraybuffer(env, m, bytes, finalize_store, l, &ab) != napi_ok) {
+    if (l->cancelled) napi_adjust_external_memory(env, l->cancelled, &ignored);
     delete l;
-    give(m, len);  // e.g. napi_no_external_buffers_allowed: the caller allocates as usual
+    give(m, len, legacy);  // e.g. napi_no_external_buffers_allowed: the caller allocates as usual
     return false;
   }
-  int64_t ignored = 0;
-  napi_adjust_external_memory(env, int64_t(len), &ignored);
-  if (guard_untransferable(env, ab) && napi_add_finalizer(env, ab, l, finalize_object, nullptr, nullptr) == napi_ok) l->pending = 2;
+  if (legacy || mapped || !l->cancelled) {
+    l->reported = int64_t(len);
+    napi_adjust_external_memory(env, l->reported, &ignored);
+  }
+  if (guard_untransferable(env, ab) && napi_add_finalizer(env, ab, l, finalize_object, nullptr, nullptr) == napi_ok) {
+    l->pending = 2;
+    if (!legacy && napi_create_reference(env, ab, 0, &l->weak) == napi_ok) {
+      std::lock_guard<std::mutex> g(P.m);
+      P.out.push_back(l);
+    }
+  }
   if (napi_create_typedarray(env, type, count, ab, 0, array) != napi_ok) return false;  // ab is collected later
   *data = m;
+  if (mapped) *populate = len;
   return true;
+}
+
+void populate_output(void* m, size_t len, int threads) {
+#ifdef MADV_POPULATE_WRITE
+  const auto t0 = std::chrono::steady_clock::now();
+  bool ok = true;
+  const int64_t chunks = int64_t(len / kHuge);
+  geoedit::parallel_for(chunks, 1, threads, [&](int64_t a, int64_t b) {
+    if (::madvise(static_cast<char*>(m) + a * kHuge, size_t(b - a) * kHuge, MADV_POPULATE_WRITE) != 0) ok = false;
+  });
+  if (!ok) return;  // e.g. EINVAL before Linux 5.14: the edit's own writes fault the pages in
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  Pool& p = pool();
+  std::lock_guard<std::mutex> g(p.m);
+  const double per = ms / double(len >> 20);
+  p.fault_ms_per_mib = p.fault_ms_per_mib == 0 ? per : 0.5 * (p.fault_ms_per_mib + per);
+#else
+  (void)m, (void)len, (void)threads;
+#endif
 }
 
 OutputPoolStats output_pool_stats() {
   Pool& p = pool();
   std::lock_guard<std::mutex> g(p.m);
-  return OutputPoolStats{p.hits, p.misses, p.idle_bytes, p.cap, p.early};
+  return OutputPoolStats{p.hits, p.misses, p.idle_bytes, p.cap, p.early, p.reclaimed, p.forced, p.futile, p.gc_ms, p.fault_ms_per_mib};
+}
+
+bool set_output_pool_legacy(bool on) {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> g(p.m);
+  const bool was = p.legacy;
+  p.legacy = on;
+  return was;
 }
 
 }  // namespace geoedit_binding

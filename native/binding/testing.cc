@@ -2,8 +2,9 @@
 //   _triad(n, threads, reps) -> Promise<number>            STREAM triad GB/s over the shared pool (bench/run.js)
 //   _cudaBench(spec) -> { kernelMs, kernelGBps, copyGBps, checksum }   device-resident kernel bench (bench/gpu/)
 //   _cudaLoraGeometry(spec) -> { dot, na, nb }              SPEC §4 LoRA sums on the CPU or the plugin (lib/lora-geometry.ts)
-//   _outputPool() -> { hits, misses, idleBytes, cap, early } the fresh-output pool's counters (outpool.cc)
+//   _outputPool() -> { hits, misses, idleBytes, cap, early, reclaimed, forced, futile, gcMs, faultMsPerMiB } the fresh-output pool's counters (outpool.cc)
 //   _setFused(on) -> previous                              the fused row path on/off (A/B benchmarks)
+//   _setOutputPoolLegacy(on) -> previous                   the output pool's earlier policy on/off (A/B benchmarks)
 //   _setFusedPrefetch(on) -> previous                      the fused passes' next-row prefetch on/off (A/B)
 #include "common.h"
 #include "outpool.h"
@@ -83,7 +84,7 @@ Napi::Value CudaLoraGeometry(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-// _outputPool() -> { hits, misses, idleBytes, cap, early }: the fresh-output pool's counters (outpool.cc).
+// _outputPool() -> { hits, misses, idleBytes, cap, early, reclaimed, forced, futile, gcMs, faultMsPerMiB }: the fresh-output pool's counters (outpool.cc).
 static Napi::Value OutputPool(const Napi::CallbackInfo& info) {
   const OutputPoolStats st = output_pool_stats();
   Napi::Object o = Napi::Object::New(info.Env());
@@ -92,6 +93,11 @@ static Napi::Value OutputPool(const Napi::CallbackInfo& info) {
   o.Set("idleBytes", double(st.idle_bytes));
   o.Set("cap", double(st.cap));
   o.Set("early", double(st.early));
+  o.Set("reclaimed", double(st.reclaimed));
+  o.Set("forced", double(st.forced));
+  o.Set("futile", double(st.futile));
+  o.Set("gcMs", st.gc_ms);
+  o.Set("faultMsPerMiB", st.fault_ms_per_mib);
   return o;
 }
 
@@ -101,6 +107,12 @@ static Napi::Value SetFused(const Napi::CallbackInfo& info) {
   const bool was = geoedit::fused_rows();
   geoedit::set_fused_rows(info[0].As<Napi::Boolean>().Value());
   return Napi::Boolean::New(info.Env(), was);
+}
+
+// _setOutputPoolLegacy(on) -> previous: the output pool's policy before 2026-12-01 on or off (A/B benchmarks).
+static Napi::Value SetOutputPoolLegacy(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBoolean()) throw_type(info.Env(), "Expected _setOutputPoolLegacy(boolean)");
+  return Napi::Boolean::New(info.Env(), set_output_pool_legacy(info[0].As<Napi::Boolean>().Value()));
 }
 
 // _setFusedPrefetch(on) -> previous: the fused passes prefetch the next row (on) or ahead within the row
@@ -113,6 +125,7 @@ static Napi::Value SetFusedPrefetch(const Napi::CallbackInfo& info) {
 }
 
 void register_testing(Napi::Env env, Napi::Object exports) {
+  exports.Set("_setOutputPoolLegacy", Napi::Function::New(env, SetOutputPoolLegacy, "_setOutputPoolLegacy"));
   exports.Set("_setFused", Napi::Function::New(env, SetFused, "_setFused"));
   exports.Set("_setFusedPrefetch", Napi::Function::New(env, SetFusedPrefetch, "_setFusedPrefetch"));
   exports.Set("_outputPool", Napi::Function::New(env, OutputPool, "_outputPool"));

@@ -2,11 +2,16 @@
 #include "hash.h"
 
 #include <dlfcn.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "busguard.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -66,6 +71,44 @@ const Evp& evp() {
   return e;
 }
 
+// hash_files reads each file through mapped windows of this size (hashed in place, no copy into a
+// buffer: on the development VM the pread copy was ~8 % of a default edit's CPU time). The window's
+// page tables are filled in one call (MAP_POPULATE) rather than fault by fault. A file that shrinks
+// while a window is mapped raises SIGBUS in the hashing thread: the guard (busguard.h) maps zeros
+// over the rest of the window and the window is then refused (ERR_IO). GEOEDIT_HASH_IO=pread: never map.
+constexpr size_t kMapWindow = size_t(16) << 20;
+const bool kMapHash = [] {
+  const char* e = std::getenv("GEOEDIT_HASH_IO");
+  return !(e && std::strcmp(e, "pread") == 0);
+}();
+
+// [off, off + len) of f into h through a mapping; false where it cannot be mapped (the caller preads).
+bool hash_mapped(const HashFile& f, uint64_t off, size_t len, Sha256& h) {
+  static const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  const uint64_t start = off & ~uint64_t(page - 1);
+  const size_t maplen = size_t(off - start) + len;
+  void* m = ::mmap(nullptr, maplen, PROT_READ, MAP_SHARED | MAP_POPULATE, f.fd, off_t(start));
+  if (m == MAP_FAILED) return false;
+  bus::install();
+  bus::Slot* slot = bus::claim(m, maplen);
+  if (!slot) {
+    ::munmap(m, maplen);
+    return false;
+  }
+  static const bool kTruncateMapped = std::getenv("GEOEDIT_TEST_TRUNCATE_MAPPED") != nullptr;  // tests only
+  if (kTruncateMapped && ::ftruncate(f.fd, off_t(start)) != 0) {}
+  struct Unmap {
+    void* m;
+    size_t n;
+    bus::Slot* s;
+    ~Unmap() { bus::release(s); ::munmap(m, n); }
+  } unmap{m, maplen, slot};
+  h.update(static_cast<const char*>(m) + (off - start), len);
+  if (slot->hit.load(std::memory_order_acquire))
+    throw Error(ErrorCode::Io, f.path + ": the file shrank while being hashed (truncated by another process?)", file_details(f.path));
+  return true;
+}
+
 }  // namespace
 
 const std::string& sha256_unavailable_reason() { return evp().why; }
@@ -121,8 +164,8 @@ std::vector<HashResult> hash_files(const std::vector<HashFile>& files, int threa
     return c != 0;
   };
   auto worker = [&]() {
-    constexpr size_t kPiece = size_t(1) << 20;  // stays in L2 between the read and the hash
-    std::unique_ptr<char[]> buf(new char[kPiece]);
+    constexpr size_t kPiece = size_t(1) << 20;  // pread pieces: stay in L2 between the read and the hash
+    std::unique_ptr<char[]> buf;
     for (;;) {
       size_t i;
       {
@@ -134,9 +177,21 @@ std::vector<HashResult> hash_files(const std::vector<HashFile>& files, int threa
       try {
         const auto t0 = std::chrono::steady_clock::now();
         Sha256 h;
+        // Shorter than the size asked for (it shrank since the caller's stat): the pread path's error, before any map.
+        struct stat st;
+        const bool regular = ::fstat(f.fd, &st) == 0 && S_ISREG(st.st_mode);
+        if (regular && uint64_t(st.st_size) < f.size)
+          throw Error(ErrorCode::Io, f.path + ": unexpected end of file while hashing (was it truncated?)", file_details(f.path));
         uint64_t off = 0;
         while (off < f.size) {
           if (cancelled()) throw Error(ErrorCode::Aborted, "aborted while hashing " + f.path, file_details(f.path));
+          // A window mapped (the page-cache pages hashed in place: no copy into a buffer), else pread.
+          const size_t win = size_t(std::min<uint64_t>(kMapWindow, f.size - off));
+          if (regular && kMapHash && hash_mapped(f, off, win, h)) {
+            off += win;
+            continue;
+          }
+          if (!buf) buf.reset(new char[kPiece]);
           const size_t want = size_t(std::min<uint64_t>(kPiece, f.size - off));
           const ssize_t r = ::pread(f.fd, buf.get(), want, off_t(off));
           if (r < 0) {

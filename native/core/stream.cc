@@ -1,6 +1,7 @@
 // The checkpoint data path (see stream.h).
 #include "stream.h"
 
+#include "busguard.h"
 #include "pool.h"
 #include "kernels.h"
 
@@ -84,87 +85,7 @@ void pwrite_all(int fd, const char* src, size_t len, uint64_t off) {
   }
 }
 
-// ---- Inputs that change under the edit (issue 14 class 6a) ----------------------------------------
-// A mapped input that another process truncates (or rewrites through O_TRUNC) makes any read of
-// the pages past the new end raise SIGBUS, in whichever thread reads them: the core's pool threads
-// read mapped blocks directly. A sigsetjmp/siglongjmp guard would have to jump out of the middle
-// of a pool task (locks, counters, other threads still inside the block), so instead the handler
-// repairs the fault: when the address lies in a registered window, it maps anonymous zero pages
-// over the rest of that window (mmap MAP_FIXED, a plain system call) and marks the window; the
-// faulting read resumes, reads zeros, and the block finishes. The stream thread then sees the mark
-// and throws ERR_IO naming the file and tensor, so the zeros never reach a committed output. Any
-// other SIGBUS goes to the previous handler (or the default action). In addition every block
-// checks the file with fstat (size and mtime against the first look in this run): a truncation
-// before a block is mapped, or an in-place rewrite, is ERR_IO too.
-namespace bus {
-
-struct Slot {
-  std::atomic<uintptr_t> lo{0}, hi{0};
-  std::atomic<int> hit{0};
-};
-constexpr int kSlots = 512;
-Slot g_slots[kSlots];
-struct sigaction g_prev;
-uintptr_t g_page = 4096;
-
-void on_sigbus(int sig, siginfo_t* si, void* uc) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(si->si_addr);
-  for (Slot& s : g_slots) {
-    const uintptr_t lo = s.lo.load(std::memory_order_acquire), hi = s.hi.load(std::memory_order_acquire);
-    if (lo == 0 || a < lo || a >= hi) continue;
-    const uintptr_t from = a & ~(g_page - 1);
-    void* r = ::mmap(reinterpret_cast<void*>(from), hi - from, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-    if (r != MAP_FAILED) {
-      s.hit.store(1, std::memory_order_release);
-      return;  // the read is retried on the zero pages
-    }
-    break;
-  }
-  // Not a window of ours (or the repair failed): what would have happened without us.
-  if (g_prev.sa_flags & SA_SIGINFO) {
-    if (g_prev.sa_sigaction) { g_prev.sa_sigaction(sig, si, uc); return; }
-  } else if (g_prev.sa_handler == SIG_IGN) {
-    return;
-  } else if (g_prev.sa_handler != SIG_DFL && g_prev.sa_handler) {
-    g_prev.sa_handler(sig);
-    return;
-  }
-  ::signal(SIGBUS, SIG_DFL);  // the fault repeats with the default action (core dump)
-}
-
-void install() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    g_page = uintptr_t(page_size());
-    struct sigaction sa;
-    std::memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_sigbus;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGBUS, &sa, &g_prev);
-  });
-}
-
-// A slot for [p, p + len), or nullptr when all are taken (the window is then read with pread).
-Slot* claim(const void* p, size_t len) {
-  for (Slot& s : g_slots) {
-    uintptr_t z = 0;
-    if (s.lo.load(std::memory_order_relaxed) == 0 && s.hi.compare_exchange_strong(z, 1)) {
-      s.hit.store(0, std::memory_order_relaxed);
-      s.hi.store(reinterpret_cast<uintptr_t>(p) + len, std::memory_order_release);
-      s.lo.store(reinterpret_cast<uintptr_t>(p), std::memory_order_release);
-      return &s;
-    }
-  }
-  return nullptr;
-}
-
-void release(Slot* s) {
-  s->lo.store(0, std::memory_order_release);
-  s->hi.store(0, std::memory_order_release);
-}
-
-}  // namespace bus
+// ---- Inputs that change under the edit (issue 14 class 6a): core/busguard.h ------------------------
 
 // Size and mtime of each input file at its first block in this run; every later block compares.
 class FileWatch {

@@ -1,19 +1,23 @@
 // Fresh editTensor outputs come from a pool of recycled pages (native/binding/outpool.cc): the
 // bytes equal an edit into a reused `out`, pages are reused after a collection, and
 // GEOEDIT_OUTPUT_POOL_MB=0 turns the pool off; outputs come back early (when their ArrayBuffer object
-// is collected) only where JS cannot move their memory elsewhere.
+// is collected) only where JS cannot move their memory elsewhere. In the loops callers write (no
+// --expose-gc: the pool's own collections), no output is ever handed out while JS still holds it.
 import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { REPO } from '../support/paths';
 
 const child = path.join(REPO, 'test', 'support', 'fixtures', 'outpool-child.cjs');
+const loopChild = path.join(REPO, 'test', 'support', 'fixtures', 'outpool-loop-child.cjs');
+
+interface PoolStats { hits: number; misses: number; idleBytes: number; cap: number; early: number; reclaimed: number; forced: number; futile: number; gcMs: number; faultMsPerMiB: number }
 
 function run(env: Record<string, string> = {}) {
   const out = execFileSync(process.execPath, ['--expose-gc', child, REPO], { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 1 << 20 });
   return JSON.parse(out.trim().split('\n').pop()!) as {
     results: Array<{ dtype: string; rows: number; cols: number; round: number; same: boolean; type: string; length: number }>;
-    pool: { hits: number; misses: number; idleBytes: number; cap: number; early: number };
+    pool: PoolStats;
     transfer: { attached: boolean; sameBytes: boolean };
     engineCanTransfer: boolean;
   };
@@ -43,6 +47,36 @@ describe('fresh outputs from the output pool', () => {
   it('GEOEDIT_OUTPUT_POOL_MB=0 turns it off (same bytes, ordinary arrays)', () => {
     const r = run({ GEOEDIT_OUTPUT_POOL_MB: '0' });
     for (const x of r.results) expect(x.same).toBe(true);
-    expect(r.pool).toEqual({ hits: 0, misses: 0, idleBytes: 0, cap: 0, early: 0 });
+    expect(r.pool).toEqual({ hits: 0, misses: 0, idleBytes: 0, cap: 0, early: 0, reclaimed: 0, forced: 0, futile: 0, gcMs: 0, faultMsPerMiB: 0 });
   }, 120_000);
+
+  it('in loops without --expose-gc: every output correct as it arrives and while it is held; a worker\'s teardown is safe', () => {
+    const out = execFileSync(process.execPath, [loopChild, REPO], { encoding: 'utf8', maxBuffer: 1 << 20 });
+    const r = JSON.parse(out.trim().split('\n').pop()!) as {
+      tight: { ok: boolean[]; pool: PoolStats };
+      held: { ok: boolean[]; distinct: number; pool: PoolStats };
+      legacy: { ok: boolean[]; pool: PoolStats; was: boolean };
+      worker: { ok: boolean; code: number };
+      after: { ok: boolean[]; pool: PoolStats };
+    };
+    // `last = null; last = await editTensor(...)`, new inputs each call: each output equals its reference
+    expect(r.tight.ok).toEqual(Array(8).fill(true));
+    expect(r.tight.pool.hits + r.tight.pool.misses).toBe(8);
+    expect(r.tight.pool.forced).toBeGreaterThanOrEqual(r.tight.pool.futile);
+    // ten outputs held: ten distinct buffers, each still equal to its reference after all ten calls;
+    // nothing to reclaim, and the collections the pool asked for back off (1, 3, 7 chances skipped)
+    expect(r.held.ok).toEqual(Array(10).fill(true));
+    expect(r.held.distinct).toBe(10);
+    expect(r.held.pool.reclaimed).toBe(0);
+    expect(r.held.pool.forced).toBe(r.held.pool.futile);
+    expect(r.held.pool.forced).toBeLessThanOrEqual(3);
+    // the earlier policy (A/B switch): same bytes, never a forced collection or a weak-reference return
+    expect(r.legacy.was).toBe(false);
+    expect(r.legacy.ok).toEqual(Array(4).fill(true));
+    expect(r.legacy.pool.forced).toBe(0);
+    expect(r.legacy.pool.reclaimed).toBe(0);
+    // a worker thread exits with fresh outputs out; the main thread's pool goes on
+    expect(r.worker).toEqual({ ok: true, code: 0 });
+    expect(r.after.ok).toEqual(Array(4).fill(true));
+  }, 300_000);
 });
