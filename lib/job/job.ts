@@ -173,12 +173,14 @@ export class OutputJob {
       const html = renderReport(m);
       this.checkAborted();
       this.reportTmp = tempPathBeside(file);
-      const fh = await fs.promises.open(this.reportTmp, 'wx');
+      // Created synchronously: a signal's cleanup (synchronous) then always finds the file it removes; an
+      // asynchronous open still in flight on the thread pool could create it after the cleanup ran.
+      const fd = fs.openSync(this.reportTmp, 'wx');
       try {
-        await fh.writeFile(html);
-        await fh.sync();
+        await new Promise<void>((resolve, reject) => fs.writeFile(fd, html, (e) => (e ? reject(e) : resolve())));
+        await new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
       } finally {
-        await fh.close();
+        fs.closeSync(fd);
       }
     } catch (e) {
       if (e instanceof GeoEditError && e.code === 'ERR_ABORTED') throw e;
