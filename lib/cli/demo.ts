@@ -32,7 +32,8 @@ Options:
   --json             print { strategy: { reliability, generality, locality } } (mean over regimes and seeds;
                      with --full: each method's best Locality at Reliability >= 0.95x)
   --cache-dir DIR    where models are cached (default $GEOEDIT_CACHE_DIR, else $XDG_CACHE_HOME/geoedit, else ~/.cache/geoedit)
-  --out DIR          where the edited checkpoint, manifest and report go (default <cache>/demo-<hash>/last-run)
+  --out DIR          where the edited checkpoint, manifest and report go (default <cache>/demo-<hash>/last-run);
+                     a new or empty directory, or a previous demo output (anything else: ERR_OUTPUT_EXISTS)
   --report-json FILE also write the full report (every point, frontiers, mean ± sd) as JSON here
   --export DIR       only write the demo models as model directories: DIR/base, DIR/old, DIR/new (checkpoints)
                      and DIR/old-adapter, DIR/new-adapter (PEFT LoRA), to edit, evaluate (geoedit demo-score),
@@ -290,7 +291,34 @@ function fullLines(cfg: SuiteConfig, seedsNote: string, summary: Record<string, 
   return lines;
 }
 
+/** The files a demo run writes into its --out directory; anything else there is the user's. */
+const DEMO_OUT_ENTRIES = new Set(['report.md', 'report.json', 'edit-report.html', 'edited']);
+
+/**
+ * Refuses, before any work, an --out directory the demo would overwrite without consent: it must be
+ * missing, empty, or a previous demo run's output (its report.json is a demo report and nothing but the
+ * demo's own files is in it). A file or symlink at the path is refused too.
+ */
+export function checkDemoOut(dir: string): void {
+  const abs = path.resolve(dir);
+  let st: fs.Stats;
+  try { st = fs.lstatSync(abs); } catch { return; }
+  const refuse = (why: string): never => {
+    throw new GeoEditError('ERR_OUTPUT_EXISTS', `demo --out ${abs} ${why}; it is left as it is: choose a new or empty directory, or a previous demo output`, { file: abs });
+  };
+  if (!st.isDirectory()) refuse(st.isSymbolicLink() ? 'is a symbolic link' : 'exists and is not a directory');
+  const entries = fs.readdirSync(abs);
+  if (entries.length === 0) return;
+  const foreign = entries.filter((e) => !DEMO_OUT_ENTRIES.has(e) && !e.startsWith('.edited.geoedit-') && !e.startsWith('.edit-report.html.geoedit-') && !/^(report\.(md|json))\.tmp-\d+$/.test(e));
+  if (foreign.length) refuse(`holds files the demo did not write (${foreign.slice(0, 3).map((e) => JSON.stringify(e)).join(', ')}${foreign.length > 3 ? ', …' : ''})`);
+  let prev: unknown;
+  try { prev = JSON.parse(fs.readFileSync(path.join(abs, 'report.json'), 'utf8')); } catch { prev = null; }
+  const isDemo = !!prev && typeof prev === 'object' && 'outputs' in prev && 'sweeps' in prev && 'mode' in prev;
+  if (!isDemo) refuse('is not empty and holds no previous demo report (report.json)');
+}
+
 async function demo(a: DemoArgs): Promise<number> {
+  if (a.out !== undefined) checkDemoOut(a.out);
   const t0 = Date.now();
   const log = (s: string): void => { if (!a.quiet) process.stderr.write(`[geoedit demo ${((Date.now() - t0) / 1000).toFixed(0)}s] ${s}\n`); };
   const cfg: SuiteConfig = { ...(a.fast ? FAST_CONFIG : DEMO_CONFIG), regimes: a.regimes, seeds: Array.from({ length: a.seeds }, (_, i) => i + 1) };

@@ -11,6 +11,7 @@ import { GeoEditError, type GeoEditErrorCode } from '../errors';
 import { listOutputFiles, loadManifest, sha256File, sha256Files, type LoadedManifest, type Manifest, type OutputFile } from './lineage';
 import { checkReviewLog, loadTrustedKeys, type TrustedKey } from './review';
 import { checkEvaluationLog } from './evaluate';
+import { safeText } from '../text';
 
 export interface VerifyOptions {
   /** Also re-hash the recorded inputs where those paths exist. */
@@ -51,6 +52,7 @@ export interface VerifyResult {
   files: {
     checked: number;
     bytes: number;
+    /** `actual` is '' where the name is no longer a regular file (a symbolic link): nothing was hashed through it. */
     changed: Array<{ name: string; expected: string; actual: string; expectedSize: number; actualSize: number }>;
     missing: string[];
     extra: string[];
@@ -97,9 +99,21 @@ async function checkOutputFiles(lm: LoadedManifest, res: VerifyResult, onFile: V
   }
   const present = new Set(listOutputFiles(lm.dir));
   const known = new Set(recorded.map((f) => f.name));
+  // A geoedit output holds only regular files: a name replaced by a symbolic link (to an identical copy
+  // elsewhere, say) is not the file that was sealed, so it is never hashed through the link.
+  const linked = new Map<string, string>();
+  for (const f of recorded) {
+    if (!present.has(f.name)) continue;
+    const st = fs.lstatSync(path.join(lm.dir, f.name), { throwIfNoEntry: false });
+    if (st && !st.isFile()) {
+      let to = '';
+      try { to = st.isSymbolicLink() ? ` to ${fs.readlinkSync(path.join(lm.dir, f.name))}` : ''; } catch { /* gone */ }
+      linked.set(f.name, st.isSymbolicLink() ? `a symbolic link${to}` : 'not a regular file');
+    }
+  }
   // Present files hashed the way sealManifest hashed them (sha256Files: native and parallel, or
   // node:crypto), in one batch; bounded memory either way, read-only, no hash cache.
-  const toHash = recorded.filter((f) => present.has(f.name));
+  const toHash = recorded.filter((f) => present.has(f.name) && !linked.has(f.name));
   const hashed = await sha256Files(toHash.map((f) => path.join(lm.dir, f.name)));
   let index = 0;
   for (const f of recorded) {
@@ -107,6 +121,12 @@ async function checkOutputFiles(lm: LoadedManifest, res: VerifyResult, onFile: V
     if (!present.has(f.name)) {
       res.files.missing.push(f.name);
       problems.push({ code: 'ERR_OUTPUT_MISSING', message: `${file} is missing (the manifest lists it, ${f.size} bytes)`, file });
+      continue;
+    }
+    const why = linked.get(f.name);
+    if (why !== undefined) {
+      res.files.changed.push({ name: f.name, expected: f.sha256, actual: '', expectedSize: f.size, actualSize: -1 });
+      problems.push({ code: 'ERR_OUTPUT_CHANGED', message: `${file} is ${safeText(why)}, not the regular file that was sealed (a geoedit output holds only regular files; it was not hashed through the link)`, file });
       continue;
     }
     const got = hashed[index]!; // index counts the present files, in toHash's order

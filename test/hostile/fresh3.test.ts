@@ -15,6 +15,7 @@ import { runVerify } from '../../lib/cli/verify';
 import { rollout } from '../../lib/governance/rollout';
 import { resealManifestFile } from '../../lib/governance/lineage';
 import { exportDemoModels } from '../../lib/governance/demo-model';
+import { runDemo, checkDemoOut } from '../../lib/cli/demo';
 import { readPeftAdapter } from '../../lib/lora/peft';
 import { writeSafetensors } from '../../lib/safetensors';
 import { linearModule, writeAdapter } from '../support/lora';
@@ -99,6 +100,38 @@ describe('hostile, round 3: targets destroyed without consent (class 2)', () => 
     for (const d of [mine, other]) expect(fs.readFileSync(path.join(d, 'thesis.tex'), 'utf8')).toBe('years of work');
     expect(fs.existsSync(path.join(root, 'cache'))).toBe(false); // refused before any model was built
     expect(hidden(root)).toEqual([]);
+  });
+
+  it('geoedit demo --out a directory holding the user\'s files, or a file, is refused before any work (class 2; before: report.md, report.json and edit-report.html there were overwritten after the run)', async () => {
+    const root = tmpDir('g2d');
+    const mine = path.join(root, 'mine');
+    fs.mkdirSync(mine);
+    fs.writeFileSync(path.join(mine, 'report.md'), 'my notes');
+    const other = path.join(root, 'other');
+    fs.mkdirSync(other);
+    fs.writeFileSync(path.join(other, 'thesis.tex'), 'years of work');
+    const file = path.join(root, 'afile');
+    fs.writeFileSync(file, 'a file');
+    const cache = path.join(root, 'cache');
+    for (const [out, why] of [[mine, /no previous demo report/], [other, /files the demo did not write.*thesis\.tex/], [file, /not a directory/]] as const) {
+      const r = await run(runDemo, ['--fast', '--quiet', '--cache-dir', cache, '--out', out]);
+      expect(r.code, r.err).toBe(2); // ERR_OUTPUT_EXISTS is exit 2 everywhere (docs/errors.md)
+      expect(r.err).toMatch(/ERR_OUTPUT_EXISTS/);
+      expect(r.err).toMatch(why);
+    }
+    expect(fs.readFileSync(path.join(mine, 'report.md'), 'utf8')).toBe('my notes');
+    expect(fs.readFileSync(path.join(other, 'thesis.tex'), 'utf8')).toBe('years of work');
+    expect(fs.readFileSync(file, 'utf8')).toBe('a file');
+    expect(fs.existsSync(cache)).toBe(false); // refused before any model was built
+    // a previous demo output (its report.json is a demo report) and an empty directory are accepted
+    const prev = path.join(root, 'prev');
+    fs.mkdirSync(prev);
+    fs.writeFileSync(path.join(prev, 'report.json'), JSON.stringify({ mode: 'quick', sweeps: {}, outputs: {} }));
+    fs.writeFileSync(path.join(prev, 'report.md'), 'old demo');
+    expect(() => checkDemoOut(prev)).not.toThrow();
+    fs.mkdirSync(path.join(root, 'empty'));
+    expect(() => checkDemoOut(path.join(root, 'empty'))).not.toThrow();
+    expect(() => checkDemoOut(path.join(root, 'missing'))).not.toThrow();
   });
 
   it('geoedit report --out an existing directory is refused, the directory left as it was', async () => {
@@ -263,6 +296,22 @@ describe('hostile, round 3: rollout, verify, analyze (classes 1, 8)', () => {
     expect(res.files.missing).toEqual(['../secret.txt']);
     expect(res.files.changed).toEqual([]);
     expect(JSON.stringify(res)).not.toContain('outside');
+  });
+
+  it('verify: an output file replaced by a symbolic link to an identical copy elsewhere fails (ERR_OUTPUT_CHANGED, exit 2), never verified through the link (before: it verified)', async () => {
+    const { s, out } = await editedOutput('g8l');
+    const m = JSON.parse(fs.readFileSync(path.join(out, 'geoedit-manifest.json'), 'utf8'));
+    const name = (m.outputFiles as Array<{ name: string }>).map((f) => f.name).find((n) => n.endsWith('.safetensors'))!;
+    const copy = path.join(s.root, 'elsewhere.safetensors');
+    fs.copyFileSync(path.join(out, name), copy);
+    expect((await run(runVerify, [out, '--json'])).code).toBe(0);
+    fs.rmSync(path.join(out, name));
+    fs.symlinkSync(copy, path.join(out, name));
+    const r = await run(runVerify, [out, '--json']);
+    expect(r.code, r.err).toBe(2);
+    const res = JSON.parse(r.out);
+    expect(res.files.changed).toEqual([expect.objectContaining({ name, actual: '' })]);
+    expect(JSON.stringify(res.problems)).toMatch(/symbolic link/);
   });
 
   it('analyze --report through a symlinked parent into an input directory is refused before any work', async () => {
