@@ -35,6 +35,8 @@
 // nothing it skips the next 1, 3, 7, ... chances (the caller keeps its outputs). Node-API has no call
 // for a collection: the pool reports an external-memory jump far above V8's hard limit and takes it
 // back at once, which makes V8 collect synchronously ("external memory pressure").
+// GEOEDIT_OUTPUT_POOL_GC=0 turns the forced collections off (an application with a large heap, where
+// a full collection costs more than it saves): outputs then come back only when V8 collects on its own.
 //
 // The pool keeps at most GEOEDIT_OUTPUT_POOL_MB MiB of idle buffers (default: 1/8 of physical
 // memory, at most 4 GiB; 0 turns the pool off). Where a runtime does not allow external buffers (a
@@ -92,12 +94,15 @@ struct Pool {
   double fault_ms_per_mib = 0;    // moving average of a new mapping's first touch, per MiB (0: none yet)
   unsigned skip = 0, backoff = 0;  // forced collections to skip; the next skip after a futile one
   unsigned costly = 0;             // chances skipped for the cost since the last collection
+  bool no_gc = false;              // GEOEDIT_OUTPUT_POOL_GC=0: never force a collection
 };
 
 Pool& pool() {
   // Never destroyed: finalizers of the last arrays may run while the process exits.
   static Pool* p = [] {
     auto* q = new Pool;
+    const char* g = std::getenv("GEOEDIT_OUTPUT_POOL_GC");
+    q->no_gc = g && g[0] == '0' && g[1] == 0;
     const char* e = std::getenv("GEOEDIT_OUTPUT_POOL_MB");
     if (e && *e) {
       q->cap = size_t(std::strtoull(e, nullptr, 10)) << 20;
@@ -260,8 +265,8 @@ void* recycle(napi_env env, size_t len) {
   if (reclaim(env, len, &out)) return take_idle(len);
   // The newest output is most likely still held (in a loop `r = await editTensor(...)` the previous
   // result stays reachable until the loop's next await): collect only with an older one out.
-  if (out < 2) return nullptr;
   Pool& p = pool();
+  if (out < 2 || p.no_gc) return nullptr;
   {
     std::lock_guard<std::mutex> g(p.m);
     // a collection pays while it costs less than the first touch of a new mapping (measured, or the default)

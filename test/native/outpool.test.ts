@@ -50,6 +50,16 @@ describe('fresh outputs from the output pool', () => {
     expect(r.pool).toEqual({ hits: 0, misses: 0, idleBytes: 0, cap: 0, early: 0, reclaimed: 0, forced: 0, futile: 0, gcMs: 0, faultMsPerMiB: 0 });
   }, 120_000);
 
+  it('GEOEDIT_OUTPUT_POOL_GC=0: never a forced collection, every output still correct', () => {
+    const out = execFileSync(process.execPath, [loopChild, REPO], { encoding: 'utf8', maxBuffer: 1 << 20, env: { ...process.env, GEOEDIT_OUTPUT_POOL_GC: '0' } });
+    const r = JSON.parse(out.trim().split('\n').pop()!) as { tight: { ok: boolean[]; pool: PoolStats }; held: { ok: boolean[]; distinct: number; pool: PoolStats }; after: { ok: boolean[]; pool: PoolStats } };
+    expect(r.tight.ok).toEqual(Array(8).fill(true));
+    expect(r.held.ok).toEqual(Array(10).fill(true));
+    expect(r.held.distinct).toBe(10);
+    expect(r.after.ok).toEqual(Array(4).fill(true));
+    for (const s of [r.tight.pool, r.held.pool, r.after.pool]) expect(s.forced).toBe(0);
+  }, 300_000);
+
   it('in loops without --expose-gc: every output correct as it arrives and while it is held; a worker\'s teardown is safe', () => {
     const out = execFileSync(process.execPath, [loopChild, REPO], { encoding: 'utf8', maxBuffer: 1 << 20 });
     const r = JSON.parse(out.trim().split('\n').pop()!) as {
