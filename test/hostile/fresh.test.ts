@@ -8,10 +8,8 @@ import { runEdit } from '../../lib/cli/edit';
 import { runAnalyze } from '../../lib/cli/analyze';
 import { runInspect } from '../../lib/cli/inspect';
 import { writeSafetensors } from '../../lib/safetensors';
-import { adapterSet, checkpointTriple, fingerprint, run, tmpDir, waitForPhase } from './support';
+import { adapterSet, args, checkpointTriple, fingerprint, hidden, run, tmpDir, waitForPhase } from './support';
 
-const hidden = (dir: string) => fs.readdirSync(dir).filter((n) => n.startsWith('.'));
-const args = (s: { base: string; old: string; new: string }) => ['--base', s.base, '--old', s.old, '--new', s.new];
 
 describe('hostile, round 2: inputs and targets (classes 1, 2)', () => {
   it('a report path that is a hard link to an input shard is refused before any work', async () => {

@@ -20,10 +20,8 @@ import { readPeftAdapter } from '../../lib/lora/peft';
 import { writeSafetensors } from '../../lib/safetensors';
 import { linearModule, writeAdapter } from '../support/lora';
 import { rng } from '../support/prng';
-import { adapterSet, checkpointTriple, fingerprint, run, tmpDir, waitForPhase } from './support';
+import { adapterSet, args, checkpointTriple, fingerprint, hidden, run, tmpDir, waitForPhase } from './support';
 
-const hidden = (dir: string) => fs.readdirSync(dir).filter((n) => n.startsWith('.'));
-const args = (s: { base: string; old: string; new: string }) => ['--base', s.base, '--old', s.old, '--new', s.new];
 
 async function editedOutput(tag: string): Promise<{ s: Awaited<ReturnType<typeof checkpointTriple>>; out: string }> {
   const s = await checkpointTriple(tag);

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { describe, it, expect } from 'vitest';
 import { runEdit } from '../../lib/cli/edit';
 import { lockPathFor } from '../../lib/job/lock';
-import { checkpointTriple, run, waitForPhase } from './support';
+import { checkpointTriple, hidden, run, waitForPhase } from './support';
 
 const CHILD = path.join(__dirname, 'fixtures', 'job-child.cjs');
 
@@ -30,7 +30,6 @@ async function signalled(s: { root: string; base: string; old: string; new: stri
   return { ...r, sawTemp };
 }
 
-const hidden = (root: string) => fs.readdirSync(root).filter((n) => n.startsWith('.'));
 
 describe('hostile: nothing is left behind (class 4)', () => {
   it.each(['SIGHUP', 'SIGQUIT', 'SIGINT', 'SIGTERM'] as const)('%s in the data phase: nothing at the target, no temp, no lock; ends by the signal', async (sig) => {

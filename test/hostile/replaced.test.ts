@@ -5,11 +5,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it, expect } from 'vitest';
-import { adapterSet, checkpointTriple, waitForPhase } from './support';
+import { adapterSet, checkpointTriple, hidden, waitForPhase } from './support';
 import { presStats, writePresModel, writeStats } from '../support/preserve-fixture';
 import { tmpDir } from '../support/lora';
 
-const hidden = (dir: string) => fs.readdirSync(dir).filter((n) => n.startsWith('.'));
 
 /** Renames a copy of `file` with its last byte flipped over it (same size, another inode). */
 function swap(file: string): void {

@@ -6,9 +6,8 @@ import * as path from 'node:path';
 import { describe, it, expect } from 'vitest';
 import { rollout } from '../../lib/governance/rollout';
 import { acquireTargetLock } from '../../lib/job/lock';
-import { checkpointTriple, fingerprint } from './support';
+import { checkpointTriple, fingerprint, hidden } from './support';
 
-const hidden = (root: string) => fs.readdirSync(root).filter((n) => n.startsWith('.'));
 
 function opts(s: { base: string; old: string; new: string }, out: string, extra: Record<string, unknown> = {}) {
   return { base: s.base, old: s.old, new: s.new, out, stages: [0.5, 1], score: () => ({ m: 1 }), gates: ['m>=0'], options: { threads: 1 }, ...extra };

@@ -12,13 +12,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it, expect } from 'vitest';
 import { llamaSpecs, makeTriple } from '../support/ckpt';
-import { adapterSet, checkpointTriple, tmpDir, waitForPhase } from './support';
+import { adapterSet, checkpointTriple, hidden, tmpDir, waitForPhase } from './support';
 
 type Phase = 'validation' | 'hashing' | 'data' | 'side-files' | 'seal' | 'report' | 'commit';
 
 interface Case { phase: Phase; sig: NodeJS.Signals; notReached: Phase | 'the commit' }
 
-const hidden = (dir: string) => fs.readdirSync(dir).filter((n) => n.startsWith('.'));
 
 async function expectAbortedAt(root: string, argv: string[], c: Case, produced: string[]): Promise<void> {
   const r = await waitForPhase(argv, c.phase, c.sig, root);

@@ -50,3 +50,9 @@ export function fingerprint(p: string): Record<string, string> {
 }
 
 export { waitForPhase } from '../support/phase-child';
+
+/** The hidden entries of a directory (temporary directories, locks, temp reports: what a job must not leave). */
+export const hidden = (dir: string): string[] => fs.readdirSync(dir).filter((n) => n.startsWith('.'));
+
+/** The CLI's --base/--old/--new arguments of a checkpoint triple. */
+export const args = (s: { base: string; old: string; new: string }): string[] => ['--base', s.base, '--old', s.old, '--new', s.new];

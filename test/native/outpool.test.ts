@@ -72,7 +72,9 @@ describe('fresh outputs from the output pool', () => {
     // `last = null; last = await editTensor(...)`, new inputs each call: each output equals its reference
     expect(r.tight.ok).toEqual(Array(8).fill(true));
     expect(r.tight.pool.hits + r.tight.pool.misses).toBe(8);
-    expect(r.tight.pool.forced).toBeGreaterThanOrEqual(r.tight.pool.futile);
+    // outputs dropped in the loop come back: through the weak references or a forced collection
+    expect(r.tight.pool.reclaimed + r.tight.pool.early).toBeGreaterThan(0);
+    expect(r.tight.pool.forced).toBeGreaterThan(0);
     // ten outputs held: ten distinct buffers, each still equal to its reference after all ten calls;
     // nothing to reclaim, and the collections the pool asked for back off (1, 3, 7 chances skipped)
     expect(r.held.ok).toEqual(Array(10).fill(true));
