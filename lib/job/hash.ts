@@ -8,15 +8,22 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
+import { GeoEditError } from '../errors';
 import { readEnv } from '../env';
 import { native } from '../native';
 
-/** SHA-256 of a file, read in 4 MiB chunks off the event loop; stops early when `signal` aborts. */
+/**
+ * SHA-256 of a file, read in 4 MiB chunks off the event loop. An abort of `signal` throws ERR_ABORTED:
+ * a digest of part of the file is never returned (it would be recorded, and cached, as the file's hash).
+ */
 export async function sha256File(file: string, signal?: AbortSignal): Promise<string> {
   const h = crypto.createHash('sha256');
   const s = fs.createReadStream(file, { highWaterMark: 4 << 20 });
   for await (const chunk of s) {
-    if (signal?.aborted) { s.destroy(); break; }
+    if (signal?.aborted) {
+      s.destroy();
+      throw new GeoEditError('ERR_ABORTED', `hashing ${file} was aborted`, { file });
+    }
     h.update(chunk as Buffer);
   }
   return h.digest('hex');

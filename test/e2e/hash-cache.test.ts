@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { editCheckpoint } from '../../lib/checkpoint';
-import { hashInputs } from '../../lib/job/hash';
+import { hashInputs, sha256File } from '../../lib/job/hash';
 import { llamaSpecs, makeTriple } from '../support/ckpt';
 
 let root: string;
@@ -35,6 +35,21 @@ type Files = Array<{ path: string; sha256: string | null; sha256Source?: string 
 const allFiles = (m: { inputs: Record<string, { files: Files } | undefined> }) => Object.values(m.inputs).flatMap((r) => r!.files);
 
 describe('input hashes', () => {
+  it('the node:crypto fallback (sha256File): an abort throws ERR_ABORTED instead of returning the digest of part of the file', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'geoedit-sha-'));
+    const f = path.join(dir, 'x.bin');
+    const data = crypto.randomBytes(9 << 20);
+    fs.writeFileSync(f, data);
+    try {
+      expect(await sha256File(f)).toBe(crypto.createHash('sha256').update(data).digest('hex'));
+      const ac = new AbortController();
+      ac.abort();
+      await expect(sha256File(f, ac.signal)).rejects.toMatchObject({ code: 'ERR_ABORTED' });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a cold edit computes every hash (node:crypto digests), a repeated one takes them all from the cache', async () => {
     fs.rmSync(cacheFile, { force: true });
     const a = await editCheckpoint({ ...tri, out: path.join(root, 'out-a') });
