@@ -187,7 +187,9 @@ async function writeAdapter(a: AdapterJob): Promise<AdapterManifest> {
     a.inputFiles.checkNotReplaced();
     const m = manifestOf(a, built.mods, built.extras, outputs, built.perRow);
     for (const name of built.omitted) m.warnings.push(`module '${name}': every coefficient is 0, so the edit leaves it unchanged; it is left out of the adapter`);
-    return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'));
+    // the seal takes the hashes just computed instead of reading the files again
+    const known = new Map(outputs.map((o) => [path.basename(o.path), { size: o.bytes, sha256: o.sha256 }]));
+    return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'), { known });
   });
 }
 
@@ -210,7 +212,9 @@ async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
     // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along (a partitioned merge: with part 1).
     if (a.own.copyFiles !== false && base.kind !== 'file' && (!part || part.index === 1)) await job.copySideFiles(base.dir, new Set([...base.files.map((f) => f.path), base.index ?? '']));
     if (record) m.partition = { ...(record as Omit<PartRecord, 'files'>), files: job.writtenFiles() };
-    return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'));
+    // the seal takes the shards' hashes computed above instead of reading every shard again
+    const known = new Map(res.files.map((f, i) => [f.name, { size: hs[i]!.size, sha256: hs[i]!.sha256 }]));
+    return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'), { known });
   });
 }
 
