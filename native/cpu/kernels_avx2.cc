@@ -4,6 +4,7 @@
 #include "../core/kernels.h"
 #include "../core/dtype.h"
 #include "trim_fast.h"
+#include "fused_prefetch.h"
 
 namespace geoedit {
 namespace {
@@ -220,6 +221,22 @@ inline __m256i compress8(__m256i v, int mask) {
 }
 inline int mask8(__m256i cmp) { return _mm256_movemask_ps(_mm256_castsi256_ps(cmp)); }
 
+// Row sources of the vectorised select: `block` gives columns [j, j + 16) as two vectors (in any
+// lane order: the passes that need the column order use `part`), `part` columns [j, j + 8) in order,
+// `one` column j. FloatRow reads a decoded row; RawDiff (the fused row path, below) the raw inputs.
+struct FloatRow {
+  const float* x;
+  inline void block(int64_t j, __m256& v0, __m256& v1) const {
+    v0 = _mm256_loadu_ps(x + j);
+    v1 = _mm256_loadu_ps(x + j + 8);
+  }
+  inline __m256 part(int64_t j) const { return _mm256_loadu_ps(x + j); }
+  inline float one(int64_t j) const { return x[j]; }
+};
+inline FloatRow row_of(const float* x) { return FloatRow{x}; }
+template <class S>
+inline const S& row_of(const S& s) { return s; }
+
 struct Avx2FastPasses {
   template <bool Mag>
   static inline __m256i raw_keys(__m256 x) {
@@ -300,34 +317,42 @@ struct Avx2FastPasses {
     }
     return o;
   }
-  // cand gets k - lo, as the AVX-512 version.
-  template <bool Mag>
-  static void bracket(const float* x, int64_t n, uint32_t lo, uint32_t hi, uint32_t* cand, int64_t* above, int64_t* nc) {
+  // cand gets k - lo, as the AVX-512 version. Src: a const float* or a row source (below).
+  template <bool Mag, class Src>
+  static void bracket(const Src& src, int64_t n, uint32_t lo, uint32_t hi, uint32_t* cand, int64_t* above, int64_t* nc) {
     if (hi > 0x7f800000u) hi = 0x7f800000u;
     if (lo > hi) lo = hi;
+    const auto& x = row_of(src);
     const __m256i vlo = _mm256_set1_epi32(int(lo)), vw = _mm256_set1_epi32(int(hi - lo));
     const __m256i vh1 = _mm256_set1_epi32(int(hi + 1)), vinf = _mm256_set1_epi32(0x7f800000);
-    __m256i va = _mm256_setzero_si256();
+    __m256i va = _mm256_setzero_si256(), vb = va;
     int64_t c = 0, j = 0;
     // with lo = 0 the NaN keys (0) are inside: map them; above that they never are
     const bool map_nan = lo == 0;
-    for (; j + 8 <= n; j += 8) {
-      const __m256 xv = _mm256_loadu_ps(x + j);
+    auto step = [&](__m256 xv, __m256i& acc) __attribute__((always_inline)) {
       const __m256i k = map_nan ? keys<Mag>(xv) : raw_keys<Mag>(xv);
       // not above (hi < k <= +inf): (k - hi - 1) or (inf - k) is negative
-      va = _mm256_add_epi32(va, _mm256_srli_epi32(_mm256_or_si256(_mm256_sub_epi32(k, vh1), _mm256_sub_epi32(vinf, k)), 31));
+      acc = _mm256_add_epi32(acc, _mm256_srli_epi32(_mm256_or_si256(_mm256_sub_epi32(k, vh1), _mm256_sub_epi32(vinf, k)), 31));
       const __m256i off = _mm256_sub_epi32(k, vlo);
       // in: 0 <= off <= hi - lo (off is negative below lo; a NaN is above hi)
       const int in = 0xff & ~mask8(_mm256_or_si256(_mm256_cmpgt_epi32(off, vw), off));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(cand + c), compress8(off, in));
       c += __builtin_popcount(unsigned(in));
+    };
+    for (; j + 16 <= n; j += 16) {
+      __m256 v0, v1;
+      x.block(j, v0, v1);
+      step(v0, va);
+      step(v1, vb);
     }
+    for (; j + 8 <= n; j += 8) step(x.part(j), va);
     alignas(32) int32_t l[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(l), va);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(l), _mm256_add_epi32(va, vb));
     int64_t not_above = int64_t(l[0]) + l[1] + l[2] + l[3] + l[4] + l[5] + l[6] + l[7];
     int64_t a = j - not_above;
     for (; j < n; ++j) {
-      const uint32_t kj = trim_detail::key_of(Mag ? __builtin_fabsf(x[j]) : x[j]);
+      const float xj = x.one(j);
+      const uint32_t kj = trim_detail::key_of(Mag ? __builtin_fabsf(xj) : xj);
       a += kj > hi ? 1 : 0;
       cand[c] = kj - lo;
       c += (kj >= lo && kj <= hi) ? 1 : 0;
@@ -335,25 +360,32 @@ struct Avx2FastPasses {
     *above = hi >= 0x7f800000u ? 0 : a;
     *nc = c;
   }
-  template <bool Mag>
-  static void keys(const float* x, int64_t n, uint32_t* cand) {
+  template <bool Mag, class Src>
+  static void keys(const Src& src, int64_t n, uint32_t* cand) {
+    const auto& x = row_of(src);
     int64_t j = 0;
-    for (; j + 8 <= n; j += 8) _mm256_storeu_si256(reinterpret_cast<__m256i*>(cand + j), keys<Mag>(_mm256_loadu_ps(x + j)));
-    for (; j < n; ++j) cand[j] = trim_detail::key_of(Mag ? __builtin_fabsf(x[j]) : x[j]);
+    for (; j + 8 <= n; j += 8) _mm256_storeu_si256(reinterpret_cast<__m256i*>(cand + j), keys<Mag>(x.part(j)));
+    for (; j < n; ++j) {
+      const float xj = x.one(j);
+      cand[j] = trim_detail::key_of(Mag ? __builtin_fabsf(xj) : xj);
+    }
   }
-  template <bool Mag>
-  static int64_t nth_equal(const float* x, int64_t n, uint32_t kth, int64_t r) {
+  template <bool Mag, class Src>
+  static int64_t nth_equal(const Src& src, int64_t n, uint32_t kth, int64_t r) {
+    const auto& x = row_of(src);
     const __m256i vk = _mm256_set1_epi32(int(kth));
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-      unsigned eq = unsigned(mask8(_mm256_cmpeq_epi32(keys<Mag>(_mm256_loadu_ps(x + j)), vk)));
+      unsigned eq = unsigned(mask8(_mm256_cmpeq_epi32(keys<Mag>(x.part(j)), vk)));
       const int c = __builtin_popcount(eq);
       if (c < r) { r -= c; continue; }
       for (; r > 1; --r) eq &= eq - 1;
       return j + __builtin_ctz(eq);
     }
-    for (; j < n; ++j)
-      if (trim_detail::key_of(Mag ? __builtin_fabsf(x[j]) : x[j]) == kth && --r == 0) return j;
+    for (; j < n; ++j) {
+      const float xj = x.one(j);
+      if (trim_detail::key_of(Mag ? __builtin_fabsf(xj) : xj) == kth && --r == 0) return j;
+    }
     return n;
   }
   // Keeps entries with thr <= key <= +inf in [j0, j1) (the tie rule: thr = kth up to the last kept
@@ -408,8 +440,352 @@ double trim_mag_avx2(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* h
   return trim_fast<Avx2FastPasses, true>(v, v, n, k, cand, hint);
 }
 
+
+// ---- The fused row path (kernels.h FusedRowKernels), 8 lanes ---------------------------------------
+// The AVX-512 path's design (kernels_avx512.cc "The fused row path") on 256-bit vectors: blocks of 16
+// columns, the last n % 16 columns one at a time with the reference's scalar expressions.
+
+// Columns [j, j + 16) of a raw row of dtype D as two f32 vectors (exact). EO (bf16 only): v0 holds the
+// even columns j, j + 2, ..., v1 the odd ones: the 32 loaded bytes shifted and masked, no cross-lane
+// shuffle. Otherwise v0 = columns j..j+7, v1 = j+8..j+15.
+template <DType D, bool EO>
+inline void load16(const void* p, int64_t j, __m256& v0, __m256& v1) {
+  if (D == DType::F32) {
+    const float* f = static_cast<const float*>(p) + j;
+    v0 = _mm256_loadu_ps(f);
+    v1 = _mm256_loadu_ps(f + 8);
+    return;
+  }
+  const uint16_t* h = static_cast<const uint16_t*>(p) + j;
+  if (D == DType::F16) {
+    v0 = load_f16(h);
+    v1 = load_f16(h + 8);
+  } else if (EO) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h));
+    v0 = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+    v1 = _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32(int(0xffff0000u))));
+  } else {
+    v0 = load_bf16(h);
+    v1 = load_bf16(h + 8);
+  }
+}
+// The columns of the lanes of load16's v0 / v1.
+template <bool EO>
+inline __m256i cols0(int64_t j) {
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_add_epi32(EO ? _mm256_add_epi32(iota, iota) : iota, _mm256_set1_epi32(int(j)));
+}
+template <bool EO>
+inline __m256i cols1(int64_t j) {
+  return _mm256_add_epi32(cols0<EO>(j), _mm256_set1_epi32(EO ? 1 : 8));
+}
+
+// a*a in f64 over 8 lanes, added to s[0], s[1].
+inline void acc_sq(__m256 a, __m256d* s) {
+  const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(a)), a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1));
+  s[0] = _mm256_fmadd_pd(a0, a0, s[0]);
+  s[1] = _mm256_fmadd_pd(a1, a1, s[1]);
+}
+// dot += a*b, na += a*a, nb += b*b over 8 lanes, in f64 (s[0..6)).
+inline void acc_stats(__m256 a, __m256 b, __m256d* s) {
+  const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(a)), a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1));
+  const __m256d b0 = _mm256_cvtps_pd(_mm256_castps256_ps128(b)), b1 = _mm256_cvtps_pd(_mm256_extractf128_ps(b, 1));
+  s[0] = _mm256_fmadd_pd(a0, b0, s[0]);
+  s[1] = _mm256_fmadd_pd(a1, b1, s[1]);
+  s[2] = _mm256_fmadd_pd(a0, a0, s[2]);
+  s[3] = _mm256_fmadd_pd(a1, a1, s[3]);
+  s[4] = _mm256_fmadd_pd(b0, b0, s[4]);
+  s[5] = _mm256_fmadd_pd(b1, b1, s[5]);
+}
+
+template <DType D, bool EO>
+void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
+  __m256d s[12];
+  for (__m256d& v : s) v = _mm256_setzero_pd();
+  constexpr int64_t es = D == DType::F32 ? 4 : 2, ahead = 256;  // prefetch distance in elements
+  const char* pb = static_cast<const char*>(base);
+  const char* po = static_cast<const char*>(old_);
+  const char* pn = static_cast<const char*>(new_);
+  const bool next = next_row_fits(n, es);
+  const int64_t body = n & ~int64_t(31);
+  int64_t j = 0;
+  for (; j < body; j += 32) {
+    // Past the row's end this reaches into the next row; a prefetch never faults.
+    if (next) {
+      next_row_prefetch(pb, po, pn, n * es + j * es / 2);
+    } else {
+      for (int64_t l = 0; l < 32 * es; l += 64) {
+        _mm_prefetch(pb + (j + ahead) * es + l, _MM_HINT_T0);
+        _mm_prefetch(po + (j + ahead) * es + l, _MM_HINT_T0);
+        _mm_prefetch(pn + (j + ahead) * es + l, _MM_HINT_T0);
+      }
+    }
+    for (int64_t h = 0; h < 32; h += 16) {
+      __m256 b0, b1, o0, o1, w0, w1;
+      load16<D, EO>(base, j + h, b0, b1);
+      load16<D, EO>(old_, j + h, o0, o1);
+      load16<D, EO>(new_, j + h, w0, w1);
+      acc_stats(_mm256_sub_ps(o0, b0), _mm256_sub_ps(w0, b0), s);
+      acc_stats(_mm256_sub_ps(o1, b1), _mm256_sub_ps(w1, b1), s + 6);
+    }
+  }
+  for (; j + 8 <= n; j += 8) {
+    const __m256 vb = load8(D, base, j);
+    acc_stats(_mm256_sub_ps(load8(D, old_, j), vb), _mm256_sub_ps(load8(D, new_, j), vb), s);
+  }
+  double d = hsum(_mm256_add_pd(_mm256_add_pd(s[0], s[1]), _mm256_add_pd(s[6], s[7])));
+  double x = hsum(_mm256_add_pd(_mm256_add_pd(s[2], s[3]), _mm256_add_pd(s[8], s[9])));
+  double y = hsum(_mm256_add_pd(_mm256_add_pd(s[4], s[5]), _mm256_add_pd(s[10], s[11])));
+  for (; j < n; ++j) {
+    const float bj = load1(D, base, j), aj = load1(D, old_, j) - bj, vj = load1(D, new_, j) - bj;
+    d += double(aj) * double(vj);
+    x += double(aj) * double(aj);
+    y += double(vj) * double(vj);
+  }
+  *dot = d;
+  *na = x;
+  *nb = y;
+}
+
+// v = x - base read from the raw rows: the row source of the fused select (trim_fast.h select_fast).
+template <DType D, bool EO>
+struct RawDiff {
+  const void* base;
+  const void* x;
+  inline void block(int64_t j, __m256& v0, __m256& v1) const {
+    __m256 b0, b1, x0, x1;
+    load16<D, EO>(base, j, b0, b1);
+    load16<D, EO>(x, j, x0, x1);
+    v0 = _mm256_sub_ps(x0, b0);
+    v1 = _mm256_sub_ps(x1, b1);
+  }
+  inline __m256 part(int64_t j) const { return _mm256_sub_ps(load8(D, x, j), load8(D, base, j)); }
+  inline float one(int64_t j) const { return load1(D, x, j) - load1(D, base, j); }
+};
+template <DType D, bool EO>
+inline float sample_at(const RawDiff<D, EO>& r, int64_t j) { return r.one(j); }
+
+template <DType D, bool EO>
+RowSelection fused_select_t(const void* base, const void* x, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint) {
+  const FastSelection s = select_fast<Avx2FastPasses, true>(RawDiff<D, EO>{base, x}, n, k, cand, hint);
+  return {s.kth, s.last_tie};
+}
+
+// Which entries of one side a selection keeps, for the fused output (whose rows are finite: process_rows
+// sends a row with a non-finite sum to the unfused steps). With every key finite the tie rule "key > kth,
+// or key == kth and column <= last_tie" is a threshold that steps up by one at column last_tie: key > kth - 1
+// up to it, key > kth after it, with key = |v| as f32 bits (below 2^31: a signed compare orders them).
+struct Keep {
+  uint32_t kth = 0;
+  int32_t lo = -1, hi = -1;  // the two thresholds minus one (-1: every entry)
+  int64_t last;              // >= n: every tie kept (the threshold is lo throughout)
+  Keep(const RowSelection* s, int64_t n) : last(n) {
+    if (!s) return;
+    kth = s->kth;
+    lo = int32_t(s->kth) - 1;
+    hi = int32_t(s->kth);  // kth < +inf
+    last = s->last_tie;
+  }
+  // The thresholds of 8 lanes of columns `cols`.
+  inline __m256i lanes(__m256i cols) const {
+    const __m256i after = _mm256_cmpgt_epi32(cols, _mm256_set1_epi32(int(last < (int64_t(1) << 30) ? last : (int64_t(1) << 30))));
+    return _mm256_blendv_epi8(_mm256_set1_epi32(lo), _mm256_set1_epi32(hi), after);
+  }
+  inline bool keeps(float v, int64_t j) const {
+    const uint32_t k = abs_bits(v);
+    return k > kth || (k == kth && j <= last);
+  }
+};
+
+// bf16 RNE of v in the high half of each 32-bit lane (the low half is junk), without the NaN case: for
+// values of finite rows, where a NaN (only the default NaN of an invalid operation, e.g. inf - inf after an
+// overflow) still rounds to a bf16 with an all-ones exponent, which the caller's non-finite check catches
+// (and the row is then written again by the unfused steps).
+inline __m256i bf16_hi_finite(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  return _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+}
+
+// Consecutive 32-byte vectors of a row's output. NT: streaming stores at 32-byte aligned addresses; where
+// the row starts s bytes (a multiple of 4) past such a boundary, each aligned vector is put together from
+// two neighbouring ones (one lane rotation and a blend), and the row's first and last partial vectors get
+// masked plain stores.
+template <bool NT>
+struct RowWriter {
+  char* d;
+  int64_t count = 0;
+  uint32_t s = 0;
+  __m256i idx, low, head, prev, prev_rot;
+  explicit RowWriter(void* dst) : d(static_cast<char*>(dst)) {
+    idx = low = head = prev = prev_rot = _mm256_setzero_si256();
+    if (!NT) return;
+    s = uint32_t(reinterpret_cast<uintptr_t>(dst) & 31);
+    const int q = int(s / 4);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    idx = _mm256_and_si256(_mm256_sub_epi32(iota, _mm256_set1_epi32(q)), _mm256_set1_epi32(7));  // lane i <- (i - q) mod 8
+    low = _mm256_cmpgt_epi32(_mm256_set1_epi32(q), iota);       // lanes i < q: the previous vector's last q
+    head = _mm256_cmpgt_epi32(_mm256_set1_epi32(8 - q), iota);  // the first 32 - s bytes
+  }
+  inline void put(__m256i v) {
+    if (!NT) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 32 * count), v);
+    } else if (s == 0) {
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(d + 32 * count), v);
+    } else {
+      const __m256i r = _mm256_permutevar8x32_epi32(v, idx);
+      if (count == 0) _mm256_maskstore_epi32(reinterpret_cast<int*>(d), head, v);
+      else _mm256_stream_si256(reinterpret_cast<__m256i*>(d - s + 32 * count), _mm256_blendv_epi8(r, prev_rot, low));
+      prev_rot = r;
+      prev = v;
+    }
+    ++count;
+  }
+  inline void finish() {
+    if (NT && s != 0 && count > 0)
+      _mm256_maskstore_epi32(reinterpret_cast<int*>(d + 32 * (count - 1)), _mm256_xor_si256(head, _mm256_set1_epi32(-1)), prev);
+  }
+};
+
+// The fused output of one row, specialised on what it needs: TA / TB whether side a / b is trimmed
+// (at most one is), UA whether co != 0. With co == 0 the old row is not read: x + co*a~ is x for every
+// x but -0 (where -0 + (+0) = +0), so only a block holding a -0 reads it, and adds co*a~ to those lanes.
+template <DType D, bool EO, DType OD, bool NT, bool TA, bool TB, bool UA>
+uint32_t fused_output_t(const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
+                        const RowSelection* sel_a, const RowSelection* sel_b, double* kept_a, double* kept_b, void* dst) {
+  static_assert(!EO || (D == DType::BF16 && OD == DType::BF16), "the even/odd layout is for bf16 rows only");
+  static_assert(!(TA && TB) && (UA || !TA), "one trimmed side at most; a trimmed a has co != 0");
+  const Keep ka(sel_a, n), kb(sel_b, n);
+  const __m256 vcn = _mm256_set1_ps(cn), vco = _mm256_set1_ps(co);
+  const __m256i negz = _mm256_set1_epi32(int(0x80000000u)), absm = _mm256_set1_epi32(0x7fffffff);
+  __m256i mx = _mm256_setzero_si256(), mx16 = mx;
+  // The f64 sum of the kept squares of the trimmed side (dropped lanes are +0 and add nothing). The order
+  // of the sum depends on the row only (the same for any thread count).
+  __m256d ks[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+  // v with the entries below the lanes' thresholds (Keep) set to +0; the kept squares summed
+  auto kept = [&](__m256 v, __m256i thr) __attribute__((always_inline)) {
+    const __m256i km = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_castps_si256(v), absm), thr);
+    v = _mm256_and_ps(_mm256_castsi256_ps(km), v);
+    acc_sq(v, ks);
+    return v;
+  };
+  // x = base + cn*b~ (+ co*a~ with UA) for 8 lanes; thr_a / thr_b: the lanes' thresholds (Keep)
+  auto value = [&](__m256 pb, __m256 a, __m256 b, __m256i thr_a, __m256i thr_b) __attribute__((always_inline)) {
+    if (TB) b = kept(b, thr_b);
+    __m256 v = _mm256_add_ps(pb, _mm256_mul_ps(vcn, b));
+    if (UA) {
+      if (TA) a = kept(a, thr_a);
+      v = _mm256_add_ps(v, _mm256_mul_ps(vco, a));
+    }
+    return v;
+  };
+  RowWriter<NT> w(dst);
+  constexpr int64_t es = D == DType::F32 ? 4 : 2;
+  const bool next = next_row_fits(n, es);
+  const int64_t body = n & ~int64_t(15);
+  // Blocks [j0, j1) of 16 columns with the given thresholds of the v0 / v1 lanes (load16's layout).
+  auto blocks = [&](int64_t j0, int64_t j1, __m256i ta0, __m256i ta1, __m256i tb0, __m256i tb1) __attribute__((always_inline)) {
+    for (int64_t j = j0; j < j1; j += 16) {
+      if (next && ((j * es / 2) & 63) == 0) next_row_prefetch(base, old_, new_, n * es + (n * es) / 2 + j * es / 2);
+      __m256 b0, b1, o0, o1, n0, n1;
+      load16<D, EO>(base, j, b0, b1);
+      load16<D, EO>(new_, j, n0, n1);
+      if (UA) load16<D, EO>(old_, j, o0, o1);
+      else o0 = o1 = b0;  // unused
+      __m256 r0 = value(b0, _mm256_sub_ps(o0, b0), _mm256_sub_ps(n0, b0), ta0, tb0);
+      __m256 r1 = value(b1, _mm256_sub_ps(o1, b1), _mm256_sub_ps(n1, b1), ta1, tb1);
+      if (!UA) {
+        const __m256i z0 = _mm256_cmpeq_epi32(_mm256_castps_si256(r0), negz), z1 = _mm256_cmpeq_epi32(_mm256_castps_si256(r1), negz);
+        if (__builtin_expect(!_mm256_testz_si256(_mm256_or_si256(z0, z1), _mm256_or_si256(z0, z1)), 0)) {  // -0 + co*a: a is never trimmed here
+          load16<D, EO>(old_, j, o0, o1);
+          r0 = _mm256_blendv_ps(r0, _mm256_add_ps(r0, _mm256_mul_ps(vco, _mm256_sub_ps(o0, b0))), _mm256_castsi256_ps(z0));
+          r1 = _mm256_blendv_ps(r1, _mm256_add_ps(r1, _mm256_mul_ps(vco, _mm256_sub_ps(o1, b1))), _mm256_castsi256_ps(z1));
+        }
+      }
+      if (OD == DType::F32) {
+        mx = max_abs8(max_abs8(mx, r0), r1);
+        w.put(_mm256_castps_si256(r0));
+        w.put(_mm256_castps_si256(r1));
+      } else if (OD == DType::F16) {
+        mx = max_abs8(max_abs8(mx, r0), r1);
+        const __m128i h0 = _mm256_cvtps_ph(r0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m128i h1 = _mm256_cvtps_ph(r1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        w.put(_mm256_inserti128_si256(_mm256_castsi128_si256(h0), h1, 1));
+      } else {
+        __m256i p;
+        if (EO) {
+          // even columns from r0's lanes, odd ones from r1's: the high halves interleaved in place
+          p = _mm256_blend_epi16(_mm256_srli_epi32(bf16_hi_finite(r0), 16), bf16_hi_finite(r1), 0xAA);
+        } else {
+          // the high halves, in order (packus interleaves the 128-bit halves; the permute undoes it)
+          p = _mm256_permute4x64_epi64(_mm256_packus_epi32(_mm256_srli_epi32(bf16_hi_finite(r0), 16), _mm256_srli_epi32(bf16_hi_finite(r1), 16)), 0xD8);
+        }
+        mx16 = _mm256_max_epu16(mx16, _mm256_slli_epi16(p, 1));  // an all-ones exponent: >= 0xff00
+        w.put(p);
+      }
+    }
+  };
+  const __m256i lo_a = _mm256_set1_epi32(ka.lo), hi_a = _mm256_set1_epi32(ka.hi);
+  const __m256i lo_b = _mm256_set1_epi32(kb.lo), hi_b = _mm256_set1_epi32(kb.hi);
+  const int64_t last = TA ? ka.last : TB ? kb.last : n;
+  if (last >= body) {
+    blocks(0, body, lo_a, lo_a, lo_b, lo_b);
+  } else {
+    const int64_t jb = last & ~int64_t(15);  // the block holding the last kept tie
+    blocks(0, jb, lo_a, lo_a, lo_b, lo_b);
+    blocks(jb, jb + 16, ka.lanes(cols0<EO>(jb)), ka.lanes(cols1<EO>(jb)), kb.lanes(cols0<EO>(jb)), kb.lanes(cols1<EO>(jb)));
+    blocks(jb + 16, body, hi_a, hi_a, hi_b, hi_b);
+  }
+  w.finish();
+  // The last columns one at a time: the reference's expression (with co*a~ whatever co: no -0 case to mind).
+  uint32_t mt = 0;
+  double kt = 0;
+  for (int64_t j = body; j < n; ++j) {
+    const float pb = load1(D, base, j);
+    float b = load1(D, new_, j) - pb, a = load1(D, old_, j) - pb;
+    if (TB) {
+      if (!kb.keeps(b, j)) b = 0.0f;
+      kt += double(b) * double(b);
+    }
+    if (TA) {
+      if (!ka.keeps(a, j)) a = 0.0f;
+      kt += double(a) * double(a);
+    }
+    const float o = pb + cn * b;
+    const float r = o + co * a;
+    mt = abs_bits(r) > mt ? abs_bits(r) : mt;
+    if (OD == DType::F32) static_cast<float*>(dst)[j] = r;
+    else static_cast<uint16_t*>(dst)[j] = OD == DType::F16 ? f32_to_f16(r) : f32_to_bf16(r);
+  }
+  if (TA || TB) {
+    const double kv = hsum(_mm256_add_pd(ks[0], ks[1])) + kt;
+    if (TA) *kept_a = kv;
+    if (TB) *kept_b = kv;
+  }
+  if (OD == DType::BF16) {
+    if (_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(mx16, _mm256_set1_epi16(short(0xff00))), mx16))) return 0x7f800000u;
+    return mt;
+  }
+  const uint32_t v = hmax8(mx);
+  return v > mt ? v : mt;
+}
+
+template <DType D, bool EO, DType OD, bool NT>
+uint32_t fused_output_k(const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
+                        const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst) {
+  if (sa) return fused_output_t<D, EO, OD, NT, true, false, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  if (co != 0.0f) {
+    if (sb) return fused_output_t<D, EO, OD, NT, false, true, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+    return fused_output_t<D, EO, OD, NT, false, false, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  }
+  if (sb) return fused_output_t<D, EO, OD, NT, false, true, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  return fused_output_t<D, EO, OD, NT, false, false, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+}
+
+#include "fused_dispatch.h"
+
 }  // namespace
 
-const Kernels kAvx2Kernels = {"avx2", decode_avx2, output_avx2, encode_avx2, trim_avx2, output_nt_avx2, stats_raw_avx2, trim_mag_avx2, nullptr};
+const Kernels kAvx2Kernels = {"avx2", decode_avx2, output_avx2, encode_avx2, trim_avx2, output_nt_avx2, stats_raw_avx2, trim_mag_avx2, &kFused};
 
 }  // namespace geoedit

@@ -4,6 +4,7 @@
 #include "../core/kernels.h"
 #include "../core/dtype.h"
 #include "trim_fast.h"
+#include "fused_prefetch.h"
 
 namespace geoedit {
 namespace {
@@ -505,19 +506,6 @@ inline void acc_stats(__m512 a, __m512 b, __m512d* s) {
   s[5] = _mm512_fmadd_pd(b1, b1, s[5]);
 }
 
-// The fused passes' prefetch (geoedit.h fused_prefetch_next): by default the stats pass prefetches a fixed
-// distance ahead within the row into L1. With the switch on, and where the three input rows fit the L2
-// with room to spare, both passes prefetch the NEXT row into L2 instead (rows of one thread are
-// consecutive in memory), 16 columns' bytes per block of 32 (the stats pass the first half of the row,
-// the output pass the second), so the memory stream goes on while a row is computed on. Prefetches never
-// fault: past the tensor's end they fetch a few useless lines.
-inline bool next_row_fits(int64_t n, int64_t es) { return 3 * n * es <= (int64_t(256) << 10) && fused_prefetch_next(); }
-inline void next_row_prefetch(const void* b, const void* o, const void* w, int64_t off) {
-  _mm_prefetch(static_cast<const char*>(b) + off, _MM_HINT_T1);
-  _mm_prefetch(static_cast<const char*>(o) + off, _MM_HINT_T1);
-  _mm_prefetch(static_cast<const char*>(w) + off, _MM_HINT_T1);
-}
-
 template <DType D, bool EO>
 void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
   __m512d s[12];
@@ -800,52 +788,10 @@ uint32_t fused_output_k(const void* base, const void* old_, const void* new_, in
   if (sb) return fused_output_t<D, EO, OD, NT, false, true, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
   return fused_output_t<D, EO, OD, NT, false, false, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
 }
-template <DType D, bool EO, DType OD>
-uint32_t fused_output_nt(bool nt, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
-                         const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst) {
-  return nt ? fused_output_k<D, EO, OD, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst)
-            : fused_output_k<D, EO, OD, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-}
-template <DType D>
-uint32_t fused_output_od(DType od, bool nt, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
-                         const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst) {
-  switch (od) {
-    case DType::F32: return fused_output_nt<D, false, DType::F32>(nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-    case DType::F16: return fused_output_nt<D, false, DType::F16>(nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-    default:
-      if (D == DType::BF16) return fused_output_nt<DType::BF16, true, DType::BF16>(nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-      return fused_output_nt<D, false, DType::BF16>(nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-  }
-}
-
-void fused_stats(DType d, const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
-  switch (d) {
-    case DType::F32: return fused_stats_t<DType::F32, false>(base, old_, new_, n, dot, na, nb);
-    case DType::F16: return fused_stats_t<DType::F16, false>(base, old_, new_, n, dot, na, nb);
-    default: return fused_stats_t<DType::BF16, true>(base, old_, new_, n, dot, na, nb);
-  }
-}
-RowSelection fused_select(DType d, const void* base, const void* x, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint) {
-  switch (d) {
-    case DType::F32: return fused_select_t<DType::F32, false>(base, x, n, k, cand, hint);
-    case DType::F16: return fused_select_t<DType::F16, false>(base, x, n, k, cand, hint);
-    default: return fused_select_t<DType::BF16, true>(base, x, n, k, cand, hint);
-  }
-}
-uint32_t fused_output(DType d, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
-                      const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, DType od, void* dst, bool nt) {
-  nt = nt && (reinterpret_cast<uintptr_t>(dst) & 3) == 0;
-  switch (d) {
-    case DType::F32: return fused_output_od<DType::F32>(od, nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-    case DType::F16: return fused_output_od<DType::F16>(od, nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-    default: return fused_output_od<DType::BF16>(od, nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-  }
-}
-
-const FusedRowKernels kAvx512Fused = {fused_stats, fused_select, fused_output};
+#include "fused_dispatch.h"
 
 }  // namespace
 
-const Kernels kAvx512Kernels = {"avx512", decode_avx512, output_avx512, encode_avx512, trim_avx512, output_nt_avx512, stats_raw_avx512, trim_mag_avx512, &kAvx512Fused};
+const Kernels kAvx512Kernels = {"avx512", decode_avx512, output_avx512, encode_avx512, trim_avx512, output_nt_avx512, stats_raw_avx512, trim_mag_avx512, &kFused};
 
 }  // namespace geoedit

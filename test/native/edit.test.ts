@@ -1,11 +1,14 @@
 // editTensor / editTensorSync / analyzeTensor against the f64 reference of the SPEC.
 import { describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
 import { analyzeTensor, editTensor, editTensorSync, DEFAULTS, PAPER_PRESET } from '../../lib/index';
 import { loadNative } from '../../lib/native';
 import type { DType, EditOptions, Strategy } from '../../lib/types';
 import { makeTriple } from '../support/reference';
 import { rng } from '../support/prng';
 import { bytesOf, expectMatchesReference } from '../support/expect-reference';
+import { REPO } from '../support/paths';
 
 const DT: DType[] = ['f32', 'f16', 'bf16'];
 const STRATS: Strategy[] = ['geoedit', 'forget-then-learn', 'task-arithmetic', 'custom'];
@@ -352,6 +355,33 @@ describe('the fused row path (raw rows read in place: native/core/kernels.h Fuse
       native._setFused(true);
     }
   });
+});
+
+// The AVX2 kernels have their own fused row path (native/cpu/kernels_avx2.cc); on a machine with AVX-512
+// it only runs with GEOEDIT_SIMD=avx2, which takes a process (test/support/fixtures/fused-simd-child.cjs).
+// Fused on and off in the AVX2 child give the same bytes; where the coefficients do not come from the
+// f64 sums (every strategy but geoedit's weights) they equal the scalar reference's bytes too.
+describe('the fused row path under GEOEDIT_SIMD=avx2', () => {
+  const supported = loadNative().info().simdSupported;
+  const child = path.join(REPO, 'test', 'support', 'fixtures', 'fused-simd-child.cjs');
+  type Run = { simd: string; cases: Array<{ what: string; same: boolean; sha256: string; custom: boolean; big?: boolean }> };
+  const run = (simd: string): Run => {
+    const out = execFileSync(process.execPath, [child, REPO], { encoding: 'utf8', env: { ...process.env, GEOEDIT_SIMD: simd }, maxBuffer: 16 << 20 });
+    return JSON.parse(out.trim().split('\n').pop()!) as Run;
+  };
+  it.skipIf(!supported.includes('avx2'))('gives the unfused bytes (and the scalar bytes): f32/bf16/f16, densities 1 and < 1, ties, -0, non-finite rows, odd widths', () => {
+    const avx2 = run('avx2');
+    expect(avx2.simd).toBe('avx2');
+    expect(avx2.cases.length).toBeGreaterThan(1000);
+    expect(avx2.cases.filter((c) => c.big).length).toBe(4);
+    expect(avx2.cases.filter((c) => !c.same).map((c) => c.what)).toEqual([]);
+    const scalar = run('scalar');
+    expect(scalar.simd).toBe('scalar');
+    expect(scalar.cases.map((c) => c.what)).toEqual(avx2.cases.map((c) => c.what));
+    const differ = avx2.cases.filter((c, i) => c.custom && c.sha256 !== scalar.cases[i]!.sha256).map((c) => c.what);
+    expect(differ).toEqual([]);
+    expect(avx2.cases.filter((c) => c.custom).length).toBeGreaterThan(500);
+  }, 600_000);
 });
 
 describe('top-k selection on wide rows (sampled bracket and its fallback)', () => {

@@ -1,0 +1,49 @@
+// The entry points of an ISA's fused row path (kernels.h FusedRowKernels): the switches from the run-time
+// dtypes and flags to the ISA's specialisations. Included by an ISA file (kernels_avx2.cc,
+// kernels_avx512.cc) inside its anonymous namespace, after it has defined
+//   fused_stats_t<D, EO>, fused_select_t<D, EO>, fused_output_k<D, EO, OD, NT>
+// (EO: bf16 rows in the even/odd lane layout, used for bf16 -> bf16 only); defines kFused.
+
+template <DType D, bool EO, DType OD>
+uint32_t fused_output_nt(bool nt, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
+                         const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst) {
+  return nt ? fused_output_k<D, EO, OD, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst)
+            : fused_output_k<D, EO, OD, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+}
+template <DType D>
+uint32_t fused_output_od(DType od, bool nt, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
+                         const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst) {
+  switch (od) {
+    case DType::F32: return fused_output_nt<D, false, DType::F32>(nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+    case DType::F16: return fused_output_nt<D, false, DType::F16>(nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+    default:
+      if (D == DType::BF16) return fused_output_nt<DType::BF16, true, DType::BF16>(nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+      return fused_output_nt<D, false, DType::BF16>(nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  }
+}
+
+void fused_stats(DType d, const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
+  switch (d) {
+    case DType::F32: return fused_stats_t<DType::F32, false>(base, old_, new_, n, dot, na, nb);
+    case DType::F16: return fused_stats_t<DType::F16, false>(base, old_, new_, n, dot, na, nb);
+    default: return fused_stats_t<DType::BF16, true>(base, old_, new_, n, dot, na, nb);
+  }
+}
+RowSelection fused_select(DType d, const void* base, const void* x, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint) {
+  switch (d) {
+    case DType::F32: return fused_select_t<DType::F32, false>(base, x, n, k, cand, hint);
+    case DType::F16: return fused_select_t<DType::F16, false>(base, x, n, k, cand, hint);
+    default: return fused_select_t<DType::BF16, true>(base, x, n, k, cand, hint);
+  }
+}
+uint32_t fused_output(DType d, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
+                      const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, DType od, void* dst, bool nt) {
+  nt = nt && (reinterpret_cast<uintptr_t>(dst) & 3) == 0;
+  switch (d) {
+    case DType::F32: return fused_output_od<DType::F32>(od, nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+    case DType::F16: return fused_output_od<DType::F16>(od, nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+    default: return fused_output_od<DType::BF16>(od, nt, base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  }
+}
+
+const FusedRowKernels kFused = {fused_stats, fused_select, fused_output};
