@@ -1,8 +1,21 @@
 // The entry points of an ISA's fused row path (kernels.h FusedRowKernels): the switches from the run-time
 // dtypes and flags to the ISA's specialisations. Included by an ISA file (kernels_avx2.cc,
 // kernels_avx512.cc) inside its anonymous namespace, after it has defined
-//   fused_stats_t<D, EO>, fused_select_t<D, EO>, fused_output_k<D, EO, OD, NT>
-// (EO: bf16 rows in the even/odd lane layout, used for bf16 -> bf16 only); defines kFused.
+//   fused_stats_t<D, EO>, fused_select_t<D, EO>, fused_output_t<D, EO, OD, NT, TA, TB, UA>
+// (EO: bf16 rows in the even/odd lane layout, used for bf16 -> bf16 only; NT: streaming stores; TA / TB:
+// side a / b trimmed, at most one; UA: co != 0, which a trimmed a implies); defines kFused.
+
+template <DType D, bool EO, DType OD, bool NT>
+uint32_t fused_output_k(const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
+                        const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst) {
+  if (sa) return fused_output_t<D, EO, OD, NT, true, false, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  if (co != 0.0f) {
+    if (sb) return fused_output_t<D, EO, OD, NT, false, true, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+    return fused_output_t<D, EO, OD, NT, false, false, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  }
+  if (sb) return fused_output_t<D, EO, OD, NT, false, true, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+  return fused_output_t<D, EO, OD, NT, false, false, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
+}
 
 template <DType D, bool EO, DType OD>
 uint32_t fused_output_nt(bool nt, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,

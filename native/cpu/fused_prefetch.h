@@ -20,5 +20,21 @@ inline void next_row_prefetch(const void* b, const void* o, const void* w, int64
   _mm_prefetch(static_cast<const char*>(w) + off, _MM_HINT_T1);
 }
 
+// The stats pass's prefetch for its block of 32 columns at column j (es: bytes per element): the next row
+// (next: next_row_fits) or `ahead` elements further on in this row, into L1. Past the row's end this reaches
+// into the next row; a prefetch never faults.
+inline void stats_prefetch(bool next, const char* pb, const char* po, const char* pn, int64_t n, int64_t j, int64_t es) {
+  constexpr int64_t ahead = 256;  // elements: keeps more lines in flight than the OoO window would
+  if (next) {
+    next_row_prefetch(pb, po, pn, n * es + j * es / 2);
+    return;
+  }
+  for (int64_t l = 0; l < 32 * es; l += 64) {
+    _mm_prefetch(pb + (j + ahead) * es + l, _MM_HINT_T0);
+    _mm_prefetch(po + (j + ahead) * es + l, _MM_HINT_T0);
+    _mm_prefetch(pn + (j + ahead) * es + l, _MM_HINT_T0);
+  }
+}
+
 }  // namespace
 }  // namespace geoedit

@@ -502,24 +502,12 @@ template <DType D, bool EO>
 void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
   __m256d s[12];
   for (__m256d& v : s) v = _mm256_setzero_pd();
-  constexpr int64_t es = D == DType::F32 ? 4 : 2, ahead = 256;  // prefetch distance in elements
-  const char* pb = static_cast<const char*>(base);
-  const char* po = static_cast<const char*>(old_);
-  const char* pn = static_cast<const char*>(new_);
+  constexpr int64_t es = D == DType::F32 ? 4 : 2;
   const bool next = next_row_fits(n, es);
   const int64_t body = n & ~int64_t(31);
   int64_t j = 0;
   for (; j < body; j += 32) {
-    // Past the row's end this reaches into the next row; a prefetch never faults.
-    if (next) {
-      next_row_prefetch(pb, po, pn, n * es + j * es / 2);
-    } else {
-      for (int64_t l = 0; l < 32 * es; l += 64) {
-        _mm_prefetch(pb + (j + ahead) * es + l, _MM_HINT_T0);
-        _mm_prefetch(po + (j + ahead) * es + l, _MM_HINT_T0);
-        _mm_prefetch(pn + (j + ahead) * es + l, _MM_HINT_T0);
-      }
-    }
+    stats_prefetch(next, static_cast<const char*>(base), static_cast<const char*>(old_), static_cast<const char*>(new_), n, j, es);
     for (int64_t h = 0; h < 32; h += 16) {
       __m256 b0, b1, o0, o1, w0, w1;
       load16<D, EO>(base, j + h, b0, b1);
@@ -647,9 +635,8 @@ struct RowWriter {
   }
 };
 
-// The fused output of one row, specialised on what it needs: TA / TB whether side a / b is trimmed
-// (at most one is), UA whether co != 0. With co == 0 the old row is not read: x + co*a~ is x for every
-// x but -0 (where -0 + (+0) = +0), so only a block holding a -0 reads it, and adds co*a~ to those lanes.
+// The fused output of one row (the specialisations as in kernels_avx512.cc fused_output_t, and its -0 rule:
+// with co == 0 the old row is read only for a block whose result holds a -0, and only those lanes add co*a~).
 template <DType D, bool EO, DType OD, bool NT, bool TA, bool TB, bool UA>
 uint32_t fused_output_t(const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
                         const RowSelection* sel_a, const RowSelection* sel_b, double* kept_a, double* kept_b, void* dst) {
@@ -770,17 +757,6 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
   return v > mt ? v : mt;
 }
 
-template <DType D, bool EO, DType OD, bool NT>
-uint32_t fused_output_k(const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
-                        const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst) {
-  if (sa) return fused_output_t<D, EO, OD, NT, true, false, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-  if (co != 0.0f) {
-    if (sb) return fused_output_t<D, EO, OD, NT, false, true, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-    return fused_output_t<D, EO, OD, NT, false, false, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-  }
-  if (sb) return fused_output_t<D, EO, OD, NT, false, true, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-  return fused_output_t<D, EO, OD, NT, false, false, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-}
 
 #include "fused_dispatch.h"
 

@@ -510,24 +510,12 @@ template <DType D, bool EO>
 void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
   __m512d s[12];
   for (__m512d& v : s) v = _mm512_setzero_pd();
-  constexpr int64_t es = D == DType::F32 ? 4 : 2, ahead = 256;  // prefetch distance in elements
-  const char* pb = static_cast<const char*>(base);
-  const char* po = static_cast<const char*>(old_);
-  const char* pn = static_cast<const char*>(new_);
+  constexpr int64_t es = D == DType::F32 ? 4 : 2;
   const bool next = next_row_fits(n, es);
   const int64_t body = n & ~int64_t(31);
   int64_t j = 0;
   for (; j < body; j += 32) {
-    // Past the row's end this reaches into the next row; a prefetch never faults.
-    if (next) {
-      next_row_prefetch(pb, po, pn, n * es + j * es / 2);
-    } else {
-      for (int64_t l = 0; l < 32 * es; l += 64) {
-        _mm_prefetch(pb + (j + ahead) * es + l, _MM_HINT_T0);
-        _mm_prefetch(po + (j + ahead) * es + l, _MM_HINT_T0);
-        _mm_prefetch(pn + (j + ahead) * es + l, _MM_HINT_T0);
-      }
-    }
+    stats_prefetch(next, static_cast<const char*>(base), static_cast<const char*>(old_), static_cast<const char*>(new_), n, j, es);
     __m512 b0, b1, o0, o1, w0, w1;
     load32<D, EO>(base, j, b0, b1);
     load32<D, EO>(old_, j, o0, o1);
@@ -777,17 +765,6 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
   return _mm512_reduce_max_epu32(mx);
 }
 
-template <DType D, bool EO, DType OD, bool NT>
-uint32_t fused_output_k(const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
-                        const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst) {
-  if (sa) return fused_output_t<D, EO, OD, NT, true, false, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-  if (co != 0.0f) {
-    if (sb) return fused_output_t<D, EO, OD, NT, false, true, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-    return fused_output_t<D, EO, OD, NT, false, false, true>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-  }
-  if (sb) return fused_output_t<D, EO, OD, NT, false, true, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-  return fused_output_t<D, EO, OD, NT, false, false, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst);
-}
 #include "fused_dispatch.h"
 
 }  // namespace
