@@ -503,11 +503,10 @@ void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t
   __m256d s[12];
   for (__m256d& v : s) v = _mm256_setzero_pd();
   constexpr int64_t es = D == DType::F32 ? 4 : 2;
-  const bool next = next_row_fits(n, es);
   const int64_t body = n & ~int64_t(31);
   int64_t j = 0;
   for (; j < body; j += 32) {
-    stats_prefetch(next, static_cast<const char*>(base), static_cast<const char*>(old_), static_cast<const char*>(new_), n, j, es);
+    stats_prefetch(static_cast<const char*>(base), static_cast<const char*>(old_), static_cast<const char*>(new_), j, es);
     for (int64_t h = 0; h < 32; h += 16) {
       __m256 b0, b1, o0, o1, w0, w1;
       load16<D, EO>(base, j + h, b0, b1);
@@ -667,13 +666,10 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
     return v;
   };
   RowWriter<NT> w(dst);
-  constexpr int64_t es = D == DType::F32 ? 4 : 2;
-  const bool next = next_row_fits(n, es);
   const int64_t body = n & ~int64_t(15);
   // Blocks [j0, j1) of 16 columns with the given thresholds of the v0 / v1 lanes (load16's layout).
   auto blocks = [&](int64_t j0, int64_t j1, __m256i ta0, __m256i ta1, __m256i tb0, __m256i tb1) __attribute__((always_inline)) {
     for (int64_t j = j0; j < j1; j += 16) {
-      if (next && ((j * es / 2) & 63) == 0) next_row_prefetch(base, old_, new_, n * es + (n * es) / 2 + j * es / 2);
       __m256 b0, b1, o0, o1, n0, n1;
       load16<D, EO>(base, j, b0, b1);
       load16<D, EO>(new_, j, n0, n1);

@@ -511,11 +511,10 @@ void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t
   __m512d s[12];
   for (__m512d& v : s) v = _mm512_setzero_pd();
   constexpr int64_t es = D == DType::F32 ? 4 : 2;
-  const bool next = next_row_fits(n, es);
   const int64_t body = n & ~int64_t(31);
   int64_t j = 0;
   for (; j < body; j += 32) {
-    stats_prefetch(next, static_cast<const char*>(base), static_cast<const char*>(old_), static_cast<const char*>(new_), n, j, es);
+    stats_prefetch(static_cast<const char*>(base), static_cast<const char*>(old_), static_cast<const char*>(new_), j, es);
     __m512 b0, b1, o0, o1, w0, w1;
     load32<D, EO>(base, j, b0, b1);
     load32<D, EO>(old_, j, o0, o1);
@@ -687,12 +686,10 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
   };
   RowWriter<NT> w(dst);
   constexpr int64_t es = D == DType::F32 ? 4 : 2;
-  const bool next = next_row_fits(n, es);
   const int64_t body = n & ~int64_t(31);
   // Blocks [j0, j1) of 32 columns with the given thresholds of the v0 / v1 lanes (load32's layout).
   auto blocks = [&](int64_t j0, int64_t j1, __m512i ta0, __m512i ta1, __m512i tb0, __m512i tb1) __attribute__((always_inline)) {
     for (int64_t j = j0; j < j1; j += 32) {
-      if (next) next_row_prefetch(base, old_, new_, n * es + (n * es) / 2 + j * es / 2);
       __m512 b0, b1, o0, o1, n0, n1;
       load32<D, EO>(base, j, b0, b1);
       load32<D, EO>(new_, j, n0, n1);
