@@ -25,8 +25,9 @@
 //                         names the results file (checkpoint-<date>-NAME.json). The GPU device
 //                         check (bench/gpu/run.sh) runs it this way.
 //   --ab                  also the default edit with the data path before issue 17's write path
-//                         (GEOEDIT_WRITE_BEHIND=0 GEOEDIT_STREAM_HASH=0 GEOEDIT_HASH_IO=pread: no write-behind,
-//                         the seal re-reads the output, inputs hashed through pread), in every rep (A/B in one run).
+//                         (GEOEDIT_WRITE_BEHIND=0 GEOEDIT_STREAM_HASH=0: no write-behind, the seal re-reads the
+//                         output), in every rep (A/B in one run). Until 2026-12-01 17:40 UTC it also hashed the
+//                         inputs through pread (GEOEDIT_HASH_IO=pread, removed: docs/performance.md has its A/B).
 //   --layouts             issue 13: the same checkpoint edited (--no-hash) with every weight in layout
 //                         rows and again in layout columns (--layout '*.weight=columns': the tensors are
 //                         square, so both are valid and read/write the same bytes); wall time, GB/s,
@@ -58,7 +59,7 @@ const variants = backends ? backends.flatMap((b) => densities.map((d) => ({ key:
 const work = fs.mkdtempSync(path.join(values.dir, 'geoedit-bench-'));
 
 // --ab: the write path before issue 17's change (same hashes, same bytes).
-const PREVIOUS_PATH = { GEOEDIT_WRITE_BEHIND: '0', GEOEDIT_STREAM_HASH: '0', GEOEDIT_HASH_IO: 'pread' };
+const PREVIOUS_PATH = { GEOEDIT_WRITE_BEHIND: '0', GEOEDIT_STREAM_HASH: '0' };
 const ROWS = 4096, COLS = 4096; // 32 MiB bf16 tensors, Llama-7B-like
 const TBYTES = ROWS * COLS * 2;
 

@@ -134,58 +134,29 @@ class Window {
       const char* e = std::getenv("GEOEDIT_STREAM_IO");
       return e && std::strcmp(e, "pread") == 0 ? 1 : 0;  // GEOEDIT_STREAM_IO=pread: never map
     }();
-    if (mode == 1 || s.offset % dtype_size(s.dtype) != 0) {
-      char* p = fallback.get(len);
-      pread_all(s, p, len, abs);
-      return p;
-    }
-    const uint64_t start = abs & ~uint64_t(page_size() - 1);
-    const size_t maplen = size_t(abs - start) + len;
-    void* m = ::mmap(nullptr, maplen, PROT_READ, MAP_SHARED, s.fd, off_t(start));
-    if (m == MAP_FAILED) {
-      // Not mappable (a pipe, a special file system): fall back to pread.
-      char* p = fallback.get(len);
-      pread_all(s, p, len, abs);
-      return p;
-    }
-    bus::Slot* slot = bus::claim(m, maplen);
-    if (!slot) {  // every guard slot in use (hundreds of concurrent streams): read this block instead
-      ::munmap(m, maplen);
-      char* p = fallback.get(len);
-      pread_all(s, p, len, abs);
-      return p;
-    }
-    ::madvise(m, maplen, MADV_SEQUENTIAL);
-    map_ = m;
-    map_len_ = maplen;
-    slot_ = slot;
-    // Tests only (test/native/hostile-memory.test.ts): the file shrinks right after it is mapped,
-    // the one moment a real truncation cannot be timed from outside.
-    static const bool kTruncateMapped = std::getenv("GEOEDIT_TEST_TRUNCATE_MAPPED") != nullptr;
-    if (kTruncateMapped && ::ftruncate(s.fd, off_t(start)) != 0) {}
-    return static_cast<const char*>(m) + (abs - start);
+    // Mapped (read-ahead: the pool's threads read the block front to back), else read: a misaligned
+    // tensor, GEOEDIT_STREAM_IO=pread, or a file that cannot be mapped (bus::GuardedMap::map).
+    const char* m = mode == 1 || s.offset % dtype_size(s.dtype) != 0 ? nullptr : map_.map(s.fd, abs, len, false, true);
+    if (m) return m;
+    char* p = fallback.get(len);
+    pread_all(s, p, len, abs);
+    return p;
   }
   // After the block's work: ERR_IO if a read of the mapping faulted (the file shrank under it).
   // And ERR_IO if the file's size or mtime changed meanwhile.
   void verify(FileWatch& watch) const {
-    if (slot_ && slot_->hit.load(std::memory_order_acquire))
+    if (map_.faulted())
       throw Error(ErrorCode::Io, src_->file + ": the file shrank while being read (truncated by another process?)",
                   file_details(src_->file));
     if (src_) watch.check(*src_, end_);
   }
   void release() {
     src_ = nullptr;
-    if (slot_) bus::release(slot_);
-    if (map_) ::munmap(map_, map_len_);
-    map_ = nullptr;
-    map_len_ = 0;
-    slot_ = nullptr;
+    map_.release();
   }
 
  private:
-  void* map_ = nullptr;
-  size_t map_len_ = 0;
-  bus::Slot* slot_ = nullptr;
+  bus::GuardedMap map_;
   const StreamSrc* src_ = nullptr;
   uint64_t end_ = 0;
 };

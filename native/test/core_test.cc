@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/busguard.h"
 #include "core/dtype.h"
 #include "core/hash.h"
 #include "core/kernels.h"
@@ -662,9 +663,56 @@ static void test_fused_non_finite() {
   }
 }
 
+// A temporary file (unlinked at once) holding `data`; -1 on failure.
+static int temp_file(const std::string& data) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string path = std::string(tmp && *tmp ? tmp : "/tmp") + "/geoedit-core-XXXXXX";
+  const int fd = mkstemp(&path[0]);
+  if (fd < 0) return -1;
+  unlink(path.c_str());
+  if (!data.empty() && pwrite(fd, data.data(), data.size(), 0) != ssize_t(data.size())) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// bus::GuardedMap (core/busguard.h), the one mapped window of the stream and the file hash: the
+// file's bytes; nullptr where a file cannot be mapped (a pipe); a file truncated under the window
+// reads zeros and says so (the SIGBUS guard).
+static void test_guarded_map() {
+  std::string data(size_t(1) << 20, '\0');
+  std::mt19937 g(5);
+  for (auto& c : data) c = char(g());
+  const int fd = temp_file(data);
+  CHECK(fd >= 0, "temp file for the guarded map");
+  if (fd < 0) return;
+  {
+    bus::GuardedMap w;
+    const char* p = w.map(fd, 4097, 5000, true, false);
+    CHECK(p && std::memcmp(p, data.data() + 4097, 5000) == 0 && !w.faulted(), "a window at an unaligned offset is the file's bytes");
+    p = w.map(fd, 0, data.size(), false, true);
+    CHECK(p && std::memcmp(p, data.data(), data.size()) == 0 && !w.faulted(), "a second window of the same object");
+    CHECK(ftruncate(fd, 4096) == 0, "truncating the test file");
+    volatile char sum = 0;
+    for (size_t i = 0; i < data.size(); i += 4096) sum = char(sum + p[i]);  // past 4096: SIGBUS, repaired
+    CHECK(w.faulted(), "a read past the new end is caught (faulted)");
+    CHECK(p[8192] == 0 && p[0] == data[0], "the pages past the end read as zeros, those before as the file");
+  }
+  close(fd);
+  int pipe_fd[2];
+  if (pipe(pipe_fd) == 0) {
+    bus::GuardedMap w;
+    CHECK(w.map(pipe_fd[0], 0, 4096, false, false) == nullptr, "a pipe cannot be mapped: nullptr (the caller preads)");
+    close(pipe_fd[0]);
+    close(pipe_fd[1]);
+  }
+}
+
 int main() {
   test_read_ahead();
   test_sha256();
+  test_guarded_map();
   test_trim_exact();
   const int levels[3] = {0, 1, 2};
   for (int64_t cols : {1, 5, 16, 17, 63, 300, 4100}) {
