@@ -221,20 +221,32 @@ uint64_t OrderedHash::ticket() {
 bool OrderedHash::feed(uint64_t t, uint64_t off, const char* p, size_t n, size_t count, uint64_t stride) {
   std::unique_lock<std::mutex> l(m_);
   cv_.wait(l, [&] { return served_ == t; });
+  // This ticket's turn: until served_ moves on, no other feed, skip or finish touches the digest or
+  // the frontier, so they are hashed without the lock (ticket(), taken by the writers issuing the next
+  // blocks, never waits for a SHA-256 update).
   bool all = !failed_ && !finished_;
+  uint64_t frontier = frontier_;
+  l.unlock();
+  if (on_feed_unlocked) on_feed_unlocked();
+  bool failed = false;
+  uint64_t hashed = 0;
   for (size_t k = 0; all && k < count; ++k) {
     const uint64_t at = off + uint64_t(k) * stride;
-    if (at != frontier_) { all = false; break; }
+    if (at != frontier) { all = false; break; }
     try {
       h_->update(p + k * n, n);
     } catch (...) {
-      failed_ = true;
+      failed = true;
       all = false;
       break;
     }
-    frontier_ += n;
-    from_memory_ += n;
+    frontier += n;
+    hashed += n;
   }
+  l.lock();
+  frontier_ = frontier;
+  from_memory_ += hashed;
+  if (failed) failed_ = true;
   ++served_;
   l.unlock();
   cv_.notify_all();
@@ -250,8 +262,15 @@ void OrderedHash::skip(uint64_t t) {
 }
 
 OrderedHash::Result OrderedHash::finish(int fd, uint64_t size, const std::string& path, const double* cancel) {
-  std::lock_guard<std::mutex> g(m_);
-  if (finished_) throw Error(ErrorCode::Internal, "OrderedHash::finish called twice for " + path);
+  std::unique_lock<std::mutex> l(m_);
+  if (finished_) throw Error(ErrorCode::Internal, "OrderedHash::finish called twice for " + path, file_details(path));
+  // Every write issued must have reached the hash (fed, or skipped when abandoned): a write still
+  // outstanding may change bytes below the frontier or past it after they are read back.
+  if (served_ != issued_)
+    throw Error(ErrorCode::Internal,
+                path + ": the output hash was finished with " + std::to_string(issued_ - served_) + " of its " + std::to_string(issued_) +
+                    " writes not fed yet (an internal error: its digest would not be the file's)",
+                file_details(path));
   finished_ = true;
   Result r;
   uint64_t from = frontier_;
@@ -261,25 +280,11 @@ OrderedHash::Result OrderedHash::finish(int fd, uint64_t size, const std::string
     from_memory_ = 0;
   }
   r.from_memory = from_memory_;
-  constexpr size_t kPiece = size_t(1) << 20;
-  std::unique_ptr<char[]> buf(from < size ? new char[kPiece] : nullptr);
-  for (uint64_t off = from; off < size;) {
-    if (cancel) {
-      double c;
-      __atomic_load(cancel, &c, __ATOMIC_RELAXED);
-      if (c != 0) throw Error(ErrorCode::Aborted, "aborted while hashing " + path, file_details(path));
-    }
-    const size_t want = size_t(std::min<uint64_t>(kPiece, size - off));
-    const ssize_t got = ::pread(fd, buf.get(), want, off_t(off));
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      throw Error(ErrorCode::Io, path + ": read failed while hashing: " + std::strerror(errno), file_details(path));
-    }
-    if (got == 0) throw Error(ErrorCode::Io, path + ": unexpected end of file while hashing (was it truncated?)", file_details(path));
-    h_->update(buf.get(), size_t(got));
-    off += uint64_t(got);
-    r.reread += uint64_t(got);
-  }
+  // Every ticket served and finished_ set: a later feed leaves the digest alone, so the rest of the
+  // file is read into it unlocked.
+  l.unlock();
+  std::unique_ptr<char[]> buf;
+  r.reread = hash_pread(fd, from, size, *h_, path, cancel, buf);
   r.sha256 = h_->hex();
   return r;
 }

@@ -677,6 +677,96 @@ static int temp_file(const std::string& data) {
   return fd;
 }
 
+// OrderedHash (core/hash.h): writes fed on several threads in ticket order give the file's digest;
+// pieces off the frontier are read back once; a feed hashes without the lock (ticket() is taken
+// while another thread's feed is inside its hashing); finish refuses while a ticket is unserved.
+static void test_ordered_hash() {
+  if (!sha256_unavailable_reason().empty()) {
+    std::printf("ordered hash checks skipped: %s\n", sha256_unavailable_reason().c_str());
+    return;
+  }
+  auto one = [](const std::string& s) { Sha256 h; h.update(s.data(), s.size()); return h.hex(); };
+  std::mt19937 g(11);
+  std::string data(size_t(3) << 20, '\0');
+  for (auto& c : data) c = char(g());
+  const int fd = temp_file(data);
+  CHECK(fd >= 0, "temp file for the ordered hash");
+  if (fd < 0) return;
+  // 48 pieces of 64 KiB fed from 4 threads, each piece by whichever thread its ticket was given to;
+  // the tickets are taken in file order except pieces 10 and 11 swapped: 11 comes first, off the
+  // frontier, then 10 continues it, and every later piece is off it (11 is not in the hash).
+  {
+    OrderedHash h;
+    const size_t piece = size_t(64) << 10, n = data.size() / piece;
+    std::vector<uint64_t> order(n);
+    for (size_t k = 0; k < n; ++k) order[k] = k;
+    std::swap(order[10], order[11]);
+    std::vector<uint64_t> tickets(n);
+    for (size_t k = 0; k < n; ++k) tickets[k] = h.ticket();
+    std::vector<std::thread> ts;
+    std::atomic<int> in_memory{0};
+    for (int t = 0; t < 4; ++t)
+      ts.emplace_back([&, t] {
+        for (size_t k = size_t(t); k < n; k += 4) {
+          const uint64_t at = order[k] * piece;
+          if (h.feed(tickets[k], at, data.data() + at, piece)) ++in_memory;
+        }
+      });
+    for (auto& t : ts) t.join();
+    const OrderedHash::Result r = h.finish(fd, data.size(), "ordered.bin");
+    CHECK(r.sha256 == one(data), "ordered hash of pieces fed on 4 threads");
+    CHECK(r.from_memory == 11 * piece && r.reread == data.size() - 11 * piece,
+          "hashed from memory up to the first gap, the rest read back once (%llu, %llu)",
+          (unsigned long long)r.from_memory, (unsigned long long)r.reread);
+    CHECK(in_memory.load() == 11, "feed() says which pieces reached the hash (%d)", in_memory.load());
+  }
+  // ticket() while a feed is hashing: taken on another thread while feed() is inside its turn.
+  {
+    OrderedHash h;
+    std::atomic<bool> got{false};
+    bool taken_during = false;
+    h.on_feed_unlocked = [&] {
+      std::thread([&] { h.ticket(); got = true; }).detach();
+      for (int i = 0; i < 10000 && !got; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      taken_during = got;
+    };
+    CHECK(h.feed(h.ticket(), 0, data.data(), data.size()), "one feed of the whole file");
+    for (int i = 0; i < 10000 && !got; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    CHECK(taken_during, "ticket() does not wait for another thread's feed to finish hashing");
+    h.on_feed_unlocked = nullptr;
+    // The ticket taken inside the hook is neither fed nor skipped: finish refuses, naming the file.
+    bool refused = false;
+    try {
+      h.finish(fd, data.size(), "partial.bin");
+    } catch (const Error& e) {
+      refused = e.code() == ErrorCode::Internal && std::strstr(e.what(), "partial.bin") && std::strstr(e.what(), "1 of its 2 writes") &&
+                e.details().file == "partial.bin";
+    }
+    CHECK(refused, "finish with a ticket neither fed nor skipped is an internal error naming the file");
+    h.skip(1);
+    std::string digest;
+    try {
+      digest = h.finish(fd, data.size(), "partial.bin").sha256;
+    } catch (const Error& e) {
+      digest = e.what();
+    }
+    CHECK(digest == one(data), "once every ticket is served, finish gives the file's digest (%s)", digest.c_str());
+  }
+  // A short file in finish: ERR_IO naming it (the pread loop shared with hash_files).
+  {
+    OrderedHash h;
+    h.feed(h.ticket(), 0, data.data(), 1000);
+    bool io = false;
+    try {
+      h.finish(fd, data.size() + 5, "short.bin");
+    } catch (const Error& e) {
+      io = e.code() == ErrorCode::Io && std::strstr(e.what(), "short.bin: unexpected end of file while hashing") && e.details().file == "short.bin";
+    }
+    CHECK(io, "finish on a file shorter than its size: Io naming it");
+  }
+  close(fd);
+}
+
 // bus::GuardedMap (core/busguard.h), the one mapped window of the stream and the file hash: the
 // file's bytes; nullptr where a file cannot be mapped (a pipe); a file truncated under the window
 // reads zeros and says so (the SIGBUS guard).
@@ -712,6 +802,7 @@ static void test_guarded_map() {
 int main() {
   test_read_ahead();
   test_sha256();
+  test_ordered_hash();
   test_guarded_map();
   test_trim_exact();
   const int levels[3] = {0, 1, 2};
