@@ -4,6 +4,7 @@
 #include "busguard.h"
 #include "pool.h"
 #include "kernels.h"
+#include "writebehind.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -179,122 +180,7 @@ struct Ctx {
   }
 };
 
-// ---- Write-behind (issue 17) ----------------------------------------------------------------------
-// Pages written through the page cache are written back by the kernel only past its dirty
-// thresholds (about 2 GiB on the development VM) or at the job's fsync: a whole output then waits
-// for the disk at the end, and every written page is a new page-cache page. On a VM whose host takes
-// back free guest memory (free page reporting), the first touch of such a page costs a host fault:
-// writing 2 GiB took 4.4 s of system time into fresh pages, 0.5 s into pages just freed. So the
-// stream starts the write-back of each range as soon as it is written (sync_file_range WRITE) and,
-// once more than the window is queued behind the writer, waits for the oldest range to be on disk
-// (WAIT_BEFORE|WRITE|WAIT_AFTER) and drops it from the page cache (posix_fadvise DONTNEED): only
-// ranges whose bytes are already in the file's OrderedHash (nothing reads them again), whole pages
-// only (the kernel keeps partial ones). The next writes reuse those pages, and the job's final
-// fsync finds little left to write. Durability is still that fsync's (sync_file_range writes no
-// metadata and flushes no disk cache). GEOEDIT_WRITE_BEHIND=0 turns it off, =N sets the window in
-// MiB (default 64). Where sync_file_range is not supported (ENOSYS, EINVAL, ESPIPE, EOPNOTSUPP:
-// another OS, some file systems, a sandbox) the stream writes as before; any other failure of it
-// (EIO, ENOSPC) is a write error (ERR_IO). GEOEDIT_TEST_SYNC_FILE_RANGE=unsupported|eio (tests
-// only) makes every call fail that way.
-class WriteBehind {
- public:
-  WriteBehind() : window_(window_bytes()) {}
-  WriteBehind(const WriteBehind&) = delete;
-  // [off, off + len) of fd is written; drop: its bytes may leave the page cache once on disk.
-  void written(int fd, uint64_t off, uint64_t len, bool drop) {
-    if (!window_ || !len || off_.load(std::memory_order_relaxed)) return;
-    if (!sfr(fd, off, len, kKick)) return;
-    if (!drop) return;
-    for (;;) {
-      Range old;
-      {
-        std::lock_guard<std::mutex> g(m_);
-        if (drop) q_.push_back({fd, off, len}), queued_ += len, drop = false;
-        if (queued_ <= window_ || q_.empty()) return;
-        old = q_.front();
-        q_.pop_front();
-        queued_ -= old.len;
-      }
-      settle(old);
-    }
-  }
-  // Every queued range to disk and out of the page cache (the end of a stream call).
-  void drain() {
-    for (;;) {
-      Range old;
-      {
-        std::lock_guard<std::mutex> g(m_);
-        if (q_.empty()) return;
-        old = q_.front();
-        q_.pop_front();
-        queued_ -= old.len;
-      }
-      settle(old);
-    }
-  }
-
- private:
-  struct Range {
-    int fd = -1;
-    uint64_t off = 0, len = 0;
-  };
-#ifdef SYNC_FILE_RANGE_WRITE
-  static constexpr unsigned kKick = SYNC_FILE_RANGE_WRITE;
-  static constexpr unsigned kWait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
-#else
-  static constexpr unsigned kKick = 1, kWait = 2;
-#endif
-  static uint64_t window_bytes() {
-    static const uint64_t w = [] {
-      const char* e = std::getenv("GEOEDIT_WRITE_BEHIND");
-      if (!e || !*e) return uint64_t(64) << 20;
-      char* end = nullptr;
-      const double mib = std::strtod(e, &end);
-      return end && *end == 0 && mib > 0 ? uint64_t(mib * double(1 << 20)) : uint64_t(0);
-    }();
-    return w;
-  }
-  // One sync_file_range call; false (and off for this stream) where it is not supported.
-  bool sfr(int fd, uint64_t off, uint64_t len, unsigned flags) {
-    static const int kFake = [] {
-      const char* e = std::getenv("GEOEDIT_TEST_SYNC_FILE_RANGE");
-      if (!e) return 0;
-      if (std::strcmp(e, "unsupported") == 0) return ENOSYS;
-      if (std::strcmp(e, "eio") == 0) return EIO;
-      return 0;
-    }();
-    int err = kFake;
-#ifdef SYNC_FILE_RANGE_WRITE
-    if (!err) {
-      while (::sync_file_range(fd, off64_t(off), off64_t(len), flags) != 0) {
-        if (errno == EINTR) continue;
-        err = errno;
-        break;
-      }
-    }
-#else
-    (void)fd; (void)off; (void)len; (void)flags;
-    if (!err) err = ENOSYS;
-#endif
-    if (!err) return true;
-    if (err == ENOSYS || err == EINVAL || err == ESPIPE || err == EOPNOTSUPP) {
-      off_.store(true, std::memory_order_relaxed);
-      return false;
-    }
-    throw Error(ErrorCode::Io, std::string("write failed (write-back): ") + std::strerror(err));
-  }
-  void settle(const Range& r) {
-    if (!sfr(r.fd, r.off, r.len, kWait)) return;
-#ifdef POSIX_FADV_DONTNEED
-    ::posix_fadvise(r.fd, off_t(r.off), off_t(r.len), POSIX_FADV_DONTNEED);  // a hint: failures ignored
-#endif
-  }
-  const uint64_t window_;
-  std::atomic<bool> off_{false};
-  std::mutex m_;
-  std::deque<Range> q_;
-  uint64_t queued_ = 0;
-};
+// ---- Write-behind (issue 17): core/writebehind.h ----------------------------------------------------
 
 // Two output buffers; the pwrite of one overlaps the compute of the next. Each write is fed to the
 // task's OrderedHash (in submission order, whichever thread writes it) and to the write-behind.
@@ -338,8 +224,9 @@ struct Writer {
     const bool hashed = h && h->feed(ticket, off, p, piece, count, file_stride);
     try {
       for (size_t k = 0; k < count; ++k) pwrite_all(fd, p + k * piece, piece, off + k * file_stride);
-      if (count == 1 || file_stride == piece) wb->written(fd, off, uint64_t(count) * piece, hashed);
+      if (count == 1 || file_stride == piece) wb->written(fd, off, uint64_t(count) * piece, hashed, name);
     } catch (const Error& e) {
+      if (!e.details().tensor.empty()) throw;  // the write-back's: names the tensor of its range
       ErrorDetails d = e.details();
       d.tensor = name;
       throw Error(e.code(), std::string(e.what()) + " (tensor '" + name + "')", d);
@@ -862,7 +749,7 @@ void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w)
       if (r < 0 && errno == EINTR) continue;
       break;  // EXDEV, ENOSYS, EINVAL, EOPNOTSUPP, a short file…: the pread/pwrite path below
     }
-    w.behind.written(t.out_fd, t.out_offset + off, uint64_t(r), false);
+    w.behind.written(t.out_fd, t.out_offset + off, uint64_t(r), false, t.name);
     off += uint64_t(r);
     ctx.add(double(r));
   }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -21,6 +22,7 @@
 #include "core/hash.h"
 #include "core/kernels.h"
 #include "core/stream.h"
+#include "core/writebehind.h"
 #include "geoedit/geoedit.h"
 
 using namespace geoedit;
@@ -799,11 +801,67 @@ static void test_guarded_map() {
   }
 }
 
+// WriteBehind (core/writebehind.h): contiguous small writes are merged (a system call per MiB, not
+// per write); writes elsewhere are not; EIO is ERR_IO naming the tensor, at the latest at drain();
+// an unsupported sync_file_range turns it off without an error.
+static void test_write_behind() {
+  const int fd = temp_file("");
+  CHECK(fd >= 0, "temp file for the write-behind");
+  if (fd < 0) return;
+  const std::string block(4096, 'x');
+  auto write_all = [&](WriteBehind& wb, size_t count, uint64_t stride) {
+    for (size_t k = 0; k < count; ++k) {
+      const uint64_t off = k * stride;
+      CHECK(pwrite(fd, block.data(), block.size(), off_t(off)) == ssize_t(block.size()), "pwrite");
+      wb.written(fd, off, block.size(), true, "t" + std::to_string(k));
+    }
+    wb.drain();
+  };
+  {
+    WriteBehind probe(uint64_t(64) << 20, 0);
+    probe.written(fd, 0, 4096, false, "probe");
+    probe.drain();
+    if (probe.syscalls() == 0) {
+      CHECK(false, "a write-behind made no call");
+      close(fd);
+      return;
+    }
+  }
+  {
+    WriteBehind wb(uint64_t(64) << 20, 0);
+    write_all(wb, 1024, 4096);  // 4 MiB in 4 KiB writes, contiguous
+    // 4 merged ranges of 1 MiB: each handed to the kernel once, then waited for and dropped (3 calls each)
+    CHECK(wb.syscalls() <= 12, "1024 contiguous 4 KiB writes: %llu system calls (<= 12)", (unsigned long long)wb.syscalls());
+  }
+  {
+    WriteBehind wb(uint64_t(64) << 20, 0);
+    write_all(wb, 64, 8192);  // gaps between the writes: nothing to merge
+    CHECK(wb.syscalls() >= 64, "writes with gaps are not merged (%llu calls)", (unsigned long long)wb.syscalls());
+  }
+  {
+    WriteBehind wb(uint64_t(64) << 20, EIO);
+    bool io = false;
+    try {
+      write_all(wb, 3, 4096);  // 12 KiB: merged, handed over at drain()
+    } catch (const Error& e) {
+      io = e.code() == ErrorCode::Io && std::strstr(e.what(), "write failed (write-back)") && e.details().tensor == "t0";
+    }
+    CHECK(io, "EIO from a merged range is ERR_IO naming its first tensor");
+  }
+  {
+    WriteBehind wb(uint64_t(64) << 20, ENOSYS);
+    write_all(wb, 300, 4096);
+    CHECK(wb.syscalls() == 1, "unsupported: one attempt, then off (%llu)", (unsigned long long)wb.syscalls());
+  }
+  close(fd);
+}
+
 int main() {
   test_read_ahead();
   test_sha256();
   test_ordered_hash();
   test_guarded_map();
+  test_write_behind();
   test_trim_exact();
   const int levels[3] = {0, 1, 2};
   for (int64_t cols : {1, 5, 16, 17, 63, 300, 4100}) {
