@@ -768,16 +768,17 @@ void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w)
   if (t.copy_bytes) ctx.watch.check(t.base, t.base.offset + t.copy_bytes);  // a rewrite during the last chunk
 }
 
+// Whether a finite value of `from` can round to a non-finite one of `to` (f32 outputs are not checked:
+// every input dtype widens to it; f16's largest value, 65504, is far inside bf16's range).
+bool can_overflow(DType from, DType to) {
+  return to != DType::F32 && from != to && !(from == DType::F16 && to == DType::BF16);
+}
+
 // SPEC §5 for a tensor that is converted, not edited (`outDtype` narrower than its input): a finite
 // value that rounds to a non-finite one of the output dtype is ERR_NON_FINITE_OUTPUT naming the tensor
 // and the element (flat index), unless the caller opts in (allowNonFiniteOutput / allowNonFinite).
-void check_converted(const StreamTask& t, const char* src, size_t n, uint64_t e0, std::vector<float>& f32) {
-  const float* v = reinterpret_cast<const float*>(src);
-  if (t.base.dtype != DType::F32) {
-    f32.resize(n);
-    convert(t.base.dtype, src, DType::F32, f32.data(), n);
-    v = f32.data();
-  }
+// v: the block's n values as f32 (decoded once: the caller encodes the output from them).
+void check_converted(const StreamTask& t, const float* v, size_t n, uint64_t e0) {
   const uint32_t lim = non_finite_bits(t.out_dtype);
   for (size_t j = 0; j < n; ++j) {
     const uint32_t b = abs_bits(v[j]);
@@ -794,19 +795,29 @@ void run_convert_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer&
   const uint64_t count = uint64_t(t.rows) * uint64_t(t.cols);
   const uint64_t per = std::max<uint64_t>(1, block_bytes / std::max(is, os));
   std::vector<float> f32;
-  check_out = check_out && t.out_dtype != DType::F32;
+  check_out = check_out && can_overflow(t.base.dtype, t.out_dtype);
+  const Kernels& K = kernels_for(active_simd());
   for (uint64_t e0 = 0; e0 < count; e0 += per) {
     ctx.check_cancel(t.name);
     const size_t n = size_t(std::min(per, count - e0));
     char* src = in.get(n * is);
     ctx.watch.check(t.base, t.base.offset + (e0 + n) * is);
     pread_all(t.base, src, n * is, t.base.offset + e0 * is);
-    if (check_out) check_converted(t, src, n, e0, f32);
-    if (t.out_fd >= 0) {
-      char* dst = w.acquire(n * os);
+    char* dst = t.out_fd >= 0 ? w.acquire(n * os) : nullptr;
+    if (check_out) {
+      // Decoded to f32 once: checked, then encoded from the same values (convert() would decode again).
+      const float* v = reinterpret_cast<const float*>(src);
+      if (t.base.dtype != DType::F32) {
+        f32.resize(n);
+        K.decode(t.base.dtype, src, f32.data(), int64_t(n));
+        v = f32.data();
+      }
+      check_converted(t, v, n, e0);
+      if (dst) K.encode(v, t.out_dtype, dst, int64_t(n));
+    } else if (dst) {
       convert(t.base.dtype, src, t.out_dtype, dst, n);
-      w.submit(t.out_fd, n * os, t.out_offset + e0 * os, t.name, t.out_hash);
     }
+    if (dst) w.submit(t.out_fd, n * os, t.out_offset + e0 * os, t.name, t.out_hash);
     ctx.add(double(n * is));
   }
 }

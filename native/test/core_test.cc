@@ -856,12 +856,80 @@ static void test_write_behind() {
   close(fd);
 }
 
+// Convert tasks (stream.cc run_convert_task, SPEC §5): each block decoded once, checked, encoded:
+// the bytes equal convert()'s for every pair of dtypes, with and without the check; a finite input
+// that overflows the output dtype is NonFiniteOutput naming the tensor and the element (in a later
+// block, with an output file or analysing only); an input that was not finite is no error.
+static void test_convert_task() {
+  const size_t n = 100000;
+  std::vector<float> vals(n);
+  std::mt19937 g(9);
+  std::normal_distribution<float> nd(0.f, 100.f);
+  for (float& v : vals) v = nd(g);
+  vals[5] = INFINITY;
+  vals[6] = NAN;
+  for (DType from : {DType::F32, DType::BF16, DType::F16}) {
+    for (DType to : {DType::F32, DType::BF16, DType::F16}) {
+      if (from == to) continue;
+      for (int bad : {0, 1}) {
+        std::vector<float> v = vals;
+        if (bad) v[70001] = 1e6f;  // finite in f32 and bf16; overflows f16 (and is inf already in f16 inputs)
+        std::vector<char> in(n * dtype_size(from)), want(n * dtype_size(to));
+        convert(DType::F32, v.data(), from, in.data(), n);
+        convert(from, in.data(), to, want.data(), n);
+        const int in_fd = temp_file(std::string(in.begin(), in.end()));
+        const int out_fd = temp_file("");
+        CHECK(in_fd >= 0 && out_fd >= 0, "temp files for the convert task");
+        if (in_fd < 0 || out_fd < 0) return;
+        const bool overflows = bad && to == DType::F16 && from != DType::F16;
+        for (int analyse : {0, 1}) {
+          for (int allow : {0, 1}) {
+            StreamTask t;
+            t.kind = StreamTask::Convert;
+            t.name = "conv.weight";
+            t.rows = int64_t(n);
+            t.cols = 1;
+            t.base = {in_fd, 0, from, "in.bin"};
+            t.out_fd = analyse ? -1 : out_fd;
+            t.out_dtype = to;
+            Params p;
+            p.allow_non_finite_output = allow != 0;
+            std::string msg;
+            int64_t row = -2;
+            try {
+              run_stream({t}, p, RunOptions(), size_t(64) << 10, StreamControl());  // 64 KiB blocks: several
+            } catch (const Error& e) {
+              if (e.code() == ErrorCode::NonFiniteOutput) msg = e.what(), row = e.details().row;
+              else msg = std::string("other error: ") + e.what();
+            }
+            const char* pair = dtype_name(from);
+            if (overflows && !allow) {
+              CHECK(row == 70001 && msg.find("tensor 'conv.weight' (converted, not edited): the value") != std::string::npos &&
+                        msg.find("at element 70001 overflows f16") != std::string::npos,
+                    "%s -> %s (analyse %d): the overflow named at element 70001: '%s'", pair, dtype_name(to), analyse, msg.c_str());
+              continue;
+            }
+            CHECK(msg.empty(), "%s -> %s (bad %d, analyse %d, allow %d): no error expected, got '%s'", pair, dtype_name(to), bad, analyse, allow, msg.c_str());
+            if (analyse) continue;
+            std::vector<char> got(want.size());
+            CHECK(pread(out_fd, got.data(), got.size(), 0) == ssize_t(got.size()) && got == want,
+                  "%s -> %s (bad %d, allow %d): the bytes of convert()", pair, dtype_name(to), bad, allow);
+          }
+        }
+        close(in_fd);
+        close(out_fd);
+      }
+    }
+  }
+}
+
 int main() {
   test_read_ahead();
   test_sha256();
   test_ordered_hash();
   test_guarded_map();
   test_write_behind();
+  test_convert_task();
   test_trim_exact();
   const int levels[3] = {0, 1, 2};
   for (int64_t cols : {1, 5, 16, 17, 63, 300, 4100}) {
