@@ -204,7 +204,8 @@ async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
     // A partitioned merge: the whole layout is planned; this part writes the shards assigned to it.
     const select: MergeSelection | undefined = part ? { shards: (layout) => { record = mergePartRecord(a, layout, part); return layout.shards.map((_, i) => i).filter((i) => record!.plan.files[i]!.part === part.index); } } : undefined;
     const res = await mergeIntoBase(job, base, a.plans, a.oa, a.na, a.lora, a.own, a.site, maxShardSize, select, a.inputFiles);
-    const hs = await sha256Files(res.files.map((f) => f.path), job.ctl);
+    // Hashed as written (res.hashes); read back only where the stream could not hash them.
+    const hs = res.hashes.size === res.files.length ? res.files.map((f) => res.hashes.get(f.name)!) : await sha256Files(res.files.map((f) => f.path), job.ctl);
     job.checkAborted();
     a.inputFiles.checkNotReplaced();
     const m = manifestOf(a, res.mods, res.extras, res.files.map((f, i) => ({ path: path.join(a.out, f.name), sha256: hs[i]!.sha256, bytes: hs[i]!.size })), res.perRow);
@@ -212,7 +213,7 @@ async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
     // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along (a partitioned merge: with part 1).
     if (a.own.copyFiles !== false && base.kind !== 'file' && (!part || part.index === 1)) await job.copySideFiles(base.dir, new Set([...base.files.map((f) => f.path), base.index ?? '']));
     if (record) m.partition = { ...(record as Omit<PartRecord, 'files'>), files: job.writtenFiles() };
-    // the seal takes the shards' hashes computed above instead of reading every shard again
+    // the seal takes the shards' hashes (above) instead of reading every shard again
     const known = new Map(res.files.map((f, i) => [f.name, { size: hs[i]!.size, sha256: hs[i]!.sha256 }]));
     return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'), { known });
   });

@@ -8,7 +8,7 @@
 // is edited whole). The job's ctl block carries cancel and progress.
 import * as fs from 'node:fs';
 import { GeoEditError } from '../errors';
-import { native, type CallSite, type NativeResult, type NativeStreamTask } from '../native';
+import { native, type CallSite, type NativeOutputHash, type NativeResult, type NativeStreamTask } from '../native';
 import { nativeParams, resolveParams } from '../options';
 import { planSafetensors, EDITABLE_ST_DTYPES, ST_DTYPE_SIZE, type SafetensorsPlan, type SafetensorsTensorInfo } from '../safetensors';
 import { loraStatsOf, type LoraOptions, type LoraStats, type PreparedLora } from '../lora-math';
@@ -19,6 +19,7 @@ import type { Checkpoint, CheckpointTensor } from '../checkpoint/open';
 import type { DType } from '../types';
 import type { PeftAdapter } from './peft';
 import { shardNames } from '../checkpoint/plan';
+import { finishOutputHashes, hashAsWritten } from '../checkpoint/stream';
 import { moduleReport, prepareModule, type EditAdaptersOptions, type ModulePlan } from './modules';
 
 interface MergeJob { mp: ModulePlan; transposed: boolean }
@@ -28,6 +29,12 @@ export interface MergeResult {
   mods: AdapterModuleReport[]; extras: AdapterReport['extras']; perRow: Record<string, LoraStats>;
   /** The files written (shards; inside the job's temporary directory). */
   files: Array<{ name: string; path: string }>;
+  /**
+   * Each shard's size and SHA-256, taken as the stream wrote it (native outputHash, as checkpoint
+   * shards are: lib/checkpoint/stream.ts), for the manifest and the seal's `known`. Empty when native
+   * SHA-256 is unavailable or GEOEDIT_STREAM_HASH=0: the files are then read back.
+   */
+  hashes: Map<string, { size: number; sha256: string }>;
   /** The whole output's layout (every shard, also those another part writes). */
   layout: MergeLayout;
 }
@@ -166,7 +173,9 @@ export async function mergeIntoBase(
   // The factors of every module written here, checked and in the core's form, before anything is written.
   const preps = new Map<string, PreparedLora>();
   for (const [name, j] of jobs) { if (!mineTensors.has(name)) continue; job.checkAborted(); preps.set(name, await prepareModule(j.mp, oa, na, lora)); }
-  const res: MergeResult = { mods: [], extras, perRow: {}, files: [], layout };
+  const res: MergeResult = { mods: [], extras, perRow: {}, files: [], hashes: new Map(), layout };
+  const hashed = hashAsWritten();
+  const outHashes: NativeOutputHash[] = [];
   // The inputs through the job's descriptors (checked against the files validated); without them, opened here.
   const ins = inputs ?? new OpenInputs('the adapter merge');
   const fdOf = (file: string) => ins.open(file);
@@ -182,6 +191,7 @@ export async function mergeIntoBase(
       res.files.push({ name, path: file });
       fs.ftruncateSync(outFd, plan.size);
       fs.writeSync(outFd, plan.header, 0, plan.header.length, 0);
+      const first = tasks.length;
       for (const e of plan.entries) {
         const bt = ck.byName.get(e.name), ex = extraOut.get(e.name), j = jobs.get(e.name);
         const at = plan.dataOffset + e.begin;
@@ -192,6 +202,12 @@ export async function mergeIntoBase(
           adapted.push({ k: tasks.length, bt: bt!, j, prep, outDtype });
           tasks.push(loraTask(bt!, j, prep, fdOf(bt!.file), outFd, at, outDtype));
         }
+      }
+      if (hashed) {
+        // The shard's SHA-256 as it is written: the header, then every block its tasks write.
+        const h = native.outputHash(plan.header);
+        outHashes.push(h);
+        for (let k = first; k < tasks.length; k++) tasks[k]!.outHash = h;
       }
     }
     const params = nativeParams(adapted[0]?.prep.params ?? resolveParams(lora));
@@ -208,6 +224,7 @@ export async function mergeIntoBase(
     for (const fd of outFds) fs.closeSync(fd);
     if (!inputs) ins.close();
   }
+  if (hashed) res.hashes = (await finishOutputHashes(job, res.files.map((f) => f.name), outHashes, site)).hashes;
   if (layout.shards.length > 1 && !select) writeMergeIndex(job.path('model.safetensors.index.json'), layout);
   return res;
 }
