@@ -12,20 +12,40 @@ import { GeoEditError } from '../errors';
 import { readEnv } from '../env';
 import { native } from '../native';
 
+const CHUNK = 4 << 20;
+
+function readAt(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, 0, len, pos, (e, n) => (e ? reject(e) : resolve(n))));
+}
+
 /**
- * SHA-256 of a file, read in 4 MiB chunks off the event loop. An abort of `signal` throws ERR_ABORTED:
- * a digest of part of the file is never returned (it would be recorded, and cached, as the file's hash).
+ * SHA-256 of a file (the node:crypto path of hashInputs), in 4 MiB positional reads off the event
+ * loop. `at`: read through this open descriptor (the very file a job validated, even if its name was
+ * replaced since) the first `size` bytes, as the native hash does (a shorter file is ERR_IO); the
+ * descriptor is the caller's and stays open (positional reads only: nothing moves or closes it).
+ * Without it the file is opened here (and closed) and read to its end. An abort of `signal` throws
+ * ERR_ABORTED: a digest of part of the file is never returned (it would be recorded, and cached, as
+ * the file's hash).
  */
-export async function sha256File(file: string, signal?: AbortSignal): Promise<string> {
+export async function sha256File(file: string, signal?: AbortSignal, at?: { fd: number; size: number }): Promise<string> {
   const h = crypto.createHash('sha256');
-  const s = fs.createReadStream(file, { highWaterMark: 4 << 20 });
-  for await (const chunk of s) {
-    if (signal?.aborted) {
-      s.destroy();
-      throw new GeoEditError('ERR_ABORTED', `hashing ${file} was aborted`, { file });
+  const fd = at ? at.fd : fs.openSync(file, 'r');
+  const buf = Buffer.allocUnsafe(CHUNK);
+  try {
+    for (let pos = 0; !at || pos < at.size;) {
+      if (signal?.aborted) throw new GeoEditError('ERR_ABORTED', `hashing ${file} was aborted`, { file });
+      const n = await readAt(fd, buf, at ? Math.min(CHUNK, at.size - pos) : CHUNK, pos);
+      if (n === 0) {
+        if (at) throw new GeoEditError('ERR_IO', `${file}: short read while hashing (${pos} of ${at.size} bytes): the file shrank`, { file });
+        break;
+      }
+      h.update(buf.subarray(0, n));
+      pos += n;
     }
-    h.update(chunk as Buffer);
+  } finally {
+    if (!at) fs.closeSync(fd);
   }
+  if (signal?.aborted) throw new GeoEditError('ERR_ABORTED', `hashing ${file} was aborted`, { file });
   return h.digest('hex');
 }
 
@@ -166,7 +186,11 @@ export async function hashInputs(files: readonly string[], signal?: AbortSignal,
     } else {
       provider = 'node:crypto';
       digests = [];
-      for (const m of misses) digests.push(await sha256File(m.file, signal));
+      // Through the caller's descriptor where there is one (never by name: the name may now be another file's).
+      for (const m of misses) {
+        const fd = fds?.get(m.file);
+        digests.push(await sha256File(m.file, signal, fd === undefined ? undefined : { fd, size: Number(m.st.size) }));
+      }
     }
     misses.forEach((m, i) => {
       hashes.set(m.file, { sha256: digests[i]!, source: 'computed' });
