@@ -46,8 +46,15 @@ export interface MergeLayout {
   totalSize: number;
 }
 
-/** Which shards this process writes (a partitioned merge: docs/partitioned.md); absent: all. */
-export interface MergeSelection { shards: (layout: MergeLayout) => number[] }
+/** What a merge writes, planned before anything is read or written (a pure function of the inputs and options). */
+export interface MergePlan {
+  /** Base tensor name → its LoRA module. */
+  jobs: Map<string, MergeJob>;
+  /** Output tensor name → the new adapter's non-LoRA tensor written there. */
+  extraOut: Map<string, ExtraOut>;
+  extras: AdapterReport['extras'];
+  layout: MergeLayout;
+}
 
 /** Default bytes per block of an adapted tensor (the TS path used ~16 MiB of base rows). */
 const BLOCK_BYTES = 16 << 20;
@@ -159,17 +166,41 @@ function blockBytesOf(tasks: Array<{ bt: CheckpointTensor; outDtype: DType | und
   return blockRows * widest;
 }
 
-/** Writes the merged model into the job (model.safetensors); every check happens before the first byte. */
-export async function mergeIntoBase(
-  job: OutputJob, ck: Checkpoint, plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions, own: EditAdaptersOptions, site: CallSite,
-  maxShardSize = Infinity, select?: MergeSelection, inputs?: OpenInputs,
-): Promise<MergeResult> {
-  const outDtype = (lora as { outDtype?: DType }).outDtype;
+/** Maps modules and extras to the base's tensors (every check of shapes and dtypes) and lays the output out in shards of at most maxShardSize bytes. */
+export function planMerge(ck: Checkpoint, plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions, maxShardSize = Infinity): MergePlan {
   const jobs = mapModules(ck, plans, oa);
   const { extraOut, extras } = mapExtras(ck, oa, na, jobs);
-  const layout = layoutOf(ck, jobs, extraOut, outDtype, maxShardSize);
-  const mine = select ? select.shards(layout) : layout.shards.map((_, i) => i);
-  const mineTensors = new Set(mine.flatMap((i) => layout.shards[i]!.tensors));
+  return { jobs, extraOut, extras, layout: layoutOf(ck, jobs, extraOut, (lora as { outDtype?: DType }).outDtype, maxShardSize) };
+}
+
+/** The input files each shard's tensors are read from (base shards, and the adapters for modules and extras). */
+export function shardReads(ck: Checkpoint, oa: PeftAdapter, na: PeftAdapter, mp: MergePlan): Array<Set<string>> {
+  return mp.layout.shards.map((sh) => {
+    const files = new Set<string>();
+    for (const name of sh.tensors) {
+      const ex = mp.extraOut.get(name), j = mp.jobs.get(name);
+      if (ex) { files.add(na.modelPath); continue; }
+      files.add(ck.byName.get(name)!.file);
+      if (j?.mp.o) files.add(oa.modelPath);
+      if (j?.mp.n) files.add(na.modelPath);
+    }
+    return files;
+  });
+}
+
+/**
+ * Writes the merged model into the job (model.safetensors, or the shards of `mp.layout` and their
+ * index); `mine`: only these shards (a partitioned merge: docs/partitioned.md; no index then). Every
+ * check happens before the first byte.
+ */
+export async function mergeIntoBase(
+  job: OutputJob, ck: Checkpoint, mp: MergePlan, oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions, own: EditAdaptersOptions, site: CallSite,
+  mine?: number[], inputs?: OpenInputs,
+): Promise<MergeResult> {
+  const outDtype = (lora as { outDtype?: DType }).outDtype;
+  const { jobs, extraOut, extras, layout } = mp;
+  const written = mine ?? layout.shards.map((_, i) => i);
+  const mineTensors = new Set(written.flatMap((i) => layout.shards[i]!.tensors));
   // The factors of every module written here, checked and in the core's form, before anything is written.
   const preps = new Map<string, PreparedLora>();
   for (const [name, j] of jobs) { if (!mineTensors.has(name)) continue; job.checkAborted(); preps.set(name, await prepareModule(j.mp, oa, na, lora)); }
@@ -183,7 +214,7 @@ export async function mergeIntoBase(
   try {
     const tasks: NativeStreamTask[] = [];
     const adapted: Array<{ k: number; bt: CheckpointTensor; j: MergeJob; prep: PreparedLora; outDtype: DType | undefined }> = [];
-    for (const si of mine) {
+    for (const si of written) {
       const { name, plan } = layout.shards[si]!;
       const file = job.path(name);
       const outFd = fs.openSync(file, 'wx');
@@ -225,7 +256,7 @@ export async function mergeIntoBase(
     if (!inputs) ins.close();
   }
   if (hashed) res.hashes = (await finishOutputHashes(job, res.files.map((f) => f.name), outHashes, site)).hashes;
-  if (layout.shards.length > 1 && !select) writeMergeIndex(job.path('model.safetensors.index.json'), layout);
+  if (layout.shards.length > 1 && !mine) writeMergeIndex(job.path('model.safetensors.index.json'), layout);
   return res;
 }
 
