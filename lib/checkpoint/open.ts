@@ -35,7 +35,6 @@ export interface Checkpoint {
 }
 
 export type { FileId } from '../job/inputs';
-const fileId = fileIdOf;
 
 function bad(code: GeoEditErrorCode, msg: string, details?: Record<string, unknown>): GeoEditError {
   return new GeoEditError(code, msg, details);
@@ -115,7 +114,7 @@ function openSharded(abs: string, dir: string, indexFile: string): Checkpoint {
       throw bad('ERR_BAD_SAFETENSORS', `${indexFile}: shard '${path.relative(dir, full)}' (tensor '${tensor}') resolves outside ${dir} (a link?)`, { file: full, tensor });
     }
     const h = readSafetensorsHeaderSync(full);
-    files.push({ path: full, size: h.size, header: h, id: fileId(sst) });
+    files.push({ path: full, size: h.size, header: h, id: fileIdOf(sst) });
   }
   const tensors: CheckpointTensor[] = [];
   const byName = new Map<string, CheckpointTensor>();
@@ -147,7 +146,7 @@ export function openCheckpoint(p: string, role = 'checkpoint'): Checkpoint {
   const h = readSafetensorsHeaderSync(single!);
   const tensors = h.tensors.map((t) => tensorOf(t, single!));
   return {
-    path: abs, kind: st.isDirectory() ? 'directory' : 'file', dir, index: null, files: [{ path: single!, size: h.size, header: h, id: fileId(sst) }],
+    path: abs, kind: st.isDirectory() ? 'directory' : 'file', dir, index: null, files: [{ path: single!, size: h.size, header: h, id: fileIdOf(sst) }],
     tensors, byName: new Map(tensors.map((t) => [t.name, t])), metadata: h.metadata,
   };
 }

@@ -49,32 +49,6 @@ export async function sha256File(file: string, signal?: AbortSignal, at?: { fd: 
   return h.digest('hex');
 }
 
-/** SHA-256 of several files, one at a time (one core at most), as path → hex. */
-export async function sha256Files(files: Iterable<string>, signal?: AbortSignal): Promise<Map<string, string>> {
-  const m = new Map<string, string>();
-  for (const f of files) m.set(f, await sha256File(f, signal));
-  return m;
-}
-
-/** SHA-256 and size of a (small) file, synchronously. */
-export function sha256FileSync(p: string): { sha256: string; bytes: number } {
-  const h = crypto.createHash('sha256');
-  const fd = fs.openSync(p, 'r');
-  const buf = Buffer.alloc(1 << 20);
-  let bytes = 0;
-  try {
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-      bytes += n;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return { sha256: h.digest('hex'), bytes };
-}
-
 // ---- input hashes: native, parallel, cached ------------------------------------------------------
 
 /** Where an input's hash came from: the cache (not read) or computed now. */
