@@ -24,6 +24,7 @@ import { forceRefusal } from './target';
 import { finalizeManifest, type CheckpointManifest, type ManifestKind } from './manifest';
 import { copySideFiles, type HardLinkedSideFile, type SkippedSideFile } from './side-files';
 import { sealManifest, type SealExtra, type SealInput } from '../governance/lineage';
+import { syncPath, writeDurable } from './atomic';
 
 export interface OutputJobSpec {
   kind: ManifestKind;
@@ -173,15 +174,8 @@ export class OutputJob {
       const html = renderReport(m);
       this.checkAborted();
       this.reportTmp = tempPathBeside(file);
-      // Created synchronously: a signal's cleanup (synchronous) then always finds the file it removes; an
-      // asynchronous open still in flight on the thread pool could create it after the cleanup ran.
-      const fd = fs.openSync(this.reportTmp, 'wx');
-      try {
-        await new Promise<void>((resolve, reject) => fs.writeFile(fd, html, (e) => (e ? reject(e) : resolve())));
-        await new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
-      } finally {
-        fs.closeSync(fd);
-      }
+      // written and fsync'ed now, renamed into place after the output's commit (commitReport); the job's cleanup removes it meanwhile
+      await writeDurable(this.reportTmp, html);
     } catch (e) {
       if (e instanceof GeoEditError && e.code === 'ERR_ABORTED') throw e;
       throw new GeoEditError('ERR_IO', `${file}: cannot write the report: ${(e as Error).message}`, { file });
@@ -282,11 +276,7 @@ export function commitOutput(tmp: string, out: string, force: boolean, existedAt
   removeQuietly(aside);
 }
 
-/** fsync of one file or directory (durability: the commit's rename must not land before the data). */
-export function syncPath(p: string): void {
-  const fd = fs.openSync(p, 'r');
-  try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
-}
+export { syncPath } from './atomic';
 
 /**
  * fsync of every file under dir, then of each directory (deepest first), before the rename into
