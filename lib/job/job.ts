@@ -156,16 +156,31 @@ export class OutputJob {
       await this.writeReportTemp(this.spec.report, reportView ? reportView(m) : (m as unknown as CheckpointManifest));
     }
     markPhase('commit');
-    if (this.tmp) await syncTree(this.tmp, () => this.checkAborted());
-    // A signal received meanwhile is acted on now, before anything is renamed into place.
-    await letSignalsIn();
-    this.checkAborted();
-    if (this.tmp && this.spec.out) {
-      commitOutput(this.tmp, this.spec.out, this.spec.force === true, this.existedAtStart);
-      this.tmp = null;
+    if (this.tmp) await this.commit(this.tmp);
+    else {
+      await letSignalsIn();
+      this.checkAborted();
     }
     if (this.reportTmp && this.spec.report) this.commitReport(this.spec.report, this.spec.out !== null);
     return m;
+  }
+
+  /**
+   * The commit: `dir` (the temporary directory, or a directory inside it: governance's rollout
+   * commits its chosen stage, a finished output of its own) fsync'ed, a signal received meanwhile
+   * acted on, then renamed into place by commitOutput (a target there only with force, only if it
+   * was there when the job began; moved aside meanwhile as `<tmp>.old`, the name sweepDeadTemps
+   * restores). finish() commits this way; rollout calls it directly (no manifest of the job's own).
+   */
+  async commit(dir: string): Promise<void> {
+    if (!this.tmp || !this.spec.out) throw new GeoEditError('ERR_INTERNAL', `${this.spec.what}: no output directory to commit`);
+    await syncTree(dir, () => this.checkAborted());
+    // A signal received meanwhile is acted on now, before anything is renamed into place.
+    await letSignalsIn();
+    this.checkAborted();
+    commitOutput(dir, this.spec.out, this.spec.force === true, this.existedAtStart, `${this.tmp}.old`);
+    // Committed: the temporary directory is the output now, or (a directory inside it committed) the job's cleanup removes what is left.
+    if (dir === this.tmp) this.tmp = null;
   }
 
   /** Renders the report into a temporary file beside it (fsync'ed); a failure fails the job (nothing at the target). */
@@ -251,9 +266,9 @@ function lstatOrNull(p: string): fs.Stats | null {
  * `force`, only if it was there when the job began, and only if --force may replace it (a previous
  * geoedit output or a regular file, checked again now): moved aside, the new output renamed in,
  * the old one removed. `aside`: where the old target waits meanwhile (a name sweepDeadTemps restores).
- * The caller holds the target's lock and has fsync'ed tmp (syncTree). Also governance's rollout.
+ * The caller holds the target's lock and has fsync'ed tmp (syncTree): OutputJob.commit.
  */
-export function commitOutput(tmp: string, out: string, force: boolean, existedAtStart: boolean, aside = `${tmp}.old`): void {
+function commitOutput(tmp: string, out: string, force: boolean, existedAtStart: boolean, aside = `${tmp}.old`): void {
   const exists = (e: unknown) => new GeoEditError('ERR_OUTPUT_EXISTS', `${out} appeared during the job; it is left as it is and nothing was written (${(e as Error).message ?? e})`, { file: out });
   if (!lstatOrNull(out)) {
     try {
