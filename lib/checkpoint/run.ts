@@ -311,7 +311,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     const hashStart = Date.now();
     let hashMs = 0;
     if (opts.hash !== false) markPhase('hashing');
-    const hashing = opts.hash === false ? null : hashInputs(p.part ? p.part.record.hashed : filesToHash(p), opts.signal, fds).then((m) => { hashMs = Date.now() - hashStart; return m; });
+    const hashing = opts.hash === false ? null : hashInputs(p.part ? p.part.record.hashed : filesToHash(p), opts.signal, fds, inputs.stats).then((m) => { hashMs = Date.now() - hashStart; return m; });
     hashing?.catch(() => undefined);
     const dataStart = Date.now();
     markPhase('data');

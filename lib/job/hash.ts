@@ -118,9 +118,10 @@ const keyOf = (st: fs.BigIntStats) => `${st.dev}:${st.ino}`;
  * modification time match, else computed (natively, all files at once, while the caller's data pass
  * runs). Stops with the signal (the native hash checks it every MiB). `fds`: files already open
  * (path → fd), hashed through that descriptor (the very file the job reads, even if its name was
- * replaced meanwhile) and left open.
+ * replaced meanwhile) and left open; `stats`: their fstat from when they were opened (OpenInputs:
+ * not taken again).
  */
-export async function hashInputs(files: readonly string[], signal?: AbortSignal, fds?: ReadonlyMap<string, number>): Promise<InputHashes> {
+export async function hashInputs(files: readonly string[], signal?: AbortSignal, fds?: ReadonlyMap<string, number>, stats?: ReadonlyMap<string, fs.BigIntStats>): Promise<InputHashes> {
   const cacheFile = hashCacheFile();
   const cache = readCache(cacheFile);
   const started = Date.now();
@@ -129,7 +130,7 @@ export async function hashInputs(files: readonly string[], signal?: AbortSignal,
   const used: Record<string, CacheEntry> = {};
   for (const file of new Set(files)) {
     const given = fds?.get(file);
-    const st = given === undefined ? fs.statSync(file, { bigint: true }) : fs.fstatSync(given, { bigint: true });
+    const st = given === undefined ? fs.statSync(file, { bigint: true }) : stats?.get(file) ?? fs.fstatSync(given, { bigint: true });
     const e = cache.entries[keyOf(st)];
     if (e && e.size === String(st.size) && e.mtimeNs === String(st.mtimeNs)) {
       hashes.set(file, { sha256: e.sha256, source: 'cache' });

@@ -209,7 +209,7 @@ async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
     // The input hashes beside the data pass (as checkpoint jobs hash), through the job's descriptors.
     markPhase('hashing');
     const stop = new AbortController();
-    const hashing = hashInputs(record ? record.hashed : a.inputPaths, stop.signal, a.inputFiles.map);
+    const hashing = hashInputs(record ? record.hashed : a.inputPaths, stop.signal, a.inputFiles.map, a.inputFiles.stats);
     hashing.catch(() => undefined);
     markPhase('data');
     let res: Awaited<ReturnType<typeof mergeIntoBase>>;
@@ -294,7 +294,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   try {
     const inputPaths = [oa.modelPath, na.modelPath, ...(base ? base.files.map((f) => f.path) : [])];
     const inputRecords = (hs: ReadonlyMap<string, { sha256: string }>): AdapterManifest['inputs'] => {
-      const rec = (role: 'base' | 'old' | 'new', f: string) => ({ role, path: f, sha256: hs.get(f)?.sha256 ?? null, bytes: fs.fstatSync(inputs.get(f)!).size });
+      const rec = (role: 'base' | 'old' | 'new', f: string) => ({ role, path: f, sha256: hs.get(f)?.sha256 ?? null, bytes: inputs.size(f) });
       return [rec('old', oa.modelPath), rec('new', na.modelPath), ...(base ? base.files.map((f) => rec('base', f.path)) : [])];
     };
     const a: AdapterJob = {
@@ -304,7 +304,7 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
       // The adapters are read whole before the job (the output's factors): hashed first, through the
       // descriptors the data pass reads (the very files validated). A merge hashes beside its data pass.
       markPhase('hashing');
-      a.inputs = inputRecords((await hashInputs(inputPaths, undefined, inputs.map)).hashes);
+      a.inputs = inputRecords((await hashInputs(inputPaths, undefined, inputs.map, inputs.stats)).hashes);
     }
     return await (fmt === 'adapter' ? writeAdapter(a) : writeMerged(a));
   } finally {
