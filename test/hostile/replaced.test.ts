@@ -9,29 +9,10 @@ import { syncBuiltinESMExports } from 'node:module';
 import { describe, it, expect } from 'vitest';
 import { editCheckpoint } from '../../lib/checkpoint';
 import { editAdapters } from '../../lib/lora';
-import { adapterSet, checkpointTriple, hidden, waitForPhase } from './support';
+import { adapterSet, checkpointTriple, expectReplaced } from './support';
 import { presStats, writePresModel, writeStats } from '../support/preserve-fixture';
 import { tmpDir } from '../support/lora';
 
-
-/** Renames a copy of `file` with its last byte flipped over it (same size, another inode). */
-function swap(file: string): void {
-  const b = fs.readFileSync(file);
-  b[b.length - 1] ^= 0xff;
-  fs.writeFileSync(`${file}.swap`, b);
-  fs.renameSync(`${file}.swap`, file);
-}
-
-async function expectReplaced(root: string, argv: string[], phase: string, file: string, produced: string[]): Promise<void> {
-  const r = await waitForPhase(argv, phase, 'SIGCONT', root, undefined, () => swap(file));
-  expect(r.reached, r.stderr).toBe(true);
-  expect(r.code, r.stderr).toBe(3);
-  expect(r.stderr).toContain('ERR_IO');
-  expect(r.stderr).toContain(`${file} was replaced during`);
-  for (const p of produced) expect(fs.existsSync(p), p).toBe(false);
-  expect(hidden(root)).toEqual([]);
-  expect(hidden(path.dirname(file))).toEqual([]);
-}
 
 describe('hostile: an input replaced after validation (class 6), every path that reads inputs', () => {
   it('adapter edit (adapter output): the new adapter replaced in the data phase', async () => {
