@@ -20,10 +20,9 @@ import { MANIFEST_FILE } from '../../lib/governance/lineage';
 import { verifyOutput } from '../../lib/governance/verify';
 import { loadNative, native } from '../../lib/native';
 import { editAdapters } from '../../lib/lora';
-import { linearModule, writeAdapter } from '../support/lora';
-import { randn, rng } from '../support/prng';
+import { writeMergeFixture } from '../support/lora';
 import { REPO } from '../support/paths';
-import { leftovers, llamaSpecs, makeTriple, writeCheckpoint } from '../support/ckpt';
+import { leftovers, llamaSpecs, makeTriple } from '../support/ckpt';
 import { presStats, writePresModel, writeStats } from '../support/preserve-fixture';
 import { rnd } from '../support/prng';
 
@@ -142,15 +141,7 @@ describe('merged adapters: shards hashed as they are written', () => {
   let io: { old: string; new: string; base: string };
   beforeAll(async () => {
     const at = path.join(root, 'lora');
-    const names = [0, 1, 2].flatMap((l) => [`model.layers.${l}.self_attn.q_proj`, `model.layers.${l}.mlp.down_proj`]);
-    const mk = (seed: number) => names.map((n, i) => linearModule(rng(seed + i), n, i % 2 ? 16 : 24, i % 2 ? 40 : 24, 4));
-    await writeAdapter(path.join(at, 'old'), { r: 4, lora_alpha: 8 }, mk(1));
-    await writeAdapter(path.join(at, 'new'), { r: 4, lora_alpha: 8 }, mk(10));
-    const r = rng(77);
-    const base = names.map((n, i) => ({ name: `${n}.weight`, dtype: 'F32' as const, shape: i % 2 ? [16, 40] : [24, 24], data: randn(r, i % 2 ? 640 : 576) }));
-    base.push({ name: 'model.norm.weight', dtype: 'F32', shape: [24], data: randn(r, 24) });
-    await writeCheckpoint(path.join(at, 'base'), base, 2);
-    io = { old: path.join(at, 'old'), new: path.join(at, 'new'), base: path.join(at, 'base') };
+    io = await writeMergeFixture(at);
   });
 
   /** Runs the merge with native.hashFiles watched: returns the output files it was asked to read (a re-read). */

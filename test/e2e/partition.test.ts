@@ -9,8 +9,7 @@ import * as path from 'node:path';
 import { REPO } from '../support/paths';
 import { llamaSpecs, makeTriple, tensorsFor, writeCheckpoint } from '../support/ckpt';
 import { fingerprint } from '../hostile/support';
-import { linearModule, writeAdapter } from '../support/lora';
-import { randn, rng } from '../support/prng';
+import { writeMergeFixture } from '../support/lora';
 import { writeSafetensors } from '../../lib/safetensors';
 import { assembleParts } from '../../lib/partition/assemble';
 import { editAdapters } from '../../lib/lora';
@@ -290,15 +289,7 @@ describe('partitioned adapter merge', () => {
   let io: { old: string; new: string; base: string };
   beforeAll(async () => {
     root = path.join(dir, 'lora');
-    const names = [0, 1, 2].flatMap((l) => [`model.layers.${l}.self_attn.q_proj`, `model.layers.${l}.mlp.down_proj`]);
-    const mk = (seed: number) => names.map((n, i) => linearModule(rng(seed + i), n, i % 2 ? 16 : 24, i % 2 ? 40 : 24, 4));
-    await writeAdapter(path.join(root, 'old'), { r: 4, lora_alpha: 8 }, mk(1));
-    await writeAdapter(path.join(root, 'new'), { r: 4, lora_alpha: 8 }, mk(10));
-    const r = rng(77);
-    const base = names.map((n, i) => ({ name: `${n}.weight`, dtype: 'F32' as const, shape: i % 2 ? [16, 40] : [24, 24], data: randn(r, i % 2 ? 640 : 576) }));
-    base.push({ name: 'model.norm.weight', dtype: 'F32', shape: [24], data: randn(r, 24) });
-    await writeCheckpoint(path.join(root, 'base'), base, 2);
-    io = { old: path.join(root, 'old'), new: path.join(root, 'new'), base: path.join(root, 'base') };
+    io = await writeMergeFixture(root);
   });
 
   it('a plain adapter output is refused (ERR_UNSUPPORTED, with why)', async () => {
