@@ -24,6 +24,7 @@
 //   node bench/checkpoint.js [--sizes 2,0.5] [--dir /tmp] [--reps 3]
 //   (sizes in GiB per input; the issue's target: >= 3 x 2 GiB)
 //   --backends cpu,cuda   compare backends (analyze and edit --no-hash with --backend each; no
+//                         (add ,auto: 'auto' against the faster of the two, issue 17 item 4)
 //                         hashed run); --density 0.1 adds that option to every run; --tag NAME
 //                         names the results file (checkpoint-<date>-NAME.json). The GPU device
 //                         check (bench/gpu/run.sh) runs it this way.
@@ -167,7 +168,7 @@ function runEdit(dir, extra, cmd = 'edit', env = {}) {
   fs.rmSync(out, { recursive: true, force: true });
   const hashFrom = [];
   const hs = summary.hashing; if (hs) { for (let i = 0; i < hs.fromCache; i++) hashFrom.push('cache'); for (let i = 0; i < hs.computed; i++) hashFrom.push('computed'); }
-  return { wallS: wall, maxRssMiB: ru.maxRSS / 1024, userS: ru.userCPUTime / 1e6, systemS: ru.systemCPUTime / 1e6, cpuS: (ru.userCPUTime + ru.systemCPUTime) / 1e6, ...phases, hashS: summary.timings.hashMs / 1000, outputHash: summary.timings.outputHash ?? null, outBytes, hashFrom };
+  return { backend: summary.backend?.name ?? null, wallS: wall, maxRssMiB: ru.maxRSS / 1024, userS: ru.userCPUTime / 1e6, systemS: ru.systemCPUTime / 1e6, cpuS: (ru.userCPUTime + ru.systemCPUTime) / 1e6, ...phases, hashS: summary.timings.hashMs / 1000, outputHash: summary.timings.outputHash ?? null, outBytes, hashFrom };
 }
 
 /** The median of numbers (the mean of the two middle ones for an even count). */
@@ -272,6 +273,20 @@ try {
         const rss = Math.max(...row.backends[b].noHash.map((x) => x.maxRssMiB));
         row.summary.backends[b] = { analyzeS: an, ratioAnalyze: an / cat, editNoHashS: ed, ratioNoHash: ed / cat, rssNoHashMiB: rss };
         console.log(`[${b}] analyze ${an.toFixed(2)} s (${(an / cat).toFixed(2)}x read time); edit --no-hash ${ed.toFixed(2)} s (${(ed / cat).toFixed(2)}x read time), peak RSS ${rss.toFixed(0)} MiB`);
+      }
+      // Issue 17 item 4: with `--backends cpu,cuda,auto`, 'auto' (as a user gets it) against the faster
+      // of the two, per density: target <= 1.10x on every case.
+      if (backends.includes('auto') && backends.includes('cpu') && backends.includes('cuda')) {
+        row.summary.auto = [];
+        for (const d of densities) {
+          const k = (b) => (d ? `${b} density ${d}` : b);
+          const s = (b) => row.summary.backends[k(b)];
+          const picked = row.backends[k('auto')].noHash[0]?.backend ?? '?';
+          const best = Math.min(s('cpu').editNoHashS, s('cuda').editNoHashS), bestAn = Math.min(s('cpu').analyzeS, s('cuda').analyzeS);
+          const a = { density: d, picked, editVsBest: s('auto').editNoHashS / best, analyzeVsBest: s('auto').analyzeS / bestAn };
+          row.summary.auto.push(a);
+          console.log(`'auto'${d ? ` density ${d}` : ''} (picked ${picked}): edit --no-hash ${a.editVsBest.toFixed(2)}x the faster backend, analyze ${a.analyzeVsBest.toFixed(2)}x (target <= 1.10x: ${a.editVsBest <= 1.1 && a.analyzeVsBest <= 1.1 ? 'met' : 'NOT met'})`);
+        }
       }
       results.push(row);
       fs.rmSync(dir, { recursive: true, force: true });

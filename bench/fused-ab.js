@@ -3,7 +3,6 @@
 // unfused steps, and fresh outputs against a reused `out`, measured alternately in ONE process
 // (_setFused switches the path between calls), so a loaded machine slows both sides alike: the
 // robust relative figure when `npm run bench`'s ratios to the triad are not (load average > 1).
-// `next`: the fused path with the next-row prefetch on (_setFusedPrefetch; off by default).
 // Each round times one call of every variant in turn; the medians over ROUNDS are printed, with the
 // same-run triad for scale. Not a target check: `npm run bench` is.
 //   GEOEDIT_BENCH_QUICK=1  only [4096,4096]
@@ -42,12 +41,11 @@ async function main() {
       const out = { dtype, shape: [r, c], data: dtype === 'f32' ? new Float32Array(r * c) : new Uint16Array(r * c) };
       const bytes = r * c * (dtype === 'f32' ? 4 : 2) * 4;
       for (const density of [1, 0.2]) {
-        const t = { unfused: [], fused: [], next: [], fresh: [] };
+        const t = { unfused: [], fused: [], fresh: [] };
         let last = null;
         for (let k = 0; k <= ROUNDS; k++) {  // round 0 warms up (first touch, pool)
-          for (const v of ['unfused', 'fused', 'next', 'fresh']) {
+          for (const v of ['unfused', 'fused', 'fresh']) {
             native._setFused(v !== 'unfused');
-            native._setFusedPrefetch(v === 'next');
             last = null;
             const t0 = now();
             if (v === 'fresh') last = await geo.editTensor(inputs, { density });
@@ -56,21 +54,20 @@ async function main() {
           }
         }
         native._setFused(true);
-        native._setFusedPrefetch(false);
         const gb = (v) => bytes / median(t[v]) / 1e9;
-        const row = { shape: `[${r},${c}]`, dtype, density, unfusedGBps: gb('unfused'), fusedGBps: gb('fused'), nextGBps: gb('next'), freshGBps: gb('fresh') };
+        const row = { shape: `[${r},${c}]`, dtype, density, unfusedGBps: gb('unfused'), fusedGBps: gb('fused'), freshGBps: gb('fresh') };
         rows.push(row);
-        console.log(`  ${row.shape} ${dtype} density ${density}: unfused ${row.unfusedGBps.toFixed(2)} GB/s, fused ${row.fusedGBps.toFixed(2)} GB/s (reused out), next-row prefetch ${row.nextGBps.toFixed(2)} GB/s, fused fresh out ${row.freshGBps.toFixed(2)} GB/s`);
+        console.log(`  ${row.shape} ${dtype} density ${density}: unfused ${row.unfusedGBps.toFixed(2)} GB/s, fused ${row.fusedGBps.toFixed(2)} GB/s (reused out), fused fresh out ${row.freshGBps.toFixed(2)} GB/s`);
       }
     }
   }
   const triad1 = await native._triad(32 * 1024 * 1024, 0, 5);
   const tr = Math.max(triad, triad1);
   console.log(`\ntriad (same run): ${tr.toFixed(1)} GB/s; load average at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(', ')}`);
-  console.log('\n| shape | dtype | density | unfused × triad | fused × triad | fused ÷ unfused | next-row prefetch ÷ fused | fresh ÷ reused (fused) |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('\n| shape | dtype | density | unfused × triad | fused × triad | fused ÷ unfused | fresh ÷ reused (fused) |');
+  console.log('|---|---|---|---|---|---|---|');
   for (const x of rows) {
-    console.log(`| ${x.shape} | ${x.dtype} | ${x.density} | ${(x.unfusedGBps / tr).toFixed(2)} | ${(x.fusedGBps / tr).toFixed(2)} | ${(x.fusedGBps / x.unfusedGBps).toFixed(2)} | ${(x.nextGBps / x.fusedGBps).toFixed(2)} | ${(x.freshGBps / x.fusedGBps).toFixed(2)} |`);
+    console.log(`| ${x.shape} | ${x.dtype} | ${x.density} | ${(x.unfusedGBps / tr).toFixed(2)} | ${(x.fusedGBps / tr).toFixed(2)} | ${(x.fusedGBps / x.unfusedGBps).toFixed(2)} | ${(x.freshGBps / x.fusedGBps).toFixed(2)} |`);
   }
 }
 

@@ -8,10 +8,8 @@
 // TS implementation. Prints one table; writes bench/results/bench-<date>[-quick].json.
 //   GEOEDIT_BENCH_QUICK=1    only [4096,4096]
 //   GEOEDIT_BENCH_TAG=x      writes bench-<date>[-quick]-x.json (keeps other runs' files)
-//   GEOEDIT_BENCH_POOL_AB=1  also runs every case in a second child under the output pool's policy
-//                            before 2026-12-01 (_setOutputPoolLegacy; the two children alternate in
-//                            order), and prints that A/B table: each policy's fresh ÷ reused from its
-//                            own rounds (two policies in one process would share V8's collections)
+//   (GEOEDIT_BENCH_POOL_AB=1, the A/B against the output pool's policy before 2026-12-01, was removed with
+//   that policy; its run is in docs/performance.md and bench/results/bench-2026-12-01-pool-ab.json)
 // How a case is timed: one reused and two fresh calls warm up (the first fresh calls map new memory,
 // whose first touch the kernel zeroes: the first one's time is kept as `firstFreshS`, outside the
 // figures); then REPS rounds, each timing one call of every variant, the order alternating from round
@@ -40,7 +38,6 @@ const SHAPES = QUICK ? [[4096, 4096]] : [[4096, 4096], [16384, 4096]];
 const DTYPES = ['f32', 'bf16'];
 const DENSITIES = [1, 0.2];
 const REPS = 9;
-const POOL_AB = process.env.GEOEDIT_BENCH_POOL_AB === '1';
 const TRIAD_N = 32 * 1024 * 1024; // 3 x 256 MiB of doubles, well past the caches
 
 function median(xs) { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; }
@@ -93,7 +90,6 @@ async function runCase(spec) {
   const native = nativeModule().loadNative();
   const inputs = { base: makeTensor(r, c, dtype, 1), old: makeTensor(r, c, dtype, 2), new: makeTensor(r, c, dtype, 3) };
   const out = { dtype, shape, data: dtype === 'f32' ? new Float32Array(r * c) : new Uint16Array(r * c) };
-  if (spec.legacy) native._setOutputPoolLegacy(true);
   const variants = ['reused', 'fresh'];
   const times = Object.fromEntries(variants.map((v) => [v, []]));
   const cpus = Object.fromEntries(variants.map((v) => [v, []])); // process CPU time (all threads) per call: the A/B figure a loaded machine moves least
@@ -158,11 +154,7 @@ async function main() {
         const bytes = r * c * (dtype === 'f32' ? 4 : 2) * 4; // 3 inputs read + 1 output written
         const load = os.loadavg()[0];
         const spec = { kind: 'edit', shape, dtype, density, ts: r * c <= 4096 * 4096 };
-        // A/B: the earlier pool policy in its own child, first or second in turn
-        const legacyFirst = POOL_AB && rows.length % 2 === 1;
-        const resL0 = legacyFirst ? child({ ...spec, ts: false, legacy: true }) : null;
         const res = child(spec);
-        const resL = POOL_AB ? resL0 ?? child({ ...spec, ts: false, legacy: true }) : null;
         let npS = null;
         if (haveNumpy) {
           const out = execFileSync('python3', [path.join(__dirname, 'numpy_peer.py'), JSON.stringify([{ shape, dtype, density }]), '3'], { encoding: 'utf8', maxBuffer: 1 << 20 });
@@ -173,13 +165,11 @@ async function main() {
           shape: `[${shape.join(',')}]`, dtype, density, load,
           reusedGBps: gb(res.reusedS), freshGBps: gb(res.freshS), reusedBestGBps: gb(res.reusedMinS), freshBestGBps: gb(res.freshMinS),
           firstFreshGBps: gb(res.firstFreshS), pool: res.pool, cpuS: res.cpuS,
-          ...(resL ? { legacy: { reusedGBps: gb(resL.reusedS), freshGBps: gb(resL.freshS), firstFreshGBps: gb(resL.firstFreshS), pool: resL.pool, cpuS: resL.cpuS } } : {}),
           tsGBps: gb(res.tsS), numpyGBps: gb(npS),
         };
         rows.push(row);
         const p = res.pool;
         console.log(`  ${row.shape} ${dtype} density ${density} (load ${load.toFixed(2)}): reused out ${row.reusedGBps.toFixed(2)} GB/s (best ${row.reusedBestGBps.toFixed(2)}), fresh out ${row.freshGBps.toFixed(2)} GB/s (best ${row.freshBestGBps.toFixed(2)}; first call ${row.firstFreshGBps.toFixed(2)})` +
-          (resL ? `; earlier pool policy (own child): reused ${row.legacy.reusedGBps.toFixed(2)}, fresh ${row.legacy.freshGBps.toFixed(2)} GB/s` : '') +
           `; pool in the rounds: ${p.hits} hits, ${p.misses} misses, ${p.forced} collections asked (${p.futile} futile)`);
       }
     }
@@ -205,20 +195,10 @@ async function main() {
     const f = (x, d = 2) => (x === null ? 'n/a' : x.toFixed(d));
     console.log(`| ${r.shape} | ${r.dtype} | ${r.density} | ${f(r.freshGBps)} | ${f(r.freshVsTriad)} | ${f(r.reusedGBps)} | ${f(r.reusedVsTriad)} | ${f(r.freshVsReused)} | ${f(r.numpyGBps)} | ${f(r.vsNumpy, 1)} | ${f(r.vsTs, 0)} | fresh ≥${need}× triad, ≥0.9× reused${r.density === 1 ? ', ≥8× numpy' : ''}: ${r.met ? 'met' : 'NOT met'} |`);
   }
-  if (POOL_AB) {
-    console.log('\nOutput pool A/B: each case also ran in a child under the policy before 2026-12-01 (every output reported to V8, returned by finalizers only); each ratio is fresh ÷ reused within one child (same rounds, interleaved)');
-    console.log('(CPU ms: median process CPU time per fresh call, all threads, in parentheses that of a reused call)');
-    console.log('\n| shape | dtype | density | load | earlier: fresh ÷ reused | now: fresh ÷ reused | now ÷ earlier | CPU ms per fresh call: earlier / now |');
-    console.log('|---|---|---|---|---|---|---|---|');
-    for (const r of rows) {
-      const a = r.legacy.freshGBps / r.legacy.reusedGBps, b = r.freshGBps / r.reusedGBps, ms = (x) => (1e3 * x).toFixed(1);
-      console.log(`| ${r.shape} | ${r.dtype} | ${r.density} | ${r.load.toFixed(1)} | ${a.toFixed(2)} | ${b.toFixed(2)} | ${(b / a).toFixed(2)} | ${ms(r.legacy.cpuS.fresh)} (${ms(r.legacy.cpuS.reused)}) / ${ms(r.cpuS.fresh)} (${ms(r.cpuS.reused)}) |`);
-    }
-  }
   const result = {
     date: started, version: info.version, cpu, cores: os.cpus().length, simd: info.simd, threads: info.threads,
     loadavgStart: loadStart, loadavgEnd: loadEnd, triadGBps: triad, triadBeforeGBps: triad0, triadAfterGBps: triad1,
-    numpy: haveNumpy, reps: REPS, timing: 'median of REPS rounds, fresh and reused interleaved', poolAB: POOL_AB, cases: rows, allTargetsMet: allMet,
+    numpy: haveNumpy, reps: REPS, timing: 'median of REPS rounds, fresh and reused interleaved', cases: rows, allTargetsMet: allMet,
   };
   fs.mkdirSync(path.join(root, 'bench', 'results'), { recursive: true });
   const tag = process.env.GEOEDIT_BENCH_TAG ? `-${process.env.GEOEDIT_BENCH_TAG.replace(/[^A-Za-z0-9_.-]/g, '')}` : '';

@@ -4,7 +4,8 @@
 //   1. the edit kernels on device-resident data (plugin entry geoedit_cuda_bench), with the
 //      device-to-device copy bandwidth measured in the same process;
 //   2. the PyTorch peer (bench/gpu/torch_peer.py) on the same shapes, same run;
-//   3. end to end: editTensor from host memory, CPU vs CUDA backend; the LoRA Gram path.
+//   3. end to end: editTensor from host memory, CPU vs CUDA backend; the LoRA Gram path; and
+//      'auto' against both backends on host-memory cases (issue 17 item 4: auto <= 1.10x the faster).
 // Prints a table and writes bench/results/gpu-<date>-<device>.{json,md}.
 // Targets (H200): density 1 kernel >= 0.7x copy bandwidth and >= 3x PyTorch.
 'use strict';
@@ -69,6 +70,69 @@ function endToEndInputs() {
   return { rows, cols, inputs: { base: mk(1), old: mk(2), new: mk(3) } };
 }
 const timeEndToEndCuda = (inputs) => timeIt(() => geo.editTensor(inputs, { ...params, backend: 'cuda' }), 5);
+
+// 'auto' against both backends: each case's median time on 'cpu', 'cuda' and 'auto' (one call of each per
+// round, the order rotating), what 'auto' picked and why (chooseBackend for the job editTensor builds).
+async function autoVsBest() {
+  const { chooseBackend } = require(path.join(root, 'dist', 'cjs', 'backend.js'));
+  const shrink = (r, c) => (tiny ? [Math.max(4, r >> 9), Math.max(64, c >> 4)] : quick ? [r >> 1, c] : [r, c]);
+  const list = [
+    { name: 'f32 4096x4096, density 1', rows: 4096, cols: 4096, dtype: 'f32', density: 1 },
+    { name: 'bf16 8192x4096, density 1', rows: 8192, cols: 4096, dtype: 'bf16', density: 1 },
+    { name: 'bf16 8192x4096, density 0.1', rows: 8192, cols: 4096, dtype: 'bf16', density: 0.1 },
+    ...(quick || tiny ? [] : [{ name: 'bf16 8192x14336, density 1 (long rows)', rows: 8192, cols: 14336, dtype: 'bf16', density: 1 }]),
+    { name: 'bf16 8192x2048, preserved (ridge cov 2048)', rows: 8192, cols: 2048, dtype: 'bf16', density: 1, preserve: true },
+  ];
+  const rounds = tiny || quick ? 3 : 5;
+  const out = [];
+  for (const c of list) {
+    const [rows, cols] = shrink(c.rows, c.cols);
+    const mk = (seed) => {
+      const f = rand(rows * cols, seed, 0.1);
+      return { dtype: c.dtype, shape: [rows, cols], data: c.dtype === 'f32' ? f : addon.convert('f32', f, 'bf16') };
+    };
+    const inputs = { base: mk(11), old: mk(12), new: mk(13) };
+    const opts = { ...params, density: c.density };
+    let job;
+    if (c.preserve) {
+      // cov = I + 0.01 v v^T: dense, symmetric positive definite.
+      const v = rand(cols, 14, 1), cov = new Float32Array(cols * cols);
+      for (let i = 0; i < cols; i++) for (let j = 0; j < cols; j++) cov[i * cols + j] = (i === j ? 1 : 0) + 0.01 * v[i] * v[j];
+      opts.preserve = { cov: { dtype: 'f32', shape: [cols, cols], data: cov } };
+      const bytes = rows * cols * (c.dtype === 'f32' ? 4 : 2) * 3;
+      job = { kind: 'preserve', location: 'host', preserve: { gemmFlops: 4 * rows * cols * cols, buildFlops: 2.67 * cols ** 3, bytes, maxDim: cols } };
+    }
+    const choice = chooseBackend('auto', job);
+    const t = { cpu: [], cuda: [], auto: [] };
+    const order = ['cpu', 'cuda', 'auto'];
+    let failed = null;
+    for (let k = 0; k <= rounds && !failed; k++) {  // round 0 warms up
+      for (let i = 0; i < 3; i++) {
+        const b = order[(i + k) % 3];
+        const t0 = process.hrtime.bigint();
+        try {
+          await geo.editTensor(inputs, { ...opts, backend: b });
+        } catch (e) {
+          failed = `${b}: ${e.message}`;
+          break;
+        }
+        if (k > 0) t[b].push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+    }
+    if (failed) {
+      console.error(`auto ${c.name}: FAILED: ${failed}`);
+      autoFailures.push({ name: `auto ${c.name}`, error: failed });
+      continue;
+    }
+    const cpuMs = median(t.cpu), cudaMs = median(t.cuda), autoMs = median(t.auto);
+    const entry = { name: tiny || quick ? `${c.name.replace(/\d+x\d+/, `${rows}x${cols}`)}` : c.name, shape: [rows, cols], dtype: c.dtype, density: c.density, preserve: !!c.preserve, cpuMs, cudaMs, autoMs,
+      picked: choice.name, reason: choice.reason, autoVsBest: autoMs / Math.min(cpuMs, cudaMs), faster: cpuMs <= cudaMs ? 'cpu' : 'cuda' };
+    out.push(entry);
+    console.error(`auto ${entry.name}: cpu ${cpuMs.toFixed(2)} ms, cuda ${cudaMs.toFixed(2)} ms, auto (${choice.name}) ${autoMs.toFixed(2)} ms = ${entry.autoVsBest.toFixed(2)}x the faster`);
+  }
+  return out;
+}
+const autoFailures = [];
 
 async function main() {
   const results = { date: new Date().toISOString(), host: os.hostname(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model,
@@ -156,6 +220,11 @@ async function main() {
     }
     results.endToEnd = { shape: [rows, cols], dtype: 'bf16', cpuMs, cudaMs, cudaSerialCopyMs: cudaSerialMs, bytes: rows * cols * 2 * 4, maxUlpVsCpu: maxUlp, simd: geo.info().simd };
   }
+  // 3c. 'auto' against both backends (issue 17 item 4): host-memory editTensor cases, each backend timed
+  // in turn within every round (medians), 'auto' as a user gets it. Its pick is chooseBackend's for the
+  // job (lib/backend.ts; the preserved case's work as lib/edit.ts tensorPreserveJob computes it).
+  results.auto = await autoVsBest();
+  if (autoFailures.length) results.failures = (results.failures || []).concat(autoFailures);
   // Summary.
   const lines = [];
   lines.push(`# geoedit CUDA bench — ${results.date}`);
@@ -187,6 +256,16 @@ async function main() {
   const vt = d1.filter((c) => c.torch).map((c) => c.torch.ms / c.geoedit.kernelMs);
   lines.push('');
   lines.push(`Targets (density 1): >= 0.7x copy bandwidth: ${bw.map((x) => x.toFixed(2)).join(', ')} -> ${bw.every((x) => x >= 0.7) ? 'met' : 'NOT met'}; >= 3x PyTorch: ${vt.map((x) => x.toFixed(2)).join(', ')} -> ${vt.length && vt.every((x) => x >= 3) ? 'met' : 'NOT met'}.`);
+  lines.push('');
+  lines.push("'auto' against both backends (host memory, editTensor; medians of interleaved rounds; target: auto ≤ 1.10× the faster backend on every case):");
+  lines.push('');
+  lines.push('| case | CPU ms | CUDA ms | auto ms | auto picked | auto ÷ faster | target |');
+  lines.push('|---|---|---|---|---|---|---|');
+  for (const a of results.auto) {
+    lines.push(`| ${a.name} | ${a.cpuMs.toFixed(2)} | ${a.cudaMs.toFixed(2)} | ${a.autoMs.toFixed(2)} | ${a.picked} | ${a.autoVsBest.toFixed(2)} | ${a.autoVsBest <= 1.1 ? 'met' : 'NOT met'} |`);
+  }
+  lines.push('');
+  lines.push(`'auto' within 10% of the faster backend on every case: ${results.auto.every((a) => a.autoVsBest <= 1.1) ? 'met' : 'NOT met'}. Why it picks what it picks: ${[...new Set(results.auto.map((a) => a.reason))].join(' / ')}`);
   const md = lines.join('\n') + '\n';
   const dir = path.join(root, 'bench', 'results');
   fs.mkdirSync(dir, { recursive: true });

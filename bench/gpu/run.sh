@@ -14,7 +14,7 @@
 #          --archs=90 (build real code for these archs only: a faster build there; default: all),
 #          --profile (Nsight Compute over bench/gpu/profile.js after the bench: occupancy, stalls),
 #          --no-bench (skip bench/gpu/bench.js), --checkpoint (also bench/checkpoint.js: the checkpoint
-#          pipeline, 3 x 1 GiB bf16, CPU vs CUDA backend at density 1 and 0.1, against the read time),
+#          pipeline, 3 x 1 GiB bf16, CPU vs CUDA vs 'auto' at density 1 and 0.1, against the read time),
 #          --only-suite (build, then only the whole suite with 'auto' = cuda),
 #          --sanitize (compute-sanitizer memcheck + racecheck over bench/gpu/sanitize.js),
 #          --tiny (small bench shapes: a dry run, e.g. here on the CPU emulator:
@@ -135,7 +135,7 @@ if [ "$BENCH" = 1 ]; then
 fi
 if [ "$CKPT" = 1 ]; then
   step "checkpoint pipeline: CPU vs CUDA (bench/checkpoint.js)"
-  timeout 200 node bench/checkpoint.js --sizes "${CKPT_GIB:-1}" --reps 1 --backends cpu,cuda --density 1,0.1 --tag "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -c 'A-Za-z0-9\n' '-' | tr -d '\n')"
+  timeout 200 node bench/checkpoint.js --sizes "${CKPT_GIB:-1}" --reps 1 --backends cpu,cuda,auto --density 1,0.1 --tag "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -c 'A-Za-z0-9\n' '-' | tr -d '\n')"
   rc=$?; [ $rc != 0 ] && RC_BENCH=$rc
   save
 fi

@@ -144,10 +144,6 @@ export interface NativeAddon {
   _setFused(on: boolean): boolean;
   /** Tests only: counters of the fresh-output pool (native/binding/EXPORTS.md). */
   _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number; early: number; reclaimed: number; forced: number; futile: number; gcMs: number; faultMsPerMiB: number };
-  /** Bench only: the output pool's earlier policy on/off (A/B). */
-  _setOutputPoolLegacy(on: boolean): boolean;
-  /** Testing (bench/fused-ab.js): the fused passes prefetch the next row into L2 (true) or ahead within the row (false, the default); previous state. Same results. */
-  _setFusedPrefetch(on: boolean): boolean;
   /** Bench only: STREAM triad GB/s over the shared pool. */
   _triad(n: number, threads: number, reps: number): Promise<number>;
   cudaProbe(refresh?: boolean): NativeCudaProbe;

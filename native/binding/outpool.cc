@@ -90,7 +90,6 @@ struct Pool {
   size_t idle_bytes = 0;
   size_t cap = 0;
   size_t hits = 0, misses = 0, early = 0, reclaimed = 0, forced = 0, futile = 0;
-  bool legacy = false;            // the policy before 2026-12-01 14:50 (A/B benchmarks): see set_output_pool_legacy
   std::vector<Lease*> out;        // leases with a weak reference, not returned yet
   double gc_ms = 0;               // moving average of the forced collections' time (0: none yet)
   double fault_ms_per_mib = 0;    // moving average of a new mapping's first touch, per MiB (0: none yet)
@@ -132,14 +131,10 @@ void* map_new(size_t len) {
   return reinterpret_cast<void*>(b);
 }
 
-// Idle buffers are keyed by length; those of the legacy policy apart (bit 0: lengths are multiples
-// of 2 MiB), so that an A/B run does not hand one policy's returns to the other.
-size_t key(size_t len, bool legacy) { return legacy ? len | 1 : len; }
-
-void* take_idle(size_t len, bool legacy = false) {
+void* take_idle(size_t len) {
   Pool& p = pool();
   std::lock_guard<std::mutex> g(p.m);
-  auto it = p.idle.find(key(len, legacy));
+  auto it = p.idle.find(len);
   if (it == p.idle.end()) return nullptr;
   void* m = it->second;
   p.idle.erase(it);
@@ -147,12 +142,12 @@ void* take_idle(size_t len, bool legacy = false) {
   return m;
 }
 
-void give(void* m, size_t len, bool legacy) {
+void give(void* m, size_t len) {
   Pool& p = pool();
   {
     std::lock_guard<std::mutex> g(p.m);
     if (p.idle_bytes + len <= p.cap) {
-      p.idle.emplace(key(len, legacy), m);
+      p.idle.emplace(len, m);
       p.idle_bytes += len;
       return;
     }
@@ -170,7 +165,6 @@ struct Lease {
   int64_t reported = 0;   // external memory reported to V8 for it (taken back when it is returned)
   int64_t cancelled = 0;  // V8's own count of the ArrayBuffer cancelled (given back when V8 frees it)
   napi_ref weak = nullptr;
-  bool legacy = false;
 };
 
 void unlist(Lease* l) {
@@ -199,7 +193,7 @@ void give_back(napi_env env, Lease* l, bool early) {
     std::lock_guard<std::mutex> g(pool().m);
     ++pool().early;
   }
-  give(l->m, l->len, l->legacy);
+  give(l->m, l->len);
 }
 void finished(Lease* l) {
   if (--l->pending == 0) delete l;
@@ -306,9 +300,8 @@ bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t
   Pool& P = pool();
   if (bytes < kMinPooledOutput || P.cap == 0) return false;
   const size_t len = (bytes + kHuge - 1) & ~(kHuge - 1);
-  const bool legacy = P.legacy;
-  void* m = take_idle(len, legacy);
-  if (!m && !legacy) m = recycle(env, len);
+  void* m = take_idle(len);
+  if (!m) m = recycle(env, len);
   const bool mapped = m == nullptr;
   {
     std::lock_guard<std::mutex> g(P.m);
@@ -319,29 +312,28 @@ bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t
   if (!m) return false;
   napi_value ab;
   Lease* l = new Lease{m, len, env};
-  l->legacy = legacy;
   int64_t ignored = 0;
   // V8 counts the ArrayBuffer's bytes when it is made (and 104 more on Node 20; as much comes off
   // when it frees the store) and may start a collection for them right there: taken off beforehand,
   // so that the count comes back to where it was. Given back when V8 has freed the store (the
   // deleter): exactly what was taken, so that the count never ends above where it was.
-  if (!legacy && bytes < kCountLimit) {
+  if (bytes < kCountLimit) {
     l->cancelled = int64_t(bytes);
     napi_adjust_external_memory(env, -l->cancelled, &ignored);
   }
   if (napi_create_external_arraybuffer(env, m, bytes, finalize_store, l, &ab) != napi_ok) {
     if (l->cancelled) napi_adjust_external_memory(env, l->cancelled, &ignored);
     delete l;
-    give(m, len, legacy);  // e.g. napi_no_external_buffers_allowed: the caller allocates as usual
+    give(m, len);  // e.g. napi_no_external_buffers_allowed: the caller allocates as usual
     return false;
   }
-  if (legacy || mapped || !l->cancelled) {
+  if (mapped || !l->cancelled) {
     l->reported = int64_t(len);
     napi_adjust_external_memory(env, l->reported, &ignored);
   }
   if (guard_untransferable(env, ab) && napi_add_finalizer(env, ab, l, finalize_object, nullptr, nullptr) == napi_ok) {
     l->pending = 2;
-    if (!legacy && napi_create_reference(env, ab, 0, &l->weak) == napi_ok) {
+    if (napi_create_reference(env, ab, 0, &l->weak) == napi_ok) {
       std::lock_guard<std::mutex> g(P.m);
       P.out.push_back(l);
     }
@@ -375,14 +367,6 @@ OutputPoolStats output_pool_stats() {
   Pool& p = pool();
   std::lock_guard<std::mutex> g(p.m);
   return OutputPoolStats{p.hits, p.misses, p.idle_bytes, p.cap, p.early, p.reclaimed, p.forced, p.futile, p.gc_ms, p.fault_ms_per_mib};
-}
-
-bool set_output_pool_legacy(bool on) {
-  Pool& p = pool();
-  std::lock_guard<std::mutex> g(p.m);
-  const bool was = p.legacy;
-  p.legacy = on;
-  return was;
 }
 
 }  // namespace geoedit_binding

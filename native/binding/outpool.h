@@ -36,8 +36,5 @@ struct OutputPoolStats {
   double fault_ms_per_mib;  // moving average of a new mapping's first touch per MiB (populate_output)
 };
 OutputPoolStats output_pool_stats();
-// The policy before 2026-12-01 (every output reported to V8 as external memory, returns by
-// finalizers only) on or off: an A/B switch for bench/run.js. Returns the previous setting.
-bool set_output_pool_legacy(bool on);
 
 }  // namespace geoedit_binding

@@ -4,8 +4,6 @@
 //   _cudaLoraGeometry(spec) -> { dot, na, nb }              SPEC §4 LoRA sums on the CPU or the plugin (lib/lora-geometry.ts)
 //   _outputPool() -> { hits, misses, idleBytes, cap, early, reclaimed, forced, futile, gcMs, faultMsPerMiB } the fresh-output pool's counters (outpool.cc)
 //   _setFused(on) -> previous                              the fused row path on/off (A/B benchmarks)
-//   _setOutputPoolLegacy(on) -> previous                   the output pool's earlier policy on/off (A/B benchmarks)
-//   _setFusedPrefetch(on) -> previous                      the fused passes' next-row prefetch on/off (A/B)
 #include "common.h"
 #include "outpool.h"
 
@@ -109,25 +107,8 @@ static Napi::Value SetFused(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), was);
 }
 
-// _setOutputPoolLegacy(on) -> previous: the output pool's policy before 2026-12-01 on or off (A/B benchmarks).
-static Napi::Value SetOutputPoolLegacy(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsBoolean()) throw_type(info.Env(), "Expected _setOutputPoolLegacy(boolean)");
-  return Napi::Boolean::New(info.Env(), set_output_pool_legacy(info[0].As<Napi::Boolean>().Value()));
-}
-
-// _setFusedPrefetch(on) -> previous: the fused passes prefetch the next row (on) or ahead within the row
-// (off, the default): an A/B switch, same results (geoedit.h fused_prefetch_next).
-static Napi::Value SetFusedPrefetch(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsBoolean()) throw_type(info.Env(), "Expected _setFusedPrefetch(boolean)");
-  const bool was = geoedit::fused_prefetch_next();
-  geoedit::set_fused_prefetch_next(info[0].As<Napi::Boolean>().Value());
-  return Napi::Boolean::New(info.Env(), was);
-}
-
 void register_testing(Napi::Env env, Napi::Object exports) {
-  exports.Set("_setOutputPoolLegacy", Napi::Function::New(env, SetOutputPoolLegacy, "_setOutputPoolLegacy"));
   exports.Set("_setFused", Napi::Function::New(env, SetFused, "_setFused"));
-  exports.Set("_setFusedPrefetch", Napi::Function::New(env, SetFusedPrefetch, "_setFusedPrefetch"));
   exports.Set("_outputPool", Napi::Function::New(env, OutputPool, "_outputPool"));
   exports.Set("_triad", Napi::Function::New(env, Triad, "_triad"));
   exports.Set("_cudaBench", Napi::Function::New(env, CudaBench, "_cudaBench"));

@@ -608,15 +608,6 @@ void run_edit_projected(const EditJob& job, const Params& params, const RunOptio
 }
 
 void set_fused_rows(bool on) { fused_switch().store(on); }
-static std::atomic<bool>& prefetch_switch() {
-  static std::atomic<bool> on{[] {
-    const char* e = std::getenv("GEOEDIT_FUSED_PREFETCH");
-    return e && std::strcmp(e, "next") == 0;
-  }()};
-  return on;
-}
-void set_fused_prefetch_next(bool on) { prefetch_switch().store(on); }
-bool fused_prefetch_next() { return prefetch_switch().load(std::memory_order_relaxed); }
 bool fused_rows() { return fused_switch().load(); }
 
 double triad_gbps(size_t n, int threads, int reps) {

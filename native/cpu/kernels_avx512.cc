@@ -505,18 +505,9 @@ inline void acc_stats(__m512 a, __m512 b, __m512d* s) {
   s[5] = _mm512_fmadd_pd(b1, b1, s[5]);
 }
 
-// The fused passes' prefetch (geoedit.h fused_prefetch_next): by default the stats pass prefetches a fixed
-// distance ahead within the row into L1. With the switch on, and where the three input rows fit the L2
-// with room to spare, both passes prefetch the NEXT row into L2 instead (rows of one thread are
-// consecutive in memory), 16 columns' bytes per block of 32 (the stats pass the first half of the row,
-// the output pass the second), so the memory stream goes on while a row is computed on. Prefetches never
-// fault: past the tensor's end they fetch a few useless lines.
-inline bool next_row_fits(int64_t n, int64_t es) { return 3 * n * es <= (int64_t(256) << 10) && fused_prefetch_next(); }
-inline void next_row_prefetch(const void* b, const void* o, const void* w, int64_t off) {
-  _mm_prefetch(static_cast<const char*>(b) + off, _MM_HINT_T1);
-  _mm_prefetch(static_cast<const char*>(o) + off, _MM_HINT_T1);
-  _mm_prefetch(static_cast<const char*>(w) + off, _MM_HINT_T1);
-}
+// The fused stats pass prefetches a fixed distance (256 elements) ahead within the row into L1; past the
+// row's end that reaches into the next row (a prefetch never faults). A next-row L2 prefetch was tried as
+// an A/B switch and measured 0.87-1.12x (docs/performance.md, "bf16 fused kernels, second round"): removed.
 
 template <DType D, bool EO>
 void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
@@ -526,19 +517,14 @@ void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t
   const char* pb = static_cast<const char*>(base);
   const char* po = static_cast<const char*>(old_);
   const char* pn = static_cast<const char*>(new_);
-  const bool next = next_row_fits(n, es);
   const int64_t body = n & ~int64_t(31);
   int64_t j = 0;
   for (; j < body; j += 32) {
     // Past the row's end this reaches into the next row; a prefetch never faults.
-    if (next) {
-      next_row_prefetch(pb, po, pn, n * es + j * es / 2);
-    } else {
-      for (int64_t l = 0; l < 32 * es; l += 64) {
-        _mm_prefetch(pb + (j + ahead) * es + l, _MM_HINT_T0);
-        _mm_prefetch(po + (j + ahead) * es + l, _MM_HINT_T0);
-        _mm_prefetch(pn + (j + ahead) * es + l, _MM_HINT_T0);
-      }
+    for (int64_t l = 0; l < 32 * es; l += 64) {
+      _mm_prefetch(pb + (j + ahead) * es + l, _MM_HINT_T0);
+      _mm_prefetch(po + (j + ahead) * es + l, _MM_HINT_T0);
+      _mm_prefetch(pn + (j + ahead) * es + l, _MM_HINT_T0);
     }
     __m512 b0, b1, o0, o1, w0, w1;
     load32<D, EO>(base, j, b0, b1);
@@ -711,12 +697,10 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
   };
   RowWriter<NT> w(dst);
   constexpr int64_t es = D == DType::F32 ? 4 : 2;
-  const bool next = next_row_fits(n, es);
   const int64_t body = n & ~int64_t(31);
   // Blocks [j0, j1) of 32 columns with the given thresholds of the v0 / v1 lanes (load32's layout).
   auto blocks = [&](int64_t j0, int64_t j1, __m512i ta0, __m512i ta1, __m512i tb0, __m512i tb1) __attribute__((always_inline)) {
     for (int64_t j = j0; j < j1; j += 32) {
-      if (next) next_row_prefetch(base, old_, new_, n * es + (n * es) / 2 + j * es / 2);
       __m512 b0, b1, o0, o1, n0, n1;
       load32<D, EO>(base, j, b0, b1);
       load32<D, EO>(new_, j, n0, n1);

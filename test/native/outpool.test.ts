@@ -65,7 +65,6 @@ describe('fresh outputs from the output pool', () => {
     const r = JSON.parse(out.trim().split('\n').pop()!) as {
       tight: { ok: boolean[]; pool: PoolStats };
       held: { ok: boolean[]; distinct: number; pool: PoolStats };
-      legacy: { ok: boolean[]; pool: PoolStats; was: boolean };
       worker: { ok: boolean; code: number };
       after: { ok: boolean[]; pool: PoolStats };
     };
@@ -82,11 +81,6 @@ describe('fresh outputs from the output pool', () => {
     expect(r.held.pool.reclaimed).toBe(0);
     expect(r.held.pool.forced).toBe(r.held.pool.futile);
     expect(r.held.pool.forced).toBeLessThanOrEqual(3);
-    // the earlier policy (A/B switch): same bytes, never a forced collection or a weak-reference return
-    expect(r.legacy.was).toBe(false);
-    expect(r.legacy.ok).toEqual(Array(4).fill(true));
-    expect(r.legacy.pool.forced).toBe(0);
-    expect(r.legacy.pool.reclaimed).toBe(0);
     // a worker thread exits with fresh outputs out; the main thread's pool goes on
     expect(r.worker).toEqual({ ok: true, code: 0 });
     expect(r.after.ok).toEqual(Array(4).fill(true));

@@ -41,6 +41,13 @@ describe('environment variables', () => {
     expect([...read].filter((v) => !listed.has(v))).toEqual([]);
   });
 
+  it('every variable listed as read by the core, the binding or the plugin is named in native/ (no stale entries)', () => {
+    const src = [...files(path.join(ROOT, 'native'), /\.(cc|h|cu)$/)].map((f) => fs.readFileSync(f, 'utf8')).join('\n');
+    const native = ENV_VARS.filter((v) => (v.readBy as readonly string[]).some((r) => r === 'core' || r === 'binding' || r === 'cuda-plugin'));
+    expect(native.length).toBeGreaterThan(5);
+    expect(native.map((v) => v.name).filter((n) => !src.includes(`"${n}"`))).toEqual([]);
+  });
+
   it('readEnv: empty is unset; flagSet: 0/false are off; unknown names are a programming error', () => {
     expect(readEnv('GEOEDIT_BACKEND', { GEOEDIT_BACKEND: '' })).toBeUndefined();
     expect(readEnv('GEOEDIT_BACKEND', { GEOEDIT_BACKEND: 'cpu' })).toBe('cpu');

@@ -205,11 +205,6 @@ double triad_gbps(size_t n, int threads, int reps);
 // benchmarks and tests, which compare both forms in one process. Same results either way.
 void set_fused_rows(bool on);
 bool fused_rows();
-// The fused passes' prefetch of the NEXT row into L2 (half during the stats pass, half during the output
-// pass, so memory is busy while a row is computed on) instead of a fixed distance within the row: off by
-// default (GEOEDIT_FUSED_PREFETCH=next starts with it on). A switch for A/B benchmarks; same results.
-void set_fused_prefetch_next(bool on);
-bool fused_prefetch_next();
 
 const char* version();
 
