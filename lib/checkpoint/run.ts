@@ -304,6 +304,12 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
   const opts = p.job.opts;
   const inputs = new OpenInputs(p.job.kind === 'edit' ? 'the edit' : 'the analysis');
   const fds = inputs.map;
+  // The input hash stops on the caller's signal, or when the data pass fails: it reads the job's
+  // descriptors, which close (finally, below) only after it has settled.
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  if (opts.signal?.aborted) stop.abort();
+  else opts.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     openInputFiles(p, inputs);
     // Hashing runs beside the data path: the files not in the hash cache, all at once on native
@@ -311,11 +317,19 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     const hashStart = Date.now();
     let hashMs = 0;
     if (opts.hash !== false) markPhase('hashing');
-    const hashing = opts.hash === false ? null : hashInputs(p.part ? p.part.record.hashed : filesToHash(p), opts.signal, fds, inputs.stats).then((m) => { hashMs = Date.now() - hashStart; return m; });
+    const hashing = opts.hash === false ? null : hashInputs(p.part ? p.part.record.hashed : filesToHash(p), stop.signal, fds, inputs.stats).then((m) => { hashMs = Date.now() - hashStart; return m; });
     hashing?.catch(() => undefined);
     const dataStart = Date.now();
     markPhase('data');
-    const { stream, files, known, hashStats } = await streamData(p, job, fds);
+    let streamed: Awaited<ReturnType<typeof streamData>>;
+    try {
+      streamed = await streamData(p, job, fds);
+    } catch (e) {
+      stop.abort();
+      await hashing?.catch(() => undefined);
+      throw e;
+    }
+    const { stream, files, known, hashStats } = streamed;
     const dataMs = Date.now() - dataStart;
     const hashes = hashing ? await hashing : null;
     job.checkAborted();
@@ -342,6 +356,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     if (p.part) manifest.partition = { ...p.part.record, files: job.writtenFiles() };
     return await job.finish(manifest, undefined, known && known.size ? { known } : undefined);
   } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
     inputs.close();
   }
 }

@@ -138,3 +138,43 @@ describe('input hashes', () => {
     }
   });
 });
+
+describe('the input hash and a failing data pass', () => {
+  it("stops and settles before the job closes the descriptors it reads (it never reads a closed or reused descriptor)", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'geoedit-hash-settle-'));
+    try {
+      // Inputs large enough that their hash is still running when the data pass fails on its first
+      // tensor (a NaN in `new`: ERR_NON_FINITE); a 16 MiB f32 tensor leads the plan.
+      const specs = [{ name: 'model.layers.0.mlp.gate_proj.weight', dtype: 'F32' as const, shape: [2048, 2048] }, ...llamaSpecs(1)];
+      const io = { base: path.join(dir, 'base'), old: path.join(dir, 'old'), new: path.join(dir, 'new') };
+      const { writeCheckpoint, tensorsFor } = await import('../support/ckpt');
+      await writeCheckpoint(io.base, tensorsFor(specs, 'base'));
+      await writeCheckpoint(io.old, tensorsFor(specs, 'old'), 1, false);
+      const nw = tensorsFor(specs, 'new');
+      for (const t of nw) if (t.data instanceof Float32Array) t.data.fill(Number.NaN);
+      await writeCheckpoint(io.new, nw, 1, false);
+      // Each descriptor the hash is given, with its inode; when the hash settles, each must still be open on that file.
+      const seen: Array<{ fd: number; ino: bigint; settledOpen?: boolean }> = [];
+      const real = native.hashFiles.bind(native);
+      const spy = vi.spyOn(native, 'hashFiles').mockImplementation((spec: Parameters<typeof native.hashFiles>[0]) => {
+        const mine = spec.files.map((f) => ({ fd: f.fd, ino: fs.fstatSync(f.fd, { bigint: true }).ino }));
+        seen.push(...mine);
+        const check = () => { for (const m of mine) { try { m.settledOpen = fs.fstatSync(m.fd, { bigint: true }).ino === m.ino; } catch { m.settledOpen = false; } } };
+        return real(spec).then((r) => { check(); return r; }, (e: unknown) => { check(); throw e; });
+      });
+      const prev = process.env.GEOEDIT_HASH_CACHE;
+      process.env.GEOEDIT_HASH_CACHE = 'off';
+      try {
+        await expect(editCheckpoint({ ...io, out: path.join(dir, 'out') })).rejects.toMatchObject({ code: 'ERR_NON_FINITE' });
+      } finally {
+        spy.mockRestore();
+        if (prev === undefined) delete process.env.GEOEDIT_HASH_CACHE; else process.env.GEOEDIT_HASH_CACHE = prev;
+      }
+      expect(seen.length).toBeGreaterThanOrEqual(3);
+      expect(seen.map((s) => s.settledOpen)).toEqual(seen.map(() => true));
+      expect(fs.existsSync(path.join(dir, 'out'))).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
