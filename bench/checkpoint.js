@@ -10,11 +10,15 @@
 // durably (copy + fsync: the job fsyncs its output before the commit), bytes hashed / (single-core
 // SHA-256 rate x cores)) (issue 17: default edit <= 1.25x it), and to the same limit without the fsync.
 // Every figure is the MEDIAN of --reps runs (each rep runs every measurement once, interleaved, so
-// the load of the moment hits all of them alike); the JSON keeps every run. Each edit's breakdown:
+// the load of the moment hits all of them alike): for the reads, writes and SHA-256 rates the median
+// of each; for each edit the MEDIAN REP (the run with the median wall time; for an even count the
+// faster of the two middle ones), whose CPU and phase columns are that same run's (not medians of
+// each field, which would mix runs). The JSON keeps every run. Each edit's breakdown:
 // its CPU time (user + system, getrusage of the child) and the wall time of its phases (the job's
 // phase markers, GEOEDIT_TEST_STOP_AT=none: start = process start to validation, data = the data
 // pass with the input hashing beside it, seal = output hashes + manifest, commit = the fsyncs + the
-// rename). The CPU line says what the cores allow: core-seconds of the default edit / cores.
+// rename; a phase whose marker did not come is printed '-', null in the JSON). The CPU line says what
+// the cores allow: core-seconds of the default edit / cores.
 // Writes JSON to bench/results/. Deletes the generated files afterwards.
 //
 //   node bench/checkpoint.js [--sizes 2,0.5] [--dir /tmp] [--reps 3]
@@ -25,8 +29,9 @@
 //                         names the results file (checkpoint-<date>-NAME.json). The GPU device
 //                         check (bench/gpu/run.sh) runs it this way.
 //   --ab                  also the default edit with the data path before issue 17's write path
-//                         (GEOEDIT_WRITE_BEHIND=0 GEOEDIT_STREAM_HASH=0 GEOEDIT_HASH_IO=pread: no write-behind,
-//                         the seal re-reads the output, inputs hashed through pread), in every rep (A/B in one run).
+//                         (GEOEDIT_WRITE_BEHIND=0 GEOEDIT_STREAM_HASH=0: no write-behind, the seal re-reads the
+//                         output), in every rep (A/B in one run). Until 2026-12-01 17:40 UTC it also hashed the
+//                         inputs through pread (GEOEDIT_HASH_IO=pread, removed: docs/performance.md has its A/B).
 //   --layouts             issue 13: the same checkpoint edited (--no-hash) with every weight in layout
 //                         rows and again in layout columns (--layout '*.weight=columns': the tensors are
 //                         square, so both are valid and read/write the same bytes); wall time, GB/s,
@@ -58,7 +63,7 @@ const variants = backends ? backends.flatMap((b) => densities.map((d) => ({ key:
 const work = fs.mkdtempSync(path.join(values.dir, 'geoedit-bench-'));
 
 // --ab: the write path before issue 17's change (same hashes, same bytes).
-const PREVIOUS_PATH = { GEOEDIT_WRITE_BEHIND: '0', GEOEDIT_STREAM_HASH: '0', GEOEDIT_HASH_IO: 'pread' };
+const PREVIOUS_PATH = { GEOEDIT_WRITE_BEHIND: '0', GEOEDIT_STREAM_HASH: '0' };
 const ROWS = 4096, COLS = 4096; // 32 MiB bf16 tensors, Llama-7B-like
 const TBYTES = ROWS * COLS * 2;
 
@@ -151,9 +156,10 @@ function runEdit(dir, extra, cmd = 'edit', env = {}) {
   const ru = JSON.parse(/RUSAGE (.*)/.exec(r.stderr)[1]);
   const at = {};
   for (const m of r.stderr.matchAll(/^geoedit-test: phase (\S+) ([\d.]+)$/gm)) at[m[1]] ??= Number(m[2]);
-  const span = (a, ...b) => { const e = b.map((k) => at[k]).find((x) => x !== undefined); return at[a] !== undefined && e !== undefined ? (e - at[a]) / 1000 : 0; };
+  // null: the phase's marker (or every later one) did not come
+  const span = (a, ...b) => { const e = b.map((k) => at[k]).find((x) => x !== undefined); return at[a] !== undefined && e !== undefined ? (e - at[a]) / 1000 : null; };
   const phases = {
-    startS: at.validation !== undefined ? (at.validation - t0) / 1000 : 0,
+    startS: at.validation !== undefined ? (at.validation - t0) / 1000 : null,
     dataS: span('data', 'side-files', 'seal', 'report', 'commit', 'end'),
     sealS: span('seal', 'report', 'commit', 'end'),
     commitS: span('commit', 'end'),
@@ -171,12 +177,13 @@ function median(xs) {
   const a = [...xs].sort((x, y) => x - y), n = a.length;
   return n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2;
 }
-/** The median of each numeric field over runs (the first run's other fields). */
-function medianRun(runs) {
-  const m = { ...runs[0] };
-  for (const k of Object.keys(m)) if (typeof m[k] === 'number') m[k] = median(runs.map((x) => x[k]));
-  return m;
+/** The median rep: the run with the median wall time (for an even count the faster of the two middle ones), all its fields its own. */
+function medianRep(runs) {
+  const a = [...runs].sort((x, y) => x.wallS - y.wallS);
+  return a[Math.floor((a.length - 1) / 2)];
 }
+/** Seconds, or '-' for a phase that was not seen. */
+const sec = (x) => (x === null || x === undefined ? '-' : x.toFixed(2));
 
 // --layouts: rows vs columns edits of the same checkpoint, alternated rep by rep (same page cache, same load).
 function layoutsRow(dir, g, row) {
@@ -286,9 +293,9 @@ try {
       fs.rmSync(dir, { recursive: true, force: true });
       continue;
     }
-    // Medians over the reps (every measurement of a rep ran back to back, interleaved with the others).
+    // Medians over the reps (every measurement of a rep ran back to back, interleaved with the others); each edit: its median rep.
     const cat = median(row.cat);
-    const nh = medianRun(row.noHash), hh = medianRun(row.hash), hw = medianRun(row.hashWarm), an = medianRun(row.analyze);
+    const nh = medianRep(row.noHash), hh = medianRep(row.hash), hw = medianRep(row.hashWarm), an = medianRep(row.analyze);
     row.loadavgAfter = os.loadavg();
     const inBytes = 3 * g.bytesPerInput;
     const sha1 = median(row.sha.map((x) => x.bytesPerS)), cores = os.cpus().length;
@@ -302,7 +309,7 @@ try {
     const limit = Math.max(cat, writeDurable, hashFloor);
     const limitCache = Math.max(cat, writeOne, hashFloor);
     row.summary = {
-      statistic: `median of ${reps}`,
+      statistic: `median of ${reps} (each edit: the rep with the median wall time, all its fields that rep's)`,
       catS: cat, catGBps: inBytes / 1e9 / cat,
       writeOneS: writeOne, writeOneGBps: g.bytesPerInput / 1e9 / writeOne,
       writeDurableS: writeDurable, writeDurableGBps: g.bytesPerInput / 1e9 / writeDurable,
@@ -320,7 +327,7 @@ try {
       phases: Object.fromEntries(Object.entries({ hash: hh, hashWarm: hw, noHash: nh, analyze: an }).map(([k, x]) => [k, { startS: x.startS, dataS: x.dataS, sealS: x.sealS, commitS: x.commitS, cpuS: x.cpuS, userS: x.userS, systemS: x.systemS }])),
     };
     const s = row.summary;
-    console.log(`(every figure: the median of ${reps} reps)`);
+    console.log(`(every figure: the median of ${reps} reps; each edit's row: its median rep, the run with the median wall time, CPU and phases of that run)`);
     console.log(`cat (read only, warm):      ${s.catS.toFixed(2)} s  ${s.catGBps.toFixed(2)} GB/s`);
     console.log(`copy one input (write floor): ${s.writeOneS.toFixed(2)} s  ${s.writeOneGBps.toFixed(2)} GB/s`);
     console.log(`copy one input + fsync:     ${s.writeDurableS.toFixed(2)} s  ${s.writeDurableGBps.toFixed(2)} GB/s (durable write floor)`);
@@ -333,12 +340,12 @@ try {
     console.log('| run | s | × limit | × limit without fsync | CPU s (user + sys) | start s | data s | seal s | commit s | hashes | target |');
     console.log('|---|---|---|---|---|---|---|---|---|---|---|');
     const tally = (a) => (a.length ? Object.entries(a.reduce((m, x) => ({ ...m, [x]: (m[x] ?? 0) + 1 }), {})).map(([k, v]) => `${v} ${k}`).join(', ') : 'none');
-    const cols = (x) => `${x.cpuS.toFixed(2)} (${x.userS.toFixed(2)} + ${x.systemS.toFixed(2)}) | ${x.startS.toFixed(2)} | ${x.dataS.toFixed(2)} | ${x.sealS.toFixed(2)} | ${x.commitS.toFixed(2)}`;
+    const cols = (x) => `${x.cpuS.toFixed(2)} (${x.userS.toFixed(2)} + ${x.systemS.toFixed(2)}) | ${sec(x.startS)} | ${sec(x.dataS)} | ${sec(x.sealS)} | ${sec(x.commitS)}`;
     console.log(`| edit (default: hashed, cold cache) | ${s.editHashS.toFixed(2)} | ${s.editHashVsLimit.toFixed(2)} | ${s.editHashVsPageCacheLimit.toFixed(2)} | ${cols(hh)} | ${tally(s.hashFromCold)} | ≤ 1.25×: ${s.editHashVsLimit <= 1.25 ? 'met' : 'NOT met'} |`);
     console.log(`| edit (hashed, warm cache) | ${s.editHashWarmS.toFixed(2)} | ${s.editHashWarmVsLimit.toFixed(2)} | ${(s.editHashWarmS / s.limitPageCacheS).toFixed(2)} | ${cols(hw)} | ${tally(s.hashFromWarm)} | |`);
     console.log(`| edit --no-hash | ${s.editNoHashS.toFixed(2)} | ${s.editNoHashVsLimit.toFixed(2)} | ${s.editNoHashVsPageCacheLimit.toFixed(2)} | ${cols(nh)} | none | |`);
     if (row.hashPrevious.length) {
-      const hp = medianRun(row.hashPrevious);
+      const hp = medianRep(row.hashPrevious);
       s.editHashPreviousS = hp.wallS; s.editHashPreviousVsLimit = hp.wallS / limit; s.phases.hashPrevious = { startS: hp.startS, dataS: hp.dataS, sealS: hp.sealS, commitS: hp.commitS, cpuS: hp.cpuS, userS: hp.userS, systemS: hp.systemS };
       console.log(`| edit (default, previous write path: --ab) | ${hp.wallS.toFixed(2)} | ${(hp.wallS / limit).toFixed(2)} | ${(hp.wallS / s.limitPageCacheS).toFixed(2)} | ${cols(hp)} | ${tally(hp.hashFrom)} | |`);
     }

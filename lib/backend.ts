@@ -59,8 +59,6 @@ export interface BackendJob {
   kind: 'tensor' | 'checkpoint' | 'lora-geometry' | 'preserve';
   /** Where the data lives: 'host' (JS typed arrays, files: every entry point today) or 'device'. */
   location?: 'host' | 'device';
-  /** Many FLOPs per byte moved: the GPU's compute pays off (set by callers that know; preserved jobs give `preserve`). */
-  computeBound?: boolean;
   /** A job with preservation statistics (SPEC §3 step 0): its projection work, weighed by preserveRule. */
   preserve?: PreserveWork;
 }
@@ -173,7 +171,6 @@ export function chooseBackend(b: unknown, job: BackendJob = { kind: 'tensor' }, 
     const p = preserveRule(job.preserve, linalg ?? gpuLinalgStatus());
     return { name: p.gpu ? 'cuda' : 'cpu', requested, reason: `auto: ${p.reason}` };
   }
-  if (job.computeBound) return { name: 'cuda', requested, reason: 'auto: compute-bound work: the GPU\'s FLOP/s pay for the copies (not measured on a GPU yet)' };
   if (job.location === 'device') return { name: 'cuda', requested, reason: 'auto: the data is on the device already' };
   return { name: 'cpu', requested, reason: `auto: ${HOST_MEMORY_RULE}` };
 }

@@ -1,8 +1,7 @@
 // The review page for an edit: one self-contained HTML file (inline CSS and SVG, no script, no
 // network) with per-layer angle histograms, layers × modules heatmaps of region shares, and the
 // update energy kept, so a reviewer can approve an edit before it ships.
-import * as fs from 'node:fs';
-import { onCleanup, removeQuietly, tempPathBeside } from './job/cleanup';
+import { writeFileAtomic } from './job/atomic';
 import { manifestVerb, type CheckpointManifest, type TensorManifestEntry } from './job/manifest';
 import { governanceSections, type GovernanceContext } from './governance/sections';
 
@@ -282,18 +281,7 @@ function preservationSection(m: CheckpointManifest, layers: string[]): string {
 <table><tr><th>layer</th><th>tensors preserved</th><th>energy removed (new)</th><th>energy removed (old)</th><th>without statistics</th></tr>${body}</table></section>`;
 }
 
-/** Writes the report atomically (temp file beside it, then rename). */
+/** Writes the report atomically and durably (lib/job/atomic.ts writeFileAtomic: temporary file beside it, fsync, rename, directory fsync). */
 export async function writeReport(file: string, m: CheckpointManifest): Promise<void> {
-  const tmp = tempPathBeside(file);
-  // Removed on an error, a signal or exit (lib/job/cleanup.ts), as a job's temporary files are.
-  const release = onCleanup(() => removeQuietly(tmp));
-  try {
-    await fs.promises.writeFile(tmp, renderReport(m), { flag: 'wx' });
-    await fs.promises.rename(tmp, file);
-  } catch (e) {
-    await fs.promises.rm(tmp, { force: true });
-    throw e;
-  } finally {
-    release();
-  }
+  await writeFileAtomic(file, renderReport(m));
 }

@@ -35,7 +35,6 @@ export interface Checkpoint {
 }
 
 export type { FileId } from '../job/inputs';
-const fileId = fileIdOf;
 
 function bad(code: GeoEditErrorCode, msg: string, details?: Record<string, unknown>): GeoEditError {
   return new GeoEditError(code, msg, details);
@@ -56,12 +55,13 @@ function checkShardName(indexFile: string, dir: string, shard: unknown, tensor: 
 }
 
 /** Where the weights of a path are: an index, or a single file (a directory is searched). */
-function locate(abs: string, st: fs.Stats, role: string): { dir: string; index: string | null; single: string | null } {
-  if (!st.isDirectory()) return abs.endsWith('.json') ? { dir: path.dirname(abs), index: abs, single: null } : { dir: path.dirname(abs), index: null, single: abs };
+function locate(abs: string, st: fs.Stats, role: string): { dir: string; index: string | null; single: string | null; singleSt?: fs.Stats } {
+  if (!st.isDirectory()) return abs.endsWith('.json') ? { dir: path.dirname(abs), index: abs, single: null } : { dir: path.dirname(abs), index: null, single: abs, singleSt: st };
   const idx = path.join(abs, 'model.safetensors.index.json');
   const one = path.join(abs, 'model.safetensors');
   if (statOrNull(idx)?.isFile()) return { dir: abs, index: idx, single: null };
-  if (statOrNull(one)?.isFile()) return { dir: abs, index: null, single: one };
+  const oneSt = statOrNull(one);
+  if (oneSt?.isFile()) return { dir: abs, index: null, single: one, singleSt: oneSt };
   const names = fs.readdirSync(abs);
   const idxs = names.filter((n) => n.endsWith('.safetensors.index.json'));
   const sts = names.filter((n) => n.endsWith('.safetensors'));
@@ -115,7 +115,7 @@ function openSharded(abs: string, dir: string, indexFile: string): Checkpoint {
       throw bad('ERR_BAD_SAFETENSORS', `${indexFile}: shard '${path.relative(dir, full)}' (tensor '${tensor}') resolves outside ${dir} (a link?)`, { file: full, tensor });
     }
     const h = readSafetensorsHeaderSync(full);
-    files.push({ path: full, size: h.size, header: h, id: fileId(sst) });
+    files.push({ path: full, size: h.size, header: h, id: fileIdOf(sst) });
   }
   const tensors: CheckpointTensor[] = [];
   const byName = new Map<string, CheckpointTensor>();
@@ -141,13 +141,14 @@ export function openCheckpoint(p: string, role = 'checkpoint'): Checkpoint {
   const abs = path.resolve(p);
   const st = statOrNull(abs);
   if (!st) throw bad('ERR_NOT_FOUND', `${role}: ${abs} does not exist`, { file: abs, role });
-  const { dir, index, single } = locate(abs, st, role);
+  const { dir, index, single, singleSt } = locate(abs, st, role);
   if (index) return openSharded(abs, dir, index);
-  const sst = fs.statSync(single!);
+  // its identity from the stat that found it (OpenInputs checks the descriptor the job reads against it)
+  const sst = singleSt ?? fs.statSync(single!);
   const h = readSafetensorsHeaderSync(single!);
   const tensors = h.tensors.map((t) => tensorOf(t, single!));
   return {
-    path: abs, kind: st.isDirectory() ? 'directory' : 'file', dir, index: null, files: [{ path: single!, size: h.size, header: h, id: fileId(sst) }],
+    path: abs, kind: st.isDirectory() ? 'directory' : 'file', dir, index: null, files: [{ path: single!, size: h.size, header: h, id: fileIdOf(sst) }],
     tensors, byName: new Map(tensors.map((t) => [t.name, t])), metadata: h.metadata,
   };
 }

@@ -150,7 +150,7 @@ function planPart(p: Prepared, spec: PartSpec): PartOfJob {
     files: names.map((name, i) => ({ name, size: sizes[i]!, tensors: shards[i]!.map((it) => it.name), part: assign[i]! + 1 })),
     totalSize: p.items.reduce((a, it) => a + it.outBytes, 0), index: shards.length > 1,
   };
-  // Who reads which input file: each part hashes the files it reads; part 1 also those no part reads.
+  // Who reads which input file: each file is hashed by the first part that reads it; part 1 also hashes those no part reads.
   const readsOf = new Map<string, Set<number>>();
   const reads = (f: string | undefined, part: number) => { if (f) { let s = readsOf.get(f); if (!s) readsOf.set(f, (s = new Set())); s.add(part); } };
   shards.forEach((items, i) => {
@@ -160,8 +160,7 @@ function planPart(p: Prepared, spec: PartSpec): PartOfJob {
       if (it.action === 'edit') for (const t of [it.old, it.new, it.impOld, it.impNew]) reads(t?.file, assign[i]! + 1);
     }
   });
-  const always = new Set<string>([...(Object.values(p.ck) as Array<Checkpoint | undefined>).map((c) => c?.index).filter((x): x is string => !!x), ...(p.coefficients ? [p.coefficients.path] : [])]);
-  const hashed = p.job.opts.hash === false ? [] : hashAssignment(filesToHash(p), readsOf, always, spec.index);
+  const hashed = p.job.opts.hash === false ? [] : hashAssignment(filesToHash(p), readsOf, spec.index);
   const identity = {
     version: packageVersion(), kind: 'checkpoint-edit', parameters: parametersOf(p), plan, count: spec.count,
     inputs: { files: present(p.ck).map((c) => ({ path: c.path, kind: c.kind, files: [...c.files.map((f) => f.path), ...(c.index ? [c.index] : [])].map(statRecord) })), coefficients: p.coefficients ? statRecord(p.coefficients.path) : null, preserve: p.r.preserve ? statRecord(path.resolve(p.r.preserve.file)) : null },
@@ -305,6 +304,12 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
   const opts = p.job.opts;
   const inputs = new OpenInputs(p.job.kind === 'edit' ? 'the edit' : 'the analysis');
   const fds = inputs.map;
+  // The input hash stops on the caller's signal, or when the data pass fails: it reads the job's
+  // descriptors, which close (finally, below) only after it has settled.
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  if (opts.signal?.aborted) stop.abort();
+  else opts.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     openInputFiles(p, inputs);
     // Hashing runs beside the data path: the files not in the hash cache, all at once on native
@@ -312,11 +317,19 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     const hashStart = Date.now();
     let hashMs = 0;
     if (opts.hash !== false) markPhase('hashing');
-    const hashing = opts.hash === false ? null : hashInputs(p.part ? p.part.record.hashed : filesToHash(p), opts.signal, fds).then((m) => { hashMs = Date.now() - hashStart; return m; });
+    const hashing = opts.hash === false ? null : hashInputs(p.part ? p.part.record.hashed : filesToHash(p), stop.signal, fds, inputs.stats).then((m) => { hashMs = Date.now() - hashStart; return m; });
     hashing?.catch(() => undefined);
     const dataStart = Date.now();
     markPhase('data');
-    const { stream, files, known, hashStats } = await streamData(p, job, fds);
+    let streamed: Awaited<ReturnType<typeof streamData>>;
+    try {
+      streamed = await streamData(p, job, fds);
+    } catch (e) {
+      stop.abort();
+      await hashing?.catch(() => undefined);
+      throw e;
+    }
+    const { stream, files, known, hashStats } = streamed;
     const dataMs = Date.now() - dataStart;
     const hashes = hashing ? await hashing : null;
     job.checkAborted();
@@ -343,6 +356,7 @@ async function work(p: Prepared, job: OutputJob): Promise<CheckpointManifest> {
     if (p.part) manifest.partition = { ...p.part.record, files: job.writtenFiles() };
     return await job.finish(manifest, undefined, known && known.size ? { known } : undefined);
   } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
     inputs.close();
   }
 }

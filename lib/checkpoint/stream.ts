@@ -127,6 +127,33 @@ export function hashAsWritten(): boolean {
   try { return native.sha256Info().available; } catch { return false; }
 }
 
+/**
+ * Finishes the outputHash of each file written into the job's temporary directory (`names[i]` fed
+ * through `handles[i]`), once every write is done: reads back what the stream did not write in file
+ * order. Returns name → { size, sha256 } (for sealManifest's `known`) and the bytes hashed from
+ * memory / read back. Also the merged adapters' shards (lib/lora/merge.ts).
+ */
+export async function finishOutputHashes(job: OutputJob, names: readonly string[], handles: readonly NativeOutputHash[], site: CallSite): Promise<{ hashes: Map<string, { size: number; sha256: string }>; stats: { fromMemory: number; reread: number } }> {
+  const hashes = new Map<string, { size: number; sha256: string }>();
+  const stats = { fromMemory: 0, reread: 0 };
+  for (let s = 0; s < names.length; s++) {
+    job.checkAborted();
+    const file = path.join(job.tmp!, names[s]!);
+    const fd = fs.openSync(file, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      const r = await native.outputHashFinish(handles[s]!, { fd, size, file, ctl: job.ctl }, site);
+      hashes.set(names[s]!, { size, sha256: r.sha256 });
+      stats.fromMemory += r.fromMemory;
+      stats.reread += r.reread;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  job.checkAborted();
+  return { hashes, stats };
+}
+
 export class CheckpointStream {
   /** Input bytes done by finished batches. */
   bytesRead = 0;
@@ -272,26 +299,10 @@ export class CheckpointStream {
     await this.run(list);
     for (const fd of fds) this.s.job.closeOutput(fd);
     this.writeTied(shards.flat().filter((it) => it.action === 'tied'));
-    const hashes = new Map<string, { size: number; sha256: string }>();
-    if (!hashed) return { files, weightMap, hashes, hashStats: null };
+    if (!hashed) return { files, weightMap, hashes: new Map(), hashStats: null };
     // Every write is done (the stream's and the tied copies): finish each hash, reading back what it lacks.
-    const hashStats = { fromMemory: 0, reread: 0 };
-    for (let s = 0; s < files.length; s++) {
-      this.s.job.checkAborted();
-      const file = path.join(this.s.job.tmp!, files[s]!.name);
-      const fd = fs.openSync(file, 'r');
-      try {
-        const size = fs.fstatSync(fd).size;
-        const r = await native.outputHashFinish(outHashes[s]!, { fd, size, file, ctl: this.s.job.ctl }, this.s.site);
-        hashes.set(files[s]!.name, { size, sha256: r.sha256 });
-        hashStats.fromMemory += r.fromMemory;
-        hashStats.reread += r.reread;
-      } finally {
-        fs.closeSync(fd);
-      }
-    }
-    this.s.job.checkAborted();
-    return { files, weightMap, hashes, hashStats };
+    const fin = await finishOutputHashes(this.s.job, files.map((f) => f.name), outHashes, this.s.site);
+    return { files, weightMap, hashes: fin.hashes, hashStats: fin.stats };
   }
 
   /** Tied tensors: their primary's output bytes, copied once every shard is written (1 MiB at a

@@ -8,8 +8,7 @@ import { adapterReportAsCheckpointManifest } from '../lora/report';
 import { isAdapterKind, isCheckpointKind } from '../job/manifest';
 import { REPORT_FILE, loadManifest, reviewSummaries } from './lineage';
 import { checkNotInput } from '../job/target';
-import { tempPathBeside } from '../job/cleanup';
-import { syncPath } from '../job/job';
+import { writeFileAtomic } from '../job/atomic';
 
 /** The HTML report of an output directory, from its manifest and review log. */
 export async function renderDirReport(dir: string): Promise<string> {
@@ -36,20 +35,10 @@ export async function writeDirReport(dir: string, file?: string): Promise<string
   const own = fs.readdirSync(lm.dir).filter((n) => n !== REPORT_FILE).map((n) => path.join(lm.dir, n));
   checkNotInput(target, 'report', [{ path: lm.file, dir: lm.dir, files: [lm.file, ...own] }], 'out');
   const html = await renderDirReport(dir);
-  const tmp = tempPathBeside(target);
   try {
-    const fd = fs.openSync(tmp, 'wx');
-    try {
-      fs.writeFileSync(fd, html);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, target);
+    await writeFileAtomic(target, html);
   } catch (e) {
-    fs.rmSync(tmp, { force: true });
     throw new GeoEditError('ERR_IO', `${target}: cannot write the report (${(e as Error).message})`, { file: target });
   }
-  try { syncPath(path.dirname(target)); } catch { /* written; the directory's fsync is best effort */ }
   return target;
 }

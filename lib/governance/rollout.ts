@@ -4,17 +4,17 @@
 // that passed, with every stage's parameters, metrics and gate results in its manifest (`rollout`,
 // covered by the id). Nothing appears at the target when the first stage fails. The target follows
 // the job layer's rules (lib/job): checked before any work (not an input, --force only over a
-// previous geoedit output or a file), locked for the whole rollout, fsync'ed, committed by
-// commitOutput (no replace of what appeared meanwhile), temporaries removed on a signal or exit.
+// previous geoedit output or a file), and run as an output job (lib/job/job.ts OutputJob: the
+// target's lock for the whole rollout, the stages in its temporary directory, removed on an error, a
+// signal or exit; the chosen stage fsync'ed and committed by OutputJob.commit: no replace of what
+// appeared meanwhile).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeoEditError } from '../errors';
 import { editCheckpoint, openCheckpoint, type CheckpointOptions } from '../checkpoint';
 import { editAdapters, type EditAdaptersOptions } from '../lora';
-import { inTempDir, onCleanup, sweepDeadTemps } from '../job/cleanup';
-import { commitOutput, syncTree } from '../job/job';
-import { acquireTargetLock } from '../job/lock';
-import { letSignalsIn, markPhase } from '../job/phase';
+import { runOutputJob, type OutputJob } from '../job/job';
+import { markPhase } from '../job/phase';
 import { checkOutputTarget, type InputFiles } from '../job/target';
 import { MANIFEST_FILE, loadSealedManifest, manifestText, parentRefOf, resealManifestFile, type Manifest } from './lineage';
 import {
@@ -169,8 +169,8 @@ async function editStage(o: RolloutOptions, adapter: boolean, st: Record<string,
   else await editCheckpoint({ base: o.base!, old: o.old!, new: o.new!, out: dir }, { ...common, ...st } as CheckpointOptions);
 }
 
-/** The chosen stage becomes the output: its manifest names the output's path and holds the rollout record, re-sealed; then fsync'ed and committed (commitOutput). */
-async function commitStage(stageDir: string, out: string, tmpRoot: string, record: RolloutRecord, force: boolean, existedAtStart: boolean): Promise<string> {
+/** The chosen stage becomes the output: its manifest names the output's path and holds the rollout record, re-sealed; then committed (OutputJob.commit: fsync'ed, renamed into place). */
+async function commitStage(job: OutputJob, stageDir: string, out: string, record: RolloutRecord): Promise<string> {
   const lm = loadSealedManifest(stageDir);
   const m = repath(lm.manifest, stageDir, out);
   const stageEvals = (m.evaluations as EvaluationEntry[] | undefined) ?? [];
@@ -181,15 +181,14 @@ async function commitStage(stageDir: string, out: string, tmpRoot: string, recor
   void _id;
   fs.writeFileSync(path.join(stageDir, MANIFEST_FILE), manifestText({ id, ...rest, evaluations: rebindEvaluations(stageEvals, id) }));
   markPhase('commit');
-  await syncTree(stageDir);
-  await letSignalsIn();
-  commitOutput(stageDir, out, force, existedAtStart, `${tmpRoot}.old`);
+  await job.commit(stageDir);
   return id;
 }
 
 /** Runs a staged rollout (see the file comment). Resolves with passed: false (and nothing at out) when the first stage fails. */
 export async function rollout(o: RolloutOptions): Promise<RolloutResult> {
-  const { adapter, out, stages, gates, label, evalBase } = planRollout(o);
+  const plan = planRollout(o);
+  const { adapter, out, gates, label, evalBase } = plan;
   // The baseline once, before any stage: the base's own evaluation by this scorer, else the base scored now.
   let baseline: Baseline | null = null;
   if (gates.some((g) => g.relative)) {
@@ -197,49 +196,35 @@ export async function rollout(o: RolloutOptions): Promise<RolloutResult> {
     const pseudo: Manifest = { parent: baseDir ? parentRefOf(baseDir, 'base') : null, inputs: o.base ? { base: { path: path.resolve(o.base) } } : {} };
     baseline = await findBaseline({ ...evalBase, ...(o.baseline !== undefined ? { baseline: o.baseline } : {}) }, pseudo, label);
   }
-  // The target's lock for the whole rollout (a second job on it: ERR_TARGET_BUSY), released on a signal or exit too.
-  const unlock = acquireTargetLock(out);
-  const release = onCleanup(unlock);
-  try {
-    sweepDeadTemps(out);
-    const existedAtStart = fs.lstatSync(out, { throwIfNoEntry: false }) !== undefined;
-    return await stagesInTemp(o, { adapter, out, stages, gates, label, evalBase }, baseline, existedAtStart);
-  } finally {
-    release();
-    unlock();
-  }
+  // An output job: the target's lock for the whole rollout (a second job on it: ERR_TARGET_BUSY), the stages in its temporary directory.
+  return runOutputJob({ kind: adapter ? 'adapter-edit' : 'checkpoint-edit', out, force: o.force === true, what: 'the rollout' }, (job) => runStages(o, plan, baseline, job));
 }
 
-/** Stages live in one temporary directory beside the target, removed on an error, a signal or exit (inTempDir) and at the end. */
-function stagesInTemp(o: RolloutOptions, { adapter, out, stages, gates, label, evalBase }: Plan, baseline: Baseline | null, existedAtStart: boolean): Promise<RolloutResult> {
-  return inTempDir(out, async (tmpRoot) => {
-    const records: StageRecord[] = [];
-    let chosen: { index: number; dir: string } | null = null;
-    let stoppedAt: number | null = null;
-    try {
-      for (let i = 0; i < stages.length && stoppedAt === null; i++) {
-        const st = stages[i]!;
-        const dir = path.join(tmpRoot, `stage-${i + 1}`);
-        const t0 = Date.now();
-        o.onStage?.({ index: i, total: stages.length, phase: 'edit', options: st });
-        await editStage(o, adapter, st, dir);
-        o.onStage?.({ index: i, total: stages.length, phase: 'evaluate', options: st });
-        const ev = await evaluate(dir, { ...evalBase, gates, ...(baseline ? { baseline } : {}), context: { rolloutStage: i + 1, stageOptions: st } });
-        records.push({ index: i, options: st, manifestId: ev.manifestId, metrics: ev.metrics, gates: ev.gates, passed: ev.passed, durationMs: Date.now() - t0 });
-        o.onStage?.({ index: i, total: stages.length, phase: ev.passed ? 'passed' : 'failed', options: st, evaluation: ev });
-        if (!ev.passed) {
-          stoppedAt = i;
-          fs.rmSync(dir, { recursive: true, force: true });
-        } else {
-          if (chosen) fs.rmSync(chosen.dir, { recursive: true, force: true });
-          chosen = { index: i, dir };
-        }
-      }
-      const record: RolloutRecord = { form: adapter ? 'adapter' : 'checkpoint', scorer: label, gates: gates.map((g) => g.expr), baseline, stages: records, chosen: chosen?.index ?? null, stoppedAt };
-      if (!chosen) return { ...record, passed: false, out: null, id: null };
-      return { ...record, passed: true, out, id: await commitStage(chosen.dir, out, tmpRoot, record, o.force === true, existedAtStart) };
-    } finally {
-      fs.rmSync(tmpRoot, { recursive: true, force: true });
+/** Each stage edited into the job's temporary directory and evaluated; the last that passed is committed, the others removed. */
+async function runStages(o: RolloutOptions, { adapter, out, stages, gates, label, evalBase }: Plan, baseline: Baseline | null, job: OutputJob): Promise<RolloutResult> {
+  const tmpRoot = job.tmp!;
+  const records: StageRecord[] = [];
+  let chosen: { index: number; dir: string } | null = null;
+  let stoppedAt: number | null = null;
+  for (let i = 0; i < stages.length && stoppedAt === null; i++) {
+    const st = stages[i]!;
+    const dir = path.join(tmpRoot, `stage-${i + 1}`);
+    const t0 = Date.now();
+    o.onStage?.({ index: i, total: stages.length, phase: 'edit', options: st });
+    await editStage(o, adapter, st, dir);
+    o.onStage?.({ index: i, total: stages.length, phase: 'evaluate', options: st });
+    const ev = await evaluate(dir, { ...evalBase, gates, ...(baseline ? { baseline } : {}), context: { rolloutStage: i + 1, stageOptions: st } });
+    records.push({ index: i, options: st, manifestId: ev.manifestId, metrics: ev.metrics, gates: ev.gates, passed: ev.passed, durationMs: Date.now() - t0 });
+    o.onStage?.({ index: i, total: stages.length, phase: ev.passed ? 'passed' : 'failed', options: st, evaluation: ev });
+    if (!ev.passed) {
+      stoppedAt = i;
+      fs.rmSync(dir, { recursive: true, force: true });
+    } else {
+      if (chosen) fs.rmSync(chosen.dir, { recursive: true, force: true });
+      chosen = { index: i, dir };
     }
-  });
+  }
+  const record: RolloutRecord = { form: adapter ? 'adapter' : 'checkpoint', scorer: label, gates: gates.map((g) => g.expr), baseline, stages: records, chosen: chosen?.index ?? null, stoppedAt };
+  if (!chosen) return { ...record, passed: false, out: null, id: null };
+  return { ...record, passed: true, out, id: await commitStage(job, chosen.dir, out, record) };
 }

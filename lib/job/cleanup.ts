@@ -108,22 +108,3 @@ export function onCleanup(c: Cleanup): () => void {
     if (live.size === 0) uninstall();
   };
 }
-
-/**
- * Runs work(tmp) in a fresh temporary directory beside `target`. On an error, a signal or exit the
- * directory is removed (a signal is then re-raised); on success it is left to the caller (who has
- * moved or removed what it holds). For jobs that commit by themselves (governance's rollout).
- */
-export async function inTempDir<T>(target: string, work: (tmp: string) => Promise<T>): Promise<T> {
-  const tmp = tempPathBeside(target);
-  const release = onCleanup(() => removeQuietly(tmp));
-  try {
-    fs.mkdirSync(tmp, { recursive: false });
-    return await work(tmp);
-  } catch (e) {
-    removeQuietly(tmp);
-    throw e;
-  } finally {
-    release();
-  }
-}

@@ -12,47 +12,41 @@ import { GeoEditError } from '../errors';
 import { readEnv } from '../env';
 import { native } from '../native';
 
+const CHUNK = 4 << 20;
+
+function readAt(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, 0, len, pos, (e, n) => (e ? reject(e) : resolve(n))));
+}
+
 /**
- * SHA-256 of a file, read in 4 MiB chunks off the event loop. An abort of `signal` throws ERR_ABORTED:
- * a digest of part of the file is never returned (it would be recorded, and cached, as the file's hash).
+ * SHA-256 of a file (the node:crypto path of hashInputs), in 4 MiB positional reads off the event
+ * loop. `at`: read through this open descriptor (the very file a job validated, even if its name was
+ * replaced since) the first `size` bytes, as the native hash does (a shorter file is ERR_IO); the
+ * descriptor is the caller's and stays open (positional reads only: nothing moves or closes it).
+ * Without it the file is opened here (and closed) and read to its end. An abort of `signal` throws
+ * ERR_ABORTED: a digest of part of the file is never returned (it would be recorded, and cached, as
+ * the file's hash).
  */
-export async function sha256File(file: string, signal?: AbortSignal): Promise<string> {
+export async function sha256File(file: string, signal?: AbortSignal, at?: { fd: number; size: number }): Promise<string> {
   const h = crypto.createHash('sha256');
-  const s = fs.createReadStream(file, { highWaterMark: 4 << 20 });
-  for await (const chunk of s) {
-    if (signal?.aborted) {
-      s.destroy();
-      throw new GeoEditError('ERR_ABORTED', `hashing ${file} was aborted`, { file });
-    }
-    h.update(chunk as Buffer);
-  }
-  return h.digest('hex');
-}
-
-/** SHA-256 of several files, one at a time (one core at most), as path → hex. */
-export async function sha256Files(files: Iterable<string>, signal?: AbortSignal): Promise<Map<string, string>> {
-  const m = new Map<string, string>();
-  for (const f of files) m.set(f, await sha256File(f, signal));
-  return m;
-}
-
-/** SHA-256 and size of a (small) file, synchronously. */
-export function sha256FileSync(p: string): { sha256: string; bytes: number } {
-  const h = crypto.createHash('sha256');
-  const fd = fs.openSync(p, 'r');
-  const buf = Buffer.alloc(1 << 20);
-  let bytes = 0;
+  const fd = at ? at.fd : fs.openSync(file, 'r');
+  const buf = Buffer.allocUnsafe(CHUNK);
   try {
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
+    for (let pos = 0; !at || pos < at.size;) {
+      if (signal?.aborted) throw new GeoEditError('ERR_ABORTED', `hashing ${file} was aborted`, { file });
+      const n = await readAt(fd, buf, at ? Math.min(CHUNK, at.size - pos) : CHUNK, pos);
+      if (n === 0) {
+        if (at) throw new GeoEditError('ERR_IO', `${file}: short read while hashing (${pos} of ${at.size} bytes): the file shrank`, { file });
+        break;
+      }
       h.update(buf.subarray(0, n));
-      bytes += n;
+      pos += n;
     }
   } finally {
-    fs.closeSync(fd);
+    if (!at) fs.closeSync(fd);
   }
-  return { sha256: h.digest('hex'), bytes };
+  if (signal?.aborted) throw new GeoEditError('ERR_ABORTED', `hashing ${file} was aborted`, { file });
+  return h.digest('hex');
 }
 
 // ---- input hashes: native, parallel, cached ------------------------------------------------------
@@ -124,9 +118,10 @@ const keyOf = (st: fs.BigIntStats) => `${st.dev}:${st.ino}`;
  * modification time match, else computed (natively, all files at once, while the caller's data pass
  * runs). Stops with the signal (the native hash checks it every MiB). `fds`: files already open
  * (path → fd), hashed through that descriptor (the very file the job reads, even if its name was
- * replaced meanwhile) and left open.
+ * replaced meanwhile) and left open; `stats`: their fstat from when they were opened (OpenInputs:
+ * not taken again).
  */
-export async function hashInputs(files: readonly string[], signal?: AbortSignal, fds?: ReadonlyMap<string, number>): Promise<InputHashes> {
+export async function hashInputs(files: readonly string[], signal?: AbortSignal, fds?: ReadonlyMap<string, number>, stats?: ReadonlyMap<string, fs.BigIntStats>): Promise<InputHashes> {
   const cacheFile = hashCacheFile();
   const cache = readCache(cacheFile);
   const started = Date.now();
@@ -135,7 +130,7 @@ export async function hashInputs(files: readonly string[], signal?: AbortSignal,
   const used: Record<string, CacheEntry> = {};
   for (const file of new Set(files)) {
     const given = fds?.get(file);
-    const st = given === undefined ? fs.statSync(file, { bigint: true }) : fs.fstatSync(given, { bigint: true });
+    const st = given === undefined ? fs.statSync(file, { bigint: true }) : stats?.get(file) ?? fs.fstatSync(given, { bigint: true });
     const e = cache.entries[keyOf(st)];
     if (e && e.size === String(st.size) && e.mtimeNs === String(st.mtimeNs)) {
       hashes.set(file, { sha256: e.sha256, source: 'cache' });
@@ -166,7 +161,11 @@ export async function hashInputs(files: readonly string[], signal?: AbortSignal,
     } else {
       provider = 'node:crypto';
       digests = [];
-      for (const m of misses) digests.push(await sha256File(m.file, signal));
+      // Through the caller's descriptor where there is one (never by name: the name may now be another file's).
+      for (const m of misses) {
+        const fd = fds?.get(m.file);
+        digests.push(await sha256File(m.file, signal, fd === undefined ? undefined : { fd, size: Number(m.st.size) }));
+      }
     }
     misses.forEach((m, i) => {
       hashes.set(m.file, { sha256: digests[i]!, source: 'computed' });

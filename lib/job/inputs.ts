@@ -21,6 +21,9 @@ export function inputReplaced(file: string, when: string, what = 'the edit'): Ge
 
 export class OpenInputs {
   private readonly fds = new Map<string, number>();
+  /** The fstat of each descriptor taken when it was opened (checked against the validated identity): the job's one look at
+   *  the open file's identity, size and mtime (hashInputs keys its cache by it; checkNotReplaced compares paths against it). */
+  private readonly st = new Map<string, fs.BigIntStats>();
 
   /** `what` names the job in the messages ('the edit', 'the adapter edit'…). */
   constructor(private readonly what = 'the edit') {}
@@ -31,8 +34,9 @@ export class OpenInputs {
     if (fd !== undefined) return fd;
     fd = fs.openSync(file, 'r');
     this.fds.set(file, fd);
-    const st = fs.fstatSync(fd);
-    if (id && (st.dev !== id.dev || st.ino !== id.ino)) throw inputReplaced(file, 'since its header was validated', this.what);
+    const st = fs.fstatSync(fd, { bigint: true });
+    this.st.set(file, st);
+    if (id && (st.dev !== BigInt(id.dev) || st.ino !== BigInt(id.ino))) throw inputReplaced(file, 'since its header was validated', this.what);
     return fd;
   }
 
@@ -41,20 +45,31 @@ export class OpenInputs {
     return this.fds;
   }
 
+  /** path -> the descriptor's fstat when it was opened (for hashInputs). */
+  get stats(): ReadonlyMap<string, fs.BigIntStats> {
+    return this.st;
+  }
+
   get(file: string): number | undefined {
     return this.fds.get(file);
   }
 
+  /** The open file's size when it was opened. */
+  size(file: string): number {
+    return Number(this.st.get(file)!.size);
+  }
+
   /** After the data pass: every path still names the file that was read (the manifest's hashes are of those files). */
   checkNotReplaced(): void {
-    for (const [f, fd] of this.fds) {
-      const a = fs.fstatSync(fd), b = statOrNull(f);
-      if (!b || a.dev !== b.dev || a.ino !== b.ino) throw inputReplaced(f, `during ${this.what}`, this.what);
+    for (const f of this.fds.keys()) {
+      const a = this.st.get(f)!, b = statOrNull(f);
+      if (!b || BigInt(b.dev) !== a.dev || BigInt(b.ino) !== a.ino) throw inputReplaced(f, `during ${this.what}`, this.what);
     }
   }
 
   close(): void {
     for (const fd of this.fds.values()) { try { fs.closeSync(fd); } catch { /* closed */ } }
     this.fds.clear();
+    this.st.clear();
   }
 }

@@ -24,6 +24,7 @@ import { forceRefusal } from './target';
 import { finalizeManifest, type CheckpointManifest, type ManifestKind } from './manifest';
 import { copySideFiles, type HardLinkedSideFile, type SkippedSideFile } from './side-files';
 import { sealManifest, type SealExtra, type SealInput } from '../governance/lineage';
+import { syncPath, writeDurable } from './atomic';
 
 export interface OutputJobSpec {
   kind: ManifestKind;
@@ -155,16 +156,31 @@ export class OutputJob {
       await this.writeReportTemp(this.spec.report, reportView ? reportView(m) : (m as unknown as CheckpointManifest));
     }
     markPhase('commit');
-    if (this.tmp) await syncTree(this.tmp, () => this.checkAborted());
-    // A signal received meanwhile is acted on now, before anything is renamed into place.
-    await letSignalsIn();
-    this.checkAborted();
-    if (this.tmp && this.spec.out) {
-      commitOutput(this.tmp, this.spec.out, this.spec.force === true, this.existedAtStart);
-      this.tmp = null;
+    if (this.tmp) await this.commit(this.tmp);
+    else {
+      await letSignalsIn();
+      this.checkAborted();
     }
     if (this.reportTmp && this.spec.report) this.commitReport(this.spec.report, this.spec.out !== null);
     return m;
+  }
+
+  /**
+   * The commit: `dir` (the temporary directory, or a directory inside it: governance's rollout
+   * commits its chosen stage, a finished output of its own) fsync'ed, a signal received meanwhile
+   * acted on, then renamed into place by commitOutput (a target there only with force, only if it
+   * was there when the job began; moved aside meanwhile as `<tmp>.old`, the name sweepDeadTemps
+   * restores). finish() commits this way; rollout calls it directly (no manifest of the job's own).
+   */
+  async commit(dir: string): Promise<void> {
+    if (!this.tmp || !this.spec.out) throw new GeoEditError('ERR_INTERNAL', `${this.spec.what}: no output directory to commit`);
+    await syncTree(dir, () => this.checkAborted());
+    // A signal received meanwhile is acted on now, before anything is renamed into place.
+    await letSignalsIn();
+    this.checkAborted();
+    commitOutput(dir, this.spec.out, this.spec.force === true, this.existedAtStart, `${this.tmp}.old`);
+    // Committed: the temporary directory is the output now, or (a directory inside it committed) the job's cleanup removes what is left.
+    if (dir === this.tmp) this.tmp = null;
   }
 
   /** Renders the report into a temporary file beside it (fsync'ed); a failure fails the job (nothing at the target). */
@@ -173,15 +189,8 @@ export class OutputJob {
       const html = renderReport(m);
       this.checkAborted();
       this.reportTmp = tempPathBeside(file);
-      // Created synchronously: a signal's cleanup (synchronous) then always finds the file it removes; an
-      // asynchronous open still in flight on the thread pool could create it after the cleanup ran.
-      const fd = fs.openSync(this.reportTmp, 'wx');
-      try {
-        await new Promise<void>((resolve, reject) => fs.writeFile(fd, html, (e) => (e ? reject(e) : resolve())));
-        await new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
-      } finally {
-        fs.closeSync(fd);
-      }
+      // written and fsync'ed now, renamed into place after the output's commit (commitReport); the job's cleanup removes it meanwhile
+      await writeDurable(this.reportTmp, html);
     } catch (e) {
       if (e instanceof GeoEditError && e.code === 'ERR_ABORTED') throw e;
       throw new GeoEditError('ERR_IO', `${file}: cannot write the report: ${(e as Error).message}`, { file });
@@ -257,9 +266,9 @@ function lstatOrNull(p: string): fs.Stats | null {
  * `force`, only if it was there when the job began, and only if --force may replace it (a previous
  * geoedit output or a regular file, checked again now): moved aside, the new output renamed in,
  * the old one removed. `aside`: where the old target waits meanwhile (a name sweepDeadTemps restores).
- * The caller holds the target's lock and has fsync'ed tmp (syncTree). Also governance's rollout.
+ * The caller holds the target's lock and has fsync'ed tmp (syncTree): OutputJob.commit.
  */
-export function commitOutput(tmp: string, out: string, force: boolean, existedAtStart: boolean, aside = `${tmp}.old`): void {
+function commitOutput(tmp: string, out: string, force: boolean, existedAtStart: boolean, aside = `${tmp}.old`): void {
   const exists = (e: unknown) => new GeoEditError('ERR_OUTPUT_EXISTS', `${out} appeared during the job; it is left as it is and nothing was written (${(e as Error).message ?? e})`, { file: out });
   if (!lstatOrNull(out)) {
     try {
@@ -282,11 +291,7 @@ export function commitOutput(tmp: string, out: string, force: boolean, existedAt
   removeQuietly(aside);
 }
 
-/** fsync of one file or directory (durability: the commit's rename must not land before the data). */
-export function syncPath(p: string): void {
-  const fd = fs.openSync(p, 'r');
-  try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
-}
+export { syncPath } from './atomic';
 
 /**
  * fsync of every file under dir, then of each directory (deepest first), before the rename into

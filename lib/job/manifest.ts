@@ -198,7 +198,8 @@ export interface AdapterReport {
 export interface AdapterManifest extends AdapterReport, ManifestEnvelope<'adapter-edit' | 'adapter-merge' | 'adapter-merge-part'> {
   outFormat: 'adapter' | 'full';
   timings: { totalMs: number };
-  inputs: Array<{ role: 'old' | 'new' | 'base'; path: string; sha256: string; bytes: number }>;
+  /** sha256 null: not hashed by this process (a part of a partitioned merge whose inputs another part hashes; the assembled manifest has every hash). */
+  inputs: Array<{ role: 'old' | 'new' | 'base'; path: string; sha256: string | null; bytes: number }>;
   outputs: Array<{ path: string; sha256: string; bytes: number }>;
   /** Per-row statistics, when perRow was asked for (never written to the file). */
   perRow?: Record<string, LoraStats>;

@@ -18,7 +18,7 @@ import {
   type AdapterPaths, type EditAdaptersOptions, type ModulePlan,
 } from './modules';
 import { buildAdapterOutput, writeAdapterFiles } from './adapter-out';
-import { mergeIntoBase } from './merge';
+import { mergeIntoBase, planMerge, shardReads } from './merge';
 import { adapterReportAsCheckpointManifest } from './report';
 import { checkPreserveFileOption, type PreserveFileOption } from '../preserve/option';
 import { planAdapterPreservation, validateAdapterStatistics, type AdapterPreservation } from '../preserve/adapters';
@@ -28,8 +28,8 @@ import { nativeParams, parseSize, resolveParams } from '../options';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { packageVersion } from '../job/versions';
-import { assignFiles, partitionKey, planId, resolvePart, type PartitionPlan, type PartRecord, type PartSpec } from '../partition/plan';
-import type { MergeLayout, MergeSelection } from './merge';
+import { assignFiles, hashAssignment, partitionKey, planId, resolvePart, type PartitionPlan, type PartRecord, type PartSpec } from '../partition/plan';
+import type { MergePlan } from './merge';
 import type { EditOptions } from '../types';
 
 /** Option preserve (the file form) taken out of the LoRA options: the modules get their statistics from the file. */
@@ -158,6 +158,8 @@ function checkMergeOptions(fmt: 'adapter' | 'full', own: EditAdaptersOptions): P
 interface AdapterJob {
   t0: number; paths: AdapterPaths; lora: LoraOptions; own: EditAdaptersOptions; fmt: 'adapter' | 'full';
   oa: PeftAdapter; na: PeftAdapter; base?: Checkpoint; plans: ModulePlan[]; out: string; report?: string;
+  /** The input files hashed for the manifest (the adapters' safetensors and the base's), and their records once hashed (sha256 null: hashed by another part). */
+  inputPaths: string[]; inputRecords: (hashes: ReadonlyMap<string, { sha256: string }>) => AdapterManifest['inputs'];
   inputs: AdapterManifest['inputs']; site: CallSite;
   pres: PreserveFileOption | null; presWarnings: string[];
   /** A partitioned merge (option part). */
@@ -198,37 +200,63 @@ async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
   const lineage = [{ role: 'base', dir: base.dir }, { role: 'new-adapter', dir: a.na.dir }, { role: 'old-adapter', dir: a.oa.dir }];
   const part = a.part;
   const maxShardSize = a.own.maxShardSize === undefined ? Infinity : parseSize(a.own.maxShardSize);
+  // Planned (every module and extra mapped and checked) before anything is read or written.
+  const mp = planMerge(base, a.plans, a.oa, a.na, a.lora, maxShardSize);
+  // A partitioned merge: the whole layout is planned; this part writes the shards assigned to it and hashes the inputs assigned to it.
+  const record = part ? mergePartRecord(a, mp, part) : null;
+  const mine = record ? record.plan.files.map((_, i) => i).filter((i) => record.plan.files[i]!.part === part!.index) : undefined;
   return runOutputJob({ kind: part ? 'adapter-merge-part' : 'adapter-merge', out: a.out, force: a.own.force === true, report: a.report, what: 'the adapter merge', lineage }, async (job: OutputJob) => {
+    // The input hashes beside the data pass (as checkpoint jobs hash), through the job's descriptors.
+    markPhase('hashing');
+    const stop = new AbortController();
+    const hashing = hashInputs(record ? record.hashed : a.inputPaths, stop.signal, a.inputFiles.map, a.inputFiles.stats);
+    hashing.catch(() => undefined);
     markPhase('data');
-    let record: Omit<PartRecord, 'files'> | null = null;
-    // A partitioned merge: the whole layout is planned; this part writes the shards assigned to it.
-    const select: MergeSelection | undefined = part ? { shards: (layout) => { record = mergePartRecord(a, layout, part); return layout.shards.map((_, i) => i).filter((i) => record!.plan.files[i]!.part === part.index); } } : undefined;
-    const res = await mergeIntoBase(job, base, a.plans, a.oa, a.na, a.lora, a.own, a.site, maxShardSize, select, a.inputFiles);
-    const hs = await sha256Files(res.files.map((f) => f.path), job.ctl);
+    let res: Awaited<ReturnType<typeof mergeIntoBase>>;
+    try {
+      res = await mergeIntoBase(job, base, mp, a.oa, a.na, a.lora, a.own, a.site, mine, a.inputFiles);
+    } catch (e) {
+      // the hash stops (its descriptors are closed after the job) before the error goes on
+      stop.abort();
+      await hashing.catch(() => undefined);
+      throw e;
+    }
+    // Hashed as written (res.hashes); read back only where the stream could not hash them.
+    const hs = res.hashes.size === res.files.length ? res.files.map((f) => res.hashes.get(f.name)!) : await sha256Files(res.files.map((f) => f.path), job.ctl);
+    a.inputs = a.inputRecords((await hashing).hashes);
     job.checkAborted();
     a.inputFiles.checkNotReplaced();
     const m = manifestOf(a, res.mods, res.extras, res.files.map((f, i) => ({ path: path.join(a.out, f.name), sha256: hs[i]!.sha256, bytes: hs[i]!.size })), res.perRow);
     if (part) m.kind = 'adapter-merge-part';
     // As the checkpoint pipeline does: the base directory's other files (config, tokenizer, ...) come along (a partitioned merge: with part 1).
     if (a.own.copyFiles !== false && base.kind !== 'file' && (!part || part.index === 1)) await job.copySideFiles(base.dir, new Set([...base.files.map((f) => f.path), base.index ?? '']));
-    if (record) m.partition = { ...(record as Omit<PartRecord, 'files'>), files: job.writtenFiles() };
-    // the seal takes the shards' hashes computed above instead of reading every shard again
+    if (record) m.partition = { ...record, files: job.writtenFiles() };
+    // the seal takes the shards' hashes (above) instead of reading every shard again
     const known = new Map(res.files.map((f, i) => [f.name, { size: hs[i]!.size, sha256: hs[i]!.sha256 }]));
     return job.finish(m, (x) => adapterReportAsCheckpointManifest(x, 'edit'), { known });
   });
 }
 
-/** A merged adapter's part record: the layout's shards assigned to parts (bytes balanced), the key every part shares. */
-function mergePartRecord(a: AdapterJob, layout: MergeLayout, part: PartSpec): Omit<PartRecord, 'files'> {
+/**
+ * A merged adapter's part record: the layout's shards assigned to parts (bytes balanced), the key
+ * every part shares, and the input files this part hashes (each by the first part that reads it:
+ * partition/plan.ts hashAssignment, as checkpoint parts do).
+ */
+function mergePartRecord(a: AdapterJob, mp: MergePlan, part: PartSpec): Omit<PartRecord, 'files'> {
+  const layout = mp.layout;
   const assign = assignFiles(layout.shards.map((sh) => ({ name: sh.name, bytes: sh.plan.size })), part.count);
   const plan: PartitionPlan = { files: layout.shards.map((sh, i) => ({ name: sh.name, size: sh.plan.size, tensors: sh.tensors, part: assign[i]! + 1 })), totalSize: layout.totalSize, index: layout.shards.length > 1 };
+  const readsOf = new Map<string, Set<number>>();
+  shardReads(a.base!, a.oa, a.na, mp).forEach((files, i) => {
+    for (const f of files) { let s = readsOf.get(f); if (!s) readsOf.set(f, (s = new Set())); s.add(assign[i]! + 1); }
+  });
   const stat = (f: string) => { const st = fs.statSync(f); return { path: f, size: st.size, mtimeMs: Math.floor(st.mtimeMs) }; };
   const identity = {
     version: packageVersion(), kind: 'adapter-merge', parameters: { ...parametersOf(a.lora), ...(a.pres ? { preserve: { file: a.pres.file, rho: a.pres.rho, mu: a.pres.mu } } : {}) }, options: { ...a.lora },
     inputs: [a.oa.modelPath, a.oa.configPath, a.na.modelPath, a.na.configPath, ...a.base!.files.map((f) => f.path), ...(a.base!.index ? [a.base!.index] : [])].map(stat),
     plan, count: part.count, job: { copyFiles: a.own.copyFiles !== false, maxShardSize: a.own.maxShardSize ?? null },
   };
-  return { index: part.index, count: part.count, source: part.source, key: partitionKey(identity), planId: planId(plan), plan, hashed: a.inputs.map((i) => i.path), host: os.hostname() };
+  return { index: part.index, count: part.count, source: part.source, key: partitionKey(identity), planId: planId(plan), plan, hashed: hashAssignment(a.inputPaths, readsOf, part.index), host: os.hostname() };
 }
 
 /**
@@ -264,15 +292,20 @@ export async function editAdapters(paths: AdapterPaths, options?: EditAdaptersOp
   const ap = await attachPreservation(pres, plans, lora, base, presWarnings, site);
   const inputs = openAdapterInputs(fmt === 'adapter' ? 'the adapter edit' : 'the adapter merge', oa, na, base, ap);
   try {
-    markPhase('hashing');
-    // Through the descriptors the data pass reads (the very files validated), as checkpoint jobs hash.
-    const files = [oa.modelPath, na.modelPath, ...(base ? base.files.map((f) => f.path) : [])];
-    const hs = (await hashInputs(files, undefined, inputs.map)).hashes;
-    const rec = (role: 'base' | 'old' | 'new', f: string) => ({ role, path: f, sha256: hs.get(f)!.sha256, bytes: fs.fstatSync(inputs.get(f)!).size });
-    const a: AdapterJob = {
-      t0, paths, lora, own, fmt, oa, na, base, plans, out, report, site, pres, presWarnings, part, inputFiles: inputs,
-      inputs: [rec('old', oa.modelPath), rec('new', na.modelPath), ...(base ? base.files.map((f) => rec('base', f.path)) : [])],
+    const inputPaths = [oa.modelPath, na.modelPath, ...(base ? base.files.map((f) => f.path) : [])];
+    const inputRecords = (hs: ReadonlyMap<string, { sha256: string }>): AdapterManifest['inputs'] => {
+      const rec = (role: 'base' | 'old' | 'new', f: string) => ({ role, path: f, sha256: hs.get(f)?.sha256 ?? null, bytes: inputs.size(f) });
+      return [rec('old', oa.modelPath), rec('new', na.modelPath), ...(base ? base.files.map((f) => rec('base', f.path)) : [])];
     };
+    const a: AdapterJob = {
+      t0, paths, lora, own, fmt, oa, na, base, plans, out, report, site, pres, presWarnings, part, inputFiles: inputs, inputPaths, inputRecords, inputs: [],
+    };
+    if (fmt === 'adapter') {
+      // The adapters are read whole before the job (the output's factors): hashed first, through the
+      // descriptors the data pass reads (the very files validated). A merge hashes beside its data pass.
+      markPhase('hashing');
+      a.inputs = inputRecords((await hashInputs(inputPaths, undefined, inputs.map, inputs.stats)).hashes);
+    }
     return await (fmt === 'adapter' ? writeAdapter(a) : writeMerged(a));
   } finally {
     inputs.release();

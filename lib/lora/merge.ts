@@ -8,7 +8,7 @@
 // is edited whole). The job's ctl block carries cancel and progress.
 import * as fs from 'node:fs';
 import { GeoEditError } from '../errors';
-import { native, type CallSite, type NativeResult, type NativeStreamTask } from '../native';
+import { native, type CallSite, type NativeOutputHash, type NativeResult, type NativeStreamTask } from '../native';
 import { nativeParams, resolveParams } from '../options';
 import { planSafetensors, EDITABLE_ST_DTYPES, ST_DTYPE_SIZE, type SafetensorsPlan, type SafetensorsTensorInfo } from '../safetensors';
 import { loraStatsOf, type LoraOptions, type LoraStats, type PreparedLora } from '../lora-math';
@@ -19,6 +19,7 @@ import type { Checkpoint, CheckpointTensor } from '../checkpoint/open';
 import type { DType } from '../types';
 import type { PeftAdapter } from './peft';
 import { shardNames } from '../checkpoint/plan';
+import { finishOutputHashes, hashAsWritten } from '../checkpoint/stream';
 import { moduleReport, prepareModule, type EditAdaptersOptions, type ModulePlan } from './modules';
 
 interface MergeJob { mp: ModulePlan; transposed: boolean }
@@ -28,6 +29,12 @@ export interface MergeResult {
   mods: AdapterModuleReport[]; extras: AdapterReport['extras']; perRow: Record<string, LoraStats>;
   /** The files written (shards; inside the job's temporary directory). */
   files: Array<{ name: string; path: string }>;
+  /**
+   * Each shard's size and SHA-256, taken as the stream wrote it (native outputHash, as checkpoint
+   * shards are: lib/checkpoint/stream.ts), for the manifest and the seal's `known`. Empty when native
+   * SHA-256 is unavailable or GEOEDIT_STREAM_HASH=0: the files are then read back.
+   */
+  hashes: Map<string, { size: number; sha256: string }>;
   /** The whole output's layout (every shard, also those another part writes). */
   layout: MergeLayout;
 }
@@ -39,8 +46,15 @@ export interface MergeLayout {
   totalSize: number;
 }
 
-/** Which shards this process writes (a partitioned merge: docs/partitioned.md); absent: all. */
-export interface MergeSelection { shards: (layout: MergeLayout) => number[] }
+/** What a merge writes, planned before anything is read or written (a pure function of the inputs and options). */
+export interface MergePlan {
+  /** Base tensor name → its LoRA module. */
+  jobs: Map<string, MergeJob>;
+  /** Output tensor name → the new adapter's non-LoRA tensor written there. */
+  extraOut: Map<string, ExtraOut>;
+  extras: AdapterReport['extras'];
+  layout: MergeLayout;
+}
 
 /** Default bytes per block of an adapted tensor (the TS path used ~16 MiB of base rows). */
 const BLOCK_BYTES = 16 << 20;
@@ -152,21 +166,47 @@ function blockBytesOf(tasks: Array<{ bt: CheckpointTensor; outDtype: DType | und
   return blockRows * widest;
 }
 
-/** Writes the merged model into the job (model.safetensors); every check happens before the first byte. */
-export async function mergeIntoBase(
-  job: OutputJob, ck: Checkpoint, plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions, own: EditAdaptersOptions, site: CallSite,
-  maxShardSize = Infinity, select?: MergeSelection, inputs?: OpenInputs,
-): Promise<MergeResult> {
-  const outDtype = (lora as { outDtype?: DType }).outDtype;
+/** Maps modules and extras to the base's tensors (every check of shapes and dtypes) and lays the output out in shards of at most maxShardSize bytes. */
+export function planMerge(ck: Checkpoint, plans: ModulePlan[], oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions, maxShardSize = Infinity): MergePlan {
   const jobs = mapModules(ck, plans, oa);
   const { extraOut, extras } = mapExtras(ck, oa, na, jobs);
-  const layout = layoutOf(ck, jobs, extraOut, outDtype, maxShardSize);
-  const mine = select ? select.shards(layout) : layout.shards.map((_, i) => i);
-  const mineTensors = new Set(mine.flatMap((i) => layout.shards[i]!.tensors));
+  return { jobs, extraOut, extras, layout: layoutOf(ck, jobs, extraOut, (lora as { outDtype?: DType }).outDtype, maxShardSize) };
+}
+
+/** The input files each shard's tensors are read from (base shards, and the adapters for modules and extras). */
+export function shardReads(ck: Checkpoint, oa: PeftAdapter, na: PeftAdapter, mp: MergePlan): Array<Set<string>> {
+  return mp.layout.shards.map((sh) => {
+    const files = new Set<string>();
+    for (const name of sh.tensors) {
+      const ex = mp.extraOut.get(name), j = mp.jobs.get(name);
+      if (ex) { files.add(na.modelPath); continue; }
+      files.add(ck.byName.get(name)!.file);
+      if (j?.mp.o) files.add(oa.modelPath);
+      if (j?.mp.n) files.add(na.modelPath);
+    }
+    return files;
+  });
+}
+
+/**
+ * Writes the merged model into the job (model.safetensors, or the shards of `mp.layout` and their
+ * index); `mine`: only these shards (a partitioned merge: docs/partitioned.md; no index then). Every
+ * check happens before the first byte.
+ */
+export async function mergeIntoBase(
+  job: OutputJob, ck: Checkpoint, mp: MergePlan, oa: PeftAdapter, na: PeftAdapter, lora: LoraOptions, own: EditAdaptersOptions, site: CallSite,
+  mine?: number[], inputs?: OpenInputs,
+): Promise<MergeResult> {
+  const outDtype = (lora as { outDtype?: DType }).outDtype;
+  const { jobs, extraOut, extras, layout } = mp;
+  const written = mine ?? layout.shards.map((_, i) => i);
+  const mineTensors = new Set(written.flatMap((i) => layout.shards[i]!.tensors));
   // The factors of every module written here, checked and in the core's form, before anything is written.
   const preps = new Map<string, PreparedLora>();
   for (const [name, j] of jobs) { if (!mineTensors.has(name)) continue; job.checkAborted(); preps.set(name, await prepareModule(j.mp, oa, na, lora)); }
-  const res: MergeResult = { mods: [], extras, perRow: {}, files: [], layout };
+  const res: MergeResult = { mods: [], extras, perRow: {}, files: [], hashes: new Map(), layout };
+  const hashed = hashAsWritten();
+  const outHashes: NativeOutputHash[] = [];
   // The inputs through the job's descriptors (checked against the files validated); without them, opened here.
   const ins = inputs ?? new OpenInputs('the adapter merge');
   const fdOf = (file: string) => ins.open(file);
@@ -174,7 +214,7 @@ export async function mergeIntoBase(
   try {
     const tasks: NativeStreamTask[] = [];
     const adapted: Array<{ k: number; bt: CheckpointTensor; j: MergeJob; prep: PreparedLora; outDtype: DType | undefined }> = [];
-    for (const si of mine) {
+    for (const si of written) {
       const { name, plan } = layout.shards[si]!;
       const file = job.path(name);
       const outFd = fs.openSync(file, 'wx');
@@ -182,6 +222,7 @@ export async function mergeIntoBase(
       res.files.push({ name, path: file });
       fs.ftruncateSync(outFd, plan.size);
       fs.writeSync(outFd, plan.header, 0, plan.header.length, 0);
+      const first = tasks.length;
       for (const e of plan.entries) {
         const bt = ck.byName.get(e.name), ex = extraOut.get(e.name), j = jobs.get(e.name);
         const at = plan.dataOffset + e.begin;
@@ -192,6 +233,12 @@ export async function mergeIntoBase(
           adapted.push({ k: tasks.length, bt: bt!, j, prep, outDtype });
           tasks.push(loraTask(bt!, j, prep, fdOf(bt!.file), outFd, at, outDtype));
         }
+      }
+      if (hashed) {
+        // The shard's SHA-256 as it is written: the header, then every block its tasks write.
+        const h = native.outputHash(plan.header);
+        outHashes.push(h);
+        for (let k = first; k < tasks.length; k++) tasks[k]!.outHash = h;
       }
     }
     const params = nativeParams(adapted[0]?.prep.params ?? resolveParams(lora));
@@ -208,7 +255,8 @@ export async function mergeIntoBase(
     for (const fd of outFds) fs.closeSync(fd);
     if (!inputs) ins.close();
   }
-  if (layout.shards.length > 1 && !select) writeMergeIndex(job.path('model.safetensors.index.json'), layout);
+  if (hashed) res.hashes = (await finishOutputHashes(job, res.files.map((f) => f.name), outHashes, site)).hashes;
+  if (layout.shards.length > 1 && !mine) writeMergeIndex(job.path('model.safetensors.index.json'), layout);
   return res;
 }
 

@@ -216,9 +216,23 @@ function adapterManifest(parts: LoadedPart[], out: string, rec: AssembledRecord,
   const mods = ms.flatMap((m) => m.modules).sort((a, b) => (order.get(a.baseTensor ?? '') ?? 0) - (order.get(b.baseTensor ?? '') ?? 0) || (a.name < b.name ? -1 : 1));
   const { outputs: _o, partition: _p, id: _i, lineageVersion: _l, outputFiles: _f, parent: _pa, inputManifests: _im, ...rest } = first as AdapterManifest & LineageFields;
   void _o; void _p; void _i; void _l; void _f; void _pa; void _im;
+  // Each input's hash from the part that hashed it (each part hashes the inputs assigned to it: lib/partition/plan.ts hashAssignment).
+  const inputs = first.inputs.map((i) => ({ ...i }));
+  const from = new Map<number, LoadedPart>();
+  inputs.forEach((i, k) => { if (i.sha256) from.set(k, parts[0]!); });
   for (const p of parts.slice(1)) {
-    const x = p.m as AdapterManifest;
-    if (canonicalJson(x.inputs) !== canonicalJson(first.inputs)) throw new GeoEditError('ERR_PART_FOREIGN', `the part ${label(p)} read other inputs than ${label(parts[0]!)} (the SHA-256 of an input differs): an input changed between the parts`, { part: p.dir, other: parts[0]!.dir });
+    const x = (p.m as AdapterManifest).inputs;
+    const same = x.length === inputs.length && x.every((g, k) => g.role === inputs[k]!.role && g.path === inputs[k]!.path && g.bytes === inputs[k]!.bytes);
+    if (!same) throw new GeoEditError('ERR_PART_FOREIGN', `the part ${label(p)} read other inputs than ${label(parts[0]!)}: an input changed between the parts`, { part: p.dir, other: parts[0]!.dir });
+    x.forEach((g, k) => {
+      const f = inputs[k]!;
+      if (!g.sha256) return;
+      if (f.sha256 && f.sha256 !== g.sha256) {
+        const o = from.get(k)!;
+        throw new GeoEditError('ERR_PART_FOREIGN', `the input ${f.path} changed between the parts: ${label(o)} read SHA-256 ${f.sha256}, ${label(p)} read ${g.sha256}`, { part: p.dir, other: o.dir, file: f.path });
+      }
+      if (!f.sha256) { f.sha256 = g.sha256; from.set(k, p); }
+    });
   }
   const plan = parts[0]!.rec.plan;
   const outputs = plan.files.map((f) => {
@@ -226,7 +240,7 @@ function adapterManifest(parts: LoadedPart[], out: string, rec: AssembledRecord,
     const h = p.hashes.get(f.name)!;
     return { path: path.join(out, f.name), sha256: h.sha256, bytes: h.size };
   });
-  const m = { ...rest, kind: 'adapter-merge', createdAt: new Date().toISOString(), modules: mods, timings: { totalMs: Math.max(...ms.map((x) => x.timings.totalMs)) + (Date.now() - t0) }, outputs } as AdapterManifest;
+  const m = { ...rest, kind: 'adapter-merge', createdAt: new Date().toISOString(), inputs, modules: mods, timings: { totalMs: Math.max(...ms.map((x) => x.timings.totalMs)) + (Date.now() - t0) }, outputs } as AdapterManifest;
   m.partition = rec;
   return m;
 }

@@ -153,7 +153,7 @@ export interface PartRecord {
   plan: PartitionPlan;
   /** The files this part wrote (its shards, and with part 1 the base directory's other files). */
   files: string[];
-  /** The input files this part hashed (the ones it read; part 1 also those no part reads). */
+  /** The input files this part hashed: each input is hashed by the first part that reads it; part 1 also hashes those no part reads (hashAssignment). */
   hashed: string[];
   host: string;
 }
@@ -194,11 +194,16 @@ export function partitionKey(k: { version: string; kind: string; parameters: unk
   return sha256Hex(canonicalJson(k));
 }
 
-/** The 1-based parts that read each input file (readers: per output file's tensors, the files they read). */
-export function hashAssignment(inputFiles: readonly string[], readsOf: ReadonlyMap<string, ReadonlySet<number>>, always: ReadonlySet<string>, part: number): string[] {
+/**
+ * The input files part `part` hashes: each file by one part only, the first (lowest-numbered) that
+ * reads it (`readsOf`: per input file, the 1-based parts whose output files' tensors read it); part 1
+ * also hashes the files no part reads (index files, a coefficients file, a file none of the output's
+ * tensors come from). So every input is hashed once across the parts, and the assembled manifest has
+ * each hash (docs/partitioned.md).
+ */
+export function hashAssignment(inputFiles: readonly string[], readsOf: ReadonlyMap<string, ReadonlySet<number>>, part: number): string[] {
   return inputFiles.filter((f) => {
-    if (always.has(f)) return true;
     const r = readsOf.get(f);
-    return r && r.size ? r.has(part) : part === 1;
+    return (r && r.size ? Math.min(...r) : 1) === part;
   });
 }

@@ -19,6 +19,7 @@
 #include "../cpu/preserve_la.h"
 #include "common.h"
 #include "geoedit/cuda.h"
+#include "core/blas.h"
 #include "core/pool.h"
 
 namespace geoedit_binding {
@@ -68,9 +69,11 @@ geoedit::BlasChoice blas_choice_of(Napi::Object o, const char* key) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined() || v.IsNull()) return geoedit::BlasChoice::Default;
   const std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string("(not a string)");
-  if (s == "auto") return geoedit::BlasChoice::Auto;
   if (s == "eigen") return geoedit::BlasChoice::Eigen;
-  if (s == "openblas") return geoedit::BlasChoice::OpenBlas;
+  if (s == "auto" || s == "openblas") {
+    geoedit::openblas_info();  // loaded here, on the JS thread, if registration did not (GEOEDIT_BLAS=eigen): see register_preserve
+    return s == "auto" ? geoedit::BlasChoice::Auto : geoedit::BlasChoice::OpenBlas;
+  }
   geoedit::ErrorDetails d;
   d.option = key;
   throw make_error(o.Env(), "ERR_INVALID_OPTION", std::string("Expected 'auto', 'eigen' or 'openblas' for ") + key + " but received " + s, d);
@@ -268,6 +271,13 @@ Napi::Value CudaPreserveStatus(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void register_preserve(Napi::Env env, Napi::Object exports) {
+  // OpenBLAS is loaded here, on the JS thread while the addon registers (before any job's threads
+  // run), unless GEOEDIT_BLAS=eigen: its load sets OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS around
+  // dlopen (core/blas.h), and setenv must not run while another thread may read the environment (it
+  // did on a worker thread, at a job's first preserved operator). A per-operator blas: 'auto' or
+  // 'openblas' under GEOEDIT_BLAS=eigen loads it when the spec is read, on the JS thread too
+  // (blas_choice_of). Without libopenblas this records why and Eigen runs.
+  if (geoedit::blas_choice_from_env() != geoedit::BlasChoice::Eigen) geoedit::openblas_info();
   exports.Set("cudaPreserveStatus", Napi::Function::New(env, CudaPreserveStatus, "cudaPreserveStatus"));
   exports.Set("_preserveBench", Napi::Function::New(env, PreserveBench, "_preserveBench"));
 }

@@ -16,7 +16,10 @@
 // older than the CPU (Debian 12's 0.3.21 on Emerald Rapids) falls back to its Prescott (SSE3) kernels,
 // about 8x slower; so the load sets OPENBLAS_CORETYPE from our own feature detection (SkylakeX with
 // AVX-512, Haswell with AVX2 + FMA) and OPENBLAS_NUM_THREADS=1, each only when the user has not set
-// it, and removes them again right after dlopen (the load happens once, on first use).
+// it, and removes them again right after dlopen (the load happens once, at the first openblas_info()).
+// setenv/unsetenv are not thread-safe against a getenv on another thread, so that first call must be
+// made where no other thread reads the environment: the addon makes it on the JS thread when it
+// registers (native/binding/preserve.cc register_preserve), the plain C++ tests on their main thread.
 //
 // Determinism: OpenBLAS is set to one thread when loaded (openblas_set_num_threads(1)) and every
 // call runs on one of our pool's threads, on fixed shapes (row tiles of the GEMM fixed by the group's size,
@@ -47,7 +50,7 @@ struct OpenBlasInfo {
   bool ilp64 = false;    // libopenblas64_ (64-bit integers)
 };
 
-// Loads once (thread-safe); never throws.
+// Loads once (thread-safe, but see above: the first call sets environment variables); never throws.
 const OpenBlasInfo& openblas_info();
 
 // GEOEDIT_BLAS, read once: Auto unless set to eigen / openblas. An unknown value is an error

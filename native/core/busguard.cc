@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
@@ -74,6 +75,37 @@ Slot* claim(const void* p, size_t len) {
 void release(Slot* s) {
   s->lo.store(0, std::memory_order_release);
   s->hi.store(0, std::memory_order_release);
+}
+
+const char* GuardedMap::map(int fd, uint64_t off, size_t len, bool populate, bool sequential) {
+  release();
+  if (len == 0) return nullptr;
+  install();
+  static const uint64_t page = uint64_t(sysconf(_SC_PAGESIZE));
+  const uint64_t start = off & ~(page - 1);
+  const size_t maplen = size_t(off - start) + len;
+  void* m = ::mmap(nullptr, maplen, PROT_READ, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, off_t(start));
+  if (m == MAP_FAILED) return nullptr;
+  Slot* s = claim(m, maplen);
+  if (!s) {
+    ::munmap(m, maplen);
+    return nullptr;
+  }
+  if (sequential) ::madvise(m, maplen, MADV_SEQUENTIAL);  // a hint: failures ignored
+  map_ = m;
+  len_ = maplen;
+  slot_ = s;
+  static const bool kTruncateMapped = std::getenv("GEOEDIT_TEST_TRUNCATE_MAPPED") != nullptr;  // tests only
+  if (kTruncateMapped && ::ftruncate(fd, off_t(start)) != 0) {}
+  return static_cast<const char*>(m) + (off - start);
+}
+
+void GuardedMap::release() {
+  if (slot_) bus::release(slot_);
+  if (map_) ::munmap(map_, len_);
+  map_ = nullptr;
+  len_ = 0;
+  slot_ = nullptr;
 }
 
 }  // namespace bus

@@ -1,5 +1,5 @@
-// A SIGBUS guard for mapped windows of input files (issue 14 class 6a), shared by the stream
-// (core/stream.cc) and the file hash (core/hash.cc).
+// A SIGBUS guard for mapped windows of input files (issue 14 class 6a), and the one guarded window
+// (GuardedMap) that the stream (core/stream.cc) and the file hash (core/hash.cc) both map inputs with.
 // A mapped input that another process truncates (or rewrites through O_TRUNC) makes any read of
 // the pages past the new end raise SIGBUS, in whichever thread reads them: the core's pool threads
 // read mapped blocks directly. A sigsetjmp/siglongjmp guard would have to jump out of the middle
@@ -29,6 +29,32 @@ void install();
 // A slot for [p, p + len), or nullptr when all are taken (the caller then reads with pread).
 Slot* claim(const void* p, size_t len);
 void release(Slot* s);
+
+// A read-only window [off, off + len) of a file, mapped (MAP_SHARED) and registered with the guard.
+// map() returns the window's first byte, or nullptr where it cannot be mapped (mmap failed: a pipe, a
+// file system without mmap) or every guard slot is taken (hundreds of concurrent windows): the caller
+// reads those bytes with pread instead. After reading the window, faulted() says whether a read hit
+// pages past the file's end (it shrank under the mapping): the bytes read are then zeros, not the
+// file's, and the caller must fail (ERR_IO naming the file). One window at a time; map() releases the
+// previous one. GEOEDIT_TEST_TRUNCATE_MAPPED (tests only) shrinks the file right after each map, the
+// one moment a real truncation cannot be timed from outside.
+class GuardedMap {
+ public:
+  GuardedMap() = default;
+  GuardedMap(const GuardedMap&) = delete;
+  GuardedMap& operator=(const GuardedMap&) = delete;
+  ~GuardedMap() { release(); }
+  // populate: fill the page tables in one call (MAP_POPULATE: a window read once, in full, at once);
+  // sequential: madvise(MADV_SEQUENTIAL) (read-ahead for a window read front to back by several threads).
+  const char* map(int fd, uint64_t off, size_t len, bool populate, bool sequential);
+  bool faulted() const { return slot_ && slot_->hit.load(std::memory_order_acquire) != 0; }
+  void release();
+
+ private:
+  void* map_ = nullptr;
+  size_t len_ = 0;
+  Slot* slot_ = nullptr;
+};
 
 }  // namespace bus
 }  // namespace geoedit

@@ -2,7 +2,6 @@
 #include "hash.h"
 
 #include <dlfcn.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,39 +73,50 @@ const Evp& evp() {
 // hash_files reads each file through mapped windows of this size (hashed in place, no copy into a
 // buffer: on the development VM the pread copy was ~8 % of a default edit's CPU time). The window's
 // page tables are filled in one call (MAP_POPULATE) rather than fault by fault. A file that shrinks
-// while a window is mapped raises SIGBUS in the hashing thread: the guard (busguard.h) maps zeros
-// over the rest of the window and the window is then refused (ERR_IO). GEOEDIT_HASH_IO=pread: never map.
+// while a window is mapped raises SIGBUS in the hashing thread: the guard (busguard.h GuardedMap)
+// maps zeros over the rest of the window and the window is then refused (ERR_IO). A window that
+// cannot be mapped is read with pread (hash_pread).
 constexpr size_t kMapWindow = size_t(16) << 20;
-const bool kMapHash = [] {
-  const char* e = std::getenv("GEOEDIT_HASH_IO");
-  return !(e && std::strcmp(e, "pread") == 0);
-}();
 
-// [off, off + len) of f into h through a mapping; false where it cannot be mapped (the caller preads).
+// [off, off + len) of f into h through a guarded mapping; false where it cannot be mapped.
 bool hash_mapped(const HashFile& f, uint64_t off, size_t len, Sha256& h) {
-  static const size_t page = size_t(sysconf(_SC_PAGESIZE));
-  const uint64_t start = off & ~uint64_t(page - 1);
-  const size_t maplen = size_t(off - start) + len;
-  void* m = ::mmap(nullptr, maplen, PROT_READ, MAP_SHARED | MAP_POPULATE, f.fd, off_t(start));
-  if (m == MAP_FAILED) return false;
-  bus::install();
-  bus::Slot* slot = bus::claim(m, maplen);
-  if (!slot) {
-    ::munmap(m, maplen);
-    return false;
-  }
-  static const bool kTruncateMapped = std::getenv("GEOEDIT_TEST_TRUNCATE_MAPPED") != nullptr;  // tests only
-  if (kTruncateMapped && ::ftruncate(f.fd, off_t(start)) != 0) {}
-  struct Unmap {
-    void* m;
-    size_t n;
-    bus::Slot* s;
-    ~Unmap() { bus::release(s); ::munmap(m, n); }
-  } unmap{m, maplen, slot};
-  h.update(static_cast<const char*>(m) + (off - start), len);
-  if (slot->hit.load(std::memory_order_acquire))
+  bus::GuardedMap w;
+  const char* p = w.map(f.fd, off, len, true, false);
+  if (!p) return false;
+  h.update(p, len);
+  if (w.faulted())
     throw Error(ErrorCode::Io, f.path + ": the file shrank while being hashed (truncated by another process?)", file_details(f.path));
   return true;
+}
+
+bool cancelled(const double* cancel) {
+  if (!cancel) return false;
+  double c;
+  __atomic_load(cancel, &c, __ATOMIC_RELAXED);
+  return c != 0;
+}
+
+// [off, end) of fd into h with pread, 1 MiB pieces (they stay in L2 between the read and the hash)
+// into buf (allocated on first use). Error(Io) naming path on a failed or short read; Error(Aborted)
+// when *cancel becomes non-zero. The bytes hashed: end - off.
+constexpr size_t kPiece = size_t(1) << 20;
+uint64_t hash_pread(int fd, uint64_t off, uint64_t end, Sha256& h, const std::string& path, const double* cancel,
+                    std::unique_ptr<char[]>& buf) {
+  const uint64_t from = off;
+  if (off < end && !buf) buf.reset(new char[kPiece]);
+  while (off < end) {
+    if (cancelled(cancel)) throw Error(ErrorCode::Aborted, "aborted while hashing " + path, file_details(path));
+    const size_t want = size_t(std::min<uint64_t>(kPiece, end - off));
+    const ssize_t r = ::pread(fd, buf.get(), want, off_t(off));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw Error(ErrorCode::Io, path + ": read failed while hashing: " + std::strerror(errno), file_details(path));
+    }
+    if (r == 0) throw Error(ErrorCode::Io, path + ": unexpected end of file while hashing (was it truncated?)", file_details(path));
+    h.update(buf.get(), size_t(r));
+    off += uint64_t(r);
+  }
+  return off - from;
 }
 
 }  // namespace
@@ -157,14 +167,7 @@ std::vector<HashResult> hash_files(const std::vector<HashFile>& files, int threa
   bool failed = false;
   size_t err_index = 0;
   std::unique_ptr<Error> err;
-  auto cancelled = [&]() {
-    if (!cancel) return false;
-    double c;
-    __atomic_load(cancel, &c, __ATOMIC_RELAXED);
-    return c != 0;
-  };
   auto worker = [&]() {
-    constexpr size_t kPiece = size_t(1) << 20;  // pread pieces: stay in L2 between the read and the hash
     std::unique_ptr<char[]> buf;
     for (;;) {
       size_t i;
@@ -182,25 +185,12 @@ std::vector<HashResult> hash_files(const std::vector<HashFile>& files, int threa
         const bool regular = ::fstat(f.fd, &st) == 0 && S_ISREG(st.st_mode);
         if (regular && uint64_t(st.st_size) < f.size)
           throw Error(ErrorCode::Io, f.path + ": unexpected end of file while hashing (was it truncated?)", file_details(f.path));
-        uint64_t off = 0;
-        while (off < f.size) {
-          if (cancelled()) throw Error(ErrorCode::Aborted, "aborted while hashing " + f.path, file_details(f.path));
+        for (uint64_t off = 0; off < f.size;) {
+          if (cancelled(cancel)) throw Error(ErrorCode::Aborted, "aborted while hashing " + f.path, file_details(f.path));
           // A window mapped (the page-cache pages hashed in place: no copy into a buffer), else pread.
           const size_t win = size_t(std::min<uint64_t>(kMapWindow, f.size - off));
-          if (regular && kMapHash && hash_mapped(f, off, win, h)) {
-            off += win;
-            continue;
-          }
-          if (!buf) buf.reset(new char[kPiece]);
-          const size_t want = size_t(std::min<uint64_t>(kPiece, f.size - off));
-          const ssize_t r = ::pread(f.fd, buf.get(), want, off_t(off));
-          if (r < 0) {
-            if (errno == EINTR) continue;
-            throw Error(ErrorCode::Io, f.path + ": read failed while hashing: " + std::strerror(errno), file_details(f.path));
-          }
-          if (r == 0) throw Error(ErrorCode::Io, f.path + ": unexpected end of file while hashing (was it truncated?)", file_details(f.path));
-          h.update(buf.get(), size_t(r));
-          off += uint64_t(r);
+          if (!(regular && hash_mapped(f, off, win, h))) hash_pread(f.fd, off, off + win, h, f.path, cancel, buf);
+          off += win;
         }
         out[i].sha256 = h.hex();
         out[i].seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -231,20 +221,32 @@ uint64_t OrderedHash::ticket() {
 bool OrderedHash::feed(uint64_t t, uint64_t off, const char* p, size_t n, size_t count, uint64_t stride) {
   std::unique_lock<std::mutex> l(m_);
   cv_.wait(l, [&] { return served_ == t; });
+  // This ticket's turn: until served_ moves on, no other feed, skip or finish touches the digest or
+  // the frontier, so they are hashed without the lock (ticket(), taken by the writers issuing the next
+  // blocks, never waits for a SHA-256 update).
   bool all = !failed_ && !finished_;
+  uint64_t frontier = frontier_;
+  l.unlock();
+  if (on_feed_unlocked) on_feed_unlocked();
+  bool failed = false;
+  uint64_t hashed = 0;
   for (size_t k = 0; all && k < count; ++k) {
     const uint64_t at = off + uint64_t(k) * stride;
-    if (at != frontier_) { all = false; break; }
+    if (at != frontier) { all = false; break; }
     try {
       h_->update(p + k * n, n);
     } catch (...) {
-      failed_ = true;
+      failed = true;
       all = false;
       break;
     }
-    frontier_ += n;
-    from_memory_ += n;
+    frontier += n;
+    hashed += n;
   }
+  l.lock();
+  frontier_ = frontier;
+  from_memory_ += hashed;
+  if (failed) failed_ = true;
   ++served_;
   l.unlock();
   cv_.notify_all();
@@ -260,8 +262,15 @@ void OrderedHash::skip(uint64_t t) {
 }
 
 OrderedHash::Result OrderedHash::finish(int fd, uint64_t size, const std::string& path, const double* cancel) {
-  std::lock_guard<std::mutex> g(m_);
-  if (finished_) throw Error(ErrorCode::Internal, "OrderedHash::finish called twice for " + path);
+  std::unique_lock<std::mutex> l(m_);
+  if (finished_) throw Error(ErrorCode::Internal, "OrderedHash::finish called twice for " + path, file_details(path));
+  // Every write issued must have reached the hash (fed, or skipped when abandoned): a write still
+  // outstanding may change bytes below the frontier or past it after they are read back.
+  if (served_ != issued_)
+    throw Error(ErrorCode::Internal,
+                path + ": the output hash was finished with " + std::to_string(issued_ - served_) + " of its " + std::to_string(issued_) +
+                    " writes not fed yet (an internal error: its digest would not be the file's)",
+                file_details(path));
   finished_ = true;
   Result r;
   uint64_t from = frontier_;
@@ -271,25 +280,11 @@ OrderedHash::Result OrderedHash::finish(int fd, uint64_t size, const std::string
     from_memory_ = 0;
   }
   r.from_memory = from_memory_;
-  constexpr size_t kPiece = size_t(1) << 20;
-  std::unique_ptr<char[]> buf(from < size ? new char[kPiece] : nullptr);
-  for (uint64_t off = from; off < size;) {
-    if (cancel) {
-      double c;
-      __atomic_load(cancel, &c, __ATOMIC_RELAXED);
-      if (c != 0) throw Error(ErrorCode::Aborted, "aborted while hashing " + path, file_details(path));
-    }
-    const size_t want = size_t(std::min<uint64_t>(kPiece, size - off));
-    const ssize_t got = ::pread(fd, buf.get(), want, off_t(off));
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      throw Error(ErrorCode::Io, path + ": read failed while hashing: " + std::strerror(errno), file_details(path));
-    }
-    if (got == 0) throw Error(ErrorCode::Io, path + ": unexpected end of file while hashing (was it truncated?)", file_details(path));
-    h_->update(buf.get(), size_t(got));
-    off += uint64_t(got);
-    r.reread += uint64_t(got);
-  }
+  // Every ticket served and finished_ set: a later feed leaves the digest alone, so the rest of the
+  // file is read into it unlocked.
+  l.unlock();
+  std::unique_ptr<char[]> buf;
+  r.reread = hash_pread(fd, from, size, *h_, path, cancel, buf);
   r.sha256 = h_->hex();
   return r;
 }

@@ -5,6 +5,7 @@
 #pragma once
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <cstddef>
@@ -57,7 +58,9 @@ std::vector<HashResult> hash_files(const std::vector<HashFile>& files, int threa
 // from memory and advances it; any other (out of order, strided, a gap another writer fills later)
 // is left to finish(), which reads [frontier, size) back from the file once every write is done.
 // Correct whatever the order as long as each byte below the frontier is written once, before it
-// is fed (the safetensors writer writes each range once: header, then tensors).
+// is fed (the safetensors writer writes each range once: header, then tensors). A feed hashes
+// without holding the lock (its turn keeps the others out), so ticket() never waits for a SHA-256
+// update.
 class OrderedHash {
  public:
   OrderedHash();
@@ -77,8 +80,12 @@ class OrderedHash {
     uint64_t reread = 0;       // bytes read back from the file by finish()
   };
   // Reads [frontier, size) of fd (pread, 1 MiB pieces) into the hash and finishes it. Error(Io)
-  // naming `path` on a short read; Error(Aborted) when *cancel becomes non-zero. Once only.
+  // naming `path` on a short read; Error(Aborted) when *cancel becomes non-zero; Error(Internal)
+  // naming `path` when a ticket taken has been neither fed nor skipped (a write not done yet: the
+  // digest would not be the file's). Once only (a refused call may be repeated).
   Result finish(int fd, uint64_t size, const std::string& path, const double* cancel = nullptr);
+  // Tests only: called by feed() on its turn, once it has released the lock and before it hashes.
+  std::function<void()> on_feed_unlocked;
 
  private:
   std::mutex m_;

@@ -4,6 +4,7 @@
 #include "busguard.h"
 #include "pool.h"
 #include "kernels.h"
+#include "writebehind.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -134,58 +135,29 @@ class Window {
       const char* e = std::getenv("GEOEDIT_STREAM_IO");
       return e && std::strcmp(e, "pread") == 0 ? 1 : 0;  // GEOEDIT_STREAM_IO=pread: never map
     }();
-    if (mode == 1 || s.offset % dtype_size(s.dtype) != 0) {
-      char* p = fallback.get(len);
-      pread_all(s, p, len, abs);
-      return p;
-    }
-    const uint64_t start = abs & ~uint64_t(page_size() - 1);
-    const size_t maplen = size_t(abs - start) + len;
-    void* m = ::mmap(nullptr, maplen, PROT_READ, MAP_SHARED, s.fd, off_t(start));
-    if (m == MAP_FAILED) {
-      // Not mappable (a pipe, a special file system): fall back to pread.
-      char* p = fallback.get(len);
-      pread_all(s, p, len, abs);
-      return p;
-    }
-    bus::Slot* slot = bus::claim(m, maplen);
-    if (!slot) {  // every guard slot in use (hundreds of concurrent streams): read this block instead
-      ::munmap(m, maplen);
-      char* p = fallback.get(len);
-      pread_all(s, p, len, abs);
-      return p;
-    }
-    ::madvise(m, maplen, MADV_SEQUENTIAL);
-    map_ = m;
-    map_len_ = maplen;
-    slot_ = slot;
-    // Tests only (test/native/hostile-memory.test.ts): the file shrinks right after it is mapped,
-    // the one moment a real truncation cannot be timed from outside.
-    static const bool kTruncateMapped = std::getenv("GEOEDIT_TEST_TRUNCATE_MAPPED") != nullptr;
-    if (kTruncateMapped && ::ftruncate(s.fd, off_t(start)) != 0) {}
-    return static_cast<const char*>(m) + (abs - start);
+    // Mapped (read-ahead: the pool's threads read the block front to back), else read: a misaligned
+    // tensor, GEOEDIT_STREAM_IO=pread, or a file that cannot be mapped (bus::GuardedMap::map).
+    const char* m = mode == 1 || s.offset % dtype_size(s.dtype) != 0 ? nullptr : map_.map(s.fd, abs, len, false, true);
+    if (m) return m;
+    char* p = fallback.get(len);
+    pread_all(s, p, len, abs);
+    return p;
   }
   // After the block's work: ERR_IO if a read of the mapping faulted (the file shrank under it).
   // And ERR_IO if the file's size or mtime changed meanwhile.
   void verify(FileWatch& watch) const {
-    if (slot_ && slot_->hit.load(std::memory_order_acquire))
+    if (map_.faulted())
       throw Error(ErrorCode::Io, src_->file + ": the file shrank while being read (truncated by another process?)",
                   file_details(src_->file));
     if (src_) watch.check(*src_, end_);
   }
   void release() {
     src_ = nullptr;
-    if (slot_) bus::release(slot_);
-    if (map_) ::munmap(map_, map_len_);
-    map_ = nullptr;
-    map_len_ = 0;
-    slot_ = nullptr;
+    map_.release();
   }
 
  private:
-  void* map_ = nullptr;
-  size_t map_len_ = 0;
-  bus::Slot* slot_ = nullptr;
+  bus::GuardedMap map_;
   const StreamSrc* src_ = nullptr;
   uint64_t end_ = 0;
 };
@@ -208,122 +180,7 @@ struct Ctx {
   }
 };
 
-// ---- Write-behind (issue 17) ----------------------------------------------------------------------
-// Pages written through the page cache are written back by the kernel only past its dirty
-// thresholds (about 2 GiB on the development VM) or at the job's fsync: a whole output then waits
-// for the disk at the end, and every written page is a new page-cache page. On a VM whose host takes
-// back free guest memory (free page reporting), the first touch of such a page costs a host fault:
-// writing 2 GiB took 4.4 s of system time into fresh pages, 0.5 s into pages just freed. So the
-// stream starts the write-back of each range as soon as it is written (sync_file_range WRITE) and,
-// once more than the window is queued behind the writer, waits for the oldest range to be on disk
-// (WAIT_BEFORE|WRITE|WAIT_AFTER) and drops it from the page cache (posix_fadvise DONTNEED): only
-// ranges whose bytes are already in the file's OrderedHash (nothing reads them again), whole pages
-// only (the kernel keeps partial ones). The next writes reuse those pages, and the job's final
-// fsync finds little left to write. Durability is still that fsync's (sync_file_range writes no
-// metadata and flushes no disk cache). GEOEDIT_WRITE_BEHIND=0 turns it off, =N sets the window in
-// MiB (default 64). Where sync_file_range is not supported (ENOSYS, EINVAL, ESPIPE, EOPNOTSUPP:
-// another OS, some file systems, a sandbox) the stream writes as before; any other failure of it
-// (EIO, ENOSPC) is a write error (ERR_IO). GEOEDIT_TEST_SYNC_FILE_RANGE=unsupported|eio (tests
-// only) makes every call fail that way.
-class WriteBehind {
- public:
-  WriteBehind() : window_(window_bytes()) {}
-  WriteBehind(const WriteBehind&) = delete;
-  // [off, off + len) of fd is written; drop: its bytes may leave the page cache once on disk.
-  void written(int fd, uint64_t off, uint64_t len, bool drop) {
-    if (!window_ || !len || off_.load(std::memory_order_relaxed)) return;
-    if (!sfr(fd, off, len, kKick)) return;
-    if (!drop) return;
-    for (;;) {
-      Range old;
-      {
-        std::lock_guard<std::mutex> g(m_);
-        if (drop) q_.push_back({fd, off, len}), queued_ += len, drop = false;
-        if (queued_ <= window_ || q_.empty()) return;
-        old = q_.front();
-        q_.pop_front();
-        queued_ -= old.len;
-      }
-      settle(old);
-    }
-  }
-  // Every queued range to disk and out of the page cache (the end of a stream call).
-  void drain() {
-    for (;;) {
-      Range old;
-      {
-        std::lock_guard<std::mutex> g(m_);
-        if (q_.empty()) return;
-        old = q_.front();
-        q_.pop_front();
-        queued_ -= old.len;
-      }
-      settle(old);
-    }
-  }
-
- private:
-  struct Range {
-    int fd = -1;
-    uint64_t off = 0, len = 0;
-  };
-#ifdef SYNC_FILE_RANGE_WRITE
-  static constexpr unsigned kKick = SYNC_FILE_RANGE_WRITE;
-  static constexpr unsigned kWait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
-#else
-  static constexpr unsigned kKick = 1, kWait = 2;
-#endif
-  static uint64_t window_bytes() {
-    static const uint64_t w = [] {
-      const char* e = std::getenv("GEOEDIT_WRITE_BEHIND");
-      if (!e || !*e) return uint64_t(64) << 20;
-      char* end = nullptr;
-      const double mib = std::strtod(e, &end);
-      return end && *end == 0 && mib > 0 ? uint64_t(mib * double(1 << 20)) : uint64_t(0);
-    }();
-    return w;
-  }
-  // One sync_file_range call; false (and off for this stream) where it is not supported.
-  bool sfr(int fd, uint64_t off, uint64_t len, unsigned flags) {
-    static const int kFake = [] {
-      const char* e = std::getenv("GEOEDIT_TEST_SYNC_FILE_RANGE");
-      if (!e) return 0;
-      if (std::strcmp(e, "unsupported") == 0) return ENOSYS;
-      if (std::strcmp(e, "eio") == 0) return EIO;
-      return 0;
-    }();
-    int err = kFake;
-#ifdef SYNC_FILE_RANGE_WRITE
-    if (!err) {
-      while (::sync_file_range(fd, off64_t(off), off64_t(len), flags) != 0) {
-        if (errno == EINTR) continue;
-        err = errno;
-        break;
-      }
-    }
-#else
-    (void)fd; (void)off; (void)len; (void)flags;
-    if (!err) err = ENOSYS;
-#endif
-    if (!err) return true;
-    if (err == ENOSYS || err == EINVAL || err == ESPIPE || err == EOPNOTSUPP) {
-      off_.store(true, std::memory_order_relaxed);
-      return false;
-    }
-    throw Error(ErrorCode::Io, std::string("write failed (write-back): ") + std::strerror(err));
-  }
-  void settle(const Range& r) {
-    if (!sfr(r.fd, r.off, r.len, kWait)) return;
-#ifdef POSIX_FADV_DONTNEED
-    ::posix_fadvise(r.fd, off_t(r.off), off_t(r.len), POSIX_FADV_DONTNEED);  // a hint: failures ignored
-#endif
-  }
-  const uint64_t window_;
-  std::atomic<bool> off_{false};
-  std::mutex m_;
-  std::deque<Range> q_;
-  uint64_t queued_ = 0;
-};
+// ---- Write-behind (issue 17): core/writebehind.h ----------------------------------------------------
 
 // Two output buffers; the pwrite of one overlaps the compute of the next. Each write is fed to the
 // task's OrderedHash (in submission order, whichever thread writes it) and to the write-behind.
@@ -367,8 +224,9 @@ struct Writer {
     const bool hashed = h && h->feed(ticket, off, p, piece, count, file_stride);
     try {
       for (size_t k = 0; k < count; ++k) pwrite_all(fd, p + k * piece, piece, off + k * file_stride);
-      if (count == 1 || file_stride == piece) wb->written(fd, off, uint64_t(count) * piece, hashed);
+      if (count == 1 || file_stride == piece) wb->written(fd, off, uint64_t(count) * piece, hashed, name);
     } catch (const Error& e) {
+      if (!e.details().tensor.empty()) throw;  // the write-back's: names the tensor of its range
       ErrorDetails d = e.details();
       d.tensor = name;
       throw Error(e.code(), std::string(e.what()) + " (tensor '" + name + "')", d);
@@ -891,7 +749,7 @@ void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w)
       if (r < 0 && errno == EINTR) continue;
       break;  // EXDEV, ENOSYS, EINVAL, EOPNOTSUPP, a short file…: the pread/pwrite path below
     }
-    w.behind.written(t.out_fd, t.out_offset + off, uint64_t(r), false);
+    w.behind.written(t.out_fd, t.out_offset + off, uint64_t(r), false, t.name);
     off += uint64_t(r);
     ctx.add(double(r));
   }
@@ -910,16 +768,17 @@ void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w)
   if (t.copy_bytes) ctx.watch.check(t.base, t.base.offset + t.copy_bytes);  // a rewrite during the last chunk
 }
 
+// Whether a finite value of `from` can round to a non-finite one of `to` (f32 outputs are not checked:
+// every input dtype widens to it; f16's largest value, 65504, is far inside bf16's range).
+bool can_overflow(DType from, DType to) {
+  return to != DType::F32 && from != to && !(from == DType::F16 && to == DType::BF16);
+}
+
 // SPEC §5 for a tensor that is converted, not edited (`outDtype` narrower than its input): a finite
 // value that rounds to a non-finite one of the output dtype is ERR_NON_FINITE_OUTPUT naming the tensor
 // and the element (flat index), unless the caller opts in (allowNonFiniteOutput / allowNonFinite).
-void check_converted(const StreamTask& t, const char* src, size_t n, uint64_t e0, std::vector<float>& f32) {
-  const float* v = reinterpret_cast<const float*>(src);
-  if (t.base.dtype != DType::F32) {
-    f32.resize(n);
-    convert(t.base.dtype, src, DType::F32, f32.data(), n);
-    v = f32.data();
-  }
+// v: the block's n values as f32 (decoded once: the caller encodes the output from them).
+void check_converted(const StreamTask& t, const float* v, size_t n, uint64_t e0) {
   const uint32_t lim = non_finite_bits(t.out_dtype);
   for (size_t j = 0; j < n; ++j) {
     const uint32_t b = abs_bits(v[j]);
@@ -936,19 +795,29 @@ void run_convert_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer&
   const uint64_t count = uint64_t(t.rows) * uint64_t(t.cols);
   const uint64_t per = std::max<uint64_t>(1, block_bytes / std::max(is, os));
   std::vector<float> f32;
-  check_out = check_out && t.out_dtype != DType::F32;
+  check_out = check_out && can_overflow(t.base.dtype, t.out_dtype);
+  const Kernels& K = kernels_for(active_simd());
   for (uint64_t e0 = 0; e0 < count; e0 += per) {
     ctx.check_cancel(t.name);
     const size_t n = size_t(std::min(per, count - e0));
     char* src = in.get(n * is);
     ctx.watch.check(t.base, t.base.offset + (e0 + n) * is);
     pread_all(t.base, src, n * is, t.base.offset + e0 * is);
-    if (check_out) check_converted(t, src, n, e0, f32);
-    if (t.out_fd >= 0) {
-      char* dst = w.acquire(n * os);
+    char* dst = t.out_fd >= 0 ? w.acquire(n * os) : nullptr;
+    if (check_out) {
+      // Decoded to f32 once: checked, then encoded from the same values (convert() would decode again).
+      const float* v = reinterpret_cast<const float*>(src);
+      if (t.base.dtype != DType::F32) {
+        f32.resize(n);
+        K.decode(t.base.dtype, src, f32.data(), int64_t(n));
+        v = f32.data();
+      }
+      check_converted(t, v, n, e0);
+      if (dst) K.encode(v, t.out_dtype, dst, int64_t(n));
+    } else if (dst) {
       convert(t.base.dtype, src, t.out_dtype, dst, n);
-      w.submit(t.out_fd, n * os, t.out_offset + e0 * os, t.name, t.out_hash);
     }
+    if (dst) w.submit(t.out_fd, n * os, t.out_offset + e0 * os, t.name, t.out_hash);
     ctx.add(double(n * is));
   }
 }

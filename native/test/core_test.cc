@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -16,10 +17,12 @@
 #include <thread>
 #include <vector>
 
+#include "core/busguard.h"
 #include "core/dtype.h"
 #include "core/hash.h"
 #include "core/kernels.h"
 #include "core/stream.h"
+#include "core/writebehind.h"
 #include "geoedit/geoedit.h"
 
 using namespace geoedit;
@@ -666,9 +669,271 @@ static void test_fused_non_finite() {
   }
 }
 
+// A temporary file (unlinked at once) holding `data`; -1 on failure.
+static int temp_file(const std::string& data) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string path = std::string(tmp && *tmp ? tmp : "/tmp") + "/geoedit-core-XXXXXX";
+  const int fd = mkstemp(&path[0]);
+  if (fd < 0) return -1;
+  unlink(path.c_str());
+  if (!data.empty() && pwrite(fd, data.data(), data.size(), 0) != ssize_t(data.size())) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// OrderedHash (core/hash.h): writes fed on several threads in ticket order give the file's digest;
+// pieces off the frontier are read back once; a feed hashes without the lock (ticket() is taken
+// while another thread's feed is inside its hashing); finish refuses while a ticket is unserved.
+static void test_ordered_hash() {
+  if (!sha256_unavailable_reason().empty()) {
+    std::printf("ordered hash checks skipped: %s\n", sha256_unavailable_reason().c_str());
+    return;
+  }
+  auto one = [](const std::string& s) { Sha256 h; h.update(s.data(), s.size()); return h.hex(); };
+  std::mt19937 g(11);
+  std::string data(size_t(3) << 20, '\0');
+  for (auto& c : data) c = char(g());
+  const int fd = temp_file(data);
+  CHECK(fd >= 0, "temp file for the ordered hash");
+  if (fd < 0) return;
+  // 48 pieces of 64 KiB fed from 4 threads, each piece by whichever thread its ticket was given to;
+  // the tickets are taken in file order except pieces 10 and 11 swapped: 11 comes first, off the
+  // frontier, then 10 continues it, and every later piece is off it (11 is not in the hash).
+  {
+    OrderedHash h;
+    const size_t piece = size_t(64) << 10, n = data.size() / piece;
+    std::vector<uint64_t> order(n);
+    for (size_t k = 0; k < n; ++k) order[k] = k;
+    std::swap(order[10], order[11]);
+    std::vector<uint64_t> tickets(n);
+    for (size_t k = 0; k < n; ++k) tickets[k] = h.ticket();
+    std::vector<std::thread> ts;
+    std::atomic<int> in_memory{0};
+    for (int t = 0; t < 4; ++t)
+      ts.emplace_back([&, t] {
+        for (size_t k = size_t(t); k < n; k += 4) {
+          const uint64_t at = order[k] * piece;
+          if (h.feed(tickets[k], at, data.data() + at, piece)) ++in_memory;
+        }
+      });
+    for (auto& t : ts) t.join();
+    const OrderedHash::Result r = h.finish(fd, data.size(), "ordered.bin");
+    CHECK(r.sha256 == one(data), "ordered hash of pieces fed on 4 threads");
+    CHECK(r.from_memory == 11 * piece && r.reread == data.size() - 11 * piece,
+          "hashed from memory up to the first gap, the rest read back once (%llu, %llu)",
+          (unsigned long long)r.from_memory, (unsigned long long)r.reread);
+    CHECK(in_memory.load() == 11, "feed() says which pieces reached the hash (%d)", in_memory.load());
+  }
+  // ticket() while a feed is hashing: taken on another thread while feed() is inside its turn.
+  {
+    OrderedHash h;
+    std::atomic<bool> got{false};
+    bool taken_during = false;
+    h.on_feed_unlocked = [&] {
+      std::thread([&] { h.ticket(); got = true; }).detach();
+      for (int i = 0; i < 10000 && !got; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      taken_during = got;
+    };
+    CHECK(h.feed(h.ticket(), 0, data.data(), data.size()), "one feed of the whole file");
+    for (int i = 0; i < 10000 && !got; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    CHECK(taken_during, "ticket() does not wait for another thread's feed to finish hashing");
+    h.on_feed_unlocked = nullptr;
+    // The ticket taken inside the hook is neither fed nor skipped: finish refuses, naming the file.
+    bool refused = false;
+    try {
+      h.finish(fd, data.size(), "partial.bin");
+    } catch (const Error& e) {
+      refused = e.code() == ErrorCode::Internal && std::strstr(e.what(), "partial.bin") && std::strstr(e.what(), "1 of its 2 writes") &&
+                e.details().file == "partial.bin";
+    }
+    CHECK(refused, "finish with a ticket neither fed nor skipped is an internal error naming the file");
+    h.skip(1);
+    std::string digest;
+    try {
+      digest = h.finish(fd, data.size(), "partial.bin").sha256;
+    } catch (const Error& e) {
+      digest = e.what();
+    }
+    CHECK(digest == one(data), "once every ticket is served, finish gives the file's digest (%s)", digest.c_str());
+  }
+  // A short file in finish: ERR_IO naming it (the pread loop shared with hash_files).
+  {
+    OrderedHash h;
+    h.feed(h.ticket(), 0, data.data(), 1000);
+    bool io = false;
+    try {
+      h.finish(fd, data.size() + 5, "short.bin");
+    } catch (const Error& e) {
+      io = e.code() == ErrorCode::Io && std::strstr(e.what(), "short.bin: unexpected end of file while hashing") && e.details().file == "short.bin";
+    }
+    CHECK(io, "finish on a file shorter than its size: Io naming it");
+  }
+  close(fd);
+}
+
+// bus::GuardedMap (core/busguard.h), the one mapped window of the stream and the file hash: the
+// file's bytes; nullptr where a file cannot be mapped (a pipe); a file truncated under the window
+// reads zeros and says so (the SIGBUS guard).
+static void test_guarded_map() {
+  std::string data(size_t(1) << 20, '\0');
+  std::mt19937 g(5);
+  for (auto& c : data) c = char(g());
+  const int fd = temp_file(data);
+  CHECK(fd >= 0, "temp file for the guarded map");
+  if (fd < 0) return;
+  {
+    bus::GuardedMap w;
+    const char* p = w.map(fd, 4097, 5000, true, false);
+    CHECK(p && std::memcmp(p, data.data() + 4097, 5000) == 0 && !w.faulted(), "a window at an unaligned offset is the file's bytes");
+    p = w.map(fd, 0, data.size(), false, true);
+    CHECK(p && std::memcmp(p, data.data(), data.size()) == 0 && !w.faulted(), "a second window of the same object");
+    CHECK(ftruncate(fd, 4096) == 0, "truncating the test file");
+    volatile char sum = 0;
+    for (size_t i = 0; i < data.size(); i += 4096) sum = char(sum + p[i]);  // past 4096: SIGBUS, repaired
+    CHECK(w.faulted(), "a read past the new end is caught (faulted)");
+    CHECK(p[8192] == 0 && p[0] == data[0], "the pages past the end read as zeros, those before as the file");
+  }
+  close(fd);
+  int pipe_fd[2];
+  if (pipe(pipe_fd) == 0) {
+    bus::GuardedMap w;
+    CHECK(w.map(pipe_fd[0], 0, 4096, false, false) == nullptr, "a pipe cannot be mapped: nullptr (the caller preads)");
+    close(pipe_fd[0]);
+    close(pipe_fd[1]);
+  }
+}
+
+// WriteBehind (core/writebehind.h): contiguous small writes are merged (a system call per MiB, not
+// per write); writes elsewhere are not; EIO is ERR_IO naming the tensor, at the latest at drain();
+// an unsupported sync_file_range turns it off without an error.
+static void test_write_behind() {
+  const int fd = temp_file("");
+  CHECK(fd >= 0, "temp file for the write-behind");
+  if (fd < 0) return;
+  const std::string block(4096, 'x');
+  auto write_all = [&](WriteBehind& wb, size_t count, uint64_t stride) {
+    for (size_t k = 0; k < count; ++k) {
+      const uint64_t off = k * stride;
+      CHECK(pwrite(fd, block.data(), block.size(), off_t(off)) == ssize_t(block.size()), "pwrite");
+      wb.written(fd, off, block.size(), true, "t" + std::to_string(k));
+    }
+    wb.drain();
+  };
+  {
+    WriteBehind probe(uint64_t(64) << 20, 0);
+    probe.written(fd, 0, 4096, false, "probe");
+    probe.drain();
+    if (probe.syscalls() == 0) {
+      CHECK(false, "a write-behind made no call");
+      close(fd);
+      return;
+    }
+  }
+  {
+    WriteBehind wb(uint64_t(64) << 20, 0);
+    write_all(wb, 1024, 4096);  // 4 MiB in 4 KiB writes, contiguous
+    // 4 merged ranges of 1 MiB: each handed to the kernel once, then waited for and dropped (3 calls each)
+    CHECK(wb.syscalls() <= 12, "1024 contiguous 4 KiB writes: %llu system calls (<= 12)", (unsigned long long)wb.syscalls());
+  }
+  {
+    WriteBehind wb(uint64_t(64) << 20, 0);
+    write_all(wb, 64, 8192);  // gaps between the writes: nothing to merge
+    CHECK(wb.syscalls() >= 64, "writes with gaps are not merged (%llu calls)", (unsigned long long)wb.syscalls());
+  }
+  {
+    WriteBehind wb(uint64_t(64) << 20, EIO);
+    bool io = false;
+    try {
+      write_all(wb, 3, 4096);  // 12 KiB: merged, handed over at drain()
+    } catch (const Error& e) {
+      io = e.code() == ErrorCode::Io && std::strstr(e.what(), "write failed (write-back)") && e.details().tensor == "t0";
+    }
+    CHECK(io, "EIO from a merged range is ERR_IO naming its first tensor");
+  }
+  {
+    WriteBehind wb(uint64_t(64) << 20, ENOSYS);
+    write_all(wb, 300, 4096);
+    CHECK(wb.syscalls() == 1, "unsupported: one attempt, then off (%llu)", (unsigned long long)wb.syscalls());
+  }
+  close(fd);
+}
+
+// Convert tasks (stream.cc run_convert_task, SPEC §5): each block decoded once, checked, encoded:
+// the bytes equal convert()'s for every pair of dtypes, with and without the check; a finite input
+// that overflows the output dtype is NonFiniteOutput naming the tensor and the element (in a later
+// block, with an output file or analysing only); an input that was not finite is no error.
+static void test_convert_task() {
+  const size_t n = 100000;
+  std::vector<float> vals(n);
+  std::mt19937 g(9);
+  std::normal_distribution<float> nd(0.f, 100.f);
+  for (float& v : vals) v = nd(g);
+  vals[5] = INFINITY;
+  vals[6] = NAN;
+  for (DType from : {DType::F32, DType::BF16, DType::F16}) {
+    for (DType to : {DType::F32, DType::BF16, DType::F16}) {
+      if (from == to) continue;
+      for (int bad : {0, 1}) {
+        std::vector<float> v = vals;
+        if (bad) v[70001] = 1e6f;  // finite in f32 and bf16; overflows f16 (and is inf already in f16 inputs)
+        std::vector<char> in(n * dtype_size(from)), want(n * dtype_size(to));
+        convert(DType::F32, v.data(), from, in.data(), n);
+        convert(from, in.data(), to, want.data(), n);
+        const int in_fd = temp_file(std::string(in.begin(), in.end()));
+        const int out_fd = temp_file("");
+        CHECK(in_fd >= 0 && out_fd >= 0, "temp files for the convert task");
+        if (in_fd < 0 || out_fd < 0) return;
+        const bool overflows = bad && to == DType::F16 && from != DType::F16;
+        for (int analyse : {0, 1}) {
+          for (int allow : {0, 1}) {
+            StreamTask t;
+            t.kind = StreamTask::Convert;
+            t.name = "conv.weight";
+            t.rows = int64_t(n);
+            t.cols = 1;
+            t.base = {in_fd, 0, from, "in.bin"};
+            t.out_fd = analyse ? -1 : out_fd;
+            t.out_dtype = to;
+            Params p;
+            p.allow_non_finite_output = allow != 0;
+            std::string msg;
+            int64_t row = -2;
+            try {
+              run_stream({t}, p, RunOptions(), size_t(64) << 10, StreamControl());  // 64 KiB blocks: several
+            } catch (const Error& e) {
+              if (e.code() == ErrorCode::NonFiniteOutput) msg = e.what(), row = e.details().row;
+              else msg = std::string("other error: ") + e.what();
+            }
+            const char* pair = dtype_name(from);
+            if (overflows && !allow) {
+              CHECK(row == 70001 && msg.find("tensor 'conv.weight' (converted, not edited): the value") != std::string::npos &&
+                        msg.find("at element 70001 overflows f16") != std::string::npos,
+                    "%s -> %s (analyse %d): the overflow named at element 70001: '%s'", pair, dtype_name(to), analyse, msg.c_str());
+              continue;
+            }
+            CHECK(msg.empty(), "%s -> %s (bad %d, analyse %d, allow %d): no error expected, got '%s'", pair, dtype_name(to), bad, analyse, allow, msg.c_str());
+            if (analyse) continue;
+            std::vector<char> got(want.size());
+            CHECK(pread(out_fd, got.data(), got.size(), 0) == ssize_t(got.size()) && got == want,
+                  "%s -> %s (bad %d, allow %d): the bytes of convert()", pair, dtype_name(to), bad, allow);
+          }
+        }
+        close(in_fd);
+        close(out_fd);
+      }
+    }
+  }
+}
+
 int main() {
   test_read_ahead();
   test_sha256();
+  test_ordered_hash();
+  test_guarded_map();
+  test_write_behind();
+  test_convert_task();
   test_trim_exact();
   const int levels[3] = {0, 1, 2};
   for (int64_t cols : {1, 5, 16, 17, 63, 300, 4100}) {

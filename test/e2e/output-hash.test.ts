@@ -4,10 +4,11 @@
 // The manifest's outputFiles must be the SHA-256 of the bytes on disk, exactly as when the seal
 // read the files back (GEOEDIT_STREAM_HASH=0), for every way a shard's bytes get written: edited,
 // copied, converted, tied (copied after the stream), augmented biases (written out of order),
-// columns layouts (strided writes), many shards, and the parts of a partitioned edit.
+// columns layouts (strided writes), many shards, and the parts of a partitioned edit; and the shards
+// of a merged adapter (no shard read again: native.hashFiles watched).
 // Write-behind where sync_file_range is unsupported falls back to plain writes (same bytes); a
 // failing one, or a failing write, is ERR_IO with nothing at the target.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -17,7 +18,9 @@ import { editCheckpoint, type CheckpointManifest } from '../../lib/checkpoint';
 import { writeSafetensors, type TensorToWrite } from '../../lib/safetensors';
 import { MANIFEST_FILE } from '../../lib/governance/lineage';
 import { verifyOutput } from '../../lib/governance/verify';
-import { loadNative } from '../../lib/native';
+import { loadNative, native } from '../../lib/native';
+import { editAdapters } from '../../lib/lora';
+import { writeMergeFixture } from '../support/lora';
 import { REPO } from '../support/paths';
 import { leftovers, llamaSpecs, makeTriple } from '../support/ckpt';
 import { presStats, writePresModel, writeStats } from '../support/preserve-fixture';
@@ -131,6 +134,61 @@ describe('output files hashed as they are written', () => {
     const all = expectHashesOnDisk(whole);
     for (const [n, h] of hashes) expect(h, n).toBe(all.get(n));
     expect(hashes.size).toBe([...all.keys()].filter((n) => n.endsWith('.safetensors')).length);
+  });
+});
+
+describe('merged adapters: shards hashed as they are written', () => {
+  let io: { old: string; new: string; base: string };
+  beforeAll(async () => {
+    const at = path.join(root, 'lora');
+    io = await writeMergeFixture(at);
+  });
+
+  /** Runs the merge with native.hashFiles watched: returns the output files it was asked to read (a re-read). */
+  async function mergeWatched(out: string, opts: Parameters<typeof editAdapters>[1]): Promise<{ reread: string[]; finished: number }> {
+    const hf = vi.spyOn(native, 'hashFiles');
+    const fin = vi.spyOn(native, 'outputHashFinish');
+    try {
+      await editAdapters({ ...io, out }, opts);
+      const named = hf.mock.calls.flatMap(([spec]) => spec.files.map((f) => f.file ?? ''));
+      // the job's files are in its temporary directory beside out until the commit
+      return { reread: named.filter((f) => path.basename(path.dirname(f)).startsWith(`.${path.basename(out)}.geoedit-tmp-`) && f.endsWith('.safetensors')), finished: fin.mock.calls.length };
+    } finally {
+      hf.mockRestore();
+      fin.mockRestore();
+    }
+  }
+
+  it.each([
+    ['density 1, sharded', { maxShardSize: 2600 }],
+    ['density 0.5, bf16, one file', { density: 0.5, outDtype: 'bf16' as const }],
+  ])('%s: the manifest records the SHA-256 of the bytes on disk, and no shard is read again', async (_label, opts) => {
+    const out = outDir('merge');
+    const w = await mergeWatched(out, { ...opts, outFormat: 'full' });
+    const shards = fs.readdirSync(out).filter((n) => n.endsWith('.safetensors'));
+    expect(shards.length).toBeGreaterThanOrEqual(opts.maxShardSize ? 3 : 1);
+    expect(w.finished).toBe(shards.length);
+    expect(w.reread).toEqual([]);
+    const hashes = expectHashesOnDisk(out);
+    const m = JSON.parse(fs.readFileSync(path.join(out, MANIFEST_FILE), 'utf8')) as { outputs: Array<{ path: string; sha256: string; bytes: number }> };
+    expect(m.outputs.map((o) => path.basename(o.path)).sort()).toEqual([...shards].sort());
+    for (const o of m.outputs) {
+      expect(o.sha256).toBe(sha(path.join(out, path.basename(o.path))));
+      expect(o.bytes).toBe(fs.statSync(path.join(out, path.basename(o.path))).size);
+    }
+    expect((await verifyOutput(out)).ok).toBe(true);
+    // Where the stream does not hash (GEOEDIT_STREAM_HASH=0) the shards are read back once: the same bytes and hashes.
+    const back = outDir('merge-readback');
+    process.env.GEOEDIT_STREAM_HASH = '0';
+    let wb: Awaited<ReturnType<typeof mergeWatched>>;
+    try {
+      wb = await mergeWatched(back, { ...opts, outFormat: 'full' });
+    } finally {
+      delete process.env.GEOEDIT_STREAM_HASH;
+    }
+    expect(wb.finished).toBe(0);
+    expect(wb.reread.map((f) => path.basename(f)).sort()).toEqual([...shards].sort());
+    expect(expectHashesOnDisk(back)).toEqual(hashes);
   });
 });
 

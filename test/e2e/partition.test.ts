@@ -9,8 +9,7 @@ import * as path from 'node:path';
 import { REPO } from '../support/paths';
 import { llamaSpecs, makeTriple, tensorsFor, writeCheckpoint } from '../support/ckpt';
 import { fingerprint } from '../hostile/support';
-import { linearModule, writeAdapter } from '../support/lora';
-import { randn, rng } from '../support/prng';
+import { writeMergeFixture } from '../support/lora';
 import { writeSafetensors } from '../../lib/safetensors';
 import { assembleParts } from '../../lib/partition/assemble';
 import { editAdapters } from '../../lib/lora';
@@ -81,9 +80,19 @@ function expectSameOutput(asm: string, single: string, allowed: RegExp): void {
 }
 
 // What a partitioned run changes in the checkpoint manifest: when and how long (createdAt, timings), the
-// id (a hash over everything), the output path, the input bytes hashed (a file two parts read is hashed
-// by both), and the part records.
-const CKPT_DIFF = /^(id|createdAt|timings\.[a-zA-Z]+|output\.path|hashing\.bytesHashed|partition)$/;
+// id (a hash over everything), the output path, and the part records. Not the input bytes hashed: each
+// input file is hashed by one part only, so the parts together hash what one edit hashes.
+const CKPT_DIFF = /^(id|createdAt|timings\.[a-zA-Z]+|output\.path|partition)$/;
+
+/** Each input file is hashed by exactly one part, and a part records a hash for exactly the files it hashed. */
+function expectHashedOnce(parts: string[], inputsOf: (m: Record<string, unknown>) => Array<{ path: string; sha256: string | null }>): void {
+  const ms = parts.map(manifestOf) as Array<Record<string, unknown> & { partition: { hashed: string[] } }>;
+  const all = inputsOf(ms[0]!).map((f) => f.path);
+  const hashed = ms.flatMap((m) => m.partition.hashed);
+  expect([...hashed].sort()).toEqual([...all].sort());
+  for (const m of ms) expect(inputsOf(m).filter((f) => f.sha256 !== null).map((f) => f.path).sort()).toEqual([...m.partition.hashed].sort());
+}
+const ckptInputs = (m: Record<string, unknown>) => Object.values(m.inputs as Record<string, { files: Array<{ path: string; sha256: string | null }> }>).flatMap((r) => r.files);
 
 beforeAll(async () => {
   execFileSync(process.execPath, [path.join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: REPO, stdio: 'pipe' });
@@ -118,6 +127,7 @@ describe('partitioned checkpoint edit', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/0 copied \(0 B copied\)/);
     expectSameOutput(out, ref, CKPT_DIFF);
+    expectHashedOnce(parts, ckptInputs);
     expect(parts.map(fingerprint)).toEqual(before); // parts intact (hard links: the same inodes)
     const m = manifestOf(out) as { partition: { count: number; parts: Array<{ index: number; timings: { totalMs: number } }>; assemble: { filesLinked: number; bytesCopied: number } } };
     expect(m.partition.count).toBe(n);
@@ -279,15 +289,7 @@ describe('partitioned adapter merge', () => {
   let io: { old: string; new: string; base: string };
   beforeAll(async () => {
     root = path.join(dir, 'lora');
-    const names = [0, 1, 2].flatMap((l) => [`model.layers.${l}.self_attn.q_proj`, `model.layers.${l}.mlp.down_proj`]);
-    const mk = (seed: number) => names.map((n, i) => linearModule(rng(seed + i), n, i % 2 ? 16 : 24, i % 2 ? 40 : 24, 4));
-    await writeAdapter(path.join(root, 'old'), { r: 4, lora_alpha: 8 }, mk(1));
-    await writeAdapter(path.join(root, 'new'), { r: 4, lora_alpha: 8 }, mk(10));
-    const r = rng(77);
-    const base = names.map((n, i) => ({ name: `${n}.weight`, dtype: 'F32' as const, shape: i % 2 ? [16, 40] : [24, 24], data: randn(r, i % 2 ? 640 : 576) }));
-    base.push({ name: 'model.norm.weight', dtype: 'F32', shape: [24], data: randn(r, 24) });
-    await writeCheckpoint(path.join(root, 'base'), base, 2);
-    io = { old: path.join(root, 'old'), new: path.join(root, 'new'), base: path.join(root, 'base') };
+    io = await writeMergeFixture(root);
   });
 
   it('a plain adapter output is refused (ERR_UNSUPPORTED, with why)', async () => {
@@ -303,9 +305,14 @@ describe('partitioned adapter merge', () => {
     const parts = [1, 2, 3].map((k) => path.join(root, `part-${k}`));
     const res = await Promise.all(parts.map((p, k) => cliAsync(args(p, ['--part', `${k + 1}/3`]))));
     res.forEach((r) => expect(r.code, r.stderr).toBe(0));
+    // Each input hashed by one part (the first that reads it), not the whole base by every part.
+    expectHashedOnce(parts, (m) => m.inputs as Array<{ path: string; sha256: string | null }>);
+    const hashedBy = parts.map((p) => (manifestOf(p) as { partition: { hashed: string[] } }).partition.hashed);
+    expect(hashedBy.every((h) => h.length < 4)).toBe(true); // 2 adapters + 2 base shards
     const out = path.join(root, 'asm');
     const r = cli(['assemble', '--out', out, '--parts', ...parts]);
     expect(r.code, r.stderr).toBe(0);
+    // the assembled inputs: every hash, as one merge records them
     expectSameOutput(out, single, /^(id|createdAt|timings\.totalMs|outputs\.\d+\.path|partition)$/);
   }, 60_000);
 });

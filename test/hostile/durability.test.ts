@@ -9,6 +9,9 @@ import * as path from 'node:path';
 import { syncBuiltinESMExports } from 'node:module';
 import { describe, it, expect } from 'vitest';
 import { editCheckpoint } from '../../lib/checkpoint';
+import { writeReport } from '../../lib/report';
+import { writeDirReport } from '../../lib/governance/render';
+import { leftovers } from '../support/ckpt';
 import { checkpointTriple } from './support';
 
 describe('hostile: durability (class 3)', () => {
@@ -38,5 +41,43 @@ describe('hostile: durability (class 3)', () => {
     for (const n of fs.readdirSync(out)) expect(synced).toContain(`${path.join(tmp, n)} before`);
     expect(synced.indexOf(tmpDirSync!)).toBeGreaterThan(synced.indexOf(`${path.join(tmp, 'geoedit-manifest.json')} before`));
     expect(synced).toContain(`${fs.realpathSync(s.root)} after`);
+  });
+
+  it('the report writers (writeReport, geoedit report): the temporary file fsync\'ed before the rename, the directory after; a failed rename leaves nothing behind', async () => {
+    const s = await checkpointTriple('h3r');
+    const out = path.join(s.root, 'out');
+    const m = await editCheckpoint({ base: s.base, old: s.old, new: s.new, out });
+    const dir = fs.mkdtempSync(path.join(s.root, 'reports-'));
+    const synced: string[] = [];
+    const record = (fd: number) => synced.push(fs.readlinkSync(`/proc/self/fd/${fd}`));
+    const orig = { sync: fsDefault.fsyncSync, async: fsDefault.fsync };
+    fsDefault.fsyncSync = (fd: number) => { record(fd); return orig.sync(fd); };
+    fsDefault.fsync = ((fd: number, cb: (e: NodeJS.ErrnoException | null) => void) => { record(fd); return orig.async(fd, cb); }) as typeof fs.fsync;
+    syncBuiltinESMExports();
+    try {
+      for (const [what, write, file] of [
+        ['writeReport', (f: string) => writeReport(f, m), path.join(dir, 'a.html')],
+        ['writeDirReport', (f: string) => writeDirReport(out, f), path.join(dir, 'b.html')],
+      ] as const) {
+        synced.length = 0;
+        await write(file);
+        expect(fs.readFileSync(file, 'utf8'), what).toMatch(/<html/i);
+        // the temporary file beside it (renamed since: its name is the one the fd had), then the directory
+        const tmp = synced.findIndex((p) => path.basename(p).startsWith(`.${path.basename(file)}.geoedit-tmp-`));
+        expect(tmp, `${what}: ${synced.join(', ')}`).toBeGreaterThanOrEqual(0);
+        expect(synced.indexOf(fs.realpathSync(dir), tmp), `${what}: ${synced.join(', ')}`).toBeGreaterThan(tmp);
+        // a target that cannot be replaced (a non-empty directory): an error, the target as it was, no temporary file left
+        const blocked = path.join(dir, `${what}-blocked`);
+        fs.mkdirSync(blocked);
+        fs.writeFileSync(path.join(blocked, 'keep'), 'x');
+        await expect(write(blocked), what).rejects.toThrow();
+        expect(fs.readdirSync(blocked)).toEqual(['keep']);
+      }
+    } finally {
+      fsDefault.fsyncSync = orig.sync;
+      fsDefault.fsync = orig.async;
+      syncBuiltinESMExports();
+    }
+    expect(leftovers(dir)).toEqual([]);
   });
 });

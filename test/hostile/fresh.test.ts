@@ -8,7 +8,7 @@ import { runEdit } from '../../lib/cli/edit';
 import { runAnalyze } from '../../lib/cli/analyze';
 import { runInspect } from '../../lib/cli/inspect';
 import { writeSafetensors } from '../../lib/safetensors';
-import { adapterSet, args, checkpointTriple, fingerprint, hidden, run, tmpDir, waitForPhase } from './support';
+import { adapterSet, args, checkpointTriple, expectReplaced, fingerprint, hidden, run, tmpDir, waitForPhase } from './support';
 
 
 describe('hostile, round 2: inputs and targets (classes 1, 2)', () => {
@@ -97,19 +97,7 @@ describe('hostile, round 2: files changing under the job (class 6)', () => {
     const s = await checkpointTriple('f6b');
     const out = path.join(s.root, 'out');
     const shard = path.join(s.new, 'model-00001-of-00002.safetensors');
-    const r = await waitForPhase(['edit', ...args(s), '--out', out], 'data', 'SIGCONT', s.root, undefined, () => {
-      const copy = `${shard}.swap`;
-      fs.copyFileSync(shard, copy);
-      const b = fs.readFileSync(copy);
-      b[b.length - 1] ^= 0xff;
-      fs.writeFileSync(copy, b);
-      fs.renameSync(copy, shard);
-    });
-    expect(r.reached).toBe(true);
-    expect(r.code, r.stderr).toBe(3);
-    expect(r.stderr).toMatch(/ERR_IO.*was replaced during the edit/);
-    expect(fs.existsSync(out)).toBe(false);
-    expect(hidden(s.root)).toEqual([]);
+    await expectReplaced(s.root, ['edit', ...args(s), '--out', out], 'data', shard, [out]);
   });
 });
 

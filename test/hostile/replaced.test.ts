@@ -4,30 +4,15 @@
 // a coded ERR_IO naming the file, exit 3, nothing at the target, no report, nothing left.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import fsDefault from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { describe, it, expect } from 'vitest';
-import { adapterSet, checkpointTriple, hidden, waitForPhase } from './support';
+import { editCheckpoint } from '../../lib/checkpoint';
+import { editAdapters } from '../../lib/lora';
+import { adapterSet, checkpointTriple, expectReplaced } from './support';
 import { presStats, writePresModel, writeStats } from '../support/preserve-fixture';
 import { tmpDir } from '../support/lora';
 
-
-/** Renames a copy of `file` with its last byte flipped over it (same size, another inode). */
-function swap(file: string): void {
-  const b = fs.readFileSync(file);
-  b[b.length - 1] ^= 0xff;
-  fs.writeFileSync(`${file}.swap`, b);
-  fs.renameSync(`${file}.swap`, file);
-}
-
-async function expectReplaced(root: string, argv: string[], phase: string, file: string, produced: string[]): Promise<void> {
-  const r = await waitForPhase(argv, phase, 'SIGCONT', root, undefined, () => swap(file));
-  expect(r.reached, r.stderr).toBe(true);
-  expect(r.code, r.stderr).toBe(3);
-  expect(r.stderr).toContain('ERR_IO');
-  expect(r.stderr).toContain(`${file} was replaced during`);
-  for (const p of produced) expect(fs.existsSync(p), p).toBe(false);
-  expect(hidden(root)).toEqual([]);
-  expect(hidden(path.dirname(file))).toEqual([]);
-}
 
 describe('hostile: an input replaced after validation (class 6), every path that reads inputs', () => {
   it('adapter edit (adapter output): the new adapter replaced in the data phase', async () => {
@@ -74,5 +59,31 @@ describe('hostile: an input replaced after validation (class 6), every path that
     const stats = await writeStats(path.join(root, 'stats.safetensors'), st.tensors, st.shared);
     const out = path.join(root, 'out');
     await expectReplaced(root, ['edit', '--base', m.base, '--old', m.old, '--new', m.new, '--out', out, '--preserve', stats, '--quiet'], 'data', stats, [out]);
+  });
+
+  it('each open input is fstat\'ed once for its identity (checked, then carried: hash key, sizes, the replaced check) and once after its hash', async () => {
+    const s = await checkpointTriple('rp-st');
+    const a = await adapterSet('rp-sta');
+    const counts = new Map<string, number>();
+    const orig = fsDefault.fstatSync;
+    fsDefault.fstatSync = ((fd: number, o?: fs.StatSyncOptions) => {
+      const p = fs.readlinkSync(`/proc/self/fd/${fd}`);
+      counts.set(p, (counts.get(p) ?? 0) + 1);
+      return orig(fd, o as never);
+    }) as typeof fs.fstatSync;
+    syncBuiltinESMExports();
+    const prev = process.env.GEOEDIT_HASH_CACHE;
+    process.env.GEOEDIT_HASH_CACHE = 'off';
+    try {
+      await editCheckpoint({ base: s.base, old: s.old, new: s.new, out: path.join(s.root, 'out') });
+      await editAdapters({ old: a.old, new: a.new, base: a.base, out: path.join(a.root, 'out') }, { outFormat: 'full' });
+    } finally {
+      fsDefault.fstatSync = orig;
+      syncBuiltinESMExports();
+      if (prev === undefined) delete process.env.GEOEDIT_HASH_CACHE; else process.env.GEOEDIT_HASH_CACHE = prev;
+    }
+    const inputs = [s.base, s.old, s.new].flatMap((d) => fs.readdirSync(d).filter((n) => n.endsWith('.safetensors')).map((n) => path.join(d, n)));
+    inputs.push(a.base, path.join(a.old, 'adapter_model.safetensors'), path.join(a.new, 'adapter_model.safetensors'));
+    for (const f of inputs) expect(counts.get(f), f).toBe(2);
   });
 });

@@ -53,4 +53,22 @@ describe('hostile: rollout commits through the job layer', () => {
     expect(fs.readdirSync(out)).toEqual(['theirs.txt']);
     expect(hidden(s.root)).toEqual([]);
   });
+
+  it('a stage that fails mid-rollout (its scorer throws) leaves nothing at the target and no temporary directory, and releases the lock', async () => {
+    const s = await checkpointTriple('hr-throw');
+    const out = path.join(s.root, 'out');
+    let calls = 0;
+    const r = rollout(opts(s, out, { score: () => { if (++calls === 2) throw new Error('scorer broke'); return { m: 1 }; } }));
+    await expect(r).rejects.toThrow(/scorer broke/);
+    expect(calls).toBe(2);
+    expect(fs.existsSync(out)).toBe(false);
+    expect(hidden(s.root)).toEqual([]);
+    acquireTargetLock(out)();
+    // the passing stage of a rollout is committed whole: one stage's output, its manifest naming out
+    const ok = await rollout(opts(s, out));
+    expect(ok.chosen).toBe(1);
+    expect(fs.readdirSync(out).some((n) => n.startsWith('stage-'))).toBe(false);
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'geoedit-manifest.json'), 'utf8')).output.path).toBe(out);
+    expect(hidden(s.root)).toEqual([]);
+  });
 });

@@ -49,10 +49,35 @@ export function fingerprint(p: string): Record<string, string> {
   return out;
 }
 
-export { waitForPhase } from '../support/phase-child';
+import { waitForPhase } from '../support/phase-child';
+import { expect } from 'vitest';
+export { waitForPhase };
 
 /** The hidden entries of a directory (temporary directories, locks, temp reports: what a job must not leave). */
 export const hidden = (dir: string): string[] => fs.readdirSync(dir).filter((n) => n.startsWith('.'));
 
 /** The CLI's --base/--old/--new arguments of a checkpoint triple. */
 export const args = (s: { base: string; old: string; new: string }): string[] => ['--base', s.base, '--old', s.old, '--new', s.new];
+
+/** Renames a copy of `file` with its last byte flipped over it (same size, another inode). */
+export function swap(file: string): void {
+  const b = fs.readFileSync(file);
+  b[b.length - 1] ^= 0xff;
+  fs.writeFileSync(`${file}.swap`, b);
+  fs.renameSync(`${file}.swap`, file);
+}
+
+/**
+ * Runs the CLI `argv` as a child stopped at `phase`, renames another file over `file` (swap), lets it
+ * go on: a coded ERR_IO naming the file, exit 3, none of `produced`, nothing left beside the target or the input.
+ */
+export async function expectReplaced(root: string, argv: string[], phase: string, file: string, produced: string[]): Promise<void> {
+  const r = await waitForPhase(argv, phase, 'SIGCONT', root, undefined, () => swap(file));
+  expect(r.reached, r.stderr).toBe(true);
+  expect(r.code, r.stderr).toBe(3);
+  expect(r.stderr).toContain('ERR_IO');
+  expect(r.stderr).toContain(`${file} was replaced during`);
+  for (const p of produced) expect(fs.existsSync(p), p).toBe(false);
+  expect(hidden(root)).toEqual([]);
+  expect(hidden(path.dirname(file))).toEqual([]);
+}

@@ -45,10 +45,8 @@ describe('an input file that changes under the default (mmap) path', () => {
     const a = run(['hash-truncate-mapped', 'DIR'], { GEOEDIT_TEST_TRUNCATE_MAPPED: '1' });
     expect(a.signal).toBeNull();
     expect(a.out).toMatchObject({ outcome: 'error', code: 'ERR_IO', message: expect.stringContaining('shrank while being hashed'), details: { file: expect.stringMatching(/base\.bin$/) } });
-    for (const env of [{}, { GEOEDIT_HASH_IO: 'pread' }]) {
-      const b = run(['hash-truncated', 'DIR'], env);
-      expect(b.out).toMatchObject({ outcome: 'error', code: 'ERR_IO', message: expect.stringContaining('unexpected end of file while hashing'), details: { file: expect.stringMatching(/base\.bin$/) } });
-    }
+    const b = run(['hash-truncated', 'DIR']);
+    expect(b.out).toMatchObject({ outcome: 'error', code: 'ERR_IO', message: expect.stringContaining('unexpected end of file while hashing'), details: { file: expect.stringMatching(/base\.bin$/) } });
   });
 
   it.each(['truncate-during', 'rewrite-during'])('%s the stream: ERR_IO naming the file', (mode) => {

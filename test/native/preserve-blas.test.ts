@@ -115,6 +115,26 @@ describe('preservation linear algebra: OpenBLAS and Eigen', () => {
     expect(jb.code).toMatch(/mkl/);
   });
 
+  // Loading OpenBLAS sets OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS around dlopen (native/core/blas.h), and
+  // setenv must not race a getenv on another thread: the addon loads it on the JS thread as it registers
+  // (before any job's threads), not at a job's first preserved operator on a worker thread.
+  it.skipIf(noOpenblas)('OpenBLAS is loaded when the addon registers (unless GEOEDIT_BLAS=eigen), and the variables it set are gone', () => {
+    const script = `
+      require(${JSON.stringify(path.join(REPO, 'dist', 'cjs', 'native', 'index.js'))}).loadNative();
+      const maps = require('fs').readFileSync('/proc/self/maps', 'utf8');
+      console.log(JSON.stringify({ loaded: /libopenblas/.test(maps), core: process.env.OPENBLAS_CORETYPE ?? null, threads: process.env.OPENBLAS_NUM_THREADS ?? null }));`;
+    const env: Record<string, string | undefined> = { ...process.env };
+    for (const k of ['OPENBLAS_CORETYPE', 'OPENBLAS_NUM_THREADS', 'GEOEDIT_BLAS', 'GEOEDIT_BLAS_LIB']) delete env[k];
+    const load = (extra: Record<string, string>) => {
+      const r = spawnSync(process.execPath, ['-e', script], { env: { ...env, ...extra }, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout.trim().split('\n').pop()!) as { loaded: boolean; core: string | null; threads: string | null };
+    };
+    expect(load({})).toEqual({ loaded: true, core: null, threads: null });
+    expect(load({ GEOEDIT_BLAS: 'eigen' }).loaded).toBe(false);
+    expect(load({ OPENBLAS_CORETYPE: 'Haswell' })).toEqual({ loaded: true, core: 'Haswell', threads: null });  // a user's value stays
+  });
+
   it.skipIf(noOpenblas)('GEOEDIT_BLAS=openblas uses it; with GEOEDIT_BLAS_LIB naming no library, it is an error saying why', () => {
     const o = child({ GEOEDIT_BLAS: 'openblas' });
     const jo = JSON.parse(o.out.trim().split('\n').pop()!);

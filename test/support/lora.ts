@@ -3,7 +3,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { writeSafetensors, type TensorToWrite } from '../../lib/safetensors';
-import { randn } from './prng';
+import { randn, rng } from './prng';
+import { writeCheckpoint } from './ckpt';
 
 export function tmpDir(tag: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `geoedit-${tag}-`));
@@ -67,4 +68,21 @@ export function tauOf(m: SynthModule, s: number): Float64Array {
   }
   for (let q = 0; q < t.length; q++) t[q]! *= s;
   return t;
+}
+
+/**
+ * Two adapters (r 4) over three layers' q_proj and down_proj, and a base checkpoint of two shards with
+ * those weights and a norm, under root (old/, new/, base/): the merged-adapter fixture (a merge shards
+ * into several files with a small maxShardSize).
+ */
+export async function writeMergeFixture(root: string): Promise<{ old: string; new: string; base: string }> {
+  const names = [0, 1, 2].flatMap((l) => [`model.layers.${l}.self_attn.q_proj`, `model.layers.${l}.mlp.down_proj`]);
+  const mk = (seed: number) => names.map((n, i) => linearModule(rng(seed + i), n, i % 2 ? 16 : 24, i % 2 ? 40 : 24, 4));
+  await writeAdapter(path.join(root, 'old'), { r: 4, lora_alpha: 8 }, mk(1));
+  await writeAdapter(path.join(root, 'new'), { r: 4, lora_alpha: 8 }, mk(10));
+  const r = rng(77);
+  const base: TensorToWrite[] = names.map((n, i) => ({ name: `${n}.weight`, dtype: 'F32' as const, shape: i % 2 ? [16, 40] : [24, 24], data: randn(r, i % 2 ? 640 : 576) }));
+  base.push({ name: 'model.norm.weight', dtype: 'F32', shape: [24], data: randn(r, 24) });
+  await writeCheckpoint(path.join(root, 'base'), base, 2);
+  return { old: path.join(root, 'old'), new: path.join(root, 'new'), base: path.join(root, 'base') };
 }

@@ -1,6 +1,6 @@
 // The 'auto' backend rule (lib/backend.ts chooseBackend, issue 17) with a mocked CUDA probe:
-// host-memory streaming jobs run on the CPU (the H200 measurements), compute-bound work and
-// device-resident data on the GPU, no usable GPU means the CPU; explicit choices are obeyed, and
+// host-memory streaming jobs run on the CPU (the H200 measurements), preserved jobs by the
+// preservation rule, device-resident data on the GPU, no usable GPU means the CPU; explicit choices are obeyed, and
 // every choice says why. Not measured on a GPU here (none in this session).
 import { describe, expect, it } from 'vitest';
 import { PRESERVE_RULE, chooseBackend, describePreserveAuto, preserveRule, type CudaStatus, type GpuLinalgStatus, type PreserveWork } from '../../lib/backend';
@@ -24,17 +24,16 @@ describe("chooseBackend ('auto')", () => {
       expect(c.reason).toMatch(/h200-2026-11-28/);
     }
   });
-  it('compute-bound work and device-resident data go to the GPU', () => {
-    expect(chooseBackend('auto', { kind: 'preserve', computeBound: true }, gpu)).toMatchObject({ name: 'cuda', requested: 'auto' });
-    expect(chooseBackend('auto', { kind: 'tensor', location: 'device' }, gpu).name).toBe('cuda');
+  it('device-resident data goes to the GPU', () => {
+    expect(chooseBackend('auto', { kind: 'tensor', location: 'device' }, gpu)).toMatchObject({ name: 'cuda', requested: 'auto' });
   });
   it('without a usable GPU everything runs on the CPU, the reason naming the probe', () => {
-    const c = chooseBackend('auto', { kind: 'preserve', computeBound: true }, none);
+    const c = chooseBackend('auto', { kind: 'tensor', location: 'device' }, none);
     expect(c.name).toBe('cpu');
     expect(c.reason).toContain(none.reason);
   });
   it("explicit 'cpu' and 'cuda' are obeyed; 'cuda' without a GPU throws ERR_CUDA_UNAVAILABLE", () => {
-    expect(chooseBackend('cpu', { kind: 'preserve', computeBound: true }, gpu)).toMatchObject({ name: 'cpu', requested: 'cpu' });
+    expect(chooseBackend('cpu', { kind: 'tensor', location: 'device' }, gpu)).toMatchObject({ name: 'cpu', requested: 'cpu' });
     expect(chooseBackend('cuda', { kind: 'tensor' }, gpu)).toMatchObject({ name: 'cuda', requested: 'cuda' });
     expect(() => chooseBackend('cuda', { kind: 'tensor' }, none)).toThrow(expect.objectContaining({ code: 'ERR_CUDA_UNAVAILABLE' }));
     expect(() => chooseBackend('gpu', { kind: 'tensor' }, gpu)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_OPTION' }));
