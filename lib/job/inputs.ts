@@ -6,13 +6,22 @@
 // never an output edited from one file and recorded with the hash of another.
 import * as fs from 'node:fs';
 import { GeoEditError } from '../errors';
-import { statOrNull } from './target';
 
 /** A file's identity: device and inode (as `fs.Stats` gives them). */
 export interface FileId { dev: number; ino: number }
 
 export function fileIdOf(st: fs.Stats): FileId {
   return { dev: st.dev, ino: st.ino };
+}
+
+/**
+ * Whether an open file's exact (bigint) identity is the validated `id`. `id` comes from a number
+ * `fs.Stats`, whose inode is rounded above 2^53 (Lustre's FID-based inodes, overlayfs xino): compared
+ * as that same rounding of the exact value, never by widening the rounded one (which would call every
+ * such file replaced).
+ */
+export function matchesId(st: { dev: bigint; ino: bigint }, id: FileId): boolean {
+  return Number(st.dev) === id.dev && Number(st.ino) === id.ino;
 }
 
 export function inputReplaced(file: string, when: string, what = 'the edit'): GeoEditError {
@@ -36,7 +45,7 @@ export class OpenInputs {
     this.fds.set(file, fd);
     const st = fs.fstatSync(fd, { bigint: true });
     this.st.set(file, st);
-    if (id && (st.dev !== BigInt(id.dev) || st.ino !== BigInt(id.ino))) throw inputReplaced(file, 'since its header was validated', this.what);
+    if (id && !matchesId(st, id)) throw inputReplaced(file, 'since its header was validated', this.what);
     return fd;
   }
 
@@ -62,8 +71,11 @@ export class OpenInputs {
   /** After the data pass: every path still names the file that was read (the manifest's hashes are of those files). */
   checkNotReplaced(): void {
     for (const f of this.fds.keys()) {
-      const a = this.st.get(f)!, b = statOrNull(f);
-      if (!b || BigInt(b.dev) !== a.dev || BigInt(b.ino) !== a.ino) throw inputReplaced(f, `during ${this.what}`, this.what);
+      const a = this.st.get(f)!;
+      let b: fs.BigIntStats | undefined;
+      try { b = fs.statSync(f, { bigint: true, throwIfNoEntry: false }); } catch { b = undefined; }
+      // both exact (bigint): the inode as the kernel gives it, whatever its size
+      if (!b || b.dev !== a.dev || b.ino !== a.ino) throw inputReplaced(f, `during ${this.what}`, this.what);
     }
   }
 
