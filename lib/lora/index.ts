@@ -213,16 +213,18 @@ async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
     hashing.catch(() => undefined);
     markPhase('data');
     let res: Awaited<ReturnType<typeof mergeIntoBase>>;
+    let hs: Array<{ sha256: string; size: number }>;
     try {
       res = await mergeIntoBase(job, base, mp, a.oa, a.na, a.lora, a.own, a.site, mine, a.inputFiles);
+      // Hashed as written (res.hashes); read back only where the stream could not hash them.
+      const r = res;
+      hs = r.hashes.size === r.files.length ? r.files.map((f) => r.hashes.get(f.name)!) : await sha256Files(r.files.map((f) => f.path), job.ctl);
     } catch (e) {
-      // the hash stops (its descriptors are closed after the job) before the error goes on
+      // the input hash stops (its descriptors are closed after the job) before the error goes on
       stop.abort();
       await hashing.catch(() => undefined);
       throw e;
     }
-    // Hashed as written (res.hashes); read back only where the stream could not hash them.
-    const hs = res.hashes.size === res.files.length ? res.files.map((f) => res.hashes.get(f.name)!) : await sha256Files(res.files.map((f) => f.path), job.ctl);
     a.inputs = a.inputRecords((await hashing).hashes);
     job.checkAborted();
     a.inputFiles.checkNotReplaced();

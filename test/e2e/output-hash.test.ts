@@ -190,6 +190,35 @@ describe('merged adapters: shards hashed as they are written', () => {
     expect(wb.reread.map((f) => path.basename(f)).sort()).toEqual([...shards].sort());
     expect(expectHashesOnDisk(back)).toEqual(hashes);
   });
+
+  it('a failing read-back of the shards stops the input hash and waits for it before the descriptors close', async () => {
+    const out = outDir('merge-fail');
+    // The input hash is held back 300 ms (so it still runs when the job fails); the shards' read-back fails.
+    const seen: Array<{ fd: number; ino: bigint; settledOpen?: boolean }> = [];
+    const real = native.hashFiles.bind(native);
+    const spy = vi.spyOn(native, 'hashFiles').mockImplementation(async (spec: Parameters<typeof native.hashFiles>[0]) => {
+      const names = spec.files.map((f) => f.file ?? '');
+      if (names.some((f) => path.basename(path.dirname(f)).startsWith(`.${path.basename(out)}.geoedit-tmp-`))) throw Object.assign(new Error('read-back failed (test)'), { code: 'ERR_IO' });
+      const mine = spec.files.map((f) => ({ fd: f.fd, ino: fs.fstatSync(f.fd, { bigint: true }).ino }));
+      seen.push(...mine);
+      const check = () => { for (const m of mine) { try { m.settledOpen = fs.fstatSync(m.fd, { bigint: true }).ino === m.ino; } catch { m.settledOpen = false; } } };
+      await new Promise((r) => setTimeout(r, 300));
+      try { return await real(spec); } finally { check(); }
+    });
+    const prevCache = process.env.GEOEDIT_HASH_CACHE;
+    process.env.GEOEDIT_STREAM_HASH = '0';
+    process.env.GEOEDIT_HASH_CACHE = 'off';
+    try {
+      await expect(editAdapters({ ...io, out }, { outFormat: 'full' })).rejects.toThrow(/read-back failed/);
+    } finally {
+      spy.mockRestore();
+      delete process.env.GEOEDIT_STREAM_HASH;
+      if (prevCache === undefined) delete process.env.GEOEDIT_HASH_CACHE; else process.env.GEOEDIT_HASH_CACHE = prevCache;
+    }
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.map((x) => x.settledOpen)).toEqual(seen.map(() => true));
+    expect(fs.existsSync(out)).toBe(false);
+  });
 });
 
 describe('write-behind', () => {
