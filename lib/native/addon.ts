@@ -138,7 +138,7 @@ export interface NativeAddon {
   outputHash(prefix?: Uint8Array): NativeOutputHash;
   /** Finishes an outputHash: reads back [hashed frontier, size) of fd (whatever was not fed in order), then the digest. */
   outputHashFinish(h: NativeOutputHash, spec: { fd: number; size: number; file?: string; ctl?: Float64Array }): Promise<{ sha256: string; fromMemory: number; reread: number }>;
-  /** Which CPU linear algebra preserved edits use (libopenblas is loaded when the addon loads, unless GEOEDIT_BLAS=eigen). */
+  /** Which CPU linear algebra preserved edits use (libopenblas is loaded by the first preserved call, or here, on the JS thread; not under GEOEDIT_BLAS=eigen). */
   blasInfo(): NativeBlasInfo;
   /** Tests only: the fused row path on/off. */
   _setFused(on: boolean): boolean;

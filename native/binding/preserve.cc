@@ -67,11 +67,19 @@ const float* matrix(Napi::Object o, const char* key, bool square, int64_t* r, in
 
 geoedit::BlasChoice blas_choice_of(Napi::Object o, const char* key) {
   Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return geoedit::BlasChoice::Default;
+  // OpenBLAS is loaded here, on the JS thread, when the first preserved spec that may use it is read
+  // (before the job's threads run): its load sets OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS around dlopen
+  // (core/blas.h), and setenv must not run while another thread may read the environment (it did on a
+  // worker thread, at a job's first preserved operator). Not at the addon's registration: a process that
+  // never preserves does not pay the load (~11 ms here). Without libopenblas this records why and Eigen runs.
+  if (v.IsUndefined() || v.IsNull()) {
+    if (geoedit::blas_choice_from_env() != geoedit::BlasChoice::Eigen) geoedit::openblas_info();
+    return geoedit::BlasChoice::Default;
+  }
   const std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string("(not a string)");
   if (s == "eigen") return geoedit::BlasChoice::Eigen;
   if (s == "auto" || s == "openblas") {
-    geoedit::openblas_info();  // loaded here, on the JS thread, if registration did not (GEOEDIT_BLAS=eigen): see register_preserve
+    geoedit::openblas_info();
     return s == "auto" ? geoedit::BlasChoice::Auto : geoedit::BlasChoice::OpenBlas;
   }
   geoedit::ErrorDetails d;
@@ -271,13 +279,8 @@ Napi::Value CudaPreserveStatus(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void register_preserve(Napi::Env env, Napi::Object exports) {
-  // OpenBLAS is loaded here, on the JS thread while the addon registers (before any job's threads
-  // run), unless GEOEDIT_BLAS=eigen: its load sets OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS around
-  // dlopen (core/blas.h), and setenv must not run while another thread may read the environment (it
-  // did on a worker thread, at a job's first preserved operator). A per-operator blas: 'auto' or
-  // 'openblas' under GEOEDIT_BLAS=eigen loads it when the spec is read, on the JS thread too
-  // (blas_choice_of). Without libopenblas this records why and Eigen runs.
-  if (geoedit::blas_choice_from_env() != geoedit::BlasChoice::Eigen) geoedit::openblas_info();
+  // OpenBLAS is loaded on the JS thread when a preserved spec is read (blas_choice_of) or info() asks
+  // for its provider, not here.
   exports.Set("cudaPreserveStatus", Napi::Function::New(env, CudaPreserveStatus, "cudaPreserveStatus"));
   exports.Set("_preserveBench", Napi::Function::New(env, PreserveBench, "_preserveBench"));
 }

@@ -28,8 +28,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 // blasInfo() -> { choice: 'auto' | 'eigen' | 'openblas' | <an unknown GEOEDIT_BLAS value>, provider (who a
 //   preserved edit's ridge rows use now: 'openblas-<version>-<core>' | 'eigen-<isa>'; null when GEOEDIT_BLAS cannot
 //   be honoured), error (why, or null), openblas: { available, reason, lib, config, core, version, provider } }.
-// Separate from info() because it may load libopenblas (core/blas.h): the addon loads it when it
-// registers, unless GEOEDIT_BLAS=eigen (native/binding/preserve.cc register_preserve).
+// Separate from info() because it may load libopenblas (core/blas.h), here on the JS thread, as the first
+// preserved call does when it reads its spec (native/binding/preserve.cc blas_choice_of).
 Napi::Value BlasInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const geoedit::OpenBlasInfo& ob = geoedit::openblas_info();

@@ -18,8 +18,8 @@
 // AVX-512, Haswell with AVX2 + FMA) and OPENBLAS_NUM_THREADS=1, each only when the user has not set
 // it, and removes them again right after dlopen (the load happens once, at the first openblas_info()).
 // setenv/unsetenv are not thread-safe against a getenv on another thread, so that first call must be
-// made where no other thread reads the environment: the addon makes it on the JS thread when it
-// registers (native/binding/preserve.cc register_preserve), the plain C++ tests on their main thread.
+// made where no other thread reads the environment: the addon makes it on the JS thread when it reads
+// a preserved spec (native/binding/preserve.cc blas_choice_of), the plain C++ tests on their main thread.
 //
 // Determinism: OpenBLAS is set to one thread when loaded (openblas_set_num_threads(1)) and every
 // call runs on one of our pool's threads, on fixed shapes (row tiles of the GEMM fixed by the group's size,
