@@ -167,6 +167,12 @@ function mergeInputs(parts: LoadedPart[]): InputRecords {
   return out;
 }
 
+/** Every part hashes the inputs it reads and part 1 those no part reads: an input no part hashed means a part's manifest is not what its job wrote. */
+function unhashedRefused(parts: LoadedPart[], files: ReadonlyArray<{ path: string; sha256: string | null }>): void {
+  const f = files.find((x) => !x.sha256);
+  if (f) throw new GeoEditError('ERR_PART_CORRUPT', `no part recorded a hash for the input ${f.path} (each part hashes the inputs it reads, part 1 those no part reads): a part's manifest is not what its job wrote`, { file: f.path, part: parts[0]!.dir });
+}
+
 function partRecordOf(p: LoadedPart): AssembledPart {
   const m = p.m as CheckpointManifest;
   const bytes = p.rec.files.reduce((a, f) => a + p.hashes.get(f)!.size, 0);
@@ -189,6 +195,7 @@ function checkpointManifest(parts: LoadedPart[], out: string, rec: AssembledReco
   const dataMs = max('dataMs');
   const inputs = mergeInputs(parts);
   const recs = Object.values(inputs).flatMap((r) => r.files);
+  if (first.hashing) unhashedRefused(parts, recs);
   const m: CheckpointManifest = {
     tool: 'geoedit', kind: 'checkpoint-edit', createdAt: new Date().toISOString(), versions: first.versions, backend: first.backend, inputs,
     output: { path: out, files: plan.files.map((f) => ({ name: f.name, size: f.size, tensors: f.tensors.length })), totalSize: plan.totalSize },
@@ -216,7 +223,7 @@ function adapterManifest(parts: LoadedPart[], out: string, rec: AssembledRecord,
   const mods = ms.flatMap((m) => m.modules).sort((a, b) => (order.get(a.baseTensor ?? '') ?? 0) - (order.get(b.baseTensor ?? '') ?? 0) || (a.name < b.name ? -1 : 1));
   const { outputs: _o, partition: _p, id: _i, lineageVersion: _l, outputFiles: _f, parent: _pa, inputManifests: _im, ...rest } = first as AdapterManifest & LineageFields;
   void _o; void _p; void _i; void _l; void _f; void _pa; void _im;
-  // Each input's hash from the part that hashed it (each part hashes the inputs assigned to it: lib/partition/plan.ts hashAssignment).
+  // Each input's hash from the parts that hashed it (each part hashes the inputs it reads: lib/partition/plan.ts hashAssignment); two must agree.
   const inputs = first.inputs.map((i) => ({ ...i }));
   const from = new Map<number, LoadedPart>();
   inputs.forEach((i, k) => { if (i.sha256) from.set(k, parts[0]!); });
@@ -234,6 +241,7 @@ function adapterManifest(parts: LoadedPart[], out: string, rec: AssembledRecord,
       if (!f.sha256) { f.sha256 = g.sha256; from.set(k, p); }
     });
   }
+  unhashedRefused(parts, inputs);
   const plan = parts[0]!.rec.plan;
   const outputs = plan.files.map((f) => {
     const p = parts.find((x) => x.rec.index === f.part)!;

@@ -153,7 +153,7 @@ export interface PartRecord {
   plan: PartitionPlan;
   /** The files this part wrote (its shards, and with part 1 the base directory's other files). */
   files: string[];
-  /** The input files this part hashed: each input is hashed by the first part that reads it; part 1 also hashes those no part reads (hashAssignment). */
+  /** The input files this part hashed: the ones it reads; part 1 also those no part reads (hashAssignment). */
   hashed: string[];
   host: string;
 }
@@ -195,15 +195,16 @@ export function partitionKey(k: { version: string; kind: string; parameters: unk
 }
 
 /**
- * The input files part `part` hashes: each file by one part only, the first (lowest-numbered) that
- * reads it (`readsOf`: per input file, the 1-based parts whose output files' tensors read it); part 1
- * also hashes the files no part reads (index files, a coefficients file, a file none of the output's
- * tensors come from). So every input is hashed once across the parts, and the assembled manifest has
- * each hash (docs/partitioned.md).
+ * The input files part `part` hashes: every file it reads (`readsOf`: per input file, the 1-based parts
+ * whose output files' tensors read it), so that the bytes each part edits from are the bytes a hash in
+ * its manifest names, and a file two parts read (on two machines, perhaps two copies) is hashed by both
+ * and must agree at assembly; part 1 also hashes the files no part reads (index files, a coefficients
+ * file, a file none of the output's tensors come from). So the assembled manifest has every input hash,
+ * and no part hashes what it does not read (docs/partitioned.md).
  */
 export function hashAssignment(inputFiles: readonly string[], readsOf: ReadonlyMap<string, ReadonlySet<number>>, part: number): string[] {
   return inputFiles.filter((f) => {
     const r = readsOf.get(f);
-    return (r && r.size ? Math.min(...r) : 1) === part;
+    return r && r.size ? r.has(part) : part === 1;
   });
 }
