@@ -246,7 +246,9 @@ try {
       row.write.push(timeWrite(dir));
       if (!backends) row.writeDurable.push(timeWrite(dir, true));
       if (backends) {
-        for (const v of variants) {
+        // the order rotates rep by rep, so that no variant always runs first or last
+        for (let j = 0; j < variants.length; j++) {
+          const v = variants[(i + j) % variants.length];
           row.backends[v.key].analyze.push(runEdit(dir, ['--no-hash', ...v.args], 'analyze'));
           row.backends[v.key].noHash.push(runEdit(dir, ['--no-hash', ...v.args]));
         }
@@ -270,7 +272,7 @@ try {
       console.log(`cat (read only, warm):      ${cat.toFixed(2)} s  ${(inBytes / 1e9 / cat).toFixed(2)} GB/s`);
       console.log(`copy one input (write floor): ${row.summary.writeOneS.toFixed(2)} s`);
       for (const b of variants.map((v) => v.key)) {
-        const an = Math.min(...row.backends[b].analyze.map((x) => x.wallS)), ed = Math.min(...row.backends[b].noHash.map((x) => x.wallS));
+        const an = median(row.backends[b].analyze.map((x) => x.wallS)), ed = median(row.backends[b].noHash.map((x) => x.wallS));
         const rss = Math.max(...row.backends[b].noHash.map((x) => x.maxRssMiB));
         row.summary.backends[b] = { analyzeS: an, ratioAnalyze: an / cat, editNoHashS: ed, ratioNoHash: ed / cat, rssNoHashMiB: rss };
         console.log(`[${b}] analyze ${an.toFixed(2)} s (${(an / cat).toFixed(2)}x read time); edit --no-hash ${ed.toFixed(2)} s (${(ed / cat).toFixed(2)}x read time), peak RSS ${rss.toFixed(0)} MiB`);

@@ -1,6 +1,6 @@
 // Backend choice. The CUDA backend is a plugin (geoedit_cuda.so next to the addon) that the core
 // loads only when CUDA is asked for or probed. 'auto' picks the backend that is faster for the job
-// from what is known (chooseBackend: where the data is, whether the work is compute-bound), and
+// from what is known (chooseBackend: where the data is, whether it has preservation statistics), and
 // says why; an explicit 'cuda' that cannot run throws ERR_CUDA_UNAVAILABLE with the reason (never
 // a silent fallback).
 import { GeoEditError, describe, typeError } from './errors';
@@ -149,7 +149,7 @@ export const HOST_MEMORY_RULE =
  * 'cpu'/'cuda' is obeyed ('cuda' unusable: ERR_CUDA_UNAVAILABLE). 'auto' picks the backend that is
  * faster for the job from what is known: no usable GPU -> the CPU; a job with preservation
  * statistics -> preserveRule (the GPU when its projection outweighs the GPU's streaming penalty and
- * cuBLAS/cuSOLVER are usable); other compute-bound work or data already on the device -> the GPU; a
+ * cuBLAS/cuSOLVER are usable); data already on the device -> the GPU; a
  * memory-bound job over host memory (every other edit and checkpoint job) -> the CPU, as measured
  * on an H200 machine. `status` / `linalg`: the device description (tests pass fakes). Not re-measured on a GPU since
  * this rule was written (no GPU machine was available); the rule is tested with a mocked probe.

@@ -83,7 +83,7 @@ export function prepareEdit(inputs: EditInputs, options: EditOptions | undefined
 }
 
 /** editTensor with preservation, for 'auto' (lib/backend.ts preserveRule): the ridge form's work (the basis form runs on the CPU); bytes: the inputs. */
-function tensorPreserveJob(p: NativePreserve, rows: number, cols: number, dtypes: DType[]): BackendJob {
+export function tensorPreserveJob(p: NativePreserve, rows: number, cols: number, dtypes: DType[]): BackendJob {
   const ridge = p.cov !== undefined || p.keys !== undefined;
   const bytes = rows * cols * dtypes.reduce((a, d) => a + (d === 'f32' ? 4 : 2), 0);
   return { kind: 'preserve', location: 'host', preserve: { gemmFlops: ridge ? 4 * rows * cols * cols : 0, buildFlops: ridge ? 2.67 * cols ** 3 : 0, bytes, maxDim: ridge ? cols : 0 } };

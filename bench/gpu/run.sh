@@ -135,7 +135,7 @@ if [ "$BENCH" = 1 ]; then
 fi
 if [ "$CKPT" = 1 ]; then
   step "checkpoint pipeline: CPU vs CUDA (bench/checkpoint.js)"
-  timeout 200 node bench/checkpoint.js --sizes "${CKPT_GIB:-1}" --reps 1 --backends cpu,cuda,auto --density 1,0.1 --tag "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -c 'A-Za-z0-9\n' '-' | tr -d '\n')"
+  timeout 300 node bench/checkpoint.js --sizes "${CKPT_GIB:-1}" --reps 3 --backends cpu,cuda,auto --density 1,0.1 --tag "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -c 'A-Za-z0-9\n' '-' | tr -d '\n')"
   rc=$?; [ $rc != 0 ] && RC_BENCH=$rc
   save
 fi

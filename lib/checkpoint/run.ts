@@ -150,7 +150,7 @@ function planPart(p: Prepared, spec: PartSpec): PartOfJob {
     files: names.map((name, i) => ({ name, size: sizes[i]!, tensors: shards[i]!.map((it) => it.name), part: assign[i]! + 1 })),
     totalSize: p.items.reduce((a, it) => a + it.outBytes, 0), index: shards.length > 1,
   };
-  // Who reads which input file: each file is hashed by the first part that reads it; part 1 also hashes those no part reads.
+  // Who reads which input file: each part hashes the files it reads; part 1 also those no part reads.
   const readsOf = new Map<string, Set<number>>();
   const reads = (f: string | undefined, part: number) => { if (f) { let s = readsOf.get(f); if (!s) readsOf.set(f, (s = new Set())); s.add(part); } };
   shards.forEach((items, i) => {

@@ -291,7 +291,6 @@ function commitOutput(tmp: string, out: string, force: boolean, existedAtStart: 
   removeQuietly(aside);
 }
 
-export { syncPath } from './atomic';
 
 /**
  * fsync of every file under dir, then of each directory (deepest first), before the rename into

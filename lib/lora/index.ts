@@ -241,8 +241,8 @@ async function writeMerged(a: AdapterJob): Promise<AdapterManifest> {
 
 /**
  * A merged adapter's part record: the layout's shards assigned to parts (bytes balanced), the key
- * every part shares, and the input files this part hashes (each by the first part that reads it:
- * partition/plan.ts hashAssignment, as checkpoint parts do).
+ * every part shares, and the input files this part hashes (the ones it reads; part 1 also those no
+ * part reads: partition/plan.ts hashAssignment, as checkpoint parts do).
  */
 function mergePartRecord(a: AdapterJob, mp: MergePlan, part: PartSpec): Omit<PartRecord, 'files'> {
   const layout = mp.layout;

@@ -203,7 +203,7 @@ function checkpointManifest(parts: LoadedPart[], out: string, rec: AssembledReco
     // The parts ran side by side: the slowest part, then the assembly.
     timings: { totalMs: max('totalMs') + (Date.now() - t0), validateMs: max('validateMs'), dataMs, hashMs: max('hashMs'), gbPerSecond: dataMs > 0 ? bytesRead / 1e9 / (dataMs / 1000) : 0 },
     hashing: first.hashing ? {
-      provider: first.hashing.provider, bytesHashed: ms.reduce((a, x) => a + (x.hashing?.bytesHashed ?? 0), 0),
+      provider: ms.map((x) => x.hashing?.provider).find((p) => p && p !== 'cache') ?? first.hashing.provider, bytesHashed: ms.reduce((a, x) => a + (x.hashing?.bytesHashed ?? 0), 0),
       fromCache: recs.filter((f) => f.sha256Source === 'cache').length, computed: recs.filter((f) => f.sha256Source === 'computed').length,
     } : null,
     warnings: [...first.warnings],

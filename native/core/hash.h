@@ -45,7 +45,8 @@ struct HashResult {
 };
 
 // Hashes whole files, several at once (up to `threads` files in parallel, 0: all cores; each
-// file is one sequential SHA-256 stream), reading with pread in 1 MiB pieces. Larger files start
+// file is one sequential SHA-256 stream), reading mapped 16 MiB windows (pread where a window cannot be
+// mapped). Larger files start
 // first. Throws Error(Io) naming the file (a short read: the file shrank); Error(Aborted) when
 // *cancel becomes non-zero.
 std::vector<HashResult> hash_files(const std::vector<HashFile>& files, int threads, const double* cancel = nullptr);
@@ -81,8 +82,10 @@ class OrderedHash {
   };
   // Reads [frontier, size) of fd (pread, 1 MiB pieces) into the hash and finishes it. Error(Io)
   // naming `path` on a short read; Error(Aborted) when *cancel becomes non-zero; Error(Internal)
-  // naming `path` when a ticket taken has been neither fed nor skipped (a write not done yet: the
-  // digest would not be the file's). Once only (a refused call may be repeated).
+  // naming `path` when a ticket taken has been neither fed nor skipped. It cannot tell whether a fed
+  // piece's write is done (the writer feeds before its pwrite): call it only after every write of the
+  // file has returned (lib/checkpoint/stream.ts does, after the stream call). Once only (a refused call
+  // may be repeated).
   Result finish(int fd, uint64_t size, const std::string& path, const double* cancel = nullptr);
   // Tests only: called by feed() on its turn, once it has released the lock and before it hashes.
   std::function<void()> on_feed_unlocked;

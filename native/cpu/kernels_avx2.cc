@@ -442,8 +442,9 @@ double trim_mag_avx2(float* v, int64_t n, int64_t k, uint32_t* cand, uint32_t* h
 
 
 // ---- The fused row path (kernels.h FusedRowKernels), 8 lanes ---------------------------------------
-// The AVX-512 path's design (kernels_avx512.cc "The fused row path") on 256-bit vectors: blocks of 16
-// columns, the last n % 16 columns one at a time with the reference's scalar expressions.
+// The AVX-512 path's design (kernels_avx512.cc "The fused row path") on 256-bit vectors: the output
+// pass in blocks of 16 columns, its last n % 16 columns one at a time with the reference's scalar
+// expressions; the stats pass in blocks of 32, then 8-wide vectors, then scalar.
 
 // Columns [j, j + 16) of a raw row of dtype D as two f32 vectors (exact). EO (bf16 only): v0 holds the
 // even columns j, j + 2, ..., v1 the odd ones: the 32 loaded bytes shifted and masked, no cross-lane

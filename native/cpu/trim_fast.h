@@ -24,7 +24,8 @@
 //   keys<Mag>(x, n, cand)             cand[j] = key of x[j]
 //   nth_equal<Mag>(x, n, kth, r)      the column of the r-th (1-based) key equal to kth
 // where x is the row: a const float*, or (select_fast only) any row source the ISA's passes read, e.g.
-// the AVX-512 fused path's v = x - base decoded from the raw input rows (kernels_avx512.cc RawDiff).
+// the fused paths' v = x - base decoded from the raw input rows (RawDiff in kernels_avx512.cc and
+// kernels_avx2.cc).
 //   apply<Mag>(x, v, n, kth, last_tie, acc)  as ScalarTrimPasses::apply (x: e, or v when Mag)
 // Internal linkage, no std:: templates (see trim_impl.h).
 #pragma once

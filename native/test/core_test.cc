@@ -441,7 +441,7 @@ static void test_sha256() {
 
 // The fused row path (kernels.h FusedRowKernels: raw rows of one dtype, no decoded scratch rows) of
 // every ISA that has one, against the scalar reference's unfused steps: bf16, f16 and f32 inputs, every
-// output dtype, widths around the 32-column blocks and odd tails, densities 1 / 0.2 / 0.03, rows full of
+// output dtype, widths around the 32-column (AVX-512) and 16-column (AVX2) blocks and odd tails, densities 1 / 0.2 / 0.03, rows full of
 // ties, non-finite inputs with allowNonFinite, thread counts. With coefficients that do not depend on
 // the f64 sums (every strategy but geoedit's weights) the bytes are identical to the reference; so are
 // the kept sums up to their f64 summation order.
@@ -506,7 +506,8 @@ static void test_fused_rows() {
 
 // The fused output's special cases against the scalar reference, byte for byte: co == 0 rows (the old row
 // is not read) over signed zeros, where -0 + co*a decides the sign (negative cn, -0 coefficients, dropped
-// entries of a trimmed side); bf16 outputs that overflow or turn NaN inside the 32-column blocks (the
+// entries of a trimmed side); bf16 outputs that overflow or turn NaN inside the blocks (32 columns on
+// AVX-512, 16 on AVX2; the
 // kernel's RNE has no NaN lane fix: such a row is written by the unfused steps), named as the reference
 // names them or, opted in, written with the reference's bytes.
 static void test_fused_edges() {
