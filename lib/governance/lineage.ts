@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { GeoEditError } from '../errors';
+import { writeFileAtomicSync } from '../job/atomic';
 import { DEFAULTS } from '../options';
 import { sha256Files } from './hashing';
 import { canonicalJson, canonicalSha256, writeManifestFile, manifestText } from './manifest-json';
@@ -349,9 +350,7 @@ export function writeManifestAppended(file: string, m: Manifest): void {
   if (stored.computedId !== manifestId(m) || stored.storedId !== m.id) {
     throw new GeoEditError('ERR_INTERNAL', `${file}: an append would change the manifest's covered content`, { file });
   }
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.geoedit-tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
-  fs.writeFileSync(tmp, manifestText(m));
-  fs.renameSync(tmp, file);
+  writeFileAtomicSync(file, manifestText(m));
 }
 
 // ---- the chain -----------------------------------------------------------------------------------

@@ -13,6 +13,29 @@ export function syncPath(p: string): void {
 }
 
 /**
+ * writeFileAtomic, synchronously (for callers that hold no event-loop turn between the steps, so no
+ * signal handler can run in between): temp beside `file` written and fsync'ed, renamed over `file`, the
+ * directory fsync'ed; the temp removed on an error.
+ */
+export function writeFileAtomicSync(file: string, data: string | Uint8Array): void {
+  const tmp = tempPathBeside(file);
+  try {
+    const fd = fs.openSync(tmp, 'wx');
+    try {
+      fs.writeFileSync(fd, data);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    removeQuietly(tmp);
+    throw e;
+  }
+  try { syncPath(path.dirname(file)); } catch { /* the rename is done; the directory's fsync is best effort */ }
+}
+
+/**
  * Writes `data` into the new file `tmp`, then fsyncs it (the write and the fsync on the thread
  * pool). Created synchronously ('wx'): a signal's cleanup (synchronous) then always finds the file
  * it removes, where an asynchronous open still in flight could create it after the cleanup ran.

@@ -47,6 +47,8 @@ class WriteBehind {
   void drain();
   // System calls made so far (sync_file_range and posix_fadvise; tests).
   uint64_t syscalls() const { return calls_.load(std::memory_order_relaxed); }
+  // False once sync_file_range proved unsupported here (plain writes from then on).
+  bool enabled() const { return !off_.load(std::memory_order_relaxed); }
   // GEOEDIT_WRITE_BEHIND in bytes (default 64 MiB; 0: off) and GEOEDIT_TEST_SYNC_FILE_RANGE as an errno.
   static uint64_t window_from_env();
   static int fake_errno_from_env();

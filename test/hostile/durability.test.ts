@@ -12,9 +12,30 @@ import { editCheckpoint } from '../../lib/checkpoint';
 import { writeReport } from '../../lib/report';
 import { writeDirReport } from '../../lib/governance/render';
 import { leftovers } from '../support/ckpt';
+import { loadManifest, MANIFEST_FILE, writeManifestAppended } from '../../lib/governance/lineage';
 import { checkpointTriple } from './support';
 
 describe('hostile: durability (class 3)', () => {
+  it('a manifest rewritten in place (writeManifestAppended: evaluate\'s record) is fsync\'ed as a temp before the rename, its directory after', async () => {
+    const s = await checkpointTriple('h3m');
+    const out = path.join(s.root, 'out');
+    await editCheckpoint({ base: s.base, old: s.old, new: s.new, out });
+    const file = path.join(out, MANIFEST_FILE);
+    const synced: string[] = [];
+    const orig = fsDefault.fsyncSync;
+    fsDefault.fsyncSync = (fd: number) => { synced.push(fs.readlinkSync(`/proc/self/fd/${fd}`)); return orig(fd); };
+    syncBuiltinESMExports();
+    try {
+      writeManifestAppended(file, loadManifest(file).manifest);
+    } finally {
+      fsDefault.fsyncSync = orig;
+      syncBuiltinESMExports();
+    }
+    expect(synced.some((p) => new RegExp(`/\\.${MANIFEST_FILE.replace('.', '\\.')}\\.geoedit-tmp-`).test(p))).toBe(true);
+    expect(synced).toContain(fs.realpathSync(out));
+    expect(leftovers(out)).toEqual([]);
+  });
+
   it('fsyncs every output file and the temporary directory before the rename, the parent directory after', async () => {
     const s = await checkpointTriple('h3');
     const out = path.join(s.root, 'out');
