@@ -149,6 +149,7 @@ function mergeInputs(parts: LoadedPart[]): InputRecords {
   const first = parts[0]!.m as CheckpointManifest;
   const out: InputRecords = JSON.parse(JSON.stringify(first.inputs)) as InputRecords;
   const from = new Map<string, LoadedPart>();
+  for (const rec of Object.values(out)) for (const f of rec.files) if (f.sha256) from.set(f.path, parts[0]!);  // the first part's own hashes
   for (const [role, rec] of Object.entries(out)) {
     rec.files.forEach((f, i) => {
       for (const p of parts) {

@@ -216,6 +216,18 @@ describe('partitioned checkpoint edit', () => {
       idx.sha256Source = null;
       resealManifestFile(path.join(unhashed, MANIFEST_FILE), um);
       await refused([unhashed, three[1]!, three[2]!], 'ERR_PART_CORRUPT', new RegExp(`no part recorded a hash for the input ${idx.path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+      // Two parts read (and hash) the same base shard: a part whose hash of it differs (re-sealed) is foreign.
+      const hashedBy = three.map((d) => new Set((manifestOf(d) as { partition: { hashed: string[] } }).partition.hashed));
+      const shared = [...hashedBy[1]!].find((f) => hashedBy[0]!.has(f) || hashedBy[2]!.has(f));
+      if (shared) {
+        const other = copyPart(three[1]!, 'other-bytes');
+        const om = loadManifest(other).manifest as Record<string, any>;
+        const rec = Object.values(om.inputs as Record<string, { files: Array<{ path: string; sha256: string | null }> }>).flatMap((r) => r.files).find((x) => x.path === shared)!;
+        rec.sha256 = 'e'.repeat(64);
+        resealManifestFile(path.join(other, MANIFEST_FILE), om);
+        await refused([three[0]!, other, three[2]!], 'ERR_PART_FOREIGN', /changed between the parts/);
+      }
+      expect(shared, 'a base shard read by two of the three parts').toBeDefined();
       const flipped = copyPart(three[1]!, 'flipped');
       const f = path.join(flipped, shardOf(flipped));
       const b = fs.readFileSync(f);
