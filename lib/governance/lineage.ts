@@ -333,13 +333,11 @@ async function writeSealed(dir: string, m: Manifest): Promise<Manifest> {
   return m;
 }
 
-/** Re-seals an already sealed manifest after a section covered by the id changed (rollout): new id, same files. */
+/** Re-seals an already sealed manifest after a section covered by the id changed: new id, written atomically (tests forge part and stage manifests with it). */
 export function resealManifestFile(file: string, m: Manifest): string {
   delete m.id;
   const id = manifestId(m);
-  const tmp = `${file}.geoedit-tmp-${process.pid}`;
-  fs.writeFileSync(tmp, manifestText({ id, ...m }));
-  fs.renameSync(tmp, file);
+  writeFileAtomicSync(file, manifestText({ id, ...m }));
   m.id = id;
   return id;
 }

@@ -16,7 +16,7 @@ import { editAdapters, type EditAdaptersOptions } from '../lora';
 import { runOutputJob, type OutputJob } from '../job/job';
 import { markPhase } from '../job/phase';
 import { checkOutputTarget, type InputFiles } from '../job/target';
-import { MANIFEST_FILE, loadSealedManifest, manifestText, parentRefOf, resealManifestFile, type Manifest } from './lineage';
+import { MANIFEST_FILE, loadSealedManifest, manifestId, manifestText, parentRefOf, type Manifest } from './lineage';
 import {
   evaluate, findBaseline, parseGate, rebindEvaluations,
   type Baseline, type EvaluateOptions, type EvaluationEntry, type EvaluationResult, type Gate, type GateResult, type Metrics,
@@ -176,10 +176,10 @@ async function commitStage(job: OutputJob, stageDir: string, out: string, record
   const stageEvals = (m.evaluations as EvaluationEntry[] | undefined) ?? [];
   delete m.evaluations;
   m.rollout = record;
-  const id = resealManifestFile(path.join(stageDir, MANIFEST_FILE), m);
-  const { id: _id, ...rest } = m;
-  void _id;
-  fs.writeFileSync(path.join(stageDir, MANIFEST_FILE), manifestText({ id, ...rest, evaluations: rebindEvaluations(stageEvals, id) }));
+  // the new id (over the repathed manifest with its rollout record), and the manifest written once (in the job's directory: fsync'ed by the commit)
+  delete m.id;
+  const id = manifestId(m);
+  fs.writeFileSync(path.join(stageDir, MANIFEST_FILE), manifestText({ id, ...m, evaluations: rebindEvaluations(stageEvals, id) }));
   markPhase('commit');
   await job.commit(stageDir);
   return id;
