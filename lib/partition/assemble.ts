@@ -171,7 +171,7 @@ function mergeInputs(parts: LoadedPart[]): InputRecords {
 /** Every part hashes the inputs it reads and part 1 those no part reads: an input no part hashed means a part's manifest is not what its job wrote. */
 function unhashedRefused(parts: LoadedPart[], files: ReadonlyArray<{ path: string; sha256: string | null }>): void {
   const f = files.find((x) => !x.sha256);
-  if (f) throw new GeoEditError('ERR_PART_CORRUPT', `no part recorded a hash for the input ${f.path} (each part hashes the inputs it reads, part 1 those no part reads): a part's manifest is not what its job wrote`, { file: f.path, part: parts[0]!.dir });
+  if (f) throw new GeoEditError('ERR_PART_CORRUPT', `no part recorded a hash for the input ${f.path} (each part hashes the inputs it reads, part 1 those no part reads): a part's manifest is not what its job wrote: run the parts that read it (part 1 for a file no part reads) again, then assemble`, { file: f.path, part: parts[0]!.dir });
 }
 
 function partRecordOf(p: LoadedPart): AssembledPart {
