@@ -10,7 +10,6 @@ import { runInspect } from '../../lib/cli/inspect';
 import { writeSafetensors } from '../../lib/safetensors';
 import { adapterSet, args, checkpointTriple, expectReplaced, fingerprint, hidden, run, tmpDir, waitForPhase } from './support';
 
-
 describe('hostile, round 2: inputs and targets (classes 1, 2)', () => {
   it('a report path that is a hard link to an input shard is refused before any work', async () => {
     const s = await checkpointTriple('f1a');
