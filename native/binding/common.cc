@@ -181,6 +181,11 @@ Napi::Value set_transfer_guard(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+bool can_guard_untransferable(napi_env env) {
+  Guard* g = guard_of(Napi::Env(env));
+  return g && !g->mark.IsEmpty() && !g->engine_can_transfer;
+}
+
 bool guard_untransferable(napi_env env, napi_value ab) {
   Napi::Env e(env);
   Guard* g = guard_of(e);

@@ -35,8 +35,17 @@
 // nothing it skips the next 1, 3, 7, ... chances (the caller keeps its outputs). Node-API has no call
 // for a collection: the pool reports an external-memory jump far above V8's hard limit and takes it
 // back at once, which makes V8 collect synchronously ("external memory pressure").
-// Only outputs below kCountLimit are collected for this way: larger ones keep V8's count, so V8
-// collects for them by itself, and forcing one more measured slower (see recycle).
+// Only outputs below kCountLimit (or uncounted ones, below) are collected for this way: larger ones
+// keep V8's count, so V8 collects for them by itself, and forcing one more measured slower (see recycle).
+// Uncounted outputs. V8 11 (Node 20) checks each positive change of its external-memory count against
+// the lowest count since its last full collection plus 64 MiB, so one ArrayBuffer of 64 MiB or more
+// starts a collection whatever the pool takes off before (taking it off lowers that lowest count).
+// Where it can (uncounted_ok), the pool therefore makes outputs of 64 MiB over a backing
+// store with V8's empty deleter, which V8 neither counts nor frees (BackingStore::EmptyDeleter, made
+// through the few V8 functions it looks up by name: uncounted_arraybuffer), and takes them back only
+// when their object is collected (weak reference, finalizer). Newly mapped memory is still reported
+// while that output is out, so V8 learns what a caller keeps; for these outputs the pool forces a
+// collection only with kOutUncounted of them out. GEOEDIT_OUTPUT_POOL_UNCOUNTED=0: never.
 // GEOEDIT_OUTPUT_POOL_GC=0 turns the forced collections off (an application with a large heap, where
 // a full collection costs more than it saves): outputs then come back only when V8 collects on its own.
 //
@@ -50,6 +59,7 @@
 #undef NODE_API_NO_EXTERNAL_BUFFERS_ALLOWED
 #include <node_api.h>
 
+#include <dlfcn.h>
 #include <sys/mman.h>
 #ifndef MADV_POPULATE_WRITE
 #ifdef __linux__
@@ -61,7 +71,9 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -81,6 +93,15 @@ constexpr double kForcedGcMsPerMiB = 1.0;
 // V8 collects for them anyway (below), and an A/B run at load 6-7 (docs/performance.md) showed more CPU
 // per call with the count taken off than with the earlier accounting (V8's count plus the pool's).
 constexpr size_t kCountLimit = size_t(64) << 20;
+// Outputs of kCountLimit up to this size are made over stores V8 does not count (uncounted_arraybuffer,
+// where uncounted_ok): a collection for them is only the pool's. Smaller ones do not need it (the
+// cancelled count above keeps V8 quiet), larger ones keep V8's count: there the pool's forced
+// collections cost more CPU than V8's own (256 MiB outputs; docs/performance.md, 2026-12-01 pool3).
+constexpr size_t kUncountedMax = size_t(64) << 20;
+// For uncounted outputs the pool forces a collection only with this many of the size out (not 2):
+// each collection then returns 3-4 (in `r = await editTensor(...)` the newest is still held), one
+// forced collection per 3-4 calls instead of one per 2, at most 256 MiB out (4 x 64 MiB).
+constexpr size_t kOutUncounted = 4;
 
 struct Lease;
 
@@ -89,13 +110,14 @@ struct Pool {
   std::multimap<size_t, void*> idle;  // mapping length -> mapping
   size_t idle_bytes = 0;
   size_t cap = 0;
-  size_t hits = 0, misses = 0, early = 0, reclaimed = 0, forced = 0, futile = 0;
+  size_t hits = 0, misses = 0, early = 0, reclaimed = 0, forced = 0, futile = 0, uncounted = 0;
   std::vector<Lease*> out;        // leases with a weak reference, not returned yet
   double gc_ms = 0;               // moving average of the forced collections' time (0: none yet)
   double fault_ms_per_mib = 0;    // moving average of a new mapping's first touch, per MiB (0: none yet)
   unsigned skip = 0, backoff = 0;  // forced collections to skip; the next skip after a futile one
   unsigned costly = 0;             // chances skipped for the cost since the last collection
   bool no_gc = false;              // GEOEDIT_OUTPUT_POOL_GC=0: never force a collection
+  bool counted_only = false;       // GEOEDIT_OUTPUT_POOL_UNCOUNTED=0: never an uncounted store
 };
 
 Pool& pool() {
@@ -104,6 +126,8 @@ Pool& pool() {
     auto* q = new Pool;
     const char* g = std::getenv("GEOEDIT_OUTPUT_POOL_GC");
     q->no_gc = g && g[0] == '0' && g[1] == 0;
+    const char* u = std::getenv("GEOEDIT_OUTPUT_POOL_UNCOUNTED");
+    q->counted_only = u && u[0] == '0' && u[1] == 0;
     const char* e = std::getenv("GEOEDIT_OUTPUT_POOL_MB");
     if (e && *e) {
       q->cap = size_t(std::strtoull(e, nullptr, 10)) << 20;
@@ -164,6 +188,7 @@ struct Lease {
   bool returned = false;
   int64_t reported = 0;   // external memory reported to V8 for it (taken back when it is returned)
   int64_t cancelled = 0;  // V8's own count of the ArrayBuffer cancelled (given back when V8 frees it)
+  bool uncounted = false; // over a store V8 neither counts nor frees (uncounted_arraybuffer)
   napi_ref weak = nullptr;
 };
 
@@ -213,6 +238,72 @@ void finalize_object(napi_env env, void* data, void*) {
   finished(l);
 }
 
+// The V8 functions an uncounted output needs (see the top of the file), looked up by their
+// Itanium-mangled names in the running process: the addon is built against Node-API headers only.
+struct V8Api {
+  void* (*current)();  // v8::Isolate::GetCurrent()
+  // v8::ArrayBuffer::NewBackingStore(void*, size_t, DeleterCallback, void*): the std::unique_ptr it
+  // returns is written through the hidden first argument (a class with a destructor)
+  void* (*new_store)(void** ret, void* data, size_t len, void (*deleter)(void*, size_t, void*), void* deleter_data);
+  // v8::ArrayBuffer::New(Isolate*, std::shared_ptr<BackingStore>): the shared_ptr is passed by address
+  // (the caller's temporary); the Local it returns is one pointer: a napi_value (Node's v8impl)
+  napi_value (*new_buffer)(void* isolate, std::shared_ptr<void>* store);
+  void (*empty_deleter)(void*, size_t, void*);  // v8::BackingStore::EmptyDeleter
+  void (*destroy_store)(void*);                  // v8::BackingStore::~BackingStore()
+};
+const V8Api* v8_api() {
+  static const V8Api api = [] {
+    V8Api a{};
+    a.current = reinterpret_cast<void* (*)()>(::dlsym(RTLD_DEFAULT, "_ZN2v87Isolate10GetCurrentEv"));
+    a.new_store = reinterpret_cast<decltype(a.new_store)>(::dlsym(RTLD_DEFAULT, "_ZN2v811ArrayBuffer15NewBackingStoreEPvmPFvS1_mS1_ES1_"));
+    a.new_buffer = reinterpret_cast<decltype(a.new_buffer)>(::dlsym(RTLD_DEFAULT, "_ZN2v811ArrayBuffer3NewEPNS_7IsolateESt10shared_ptrINS_12BackingStoreEE"));
+    a.empty_deleter = reinterpret_cast<decltype(a.empty_deleter)>(::dlsym(RTLD_DEFAULT, "_ZN2v812BackingStore12EmptyDeleterEPvmS1_"));
+    a.destroy_store = reinterpret_cast<decltype(a.destroy_store)>(::dlsym(RTLD_DEFAULT, "_ZN2v812BackingStoreD1Ev"));
+    return a;
+  }();
+  return api.current && api.new_store && api.new_buffer && api.empty_deleter && api.destroy_store ? &api : nullptr;
+}
+
+// An ArrayBuffer of `bytes` over m with V8's empty deleter, in the calling callback's handle scope
+// (V8 neither counts nor frees such a store), or nullptr.
+napi_value uncounted_arraybuffer(void* m, size_t bytes) {
+  const V8Api* a = v8_api();
+  void* isolate = a ? a->current() : nullptr;
+  if (!isolate) return nullptr;
+  void* raw = nullptr;  // the unique_ptr's one pointer
+  a->new_store(&raw, m, bytes, a->empty_deleter, nullptr);
+  if (!raw) return nullptr;
+  const auto destroy = a->destroy_store;
+  // what `std::shared_ptr<BackingStore>(std::move(unique))` makes in code built with V8's headers
+  std::shared_ptr<void> store(raw, [destroy](void* s) {
+    destroy(s);
+    ::operator delete(s);
+  });
+  return a->new_buffer(isolate, &store);
+}
+
+// Whether outputs of env of `len` bytes are made uncounted: from kCountLimit to kUncountedMax, with the Node major
+// this was measured on (20: later ones have ArrayBuffer.prototype.transfer, which rules it out
+// anyway), where the runtime allows external buffers (no V8 sandbox), the V8 functions are there and
+// a probe buffer shows V8 counted nothing for it, and where the buffer's object dying means its
+// memory is free (no transfer: can_guard_untransferable). GEOEDIT_OUTPUT_POOL_UNCOUNTED=0: never.
+bool uncounted_ok(napi_env env, size_t len) {
+  if (len < kCountLimit || len > kUncountedMax || pool().counted_only || !can_guard_untransferable(env)) return false;
+  static const bool runtime = [env] {
+    const napi_node_version* v = nullptr;
+    if (napi_get_node_version(env, &v) != napi_ok || !v || v->major != 20 || !v8_api()) return false;
+    static char probe[1 << 16];
+    napi_value ab;
+    if (napi_create_external_arraybuffer(env, probe, 16, nullptr, nullptr, &ab) != napi_ok) return false;
+    int64_t before = 0, after = 0;
+    napi_adjust_external_memory(env, 0, &before);
+    const bool made = uncounted_arraybuffer(probe, sizeof probe) != nullptr;
+    napi_adjust_external_memory(env, 0, &after);
+    return made && after == before;
+  }();
+  return runtime;
+}
+
 // Returns the leases of env and len whose ArrayBuffer V8 has collected; true if any. *out: how many
 // such leases are out (collected or not).
 bool reclaim(napi_env env, size_t len, size_t* out) {
@@ -256,7 +347,7 @@ void collect(napi_env env) {
 }
 
 // A buffer of len for env from collected outputs, or nullptr.
-void* recycle(napi_env env, size_t len) {
+void* recycle(napi_env env, size_t len, bool uncounted) {
   size_t out = 0;
   if (reclaim(env, len, &out)) return take_idle(len);
   // The newest output is most likely still held (in a loop `r = await editTensor(...)` the previous
@@ -265,7 +356,7 @@ void* recycle(napi_env env, size_t len) {
   // and a forced collection on top measured slower (a fresh-output loop of 256 MiB outputs, quiet,
   // 2026-12-01 16:24: 55-60 ms per call with it, 43-45 ms without, 40 ms with a reused `out`).
   Pool& p = pool();
-  if (out < 2 || p.no_gc || len >= kCountLimit) return nullptr;
+  if (out < (uncounted ? kOutUncounted : 2) || p.no_gc || (len >= kCountLimit && !uncounted)) return nullptr;
   {
     std::lock_guard<std::mutex> g(p.m);
     // a collection pays while it costs less than the first touch of a new mapping (measured, or the default)
@@ -300,8 +391,9 @@ bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t
   Pool& P = pool();
   if (bytes < kMinPooledOutput || P.cap == 0) return false;
   const size_t len = (bytes + kHuge - 1) & ~(kHuge - 1);
+  const bool uncounted = uncounted_ok(env, len);
   void* m = take_idle(len);
-  if (!m) m = recycle(env, len);
+  if (!m) m = recycle(env, len, uncounted);
   const bool mapped = m == nullptr;
   {
     std::lock_guard<std::mutex> g(P.m);
@@ -310,28 +402,47 @@ bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t
   }
   if (mapped) m = map_new(len);
   if (!m) return false;
-  napi_value ab;
+  napi_value ab = nullptr;
   Lease* l = new Lease{m, len, env};
   int64_t ignored = 0;
-  // V8 counts the ArrayBuffer's bytes when it is made (and 104 more on Node 20; as much comes off
-  // when it frees the store) and may start a collection for them right there: taken off beforehand,
-  // so that the count comes back to where it was. Given back when V8 has freed the store (the
-  // deleter): exactly what was taken, so that the count never ends above where it was.
-  if (bytes < kCountLimit) {
-    l->cancelled = int64_t(bytes);
-    napi_adjust_external_memory(env, -l->cancelled, &ignored);
+  if (uncounted) {
+    // V8 counts nothing for this store and never frees it: the pool reports newly mapped memory while
+    // the output is out (V8 learns what a caller keeps) and takes the buffer back when the object is
+    // collected (finalizer or weak reference: below; an object JS never saw is returned at once).
+    ab = uncounted_arraybuffer(m, bytes);
+    if (ab && guard_untransferable(env, ab) && napi_add_finalizer(env, ab, l, finalize_object, nullptr, nullptr) == napi_ok) {
+      l->uncounted = true;
+    } else {
+      delete l;
+      give(m, len);
+      return false;
+    }
+  } else {
+    // V8 counts the ArrayBuffer's bytes when it is made (and 104 more on Node 20; as much comes off
+    // when it frees the store) and may start a collection for them right there: taken off beforehand,
+    // so that the count comes back to where it was. Given back when V8 has freed the store (the
+    // deleter): exactly what was taken, so that the count never ends above where it was.
+    if (bytes < kCountLimit) {
+      l->cancelled = int64_t(bytes);
+      napi_adjust_external_memory(env, -l->cancelled, &ignored);
+    }
+    if (napi_create_external_arraybuffer(env, m, bytes, finalize_store, l, &ab) != napi_ok) {
+      if (l->cancelled) napi_adjust_external_memory(env, l->cancelled, &ignored);
+      delete l;
+      give(m, len);  // e.g. napi_no_external_buffers_allowed: the caller allocates as usual
+      return false;
+    }
   }
-  if (napi_create_external_arraybuffer(env, m, bytes, finalize_store, l, &ab) != napi_ok) {
-    if (l->cancelled) napi_adjust_external_memory(env, l->cancelled, &ignored);
-    delete l;
-    give(m, len);  // e.g. napi_no_external_buffers_allowed: the caller allocates as usual
-    return false;
-  }
-  if (mapped || !l->cancelled) {
+  if (mapped || (!l->cancelled && !l->uncounted)) {  // newly mapped memory, or V8's count kept (kCountLimit)
     l->reported = int64_t(len);
     napi_adjust_external_memory(env, l->reported, &ignored);
   }
-  if (guard_untransferable(env, ab) && napi_add_finalizer(env, ab, l, finalize_object, nullptr, nullptr) == napi_ok) {
+  if (l->uncounted) {
+    const bool weak = napi_create_reference(env, ab, 0, &l->weak) == napi_ok;
+    std::lock_guard<std::mutex> g(P.m);
+    ++P.uncounted;
+    if (weak) P.out.push_back(l);
+  } else if (guard_untransferable(env, ab) && napi_add_finalizer(env, ab, l, finalize_object, nullptr, nullptr) == napi_ok) {
     l->pending = 2;
     if (napi_create_reference(env, ab, 0, &l->weak) == napi_ok) {
       std::lock_guard<std::mutex> g(P.m);
@@ -366,7 +477,7 @@ void populate_output(void* m, size_t len, int threads) {
 OutputPoolStats output_pool_stats() {
   Pool& p = pool();
   std::lock_guard<std::mutex> g(p.m);
-  return OutputPoolStats{p.hits, p.misses, p.idle_bytes, p.cap, p.early, p.reclaimed, p.forced, p.futile, p.gc_ms, p.fault_ms_per_mib};
+  return OutputPoolStats{p.hits, p.misses, p.idle_bytes, p.cap, p.early, p.reclaimed, p.forced, p.futile, p.gc_ms, p.fault_ms_per_mib, p.uncounted};
 }
 
 }  // namespace geoedit_binding

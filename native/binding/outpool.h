@@ -25,6 +25,8 @@ void populate_output(void* m, size_t len, int threads);
 // load) and returns true, where that leaves JS no way to move its memory to another owner (the
 // engine has no ArrayBuffer.prototype.transfer); false otherwise (nothing marked). common.cc.
 bool guard_untransferable(napi_env env, napi_value ab);
+// Whether guard_untransferable would return true for an ArrayBuffer of env (nothing marked). common.cc.
+bool can_guard_untransferable(napi_env env);
 
 struct OutputPoolStats {
   size_t hits, misses, idle_bytes, cap;
@@ -34,6 +36,7 @@ struct OutputPoolStats {
   size_t futile;     // of those, collections that freed no output
   double gc_ms;      // moving average of a forced collection's time
   double fault_ms_per_mib;  // moving average of a new mapping's first touch per MiB (populate_output)
+  size_t uncounted;  // outputs made over a backing store V8 does not count as external memory (outpool.cc)
 };
 OutputPoolStats output_pool_stats();
 

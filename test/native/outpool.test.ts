@@ -10,8 +10,9 @@ import { REPO } from '../support/paths';
 
 const child = path.join(REPO, 'test', 'support', 'fixtures', 'outpool-child.cjs');
 const loopChild = path.join(REPO, 'test', 'support', 'fixtures', 'outpool-loop-child.cjs');
+const child64 = path.join(REPO, 'test', 'support', 'fixtures', 'outpool-64-child.cjs');
 
-interface PoolStats { hits: number; misses: number; idleBytes: number; cap: number; early: number; reclaimed: number; forced: number; futile: number; gcMs: number; faultMsPerMiB: number }
+interface PoolStats { hits: number; misses: number; idleBytes: number; cap: number; early: number; reclaimed: number; forced: number; futile: number; gcMs: number; faultMsPerMiB: number; uncounted: number }
 
 function run(env: Record<string, string> = {}) {
   const out = execFileSync(process.execPath, ['--expose-gc', child, REPO], { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 1 << 20 });
@@ -47,7 +48,7 @@ describe('fresh outputs from the output pool', () => {
   it('GEOEDIT_OUTPUT_POOL_MB=0 turns it off (same bytes, ordinary arrays)', () => {
     const r = run({ GEOEDIT_OUTPUT_POOL_MB: '0' });
     for (const x of r.results) expect(x.same).toBe(true);
-    expect(r.pool).toEqual({ hits: 0, misses: 0, idleBytes: 0, cap: 0, early: 0, reclaimed: 0, forced: 0, futile: 0, gcMs: 0, faultMsPerMiB: 0 });
+    expect(r.pool).toEqual({ hits: 0, misses: 0, idleBytes: 0, cap: 0, early: 0, reclaimed: 0, forced: 0, futile: 0, gcMs: 0, faultMsPerMiB: 0, uncounted: 0 });
   }, 120_000);
 
   it('GEOEDIT_OUTPUT_POOL_GC=0: never a forced collection, every output still correct', () => {
@@ -84,5 +85,45 @@ describe('fresh outputs from the output pool', () => {
     // a worker thread exits with fresh outputs out; the main thread's pool goes on
     expect(r.worker).toEqual({ ok: true, code: 0 });
     expect(r.after.ok).toEqual(Array(4).fill(true));
+  }, 300_000);
+
+  // 64 MiB outputs ([4096, 4096] f32): V8 counts an ArrayBuffer's bytes when it is made and checks them
+  // against the lowest count since its last full collection plus 64 MiB, so every 64 MiB external
+  // buffer started a collection of V8's own (one per call). Where the pool can, it makes them over
+  // stores V8 does not count: the full collections are then the pool's (one per 3-4 calls) or follow
+  // newly mapped memory (reported while that output is out), never one per call.
+  interface Loop { ok: boolean[]; majors: number; pool: PoolStats; kept?: boolean[] }
+  interface Run64 { calls: number; node: number; engineCanTransfer: boolean; dropped: Loop; tight: Loop; held: Loop; worker: { ok: boolean; code: number; uncounted: number }; after: Loop }
+  const run64 = (env: Record<string, string> = {}) => {
+    const out = execFileSync(process.execPath, [child64, REPO], { encoding: 'utf8', maxBuffer: 1 << 20, env: { ...process.env, ...env } });
+    return JSON.parse(out.trim().split('\n').pop()!) as Run64;
+  };
+
+  it('64 MiB outputs: no collection of V8\'s own per call; every output correct, held ones intact', () => {
+    const r = run64();
+    const uncounted = r.node === 20 && !r.engineCanTransfer; // the V8 measured (outpool.cc uncounted_ok)
+    for (const [name, l] of Object.entries({ dropped: r.dropped, tight: r.tight, held: r.held, after: r.after })) {
+      expect(l.ok, name).toEqual(Array(r.calls).fill(true));
+      expect(l.pool.hits + l.pool.misses, name).toBe(r.calls);
+      if (!uncounted) { expect(l.pool.uncounted, name).toBe(0); continue; }
+      expect(l.pool.uncounted, name).toBe(r.calls);
+      // each full collection is one the pool asked for or follows a new mapping (at most one more)
+      expect(l.majors, `${name}: ${JSON.stringify(l)}`).toBeLessThanOrEqual(l.pool.forced + l.pool.misses + 1);
+      expect(l.pool.forced, name).toBeLessThanOrEqual(r.calls / 2);
+    }
+    expect(r.held.kept).toEqual([true, true, true, true]);
+    // a worker thread exits with three uncounted outputs out; the main thread's pool goes on (after)
+    expect(r.worker).toEqual({ ok: true, code: 0, uncounted: uncounted ? 3 : 0 });
+    // with the pool warm (after the loops above), most outputs are recycled ones
+    expect(r.after.pool.hits).toBeGreaterThanOrEqual(r.calls / 2);
+  }, 300_000);
+
+  it('GEOEDIT_OUTPUT_POOL_UNCOUNTED=0: 64 MiB outputs keep V8\'s count, every output still correct', () => {
+    const r = run64({ GEOEDIT_OUTPUT_POOL_UNCOUNTED: '0' });
+    for (const l of [r.dropped, r.tight, r.held, r.after]) {
+      expect(l.ok).toEqual(Array(r.calls).fill(true));
+      expect(l.pool.uncounted).toBe(0);
+    }
+    expect(r.held.kept).toEqual([true, true, true, true]);
   }, 300_000);
 });
