@@ -143,7 +143,7 @@ export interface NativeAddon {
   /** Tests only: the fused row path on/off. */
   _setFused(on: boolean): boolean;
   /** Tests only: counters of the fresh-output pool (native/binding/EXPORTS.md). */
-  _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number; early: number; reclaimed: number; forced: number; futile: number; gcMs: number; faultMsPerMiB: number; uncounted: number };
+  _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number; early: number; reclaimed: number; forced: number; futile: number; gcMs: number; faultMsPerMiB: number; uncounted: number; marking: number };
   /** Bench only: STREAM triad GB/s over the shared pool. */
   _triad(n: number, threads: number, reps: number): Promise<number>;
   cudaProbe(refresh?: boolean): NativeCudaProbe;

@@ -44,8 +44,8 @@
 // store with V8's empty deleter, which V8 neither counts nor frees (BackingStore::EmptyDeleter, made
 // through the few V8 functions it looks up by name: uncounted_arraybuffer), and takes them back only
 // when their object is collected (weak reference, finalizer). Newly mapped memory is still reported
-// while that output is out, so V8 learns what a caller keeps; for these outputs the pool forces a
-// collection only with kOutUncounted of them out. GEOEDIT_OUTPUT_POOL_UNCOUNTED=0: never.
+// while that output is out, so V8 learns what a caller keeps; for these outputs the pool never forces
+// a collection: it starts incremental ones ahead (kMarkAt). GEOEDIT_OUTPUT_POOL_UNCOUNTED=0: never.
 // GEOEDIT_OUTPUT_POOL_GC=0 turns the forced collections off (an application with a large heap, where
 // a full collection costs more than it saves): outputs then come back only when V8 collects on its own.
 //
@@ -98,10 +98,12 @@ constexpr size_t kCountLimit = size_t(64) << 20;
 // cancelled count above keeps V8 quiet), larger ones keep V8's count: there the pool's forced
 // collections cost more CPU than V8's own (256 MiB outputs; docs/performance.md, 2026-12-01 pool3).
 constexpr size_t kUncountedMax = size_t(64) << 20;
-// For uncounted outputs the pool forces a collection only with this many of the size out (not 2):
-// each collection then returns 3-4 (in `r = await editTensor(...)` the newest is still held), one
-// forced collection per 3-4 calls instead of one per 2, at most 256 MiB out (4 x 64 MiB).
-constexpr size_t kOutUncounted = 4;
+// For uncounted outputs the pool starts an incremental collection (start_marking) once this many of
+// the size are out, and never waits for one: in the loops callers write 4-5 buffers (320 MiB at
+// 64 MiB) and one collection per 3-4 calls (measured, load 5: 3 out gave one per 2 calls, whose
+// concurrent marking cost as much CPU per call as V8's own collection per call; 4 gave 0.92-0.94x the
+// reused call's CPU).
+constexpr size_t kMarkAt = 4;
 
 struct Lease;
 
@@ -110,7 +112,7 @@ struct Pool {
   std::multimap<size_t, void*> idle;  // mapping length -> mapping
   size_t idle_bytes = 0;
   size_t cap = 0;
-  size_t hits = 0, misses = 0, early = 0, reclaimed = 0, forced = 0, futile = 0, uncounted = 0;
+  size_t hits = 0, misses = 0, early = 0, reclaimed = 0, forced = 0, futile = 0, uncounted = 0, marking = 0;
   std::vector<Lease*> out;        // leases with a weak reference, not returned yet
   double gc_ms = 0;               // moving average of the forced collections' time (0: none yet)
   double fault_ms_per_mib = 0;    // moving average of a new mapping's first touch, per MiB (0: none yet)
@@ -118,6 +120,7 @@ struct Pool {
   unsigned costly = 0;             // chances skipped for the cost since the last collection
   bool no_gc = false;              // GEOEDIT_OUTPUT_POOL_GC=0: never force a collection
   bool counted_only = false;       // GEOEDIT_OUTPUT_POOL_UNCOUNTED=0: never an uncounted store
+  unsigned since_mark = 0;         // uncounted outputs made since the pool last started a collection
 };
 
 Pool& pool() {
@@ -346,17 +349,33 @@ void collect(napi_env env) {
   p.gc_ms = p.gc_ms == 0 ? ms : 0.5 * (p.gc_ms + ms);
 }
 
+// Asks V8 to start an incremental collection and returns at once (V8 marks on its helper threads and
+// finishes in a task on the JS thread): a jump of the count above V8's soft limit (its lowest count
+// since the last mark-compact plus 64 MiB), far below its hard limit, taken back at once.
+void start_marking(napi_env env) {
+  int64_t ignored = 0;
+  const int64_t jump = int64_t(65) << 20;
+  napi_adjust_external_memory(env, jump, &ignored);
+  napi_adjust_external_memory(env, -jump, &ignored);
+  std::lock_guard<std::mutex> g(pool().m);
+  ++pool().marking;
+}
+
 // A buffer of len for env from collected outputs, or nullptr.
 void* recycle(napi_env env, size_t len, bool uncounted) {
   size_t out = 0;
   if (reclaim(env, len, &out)) return take_idle(len);
+  // Uncounted outputs never wait for a collection here (a full one on the JS thread would stop the
+  // event loop for as long as it takes: 5-70 ms in a test process's heap on this machine): the pool
+  // starts incremental ones ahead (pooled_output) and maps a new buffer when none has finished.
+  if (uncounted) return nullptr;
   // The newest output is most likely still held (in a loop `r = await editTensor(...)` the previous
   // result stays reachable until the loop's next await): collect only with an older one out.
   // Outputs of V8's soft limit or more keep V8's count (kCountLimit): V8 collects for them on its own,
   // and a forced collection on top measured slower (a fresh-output loop of 256 MiB outputs, quiet,
   // 2026-12-01 16:24: 55-60 ms per call with it, 43-45 ms without, 40 ms with a reused `out`).
   Pool& p = pool();
-  if (out < (uncounted ? kOutUncounted : 2) || p.no_gc || (len >= kCountLimit && !uncounted)) return nullptr;
+  if (out < 2 || p.no_gc || len >= kCountLimit) return nullptr;
   {
     std::lock_guard<std::mutex> g(p.m);
     // a collection pays while it costs less than the first touch of a new mapping (measured, or the default)
@@ -439,9 +458,22 @@ bool pooled_output(napi_env env, napi_typedarray_type type, size_t count, size_t
   }
   if (l->uncounted) {
     const bool weak = napi_create_reference(env, ab, 0, &l->weak) == napi_ok;
-    std::lock_guard<std::mutex> g(P.m);
-    ++P.uncounted;
-    if (weak) P.out.push_back(l);
+    bool mark = false;
+    {
+      std::lock_guard<std::mutex> g(P.m);
+      ++P.uncounted;
+      if (weak) P.out.push_back(l);
+      size_t of_size = 0;  // this environment's outputs of this size out, this one included
+      for (Lease* o : P.out) of_size += o->env == env && o->len == len;
+      // With kMarkAt out, the older ones are likely dropped: a collection started now has them back by
+      // the next call or the one after (the newest stays held in `r = await editTensor(...)`). At most
+      // one per kMarkAt - 1 outputs made (a caller that keeps its outputs gets no more than that, and
+      // V8's own for the new mappings it causes).
+      if (P.since_mark < kMarkAt - 1) ++P.since_mark;
+      mark = of_size >= kMarkAt && !P.no_gc && P.since_mark >= kMarkAt - 1;
+      if (mark) P.since_mark = 0;
+    }
+    if (mark) start_marking(env);
   } else if (guard_untransferable(env, ab) && napi_add_finalizer(env, ab, l, finalize_object, nullptr, nullptr) == napi_ok) {
     l->pending = 2;
     if (napi_create_reference(env, ab, 0, &l->weak) == napi_ok) {
@@ -477,7 +509,7 @@ void populate_output(void* m, size_t len, int threads) {
 OutputPoolStats output_pool_stats() {
   Pool& p = pool();
   std::lock_guard<std::mutex> g(p.m);
-  return OutputPoolStats{p.hits, p.misses, p.idle_bytes, p.cap, p.early, p.reclaimed, p.forced, p.futile, p.gc_ms, p.fault_ms_per_mib, p.uncounted};
+  return OutputPoolStats{p.hits, p.misses, p.idle_bytes, p.cap, p.early, p.reclaimed, p.forced, p.futile, p.gc_ms, p.fault_ms_per_mib, p.uncounted, p.marking};
 }
 
 }  // namespace geoedit_binding

@@ -37,6 +37,7 @@ struct OutputPoolStats {
   double gc_ms;      // moving average of a forced collection's time
   double fault_ms_per_mib;  // moving average of a new mapping's first touch per MiB (populate_output)
   size_t uncounted;  // outputs made over a backing store V8 does not count as external memory (outpool.cc)
+  size_t marking;    // incremental collections the pool started for those (it never waits for one)
 };
 OutputPoolStats output_pool_stats();
 
