@@ -29,7 +29,7 @@
 //                         names the results file (checkpoint-<date>-NAME.json). The GPU device
 //                         check (bench/gpu/run.sh) runs it this way.
 //   --ab                  also the default edit with the data path before issue 17's write path
-//                         (GEOEDIT_WRITE_BEHIND=0 GEOEDIT_STREAM_HASH=0: no write-behind, the seal re-reads the
+//                         (GEOEDIT_WRITE_BEHIND=0 GEOEDIT_STREAM_HASH=0 GEOEDIT_DIRECT_WRITE=0: no write-behind, no direct writes, the seal re-reads the
 //                         output), in every rep (A/B in one run). Until 2026-12-01 17:40 UTC it also hashed the
 //                         inputs through pread (GEOEDIT_HASH_IO=pread, removed: docs/performance.md has its A/B).
 //   --ab-env K=V[,K=V]    with --ab: the B side runs with these variables instead of the previous write
@@ -67,7 +67,7 @@ const work = fs.mkdtempSync(path.join(values.dir, 'geoedit-bench-'));
 // --ab: the write path before issue 17's change (same hashes, same bytes).
 const PREVIOUS_PATH = values['ab-env']
   ? Object.fromEntries(values['ab-env'].split(',').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
-  : { GEOEDIT_WRITE_BEHIND: '0', GEOEDIT_STREAM_HASH: '0' };
+  : { GEOEDIT_WRITE_BEHIND: '0', GEOEDIT_STREAM_HASH: '0', GEOEDIT_DIRECT_WRITE: '0' };
 const AB_LABEL = values['ab-env'] ? `B: ${values['ab-env']}` : 'previous write path';
 const ROWS = 4096, COLS = 4096; // 32 MiB bf16 tensors, Llama-7B-like
 const TBYTES = ROWS * COLS * 2;

@@ -7,7 +7,8 @@
 // descriptor of the same file opened with O_DIRECT; the unaligned head and tail (the safetensors
 // header's end, a tensor's start and end inside a page) are written buffered through the caller's
 // descriptor, as before, and given to the write-behind. Writes smaller than kMinBytes stay buffered
-// (a direct write waits for the device; many tiny tensors would each pay that).
+// (a direct write waits for the device; many tiny tensors would each pay that), and so do blocks
+// the output's hash will read back (out of file order: stream.cc passes no O_DIRECT descriptor).
 //
 // The bytes in the file are the same whichever way they went (tests: test/e2e/direct-write.test.ts
 // and the core test). Durability is unchanged: O_DIRECT writes no metadata and flushes no disk cache,

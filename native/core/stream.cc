@@ -218,11 +218,13 @@ struct Writer {
   }
   static void write_block(int fd, int dfd, const char* p, size_t count, size_t piece, uint64_t off, uint64_t file_stride,
                           const std::string& name, OrderedHash* h, uint64_t ticket, WriteBehind* wb, DirectWrites* dw) {
-    // The hash first (its turn comes in submission order), then the write.
+    // The hash first (its turn comes in submission order), then the write. A block the hash could not
+    // take (out of file order) is read back by its finish(): written buffered, so that read finds it
+    // in the page cache rather than on the disk.
     const bool hashed = h && h->feed(ticket, off, p, piece, count, file_stride);
     try {
       if (count == 1 || file_stride == piece) {
-        dw->write(fd, dfd, p, count * piece, off, [&](uint64_t at, uint64_t n) { wb->written(fd, at, n, hashed, name); });
+        dw->write(fd, h && !hashed ? -1 : dfd, p, count * piece, off, [&](uint64_t at, uint64_t n) { wb->written(fd, at, n, hashed, name); });
       } else {
         for (size_t k = 0; k < count; ++k) pwrite_all(fd, p + k * piece, piece, off + k * file_stride);
       }
