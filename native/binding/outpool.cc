@@ -365,8 +365,8 @@ void start_marking(napi_env env) {
 void* recycle(napi_env env, size_t len, bool uncounted) {
   size_t out = 0;
   if (reclaim(env, len, &out)) return take_idle(len);
-  // Uncounted outputs never wait for a collection here (a full one on the JS thread would stop the
-  // event loop for as long as it takes: 5-70 ms in a test process's heap on this machine): the pool
+  // Uncounted outputs never wait for a collection here (a full one on the JS thread stops the event
+  // loop for as long as it takes: 5-15 ms here, one of 72 ms seen at load 5): the pool
   // starts incremental ones ahead (pooled_output) and maps a new buffer when none has finished.
   if (uncounted) return nullptr;
   // The newest output is most likely still held (in a loop `r = await editTensor(...)` the previous
