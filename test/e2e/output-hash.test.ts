@@ -145,14 +145,16 @@ describe('merged adapters: shards hashed as they are written', () => {
   });
 
   /** Runs the merge with native.hashFiles watched: returns the output files it was asked to read (a re-read). */
-  async function mergeWatched(out: string, opts: Parameters<typeof editAdapters>[1]): Promise<{ reread: string[]; finished: number }> {
+  async function mergeWatched(out: string, opts: Parameters<typeof editAdapters>[1]): Promise<{ reread: string[]; finished: number; finishReread: number[] }> {
     const hf = vi.spyOn(native, 'hashFiles');
     const fin = vi.spyOn(native, 'outputHashFinish');
     try {
       await editAdapters({ ...io, out }, opts);
       const named = hf.mock.calls.flatMap(([spec]) => spec.files.map((f) => f.file ?? ''));
       // the job's files are in its temporary directory beside out until the commit
-      return { reread: named.filter((f) => path.basename(path.dirname(f)).startsWith(`.${path.basename(out)}.geoedit-tmp-`) && f.endsWith('.safetensors')), finished: fin.mock.calls.length };
+      // the bytes each shard's hash had to read back from disk (written out of order): 0 when the stream wrote them in order
+      const finishReread = await Promise.all(fin.mock.results.map(async (r) => (await (r.value as ReturnType<typeof native.outputHashFinish>)).reread));
+      return { reread: named.filter((f) => path.basename(path.dirname(f)).startsWith(`.${path.basename(out)}.geoedit-tmp-`) && f.endsWith('.safetensors')), finished: fin.mock.calls.length, finishReread };
     } finally {
       hf.mockRestore();
       fin.mockRestore();
@@ -168,6 +170,7 @@ describe('merged adapters: shards hashed as they are written', () => {
     const shards = fs.readdirSync(out).filter((n) => n.endsWith('.safetensors'));
     expect(shards.length).toBeGreaterThanOrEqual(opts.maxShardSize ? 3 : 1);
     expect(w.finished).toBe(shards.length);
+    expect(w.finishReread).toEqual(shards.map(() => 0));
     expect(w.reread).toEqual([]);
     const hashes = expectHashesOnDisk(out);
     const m = JSON.parse(fs.readFileSync(path.join(out, MANIFEST_FILE), 'utf8')) as { outputs: Array<{ path: string; sha256: string; bytes: number }> };

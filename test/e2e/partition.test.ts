@@ -341,5 +341,26 @@ describe('partitioned adapter merge', () => {
     expect(r.code, r.stderr).toBe(0);
     // the assembled inputs: every hash, as one merge records them
     expectSameOutput(out, single, /^(id|createdAt|timings\.totalMs|outputs\.\d+\.path|partition)$/);
+    // A part (re-sealed) whose hash of an input another part also hashed differs: refused, naming both parts and the file.
+    const copy = (src: string, tag: string) => { const d = path.join(root, 'bad', tag); fs.mkdirSync(path.dirname(d), { recursive: true }); fs.cpSync(src, d, { recursive: true }); return d; };
+    const other = copy(parts[1]!, 'other-hash');
+    const om = loadManifest(other).manifest as Record<string, any>;
+    const adapter = (om.inputs as Array<{ path: string; sha256: string | null }>).find((i) => i.path.endsWith('.safetensors') && i.sha256 && (manifestOf(parts[0]!).inputs as Array<{ path: string; sha256: string | null }>).some((j) => j.path === i.path && j.sha256))!;
+    expect(adapter, 'an input hashed by parts 1 and 2').toBeDefined();
+    adapter.sha256 = 'e'.repeat(64);
+    resealManifestFile(path.join(other, MANIFEST_FILE), om);
+    const esc = (x: string) => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    const bad = path.join(root, 'asm-bad');
+    await expect(assembleParts({ parts: [parts[0]!, other, parts[2]!], out: bad })).rejects.toMatchObject({
+      code: 'ERR_PART_FOREIGN',
+      message: expect.stringMatching(new RegExp(`the input ${esc(adapter.path)} changed between the parts: .*part 1/3.* read SHA-256 [0-9a-f]{64}, .*other-hash \\(part 2/3\\) read e{64}`)),
+    });
+    // A part that read an input of another size: refused as reading other inputs.
+    const sized = copy(parts[2]!, 'other-size');
+    const sm = loadManifest(sized).manifest as Record<string, any>;
+    (sm.inputs as Array<{ bytes: number }>)[0]!.bytes += 1;
+    resealManifestFile(path.join(sized, MANIFEST_FILE), sm);
+    await expect(assembleParts({ parts: [parts[0]!, parts[1]!, sized], out: bad })).rejects.toMatchObject({ code: 'ERR_PART_FOREIGN', message: expect.stringMatching(/other-size \(part 3\/3\) (read other inputs than|is from another job)/) });
+    expect(fs.existsSync(bad)).toBe(false);
   }, 60_000);
 });
