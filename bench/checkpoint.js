@@ -29,9 +29,11 @@
 //                         names the results file (checkpoint-<date>-NAME.json). The GPU device
 //                         check (bench/gpu/run.sh) runs it this way.
 //   --ab                  also the default edit with the data path before issue 17's write path
-//                         (GEOEDIT_WRITE_BEHIND=0 GEOEDIT_STREAM_HASH=0: no write-behind, the seal re-reads the
+//                         (GEOEDIT_WRITE_BEHIND=0 GEOEDIT_STREAM_HASH=0 GEOEDIT_DIRECT_WRITE=0: no write-behind, no direct writes, the seal re-reads the
 //                         output), in every rep (A/B in one run). Until 2026-12-01 17:40 UTC it also hashed the
 //                         inputs through pread (GEOEDIT_HASH_IO=pread, removed: docs/performance.md has its A/B).
+//   --ab-env K=V[,K=V]    with --ab: the B side runs with these variables instead of the previous write
+//                         path (e.g. --ab-env GEOEDIT_DIRECT_WRITE=0: the default edit without O_DIRECT writes).
 //   --layouts             issue 13: the same checkpoint edited (--no-hash) with every weight in layout
 //                         rows and again in layout columns (--layout '*.weight=columns': the tensors are
 //                         square, so both are valid and read/write the same bytes); wall time, GB/s,
@@ -50,7 +52,7 @@ const { planSafetensors } = require(path.join(ROOT, 'dist', 'cjs', 'safetensors.
 const { values } = parseArgs({
   options: {
     sizes: { type: 'string', default: '2,0.5' }, dir: { type: 'string', default: os.tmpdir() }, reps: { type: 'string', default: '3' },
-    backends: { type: 'string' }, density: { type: 'string' }, tag: { type: 'string' }, layouts: { type: 'boolean' }, ab: { type: 'boolean' },
+    backends: { type: 'string' }, density: { type: 'string' }, tag: { type: 'string' }, layouts: { type: 'boolean' }, ab: { type: 'boolean' }, 'ab-env': { type: 'string' },
   },
 });
 const sizes = values.sizes.split(',').map(Number);
@@ -63,7 +65,10 @@ const variants = backends ? backends.flatMap((b) => densities.map((d) => ({ key:
 const work = fs.mkdtempSync(path.join(values.dir, 'geoedit-bench-'));
 
 // --ab: the write path before issue 17's change (same hashes, same bytes).
-const PREVIOUS_PATH = { GEOEDIT_WRITE_BEHIND: '0', GEOEDIT_STREAM_HASH: '0' };
+const PREVIOUS_PATH = values['ab-env']
+  ? Object.fromEntries(values['ab-env'].split(',').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
+  : { GEOEDIT_WRITE_BEHIND: '0', GEOEDIT_STREAM_HASH: '0', GEOEDIT_DIRECT_WRITE: '0' };
+const AB_LABEL = values['ab-env'] ? `B: ${values['ab-env']}` : 'previous write path';
 const ROWS = 4096, COLS = 4096; // 32 MiB bf16 tensors, Llama-7B-like
 const TBYTES = ROWS * COLS * 2;
 
@@ -349,7 +354,7 @@ try {
     if (row.hashPrevious.length) {
       const hp = medianRep(row.hashPrevious);
       s.editHashPreviousS = hp.wallS; s.editHashPreviousVsLimit = hp.wallS / limit; s.phases.hashPrevious = { startS: hp.startS, dataS: hp.dataS, sealS: hp.sealS, commitS: hp.commitS, cpuS: hp.cpuS, userS: hp.userS, systemS: hp.systemS };
-      console.log(`| edit (default, previous write path: --ab) | ${hp.wallS.toFixed(2)} | ${(hp.wallS / limit).toFixed(2)} | ${(hp.wallS / s.limitPageCacheS).toFixed(2)} | ${cols(hp)} | ${tally(hp.hashFrom)} | |`);
+      console.log(`| edit (default, ${AB_LABEL}: --ab) | ${hp.wallS.toFixed(2)} | ${(hp.wallS / limit).toFixed(2)} | ${(hp.wallS / s.limitPageCacheS).toFixed(2)} | ${cols(hp)} | ${tally(hp.hashFrom)} | |`);
     }
     console.log(`| analyze --no-hash | ${s.analyzeS.toFixed(2)} | ${(s.analyzeS / limit).toFixed(2)} | ${(s.analyzeS / s.limitPageCacheS).toFixed(2)} | ${cols(an)} | none | |`);
     console.log(`load average after: ${row.loadavgAfter.map((x) => x.toFixed(1)).join(' ')}`);

@@ -142,6 +142,8 @@ export interface NativeAddon {
   blasInfo(): NativeBlasInfo;
   /** Tests only: the fused row path on/off. */
   _setFused(on: boolean): boolean;
+  /** Tests only: bytes the stream's writer wrote with O_DIRECT / through the page cache, and O_DIRECT opens or writes refused, since the process started. */
+  _directWrites(): { direct: number; buffered: number; refused: number };
   /** Tests only: counters of the fresh-output pool (native/binding/EXPORTS.md). */
   _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number; early: number; reclaimed: number; forced: number; futile: number; gcMs: number; faultMsPerMiB: number };
   /** Bench only: STREAM triad GB/s over the shared pool. */

@@ -3,9 +3,12 @@
 //   _cudaBench(spec) -> { kernelMs, kernelGBps, copyGBps, checksum }   device-resident kernel bench (bench/gpu/)
 //   _cudaLoraGeometry(spec) -> { dot, na, nb }              SPEC §4 LoRA sums on the CPU or the plugin (lib/lora-geometry.ts)
 //   _outputPool() -> { hits, misses, idleBytes, cap, early, reclaimed, forced, futile, gcMs, faultMsPerMiB } the fresh-output pool's counters (outpool.cc)
+//   _directWrites() -> { direct, buffered, refused }          the stream writer's O_DIRECT counters (core/directwrite.h)
 //   _setFused(on) -> previous                              the fused row path on/off (A/B benchmarks)
 #include "common.h"
 #include "outpool.h"
+
+#include "core/directwrite.h"
 
 namespace geoedit_binding {
 
@@ -99,6 +102,17 @@ static Napi::Value OutputPool(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// _directWrites() -> { direct, buffered, refused }: bytes the stream's writer wrote with O_DIRECT and
+// through the page cache, and O_DIRECT opens or writes refused, since the process started (directwrite.h).
+static Napi::Value DirectWritesStats(const Napi::CallbackInfo& info) {
+  const geoedit::DirectWrites::Stats st = geoedit::DirectWrites::stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("direct", double(st.direct));
+  o.Set("buffered", double(st.buffered));
+  o.Set("refused", double(st.refused));
+  return o;
+}
+
 // _setFused(on) -> previous: the core's fused row path on or off (an A/B switch: same results).
 static Napi::Value SetFused(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsBoolean()) throw_type(info.Env(), "Expected _setFused(boolean)");
@@ -109,6 +123,7 @@ static Napi::Value SetFused(const Napi::CallbackInfo& info) {
 
 void register_testing(Napi::Env env, Napi::Object exports) {
   exports.Set("_setFused", Napi::Function::New(env, SetFused, "_setFused"));
+  exports.Set("_directWrites", Napi::Function::New(env, DirectWritesStats, "_directWrites"));
   exports.Set("_outputPool", Napi::Function::New(env, OutputPool, "_outputPool"));
   exports.Set("_triad", Napi::Function::New(env, Triad, "_triad"));
   exports.Set("_cudaBench", Napi::Function::New(env, CudaBench, "_cudaBench"));

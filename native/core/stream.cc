@@ -2,6 +2,7 @@
 #include "stream.h"
 
 #include "busguard.h"
+#include "directwrite.h"
 #include "pool.h"
 #include "kernels.h"
 #include "writebehind.h"
@@ -70,19 +71,6 @@ void pread_all(const StreamSrc& s, char* dst, size_t len, uint64_t off) {
     }
     if (r == 0) throw Error(ErrorCode::Io, s.file + ": unexpected end of file (was it truncated while being read?)", file_details(s.file));
     got += size_t(r);
-  }
-}
-
-void pwrite_all(int fd, const char* src, size_t len, uint64_t off) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t r = ::pwrite(fd, src + done, len - done, off_t(off + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      throw Error(ErrorCode::Io, std::string("write failed: ") + std::strerror(errno));
-    }
-    if (r == 0) throw Error(ErrorCode::Io, "write failed: short write (0 bytes written; is the disk full?)");
-    done += size_t(r);
   }
 }
 
@@ -180,51 +168,66 @@ struct Ctx {
   }
 };
 
-// ---- Write-behind (issue 17): core/writebehind.h ----------------------------------------------------
+// ---- Write-behind and direct writes (issue 17): core/writebehind.h, core/directwrite.h -------------
 
 // Two output buffers; the pwrite of one overlaps the compute of the next. Each write is fed to the
-// task's OrderedHash (in submission order, whichever thread writes it) and to the write-behind.
+// task's OrderedHash (in submission order, whichever thread writes it); its aligned middle goes to
+// the file through O_DIRECT where it can (directwrite.h: each block sits in its buffer at the file
+// offset's remainder modulo DirectWrites::kAlign, so memory and file line up), the rest through the
+// page cache and the write-behind.
 struct Writer {
   AlignedBuf buf[2];
+  size_t shift[2] = {0, 0};  // where the block starts in buf[k]: its file offset % kAlign
   std::future<void> pending[2];
   int next = 0;
   WriteBehind behind;
-  char* acquire(size_t n) {
+  DirectWrites direct;
+  // A buffer for n bytes to be written at file offset `off` (the offset of the submit that follows).
+  char* acquire(size_t n, uint64_t off) {
     if (pending[next].valid()) pending[next].get();
-    return buf[next].get(n);
+    shift[next] = size_t(off % DirectWrites::kAlign);
+    return buf[next].get(n + shift[next]) + shift[next];
   }
   void submit(int fd, size_t n, uint64_t off, const std::string& name, OrderedHash* h) { submit_strided(fd, 1, n, off, 0, name, h); }
   // `count` pieces of `piece` bytes, packed in the buffer, to file offsets off + k * file_stride
-  // (a block of columns: one piece per stored row).
+  // (a block of columns: one piece per stored row; always buffered).
   // A small block (a tiny tensor) is written here and now: a thread per write would cost more than
   // the write (a model of 200,000 tiny tensors started 200,000 threads).
   static constexpr size_t kInlineWriteBytes = size_t(1) << 18;
   void submit_strided(int fd, size_t count, size_t piece, uint64_t off, uint64_t file_stride, const std::string& name, OrderedHash* h) {
-    const char* p = buf[next].p;
+    const char* p = buf[next].p + shift[next];
+    const bool contiguous = count == 1 || file_stride == piece;
+    const int dfd = contiguous && count * piece > kInlineWriteBytes ? direct.fd_for(fd) : -1;
     if (count * piece <= kInlineWriteBytes) {
       if (pending[next].valid()) pending[next].get();
       const uint64_t ticket = h ? h->ticket() : 0;
-      write_block(fd, p, count, piece, off, file_stride, name, h, ticket, &behind);
+      write_block(fd, -1, p, count, piece, off, file_stride, name, h, ticket, &behind, &direct);
       next ^= 1;
       return;
     }
     const uint64_t ticket = h ? h->ticket() : 0;
     WriteBehind* wb = &behind;
+    DirectWrites* dw = &direct;
     try {
-      pending[next] = std::async(std::launch::async, [=] { write_block(fd, p, count, piece, off, file_stride, name, h, ticket, wb); });
+      pending[next] = std::async(std::launch::async, [=] { write_block(fd, dfd, p, count, piece, off, file_stride, name, h, ticket, wb, dw); });
     } catch (...) {
       if (h) h->skip(ticket);  // no thread: later tickets must not wait for this one
       throw;
     }
     next ^= 1;
   }
-  static void write_block(int fd, const char* p, size_t count, size_t piece, uint64_t off, uint64_t file_stride, const std::string& name,
-                          OrderedHash* h, uint64_t ticket, WriteBehind* wb) {
-    // The hash first (its turn comes in submission order), then the write.
+  static void write_block(int fd, int dfd, const char* p, size_t count, size_t piece, uint64_t off, uint64_t file_stride,
+                          const std::string& name, OrderedHash* h, uint64_t ticket, WriteBehind* wb, DirectWrites* dw) {
+    // The hash first (its turn comes in submission order), then the write. A block the hash could not
+    // take (out of file order) is read back by its finish(): written buffered, so that read finds it
+    // in the page cache rather than on the disk.
     const bool hashed = h && h->feed(ticket, off, p, piece, count, file_stride);
     try {
-      for (size_t k = 0; k < count; ++k) pwrite_all(fd, p + k * piece, piece, off + k * file_stride);
-      if (count == 1 || file_stride == piece) wb->written(fd, off, uint64_t(count) * piece, hashed, name);
+      if (count == 1 || file_stride == piece) {
+        dw->write(fd, h && !hashed ? -1 : dfd, p, count * piece, off, [&](uint64_t at, uint64_t n) { wb->written(fd, at, n, hashed, name); });
+      } else {
+        for (size_t k = 0; k < count; ++k) pwrite_all(fd, p + k * piece, piece, off + k * file_stride);
+      }
     } catch (const Error& e) {
       if (!e.details().tensor.empty()) throw;  // the write-back's: names the tensor of its range
       ErrorDetails d = e.details();
@@ -392,7 +395,7 @@ void run_edit_task(const StreamTask& t, const StreamTask* next, const Params& pa
     if (t.c_old) job.c_old = t.c_old + r0;
     job.out_dtype = t.out_dtype;
     char* out = nullptr;
-    if (t.out_fd >= 0) out = w.acquire(n * outs);
+    if (t.out_fd >= 0) out = w.acquire(n * outs, t.out_offset + uint64_t(r0) * cols * outs);
     job.out = out;
     job.stats = rows_from(t.stats, r0);
     job.tensor_name = t.name;
@@ -597,10 +600,10 @@ void run_columns_task(const StreamTask& t, const Params& params, const RunOption
     if (job.out) {
       pieces(b0, b0 + nc, [&](int64_t g, int64_t c0, int64_t wd, int64_t at) {
         const size_t pn = size_t(wd) * size_t(in);
-        char* dst = w.acquire(pn * outs);
-        ptranspose(ro.threads, outs, static_cast<const char*>(job.out) + size_t(at) * size_t(in) * outs, size_t(in), wd, in, dst, size_t(wd));
         const uint64_t row_bytes = uint64_t(out) * outs;
         const uint64_t off = t.out_offset + uint64_t(g) * uint64_t(in) * row_bytes + uint64_t(c0) * outs;
+        char* dst = w.acquire(pn * outs, off);
+        ptranspose(ro.threads, outs, static_cast<const char*>(job.out) + size_t(at) * size_t(in) * outs, size_t(in), wd, in, dst, size_t(wd));
         if (wd == out) w.submit(t.out_fd, pn * outs, off, t.name, t.out_hash);
         else w.submit_strided(t.out_fd, size_t(in), size_t(wd) * outs, off, row_bytes, t.name, t.out_hash);
       });
@@ -661,7 +664,7 @@ void run_lora_task(const StreamTask& t, const Params& params, const RunOptions& 
       j.allow_non_finite_output = allow_out;
       std::vector<char> sink;
       if (t.out_fd >= 0) {
-        j.out = w.acquire(nr * row_out);
+        j.out = w.acquire(nr * row_out, t.out_offset + uint64_t(s0) * row_out);
       } else {
         sink.resize(nr * row_out);
         j.out = sink.data();
@@ -707,7 +710,7 @@ void run_lora_task(const StreamTask& t, const Params& params, const RunOptions& 
       const void* base_rows = wb.open(t.base, uint64_t(i0) * row_in, nr * row_in, fb[0], ctx.watch);
       std::vector<char> sink;
       void* out = nullptr;
-      if (t.out_fd >= 0) out = w.acquire(nr * row_out);
+      if (t.out_fd >= 0) out = w.acquire(nr * row_out, t.out_offset + uint64_t(i0) * row_out);
       else { sink.resize(nr * row_out); out = sink.data(); }
       edit_rows(i0, i1, base_rows, out);
       wb.verify(ctx.watch);
@@ -725,7 +728,7 @@ void run_lora_task(const StreamTask& t, const Params& params, const RunOptions& 
   edit_rows(0, m, base_rows.data(), out_rows.data());
   wb.verify(ctx.watch);
   if (t.out_fd >= 0) {
-    char* out = w.acquire(count * outs);
+    char* out = w.acquire(count * outs, t.out_offset);
     ptranspose(ro.threads, outs, out_rows.data(), size_t(n), m, n, out, size_t(m));  // neuron rows [m, n] -> stored [n, m]
     w.submit(t.out_fd, count * outs, t.out_offset, t.name, t.out_hash);
   }
@@ -758,7 +761,7 @@ void run_copy_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer& w)
     ctx.check_cancel(t.name);
     const size_t len = size_t(std::min<uint64_t>(chunk, t.copy_bytes - off));
     if (t.out_fd >= 0) {
-      char* p = w.acquire(len);
+      char* p = w.acquire(len, t.out_offset + off);
       ctx.watch.check(t.base, t.base.offset + off + len);
       pread_all(t.base, p, len, t.base.offset + off);
       w.submit(t.out_fd, len, t.out_offset + off, t.name, t.out_hash);
@@ -803,7 +806,7 @@ void run_convert_task(const StreamTask& t, size_t block_bytes, Ctx& ctx, Writer&
     char* src = in.get(n * is);
     ctx.watch.check(t.base, t.base.offset + (e0 + n) * is);
     pread_all(t.base, src, n * is, t.base.offset + e0 * is);
-    char* dst = t.out_fd >= 0 ? w.acquire(n * os) : nullptr;
+    char* dst = t.out_fd >= 0 ? w.acquire(n * os, t.out_offset + e0 * os) : nullptr;
     if (check_out) {
       // Decoded to f32 once: checked, then encoded from the same values (convert() would decode again).
       const float* v = reinterpret_cast<const float*>(src);

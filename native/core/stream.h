@@ -7,7 +7,8 @@
 // buffers, the write of one block overlapping the compute of the next (also across the tasks of
 // one call), fed to the file's OrderedHash when the task has one, and written back as the stream
 // goes (write-behind, see writebehind.h: sync_file_range behind the writer, contiguous writes merged, and the pages already in the
-// hash dropped from the page cache once on disk), so the job's final fsync finds little left to do. Edit blocks run on the CPU core (run_edit) or on the GPU (run_edit_cuda: each block
+// hash dropped from the page cache once on disk), so the job's final fsync finds little left to do; the aligned
+// middle of each large block is written with O_DIRECT instead (directwrite.h: no copy into the page cache). Edit blocks run on the CPU core (run_edit) or on the GPU (run_edit_cuda: each block
 // is split into device chunks that go through >= 2 CUDA streams, copies overlapping kernels).
 #pragma once
 #include <atomic>

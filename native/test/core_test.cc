@@ -23,6 +23,7 @@
 #include "core/kernels.h"
 #include "core/stream.h"
 #include "core/writebehind.h"
+#include "core/directwrite.h"
 #include "geoedit/geoedit.h"
 
 using namespace geoedit;
@@ -988,6 +989,90 @@ static void test_write_behind() {
   close(fd);
 }
 
+// DirectWrites (core/directwrite.h): every split of a write (unaligned head and tail buffered, the
+// aligned middle through O_DIRECT; small or misaligned-in-memory writes buffered) gives the file the
+// same bytes; a refused open or write falls back to buffered writes with the same bytes; a failing
+// direct write is Error(Io). Offsets and lengths around every alignment case.
+static void test_direct_writes() {
+  const uint64_t A = DirectWrites::kAlign, M = DirectWrites::kMinBytes;
+  const size_t cap = size_t(M) * 3 + 3 * A;
+  void* mem = nullptr;
+  CHECK(posix_memalign(&mem, A, cap + A) == 0, "aligned buffer");
+  char* base = static_cast<char*>(mem);
+  std::mt19937 g(17);
+  for (size_t i = 0; i < cap + A; ++i) base[i] = char(g());
+  struct Case { uint64_t off, len; bool lined_up; };
+  std::vector<Case> cases;
+  for (uint64_t off : {uint64_t(0), uint64_t(1), A - 1, A, A + 1, 3 * A + 123})
+    for (uint64_t len : {uint64_t(0), uint64_t(1), A - 1, A, M - 1, M, M + A - 1, M + 2 * A + 7, 2 * M + 5})
+      for (bool lu : {true, false}) cases.push_back({off, len, lu});
+  bool any_direct = false;
+  for (int mode : {int(DirectWrites::On), int(DirectWrites::Off), int(DirectWrites::RefuseOpen), int(DirectWrites::RefuseWrite)}) {
+    const int fd = temp_file("");
+    CHECK(fd >= 0, "temp file for the direct writes");
+    if (fd < 0) break;
+    const DirectWrites::Stats s0 = DirectWrites::stats();
+    uint64_t at = 0, reported = 0;  // each case at its own place in one file, laid out one after the other
+    std::vector<char> want;
+    bool have_dfd = false;
+    {
+      DirectWrites dw(mode);
+      const int dfd = dw.fd_for(fd);
+      have_dfd = dfd >= 0;
+      CHECK(dw.fd_for(fd) == dfd, "fd_for is cached");
+      if (mode == DirectWrites::On && dfd < 0) std::printf("SKIP direct writes: O_DIRECT refused by the file system of TMPDIR\n");
+      if (mode == DirectWrites::Off || mode == DirectWrites::RefuseOpen) CHECK(dfd < 0, "mode %d: no O_DIRECT descriptor", mode);
+      for (const Case& c : cases) {
+        const uint64_t off = (at + A - 1) / A * A + c.off;  // the case's offset within a page
+        const char* p = base + (c.lined_up ? off % A : (off + 8) % A);
+        if (want.size() < off + c.len) want.resize(size_t(off + c.len), 0);
+        std::memcpy(want.data() + off, p, size_t(c.len));
+        dw.write(fd, dfd, p, size_t(c.len), off, [&](uint64_t, uint64_t n) { reported += n; });
+        at = off + c.len + 1;
+      }
+    }
+    const DirectWrites::Stats s1 = DirectWrites::stats();
+    const uint64_t direct = s1.direct - s0.direct, buffered = s1.buffered - s0.buffered, refused = s1.refused - s0.refused;
+    uint64_t total = 0;
+    for (const Case& c : cases) total += c.len;
+    CHECK(direct + buffered == total && reported == buffered, "mode %d: every byte written once, the buffered ones reported (%llu + %llu of %llu)",
+          mode, (unsigned long long)direct, (unsigned long long)buffered, (unsigned long long)total);
+    std::vector<char> got(want.size());
+    CHECK(pread(fd, got.data(), got.size(), 0) == ssize_t(got.size()) && got == want, "mode %d: the file's bytes", mode);
+    if (mode == DirectWrites::On) {
+      any_direct = direct > 0;
+      // Lined-up cases with >= kMinBytes aligned: their aligned middles; nothing else.
+      uint64_t expect = 0;
+      at = 0;
+      for (const Case& c : cases) {
+        const uint64_t off = (at + A - 1) / A * A + c.off, a = (off + A - 1) / A * A, b = (off + c.len) / A * A;
+        if (c.lined_up && b > a && b - a >= M) expect += b - a;
+        at = off + c.len + 1;
+      }
+      if (have_dfd) CHECK(direct == expect, "the aligned middles went direct: %llu of %llu bytes", (unsigned long long)direct, (unsigned long long)expect);
+    }
+    if (mode != DirectWrites::On) CHECK(direct == 0, "mode %d: nothing written direct (%llu)", mode, (unsigned long long)direct);
+    if (mode == DirectWrites::RefuseOpen) CHECK(refused == 1, "refused open counted once (%llu)", (unsigned long long)refused);
+    if (mode == DirectWrites::RefuseWrite && any_direct) CHECK(refused == 1, "refused write: once, then buffered (%llu)", (unsigned long long)refused);
+    close(fd);
+  }
+  if (any_direct) {
+    // A failing direct write is the write's error, not a fallback.
+    const int fd = temp_file("");
+    DirectWrites dw(DirectWrites::FailWrite);
+    const int dfd = dw.fd_for(fd);
+    bool io = false;
+    try {
+      dw.write(fd, dfd, base, size_t(M), 0, [](uint64_t, uint64_t) {});
+    } catch (const Error& e) {
+      io = e.code() == ErrorCode::Io && std::strstr(e.what(), "write failed: Input/output error") != nullptr;
+    }
+    CHECK(io, "EIO from a direct write is Error(Io)");
+    close(fd);
+  }
+  free(mem);
+}
+
 // Convert tasks (stream.cc run_convert_task, SPEC §5): each block decoded once, checked, encoded:
 // the bytes equal convert()'s for every pair of dtypes, with and without the check; a finite input
 // that overflows the output dtype is NonFiniteOutput naming the tensor and the element (in a later
@@ -1061,6 +1146,7 @@ int main() {
   test_ordered_hash();
   test_guarded_map();
   test_write_behind();
+  test_direct_writes();
   test_convert_task();
   test_trim_exact();
   const int levels[3] = {0, 1, 2};

@@ -7,7 +7,9 @@
 // columns layouts (strided writes), many shards, and the parts of a partitioned edit; and the shards
 // of a merged adapter (no shard read again: native.hashFiles watched).
 // Write-behind where sync_file_range is unsupported falls back to plain writes (same bytes); a
-// failing one, or a failing write, is ERR_IO with nothing at the target.
+// failing one, or a failing write, is ERR_IO with nothing at the target. Direct (O_DIRECT) writes of
+// the aligned middles give the same bytes as buffered ones, also where O_DIRECT is refused (at open,
+// at a write) and on tmpfs; a failing direct write is ERR_IO naming the tensor.
 import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -297,5 +299,118 @@ describe('write-behind', () => {
     } finally {
       fs.closeSync(fd);
     }
+  });
+});
+
+describe('direct writes (O_DIRECT, core/directwrite.h)', () => {
+  // Tensors whose output blocks have more than 1 MiB aligned on 4 KiB (written direct) at offsets and
+  // sizes off the alignment (rows of 2800 and 2050 bytes, an odd header), a copied tensor (I64, hashed
+  // copy through memory), and tensors too small for a direct write (buffered).
+  let odd: { base: string; old: string; new: string };
+  beforeAll(async () => {
+    odd = await makeTriple(path.join(root, 'odd'), [
+      { name: 'model.layers.0.mlp.up_proj.weight', dtype: 'F32', shape: [1000, 700] },
+      { name: 'model.layers.0.mlp.down_proj.weight', dtype: 'BF16', shape: [1537, 1025] },
+      { name: 'model.layers.0.input_layernorm.weight', dtype: 'F32', shape: [17] },
+      { name: 'model.layers.1.mlp.up_proj.weight', dtype: 'F32', shape: [3, 5] },
+      { name: 'model.position_ids', dtype: 'I64', shape: [300_001] },
+      { name: 'model.layers.1.mlp.down_proj.weight', dtype: 'F16', shape: [700, 999] },
+    ], [1, 1, 1]);
+  });
+  const counters = () => loadNative()._directWrites();
+  const modes: Array<Record<string, string>> = [{}, { GEOEDIT_DIRECT_WRITE: '0' }, { GEOEDIT_TEST_DIRECT_WRITE: 'refuse-open' }, { GEOEDIT_TEST_DIRECT_WRITE: 'refuse-write' }];
+  async function run(env: Record<string, string>, opts: Parameters<typeof editCheckpoint>[1], dir = root): Promise<{ out: string; direct: number; refused: number; buffered: number }> {
+    const out = path.join(dir, `out-direct-${k++}`);
+    const prev = Object.fromEntries(Object.keys(env).map((key) => [key, process.env[key]]));
+    Object.assign(process.env, env);
+    const c0 = counters();
+    try {
+      await editCheckpoint({ ...odd, out }, opts);
+    } finally {
+      for (const [key, v] of Object.entries(prev)) if (v === undefined) delete process.env[key]; else process.env[key] = v;
+    }
+    const c1 = counters();
+    return { out, direct: c1.direct - c0.direct, refused: c1.refused - c0.refused, buffered: c1.buffered - c0.buffered };
+  }
+
+  for (const [what, opts] of [
+    ['default blocks', {}],
+    ['small blocks (several per tensor), columns layout for one tensor', { blockBytes: 1.5 * 2 ** 20, layout: { 'model.layers.0.mlp.down_proj.weight': 'columns' as const } }],
+  ] as const) {
+    it(`${what}: the same bytes and hashes direct, buffered (off), and where O_DIRECT is refused at open or at a write`, async () => {
+      const runs = [];
+      for (const env of modes) runs.push({ env, ...(await run(env, opts)) });
+      const [direct, ...others] = runs;
+      const files = fs.readdirSync(direct!.out).filter((n) => n.endsWith('.safetensors'));
+      expect(files.length).toBeGreaterThan(0);
+      const hashes = expectHashesOnDisk(direct!.out);
+      for (const r of others) {
+        expect(expectHashesOnDisk(r.out), JSON.stringify(r.env)).toEqual(hashes);
+        for (const f of files) expect(fs.readFileSync(path.join(r.out, f)).equals(fs.readFileSync(path.join(direct!.out, f))), `${JSON.stringify(r.env)} ${f}`).toBe(true);
+        expect(r.direct, JSON.stringify(r.env)).toBe(0);
+      }
+      // Where the temporary directory's file system takes O_DIRECT (ext4, xfs, tmpfs since Linux 6.6),
+      // the big blocks went direct; else the open was refused and everything buffered.
+      if (direct!.refused === 0) expect(direct!.direct).toBeGreaterThan(2 ** 20);
+      else expect(direct!.direct).toBe(0);
+      expect(direct!.buffered).toBeGreaterThan(0); // the headers' ends, the tensors' unaligned edges, small tensors
+      expect(others[0]!.refused).toBe(0); // off: never tried
+      if (direct!.refused === 0) {
+        expect(others[1]!.refused).toBeGreaterThan(0);
+        expect(others[2]!.refused).toBeGreaterThan(0);
+      }
+    });
+  }
+
+  it('a block written out of file order (read back by the hash) goes through the page cache, one in order goes direct', async () => {
+    const n = loadNative();
+    const src = path.join(root, 'direct-src.bin'), dst = path.join(root, 'direct-dst.bin');
+    const data = crypto.randomBytes(4 << 20);
+    fs.writeFileSync(src, data);
+    const inFd = fs.openSync(src, 'r');
+    const outFd = fs.openSync(dst, 'w+');
+    try {
+      fs.ftruncateSync(outFd, data.length);
+      const h = n.outputHash();
+      const base = (offset: number) => ({ fd: inFd, offset, dtype: 'f32', file: src });
+      const half = 2 << 20;
+      // The second half first: off the hash's frontier (0), so finish() reads it back; then the first half, in order.
+      const tasks = [{ kind: 1, name: 'second', copyBytes: half, base: base(half), outFd, outOffset: half, outHash: h }, { kind: 1, name: 'first', copyBytes: half, base: base(0), outFd, outOffset: 0, outHash: h }];
+      const c0 = counters();
+      await n.stream({ tasks, params: {}, threads: 1 });
+      const c1 = counters();
+      const r = await n.outputHashFinish(h, { fd: outFd, size: data.length, file: dst });
+      expect(r).toEqual({ sha256: crypto.createHash('sha256').update(data).digest('hex'), fromMemory: half, reread: half });
+      expect(fs.readFileSync(dst).equals(data)).toBe(true);
+      if (c1.refused === c0.refused) expect(c1.direct - c0.direct).toBe(half); // only the block in order
+      else expect(c1.direct - c0.direct).toBe(0);
+    } finally {
+      fs.closeSync(inFd);
+      fs.closeSync(outFd);
+    }
+  });
+
+  it('an output on tmpfs (/dev/shm) has the same bytes', async (ctx) => {
+    if (!fs.existsSync('/dev/shm')) ctx.skip();
+    const shm = fs.mkdtempSync(path.join('/dev/shm', 'geoedit-direct-'));
+    try {
+      const a = await run({}, {});
+      const b = await run({}, {}, shm);
+      expect(expectHashesOnDisk(b.out)).toEqual(expectHashesOnDisk(a.out));
+    } finally {
+      fs.rmSync(shm, { recursive: true, force: true });
+    }
+  });
+
+  it('a failing direct write (EIO) is ERR_IO naming the tensor, and nothing is written at the target', () => {
+    const out = outDir('direct-eio');
+    const r = spawnSync(process.execPath, [BIN, 'edit', '--base', odd.base, '--old', odd.old, '--new', odd.new, '--out', out, '--quiet'], {
+      encoding: 'utf8', timeout: 60_000, env: { ...process.env, GEOEDIT_HASH_CACHE: 'off', GEOEDIT_TEST_DIRECT_WRITE: 'eio' },
+    });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/ERR_IO/);
+    expect(r.stderr).toMatch(/write failed: Input\/output error \(tensor 'model\.(layers\.\d\.mlp\.(up|down)_proj\.weight|position_ids)'\)/);
+    expect(fs.existsSync(out)).toBe(false);
+    expect(leftovers(path.dirname(out))).toEqual([]);
   });
 });
