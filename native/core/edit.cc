@@ -228,6 +228,11 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     K.decode(v.dtype, src, tmp, n);
     return tmp;
   };
+  // The row pipeline: a fused row's output pass also computes the next row's sums (kernels.h NextRowStats),
+  // so that the next row's three input rows stream in from memory while this row's output is computed on the
+  // cached ones; `next` holds them until that row (the same sums as its own stats pass).
+  NextRowStats next{nullptr, nullptr, nullptr};
+  bool have_next = false;
   for (int64_t i = r0; i < r1; ++i) {
     double dot = 0, na = 0, nb = 0;
     float* a = s.a.data();
@@ -239,7 +244,14 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     bool decoded = true;  // a and b (and a base not in f32) are in the scratch
     if (fusable) {
       fb = job.base.dtype == DType::F32 ? reinterpret_cast<const float*>(rb) : s.base.data();
-      F->stats(job.base.dtype, rb, ro, rn, n, &dot, &na, &nb);
+      if (have_next) {
+        dot = next.dot;
+        na = next.na;
+        nb = next.nb;
+        have_next = false;
+      } else {
+        F->stats(job.base.dtype, rb, ro, rn, n, &dot, &na, &nb);
+      }
       decoded = false;
     } else if (job.tau_given) {
       // old/new already are the task vectors (a zero base makes a = old, b = new exactly).
@@ -346,8 +358,14 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       }
       char* dst = static_cast<char*>(job.out) + size_t(i) * size_t(n) * outs;
       double ka = -1, kb = -1;
+      have_next = i + 1 < r1;
+      if (have_next) {
+        next.base = rb + size_t(n) * bs;
+        next.old_ = ro + size_t(n) * os_;
+        next.new_ = rn + size_t(n) * ns;
+      }
       const uint32_t mx = F->output(job.base.dtype, rb, ro, rn, n, fcn, fco, trim_a ? &sel : nullptr, trim_b ? &sel : nullptr,
-                                    &ka, &kb, job.out_dtype, dst, nt);
+                                    &ka, &kb, job.out_dtype, dst, nt, have_next ? &next : nullptr);
       if (trim_a) kept_a = ka;
       if (trim_b) kept_b = kb;
       // a non-finite output is written by the unfused steps (which name an overflow, unless allowed)
@@ -586,7 +604,8 @@ void run_edit(const EditJob& job, const Params& params, const RunOptions& ro) {
   SimdLevel level = ro.simd >= 0 ? SimdLevel(ro.simd) : active_simd();
   const Kernels& K = kernels_for(level);
   const int64_t cols = std::max<int64_t>(job.cols, 1);
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / cols);
+  // 2^17 elements a chunk (32 rows of 4096): process_rows' row pipeline starts again in each chunk
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 17) / cols);
   int threads = ro.threads;
   if (job.preserve) {
     run_edit_preserved(job, params, K, level, threads, nullptr, kPreserveGroupRows);

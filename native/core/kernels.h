@@ -26,6 +26,16 @@ struct RowSelection {
 // top-k, one for the output, each decoding what it needs again (the raw rows stay in L1/L2). The same
 // values as stats_raw + trim_mag + output (the sums in another order). Only where an ISA provides it
 // (Kernels::fused may be null: the row then takes those kernels, which the scalar reference does).
+// The next row's geometry sums, computed inside this row's fused output pass (process_rows' row pipeline):
+// its three raw rows stream in from memory while this row's output is computed on the cached ones. The same
+// blocks in the same order as FusedRowKernels::stats (the same sums, bit for bit).
+struct NextRowStats {
+  const void* base;
+  const void* old_;
+  const void* new_;
+  double dot = 0, na = 0, nb = 0;  // set by the kernel
+};
+
 struct FusedRowKernels {
   // dot/na/nb of a = old - base, b = new - base (f64), as stats_raw computes them.
   void (*stats)(DType d, const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na,
@@ -38,10 +48,12 @@ struct FusedRowKernels {
   // selection is given). At most one selection; sel_a only with co != 0. Streaming stores where nt and dst is
   // 4-byte aligned (the caller fences). Returns a value >= non_finite_bits(out_dtype) iff some output value is
   // not finite in out_dtype; the bytes written are then unspecified (the caller writes the row again).
-  // Rows must be finite (base, old and new: finite sums), as must be the select's.
+  // Rows must be finite (base, old and new: finite sums), as must be the select's. next: null, or the next row
+  // (n columns of dtype d, any values) whose stats are computed in the same pass (NextRowStats), whatever the
+  // return value.
   uint32_t (*output)(DType d, const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
                      const RowSelection* sel_a, const RowSelection* sel_b, double* kept_a, double* kept_b, DType out_dtype,
-                     void* dst, bool nt);
+                     void* dst, bool nt, NextRowStats* next);
 };
 
 struct Kernels {

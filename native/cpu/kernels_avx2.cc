@@ -499,40 +499,71 @@ inline void acc_stats(__m256 a, __m256 b, __m256d* s) {
   s[5] = _mm256_fmadd_pd(b1, b1, s[5]);
 }
 
+// The fused stats pass of one row as a loop that can be resumed (as kernels_avx512.cc StatsPass): step()
+// takes the next 32-column block, finish() the blocks left, the last columns and the sums; fused_stats_t runs
+// it alone, the previous row's fused output between its own blocks (kernels.h NextRowStats): the same sums.
 template <DType D, bool EO>
-void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
+struct StatsPass {
+  static constexpr int64_t es = D == DType::F32 ? 4 : 2;
+  const char *pb, *po, *pn;
+  int64_t n, body, j = 0;
   __m256d s[12];
-  for (__m256d& v : s) v = _mm256_setzero_pd();
-  constexpr int64_t es = D == DType::F32 ? 4 : 2;
-  const int64_t body = n & ~int64_t(31);
-  int64_t j = 0;
-  for (; j < body; j += 32) {
-    stats_prefetch(static_cast<const char*>(base), static_cast<const char*>(old_), static_cast<const char*>(new_), j, es);
+  StatsPass(const void* base, const void* old_, const void* new_, int64_t n_)
+      : pb(static_cast<const char*>(base)), po(static_cast<const char*>(old_)), pn(static_cast<const char*>(new_)), n(n_),
+        body(n_ & ~int64_t(31)) {
+    for (__m256d& v : s) v = _mm256_setzero_pd();
+  }
+  inline void step() __attribute__((always_inline)) {
+    stats_prefetch(pb, po, pn, j, es);
     for (int64_t h = 0; h < 32; h += 16) {
       __m256 b0, b1, o0, o1, w0, w1;
-      load16<D, EO>(base, j + h, b0, b1);
-      load16<D, EO>(old_, j + h, o0, o1);
-      load16<D, EO>(new_, j + h, w0, w1);
+      load16<D, EO>(pb, j + h, b0, b1);
+      load16<D, EO>(po, j + h, o0, o1);
+      load16<D, EO>(pn, j + h, w0, w1);
       acc_stats(_mm256_sub_ps(o0, b0), _mm256_sub_ps(w0, b0), s);
       acc_stats(_mm256_sub_ps(o1, b1), _mm256_sub_ps(w1, b1), s + 6);
     }
+    j += 32;
   }
-  for (; j + 8 <= n; j += 8) {
-    const __m256 vb = load8(D, base, j);
-    acc_stats(_mm256_sub_ps(load8(D, old_, j), vb), _mm256_sub_ps(load8(D, new_, j), vb), s);
+  // As kernels_avx512.cc StatsPass::block, for the previous row's output block of 16 columns at `at`: a step
+  // every other block (TR false), else an L2 prefetch of the next row's lines there.
+  template <bool TR>
+  __attribute__((always_inline)) inline void block(int64_t at) {
+    if (!TR) {
+      if ((at & 16) && j < body) step();
+      return;
+    }
+    if ((at * es) % 64 == 0) {
+      _mm_prefetch(pb + at * es, _MM_HINT_T1);
+      _mm_prefetch(po + at * es, _MM_HINT_T1);
+      _mm_prefetch(pn + at * es, _MM_HINT_T1);
+    }
   }
-  double d = hsum(_mm256_add_pd(_mm256_add_pd(s[0], s[1]), _mm256_add_pd(s[6], s[7])));
-  double x = hsum(_mm256_add_pd(_mm256_add_pd(s[2], s[3]), _mm256_add_pd(s[8], s[9])));
-  double y = hsum(_mm256_add_pd(_mm256_add_pd(s[4], s[5]), _mm256_add_pd(s[10], s[11])));
-  for (; j < n; ++j) {
-    const float bj = load1(D, base, j), aj = load1(D, old_, j) - bj, vj = load1(D, new_, j) - bj;
-    d += double(aj) * double(vj);
-    x += double(aj) * double(aj);
-    y += double(vj) * double(vj);
+  void finish(double* dot, double* na, double* nb) {
+    while (j < body) step();
+    for (; j + 8 <= n; j += 8) {
+      const __m256 vb = load8(D, pb, j);
+      acc_stats(_mm256_sub_ps(load8(D, po, j), vb), _mm256_sub_ps(load8(D, pn, j), vb), s);
+    }
+    double d = hsum(_mm256_add_pd(_mm256_add_pd(s[0], s[1]), _mm256_add_pd(s[6], s[7])));
+    double x = hsum(_mm256_add_pd(_mm256_add_pd(s[2], s[3]), _mm256_add_pd(s[8], s[9])));
+    double y = hsum(_mm256_add_pd(_mm256_add_pd(s[4], s[5]), _mm256_add_pd(s[10], s[11])));
+    for (; j < n; ++j) {
+      const float bj = load1(D, pb, j), aj = load1(D, po, j) - bj, vj = load1(D, pn, j) - bj;
+      d += double(aj) * double(vj);
+      x += double(aj) * double(aj);
+      y += double(vj) * double(vj);
+    }
+    *dot = d;
+    *na = x;
+    *nb = y;
   }
-  *dot = d;
-  *na = x;
-  *nb = y;
+};
+
+template <DType D, bool EO>
+void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
+  StatsPass<D, EO> st(base, old_, new_, n);
+  st.finish(dot, na, nb);
 }
 
 // v = x - base read from the raw rows: the row source of the fused select (trim_fast.h select_fast).
@@ -637,9 +668,12 @@ struct RowWriter {
 
 // The fused output of one row (the specialisations as in kernels_avx512.cc fused_output_t, and its -0 rule:
 // with co == 0 the old row is read only for a block whose result holds a -0, and only those lanes add co*a~).
-template <DType D, bool EO, DType OD, bool NT, bool TA, bool TB, bool UA>
+// NX: the next row's stats (NextRowStats), a block of them after every other block of this row (StatsPass::block),
+// the rest at the end.
+template <DType D, bool EO, DType OD, bool NT, bool TA, bool TB, bool UA, bool NX>
 uint32_t fused_output_t(const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
-                        const RowSelection* sel_a, const RowSelection* sel_b, double* kept_a, double* kept_b, void* dst) {
+                        const RowSelection* sel_a, const RowSelection* sel_b, double* kept_a, double* kept_b, void* dst,
+                        NextRowStats* nx) {
   static_assert(!EO || (D == DType::BF16 && OD == DType::BF16), "the even/odd layout is for bf16 rows only");
   static_assert(!(TA && TB) && (UA || !TA), "one trimmed side at most; a trimmed a has co != 0");
   const Keep ka(sel_a, n), kb(sel_b, n);
@@ -667,6 +701,7 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
     return v;
   };
   RowWriter<NT> w(dst);
+  StatsPass<D, EO> next(NX ? nx->base : base, NX ? nx->old_ : old_, NX ? nx->new_ : new_, n);
   const int64_t body = n & ~int64_t(15);
   // Blocks [j0, j1) of 16 columns with the given thresholds of the v0 / v1 lanes (load16's layout).
   auto blocks = [&](int64_t j0, int64_t j1, __m256i ta0, __m256i ta1, __m256i tb0, __m256i tb1) __attribute__((always_inline)) {
@@ -707,6 +742,7 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
         mx16 = _mm256_max_epu16(mx16, _mm256_slli_epi16(p, 1));  // an all-ones exponent: >= 0xff00
         w.put(p);
       }
+      if (NX) next.template block<TA || TB>(j);
     }
   };
   const __m256i lo_a = _mm256_set1_epi32(ka.lo), hi_a = _mm256_set1_epi32(ka.hi);
@@ -741,6 +777,7 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
     if (OD == DType::F32) static_cast<float*>(dst)[j] = r;
     else static_cast<uint16_t*>(dst)[j] = OD == DType::F16 ? f32_to_f16(r) : f32_to_bf16(r);
   }
+  if (NX) next.finish(&nx->dot, &nx->na, &nx->nb);
   if (TA || TB) {
     const double kv = hsum(_mm256_add_pd(ks[0], ks[1])) + kt;
     if (TA) *kept_a = kv;

@@ -506,30 +506,64 @@ inline void acc_stats(__m512 a, __m512 b, __m512d* s) {
   s[5] = _mm512_fmadd_pd(b1, b1, s[5]);
 }
 
+// The fused stats pass of one row as a loop that can be resumed: step() takes the next 32-column block,
+// finish() the blocks left, the last columns and the sums. fused_stats_t runs it alone; the previous row's
+// fused output runs its steps between its own blocks (kernels.h NextRowStats): the same blocks in the same
+// order into the same accumulators, so the same sums bit for bit.
 template <DType D, bool EO>
-void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
+struct StatsPass {
+  static constexpr int64_t es = D == DType::F32 ? 4 : 2;
+  const char *pb, *po, *pn;
+  int64_t n, body, j = 0;
   __m512d s[12];
-  for (__m512d& v : s) v = _mm512_setzero_pd();
-  constexpr int64_t es = D == DType::F32 ? 4 : 2;
-  const int64_t body = n & ~int64_t(31);
-  int64_t j = 0;
-  for (; j < body; j += 32) {
-    stats_prefetch(static_cast<const char*>(base), static_cast<const char*>(old_), static_cast<const char*>(new_), j, es);
+  StatsPass(const void* base, const void* old_, const void* new_, int64_t n_)
+      : pb(static_cast<const char*>(base)), po(static_cast<const char*>(old_)), pn(static_cast<const char*>(new_)), n(n_),
+        body(n_ & ~int64_t(31)) {
+    for (__m512d& v : s) v = _mm512_setzero_pd();
+  }
+  inline void step() __attribute__((always_inline)) {
+    stats_prefetch(pb, po, pn, j, es);
     __m512 b0, b1, o0, o1, w0, w1;
-    load32<D, EO>(base, j, b0, b1);
-    load32<D, EO>(old_, j, o0, o1);
-    load32<D, EO>(new_, j, w0, w1);
+    load32<D, EO>(pb, j, b0, b1);
+    load32<D, EO>(po, j, o0, o1);
+    load32<D, EO>(pn, j, w0, w1);
     acc_stats(_mm512_sub_ps(o0, b0), _mm512_sub_ps(w0, b0), s);
     acc_stats(_mm512_sub_ps(o1, b1), _mm512_sub_ps(w1, b1), s + 6);
+    j += 32;
   }
-  for (; j < n; j += 16) {  // lanes past n load as 0 and add 0
-    const __mmask16 m = tail_mask(n - j);
-    const __m512 vb = load16(D, base, j, m);
-    acc_stats(_mm512_sub_ps(load16(D, old_, j, m), vb), _mm512_sub_ps(load16(D, new_, j, m), vb), s);
+  // What the previous row's fused output does at its block of column `at` (NextRowStats). With no row trimmed
+  // (TR false): a step, one per block. A row with a top-k (TR) reads its rows in the select first and has more
+  // to do per column: computing the next row's sums there too measured slower (its rows and this row's do not
+  // fit in L1 together), so its blocks only prefetch the next row into L2, and finish() sums it from there.
+  template <bool TR>
+  __attribute__((always_inline)) inline void block(int64_t at) {
+    if (!TR) {
+      step();
+      return;
+    }
+    for (int64_t l = 0; l < 32 * es; l += 64) {
+      _mm_prefetch(pb + at * es + l, _MM_HINT_T1);
+      _mm_prefetch(po + at * es + l, _MM_HINT_T1);
+      _mm_prefetch(pn + at * es + l, _MM_HINT_T1);
+    }
   }
-  *dot = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s[0], s[1]), _mm512_add_pd(s[6], s[7])));
-  *na = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s[2], s[3]), _mm512_add_pd(s[8], s[9])));
-  *nb = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s[4], s[5]), _mm512_add_pd(s[10], s[11])));
+  void finish(double* dot, double* na, double* nb) {
+    while (j < body) step();
+    for (; j < n; j += 16) {  // lanes past n load as 0 and add 0
+      const __mmask16 m = tail_mask(n - j);
+      const __m512 vb = load16(D, pb, j, m);
+      acc_stats(_mm512_sub_ps(load16(D, po, j, m), vb), _mm512_sub_ps(load16(D, pn, j, m), vb), s);
+    }
+    *dot = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s[0], s[1]), _mm512_add_pd(s[6], s[7])));
+    *na = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s[2], s[3]), _mm512_add_pd(s[8], s[9])));
+    *nb = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s[4], s[5]), _mm512_add_pd(s[10], s[11])));
+  }
+};
+
+template <DType D, bool EO>
+void fused_stats_t(const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na, double* nb) {
+  StatsPass<D, EO> st(base, old_, new_, n);
+  st.finish(dot, na, nb);
 }
 
 inline float load_one(DType d, const void* p, int64_t j) {
@@ -641,9 +675,12 @@ struct RowWriter {
 // The fused output of one row, specialised on what it needs: TA / TB whether side a / b is trimmed
 // (at most one is), UA whether co != 0. With co == 0 the old row is not read: x + co*a~ is x for every
 // x but -0 (where -0 + (+0) = +0), so only a block holding a -0 reads it, and adds co*a~ to those lanes.
-template <DType D, bool EO, DType OD, bool NT, bool TA, bool TB, bool UA>
+// NX: the next row's stats (nx: its rows, kernels.h NextRowStats), a block of them after each block of this row
+// (StatsPass::block), the rest at the end.
+template <DType D, bool EO, DType OD, bool NT, bool TA, bool TB, bool UA, bool NX>
 uint32_t fused_output_t(const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
-                        const RowSelection* sel_a, const RowSelection* sel_b, double* kept_a, double* kept_b, void* dst) {
+                        const RowSelection* sel_a, const RowSelection* sel_b, double* kept_a, double* kept_b, void* dst,
+                        NextRowStats* nx) {
   static_assert(!EO || (D == DType::BF16 && OD == DType::BF16), "the even/odd layout is for bf16 rows only");
   static_assert(!(TA && TB) && (UA || !TA), "one trimmed side at most; a trimmed a has co != 0");
   const Keep ka(sel_a, n), kb(sel_b, n);
@@ -685,6 +722,7 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
     return v;
   };
   RowWriter<NT> w(dst);
+  StatsPass<D, EO> next(NX ? nx->base : base, NX ? nx->old_ : old_, NX ? nx->new_ : new_, n);
   const int64_t body = n & ~int64_t(31);
   // Blocks [j0, j1) of 32 columns with the given thresholds of the v0 / v1 lanes (load32's layout).
   auto blocks = [&](int64_t j0, int64_t j1, __m512i ta0, __m512i ta1, __m512i tb0, __m512i tb1) __attribute__((always_inline)) {
@@ -725,6 +763,7 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
         w.put(p);
       }
       if ((TA || TB) && kc > kBuf) flush();
+      if (NX) next.template block<TA || TB>(j);  // as many blocks as this row's
     }
   };
   const __m512i lo_a = _mm512_set1_epi32(int(ka.lo)), hi_a = _mm512_set1_epi32(int(ka.hi));
@@ -755,6 +794,7 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
     if (kc > kBuf) flush();
   }
   flush();
+  if (NX) next.finish(&nx->dot, &nx->na, &nx->nb);
   if (TA) *kept_a = _mm512_reduce_add_pd(_mm512_add_pd(ks[0], ks[1]));
   if (TB) *kept_b = _mm512_reduce_add_pd(_mm512_add_pd(ks[0], ks[1]));
   if (OD == DType::BF16 && _mm512_cmpge_epu16_mask(mx16, _mm512_set1_epi16(short(0xff00)))) return 0x7f800000u;

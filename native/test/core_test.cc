@@ -597,12 +597,12 @@ static void test_fused_stream_stores() {
           std::vector<uint8_t> want(bytes + 256, 0xA5), got(bytes + 256, 0xA5);
           uint8_t* w0 = want.data() + (64 - (reinterpret_cast<uintptr_t>(want.data()) & 63));
           double ka = 0, kb = 0, ka2 = 0, kb2 = 0;
-          const uint32_t m0 = F.output(dt, d.base.data(), d.old_.data(), d.new_.data(), n, 0.75f, -0.5f, &sel, nullptr, &ka, &kb, od, w0, false);
+          const uint32_t m0 = F.output(dt, d.base.data(), d.old_.data(), d.new_.data(), n, 0.75f, -0.5f, &sel, nullptr, &ka, &kb, od, w0, false, nullptr);
           const std::vector<uint8_t> ref(w0, w0 + bytes);
           for (int off = 0; off < 64; off += (off < 4 ? 2 : 4)) {
             std::fill(got.begin(), got.end(), 0xA5);
             uint8_t* g0 = got.data() + (64 - (reinterpret_cast<uintptr_t>(got.data()) & 63)) + off;
-            const uint32_t m1 = F.output(dt, d.base.data(), d.old_.data(), d.new_.data(), n, 0.75f, -0.5f, &sel, nullptr, &ka2, &kb2, od, g0, true);
+            const uint32_t m1 = F.output(dt, d.base.data(), d.old_.data(), d.new_.data(), n, 0.75f, -0.5f, &sel, nullptr, &ka2, &kb2, od, g0, true, nullptr);
             std::atomic_thread_fence(std::memory_order_seq_cst);
             bool around = true;
             for (uint8_t* q = got.data(); q < g0; ++q) around = around && *q == 0xA5;
@@ -614,6 +614,128 @@ static void test_fused_stream_stores() {
         }
       }
   }
+}
+
+// The fused output with the next row's stats in the same pass (kernels.h NextRowStats, process_rows' row
+// pipeline): the same output bytes, return value and kept sums as without, and the next row's sums bit for bit
+// those of the stats kernel, for untrimmed rows (a stats step per block) and trimmed ones (an L2 prefetch per
+// block, the sums at the end), co == 0 and not, every dtype and width around the blocks, streaming stores or
+// not; next rows with signed zeros, NaN and inf (its sums are whatever the stats kernel gives).
+static bool same_bits(double x, double y) { return std::memcmp(&x, &y, sizeof x) == 0; }
+static void test_fused_next_row() {
+  int cases = 0;
+  for (int lv = 1; lv < 3; ++lv) {
+    if (!cpu_supports(SimdLevel(lv)) || !kernels_for(SimdLevel(lv)).fused) continue;
+    const FusedRowKernels& F = *kernels_for(SimdLevel(lv)).fused;
+    for (DType dt : {DType::BF16, DType::F16, DType::F32})
+      for (int64_t n : {1, 5, 15, 16, 31, 32, 33, 48, 63, 64, 100, 513, 4099})
+        for (int nk = 0; nk < 3; ++nk) {
+          Raw d = make_raw(2, n, dt, 0, unsigned(n * 5 + nk));
+          // the next row (row 1): signed zeros (nk 1), a NaN and an inf (nk 2)
+          if (nk >= 1) {
+            for (int64_t j = 0; j < n; j += 3) put_value(d.base, dt, size_t(n + j), -0.0f);
+            for (int64_t j = 1; j < n; j += 4) put_value(d.old_, dt, size_t(n + j), -0.0f);
+          }
+          if (nk == 2) {
+            put_value(d.new_, dt, size_t(n + n / 2), std::nanf(""));
+            put_value(d.old_, dt, size_t(n + n - 1), INFINITY);
+          }
+          const size_t es = dtype_size(dt);
+          const uint8_t *b1 = d.base.data() + size_t(n) * es, *o1 = d.old_.data() + size_t(n) * es, *w1 = d.new_.data() + size_t(n) * es;
+          double sd, sa, sb;
+          F.stats(dt, b1, o1, w1, n, &sd, &sa, &sb);
+          const RowSelection sel{0x3d000000u, n / 3};
+          for (int trim = 0; trim < 3; ++trim)      // none, side a, side b
+            for (float co : {0.0f, -0.5f}) {
+              if (trim == 1 && co == 0.0f) continue;  // a trimmed a has co != 0
+              for (DType od : {DType::BF16, DType::F16, DType::F32})
+                for (bool nt : {false, true}) {
+                  const size_t bytes = size_t(n) * dtype_size(od);
+                  std::vector<uint8_t> want(bytes + 128), got(bytes + 128);
+                  uint8_t* w0 = want.data() + (64 - (reinterpret_cast<uintptr_t>(want.data()) & 63));
+                  uint8_t* g0 = got.data() + (64 - (reinterpret_cast<uintptr_t>(got.data()) & 63));
+                  double ka = -1, kb = -1, ka2 = -1, kb2 = -1;
+                  const RowSelection* sa_ = trim == 1 ? &sel : nullptr;
+                  const RowSelection* sb_ = trim == 2 ? &sel : nullptr;
+                  const uint32_t m0 = F.output(dt, d.base.data(), d.old_.data(), d.new_.data(), n, 0.75f, co, sa_, sb_, &ka, &kb, od, w0, nt, nullptr);
+                  NextRowStats nx{b1, o1, w1};
+                  const uint32_t m1 = F.output(dt, d.base.data(), d.old_.data(), d.new_.data(), n, 0.75f, co, sa_, sb_, &ka2, &kb2, od, g0, nt, &nx);
+                  std::atomic_thread_fence(std::memory_order_seq_cst);
+                  ++cases;
+                  CHECK(std::memcmp(w0, g0, bytes) == 0 && m0 == m1 && same_bits(ka, ka2) && same_bits(kb, kb2),
+                        "fused output with the next row's stats (%s, %s in %s out, n %lld, trim %d, co %g, nt %d): other bytes", kernels_for(SimdLevel(lv)).name,
+                        dtype_name(dt), dtype_name(od), (long long)n, trim, double(co), int(nt));
+                  CHECK(same_bits(nx.dot, sd) && same_bits(nx.na, sa) && same_bits(nx.nb, sb),
+                        "next row's stats (%s, %s, n %lld, kind %d, trim %d): %.17g %.17g %.17g vs %.17g %.17g %.17g", kernels_for(SimdLevel(lv)).name,
+                        dtype_name(dt), (long long)n, nk, trim, nx.dot, nx.na, nx.nb, sd, sa, sb);
+                }
+            }
+        }
+  }
+  std::printf("fused output + next row's stats: %d cases\n", cases);
+}
+
+// process_rows' row pipeline (each fused row's output pass computes the next row's sums) against the same rows
+// edited one job per row (no pipeline): identical bytes, cos, regions, coefficients and deltaSq, bit for bit,
+// for every strategy (geoedit's weights too: they come from those sums), densities 1 / 0.2 / 0.03, 1 to 67 rows
+// (chunks of 2^17 elements: several per job at the widest rows), one thread or all, with rows that leave the
+// pipeline mid-job: zero coefficients (base copied), both sides trimmed, a NaN row (allowNonFinite), a bf16 ->
+// f16 overflow written by the unfused steps (allowNonFiniteOutput), signed zeros, and the last row.
+static void test_fused_pipeline() {
+  int rows_checked = 0;
+  for (int lv = 1; lv < 3; ++lv) {
+    if (!cpu_supports(SimdLevel(lv)) || !kernels_for(SimdLevel(lv)).fused) continue;
+    for (DType dt : {DType::BF16, DType::F16, DType::F32})
+      for (int64_t cols : {33, 100, 4099})
+        for (int64_t R : {1, 2, 3, 67}) {
+          if (cols < 4099 && R == 67) continue;
+          if (cols == 4099 && R != 67 && R != 2) continue;
+          Raw d = make_raw(R, cols, dt, 0, unsigned(cols * 3 + R));
+          const size_t es = dtype_size(dt);
+          for (int64_t i = 0; i < R; ++i) {
+            if (i % 5 == 2)  // signed zeros
+              for (int64_t j = 0; j < cols; j += 2) { put_value(d.base, dt, size_t(i * cols + j), -0.0f); put_value(d.new_, dt, size_t(i * cols + j), -0.0f); }
+            if (i % 11 == 7) put_value(d.new_, dt, size_t(i * cols + cols / 2), std::nanf(""));
+            if (dt == DType::BF16 && i % 13 == 4) put_value(d.new_, dt, size_t(i * cols + 1), 3e38f);  // overflows f16 (and bf16 with a scale)
+          }
+          std::vector<float> cnew(static_cast<size_t>(R)), cold(static_cast<size_t>(R));
+          for (int64_t i = 0; i < R; ++i) {
+            cnew[size_t(i)] = i % 4 == 3 ? 0.0f : 0.5f + 0.1f * float(i % 3);
+            cold[size_t(i)] = i % 3 == 1 ? 0.0f : -0.25f;
+          }
+          for (double density : {1.0, 0.2, 0.03})
+            for (int strat = 0; strat < 5; ++strat)
+              for (DType od : {dt, DType::F16}) {
+                Params p;
+                p.density = density;
+                p.allow_non_finite = true;
+                p.allow_non_finite_output = true;
+                if (strat == 1) p.strategy = Strategy::TaskArithmetic;
+                if (strat == 2) p.strategy = Strategy::ForgetThenLearn;
+                if (strat == 3) p.strategy = Strategy::Custom;
+                if (strat == 4) { p.fuse_aligned = 0.7; p.forget_conflicting = 0.4; }
+                for (int threads : {1, 0}) {
+                  const RawOut got = run_raw(d, p, od, lv, threads, &cnew, &cold);
+                  for (int64_t i = 0; i < R; ++i) {
+                    Raw one{1, cols, dt, {}, {}, {}};
+                    auto row = [&](const std::vector<uint8_t>& v) { return std::vector<uint8_t>(v.begin() + i * cols * es, v.begin() + (i + 1) * cols * es); };
+                    one.base = row(d.base);
+                    one.old_ = row(d.old_);
+                    one.new_ = row(d.new_);
+                    const std::vector<float> cn1{cnew[size_t(i)]}, co1{cold[size_t(i)]};
+                    const RawOut ref = run_raw(one, p, od, lv, 1, &cn1, &co1);
+                    const size_t rb = size_t(cols) * dtype_size(od), r = size_t(i);
+                    ++rows_checked;
+                    CHECK(std::memcmp(got.out.data() + r * rb, ref.out.data(), rb) == 0 && same_bits(got.cos[r], ref.cos[0]) &&
+                              got.region[r] == ref.region[0] && got.cn[r] == ref.cn[0] && got.co[r] == ref.co[0] && same_bits(got.dsq[r], ref.dsq[0]),
+                          "row pipeline vs one row per job: %s, %s in %s out, cols %lld, rows %lld, density %.2f, strategy %d, threads %d, row %lld",
+                          kernels_for(SimdLevel(lv)).name, dtype_name(dt), dtype_name(od), (long long)cols, (long long)R, density, strat, threads, (long long)i);
+                  }
+                }
+              }
+        }
+  }
+  std::printf("row pipeline against one row per job: %d rows\n", rows_checked);
 }
 
 // Non-finite 16-bit inputs through the fused path: refused naming the row and column (the scalar
@@ -1081,6 +1203,8 @@ int main() {
   test_fused_rows();
   test_fused_edges();
   test_fused_stream_stores();
+  test_fused_next_row();
+  test_fused_pipeline();
   test_fused_non_finite();
   std::printf("core_test: %d checks, %d passed, %d failed\n", checks, checks - failures, failures);
   return failures == 0 ? 0 : 1;
