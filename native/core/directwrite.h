@@ -10,7 +10,7 @@
 // (a direct write waits for the device; many tiny tensors would each pay that), and so do blocks
 // the output's hash will read back (out of file order: stream.cc passes no O_DIRECT descriptor).
 //
-// The bytes in the file are the same whichever way they went (tests: test/e2e/direct-write.test.ts
+// The bytes in the file are the same whichever way they went (tests: test/e2e/output-hash.test.ts "direct writes"
 // and the core test). Durability is unchanged: O_DIRECT writes no metadata and flushes no disk cache,
 // so the job's fsyncs (docs/safety.md) stay as they are.
 //
