@@ -99,7 +99,9 @@ constexpr size_t kCountLimit = size_t(64) << 20;
 // collections cost more CPU than V8's own (256 MiB outputs; docs/performance.md, 2026-12-01 pool3).
 constexpr size_t kUncountedMax = size_t(64) << 20;
 // For uncounted outputs the pool starts an incremental collection (start_marking) once this many of
-// the size are out, and never waits for one: in the loops callers write 4-5 buffers (320 MiB at
+// the size are out, and does not wait for one to finish (the jump that starts it can still make V8
+// collect synchronously where it passes V8's hard limit — a small heap, many reported outputs held — and
+// V8 advances a running marking on the JS thread in steps): in the loops callers write 4-5 buffers (320 MiB at
 // 64 MiB) and one collection per 3-4 calls (measured, load 5: 3 out gave one per 2 calls, whose
 // concurrent marking cost as much CPU per call as V8's own collection per call; 4 gave 0.92-0.94x the
 // reused call's CPU).
@@ -255,6 +257,11 @@ struct V8Api {
   void (*destroy_store)(void*);                  // v8::BackingStore::~BackingStore()
 };
 const V8Api* v8_api() {
+#if !(defined(__x86_64__) && defined(__linux__))
+  // The calls below assume the x86-64 System V convention for V8's unique_ptr return (a hidden pointer
+  // passed as the first argument); AArch64 passes it in x8, other ABIs differ again: counted path there.
+  return nullptr;
+#else
   static const V8Api api = [] {
     V8Api a{};
     a.current = reinterpret_cast<void* (*)()>(::dlsym(RTLD_DEFAULT, "_ZN2v87Isolate10GetCurrentEv"));
@@ -265,6 +272,7 @@ const V8Api* v8_api() {
     return a;
   }();
   return api.current && api.new_store && api.new_buffer && api.empty_deleter && api.destroy_store ? &api : nullptr;
+#endif
 }
 
 // An ArrayBuffer of `bytes` over m with V8's empty deleter, in the calling callback's handle scope

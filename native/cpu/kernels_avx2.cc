@@ -701,7 +701,7 @@ uint32_t fused_output_t(const void* base, const void* old_, const void* new_, in
     return v;
   };
   RowWriter<NT> w(dst);
-  StatsPass<D, EO> next(NX ? nx->base : base, NX ? nx->old_ : old_, NX ? nx->new_ : new_, n);
+  StatsPass<D, D == DType::BF16> next(NX ? nx->base : base, NX ? nx->old_ : old_, NX ? nx->new_ : new_, n);
   const int64_t body = n & ~int64_t(15);
   // Blocks [j0, j1) of 16 columns with the given thresholds of the v0 / v1 lanes (load16's layout).
   auto blocks = [&](int64_t j0, int64_t j1, __m256i ta0, __m256i ta1, __m256i tb0, __m256i tb1) __attribute__((always_inline)) {

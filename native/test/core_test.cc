@@ -620,7 +620,8 @@ static void test_fused_stream_stores() {
 // pipeline): the same output bytes, return value and kept sums as without, and the next row's sums bit for bit
 // those of the stats kernel, for untrimmed rows (a stats step per block) and trimmed ones (an L2 prefetch per
 // block, the sums at the end), co == 0 and not, every dtype and width around the blocks, streaming stores or
-// not; next rows with signed zeros, NaN and inf (its sums are whatever the stats kernel gives).
+// not; next rows with signed zeros, NaN and inf (its sums are whatever the stats kernel gives), and with values
+// 2^28 apart, whose f64 sums round (so a different summation order, e.g. bf16 rows into f32 outputs, shows).
 static bool same_bits(double x, double y) { return std::memcmp(&x, &y, sizeof x) == 0; }
 static void test_fused_next_row() {
   int cases = 0;
@@ -629,8 +630,16 @@ static void test_fused_next_row() {
     const FusedRowKernels& F = *kernels_for(SimdLevel(lv)).fused;
     for (DType dt : {DType::BF16, DType::F16, DType::F32})
       for (int64_t n : {1, 5, 15, 16, 31, 32, 33, 48, 63, 64, 100, 513, 4099})
-        for (int nk = 0; nk < 3; ++nk) {
+        for (int nk = 0; nk < 4; ++nk) {
           Raw d = make_raw(2, n, dt, 0, unsigned(n * 5 + nk));
+          // the next row with values 2^-14 .. 2^14 apart (nk 3): its f64 sums round, so their order shows
+          if (nk == 3)
+            for (int64_t j = 0; j < n; ++j) {
+              const float sg = (j & 1) ? -1.0f : 1.0f;
+              put_value(d.base, dt, size_t(n + j), std::ldexp(1.0f + float(j % 3) / 4.0f, int((j * 11) % 28) - 14));
+              put_value(d.old_, dt, size_t(n + j), sg * std::ldexp(1.0f + float(j % 5) / 8.0f, int((j * 37) % 28) - 14));
+              put_value(d.new_, dt, size_t(n + j), -sg * std::ldexp(1.0f + float(j % 7) / 8.0f, int((j * 23) % 28) - 14));
+            }
           // the next row (row 1): signed zeros (nk 1), a NaN and an inf (nk 2)
           if (nk >= 1) {
             for (int64_t j = 0; j < n; j += 3) put_value(d.base, dt, size_t(n + j), -0.0f);
