@@ -34,6 +34,8 @@
 //                         inputs through pread (GEOEDIT_HASH_IO=pread, removed: docs/performance.md has its A/B).
 //   --ab-env K=V[,K=V]    with --ab: the B side runs with these variables instead of the previous write
 //                         path (e.g. --ab-env GEOEDIT_DIRECT_WRITE=0: the default edit without O_DIRECT writes).
+//                         Each item must be K=V, and --ab is required (else exit 2 with why). The JSON's
+//                         abEnv records the B side's variables (null without --ab).
 //   --layouts             issue 13: the same checkpoint edited (--no-hash) with every weight in layout
 //                         rows and again in layout columns (--layout '*.weight=columns': the tensors are
 //                         square, so both are valid and read/write the same bytes); wall time, GB/s,
@@ -62,12 +64,23 @@ const backends = values.backends ? values.backends.split(',') : null;
 const densities = values.density ? values.density.split(',') : [null];
 const common = values.density && densities.length === 1 ? ['--density', densities[0]] : [];
 const variants = backends ? backends.flatMap((b) => densities.map((d) => ({ key: d ? `${b} density ${d}` : b, args: ['--backend', b, ...(d ? ['--density', d] : [])] }))) : [];
+// --ab: the write path before issue 17's change (same hashes, same bytes), or --ab-env's variables.
+function parseAbEnv(spec) {
+  if (!values.ab) throw new Error('--ab-env sets the B side of --ab: give --ab too');
+  return Object.fromEntries(spec.split(',').map((kv) => {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new Error(`--ab-env: '${kv}' is not K=V (expected K=V[,K=V], e.g. GEOEDIT_DIRECT_WRITE=0)`);
+    return [kv.slice(0, eq), kv.slice(eq + 1)];
+  }));
+}
+let PREVIOUS_PATH;
+try {
+  PREVIOUS_PATH = values['ab-env'] !== undefined ? parseAbEnv(values['ab-env']) : { GEOEDIT_WRITE_BEHIND: '0', GEOEDIT_STREAM_HASH: '0', GEOEDIT_DIRECT_WRITE: '0' };
+} catch (e) {
+  console.error(`bench/checkpoint.js: ${e.message}`);
+  process.exit(2);
+}
 const work = fs.mkdtempSync(path.join(values.dir, 'geoedit-bench-'));
-
-// --ab: the write path before issue 17's change (same hashes, same bytes).
-const PREVIOUS_PATH = values['ab-env']
-  ? Object.fromEntries(values['ab-env'].split(',').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
-  : { GEOEDIT_WRITE_BEHIND: '0', GEOEDIT_STREAM_HASH: '0', GEOEDIT_DIRECT_WRITE: '0' };
 const AB_LABEL = values['ab-env'] ? `B: ${values['ab-env']}` : 'previous write path';
 const ROWS = 4096, COLS = 4096; // 32 MiB bf16 tensors, Llama-7B-like
 const TBYTES = ROWS * COLS * 2;
@@ -366,7 +379,9 @@ try {
   const file = path.join(outDir, `checkpoint-${new Date().toISOString().slice(0, 10)}${values.tag ? `-${values.tag.replace(/[^A-Za-z0-9_.-]+/g, '-')}` : ''}.json`);
   fs.writeFileSync(file, JSON.stringify({
     date: new Date().toISOString(), machine: { cpu: os.cpus()[0].model, cpus: os.cpus().length, memGiB: os.totalmem() / 2 ** 30, node: process.version },
-    command: `node bench/checkpoint.js ${process.argv.slice(2).join(' ')}`, targets: { ratio: 1.5, rssMiB: 1024, editHashVsLimit: 1.25 }, results,
+    command: `node bench/checkpoint.js ${process.argv.slice(2).join(' ')}`, targets: { ratio: 1.5, rssMiB: 1024, editHashVsLimit: 1.25 },
+    abEnv: values.ab ? PREVIOUS_PATH : null, // the B side's variables (--ab: hashPrevious)
+    results,
   }, null, 2) + '\n');
   console.log(`\nwrote ${path.relative(ROOT, file)}`);
 } finally {

@@ -145,7 +145,7 @@ export interface NativeAddon {
   /** Tests only: bytes the stream's writer wrote with O_DIRECT / through the page cache, and O_DIRECT opens or writes refused, since the process started. */
   _directWrites(): { direct: number; buffered: number; refused: number };
   /** Tests only: counters of the fresh-output pool (native/binding/EXPORTS.md). */
-  _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number; early: number; reclaimed: number; forced: number; futile: number; gcMs: number; faultMsPerMiB: number; uncounted: number; marking: number };
+  _outputPool(): { hits: number; misses: number; idleBytes: number; cap: number; early: number; reclaimed: number; forced: number; futile: number; gcMs: number; faultMsPerMiB: number; uncounted: number; marking: number; uncountedAvailable: boolean; uncountedUnavailable: '' | 'off' | 'transfer' | 'node' | 'symbols' | 'external' | 'probe' };
   /** Bench only: STREAM triad GB/s over the shared pool. */
   _triad(n: number, threads: number, reps: number): Promise<number>;
   cudaProbe(refresh?: boolean): NativeCudaProbe;

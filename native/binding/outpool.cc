@@ -298,21 +298,31 @@ napi_value uncounted_arraybuffer(void* m, size_t bytes) {
 // anyway), where the runtime allows external buffers (no V8 sandbox), the V8 functions are there and
 // a probe buffer shows V8 counted nothing for it, and where the buffer's object dying means its
 // memory is free (no transfer: can_guard_untransferable). GEOEDIT_OUTPUT_POOL_UNCOUNTED=0: never.
-bool uncounted_ok(napi_env env, size_t len) {
-  if (len < kCountLimit || len > kUncountedMax || pool().counted_only || !can_guard_untransferable(env)) return false;
-  static const bool runtime = [env] {
+// Why outputs of env cannot be made uncounted ("" where they can; the same tests as uncounted_ok
+// without the size): "off" (GEOEDIT_OUTPUT_POOL_UNCOUNTED=0), "transfer" (no untransferable guard),
+// "node" (not Node 20), "symbols" (not x86-64 Linux, or a V8 function missing), "external" (no external buffers: a V8
+// sandbox), "probe" (the probe buffer was counted or not made).
+const char* uncounted_unavailable(napi_env env) {
+  if (pool().counted_only) return "off";
+  if (!can_guard_untransferable(env)) return "transfer";
+  static const char* const runtime = [env]() -> const char* {
     const napi_node_version* v = nullptr;
-    if (napi_get_node_version(env, &v) != napi_ok || !v || v->major != 20 || !v8_api()) return false;
+    if (napi_get_node_version(env, &v) != napi_ok || !v || v->major != 20) return "node";
+    if (!v8_api()) return "symbols";
     static char probe[1 << 16];
     napi_value ab;
-    if (napi_create_external_arraybuffer(env, probe, 16, nullptr, nullptr, &ab) != napi_ok) return false;
+    if (napi_create_external_arraybuffer(env, probe, 16, nullptr, nullptr, &ab) != napi_ok) return "external";
     int64_t before = 0, after = 0;
     napi_adjust_external_memory(env, 0, &before);
     const bool made = uncounted_arraybuffer(probe, sizeof probe) != nullptr;
     napi_adjust_external_memory(env, 0, &after);
-    return made && after == before;
+    return made && after == before ? "" : "probe";
   }();
   return runtime;
+}
+
+bool uncounted_ok(napi_env env, size_t len) {
+  return len >= kCountLimit && len <= kUncountedMax && !*uncounted_unavailable(env);
 }
 
 // Returns the leases of env and len whose ArrayBuffer V8 has collected; true if any. *out: how many
@@ -519,5 +529,7 @@ OutputPoolStats output_pool_stats() {
   std::lock_guard<std::mutex> g(p.m);
   return OutputPoolStats{p.hits, p.misses, p.idle_bytes, p.cap, p.early, p.reclaimed, p.forced, p.futile, p.gc_ms, p.fault_ms_per_mib, p.uncounted, p.marking};
 }
+
+const char* output_pool_uncounted_unavailable(napi_env env) { return uncounted_unavailable(env); }
 
 }  // namespace geoedit_binding

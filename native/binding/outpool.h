@@ -40,5 +40,8 @@ struct OutputPoolStats {
   size_t marking;    // incremental collections the pool started for those (it never waits for one)
 };
 OutputPoolStats output_pool_stats();
+// Why env's 64 MiB outputs cannot be made uncounted, or "" where they can (outpool.cc
+// uncounted_unavailable: "off", "transfer", "node", "symbols", "external", "probe").
+const char* output_pool_uncounted_unavailable(napi_env env);
 
 }  // namespace geoedit_binding

@@ -2,7 +2,7 @@
 //   _triad(n, threads, reps) -> Promise<number>            STREAM triad GB/s over the shared pool (bench/run.js)
 //   _cudaBench(spec) -> { kernelMs, kernelGBps, copyGBps, checksum }   device-resident kernel bench (bench/gpu/)
 //   _cudaLoraGeometry(spec) -> { dot, na, nb }              SPEC §4 LoRA sums on the CPU or the plugin (lib/lora-geometry.ts)
-//   _outputPool() -> { hits, misses, idleBytes, cap, early, reclaimed, forced, futile, gcMs, faultMsPerMiB, uncounted, marking } the fresh-output pool's counters (outpool.cc)
+//   _outputPool() -> { hits, misses, idleBytes, cap, early, reclaimed, forced, futile, gcMs, faultMsPerMiB, uncounted, marking, uncountedAvailable, uncountedUnavailable } the fresh-output pool's counters (outpool.cc)
 //   _directWrites() -> { direct, buffered, refused }          the stream writer's O_DIRECT counters (core/directwrite.h)
 //   _setFused(on) -> previous                              the fused row path on/off (A/B benchmarks)
 #include "common.h"
@@ -85,7 +85,7 @@ Napi::Value CudaLoraGeometry(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-// _outputPool() -> { hits, misses, idleBytes, cap, early, reclaimed, forced, futile, gcMs, faultMsPerMiB, uncounted, marking }: the fresh-output pool's counters (outpool.cc).
+// _outputPool() -> { hits, misses, idleBytes, cap, early, reclaimed, forced, futile, gcMs, faultMsPerMiB, uncounted, marking, uncountedAvailable, uncountedUnavailable }: the fresh-output pool's counters (outpool.cc).
 static Napi::Value OutputPool(const Napi::CallbackInfo& info) {
   const OutputPoolStats st = output_pool_stats();
   Napi::Object o = Napi::Object::New(info.Env());
@@ -101,6 +101,9 @@ static Napi::Value OutputPool(const Napi::CallbackInfo& info) {
   o.Set("faultMsPerMiB", st.fault_ms_per_mib);
   o.Set("uncounted", double(st.uncounted));
   o.Set("marking", double(st.marking));
+  const char* why = output_pool_uncounted_unavailable(info.Env());
+  o.Set("uncountedAvailable", !*why);
+  o.Set("uncountedUnavailable", why);
   return o;
 }
 

@@ -323,15 +323,22 @@ describe('partitioned adapter merge', () => {
     await expect(editAdapters({ old: io.old, new: io.new, out: path.join(root, 'plain') }, { part: '1/2' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED', message: expect.stringMatching(/an adapter output is the edited rank.*small enough for one process/) });
   });
 
-  it('3 concurrent parts of a sharded merge, assembled, give the bytes of one merge', async () => {
+  // One merge and its 3 parts (made concurrently), made once for the tests below, whichever runs first.
+  let made: Promise<{ single: string; parts: string[] }> | undefined;
+  const mergeAndParts = () => (made ??= (async () => {
     const single = path.join(root, 'single');
     const args = (out: string, more: string[] = []) => ['edit', '--old-adapter', io.old, '--new-adapter', io.new, '--base', io.base, '--out', out, '--max-shard-size', '2600', ...more];
     const s = cli(args(single));
     expect(s.code, s.stderr).toBe(0);
-    expect(fs.readdirSync(single).filter((f) => f.endsWith('.safetensors')).length).toBeGreaterThanOrEqual(3);
     const parts = [1, 2, 3].map((k) => path.join(root, `part-${k}`));
     const res = await Promise.all(parts.map((p, k) => cliAsync(args(p, ['--part', `${k + 1}/3`]))));
     res.forEach((r) => expect(r.code, r.stderr).toBe(0));
+    return { single, parts };
+  })());
+
+  it('3 concurrent parts of a sharded merge, assembled, give the bytes of one merge', async () => {
+    const { single, parts } = await mergeAndParts();
+    expect(fs.readdirSync(single).filter((f) => f.endsWith('.safetensors')).length).toBeGreaterThanOrEqual(3);
     // Each part hashes the inputs it reads (the adapters, its shards' base files), not the whole base.
     expectHashedByReaders(parts, (m) => m.inputs as Array<{ path: string; sha256: string | null }>);
     const hashedBy = parts.map((p) => (manifestOf(p) as { partition: { hashed: string[] } }).partition.hashed);
@@ -341,7 +348,11 @@ describe('partitioned adapter merge', () => {
     expect(r.code, r.stderr).toBe(0);
     // the assembled inputs: every hash, as one merge records them
     expectSameOutput(out, single, /^(id|createdAt|timings\.totalMs|outputs\.\d+\.path|partition)$/);
-    // A part (re-sealed) whose hash of an input another part also hashed differs: refused, naming both parts and the file.
+  }, 60_000);
+
+  it('a part (re-sealed) that read an input with another hash or size than another part: refused, nothing at the target', async () => {
+    const { parts } = await mergeAndParts();
+    // A part whose hash of an input another part also hashed differs: refused, naming both parts and the file.
     const copy = (src: string, tag: string) => { const d = path.join(root, 'bad', tag); fs.mkdirSync(path.dirname(d), { recursive: true }); fs.cpSync(src, d, { recursive: true }); return d; };
     const other = copy(parts[1]!, 'other-hash');
     const om = loadManifest(other).manifest as Record<string, any>;
@@ -355,12 +366,14 @@ describe('partitioned adapter merge', () => {
       code: 'ERR_PART_FOREIGN',
       message: expect.stringMatching(new RegExp(`the input ${esc(adapter.path)} changed between the parts: .*part 1/3.* read SHA-256 [0-9a-f]{64}, .*other-hash \\(part 2/3\\) read e{64}`)),
     });
-    // A part that read an input of another size: refused as reading other inputs.
+    expect(fs.existsSync(bad)).toBe(false);
+    // A part that read an input of another size: refused as reading other inputs (its job key, stored
+    // in the part, is unchanged: not "from another job").
     const sized = copy(parts[2]!, 'other-size');
     const sm = loadManifest(sized).manifest as Record<string, any>;
     (sm.inputs as Array<{ bytes: number }>)[0]!.bytes += 1;
     resealManifestFile(path.join(sized, MANIFEST_FILE), sm);
-    await expect(assembleParts({ parts: [parts[0]!, parts[1]!, sized], out: bad })).rejects.toMatchObject({ code: 'ERR_PART_FOREIGN', message: expect.stringMatching(/other-size \(part 3\/3\) (read other inputs than|is from another job)/) });
+    await expect(assembleParts({ parts: [parts[0]!, parts[1]!, sized], out: bad })).rejects.toMatchObject({ code: 'ERR_PART_FOREIGN', message: expect.stringMatching(/other-size \(part 3\/3\) read other inputs than /) });
     expect(fs.existsSync(bad)).toBe(false);
   }, 60_000);
 });
