@@ -293,11 +293,6 @@ napi_value uncounted_arraybuffer(void* m, size_t bytes) {
   return a->new_buffer(isolate, &store);
 }
 
-// Whether outputs of env of `len` bytes are made uncounted: from kCountLimit to kUncountedMax, with the Node major
-// this was measured on (20: later ones have ArrayBuffer.prototype.transfer, which rules it out
-// anyway), where the runtime allows external buffers (no V8 sandbox), the V8 functions are there and
-// a probe buffer shows V8 counted nothing for it, and where the buffer's object dying means its
-// memory is free (no transfer: can_guard_untransferable). GEOEDIT_OUTPUT_POOL_UNCOUNTED=0: never.
 // Why outputs of env cannot be made uncounted ("" where they can; the same tests as uncounted_ok
 // without the size): "off" (GEOEDIT_OUTPUT_POOL_UNCOUNTED=0), "transfer" (no untransferable guard),
 // "node" (not Node 20), "symbols" (not x86-64 Linux, or a V8 function missing), "external" (no external buffers: a V8
@@ -321,6 +316,11 @@ const char* uncounted_unavailable(napi_env env) {
   return runtime;
 }
 
+// Whether outputs of env of `len` bytes are made uncounted: from kCountLimit to kUncountedMax, with the Node major
+// this was measured on (20: later ones have ArrayBuffer.prototype.transfer, which rules it out
+// anyway), where the runtime allows external buffers (no V8 sandbox), the V8 functions are there and
+// a probe buffer shows V8 counted nothing for it, and where the buffer's object dying means its
+// memory is free (no transfer: can_guard_untransferable). GEOEDIT_OUTPUT_POOL_UNCOUNTED=0: never.
 bool uncounted_ok(napi_env env, size_t len) {
   return len >= kCountLimit && len <= kUncountedMax && !*uncounted_unavailable(env);
 }
