@@ -142,6 +142,8 @@ export interface NativeAddon {
   blasInfo(): NativeBlasInfo;
   /** Tests only: the fused row path on/off. */
   _setFused(on: boolean): boolean;
+  /** The row pipeline's form for the rest of the process ('sums' | 'prefetch' | 'off'); returns the previous one (no argument: only reads it). Same results every way. */
+  _setRowPipeline(mode?: 'sums' | 'prefetch' | 'off'): 'sums' | 'prefetch' | 'off';
   /** Tests only: bytes the stream's writer wrote with O_DIRECT / through the page cache, and O_DIRECT opens or writes refused, since the process started. */
   _directWrites(): { direct: number; buffered: number; refused: number };
   /** Tests only: counters of the fresh-output pool (native/binding/EXPORTS.md). */

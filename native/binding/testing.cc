@@ -126,7 +126,22 @@ static Napi::Value SetFused(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), was);
 }
 
+// _setRowPipeline(mode?) -> previous: the row pipeline's form ('sums' | 'prefetch' | 'off', geoedit.h RowPipeline)
+// for the rest of the process; no argument only reads it. An A/B switch: same results.
+static Napi::Value SetRowPipeline(const Napi::CallbackInfo& info) {
+  const geoedit::RowPipeline was = geoedit::row_pipeline();
+  if (info.Length() >= 1) {
+    const std::string m = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : std::string();
+    if (m == "sums") geoedit::set_row_pipeline(geoedit::RowPipeline::Sums);
+    else if (m == "prefetch") geoedit::set_row_pipeline(geoedit::RowPipeline::Prefetch);
+    else if (m == "off") geoedit::set_row_pipeline(geoedit::RowPipeline::Off);
+    else throw_type(info.Env(), "Expected _setRowPipeline('sums' | 'prefetch' | 'off')");
+  }
+  return Napi::String::New(info.Env(), geoedit::row_pipeline_name(was));
+}
+
 void register_testing(Napi::Env env, Napi::Object exports) {
+  exports.Set("_setRowPipeline", Napi::Function::New(env, SetRowPipeline, "_setRowPipeline"));
   exports.Set("_setFused", Napi::Function::New(env, SetFused, "_setFused"));
   exports.Set("_directWrites", Napi::Function::New(env, DirectWritesStats, "_directWrites"));
   exports.Set("_outputPool", Napi::Function::New(env, OutputPool, "_outputPool"));

@@ -200,6 +200,20 @@ std::atomic<bool>& fused_switch() {
   return on;
 }
 
+// The row pipeline's form (kernels.h NextRowStats): GEOEDIT_ROW_PIPELINE=sums|prefetch|off, else by CPU: prefetch
+// on AMD (measured 1.2-1.4x for bf16 at density 1 on Zen 4 and no slower elsewhere, docs/performance.md), sums
+// elsewhere (measured 1.20-1.25x over no pipeline on the Intel VM; the prefetch form is not measured there).
+std::atomic<int>& pipeline_switch() {
+  static std::atomic<int> mode{[] {
+    const char* e = std::getenv("GEOEDIT_ROW_PIPELINE");
+    if (e && std::strcmp(e, "sums") == 0) return int(RowPipeline::Sums);
+    if (e && std::strcmp(e, "prefetch") == 0) return int(RowPipeline::Prefetch);
+    if (e && std::strcmp(e, "off") == 0) return int(RowPipeline::Off);
+    return int(default_row_pipeline());
+  }()};
+  return mode;
+}
+
 void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t r0, int64_t r1) {
   const int64_t n = job.cols;
   Scratch& s = scratch();
@@ -231,7 +245,9 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
   // The row pipeline: a fused row's output pass also computes the next row's sums (kernels.h NextRowStats),
   // so that the next row's three input rows stream in from memory while this row's output is computed on the
   // cached ones; `next` holds them until that row (the same sums as its own stats pass).
+  const RowPipeline pipeline = row_pipeline();
   NextRowStats next{nullptr, nullptr, nullptr};
+  next.sums = pipeline == RowPipeline::Sums;
   bool have_next = false;
   for (int64_t i = r0; i < r1; ++i) {
     double dot = 0, na = 0, nb = 0;
@@ -354,11 +370,11 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
       if ((trim_a || trim_b) && k < n) {
         TrimHint& h = trim_a ? s.hint_a : s.hint_b;
         h.rms = float(std::sqrt((trim_a ? na : nb) / double(n)));
-        sel = F->select(job.base.dtype, rb, trim_a ? ro : rn, n, k, s.cand.data(), &h);
+        sel = F->select(job.base.dtype, rb, trim_a ? ro : rn, n, k, s.cand.data(), &h, pipeline != RowPipeline::Off && i + 1 < r1);
       }
       char* dst = static_cast<char*>(job.out) + size_t(i) * size_t(n) * outs;
       double ka = -1, kb = -1;
-      have_next = i + 1 < r1;
+      have_next = pipeline != RowPipeline::Off && i + 1 < r1;
       if (have_next) {
         next.base = rb + size_t(n) * bs;
         next.old_ = ro + size_t(n) * os_;
@@ -628,6 +644,23 @@ void run_edit_projected(const EditJob& job, const Params& params, const RunOptio
 
 void set_fused_rows(bool on) { fused_switch().store(on); }
 bool fused_rows() { return fused_switch().load(); }
+
+RowPipeline default_row_pipeline() {
+#if defined(GEOEDIT_X86)
+  __builtin_cpu_init();
+  if (__builtin_cpu_is("amd")) return RowPipeline::Prefetch;
+#endif
+  return RowPipeline::Sums;
+}
+void set_row_pipeline(RowPipeline m) { pipeline_switch().store(int(m)); }
+RowPipeline row_pipeline() { return RowPipeline(pipeline_switch().load()); }
+const char* row_pipeline_name(RowPipeline m) {
+  switch (m) {
+    case RowPipeline::Sums: return "sums";
+    case RowPipeline::Prefetch: return "prefetch";
+    default: return "off";
+  }
+}
 
 double triad_gbps(size_t n, int threads, int reps) {
   std::unique_ptr<double[]> a(new double[n]), b(new double[n]), c(new double[n]);

@@ -26,13 +26,19 @@ struct RowSelection {
 // top-k, one for the output, each decoding what it needs again (the raw rows stay in L1/L2). The same
 // values as stats_raw + trim_mag + output (the sums in another order). Only where an ISA provides it
 // (Kernels::fused may be null: the row then takes those kernels, which the scalar reference does).
-// The next row's geometry sums, computed inside this row's fused output pass (process_rows' row pipeline):
-// its three raw rows stream in from memory while this row's output is computed on the cached ones. The same
-// blocks in the same order as FusedRowKernels::stats (the same sums, bit for bit).
+// The next row's geometry sums, computed by this row's fused output call (process_rows' row pipeline): its
+// three raw rows stream in from memory while this row's output is computed on the cached ones. The same
+// blocks in the same order as FusedRowKernels::stats (the same sums, bit for bit). How (row_pipeline() in
+// edit.cc picks it per CPU): sums true, the output pass sums a block of the next row after each of its own
+// blocks (rows without a top-k); sums false, it only prefetches the next row's lines into L2 and sums them at
+// its end (what rows with a top-k always do). The second is faster where the combined loop runs out of
+// registers or L1 (Zen 4: 32 KiB L1, double-pumped 512-bit ops), the first was faster on the Intel VM it
+// was tuned on.
 struct NextRowStats {
   const void* base;
   const void* old_;
   const void* new_;
+  bool sums = true;
   double dot = 0, na = 0, nb = 0;  // set by the kernel
 };
 
@@ -41,8 +47,10 @@ struct FusedRowKernels {
   void (*stats)(DType d, const void* base, const void* old_, const void* new_, int64_t n, double* dot, double* na,
                 double* nb);
   // The top-k (1 <= k < n) by magnitude of v = x - base (x: old or new): what trim_mag keeps. cand: n + 16
-  // uint32 of scratch; hint as trim_mag's (rms: this row's RMS of v).
-  RowSelection (*select)(DType d, const void* base, const void* x, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint);
+  // uint32 of scratch; hint as trim_mag's (rms: this row's RMS of v). prefetch_next: base and x are rows of
+  // [rows, n] tensors whose next rows (n columns on) are read next: the passes prefetch them into L2.
+  RowSelection (*select)(DType d, const void* base, const void* x, int64_t n, int64_t k, uint32_t* cand, TrimHint* hint,
+                         bool prefetch_next);
   // out = (base + cn*b~) + co*a~ in f32 (no FMA contraction), rounded to out_dtype (RNE), where b~ is b kept by
   // sel_b (all of b when null; likewise a~); the f64 sum of the kept squares into *kept_a / *kept_b (where the
   // selection is given). At most one selection; sel_a only with co != 0. Streaming stores where nt and dst is

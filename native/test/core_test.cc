@@ -667,16 +667,21 @@ static void test_fused_next_row() {
                   const RowSelection* sa_ = trim == 1 ? &sel : nullptr;
                   const RowSelection* sb_ = trim == 2 ? &sel : nullptr;
                   const uint32_t m0 = F.output(dt, d.base.data(), d.old_.data(), d.new_.data(), n, 0.75f, co, sa_, sb_, &ka, &kb, od, w0, nt, nullptr);
-                  NextRowStats nx{b1, o1, w1};
-                  const uint32_t m1 = F.output(dt, d.base.data(), d.old_.data(), d.new_.data(), n, 0.75f, co, sa_, sb_, &ka2, &kb2, od, g0, nt, &nx);
-                  std::atomic_thread_fence(std::memory_order_seq_cst);
-                  ++cases;
-                  CHECK(std::memcmp(w0, g0, bytes) == 0 && m0 == m1 && same_bits(ka, ka2) && same_bits(kb, kb2),
-                        "fused output with the next row's stats (%s, %s in %s out, n %lld, trim %d, co %g, nt %d): other bytes", kernels_for(SimdLevel(lv)).name,
-                        dtype_name(dt), dtype_name(od), (long long)n, trim, double(co), int(nt));
-                  CHECK(same_bits(nx.dot, sd) && same_bits(nx.na, sa) && same_bits(nx.nb, sb),
-                        "next row's stats (%s, %s, n %lld, kind %d, trim %d): %.17g %.17g %.17g vs %.17g %.17g %.17g", kernels_for(SimdLevel(lv)).name,
-                        dtype_name(dt), (long long)n, nk, trim, nx.dot, nx.na, nx.nb, sd, sa, sb);
+                  for (bool sums : {true, false}) {  // NextRowStats::sums: summed between the blocks, or prefetched
+                    NextRowStats nx{b1, o1, w1};
+                    nx.sums = sums;
+                    std::memset(got.data(), 0xA5, got.size());
+                    ka2 = kb2 = -1;
+                    const uint32_t m1 = F.output(dt, d.base.data(), d.old_.data(), d.new_.data(), n, 0.75f, co, sa_, sb_, &ka2, &kb2, od, g0, nt, &nx);
+                    std::atomic_thread_fence(std::memory_order_seq_cst);
+                    ++cases;
+                    CHECK(std::memcmp(w0, g0, bytes) == 0 && m0 == m1 && same_bits(ka, ka2) && same_bits(kb, kb2),
+                          "fused output with the next row's stats (%s, %s in %s out, n %lld, trim %d, co %g, nt %d, sums %d): other bytes",
+                          kernels_for(SimdLevel(lv)).name, dtype_name(dt), dtype_name(od), (long long)n, trim, double(co), int(nt), int(sums));
+                    CHECK(same_bits(nx.dot, sd) && same_bits(nx.na, sa) && same_bits(nx.nb, sb),
+                          "next row's stats (%s, %s, n %lld, kind %d, trim %d, sums %d): %.17g %.17g %.17g vs %.17g %.17g %.17g",
+                          kernels_for(SimdLevel(lv)).name, dtype_name(dt), (long long)n, nk, trim, int(sums), nx.dot, nx.na, nx.nb, sd, sa, sb);
+                  }
                 }
             }
         }
@@ -684,8 +689,8 @@ static void test_fused_next_row() {
   std::printf("fused output + next row's stats: %d cases\n", cases);
 }
 
-// process_rows' row pipeline (each fused row's output pass computes the next row's sums) against the same rows
-// edited one job per row (no pipeline): identical bytes, cos, regions, coefficients and deltaSq, bit for bit,
+// process_rows' row pipeline (each fused row's output pass computes the next row's sums; each of its forms,
+// geoedit.h RowPipeline) against the same rows edited one job per row (no pipeline): identical bytes, cos, regions, coefficients and deltaSq, bit for bit,
 // for every strategy (geoedit's weights too: they come from those sums), densities 1 / 0.2 / 0.03, 1 to 67 rows
 // (chunks of 2^17 elements: several per job at the widest rows), one thread or all, with rows that leave the
 // pipeline mid-job: zero coefficients (base copied), both sides trimmed, a NaN row (allowNonFinite), a bf16 ->
@@ -723,8 +728,12 @@ static void test_fused_pipeline() {
                 if (strat == 2) p.strategy = Strategy::ForgetThenLearn;
                 if (strat == 3) p.strategy = Strategy::Custom;
                 if (strat == 4) { p.fuse_aligned = 0.7; p.forget_conflicting = 0.4; }
-                for (int threads : {1, 0}) {
+                for (int threads : {1, 0})
+                for (RowPipeline pipe : {RowPipeline::Sums, RowPipeline::Prefetch, RowPipeline::Off}) {
+                  const RowPipeline was = row_pipeline();
+                  set_row_pipeline(pipe);
                   const RawOut got = run_raw(d, p, od, lv, threads, &cnew, &cold);
+                  set_row_pipeline(was);
                   for (int64_t i = 0; i < R; ++i) {
                     Raw one{1, cols, dt, {}, {}, {}};
                     auto row = [&](const std::vector<uint8_t>& v) { return std::vector<uint8_t>(v.begin() + i * cols * es, v.begin() + (i + 1) * cols * es); };
@@ -737,8 +746,9 @@ static void test_fused_pipeline() {
                     ++rows_checked;
                     CHECK(std::memcmp(got.out.data() + r * rb, ref.out.data(), rb) == 0 && same_bits(got.cos[r], ref.cos[0]) &&
                               got.region[r] == ref.region[0] && got.cn[r] == ref.cn[0] && got.co[r] == ref.co[0] && same_bits(got.dsq[r], ref.dsq[0]),
-                          "row pipeline vs one row per job: %s, %s in %s out, cols %lld, rows %lld, density %.2f, strategy %d, threads %d, row %lld",
-                          kernels_for(SimdLevel(lv)).name, dtype_name(dt), dtype_name(od), (long long)cols, (long long)R, density, strat, threads, (long long)i);
+                          "row pipeline (%s) vs one row per job: %s, %s in %s out, cols %lld, rows %lld, density %.2f, strategy %d, threads %d, row %lld",
+                          row_pipeline_name(pipe), kernels_for(SimdLevel(lv)).name, dtype_name(dt), dtype_name(od), (long long)cols, (long long)R, density,
+                          strat, threads, (long long)i);
                   }
                 }
               }

@@ -374,6 +374,41 @@ describe('the fused row path (raw rows read in place: native/core/kernels.h Fuse
   });
 });
 
+// The row pipeline's three forms (geoedit.h RowPipeline: the next row summed between this row's output blocks,
+// prefetched and summed at the end, or not prepared at all) must give the same bytes and stats; the default
+// depends on the CPU, so each is set explicitly (native/test/core_test.cc checks each with streaming stores too).
+describe('the row pipeline (GEOEDIT_ROW_PIPELINE, _setRowPipeline)', () => {
+  it('gives the same bytes and stats in each form, bf16 and f32, densities 1 and 0.2', async () => {
+    const native = loadNative();
+    const was = native._setRowPipeline();
+    expect(['sums', 'prefetch', 'off']).toContain(was);
+    expect(() => (native._setRowPipeline as (m: string) => string)('fast')).toThrow(/sums.*prefetch.*off/);
+    expect(native._setRowPipeline()).toBe(was);
+    try {
+      for (const [dtype, rows, cols] of [['bf16', 512, 8208], ['f32', 96, 1031]] as const) {
+        const t = makeTriple(rows, cols, 7 + cols, [dtype, dtype, dtype]);
+        const sets: EditOptions[] = [{}, { density: 0.2 }, ...(dtype === 'f32' ? [{ density: 0.2, strategy: 'forget-then-learn' as const }] : [])];
+        for (const opts of sets) {
+          const res: Record<string, Awaited<ReturnType<typeof editTensor>>> = {};
+          for (const mode of ['off', 'sums', 'prefetch'] as const) {
+            expect(native._setRowPipeline(mode)).toBeTypeOf('string');
+            res[mode] = await editTensor(t, opts);
+          }
+          for (const mode of ['sums', 'prefetch'] as const) {
+            const what = `${dtype} [${rows},${cols}] ${JSON.stringify(opts)} ${mode} vs off`;
+            expect(bytesOf(res[mode]!.out).equals(bytesOf(res.off!.out)), what).toBe(true);
+            expect(Buffer.from(res[mode]!.stats.cos.buffer).equals(Buffer.from(res.off!.stats.cos.buffer)), what).toBe(true);
+            expect(Buffer.from(res[mode]!.stats.region).equals(Buffer.from(res.off!.stats.region)), what).toBe(true);
+            expect(res[mode]!.stats.energy.applied, what).toBe(res.off!.stats.energy.applied);
+          }
+        }
+      }
+    } finally {
+      native._setRowPipeline(was);
+    }
+  });
+});
+
 // The AVX2 kernels have their own fused row path (native/cpu/kernels_avx2.cc); on a machine with AVX-512
 // it only runs with GEOEDIT_SIMD=avx2, which takes a process (test/support/fixtures/fused-simd-child.cjs).
 // Fused on and off in the AVX2 child give the same bytes; where the coefficients do not come from the

@@ -205,6 +205,15 @@ double triad_gbps(size_t n, int threads, int reps);
 // benchmarks and tests, which compare both forms in one process. Same results either way.
 void set_fused_rows(bool on);
 bool fused_rows();
+// How a fused row's output pass prepares the next row (the row pipeline): Sums, it sums the next row's blocks
+// between its own; Prefetch, it prefetches the next row into L2 and sums it at its end; Off, neither (each row's
+// sums in its own pass). Same results every way. Default: GEOEDIT_ROW_PIPELINE (sums|prefetch|off), else
+// default_row_pipeline() (Prefetch on AMD CPUs, Sums elsewhere). A switch for benchmarks and tests.
+enum class RowPipeline { Off = 0, Sums = 1, Prefetch = 2 };
+RowPipeline default_row_pipeline();
+void set_row_pipeline(RowPipeline m);
+RowPipeline row_pipeline();
+const char* row_pipeline_name(RowPipeline m);
 
 const char* version();
 
