@@ -2,10 +2,10 @@
 // without Node: what each pass of a row costs in ns per element, on one row kept in L1 (rows = 1) or streamed
 // from memory (rows = 16384). Not a target check (`npm run bench` is); the tool behind docs/performance.md's
 // "row pipeline on Zen 4" figures. After `npm run build` (which leaves build/libgeoedit_core.a):
-//   g++ -O2 -std=c++17 bench/native/rowpass.cc build/libgeoedit_core.a -Inative -Inative/include -lpthread -o /tmp/rowpass
+//   g++ -O2 -std=c++17 bench/native/rowpass.cc build/libgeoedit_core.a -Inative -Inative/include -lpthread -ldl -o /tmp/rowpass
 //   /tmp/rowpass ROWS DTYPE MODE    DTYPE: 0 f32, 2 bf16
 // MODE: 0 stats pass; 1 output pass (no trim, co = 0); 2 output pass summing the next row in it (the 'sums'
-// pipeline); 3 stats then output, streaming stores; 4 the same with plain stores; 5 the top-k select alone
+// pipeline); 7 the same in the prefetch form (the next row prefetched, summed at the end); 3 stats then output, streaming stores; 4 the same with plain stores; 5 the top-k select alone
 // (density 0.2, no hint); 6 a trimmed row's whole work: stats, select (with the previous row's hint), output.
 // The AVX-512 kernels (kAvx512Kernels): run it on a CPU that has them.
 #include "core/kernels.h"
@@ -18,7 +18,7 @@
 namespace geoedit { extern const Kernels kAvx512Kernels; }
 using namespace geoedit;
 int main(int argc, char** argv) {
-  if (argc < 4) { std::fprintf(stderr, "usage: rowpass ROWS DTYPE(0 f32, 2 bf16) MODE(0-6)\n"); return 2; }
+  if (argc < 4) { std::fprintf(stderr, "usage: rowpass ROWS DTYPE(0 f32, 2 bf16) MODE(0-7)\n"); return 2; }
   const int64_t n = 4096;
   const int64_t rows = atoi(argv[1]);  // rows in the working set
   const int dt = atoi(argv[2]);        // 0 f32, 2 bf16
@@ -52,7 +52,8 @@ int main(int argc, char** argv) {
       F->output(d, rb, ro, rn, n, 0.7f, 0.0f, nullptr, nullptr, &ka, &kb, d, out.data() + i * n * es, mode == 3, nullptr); }
     else {
       NextRowStats nx{rb + n * es, ro + n * es, rn + n * es};
-      bool has = mode == 2 && i + 1 < rows;
+      nx.sums = mode != 7;
+      bool has = (mode == 2 || mode == 7) && i + 1 < rows;
       double ka, kb;
       F->output(d, rb, ro, rn, n, 0.7f, 0.0f, nullptr, nullptr, &ka, &kb, d, out.data() + i * n * es, rows > 64, has ? &nx : nullptr);
       sum += nx.dot;

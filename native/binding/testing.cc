@@ -130,7 +130,7 @@ static Napi::Value SetFused(const Napi::CallbackInfo& info) {
 // for the rest of the process; no argument only reads it. An A/B switch: same results.
 static Napi::Value SetRowPipeline(const Napi::CallbackInfo& info) {
   const geoedit::RowPipeline was = geoedit::row_pipeline();
-  if (info.Length() >= 1) {
+  if (info.Length() >= 1 && !info[0].IsUndefined()) {
     const std::string m = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : std::string();
     if (m == "sums") geoedit::set_row_pipeline(geoedit::RowPipeline::Sums);
     else if (m == "prefetch") geoedit::set_row_pipeline(geoedit::RowPipeline::Prefetch);

@@ -200,9 +200,10 @@ std::atomic<bool>& fused_switch() {
   return on;
 }
 
-// The row pipeline's form (kernels.h NextRowStats): GEOEDIT_ROW_PIPELINE=sums|prefetch|off, else by CPU: prefetch
-// on AMD (measured 1.2-1.4x for bf16 at density 1 on Zen 4 and no slower elsewhere, docs/performance.md), sums
-// elsewhere (measured 1.20-1.25x over no pipeline on the Intel VM; the prefetch form is not measured there).
+// The row pipeline's form (kernels.h NextRowStats): GEOEDIT_ROW_PIPELINE=sums|prefetch|off (another value: as
+// unset), else by CPU: prefetch on AMD (on a Zen 4 VM 1.3-1.5x the sums form for bf16 at density 1, within 4%
+// of it elsewhere: docs/performance.md), sums elsewhere (1.20-1.25x over no pipeline on the Intel VM it was
+// tuned on; the prefetch form is not measured there).
 std::atomic<int>& pipeline_switch() {
   static std::atomic<int> mode{[] {
     const char* e = std::getenv("GEOEDIT_ROW_PIPELINE");

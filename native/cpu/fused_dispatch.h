@@ -10,12 +10,13 @@
 template <DType D, bool EO, DType OD, bool NT, bool NX, bool PF>
 uint32_t fused_output_x(const void* base, const void* old_, const void* new_, int64_t n, float cn, float co,
                         const RowSelection* sa, const RowSelection* sb, double* ka, double* kb, void* dst, NextRowStats* nx) {
-  if (sa) return fused_output_t<D, EO, OD, NT, true, false, true, NX, PF>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst, nx);
+  // a trimmed side always prefetches the next row (StatsPass::block): PF makes no other code there
+  if (sa) return fused_output_t<D, EO, OD, NT, true, false, true, NX, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst, nx);
   if (co != 0.0f) {
-    if (sb) return fused_output_t<D, EO, OD, NT, false, true, true, NX, PF>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst, nx);
+    if (sb) return fused_output_t<D, EO, OD, NT, false, true, true, NX, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst, nx);
     return fused_output_t<D, EO, OD, NT, false, false, true, NX, PF>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst, nx);
   }
-  if (sb) return fused_output_t<D, EO, OD, NT, false, true, false, NX, PF>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst, nx);
+  if (sb) return fused_output_t<D, EO, OD, NT, false, true, false, NX, false>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst, nx);
   return fused_output_t<D, EO, OD, NT, false, false, false, NX, PF>(base, old_, new_, n, cn, co, sa, sb, ka, kb, dst, nx);
 }
 template <DType D, bool EO, DType OD, bool NT>
