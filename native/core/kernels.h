@@ -32,8 +32,8 @@ struct RowSelection {
 // edit.cc picks it per CPU): sums true, the output pass sums a block of the next row after each of its own
 // blocks (rows without a top-k); sums false, it only prefetches the next row's lines into L2 and sums them at
 // its end (what rows with a top-k always do). The second is faster where the combined loop runs out of
-// registers or L1 (Zen 4: 32 KiB L1, double-pumped 512-bit ops), the first was faster on the Intel VM it
-// was tuned on.
+// registers or L1 (Zen 4: 32 KiB L1, double-pumped 512-bit ops); the first measured faster than no pipeline
+// on the Intel VM it was tuned on (the second is not measured there).
 struct NextRowStats {
   const void* base;
   const void* old_;

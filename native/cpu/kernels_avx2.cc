@@ -541,7 +541,7 @@ struct StatsPass {
   }
   // The blocks left, the last columns and the sums, run on a local copy: the loads go through vector types that
   // may alias anything, so a loop over this object's own members (its address escapes) keeps the twelve
-  // accumulators in memory, a store-to-load chain per block (measured 2-4x slower on Zen 4). The copy never
+  // accumulators in memory, a store-to-load chain per block (about 2x slower on Zen 4: bench/native/rowpass.cc). The copy never
   // escapes, so its members live in registers.
   __attribute__((always_inline)) inline void finish(double* dot, double* na, double* nb) const {
     StatsPass t = *this;
