@@ -243,9 +243,10 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     K.decode(v.dtype, src, tmp, n);
     return tmp;
   };
-  // The row pipeline: a fused row's output pass also computes the next row's sums (kernels.h NextRowStats),
-  // so that the next row's three input rows stream in from memory while this row's output is computed on the
-  // cached ones; `next` holds them until that row (the same sums as its own stats pass).
+  // The row pipeline: a fused row's output call also computes the next row's sums (kernels.h NextRowStats; in
+  // the form row_pipeline() says), so that the next row's three input rows stream in from memory while this
+  // row's output is computed on the cached ones; `next` holds them until that row (the same sums as its own
+  // stats pass).
   const RowPipeline pipeline = row_pipeline();
   NextRowStats next{nullptr, nullptr, nullptr};
   next.sums = pipeline == RowPipeline::Sums;
@@ -366,16 +367,18 @@ void process_rows(const EditJob& job, const Params& p, const Kernels& K, int64_t
     bool written = false;
     if (!decoded && !(fcn == 0.0f && fco == 0.0f) && !(trim && fcn != 0.0f && fco != 0.0f)) {
       // Fused: at most one side trimmed (the one whose coefficient is not 0), selected from the raw rows.
+      // With the row pipeline on, the select and the output prepare the next row of this chunk.
+      const bool pipelined = pipeline != RowPipeline::Off && i + 1 < r1;
       RowSelection sel{0, n};  // k >= n keeps every entry
       const bool trim_a = trim && fco != 0.0f, trim_b = trim && fcn != 0.0f;
       if ((trim_a || trim_b) && k < n) {
         TrimHint& h = trim_a ? s.hint_a : s.hint_b;
         h.rms = float(std::sqrt((trim_a ? na : nb) / double(n)));
-        sel = F->select(job.base.dtype, rb, trim_a ? ro : rn, n, k, s.cand.data(), &h, pipeline != RowPipeline::Off && i + 1 < r1);
+        sel = F->select(job.base.dtype, rb, trim_a ? ro : rn, n, k, s.cand.data(), &h, pipelined);
       }
       char* dst = static_cast<char*>(job.out) + size_t(i) * size_t(n) * outs;
       double ka = -1, kb = -1;
-      have_next = pipeline != RowPipeline::Off && i + 1 < r1;
+      have_next = pipelined;
       if (have_next) {
         next.base = rb + size_t(n) * bs;
         next.old_ = ro + size_t(n) * os_;

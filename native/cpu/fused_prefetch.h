@@ -2,8 +2,9 @@
 // (kernels_avx2.cc, kernels_avx512.cc): a fixed distance (256 elements) ahead within the row into L1; past
 // the row's end that reaches into the next row (a prefetch never faults). A next-row L2 prefetch during
 // every pass was tried as an A/B switch and measured 0.87-1.12x (docs/performance.md, "bf16 fused kernels,
-// second round"): removed; the row pipeline's output pass now sums the next row, or (rows with a top-k)
-// prefetches it into L2 (StatsPass::block in the ISA files). Internal linkage (see trim_impl.h).
+// second round"): removed; the row pipeline now prepares the next row instead, during the select and the output
+// pass only (kernels.h NextRowStats; StatsPass::block and RawDiff in the ISA files). Internal linkage (see
+// trim_impl.h).
 #pragma once
 #include <xmmintrin.h>
 #include <cstdint>
